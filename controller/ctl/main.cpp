@@ -1,0 +1,104 @@
+// bulkheadctl: validate, compile and diff segment policies.
+#include "controller/ctl/ctl_commands.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <map>
+
+namespace {
+
+using bulkhead::ctl::OutputFormat;
+
+const std::map<std::string, OutputFormat> format_names{
+    {"text", OutputFormat::Text}, {"json", OutputFormat::Json}, {"nft", OutputFormat::Nft}};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"bulkheadctl: Bulkhead microsegmentation policy tool"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "bulkheadctl 0.1.0");
+
+    auto* policy_cmd = app.add_subcommand("policy", "Validate, compile and diff segment policies");
+    policy_cmd->require_subcommand(1);
+
+    bulkhead::ctl::ValidateOptions validate;
+    std::string validate_format = "text";
+    auto* validate_cmd = policy_cmd->add_subcommand("validate", "Check a policy and report every error with its JSON pointer");
+    validate_cmd->add_option("FILE", validate.policy_file, "Policy JSON file")->required();
+    validate_cmd->add_option("--inventory", validate.inventory_file,
+                             "Also check references against this inventory");
+    validate_cmd->add_option("--format", validate_format, "text or json")
+        ->check(CLI::IsMember({"text", "json"}));
+
+    bulkhead::ctl::CompileOptions compile;
+    std::string compile_format = "nft";
+    std::vector<std::string> compile_quarantine;
+    std::string compile_enforcer;
+    auto* compile_cmd = policy_cmd->add_subcommand("compile", "Compile a policy into per-enforcer nftables rulesets");
+    compile_cmd->add_option("--policy", compile.policy_file, "Policy JSON file")->required();
+    compile_cmd->add_option("--inventory", compile.inventory_file, "Inventory JSON file")->required();
+    auto* enforcer_opt = compile_cmd->add_option("--enforcer", compile_enforcer, "Only this enforcer");
+    compile_cmd->add_option("--format", compile_format, "nft or json")
+        ->check(CLI::IsMember({"nft", "json"}));
+    compile_cmd->add_option("--quarantine", compile_quarantine, "Workload id to compile as quarantined (repeatable)");
+
+    bulkhead::ctl::DiffOptions diff;
+    std::string diff_format = "text";
+    std::string diff_enforcer;
+    std::vector<std::string> diff_old_quarantine, diff_new_quarantine;
+    auto* diff_cmd = policy_cmd->add_subcommand("diff", "Element-level diff between the rulesets of two policies");
+    diff_cmd->add_option("OLD", diff.old_policy_file, "Old policy JSON file")->required();
+    diff_cmd->add_option("NEW", diff.new_policy_file, "New policy JSON file")->required();
+    diff_cmd->add_option("--inventory", diff.inventory_file, "Inventory JSON file")->required();
+    diff_cmd->add_option("--new-inventory", diff.new_inventory_file, "Inventory for NEW (default: --inventory)");
+    auto* diff_enforcer_opt = diff_cmd->add_option("--enforcer", diff_enforcer, "Only this enforcer");
+    diff_cmd->add_option("--format", diff_format, "text, nft (a script applying the diff) or json")
+        ->check(CLI::IsMember({"text", "json", "nft"}));
+    diff_cmd->add_option("--old-quarantine", diff_old_quarantine, "Workload quarantined in OLD (repeatable)");
+    diff_cmd->add_option("--new-quarantine", diff_new_quarantine, "Workload quarantined in NEW (repeatable)");
+
+    auto* inventory_cmd = app.add_subcommand("inventory", "Workload inventory tools");
+    inventory_cmd->require_subcommand(1);
+    std::string inventory_file;
+    std::string inventory_format = "text";
+    auto* inventory_validate = inventory_cmd->add_subcommand("validate", "Check an inventory");
+    inventory_validate->add_option("FILE", inventory_file, "Inventory JSON file")->required();
+    inventory_validate->add_option("--format", inventory_format, "text or json")
+        ->check(CLI::IsMember({"text", "json"}));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e);
+        return code == 0 ? 0 : bulkhead::ctl::exit_usage;
+    }
+
+    if (*validate_cmd) {
+        validate.format = format_names.at(validate_format);
+        return bulkhead::ctl::validate_policy(validate, std::cout, std::cerr);
+    }
+    if (*compile_cmd) {
+        compile.format = format_names.at(compile_format);
+        if (*enforcer_opt) {
+            compile.enforcer = compile_enforcer;
+        }
+        compile.quarantined.insert(compile_quarantine.begin(), compile_quarantine.end());
+        return bulkhead::ctl::compile_policy(compile, std::cout, std::cerr);
+    }
+    if (*diff_cmd) {
+        diff.format = format_names.at(diff_format);
+        if (*diff_enforcer_opt) {
+            diff.enforcer = diff_enforcer;
+        }
+        diff.old_quarantined.insert(diff_old_quarantine.begin(), diff_old_quarantine.end());
+        diff.new_quarantined.insert(diff_new_quarantine.begin(), diff_new_quarantine.end());
+        return bulkhead::ctl::diff_policy(diff, std::cout, std::cerr);
+    }
+    if (*inventory_validate) {
+        return bulkhead::ctl::validate_inventory(inventory_file, format_names.at(inventory_format),
+                                                 std::cout, std::cerr);
+    }
+    return bulkhead::ctl::exit_usage;
+}

@@ -1,0 +1,123 @@
+#include "policies/json_reader.hpp"
+
+#include <string>
+#include <unordered_set>
+
+namespace bulkhead::policy {
+namespace {
+
+struct Frame {
+    bool is_object = false;
+    std::unordered_set<std::string> keys;
+    std::string key;
+    std::size_t index = 0;
+};
+
+struct TooDeep {};
+
+std::string current_pointer(const std::vector<Frame>& frames) {
+    std::string pointer;
+    for (const auto& f : frames) {
+        pointer = f.is_object ? pointer_append(pointer, f.key) : pointer_append(pointer, f.index);
+    }
+    return pointer;
+}
+
+std::string line_and_column(std::string_view text, std::size_t byte) {
+    std::size_t line = 1;
+    std::size_t column = 1;
+    for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            column = 1;
+        } else {
+            ++column;
+        }
+    }
+    return "line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
+}  // namespace
+
+std::expected<nlohmann::json, std::vector<Diagnostic>> read_json(std::string_view text,
+                                                                 std::string_view document,
+                                                                 JsonReadLimits limits) {
+    DiagnosticSink sink{std::string(document)};
+    if (text.size() > limits.max_bytes) {
+        sink.add("", DiagnosticCode::TooLarge,
+                 "document is " + std::to_string(text.size()) + " bytes, the limit is " +
+                     std::to_string(limits.max_bytes));
+        return std::unexpected(sink.take());
+    }
+
+    std::vector<Frame> frames;
+    auto after_element = [&frames] {
+        if (!frames.empty() && !frames.back().is_object) {
+            ++frames.back().index;
+        }
+    };
+    auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event,
+                        nlohmann::json& parsed) -> bool {
+        using Event = nlohmann::json::parse_event_t;
+        switch (event) {
+        case Event::object_start:
+        case Event::array_start: {
+            if (static_cast<int>(frames.size()) >= limits.max_depth) {
+                throw TooDeep{};
+            }
+            Frame frame;
+            frame.is_object = event == Event::object_start;
+            frames.push_back(std::move(frame));
+            break;
+        }
+        case Event::key: {
+            auto& top = frames.back();
+            top.key = parsed.get<std::string>();
+            if (!top.keys.insert(top.key).second) {
+                sink.add(current_pointer(frames), DiagnosticCode::DuplicateKey,
+                         "key \"" + top.key + "\" appears more than once in this object");
+            }
+            break;
+        }
+        case Event::object_end:
+        case Event::array_end:
+            frames.pop_back();
+            after_element();
+            break;
+        case Event::value:
+            after_element();
+            break;
+        }
+        return true;
+    };
+
+    nlohmann::json parsed;
+    try {
+        parsed = nlohmann::json::parse(text.begin(), text.end(), callback);
+    } catch (const TooDeep&) {
+        sink.add(current_pointer(frames), DiagnosticCode::TooDeep,
+                 "nesting deeper than " + std::to_string(limits.max_depth) + " levels");
+        return std::unexpected(sink.take());
+    } catch (const nlohmann::json::parse_error& e) {
+        std::string reason = e.what();
+        // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: "
+        if (auto colon = reason.find(": "); colon != std::string::npos) {
+            reason = reason.substr(colon + 2);
+        }
+        sink.add(current_pointer(frames), DiagnosticCode::Syntax,
+                 "invalid JSON at " + line_and_column(text, e.byte == 0 ? 0 : e.byte - 1) + ": " +
+                     reason);
+        return std::unexpected(sink.take());
+    } catch (const nlohmann::json::exception& e) {
+        // Out-of-range numbers and invalid UTF-8 surface here rather than as parse_error.
+        sink.add(current_pointer(frames), DiagnosticCode::Syntax,
+                 std::string("invalid JSON: ") + e.what());
+        return std::unexpected(sink.take());
+    }
+    if (!sink.empty()) {
+        return std::unexpected(sink.take());
+    }
+    return parsed;
+}
+
+}  // namespace bulkhead::policy

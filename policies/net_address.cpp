@@ -1,0 +1,177 @@
+#include "policies/net_address.hpp"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+#include <cstring>
+
+namespace bulkhead::policy {
+
+std::expected<IpAddress, std::string> parse_ip_address(std::string_view text) {
+    if (text.empty() || text.size() > 45) {
+        return std::unexpected("\"" + std::string(text) + "\" is not an IP address");
+    }
+    std::string s(text);
+    IpAddress a;
+    if (s.find(':') == std::string::npos) {
+        a.family = Family::Ipv4;
+        if (inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) {
+            return a;
+        }
+    } else {
+        a.family = Family::Ipv6;
+        if (inet_pton(AF_INET6, s.c_str(), a.bytes.data()) == 1) {
+            return a;
+        }
+    }
+    return std::unexpected("\"" + s + "\" is not an IP address");
+}
+
+std::expected<IpRange, std::string> parse_cidr(std::string_view text) {
+    auto slash = text.find('/');
+    auto address = parse_ip_address(text.substr(0, slash));
+    if (!address) {
+        return std::unexpected("\"" + std::string(text) + "\" is not a CIDR block: " +
+                               address.error());
+    }
+    const int max_bits = address->family == Family::Ipv4 ? 32 : 128;
+    int bits = max_bits;
+    if (slash != std::string_view::npos) {
+        auto digits = text.substr(slash + 1);
+        auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), bits);
+        if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() ||
+            bits < 0 || bits > max_bits) {
+            return std::unexpected("\"" + std::string(text) + "\" has an invalid prefix length (0.." +
+                                   std::to_string(max_bits) + ")");
+        }
+    }
+    IpRange r{*address, *address};
+    for (int bit = bits; bit < max_bits; ++bit) {
+        const auto byte = static_cast<std::size_t>(bit / 8);
+        const auto mask = static_cast<std::uint8_t>(0x80u >> (bit % 8));
+        if ((r.low.bytes[byte] & mask) != 0) {
+            IpAddress network = *address;
+            for (int b = bits; b < max_bits; ++b) {
+                network.bytes[static_cast<std::size_t>(b / 8)] &=
+                    static_cast<std::uint8_t>(~(0x80u >> (b % 8)));
+            }
+            return std::unexpected("\"" + std::string(text) + "\" has host bits set (did you mean " +
+                                   to_string(network) + "/" + std::to_string(bits) + "?)");
+        }
+        r.high.bytes[byte] |= mask;
+    }
+    return r;
+}
+
+IpRange host_range(const IpAddress& a) { return IpRange{a, a}; }
+
+std::string to_string(const IpAddress& a) {
+    char buffer[INET6_ADDRSTRLEN] = {};
+    inet_ntop(a.family == Family::Ipv4 ? AF_INET : AF_INET6, a.bytes.data(), buffer,
+              sizeof buffer);
+    return buffer;
+}
+
+int IpRange::prefix_length() const {
+    const int max_bits = low.family == Family::Ipv4 ? 32 : 128;
+    // Count the leading bits where low and high agree; the rest must be 0 in low, 1 in high.
+    int bits = 0;
+    while (bits < max_bits) {
+        const auto byte = static_cast<std::size_t>(bits / 8);
+        const auto mask = static_cast<std::uint8_t>(0x80u >> (bits % 8));
+        if ((low.bytes[byte] & mask) != (high.bytes[byte] & mask)) {
+            break;
+        }
+        ++bits;
+    }
+    for (int bit = bits; bit < max_bits; ++bit) {
+        const auto byte = static_cast<std::size_t>(bit / 8);
+        const auto mask = static_cast<std::uint8_t>(0x80u >> (bit % 8));
+        if ((low.bytes[byte] & mask) != 0 || (high.bytes[byte] & mask) == 0) {
+            return -1;
+        }
+    }
+    return bits;
+}
+
+std::string to_string(const IpRange& r) {
+    const int bits = r.prefix_length();
+    const int max_bits = r.low.family == Family::Ipv4 ? 32 : 128;
+    if (bits == max_bits) {
+        return to_string(r.low);
+    }
+    if (bits >= 0) {
+        return to_string(r.low) + "/" + std::to_string(bits);
+    }
+    return to_string(r.low) + "-" + to_string(r.high);
+}
+
+bool increment(IpAddress& a) {
+    for (auto i = a.width(); i-- > 0;) {
+        if (++a.bytes[i] != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool decrement(IpAddress& a) {
+    for (auto i = a.width(); i-- > 0;) {
+        if (a.bytes[i]-- != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::expected<std::string, std::string> normalize_mac(std::string_view text) {
+    auto bad = [&] {
+        return std::unexpected("\"" + std::string(text) +
+                               "\" is not a MAC address (expected six hex pairs like "
+                               "52:54:00:12:34:56)");
+    };
+    if (text.size() != 17) {
+        return bad();
+    }
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (i % 3 == 2) {
+            if (c != ':' && c != '-') {
+                return bad();
+            }
+            out.push_back(':');
+            continue;
+        }
+        if (c >= '0' && c <= '9') {
+            out.push_back(c);
+        } else if (c >= 'a' && c <= 'f') {
+            out.push_back(c);
+        } else if (c >= 'A' && c <= 'F') {
+            out.push_back(static_cast<char>(c - 'A' + 'a'));
+        } else {
+            return bad();
+        }
+    }
+    return out;
+}
+
+std::expected<void, std::string> check_interface_name(std::string_view name) {
+    if (name.empty() || name.size() > 15) {
+        return std::unexpected("interface name \"" + std::string(name) +
+                               "\" must be 1 to 15 characters (Linux IFNAMSIZ)");
+    }
+    if (name == "." || name == "..") {
+        return std::unexpected("interface name \"" + std::string(name) + "\" is reserved");
+    }
+    for (char c : name) {
+        const auto u = static_cast<unsigned char>(c);
+        if (c == '/' || c == ':' || c == '"' || c == '\\' || u <= 0x20 || u >= 0x7f) {
+            return std::unexpected("interface name \"" + std::string(name) +
+                                   "\" contains a character Linux or nft does not accept");
+        }
+    }
+    return {};
+}
+
+}  // namespace bulkhead::policy

@@ -1,0 +1,137 @@
+// The segment policy and the workload inventory as plain values: what an admin wrote,
+// after reading and validation. Everything else in the pipeline takes these as input.
+#pragma once
+
+#include "policies/net_address.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bulkhead::policy {
+
+enum class Protocol : std::uint8_t { Tcp, Udp, Sctp, Icmp, Icmpv6, Any };
+std::string_view to_string(Protocol p);
+// IANA protocol number; Any has none.
+std::uint8_t protocol_number(Protocol p);
+
+struct NumberRange {
+    std::uint32_t low = 0;
+    std::uint32_t high = 0;
+    auto operator<=>(const NumberRange&) const = default;
+};
+
+// One line of a service: a protocol and, for port protocols, ports; for ICMP, types.
+// An empty list means "all" (every port, every type).
+struct ServiceEntry {
+    Protocol protocol = Protocol::Tcp;
+    std::vector<NumberRange> ports;
+    std::vector<NumberRange> icmp_types;
+};
+
+struct Service {
+    std::string name;
+    std::string description;
+    std::vector<ServiceEntry> entries;
+    std::string pointer;  // where it was defined, for diagnostics raised later
+};
+
+// Membership is the union of the three; within `labels` every key must match and a key's
+// list of values is an any-of.
+struct Selector {
+    std::map<std::string, std::vector<std::string>> labels;
+    std::vector<std::string> workloads;
+    std::vector<IpRange> cidrs;
+};
+
+struct Segment {
+    std::string name;
+    std::string description;
+    bool decoy = false;  // any touch from a protected workload is dropped and logged as "decoy"
+    Selector selector;
+    std::string pointer;
+};
+
+enum class RuleAction : std::uint8_t { Allow, Deny };
+
+struct Rule {
+    std::string name;
+    std::string description;
+    RuleAction action = RuleAction::Allow;
+    std::vector<std::string> from;
+    std::vector<std::string> to;
+    std::vector<std::string> services;  // "any" is built in
+    std::string pointer;
+};
+
+enum class DefaultAction : std::uint8_t { Deny, Allow };
+enum class Mode : std::uint8_t { Enforce, Monitor };
+
+struct Defaults {
+    DefaultAction action = DefaultAction::Deny;
+    Mode mode = Mode::Enforce;
+    bool log_drops = true;
+    std::uint16_t log_group = 10;
+    bool log_allowed = false;  // NFLOG new accepted connections (allowed-flow summaries)
+    std::uint16_t allowed_log_group = 11;
+};
+
+// What a quarantined workload may still reach (`allow`) or be reached by (`allow_from`),
+// e.g. the EDR server and DNS, and the SOC's forensic access.
+struct QuarantineGrant {
+    std::vector<std::string> segments;
+    std::vector<std::string> services;
+    std::string pointer;
+};
+
+struct QuarantinePolicy {
+    std::vector<QuarantineGrant> allow;
+    std::vector<QuarantineGrant> allow_from;
+};
+
+struct Policy {
+    std::string name;
+    std::string description;
+    Defaults defaults;
+    std::vector<Service> services;
+    std::vector<Segment> segments;
+    std::vector<Rule> rules;
+    QuarantinePolicy quarantine;
+};
+
+struct Enforcer {
+    std::string id;
+    std::string description;
+};
+
+enum class AttachmentMode : std::uint8_t {
+    Port,  // a VDI/VM behind a port interface on a hypervisor (routed, forward hook)
+    Host,  // a server protecting itself (input/output hooks on its own interfaces)
+};
+
+struct Attachment {
+    AttachmentMode mode = AttachmentMode::Port;
+    std::vector<std::string> interfaces;  // Port: exactly one; Host: one or more
+};
+
+struct Workload {
+    std::string id;
+    std::string enforcer;  // empty: unmanaged (a peer other rules may name, nothing compiled)
+    std::vector<IpAddress> addresses;
+    std::string mac;
+    std::map<std::string, std::string> labels;
+    std::string user;
+    std::string hostname;
+    bool critical = false;  // never auto-quarantined (AD, file servers)
+    std::optional<Attachment> attachment;
+    std::string pointer;
+};
+
+struct Inventory {
+    std::vector<Enforcer> enforcers;
+    std::vector<Workload> workloads;
+};
+
+}  // namespace bulkhead::policy

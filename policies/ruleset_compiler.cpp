@@ -1,0 +1,659 @@
+#include "policies/ruleset_compiler.hpp"
+
+#include "policies/element_builder.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <unordered_map>
+
+namespace bulkhead::ruleset {
+namespace {
+
+using policy::AttachmentMode;
+using policy::Family;
+using policy::Mode;
+using policy::Protocol;
+using policy::RuleAction;
+
+constexpr NumberRange all_ports{0, 65535};
+constexpr NumberRange all_protocols{0, 255};
+constexpr NumberRange all_types{0, 255};
+
+// A service line expanded to what the sets key on.
+struct ServiceRects {
+    std::vector<Box> ports;         // address left empty: (proto, port)
+    std::vector<NumberRange> icmp4;  // ICMP types
+    std::vector<NumberRange> icmp6;
+};
+
+// The four set kinds of one direction and verdict.
+struct BoxLists {
+    std::vector<Box> ports4, ports6, icmp4, icmp6;
+    void add(const std::vector<IpRange>& addresses, const ServiceRects& service) {
+        for (const auto& a : addresses) {
+            auto& ports = a.family() == Family::Ipv4 ? ports4 : ports6;
+            for (const auto& p : service.ports) {
+                ports.push_back({a, p.second, p.third});
+            }
+            const auto& types = a.family() == Family::Ipv4 ? service.icmp4 : service.icmp6;
+            auto& icmp = a.family() == Family::Ipv4 ? icmp4 : icmp6;
+            for (const auto& t : types) {
+                icmp.push_back({a, t, {}});
+            }
+        }
+    }
+};
+
+struct SetGroup {
+    std::shared_ptr<const ElementList> ports4, ports6, icmp4, icmp6;
+};
+
+SetGroup build(BoxLists lists) {
+    auto share = [](ElementList e) { return std::make_shared<const ElementList>(std::move(e)); };
+    return {share(disjoint_elements(std::move(lists.ports4), true)),
+            share(disjoint_elements(std::move(lists.ports6), true)),
+            share(disjoint_elements(std::move(lists.icmp4), false)),
+            share(disjoint_elements(std::move(lists.icmp6), false))};
+}
+
+struct PolicyClass {
+    std::string name;
+    std::vector<std::size_t> segments;  // sorted indices
+    bool decoy = false;                 // contains a decoy segment: every touch is logged
+    std::string comment;
+    SetGroup out_allow, out_deny, in_allow, in_deny;
+};
+
+std::uint32_t fnv1a32(std::string_view text) {
+    std::uint32_t h = 2166136261u;
+    for (unsigned char c : text) {
+        h ^= c;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+std::string hex(std::uint64_t value, int digits) {
+    char buffer[20];
+    std::snprintf(buffer, sizeof buffer, "%0*llx", digits, static_cast<unsigned long long>(value));
+    return buffer;
+}
+
+bool selector_matches(const policy::Selector& selector, const policy::Workload& w) {
+    if (std::find(selector.workloads.begin(), selector.workloads.end(), w.id) !=
+        selector.workloads.end()) {
+        return true;
+    }
+    if (!selector.labels.empty()) {
+        bool all = true;
+        for (const auto& [key, values] : selector.labels) {
+            auto it = w.labels.find(key);
+            if (it == w.labels.end() ||
+                std::find(values.begin(), values.end(), it->second) == values.end()) {
+                all = false;
+                break;
+            }
+        }
+        if (all) {
+            return true;
+        }
+    }
+    for (const auto& cidr : selector.cidrs) {
+        for (const auto& a : w.addresses) {
+            if (cidr.contains(a)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+SetDefinition make_set(std::string name, std::vector<KeyType> key, bool interval,
+                       std::shared_ptr<const ElementList> elements, std::string comment = {}) {
+    SetDefinition s;
+    s.name = std::move(name);
+    s.key = std::move(key);
+    s.interval = interval;
+    s.comment = std::move(comment);
+    if (elements) {
+        s.elements = std::move(elements);
+    }
+    return s;
+}
+
+Rule lookup_rule(std::vector<Field> fields, std::string set) {
+    Rule r;
+    r.matches.push_back(SetLookup{std::move(fields), std::move(set)});
+    return r;
+}
+
+}  // namespace
+
+std::string log_prefix(Mode mode, std::string_view direction, std::string_view reason,
+                       std::string_view subject) {
+    std::string out = "bh:";
+    out += mode == Mode::Monitor ? "mon" : "enf";
+    out += ':';
+    out += direction;
+    out += ':';
+    out += reason;
+    out += ':';
+    out += subject;
+    return out;
+}
+
+std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix) {
+    std::vector<std::string_view> parts;
+    std::size_t start = 0;
+    while (parts.size() < 4) {
+        auto colon = prefix.find(':', start);
+        if (colon == std::string_view::npos) {
+            return std::nullopt;
+        }
+        parts.push_back(prefix.substr(start, colon - start));
+        start = colon + 1;
+    }
+    parts.push_back(prefix.substr(start));
+    if (parts[0] != "bh" || (parts[1] != "enf" && parts[1] != "mon") ||
+        (parts[2] != "out" && parts[2] != "in") || parts[3].empty() || parts[4].empty()) {
+        return std::nullopt;
+    }
+    static constexpr std::array reasons{"default", "deny", "decoy", "quarantine", "allow"};
+    if (std::find(reasons.begin(), reasons.end(), parts[3]) == reasons.end()) {
+        return std::nullopt;
+    }
+    return LogPrefixParts{parts[1] == "mon" ? Mode::Monitor : Mode::Enforce, std::string(parts[2]),
+                          std::string(parts[3]), std::string(parts[4])};
+}
+
+struct RulesetCompiler::Resolved {
+    policy::Defaults defaults;
+    std::string policy_name;
+    std::vector<std::string> enforcers;
+    policy::Inventory inventory;  // a copy: the compiler outlives its inputs
+    std::vector<std::size_t> workload_class;  // per workload, index into classes (or npos)
+    std::vector<PolicyClass> classes;
+    std::unordered_map<std::string, std::size_t> workload_index;
+    std::shared_ptr<const ElementList> decoys4, decoys6;
+    SetGroup quarantine_to, quarantine_from;
+    std::shared_ptr<const ElementList> quarantine_to_hosts4, quarantine_to_hosts6;
+    std::shared_ptr<const ElementList> quarantine_from_hosts4, quarantine_from_hosts6;
+};
+
+RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory)
+    : resolved_(std::make_unique<Resolved>()) {
+    auto& r = *resolved_;
+    r.defaults = policy.defaults;
+    r.policy_name = policy.name;
+    r.inventory = inventory;
+    for (const auto& e : inventory.enforcers) {
+        r.enforcers.push_back(e.id);
+    }
+    std::sort(r.enforcers.begin(), r.enforcers.end());
+
+    // 1. Segment membership and addresses.
+    std::unordered_map<std::string, std::size_t> segment_index;
+    for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+        segment_index.emplace(policy.segments[s].name, s);
+    }
+    std::vector<std::vector<IpRange>> segment_addresses(policy.segments.size());
+    std::vector<std::vector<std::size_t>> workload_segments(inventory.workloads.size());
+    for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
+        const auto& workload = inventory.workloads[w];
+        r.workload_index.emplace(workload.id, w);
+        for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+            if (selector_matches(policy.segments[s].selector, workload)) {
+                workload_segments[w].push_back(s);
+                for (const auto& a : workload.addresses) {
+                    segment_addresses[s].push_back(policy::host_range(a));
+                }
+            }
+        }
+    }
+    for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+        const auto& cidrs = policy.segments[s].selector.cidrs;
+        segment_addresses[s].insert(segment_addresses[s].end(), cidrs.begin(), cidrs.end());
+    }
+    auto addresses_of = [&](const std::vector<std::string>& names) {
+        std::vector<IpRange> out;
+        for (const auto& name : names) {
+            auto it = segment_index.find(name);
+            if (it != segment_index.end()) {
+                const auto& a = segment_addresses[it->second];
+                out.insert(out.end(), a.begin(), a.end());
+            }
+        }
+        return out;
+    };
+
+    // 2. Services expanded once.
+    std::unordered_map<std::string, ServiceRects> services;
+    services["any"].ports.push_back({{}, all_protocols, all_ports});
+    for (const auto& service : policy.services) {
+        auto& rects = services[service.name];
+        for (const auto& entry : service.entries) {
+            switch (entry.protocol) {
+            case Protocol::Tcp:
+            case Protocol::Udp:
+            case Protocol::Sctp: {
+                const auto number = policy::protocol_number(entry.protocol);
+                const NumberRange proto{number, number};
+                if (entry.ports.empty()) {
+                    rects.ports.push_back({{}, proto, all_ports});
+                }
+                for (const auto& p : entry.ports) {
+                    rects.ports.push_back({{}, proto, p});
+                }
+                break;
+            }
+            case Protocol::Icmp:
+            case Protocol::Icmpv6: {
+                auto& list = entry.protocol == Protocol::Icmp ? rects.icmp4 : rects.icmp6;
+                if (entry.icmp_types.empty()) {
+                    list.push_back(all_types);
+                }
+                list.insert(list.end(), entry.icmp_types.begin(), entry.icmp_types.end());
+                break;
+            }
+            case Protocol::Any: rects.ports.push_back({{}, all_protocols, all_ports}); break;
+            }
+        }
+    }
+    auto rule_services = [&](const std::vector<std::string>& names) {
+        ServiceRects merged;
+        for (const auto& name : names) {
+            auto it = services.find(name);
+            if (it == services.end()) {
+                continue;
+            }
+            merged.ports.insert(merged.ports.end(), it->second.ports.begin(), it->second.ports.end());
+            merged.icmp4.insert(merged.icmp4.end(), it->second.icmp4.begin(), it->second.icmp4.end());
+            merged.icmp6.insert(merged.icmp6.end(), it->second.icmp6.begin(), it->second.icmp6.end());
+        }
+        return merged;
+    };
+    struct ExpandedRule {
+        RuleAction action;
+        std::vector<std::size_t> from, to;
+        std::vector<IpRange> from_addresses, to_addresses;
+        ServiceRects services;
+    };
+    std::vector<ExpandedRule> rules;
+    for (const auto& rule : policy.rules) {
+        ExpandedRule e{rule.action, {}, {}, addresses_of(rule.from), addresses_of(rule.to),
+                       rule_services(rule.services)};
+        for (const auto& n : rule.from) {
+            if (auto it = segment_index.find(n); it != segment_index.end()) {
+                e.from.push_back(it->second);
+            }
+        }
+        for (const auto& n : rule.to) {
+            if (auto it = segment_index.find(n); it != segment_index.end()) {
+                e.to.push_back(it->second);
+            }
+        }
+        rules.push_back(std::move(e));
+    }
+
+    // 3. Policy classes: one per distinct segment membership among attached workloads.
+    std::map<std::vector<std::size_t>, std::size_t> class_by_segments;
+    r.workload_class.assign(inventory.workloads.size(), std::string::npos);
+    for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
+        const auto& workload = inventory.workloads[w];
+        if (workload.enforcer.empty() || !workload.attachment) {
+            continue;
+        }
+        auto [it, inserted] = class_by_segments.emplace(workload_segments[w], 0);
+        r.workload_class[w] = 0;  // fixed up below once classes are ordered
+        (void)inserted;
+    }
+    std::map<std::string, std::vector<std::size_t>> names;  // name -> segments (collision check)
+    for (auto& [segments, index] : class_by_segments) {
+        std::string key;
+        for (auto s : segments) {
+            key += policy.segments[s].name;
+            key += '\n';
+        }
+        std::string name = "c" + hex(fnv1a32(key), 8);
+        if (auto clash = names.find(name); clash != names.end() && clash->second != segments) {
+            // A 32-bit collision: widen deterministically (names must stay stable across
+            // compiles, so never renumber).
+            std::uint64_t wide = fnv1a32(key);
+            wide = (wide << 32) | fnv1a32(key + "#");
+            name = "c" + hex(wide, 16);
+        }
+        names.emplace(name, segments);
+        index = r.classes.size();
+        PolicyClass c;
+        c.name = name;
+        c.segments = segments;
+        for (auto s : segments) {
+            c.decoy = c.decoy || policy.segments[s].decoy;
+            c.comment += (c.comment.empty() ? "" : ", ") + policy.segments[s].name;
+        }
+        c.comment = c.comment.empty() ? "in no segment" : "segments: " + c.comment;
+        BoxLists out_allow, out_deny, in_allow, in_deny;
+        auto member = [&](const std::vector<std::size_t>& list) {
+            return std::any_of(list.begin(), list.end(), [&](std::size_t s) {
+                return std::binary_search(segments.begin(), segments.end(), s);
+            });
+        };
+        for (const auto& rule : rules) {
+            if (member(rule.from)) {
+                (rule.action == RuleAction::Allow ? out_allow : out_deny)
+                    .add(rule.to_addresses, rule.services);
+            }
+            if (member(rule.to)) {
+                (rule.action == RuleAction::Allow ? in_allow : in_deny)
+                    .add(rule.from_addresses, rule.services);
+            }
+        }
+        c.out_allow = build(std::move(out_allow));
+        c.out_deny = build(std::move(out_deny));
+        c.in_allow = build(std::move(in_allow));
+        c.in_deny = build(std::move(in_deny));
+        r.classes.push_back(std::move(c));
+    }
+    for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
+        if (r.workload_class[w] != std::string::npos) {
+            r.workload_class[w] = class_by_segments.at(workload_segments[w]);
+        }
+    }
+
+    // 4. Fleet-wide sets: decoys and the quarantine allow-list.
+    std::vector<IpRange> decoys;
+    for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+        if (policy.segments[s].decoy) {
+            decoys.insert(decoys.end(), segment_addresses[s].begin(), segment_addresses[s].end());
+        }
+    }
+    auto split_family = [](const std::vector<IpRange>& all, Family family) {
+        std::vector<IpRange> out;
+        std::copy_if(all.begin(), all.end(), std::back_inserter(out),
+                     [&](const IpRange& a) { return a.family() == family; });
+        return out;
+    };
+    auto share = [](ElementList e) { return std::make_shared<const ElementList>(std::move(e)); };
+    r.decoys4 = share(merged_address_elements(split_family(decoys, Family::Ipv4)));
+    r.decoys6 = share(merged_address_elements(split_family(decoys, Family::Ipv6)));
+    BoxLists to, from;
+    std::vector<IpRange> to_hosts, from_hosts;
+    for (const auto& grant : policy.quarantine.allow) {
+        auto addresses = addresses_of(grant.segments);
+        to.add(addresses, rule_services(grant.services));
+        to_hosts.insert(to_hosts.end(), addresses.begin(), addresses.end());
+    }
+    for (const auto& grant : policy.quarantine.allow_from) {
+        auto addresses = addresses_of(grant.segments);
+        from.add(addresses, rule_services(grant.services));
+        from_hosts.insert(from_hosts.end(), addresses.begin(), addresses.end());
+    }
+    r.quarantine_to = build(std::move(to));
+    r.quarantine_from = build(std::move(from));
+    r.quarantine_to_hosts4 = share(merged_address_elements(split_family(to_hosts, Family::Ipv4)));
+    r.quarantine_to_hosts6 = share(merged_address_elements(split_family(to_hosts, Family::Ipv6)));
+    r.quarantine_from_hosts4 = share(merged_address_elements(split_family(from_hosts, Family::Ipv4)));
+    r.quarantine_from_hosts6 = share(merged_address_elements(split_family(from_hosts, Family::Ipv6)));
+}
+
+RulesetCompiler::~RulesetCompiler() = default;
+
+std::vector<std::string> RulesetCompiler::enforcers() const { return resolved_->enforcers; }
+
+std::string RulesetCompiler::class_of(std::string_view workload) const {
+    const auto& r = *resolved_;
+    auto it = r.workload_index.find(std::string(workload));
+    if (it == r.workload_index.end() || r.workload_class[it->second] == std::string::npos) {
+        return "";
+    }
+    return r.classes[r.workload_class[it->second]].name;
+}
+
+namespace {
+
+const std::vector<KeyType> port_key4{KeyType::Ipv4Addr, KeyType::InetProto, KeyType::InetService};
+const std::vector<KeyType> port_key6{KeyType::Ipv6Addr, KeyType::InetProto, KeyType::InetService};
+const std::vector<KeyType> icmp_key4{KeyType::Ipv4Addr, KeyType::IcmpType};
+const std::vector<KeyType> icmp_key6{KeyType::Ipv6Addr, KeyType::Icmpv6Type};
+
+// Adds the four sets of a group under `stem` ("c1234abcd_out_allow") to `sets`.
+void add_group(std::vector<SetDefinition>& sets, const std::string& stem, const SetGroup& group,
+               const std::string& comment) {
+    sets.push_back(make_set(stem + "4", port_key4, true, group.ports4, comment));
+    sets.push_back(make_set(stem + "6", port_key6, true, group.ports6, comment));
+    sets.push_back(make_set(stem + "_icmp4", icmp_key4, true, group.icmp4, comment));
+    sets.push_back(make_set(stem + "_icmp6", icmp_key6, true, group.icmp6, comment));
+}
+
+// The four lookups against a group, with the packet fields of the peer.
+std::vector<Rule> group_lookups(const std::string& stem, bool peer_is_destination) {
+    const Field addr4 = peer_is_destination ? Field::Ip4Daddr : Field::Ip4Saddr;
+    const Field addr6 = peer_is_destination ? Field::Ip6Daddr : Field::Ip6Saddr;
+    return {lookup_rule({addr4, Field::L4proto, Field::ThDport}, stem + "4"),
+            lookup_rule({addr6, Field::L4proto, Field::ThDport}, stem + "6"),
+            lookup_rule({addr4, Field::IcmpType}, stem + "_icmp4"),
+            lookup_rule({addr6, Field::Icmpv6Type}, stem + "_icmp6")};
+}
+
+struct ChainBuilder {
+    const policy::Defaults& defaults;
+
+    // A drop (or, in monitor mode, a would-drop that logs and returns).
+    Rule finish_drop(Rule r, std::string_view direction, std::string_view reason,
+                     std::string_view subject, bool always_enforce = false) const {
+        const Mode mode = always_enforce ? Mode::Enforce : defaults.mode;
+        r.counter = true;
+        if (defaults.log_drops || always_enforce) {
+            r.log = LogAction{log_prefix(mode, direction, reason, subject), defaults.log_group};
+        }
+        r.verdict = {mode == Mode::Monitor ? VerdictKind::Return : VerdictKind::Drop, ""};
+        return r;
+    }
+
+    Chain class_chain(const PolicyClass& c, bool outbound) const {
+        const std::string direction = outbound ? "out" : "in";
+        const std::string stem = c.name + "_" + direction;
+        Chain chain;
+        chain.name = stem;
+        if (outbound) {
+            chain.rules.push_back(
+                finish_drop(lookup_rule({Field::Ip4Daddr}, "decoys4"), direction, "decoy", c.name));
+            chain.rules.push_back(
+                finish_drop(lookup_rule({Field::Ip6Daddr}, "decoys6"), direction, "decoy", c.name));
+        } else if (c.decoy) {
+            chain.rules.push_back(finish_drop(Rule{}, direction, "decoy", c.name));
+        }
+        for (auto& r : group_lookups(stem + "_deny", outbound)) {
+            chain.rules.push_back(finish_drop(std::move(r), direction, "deny", c.name));
+        }
+        for (auto& r : group_lookups(stem + "_allow", outbound)) {
+            if (defaults.log_allowed) {
+                r.log = LogAction{log_prefix(defaults.mode, direction, "allow", c.name),
+                                  defaults.allowed_log_group};
+            }
+            r.verdict = {VerdictKind::Return, ""};
+            chain.rules.push_back(std::move(r));
+        }
+        if (defaults.action == policy::DefaultAction::Deny) {
+            chain.rules.push_back(finish_drop(Rule{}, direction, "default", c.name));
+        }
+        return chain;
+    }
+
+    // Quarantine is an incident response: enforced even when the policy only monitors.
+    Chain quarantine_chain(bool outbound) const {
+        Chain chain;
+        chain.name = outbound ? "quarantine_out" : "quarantine_in";
+        const std::string grants = outbound ? "quarantine_to" : "quarantine_from";
+        const std::string replies = outbound ? "quarantine_from_hosts" : "quarantine_to_hosts";
+        for (auto& r : group_lookups(grants, outbound)) {
+            r.verdict = {VerdictKind::Accept, ""};
+            chain.rules.push_back(std::move(r));
+        }
+        // Replies of connections a grant let through (the grant itself checked the
+        // other direction, so only the peer's address needs to match here).
+        for (auto [field, set] : {std::pair{outbound ? Field::Ip4Daddr : Field::Ip4Saddr, "4"},
+                                  std::pair{outbound ? Field::Ip6Daddr : Field::Ip6Saddr, "6"}}) {
+            Rule r;
+            r.matches.push_back(CtDirectionReply{});
+            r.matches.push_back(SetLookup{{field}, replies + set});
+            r.verdict = {VerdictKind::Accept, ""};
+            chain.rules.push_back(std::move(r));
+        }
+        chain.rules.push_back(
+            finish_drop(Rule{}, outbound ? "out" : "in", "quarantine", "q", true));
+        return chain;
+    }
+};
+
+// IPv6 neighbour discovery and MLD keep a host reachable at all; they never leave the link.
+Rule neighbour_discovery_accept() {
+    Rule r;
+    r.matches.push_back(ValueMatch{Field::Icmpv6Type,
+                                   {{130, 136}, {143, 143}}});
+    r.verdict = {VerdictKind::Accept, ""};
+    return r;
+}
+
+Rule established_accept() {
+    Rule r;
+    r.matches.push_back(CtStateMatch{static_cast<std::uint8_t>(CtEstablished | CtRelated)});
+    r.verdict = {VerdictKind::Accept, ""};
+    return r;
+}
+
+Rule jump_if_in(Field field, std::string set, std::string chain) {
+    Rule r = lookup_rule({field}, std::move(set));
+    r.verdict = {VerdictKind::Jump, std::move(chain)};
+    return r;
+}
+
+Rule dispatch(Field field, std::string map) {
+    Rule r;
+    r.dispatch = VerdictMapDispatch{field, std::move(map)};
+    return r;
+}
+
+}  // namespace
+
+std::expected<Ruleset, std::string> RulesetCompiler::compile(
+    std::string_view enforcer, const std::set<std::string>& quarantined) const {
+    const auto& r = *resolved_;
+    if (!std::binary_search(r.enforcers.begin(), r.enforcers.end(), enforcer)) {
+        return std::unexpected("unknown enforcer \"" + std::string(enforcer) + "\"");
+    }
+    Ruleset out;
+    out.enforcer = std::string(enforcer);
+    out.policy_name = r.policy_name;
+
+    ElementList egress_ports, ingress_ports, host_egress, host_ingress;
+    ElementList quarantined_ports, quarantined_host;
+    std::set<std::size_t> local_classes;
+    bool has_host = false;
+    for (std::size_t w = 0; w < r.inventory.workloads.size(); ++w) {
+        const auto& workload = r.inventory.workloads[w];
+        if (workload.enforcer != enforcer || r.workload_class[w] == std::string::npos) {
+            continue;
+        }
+        const auto& c = r.classes[r.workload_class[w]];
+        local_classes.insert(r.workload_class[w]);
+        const bool host = workload.attachment->mode == AttachmentMode::Host;
+        has_host = has_host || host;
+        const bool is_quarantined = quarantined.contains(workload.id);
+        for (const auto& interface : workload.attachment->interfaces) {
+            out.ports.push_back({interface, workload.id, workload.attachment->mode, c.name});
+            (host ? host_egress : egress_ports).push_back({{interface}, c.name + "_out"});
+            (host ? host_ingress : ingress_ports).push_back({{interface}, c.name + "_in"});
+            if (is_quarantined) {
+                (host ? quarantined_host : quarantined_ports).push_back({{interface}, ""});
+            }
+        }
+    }
+    auto share = [](ElementList e) {
+        std::sort(e.begin(), e.end());
+        return std::make_shared<const ElementList>(std::move(e));
+    };
+    auto verdict_map = [&](std::string name, ElementList elements) {
+        SetDefinition s = make_set(std::move(name), {KeyType::Ifname}, false, share(std::move(elements)));
+        s.verdict_map = true;
+        return s;
+    };
+    auto port_set = [&](std::string name, ElementList elements) {
+        SetDefinition s = make_set(std::move(name), {KeyType::Ifname}, false, share(std::move(elements)));
+        s.dynamic = true;  // a decoy rule may add the offending port itself (same-packet containment)
+        return s;
+    };
+
+    auto& sets = out.sets;
+    sets.push_back(verdict_map("egress_ports", std::move(egress_ports)));
+    sets.push_back(verdict_map("ingress_ports", std::move(ingress_ports)));
+    sets.push_back(port_set("quarantined_ports", std::move(quarantined_ports)));
+    sets.push_back(make_set("decoys4", {KeyType::Ipv4Addr}, true, r.decoys4));
+    sets.push_back(make_set("decoys6", {KeyType::Ipv6Addr}, true, r.decoys6));
+    add_group(sets, "quarantine_to", r.quarantine_to, "quarantine: reachable by a quarantined workload");
+    add_group(sets, "quarantine_from", r.quarantine_from, "quarantine: may reach a quarantined workload");
+    sets.push_back(make_set("quarantine_to_hosts4", {KeyType::Ipv4Addr}, true, r.quarantine_to_hosts4));
+    sets.push_back(make_set("quarantine_to_hosts6", {KeyType::Ipv6Addr}, true, r.quarantine_to_hosts6));
+    sets.push_back(make_set("quarantine_from_hosts4", {KeyType::Ipv4Addr}, true, r.quarantine_from_hosts4));
+    sets.push_back(make_set("quarantine_from_hosts6", {KeyType::Ipv6Addr}, true, r.quarantine_from_hosts6));
+    if (has_host) {
+        sets.push_back(verdict_map("host_egress", std::move(host_egress)));
+        sets.push_back(verdict_map("host_ingress", std::move(host_ingress)));
+        sets.push_back(port_set("quarantined_host", std::move(quarantined_host)));
+    }
+
+    const ChainBuilder builder{r.defaults};
+    Chain forward{"forward", BaseChain{Hook::Forward, 0}, {}};
+    forward.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
+    forward.rules.push_back(jump_if_in(Field::Oifname, "quarantined_ports", "quarantine_in"));
+    forward.rules.push_back(established_accept());
+    forward.rules.push_back(dispatch(Field::Iifname, "egress_ports"));
+    forward.rules.push_back(dispatch(Field::Oifname, "ingress_ports"));
+    out.chains.push_back(std::move(forward));
+    if (has_host) {
+        Chain input{"input", BaseChain{Hook::Input, 0}, {}};
+        input.rules.push_back(neighbour_discovery_accept());
+        input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_host", "quarantine_in"));
+        input.rules.push_back(established_accept());
+        input.rules.push_back(dispatch(Field::Iifname, "host_ingress"));
+        out.chains.push_back(std::move(input));
+        Chain output{"output", BaseChain{Hook::Output, 0}, {}};
+        output.rules.push_back(neighbour_discovery_accept());
+        output.rules.push_back(jump_if_in(Field::Oifname, "quarantined_host", "quarantine_out"));
+        output.rules.push_back(established_accept());
+        output.rules.push_back(dispatch(Field::Oifname, "host_egress"));
+        out.chains.push_back(std::move(output));
+    }
+    std::vector<Chain> regular;
+    regular.push_back(builder.quarantine_chain(true));
+    regular.push_back(builder.quarantine_chain(false));
+    for (auto index : local_classes) {
+        const auto& c = r.classes[index];
+        add_group(sets, c.name + "_out_allow", c.out_allow, c.comment);
+        add_group(sets, c.name + "_out_deny", c.out_deny, c.comment);
+        add_group(sets, c.name + "_in_allow", c.in_allow, c.comment);
+        add_group(sets, c.name + "_in_deny", c.in_deny, c.comment);
+        regular.push_back(builder.class_chain(c, true));
+        regular.push_back(builder.class_chain(c, false));
+    }
+    std::sort(regular.begin(), regular.end(),
+              [](const Chain& a, const Chain& b) { return a.name < b.name; });
+    for (auto& c : regular) {
+        out.chains.push_back(std::move(c));
+    }
+    std::sort(sets.begin(), sets.end(),
+              [](const SetDefinition& a, const SetDefinition& b) { return a.name < b.name; });
+    std::sort(out.ports.begin(), out.ports.end());
+    return out;
+}
+
+std::map<std::string, Ruleset> RulesetCompiler::compile_all(
+    const std::set<std::string>& quarantined) const {
+    std::map<std::string, Ruleset> out;
+    for (const auto& e : resolved_->enforcers) {
+        out.emplace(e, *compile(e, quarantined));
+    }
+    return out;
+}
+
+}  // namespace bulkhead::ruleset

@@ -1,0 +1,70 @@
+// RulesetCompiler: policy + inventory (+ the current quarantine set) -> one Ruleset per
+// enforcer. Pure: values in, values out.
+//
+// Shape of every compiled table (see docs/ruleset-design.md for the why):
+//   forward (hook)   quarantined port? -> quarantine chains; established/related accept;
+//                    iifname vmap @egress_ports; oifname vmap @ingress_ports
+//   input/output     the same for host-mode workloads (@host_ingress / @host_egress)
+//   <class>_out/_in  one chain pair per policy class (workloads with identical segment
+//                    membership share it, like Cilium identities); a constant number of
+//                    rules, each one set lookup: decoy, deny, allow, default.
+// Per-packet cost is one verdict-map lookup plus at most a dozen set lookups, whatever the
+// number of rules or workloads.
+#pragma once
+
+#include "policies/diagnostics.hpp"
+#include "policies/policy_model.hpp"
+#include "policies/ruleset.hpp"
+
+#include <expected>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace bulkhead::ruleset {
+
+// NFLOG prefix grammar: "bh:<mode>:<dir>:<reason>:<subject>"
+//   mode    enf | mon      (mon: monitor mode, logged as would-drop and not dropped)
+//   dir     out | in       (out: from the workload behind the packet's input interface;
+//                           in: to the workload behind the packet's output interface)
+//   reason  default | deny | decoy | quarantine | allow
+//   subject the policy class name, or "q" for the quarantine chains
+// The workload is the one bound to that interface in Ruleset::ports.
+std::string log_prefix(policy::Mode mode, std::string_view direction, std::string_view reason,
+                       std::string_view subject);
+
+struct LogPrefixParts {
+    policy::Mode mode;
+    std::string direction;
+    std::string reason;
+    std::string subject;
+};
+std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix);
+
+class RulesetCompiler {
+public:
+    // Resolves segment membership and policy classes once for the whole fleet.
+    RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory);
+    ~RulesetCompiler();
+    RulesetCompiler(const RulesetCompiler&) = delete;
+    RulesetCompiler& operator=(const RulesetCompiler&) = delete;
+
+    // Ids of every enforcer in the inventory, sorted.
+    std::vector<std::string> enforcers() const;
+
+    // `quarantined` holds workload ids; those not behind `enforcer` are ignored here.
+    std::expected<Ruleset, std::string> compile(std::string_view enforcer,
+                                                const std::set<std::string>& quarantined = {}) const;
+    std::map<std::string, Ruleset> compile_all(const std::set<std::string>& quarantined = {}) const;
+
+    // Class name of a workload ("" if unknown or unmanaged).
+    std::string class_of(std::string_view workload) const;
+
+private:
+    struct Resolved;
+    std::unique_ptr<Resolved> resolved_;
+};
+
+}  // namespace bulkhead::ruleset

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything Bulkhead needs to build, run the demo and run the tests, from
+# Debian 12 packages only. Idempotent and non-interactive: re-running it is cheap.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: run as root (it calls apt-get)" >&2
+  exit 2
+fi
+
+packages=(
+  # build
+  build-essential cmake pkg-config git ca-certificates
+  # libraries named by the design
+  libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
+  # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces
+  nftables iproute2 iputils-ping procps
+  # integration tests drive real traffic and read NFLOG from a small Python harness
+  python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
