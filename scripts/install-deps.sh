@@ -15,8 +15,9 @@ packages=(
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces
   nftables iproute2 iputils-ping procps
-  # integration tests drive real traffic and read NFLOG from a small Python harness
-  python3
+  # integration tests drive real traffic and read NFLOG from a small Python harness;
+  # the schema test checks the documented JSON Schema against the examples
+  python3 python3-jsonschema
 )
 
 missing=()
