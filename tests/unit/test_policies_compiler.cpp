@@ -1,0 +1,497 @@
+#include "policies/element_builder.hpp"
+#include "policies/nft_text.hpp"
+#include "policies/policy_reader.hpp"
+#include "policies/ruleset_compiler.hpp"
+#include "policies/ruleset_diff.hpp"
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+
+using namespace bulkhead;
+using namespace bulkhead::ruleset;
+
+namespace {
+
+struct Example {
+    policy::Policy policy;
+    policy::Inventory inventory;
+};
+
+Example load_example(const std::string& name) {
+    auto p = policy::parse_policy(test::read_source_file("examples/" + name + "/policy.json"));
+    auto i = policy::parse_inventory(test::read_source_file("examples/" + name + "/inventory.json"));
+    REQUIRE(p);
+    REQUIRE(i);
+    return {*p, *i};
+}
+
+std::size_t index_of_rule(const Chain& chain, const std::string& set) {
+    for (std::size_t i = 0; i < chain.rules.size(); ++i) {
+        for (const auto& m : chain.rules[i].matches) {
+            if (const auto* lookup = std::get_if<SetLookup>(&m); lookup && lookup->set == set) {
+                return i;
+            }
+        }
+    }
+    return chain.rules.size();
+}
+
+bool contains_element(const SetDefinition& set, const std::string& rendered) {
+    return std::any_of(set.elements->begin(), set.elements->end(),
+                       [&](const Element& e) { return render_element(e, set) == rendered; });
+}
+
+policy::Workload clone_vdi(const policy::Workload& base, const std::string& id,
+                           const std::string& address, const std::string& interface) {
+    policy::Workload w = base;
+    w.id = id;
+    w.addresses = {*policy::parse_ip_address(address)};
+    w.mac.clear();
+    w.attachment->interfaces = {interface};
+    return w;
+}
+
+}  // namespace
+
+TEST_CASE("compiler: golden files for every example and enforcer") {
+    // Regenerate after an intended change with: BULKHEAD_UPDATE_GOLDEN=1 ctest -R golden
+    const bool update = std::getenv("BULKHEAD_UPDATE_GOLDEN") != nullptr;
+    for (const std::string name : {"vdi-pool", "segmentation", "host-mode"}) {
+        auto example = load_example(name);
+        RulesetCompiler compiler(example.policy, example.inventory);
+        for (const auto& enforcer : compiler.enforcers()) {
+            CAPTURE(name);
+            CAPTURE(enforcer);
+            auto ruleset = compiler.compile(enforcer);
+            REQUIRE(ruleset);
+            const std::string base = "tests/golden/" + name + "/" + enforcer;
+            const std::string nft = render_nft(*ruleset);
+            const std::string json = to_json(*ruleset).dump(1, '\t') + "\n";
+            if (update) {
+                std::ofstream(test::source_path(base + ".nft")) << nft;
+                std::ofstream(test::source_path(base + ".json")) << json;
+            }
+            CHECK(nft == test::read_source_file(base + ".nft"));
+            CHECK(json == test::read_source_file(base + ".json"));
+        }
+    }
+}
+
+TEST_CASE("compiler: output is deterministic whatever the inventory order") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler first(example.policy, example.inventory);
+    std::reverse(example.inventory.workloads.begin(), example.inventory.workloads.end());
+    std::reverse(example.policy.rules.begin(), example.policy.rules.end());
+    RulesetCompiler second(example.policy, example.inventory);
+    for (const auto& enforcer : first.enforcers()) {
+        CHECK(render_nft(*first.compile(enforcer)) == render_nft(*second.compile(enforcer)));
+    }
+}
+
+TEST_CASE("compiler: workloads with identical segment membership share one policy class") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    CHECK(compiler.class_of("vdi-001") == compiler.class_of("vdi-002"));
+    CHECK(compiler.class_of("vdi-001") == compiler.class_of("vdi-101"));
+    CHECK(compiler.class_of("vdi-001") != compiler.class_of("admin-01"));
+    CHECK(compiler.class_of("fs-01").empty());  // unmanaged: a peer only
+    auto hv1 = *compiler.compile("hv1");
+    // Three VDIs of one class: one chain pair, not three.
+    const auto cls = compiler.class_of("vdi-001");
+    CHECK(hv1.find_chain(cls + "_out") != nullptr);
+    CHECK(hv1.find_chain(cls + "_in") != nullptr);
+    CHECK(hv1.chains.size() == 1 + 2 + 2);  // forward, quarantine pair, one class pair
+}
+
+TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    std::vector<std::string> interfaces;
+    for (const auto& p : hv1.ports) {
+        interfaces.push_back(p.interface);
+    }
+    CHECK(interfaces == std::vector<std::string>{"vdi001", "vdi002", "vdi003"});
+    const auto* egress = hv1.find_set("egress_ports");
+    REQUIRE(egress);
+    CHECK(egress->elements->size() == 3);
+    CHECK(hv1.find_chain(compiler.class_of("admin-01") + "_in") == nullptr);
+    CHECK_FALSE(compiler.compile("no-such-enforcer"));
+}
+
+TEST_CASE("compiler: allow-lists hold the peers' addresses crossed with the services") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto cls = compiler.class_of("vdi-001");
+    const auto* out4 = hv1.find_set(cls + "_out_allow4");
+    REQUIRE(out4);
+    CHECK(contains_element(*out4, "10.0.0.30 . 6 . 445"));       // file server SMB
+    CHECK(contains_element(*out4, "10.0.0.20 . 6 . 8443-8444"));  // EDR port range
+    CHECK(contains_element(*out4, "10.0.0.53 . 17 . 53"));        // DNS over UDP
+    CHECK_FALSE(contains_element(*out4, "10.0.0.30 . 6 . 3389"));
+    const auto* in4 = hv1.find_set(cls + "_in_allow4");
+    REQUIRE(in4);
+    CHECK(contains_element(*in4, "10.1.1.100 . 6 . 3389"));  // the admin terminal's RDP
+    const auto* icmp6 = hv1.find_set(cls + "_out_allow_icmp6");
+    REQUIRE(icmp6);
+    CHECK(contains_element(*icmp6, "fd00:0:0:1::30 . echo-request"));
+    const auto* deny4 = hv1.find_set(cls + "_out_deny4");
+    REQUIRE(deny4);
+    CHECK(contains_element(*deny4, "10.1.1.2 . 0-255 . 0-65535"));  // VDI on the other host
+}
+
+TEST_CASE("compiler: chain order puts quarantine first, deny before allow, default last") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto* forward = hv1.find_chain("forward");
+    REQUIRE(forward);
+    REQUIRE(forward->base);
+    CHECK(forward->base->hook == Hook::Forward);
+    // Quarantine comes before the established shortcut, so it cuts live connections.
+    const auto quarantine = index_of_rule(*forward, "quarantined_ports");
+    std::size_t established = forward->rules.size();
+    for (std::size_t i = 0; i < forward->rules.size(); ++i) {
+        if (!forward->rules[i].matches.empty() &&
+            std::holds_alternative<CtStateMatch>(forward->rules[i].matches[0])) {
+            established = i;
+        }
+    }
+    CHECK(quarantine < established);
+    CHECK(established < forward->rules.size());
+
+    const auto cls = compiler.class_of("vdi-001");
+    const auto* out = hv1.find_chain(cls + "_out");
+    REQUIRE(out);
+    CHECK(index_of_rule(*out, "decoys4") < index_of_rule(*out, cls + "_out_deny4"));
+    CHECK(index_of_rule(*out, cls + "_out_deny4") < index_of_rule(*out, cls + "_out_allow4"));
+    const auto& last = out->rules.back();
+    CHECK(last.matches.empty());
+    CHECK(last.verdict.kind == VerdictKind::Drop);
+    REQUIRE(last.log);
+    CHECK(last.log->prefix == "bh:enf:out:default:" + cls);
+    CHECK(last.log->group == 10);
+}
+
+TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, reason and class") {
+    auto example = load_example("segmentation");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    for (const auto& enforcer : compiler.enforcers()) {
+        auto ruleset = *compiler.compile(enforcer);
+        for (const auto& chain : ruleset.chains) {
+            for (const auto& rule : chain.rules) {
+                if (rule.verdict.kind != VerdictKind::Drop) {
+                    continue;
+                }
+                CAPTURE(render_rule(rule));
+                REQUIRE(rule.log);
+                auto parts = parse_log_prefix(rule.log->prefix);
+                REQUIRE(parts);
+                CHECK(parts->mode == policy::Mode::Enforce);
+                CHECK(rule.counter);
+                if (parts->reason != "quarantine") {
+                    CHECK(chain.name == parts->subject + "_" + parts->direction);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("compiler: monitor mode logs would-drops and drops nothing except quarantine") {
+    auto example = load_example("vdi-pool");
+    example.policy.defaults.mode = policy::Mode::Monitor;
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    std::size_t would_drop = 0;
+    for (const auto& chain : hv1.chains) {
+        for (const auto& rule : chain.rules) {
+            const bool quarantine_chain = chain.name.starts_with("quarantine_");
+            if (rule.verdict.kind == VerdictKind::Drop) {
+                CHECK(quarantine_chain);
+            }
+            if (!quarantine_chain && rule.log && rule.log->group == 10) {
+                CHECK(rule.log->prefix.starts_with("bh:mon:"));
+                CHECK(rule.verdict.kind == VerdictKind::Return);
+                ++would_drop;
+            }
+        }
+    }
+    CHECK(would_drop > 0);
+}
+
+TEST_CASE("compiler: defaults change the drop and allow rules") {
+    auto example = load_example("vdi-pool");
+    SUBCASE("log_drops off: class drops are silent, quarantine still logs") {
+        example.policy.defaults.log_drops = false;
+        RulesetCompiler compiler(example.policy, example.inventory);
+        auto hv1 = *compiler.compile("hv1");
+        const auto* out = hv1.find_chain(compiler.class_of("vdi-001") + "_out");
+        CHECK_FALSE(out->rules.back().log);
+        CHECK(hv1.find_chain("quarantine_out")->rules.back().log);
+    }
+    SUBCASE("default allow: no default drop at the end of class chains") {
+        example.policy.defaults.action = policy::DefaultAction::Allow;
+        RulesetCompiler compiler(example.policy, example.inventory);
+        auto hv1 = *compiler.compile("hv1");
+        const auto* out = hv1.find_chain(compiler.class_of("vdi-001") + "_out");
+        CHECK(out->rules.back().verdict.kind == VerdictKind::Return);
+        // Explicit denies still drop.
+        CHECK(out->rules[index_of_rule(*out, compiler.class_of("vdi-001") + "_out_deny4")]
+                  .verdict.kind == VerdictKind::Drop);
+    }
+    SUBCASE("log_allowed off: allow rules carry no log") {
+        example.policy.defaults.log_allowed = false;
+        RulesetCompiler compiler(example.policy, example.inventory);
+        auto hv1 = *compiler.compile("hv1");
+        const auto cls = compiler.class_of("vdi-001");
+        const auto* out = hv1.find_chain(cls + "_out");
+        CHECK_FALSE(out->rules[index_of_rule(*out, cls + "_out_allow4")].log);
+    }
+}
+
+TEST_CASE("compiler: decoy addresses are caught before any allow and logged as decoy") {
+    auto example = load_example("segmentation");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto floor = *compiler.compile("floor-1");
+    const auto* decoys4 = floor.find_set("decoys4");
+    REQUIRE(decoys4);
+    CHECK(contains_element(*decoys4, "10.20.0.66"));
+    CHECK(contains_element(*floor.find_set("decoys6"), "fd00:20::66"));
+    const auto cls = compiler.class_of("pc-001");
+    const auto* out = floor.find_chain(cls + "_out");
+    REQUIRE(out);
+    CHECK(index_of_rule(*out, "decoys4") == 0);
+    CHECK(out->rules[0].log->prefix == "bh:enf:out:decoy:" + cls);
+}
+
+TEST_CASE("compiler: host mode uses input/output hooks on the listed interfaces") {
+    auto example = load_example("host-mode");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto web = *compiler.compile("web-01");
+    REQUIRE(web.find_chain("input"));
+    REQUIRE(web.find_chain("output"));
+    CHECK(web.find_chain("input")->base->hook == Hook::Input);
+    const auto* ingress = web.find_set("host_ingress");
+    REQUIRE(ingress);
+    REQUIRE(ingress->elements->size() == 1);
+    CHECK(render_element(ingress->elements->front(), *ingress) ==
+          "\"eth0\" : jump " + compiler.class_of("web-01") + "_in");
+    CHECK(web.find_set("egress_ports")->elements->empty());
+    // Neighbour discovery is accepted before anything can drop it.
+    CHECK(std::holds_alternative<ValueMatch>(web.find_chain("input")->rules.front().matches[0]));
+}
+
+TEST_CASE("compiler: quarantine is one element, and the allow-list comes from the policy") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto before = *compiler.compile("hv1");
+    auto after = *compiler.compile("hv1", {"vdi-001", "vdi-101"});  // vdi-101 is on hv2
+    auto diff = diff_rulesets(before, after);
+    CHECK(diff.elements_added() == 1);
+    CHECK(diff.elements_removed() == 0);
+    CHECK(diff.rules_written() == 0);
+    REQUIRE(diff.set_changes.size() == 1);
+    CHECK(diff.set_changes[0].set == "quarantined_ports");
+    CHECK(contains_element(*after.find_set("quarantined_ports"), "\"vdi001\""));
+    CHECK(contains_element(*after.find_set("quarantine_to4"), "10.0.0.20 . 6 . 443"));
+    CHECK(contains_element(*after.find_set("quarantine_from4"), "10.1.1.100 . 6 . 3389"));
+    CHECK(contains_element(*after.find_set("quarantine_to_hosts4"), "10.0.0.53"));
+    CHECK(render_nft_diff(diff, after).find(
+              "add element inet bulkhead quarantined_ports { \"vdi001\" }") != std::string::npos);
+}
+
+TEST_CASE("compiler: adding a VDI of an existing class changes a handful of elements") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler old_compiler(example.policy, example.inventory);
+    auto base = *std::find_if(example.inventory.workloads.begin(), example.inventory.workloads.end(),
+                              [](const auto& w) { return w.id == "vdi-001"; });
+    example.inventory.workloads.push_back(clone_vdi(base, "vdi-004", "10.1.0.4", "vdi004"));
+    RulesetCompiler new_compiler(example.policy, example.inventory);
+    for (const auto& enforcer : new_compiler.enforcers()) {
+        CAPTURE(enforcer);
+        auto diff = diff_rulesets(*old_compiler.compile(enforcer), *new_compiler.compile(enforcer));
+        CHECK_FALSE(diff.full_replace);
+        CHECK(diff.rules_written() == 0);
+        CHECK(diff.sets_added.empty());
+        CHECK(diff.elements_removed() == 0);
+        if (enforcer == "hv1") {
+            // Two verdict-map entries for the port plus the new address in the class's
+            // VDI-to-VDI deny sets (it is a peer of its own class).
+            CHECK(diff.elements_added() == 4);
+        } else {
+            // hv2: the new address joins the VDI deny sets and the admin's RDP allow set.
+            CHECK(diff.elements_added() <= 6);
+            CHECK(diff.elements_added() > 0);
+        }
+    }
+}
+
+TEST_CASE("compiler: a changed rule rewrites elements, not chains") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler old_compiler(example.policy, example.inventory);
+    for (auto& rule : example.policy.rules) {
+        if (rule.name == "vdi-to-proxy") {
+            rule.services = {"proxy", "rdp"};
+        }
+    }
+    RulesetCompiler new_compiler(example.policy, example.inventory);
+    auto diff = diff_rulesets(*old_compiler.compile("hv1"), *new_compiler.compile("hv1"));
+    CHECK(diff.rules_written() == 0);
+    CHECK(diff.elements_added() == 4);  // proxy x {tcp, udp} x {v4, v6} on 3389
+    CHECK(diff.elements_removed() == 0);
+}
+
+TEST_CASE("compiler: identical rulesets diff to nothing") {
+    auto example = load_example("segmentation");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto a = *compiler.compile("floor-1");
+    auto b = *compiler.compile("floor-1");
+    CHECK(diff_rulesets(a, b).empty());
+    CHECK(ruleset_hash(a) == ruleset_hash(b));
+}
+
+TEST_CASE("compiler: the ruleset JSON interchange format round-trips") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto original = *compiler.compile("hv2", {"vdi-101"});
+    auto back = ruleset_from_json(to_json(original));
+    REQUIRE(back);
+    CHECK(render_nft(*back) == render_nft(original));
+    CHECK(ruleset_hash(*back) == ruleset_hash(original));
+    CHECK(back->ports == original.ports);
+
+    SUBCASE("a dangling set reference is rejected") {
+        auto document = to_json(original);
+        for (auto& set : document["sets"]) {
+            if (set["name"] == "decoys4") {
+                set["name"] = "renamed";
+            }
+        }
+        auto broken = ruleset_from_json(document);
+        REQUIRE_FALSE(broken);
+        CHECK(broken.error().find("missing set decoys4") != std::string::npos);
+    }
+    SUBCASE("an element of the wrong address family is rejected") {
+        auto document = to_json(original);
+        for (auto& set : document["sets"]) {
+            if (set["name"] == "decoys4") {
+                set["elements"] = nlohmann::json::array({{{"key", {"fd00::1"}}}});
+            }
+        }
+        CHECK_FALSE(ruleset_from_json(document));
+    }
+    SUBCASE("not a ruleset at all") {
+        CHECK_FALSE(ruleset_from_json(nlohmann::json::array()));
+        CHECK_FALSE(ruleset_from_json({{"format", "bulkhead-ruleset/1"}}));
+    }
+}
+
+TEST_CASE("log prefix: round trip and rejection of foreign prefixes") {
+    const auto prefix = log_prefix(policy::Mode::Monitor, "in", "deny", "c0123abcd");
+    CHECK(prefix == "bh:mon:in:deny:c0123abcd");
+    auto parts = parse_log_prefix(prefix);
+    REQUIRE(parts);
+    CHECK(parts->mode == policy::Mode::Monitor);
+    CHECK(parts->direction == "in");
+    CHECK(parts->reason == "deny");
+    CHECK(parts->subject == "c0123abcd");
+    CHECK_FALSE(parse_log_prefix("DROP: "));
+    CHECK_FALSE(parse_log_prefix("bh:enf:sideways:deny:c1"));
+    CHECK_FALSE(parse_log_prefix("bh:enf:in:maybe:c1"));
+    CHECK_FALSE(parse_log_prefix("bh:enf:in:deny:"));
+}
+
+namespace {
+
+IpRange range(const std::string& text) { return *policy::parse_cidr(text); }
+
+// Membership of a point in an element list (address, second, third).
+bool covers(const ElementList& elements, const policy::IpAddress& a, std::uint32_t second,
+            std::uint32_t third) {
+    for (const auto& e : elements) {
+        const auto& addr = std::get<IpRange>(e.key[0]);
+        const auto& s = std::get<NumberRange>(e.key[1]);
+        const auto& t = std::get<NumberRange>(e.key[2]);
+        if (addr.contains(a) && s.low <= second && second <= s.high && t.low <= third &&
+            third <= t.high) {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("element builder: overlapping rules become disjoint elements") {
+    std::vector<Box> boxes{
+        {range("10.0.0.0/24"), {17, 17}, {53, 53}},  // dns to a whole subnet
+        {range("10.0.0.5"), {6, 6}, {445, 445}},      // smb to one host in it
+        {range("10.0.0.5"), {6, 6}, {440, 450}},      // overlapping port range
+    };
+    auto elements = disjoint_elements(boxes, true);
+    std::vector<std::string> rendered;
+    SetDefinition set;
+    set.key = {KeyType::Ipv4Addr, KeyType::InetProto, KeyType::InetService};
+    for (const auto& e : elements) {
+        rendered.push_back(render_element(e, set));
+    }
+    CHECK(rendered == std::vector<std::string>{
+                          "10.0.0.0-10.0.0.4 . 17 . 53",
+                          "10.0.0.5 . 6 . 440-450",
+                          "10.0.0.5 . 17 . 53",
+                          "10.0.0.6-10.0.0.255 . 17 . 53",
+                      });
+}
+
+TEST_CASE("element builder: random boxes keep their union and never overlap") {
+    std::mt19937 random(12345u);  // fixed seed: the test is reproducible
+    for (int round = 0; round < 50; ++round) {
+        std::vector<Box> boxes;
+        const int count = 1 + static_cast<int>(random() % 12);
+        for (int i = 0; i < count; ++i) {
+            auto a = *policy::parse_ip_address("10.0.0.0");
+            a.bytes[3] = static_cast<std::uint8_t>(random() % 32);
+            auto b = a;
+            b.bytes[3] = static_cast<std::uint8_t>(a.bytes[3] + random() % 8);
+            const auto p = static_cast<std::uint32_t>(random() % 4);
+            const auto port = static_cast<std::uint32_t>(random() % 20);
+            boxes.push_back({{a, b}, {p, p + static_cast<std::uint32_t>(random() % 2)}, {port, port + static_cast<std::uint32_t>(random() % 6)}});
+        }
+        auto elements = disjoint_elements(boxes, true);
+        for (std::uint32_t host = 0; host < 48; ++host) {
+            auto a = *policy::parse_ip_address("10.0.0.0");
+            a.bytes[3] = static_cast<std::uint8_t>(host);
+            for (std::uint32_t p = 0; p < 6; ++p) {
+                for (std::uint32_t port = 0; port < 28; ++port) {
+                    bool expected = false;
+                    for (const auto& box : boxes) {
+                        expected = expected || (box.address.contains(a) && box.second.low <= p &&
+                                                p <= box.second.high && box.third.low <= port &&
+                                                port <= box.third.high);
+                    }
+                    int hits = 0;
+                    for (const auto& e : elements) {
+                        ElementList one{e};
+                        hits += covers(one, a, p, port) ? 1 : 0;
+                    }
+                    REQUIRE(hits == (expected ? 1 : 0));  // covered exactly once, or not at all
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("element builder: address unions merge overlapping and adjacent ranges") {
+    auto elements = merged_address_elements(
+        {range("10.0.0.0/25"), range("10.0.0.128/25"), range("10.0.0.5"), range("192.168.1.1")});
+    REQUIRE(elements.size() == 2);
+    CHECK(policy::to_string(std::get<IpRange>(elements[0].key[0])) == "10.0.0.0/24");
+    CHECK(policy::to_string(std::get<IpRange>(elements[1].key[0])) == "192.168.1.1");
+}
