@@ -36,8 +36,9 @@ ip netns add "$ns"
 for enforcer in hv1 hv2; do
   $ctl policy compile --policy $example/policy.json --inventory $example/inventory.json \
     --enforcer $enforcer | ip netns exec "$ns" nft -f -
-  sets=$(ip netns exec "$ns" nft list sets table inet bulkhead | grep -c '^\s*\(set\|map\) ')
-  chains=$(ip netns exec "$ns" nft list chains table inet bulkhead | grep -c '^\s*chain ')
+  listing=$(ip netns exec "$ns" nft list table inet bulkhead)
+  sets=$(grep -cE '^\s*(set|map) ' <<<"$listing")
+  chains=$(grep -cE '^\s*chain ' <<<"$listing")
   echo "enforcer $enforcer: kernel accepted table inet bulkhead ($sets sets and maps, $chains chains)"
 done
 
