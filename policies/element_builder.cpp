@@ -138,13 +138,11 @@ ElementList merged_address_elements(std::vector<IpRange> ranges) {
     std::sort(ranges.begin(), ranges.end());
     std::vector<IpRange> merged;
     for (const auto& r : ranges) {
-        if (!merged.empty() && merged.back().family() == r.family()) {
-            IpAddress after = merged.back().high;
-            const bool can_grow = policy::increment(after);
-            if (!can_grow || r.low <= after) {
-                merged.back().high = std::max(merged.back().high, r.high);
-                continue;
-            }
+        // Overlaps must merge (the kernel refuses them); neighbours stay apart so that one
+        // host address remains one element and adding a neighbour adds, never rewrites.
+        if (!merged.empty() && merged.back().family() == r.family() && r.low <= merged.back().high) {
+            merged.back().high = std::max(merged.back().high, r.high);
+            continue;
         }
         merged.push_back(r);
     }

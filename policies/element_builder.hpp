@@ -21,7 +21,8 @@ struct Box {
 // (second, third) union is merged into as few rectangles as possible.
 ElementList disjoint_elements(std::vector<Box> boxes, bool three_parts);
 
-// The union of address ranges as sorted, disjoint, merged ranges (decoy sets and friends).
+// The union of address ranges as sorted, disjoint ranges: overlapping ranges merge,
+// adjacent ones stay separate elements (decoy, segment and quarantine address sets).
 ElementList merged_address_elements(std::vector<IpRange> ranges);
 
 }  // namespace bulkhead::ruleset

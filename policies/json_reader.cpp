@@ -8,6 +8,7 @@ namespace {
 
 struct Frame {
     bool is_object = false;
+    bool has_key = false;  // an object before its first key names no member yet
     std::unordered_set<std::string> keys;
     std::string key;
     std::size_t index = 0;
@@ -18,6 +19,9 @@ struct TooDeep {};
 std::string current_pointer(const std::vector<Frame>& frames) {
     std::string pointer;
     for (const auto& f : frames) {
+        if (f.is_object && !f.has_key) {
+            break;
+        }
         pointer = f.is_object ? pointer_append(pointer, f.key) : pointer_append(pointer, f.index);
     }
     return pointer;
@@ -73,6 +77,7 @@ std::expected<nlohmann::json, std::vector<Diagnostic>> read_json(std::string_vie
         case Event::key: {
             auto& top = frames.back();
             top.key = parsed.get<std::string>();
+            top.has_key = true;
             if (!top.keys.insert(top.key).second) {
                 sink.add(current_pointer(frames), DiagnosticCode::DuplicateKey,
                          "key \"" + top.key + "\" appears more than once in this object");
@@ -109,12 +114,34 @@ std::expected<nlohmann::json, std::vector<Diagnostic>> read_json(std::string_vie
                      reason);
         return std::unexpected(sink.take());
     } catch (const nlohmann::json::exception& e) {
-        // Out-of-range numbers and invalid UTF-8 surface here rather than as parse_error.
+        // A number too large for a double (1e400) surfaces as out_of_range, without a
+        // byte offset: locate the quoted token in the text instead.
+        std::string reason = e.what();
+        if (auto bracket = reason.find("] "); bracket != std::string::npos) {
+            reason = reason.substr(bracket + 2);
+        }
+        std::string where;
+        const auto open = reason.find('\'');
+        const auto close = reason.rfind('\'');
+        if (open != std::string::npos && close > open) {
+            const auto token = reason.substr(open + 1, close - open - 1);
+            if (auto at = text.find(token); !token.empty() && at != std::string_view::npos) {
+                where = " at " + line_and_column(text, at);
+            }
+        }
         sink.add(current_pointer(frames), DiagnosticCode::Syntax,
-                 std::string("invalid JSON: ") + e.what());
+                 "invalid JSON" + where + ": " + reason);
         return std::unexpected(sink.take());
     }
     if (!sink.empty()) {
+        return std::unexpected(sink.take());
+    }
+    // nlohmann's lexer takes a NUL byte for the end of input, so text after a complete
+    // document and a NUL would vanish unnoticed (rules appended after it, say).
+    if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+        sink.add("", DiagnosticCode::Syntax,
+                 "invalid JSON at " + line_and_column(text, nul) +
+                     ": NUL byte after the document; nothing may follow it");
         return std::unexpected(sink.take());
     }
     return parsed;

@@ -38,8 +38,10 @@ std::expected<IpRange, std::string> parse_cidr(std::string_view text) {
     int bits = max_bits;
     if (slash != std::string_view::npos) {
         auto digits = text.substr(slash + 1);
+        // from_chars would accept a sign ("/-0"); a prefix length is digits only.
+        const bool only_digits = !digits.empty() && digits.find_first_not_of("0123456789") == std::string_view::npos;
         auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), bits);
-        if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() ||
+        if (!only_digits || ec != std::errc{} || end != digits.data() + digits.size() ||
             bits < 0 || bits > max_bits) {
             return std::unexpected("\"" + std::string(text) + "\" has an invalid prefix length (0.." +
                                    std::to_string(max_bits) + ")");

@@ -163,6 +163,11 @@ public:
         if (!valid_) {
             return;
         }
+        if (auto schema = value_.find("$schema"); schema != value_.end() && !schema->is_string()) {
+            sink_.add(pointer_append(pointer_, "$schema"), DiagnosticCode::WrongType,
+                      "must be a string (the schema's path or URL), not " +
+                          std::string(type_name(*schema)));
+        }
         for (const auto& [key, unused] : value_.items()) {
             // "$schema" and "comment" are free for editors and humans everywhere.
             if (!consumed_.contains(key) && key != "$schema" && key != "comment") {
@@ -386,11 +391,12 @@ void read_services(const json* list, const std::string& pointer, Policy& policy,
         }
         Service service;
         service.pointer = item_pointer;
-        service.name = r.string("name", true).value_or("");
+        auto service_name = r.string("name", true);
+        service.name = service_name.value_or("");
         service.description = r.string("description", false).value_or("");
         const json* entries = r.array("entries", true);
         r.finish();
-        if (!service.name.empty()) {
+        if (service_name) {
             check_name(service.name, r.at("name"), sink);
             if (service.name == "any") {
                 sink.add(r.at("name"), DiagnosticCode::DuplicateName,
@@ -521,12 +527,13 @@ void read_segments(const json* list, const std::string& pointer, Policy& policy,
         }
         Segment segment;
         segment.pointer = item_pointer;
-        segment.name = r.string("name", true).value_or("");
+        auto segment_name = r.string("name", true);
+        segment.name = segment_name.value_or("");
         segment.description = r.string("description", false).value_or("");
         segment.decoy = r.boolean("decoy").value_or(false);
         const json* selector = r.member("selector", true);
         r.finish();
-        if (!segment.name.empty()) {
+        if (segment_name) {
             check_name(segment.name, r.at("name"), sink);
             names.add(segment.name, r.at("name"));
         }
@@ -556,14 +563,15 @@ void read_rules(const json* list, const std::string& pointer, Policy& policy,
         }
         Rule rule;
         rule.pointer = item_pointer;
-        rule.name = r.string("name", true).value_or("");
+        auto rule_name = r.string("name", true);
+        rule.name = rule_name.value_or("");
         rule.description = r.string("description", false).value_or("");
         rule.action = r.choice("action", true, action_words).value_or(RuleAction::Allow);
         rule.from = r.string_array("from", true, true);
         rule.to = r.string_array("to", true, true);
         rule.services = r.string_array("services", true, true);
         r.finish();
-        if (!rule.name.empty()) {
+        if (rule_name) {
             check_name(rule.name, r.at("name"), sink);
             names.add(rule.name, r.at("name"));
         }
@@ -680,6 +688,15 @@ void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
     }
     for (const auto& grant : policy.quarantine.allow) {
         check_segments(grant.segments, pointer_append(grant.pointer, "to"));
+        for (std::size_t i = 0; i < grant.segments.size(); ++i) {
+            auto it = segments.find(grant.segments[i]);
+            if (it != segments.end() && it->second->decoy) {
+                sink.add(pointer_append(pointer_append(grant.pointer, "to"), i),
+                         DiagnosticCode::Conflict,
+                         "segment \"" + grant.segments[i] +
+                             "\" is a decoy: a quarantined workload may not be granted it either");
+            }
+        }
         check_services(grant.services, pointer_append(grant.pointer, "services"));
     }
     for (const auto& grant : policy.quarantine.allow_from) {
@@ -776,7 +793,8 @@ std::expected<Policy, Diagnostics> read_policy(const nlohmann::json& document,
     Policy policy;
     ObjectReader r(document, "", sink, "a policy");
     if (r.valid()) {
-        policy.name = r.string("name", true).value_or("");
+        auto policy_name = r.string("name", true);
+        policy.name = policy_name.value_or("");
         policy.description = r.string("description", false).value_or("");
         read_defaults(r.member("defaults", false), r.at("defaults"), policy, sink);
         read_services(r.array("services", false), r.at("services"), policy, sink);
@@ -784,7 +802,7 @@ std::expected<Policy, Diagnostics> read_policy(const nlohmann::json& document,
         read_rules(r.array("rules", true), r.at("rules"), policy, sink);
         read_quarantine(r.member("quarantine", false), r.at("quarantine"), policy, sink);
         r.finish();
-        if (!policy.name.empty()) {
+        if (policy_name) {
             check_name(policy.name, r.at("name"), sink);
         }
         check_policy_references(policy, sink);
@@ -816,10 +834,11 @@ std::expected<Inventory, Diagnostics> read_inventory(const nlohmann::json& docum
                 continue;
             }
             Enforcer enforcer;
-            enforcer.id = er.string("id", true).value_or("");
+            auto enforcer_id = er.string("id", true);
+            enforcer.id = enforcer_id.value_or("");
             enforcer.description = er.string("description", false).value_or("");
             er.finish();
-            if (!enforcer.id.empty()) {
+            if (enforcer_id) {
                 check_name(enforcer.id, er.at("id"), sink);
                 enforcer_ids.add(enforcer.id, er.at("id"));
             }
@@ -841,8 +860,10 @@ std::expected<Inventory, Diagnostics> read_inventory(const nlohmann::json& docum
             }
             Workload w;
             w.pointer = item_pointer;
-            w.id = wr.string("id", true).value_or("");
-            w.enforcer = wr.string("enforcer", false).value_or("");
+            auto workload_id = wr.string("id", true);
+            w.id = workload_id.value_or("");
+            auto enforcer_reference = wr.string("enforcer", false);
+            w.enforcer = enforcer_reference.value_or("");
             const json* address_list = wr.array("addresses", true);
             auto mac = wr.string("mac", false);
             const json* labels = wr.member("labels", false);
@@ -852,11 +873,11 @@ std::expected<Inventory, Diagnostics> read_inventory(const nlohmann::json& docum
             const json* attachment = wr.member("attachment", false);
             wr.finish();
 
-            if (!w.id.empty()) {
+            if (workload_id) {
                 check_name(w.id, wr.at("id"), sink);
                 workload_ids.add(w.id, wr.at("id"));
             }
-            if (!w.enforcer.empty() && !enforcer_ids.contains(w.enforcer)) {
+            if (enforcer_reference && !enforcer_ids.contains(w.enforcer)) {
                 sink.add(wr.at("enforcer"), DiagnosticCode::UnknownReference,
                          "unknown enforcer \"" + w.enforcer + "\"");
             }

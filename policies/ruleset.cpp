@@ -459,7 +459,7 @@ std::string hash_of_body(const json& body) {
     // FNV-1a over the canonical JSON of what the kernel sees; the enforcer and the
     // controller compute it independently and compare.
     const auto text = body.dump();
-    std::uint64_t h = 1469598103934665603ULL;
+    std::uint64_t h = 14695981039346656037ULL;  // FNV-1a 64-bit offset basis
     for (unsigned char c : text) {
         h ^= c;
         h *= 1099511628211ULL;

@@ -56,13 +56,56 @@ SetGroup build(BoxLists lists) {
             share(disjoint_elements(std::move(lists.icmp6), false))};
 }
 
+// A rule's peer segment too large to cross into per-class sets: the class looks the
+// peer up in the host-wide address set of the segment and the services in its own small
+// set, so adding a member adds one element per host, not one per class and service.
+struct SegmentReference {
+    bool outbound = true;
+    bool deny = false;
+    std::size_t segment = 0;
+    std::string segment_name;
+    std::shared_ptr<const ElementList> services;  // inet_proto . inet_service
+    std::shared_ptr<const ElementList> icmp4, icmp6;
+};
+
 struct PolicyClass {
     std::string name;
     std::vector<std::size_t> segments;  // sorted indices
     bool decoy = false;                 // contains a decoy segment: every touch is logged
     std::string comment;
     SetGroup out_allow, out_deny, in_allow, in_deny;
+    std::vector<SegmentReference> references;  // sorted: direction, verdict, segment name
 };
+
+// (proto, port) rectangles -> disjoint two-part elements.
+ElementList service_elements(const std::vector<Box>& rects) {
+    std::vector<Box> boxes;
+    const IpRange anywhere{policy::IpAddress{}, policy::IpAddress{}};
+    for (const auto& r : rects) {
+        boxes.push_back({anywhere, r.second, r.third});
+    }
+    auto elements = disjoint_elements(std::move(boxes), true);
+    for (auto& e : elements) {
+        e.key.erase(e.key.begin());
+    }
+    return elements;
+}
+
+ElementList number_elements(std::vector<NumberRange> ranges) {
+    std::sort(ranges.begin(), ranges.end());
+    ElementList out;
+    for (const auto& r : ranges) {
+        if (!out.empty()) {
+            auto& last = std::get<NumberRange>(out.back().key[0]);
+            if (r.low <= last.high + 1) {
+                last.high = std::max(last.high, r.high);
+                continue;
+            }
+        }
+        out.push_back(Element{{r}, {}});
+    }
+    return out;
+}
 
 std::uint32_t fnv1a32(std::string_view text) {
     std::uint32_t h = 2166136261u;
@@ -175,12 +218,16 @@ struct RulesetCompiler::Resolved {
     std::vector<PolicyClass> classes;
     std::unordered_map<std::string, std::size_t> workload_index;
     std::shared_ptr<const ElementList> decoys4, decoys6;
+    std::vector<std::string> segment_names;
+    // Host-wide address sets of shared (large) segments, by segment index; null if small.
+    std::vector<std::shared_ptr<const ElementList>> segment_addresses4, segment_addresses6;
     SetGroup quarantine_to, quarantine_from;
     std::shared_ptr<const ElementList> quarantine_to_hosts4, quarantine_to_hosts6;
     std::shared_ptr<const ElementList> quarantine_from_hosts4, quarantine_from_hosts6;
 };
 
-RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory)
+RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory,
+                                 CompilerOptions options)
     : resolved_(std::make_unique<Resolved>()) {
     auto& r = *resolved_;
     r.defaults = policy.defaults;
@@ -213,6 +260,24 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     for (std::size_t s = 0; s < policy.segments.size(); ++s) {
         const auto& cidrs = policy.segments[s].selector.cidrs;
         segment_addresses[s].insert(segment_addresses[s].end(), cidrs.begin(), cidrs.end());
+    }
+    auto split_family = [](const std::vector<IpRange>& all, Family family) {
+        std::vector<IpRange> out;
+        std::copy_if(all.begin(), all.end(), std::back_inserter(out),
+                     [&](const IpRange& a) { return a.family() == family; });
+        return out;
+    };
+    auto share = [](ElementList e) { return std::make_shared<const ElementList>(std::move(e)); };
+    r.segment_addresses4.resize(policy.segments.size());
+    r.segment_addresses6.resize(policy.segments.size());
+    for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+        r.segment_names.push_back(policy.segments[s].name);
+        const auto& selector = policy.segments[s].selector;
+        const bool membership = !selector.labels.empty() || !selector.workloads.empty();
+        if (membership && options.share_membership_segments) {
+            r.segment_addresses4[s] = share(merged_address_elements(split_family(segment_addresses[s], Family::Ipv4)));
+            r.segment_addresses6[s] = share(merged_address_elements(split_family(segment_addresses[s], Family::Ipv6)));
+        }
     }
     auto addresses_of = [&](const std::vector<std::string>& names) {
         std::vector<IpRange> out;
@@ -275,13 +340,11 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     struct ExpandedRule {
         RuleAction action;
         std::vector<std::size_t> from, to;
-        std::vector<IpRange> from_addresses, to_addresses;
         ServiceRects services;
     };
     std::vector<ExpandedRule> rules;
     for (const auto& rule : policy.rules) {
-        ExpandedRule e{rule.action, {}, {}, addresses_of(rule.from), addresses_of(rule.to),
-                       rule_services(rule.services)};
+        ExpandedRule e{rule.action, {}, {}, rule_services(rule.services)};
         for (const auto& n : rule.from) {
             if (auto it = segment_index.find(n); it != segment_index.end()) {
                 e.from.push_back(it->second);
@@ -338,15 +401,40 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
                 return std::binary_search(segments.begin(), segments.end(), s);
             });
         };
+        // (outbound, deny, segment) -> the services of every rule reaching that segment.
+        std::map<std::tuple<bool, bool, std::string>, std::pair<std::size_t, ServiceRects>> references;
+        auto add_peers = [&](const std::vector<std::size_t>& peers, const ServiceRects& granted,
+                             bool outbound, bool deny, BoxLists& crossed) {
+            for (auto peer : peers) {
+                if (r.segment_addresses4[peer]) {
+                    auto& [segment_index_of_ref, merged] =
+                        references[{outbound, deny, policy.segments[peer].name}];
+                    segment_index_of_ref = peer;
+                    merged.ports.insert(merged.ports.end(), granted.ports.begin(), granted.ports.end());
+                    merged.icmp4.insert(merged.icmp4.end(), granted.icmp4.begin(), granted.icmp4.end());
+                    merged.icmp6.insert(merged.icmp6.end(), granted.icmp6.begin(), granted.icmp6.end());
+                } else {
+                    crossed.add(segment_addresses[peer], granted);
+                }
+            }
+        };
         for (const auto& rule : rules) {
+            const bool deny = rule.action == RuleAction::Deny;
             if (member(rule.from)) {
-                (rule.action == RuleAction::Allow ? out_allow : out_deny)
-                    .add(rule.to_addresses, rule.services);
+                add_peers(rule.to, rule.services, true, deny, deny ? out_deny : out_allow);
             }
             if (member(rule.to)) {
-                (rule.action == RuleAction::Allow ? in_allow : in_deny)
-                    .add(rule.from_addresses, rule.services);
+                add_peers(rule.from, rule.services, false, deny, deny ? in_deny : in_allow);
             }
+        }
+        for (auto& [reference_key, value] : references) {
+            auto& [referenced_segment, merged] = value;
+            c.references.push_back(SegmentReference{
+                std::get<0>(reference_key), std::get<1>(reference_key), referenced_segment,
+                std::get<2>(reference_key),
+                std::make_shared<const ElementList>(service_elements(merged.ports)),
+                std::make_shared<const ElementList>(number_elements(merged.icmp4)),
+                std::make_shared<const ElementList>(number_elements(merged.icmp6))});
         }
         c.out_allow = build(std::move(out_allow));
         c.out_deny = build(std::move(out_deny));
@@ -367,13 +455,6 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
             decoys.insert(decoys.end(), segment_addresses[s].begin(), segment_addresses[s].end());
         }
     }
-    auto split_family = [](const std::vector<IpRange>& all, Family family) {
-        std::vector<IpRange> out;
-        std::copy_if(all.begin(), all.end(), std::back_inserter(out),
-                     [&](const IpRange& a) { return a.family() == family; });
-        return out;
-    };
-    auto share = [](ElementList e) { return std::make_shared<const ElementList>(std::move(e)); };
     r.decoys4 = share(merged_address_elements(split_family(decoys, Family::Ipv4)));
     r.decoys6 = share(merged_address_elements(split_family(decoys, Family::Ipv6)));
     BoxLists to, from;
@@ -435,6 +516,34 @@ std::vector<Rule> group_lookups(const std::string& stem, bool peer_is_destinatio
             lookup_rule({addr6, Field::Icmpv6Type}, stem + "_icmp6")};
 }
 
+std::string segment_set_name(const std::string& segment, bool v6) {
+    return "seg_" + segment + (v6 ? "_6" : "_4");
+}
+
+std::string reference_stem(const std::string& class_name, const SegmentReference& ref) {
+    return class_name + (ref.outbound ? "_out_" : "_in_") + (ref.deny ? "deny" : "allow") +
+           "_seg_" + ref.segment_name;
+}
+
+// The four lookups against a shared segment: the peer's address in the segment's
+// host-wide set AND the packet's service in the class's own set for that segment.
+std::vector<Rule> segment_lookups(const std::string& class_name, const SegmentReference& ref) {
+    const std::string stem = reference_stem(class_name, ref);
+    const Field addr4 = ref.outbound ? Field::Ip4Daddr : Field::Ip4Saddr;
+    const Field addr6 = ref.outbound ? Field::Ip6Daddr : Field::Ip6Saddr;
+    auto two = [](Field address, std::string address_set, std::vector<Field> service,
+                  std::string service_set) {
+        Rule r;
+        r.matches.push_back(SetLookup{{address}, std::move(address_set)});
+        r.matches.push_back(SetLookup{std::move(service), std::move(service_set)});
+        return r;
+    };
+    return {two(addr4, segment_set_name(ref.segment_name, false), {Field::L4proto, Field::ThDport}, stem),
+            two(addr6, segment_set_name(ref.segment_name, true), {Field::L4proto, Field::ThDport}, stem),
+            two(addr4, segment_set_name(ref.segment_name, false), {Field::IcmpType}, stem + "_icmp4"),
+            two(addr6, segment_set_name(ref.segment_name, true), {Field::Icmpv6Type}, stem + "_icmp6")};
+}
+
 struct ChainBuilder {
     const policy::Defaults& defaults;
 
@@ -463,10 +572,21 @@ struct ChainBuilder {
         } else if (c.decoy) {
             chain.rules.push_back(finish_drop(Rule{}, direction, "decoy", c.name));
         }
-        for (auto& r : group_lookups(stem + "_deny", outbound)) {
+        auto lookups = [&](bool deny) {
+            auto rules = group_lookups(stem + (deny ? "_deny" : "_allow"), outbound);
+            for (const auto& ref : c.references) {
+                if (ref.outbound == outbound && ref.deny == deny) {
+                    for (auto& r : segment_lookups(c.name, ref)) {
+                        rules.push_back(std::move(r));
+                    }
+                }
+            }
+            return rules;
+        };
+        for (auto& r : lookups(true)) {
             chain.rules.push_back(finish_drop(std::move(r), direction, "deny", c.name));
         }
-        for (auto& r : group_lookups(stem + "_allow", outbound)) {
+        for (auto& r : lookups(false)) {
             if (defaults.log_allowed) {
                 r.log = LogAction{log_prefix(defaults.mode, direction, "allow", c.name),
                                   defaults.allowed_log_group};
@@ -610,20 +730,35 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     forward.rules.push_back(dispatch(Field::Iifname, "egress_ports"));
     forward.rules.push_back(dispatch(Field::Oifname, "ingress_ports"));
     out.chains.push_back(std::move(forward));
+    // The host's own stack is a peer like any other: a VDI reaching the hypervisor's
+    // addresses (management, SSH, the metadata service) passes its class chain too, and a
+    // quarantined VDI reaches nothing on the host but its grants. Calico's default for
+    // workload-to-host traffic is the same (drop).
+    Chain input{"input", BaseChain{Hook::Input, 0}, {}};
+    input.rules.push_back(neighbour_discovery_accept());
+    input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     if (has_host) {
-        Chain input{"input", BaseChain{Hook::Input, 0}, {}};
-        input.rules.push_back(neighbour_discovery_accept());
         input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_host", "quarantine_in"));
-        input.rules.push_back(established_accept());
-        input.rules.push_back(dispatch(Field::Iifname, "host_ingress"));
-        out.chains.push_back(std::move(input));
-        Chain output{"output", BaseChain{Hook::Output, 0}, {}};
-        output.rules.push_back(neighbour_discovery_accept());
-        output.rules.push_back(jump_if_in(Field::Oifname, "quarantined_host", "quarantine_out"));
-        output.rules.push_back(established_accept());
-        output.rules.push_back(dispatch(Field::Oifname, "host_egress"));
-        out.chains.push_back(std::move(output));
     }
+    input.rules.push_back(established_accept());
+    input.rules.push_back(dispatch(Field::Iifname, "egress_ports"));
+    if (has_host) {
+        input.rules.push_back(dispatch(Field::Iifname, "host_ingress"));
+    }
+    out.chains.push_back(std::move(input));
+    Chain output{"output", BaseChain{Hook::Output, 0}, {}};
+    output.rules.push_back(neighbour_discovery_accept());
+    output.rules.push_back(jump_if_in(Field::Oifname, "quarantined_ports", "quarantine_in"));
+    if (has_host) {
+        output.rules.push_back(jump_if_in(Field::Oifname, "quarantined_host", "quarantine_out"));
+    }
+    output.rules.push_back(established_accept());
+    output.rules.push_back(dispatch(Field::Oifname, "ingress_ports"));
+    if (has_host) {
+        output.rules.push_back(dispatch(Field::Oifname, "host_egress"));
+    }
+    out.chains.push_back(std::move(output));
+    std::set<std::size_t> shared_segments;
     std::vector<Chain> regular;
     regular.push_back(builder.quarantine_chain(true));
     regular.push_back(builder.quarantine_chain(false));
@@ -633,8 +768,22 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
         add_group(sets, c.name + "_out_deny", c.out_deny, c.comment);
         add_group(sets, c.name + "_in_allow", c.in_allow, c.comment);
         add_group(sets, c.name + "_in_deny", c.in_deny, c.comment);
+        for (const auto& ref : c.references) {
+            const auto stem = reference_stem(c.name, ref);
+            const auto comment = c.comment + "; services towards segment " + ref.segment_name;
+            sets.push_back(make_set(stem, {KeyType::InetProto, KeyType::InetService}, true, ref.services, comment));
+            sets.push_back(make_set(stem + "_icmp4", {KeyType::IcmpType}, true, ref.icmp4, comment));
+            sets.push_back(make_set(stem + "_icmp6", {KeyType::Icmpv6Type}, true, ref.icmp6, comment));
+            shared_segments.insert(ref.segment);
+        }
         regular.push_back(builder.class_chain(c, true));
         regular.push_back(builder.class_chain(c, false));
+    }
+    for (auto segment : shared_segments) {
+        const auto& name = r.segment_names[segment];
+        const auto comment = "members of segment " + name + " (shared by every class that names it)";
+        sets.push_back(make_set(segment_set_name(name, false), {KeyType::Ipv4Addr}, true, r.segment_addresses4[segment], comment));
+        sets.push_back(make_set(segment_set_name(name, true), {KeyType::Ipv6Addr}, true, r.segment_addresses6[segment], comment));
     }
     std::sort(regular.begin(), regular.end(),
               [](const Chain& a, const Chain& b) { return a.name < b.name; });

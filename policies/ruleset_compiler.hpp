@@ -43,10 +43,22 @@ struct LogPrefixParts {
 };
 std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix);
 
+struct CompilerOptions {
+    // Segments whose membership comes from the inventory (labels, workload ids) become one
+    // host-wide address set each, which every class naming the segment looks up; only
+    // CIDR-only segments, fixed by the policy, are crossed into the classes' own sets.
+    // Adding a workload then adds one element per host per segment it joins, and a host's
+    // rule count depends on the policy and its local classes, never on the fleet's size
+    // (docs/ruleset-design.md, "Shared segments"). Off: everything is crossed, which keeps
+    // chains shortest for small fleets and serves as a reference in tests.
+    bool share_membership_segments = true;
+};
+
 class RulesetCompiler {
 public:
     // Resolves segment membership and policy classes once for the whole fleet.
-    RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory);
+    RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory,
+                    CompilerOptions options = {});
     ~RulesetCompiler();
     RulesetCompiler(const RulesetCompiler&) = delete;
     RulesetCompiler& operator=(const RulesetCompiler&) = delete;

@@ -106,7 +106,7 @@ TEST_CASE("compiler: workloads with identical segment membership share one polic
     const auto cls = compiler.class_of("vdi-001");
     CHECK(hv1.find_chain(cls + "_out") != nullptr);
     CHECK(hv1.find_chain(cls + "_in") != nullptr);
-    CHECK(hv1.chains.size() == 1 + 2 + 2);  // forward, quarantine pair, one class pair
+    CHECK(hv1.chains.size() == 3 + 2 + 2);  // forward/input/output, quarantine pair, one class pair
 }
 
 TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
@@ -127,24 +127,46 @@ TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
 
 TEST_CASE("compiler: allow-lists hold the peers' addresses crossed with the services") {
     auto example = load_example("vdi-pool");
-    RulesetCompiler compiler(example.policy, example.inventory);
-    auto hv1 = *compiler.compile("hv1");
-    const auto cls = compiler.class_of("vdi-001");
-    const auto* out4 = hv1.find_set(cls + "_out_allow4");
-    REQUIRE(out4);
-    CHECK(contains_element(*out4, "10.0.0.30 . 6 . 445"));       // file server SMB
-    CHECK(contains_element(*out4, "10.0.0.20 . 6 . 8443-8444"));  // EDR port range
-    CHECK(contains_element(*out4, "10.0.0.53 . 17 . 53"));        // DNS over UDP
-    CHECK_FALSE(contains_element(*out4, "10.0.0.30 . 6 . 3389"));
-    const auto* in4 = hv1.find_set(cls + "_in_allow4");
-    REQUIRE(in4);
-    CHECK(contains_element(*in4, "10.1.1.100 . 6 . 3389"));  // the admin terminal's RDP
-    const auto* icmp6 = hv1.find_set(cls + "_out_allow_icmp6");
-    REQUIRE(icmp6);
-    CHECK(contains_element(*icmp6, "fd00:0:0:1::30 . echo-request"));
-    const auto* deny4 = hv1.find_set(cls + "_out_deny4");
-    REQUIRE(deny4);
-    CHECK(contains_element(*deny4, "10.1.1.2 . 0-255 . 0-65535"));  // VDI on the other host
+    SUBCASE("membership segments are shared host-wide address sets") {
+        RulesetCompiler compiler(example.policy, example.inventory);
+        auto hv1 = *compiler.compile("hv1");
+        const auto cls = compiler.class_of("vdi-001");
+        // CIDR-only segments (proxy, EDR, DNS) are crossed into the class's own sets.
+        const auto* out4 = hv1.find_set(cls + "_out_allow4");
+        REQUIRE(out4);
+        CHECK(contains_element(*out4, "10.0.0.20 . 6 . 8443-8444"));  // EDR port range
+        CHECK(contains_element(*out4, "10.0.0.53 . 17 . 53"));        // DNS over UDP
+        CHECK_FALSE(contains_element(*out4, "10.0.0.30 . 6 . 445"));  // file servers: shared
+        // Label segments: one address set per segment, one services set per class and segment.
+        CHECK(contains_element(*hv1.find_set("seg_file-servers_4"), "10.0.0.30"));
+        CHECK(contains_element(*hv1.find_set("seg_file-servers_6"), "fd00:0:0:1::30"));
+        const auto* smb = hv1.find_set(cls + "_out_allow_seg_file-servers");
+        REQUIRE(smb);
+        CHECK(contains_element(*smb, "6 . 445"));
+        CHECK(contains_element(*hv1.find_set(cls + "_out_allow_seg_file-servers_icmp6"), "echo-request"));
+        CHECK(contains_element(*hv1.find_set("seg_admin-terminals_4"), "10.1.1.100"));
+        CHECK(contains_element(*hv1.find_set(cls + "_in_allow_seg_admin-terminals"), "6 . 3389"));
+        CHECK(contains_element(*hv1.find_set("seg_vdi_4"), "10.1.1.2"));  // VDI on the other host
+        CHECK(contains_element(*hv1.find_set(cls + "_out_deny_seg_vdi"), "0-255 . 0-65535"));
+        // The class chain looks the peer up in the segment and the service in its own set.
+        const auto* out = hv1.find_chain(cls + "_out");
+        REQUIRE(out);
+        CHECK(index_of_rule(*out, "seg_vdi_4") < index_of_rule(*out, "seg_file-servers_4"));
+    }
+    SUBCASE("with sharing off, every peer is crossed into the class's sets") {
+        RulesetCompiler compiler(example.policy, example.inventory, {.share_membership_segments = false});
+        auto hv1 = *compiler.compile("hv1");
+        const auto cls = compiler.class_of("vdi-001");
+        const auto* out4 = hv1.find_set(cls + "_out_allow4");
+        REQUIRE(out4);
+        CHECK(contains_element(*out4, "10.0.0.30 . 6 . 445"));
+        CHECK(contains_element(*out4, "10.0.0.20 . 6 . 8443-8444"));
+        CHECK_FALSE(contains_element(*out4, "10.0.0.30 . 6 . 3389"));
+        CHECK(contains_element(*hv1.find_set(cls + "_in_allow4"), "10.1.1.100 . 6 . 3389"));
+        CHECK(contains_element(*hv1.find_set(cls + "_out_allow_icmp6"), "fd00:0:0:1::30 . echo-request"));
+        CHECK(contains_element(*hv1.find_set(cls + "_out_deny4"), "10.1.1.2 . 0-255 . 0-65535"));
+        CHECK(hv1.find_set("seg_vdi_4") == nullptr);
+    }
 }
 
 TEST_CASE("compiler: chain order puts quarantine first, deny before allow, default last") {
@@ -178,6 +200,26 @@ TEST_CASE("compiler: chain order puts quarantine first, deny before allow, defau
     REQUIRE(last.log);
     CHECK(last.log->prefix == "bh:enf:out:default:" + cls);
     CHECK(last.log->group == 10);
+}
+
+TEST_CASE("compiler: traffic from a VDI to the hypervisor itself passes the VDI's class chain") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto* input = hv1.find_chain("input");
+    REQUIRE(input);
+    REQUIRE(input->base);
+    CHECK(input->base->hook == Hook::Input);
+    // Neighbour discovery first, then quarantine, then the established shortcut, then the
+    // same egress dispatch as in forward.
+    CHECK(std::holds_alternative<ValueMatch>(input->rules[0].matches[0]));
+    CHECK(index_of_rule(*input, "quarantined_ports") == 1);
+    CHECK(input->rules[1].verdict.chain == "quarantine_out");
+    REQUIRE(input->rules.back().dispatch);
+    CHECK(input->rules.back().dispatch->map == "egress_ports");
+    const auto* output = hv1.find_chain("output");
+    REQUIRE(output);
+    CHECK(output->rules.back().dispatch->map == "ingress_ports");
 }
 
 TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, reason and class") {
@@ -322,13 +364,16 @@ TEST_CASE("compiler: adding a VDI of an existing class changes a handful of elem
         CHECK(diff.sets_added.empty());
         CHECK(diff.elements_removed() == 0);
         if (enforcer == "hv1") {
-            // Two verdict-map entries for the port plus the new address in the class's
-            // VDI-to-VDI deny sets (it is a peer of its own class).
-            CHECK(diff.elements_added() == 4);
+            // Two verdict-map entries for the port, and the new address in the shared
+            // address set of its segment "vdi" (IPv4 only: the clone has no IPv6 address).
+            CHECK(diff.elements_added() == 3);
+            CHECK(diff.set_changes.size() == 3);  // egress_ports, ingress_ports, seg_vdi_4
         } else {
-            // hv2: the new address joins the VDI deny sets and the admin's RDP allow set.
-            CHECK(diff.elements_added() <= 6);
-            CHECK(diff.elements_added() > 0);
+            // hv2 names segment "vdi" too (VDI deny, admin RDP): one element, whatever the
+            // number of classes that look the segment up.
+            CHECK(diff.elements_added() == 1);
+            REQUIRE(diff.set_changes.size() == 1);
+            CHECK(diff.set_changes[0].set == "seg_vdi_4");
         }
     }
 }
@@ -488,10 +533,16 @@ TEST_CASE("element builder: random boxes keep their union and never overlap") {
     }
 }
 
-TEST_CASE("element builder: address unions merge overlapping and adjacent ranges") {
+TEST_CASE("element builder: address unions merge overlaps and keep neighbours apart") {
     auto elements = merged_address_elements(
-        {range("10.0.0.0/25"), range("10.0.0.128/25"), range("10.0.0.5"), range("192.168.1.1")});
-    REQUIRE(elements.size() == 2);
-    CHECK(policy::to_string(std::get<IpRange>(elements[0].key[0])) == "10.0.0.0/24");
-    CHECK(policy::to_string(std::get<IpRange>(elements[1].key[0])) == "192.168.1.1");
+        {range("10.0.0.0/25"), range("10.0.0.128/25"), range("10.0.0.5"), range("192.168.1.1"),
+         range("192.168.1.2"), range("192.168.1.2")});
+    std::vector<std::string> rendered;
+    for (const auto& e : elements) {
+        rendered.push_back(policy::to_string(std::get<IpRange>(e.key[0])));
+    }
+    // 10.0.0.5 lies inside 10.0.0.0/25 and the duplicate .2 collapses; adjacent blocks and
+    // hosts stay separate so that adding a neighbour is one new element.
+    CHECK(rendered == std::vector<std::string>{"10.0.0.0/25", "10.0.0.128/25", "192.168.1.1",
+                                               "192.168.1.2"});
 }

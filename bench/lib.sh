@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run.sh and bench/benchmarks/*.sh (sourced, not run).
+#
+# Contract of a benchmark script bench/benchmarks/<name>.sh:
+#   * stdout: only JSON lines, one per figure, made with bench_emit / bench_skip;
+#   * stderr: anything for humans;
+#   * environment from run.sh: BULKHEAD_BUILD_DIR, BENCH_BIN (built executables),
+#     BENCH_WORK (a scratch directory shared by the benchmarks of one run, removed after),
+#     BENCH_DIR (bench/);
+#   * exit 0 when it printed its figures (or a "skipped" line), non-zero on failure.
+
+# bench_emit BENCHMARK METRIC VALUE UNIT TARGET [EXTRA]
+#   TARGET "null" (or empty) for a figure without a target; EXTRA is raw JSON members
+#   appended to the object, e.g. '"baseline":"full_load","baseline_value":12,"ratio":0.1'.
+bench_emit() {
+  local target=${5:-null}
+  [ "$target" = null ] || target="\"$(bench_json_escape "$target")\""
+  printf '{"benchmark":"%s","metric":"%s","value":%s,"unit":"%s","target":%s%s}\n' \
+    "$1" "$2" "$3" "$4" "$target" "${6:+,$6}"
+}
+
+# bench_skip BENCHMARK METRIC REASON: the figure could not be measured here.
+bench_skip() {
+  printf '{"benchmark":"%s","metric":"%s","value":null,"unit":null,"target":null,"skipped":"%s"}\n' \
+    "$1" "$2" "$(bench_json_escape "$3")"
+}
+
+bench_json_escape() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/ }
+  printf '%s' "$s"
+}
+
+bench_log() { printf '%s\n' "$*" >&2; }
+
+# bench_median N1 N2 ...: the median (the middle value; the upper middle for an even count).
+bench_median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }'
+}
+
+bench_min() {
+  printf '%s\n' "$@" | sort -g | head -n 1
+}
+
+# bench_json_number FILE KEY: a number member of a one-line JSON object (no jq needed).
+bench_json_number() {
+  sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" "$1" | head -n 1
+}
