@@ -516,13 +516,27 @@ std::vector<Rule> group_lookups(const std::string& stem, bool peer_is_destinatio
             lookup_rule({addr6, Field::Icmpv6Type}, stem + "_icmp6")};
 }
 
+// Segment names may hold '-' and '.', which set names avoid (the interchange format keeps
+// identifiers to [A-Za-z0-9_]): such a name is spelled with '_' and suffixed with a hash of
+// the original, so "file-servers" and "file_servers" never meet.
+std::string identifier_for(const std::string& name) {
+    std::string out;
+    bool changed = false;
+    for (char c : name) {
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+        out.push_back(plain ? c : '_');
+        changed = changed || !plain;
+    }
+    return changed ? out + "_" + hex(fnv1a32(name) & 0xffffff, 6) : out;
+}
+
 std::string segment_set_name(const std::string& segment, bool v6) {
-    return "seg_" + segment + (v6 ? "_6" : "_4");
+    return "seg_" + identifier_for(segment) + (v6 ? "_6" : "_4");
 }
 
 std::string reference_stem(const std::string& class_name, const SegmentReference& ref) {
     return class_name + (ref.outbound ? "_out_" : "_in_") + (ref.deny ? "deny" : "allow") +
-           "_seg_" + ref.segment_name;
+           "_seg_" + identifier_for(ref.segment_name);
 }
 
 // The four lookups against a shared segment: the peer's address in the segment's

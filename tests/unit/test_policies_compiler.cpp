@@ -138,20 +138,20 @@ TEST_CASE("compiler: allow-lists hold the peers' addresses crossed with the serv
         CHECK(contains_element(*out4, "10.0.0.53 . 17 . 53"));        // DNS over UDP
         CHECK_FALSE(contains_element(*out4, "10.0.0.30 . 6 . 445"));  // file servers: shared
         // Label segments: one address set per segment, one services set per class and segment.
-        CHECK(contains_element(*hv1.find_set("seg_file-servers_4"), "10.0.0.30"));
-        CHECK(contains_element(*hv1.find_set("seg_file-servers_6"), "fd00:0:0:1::30"));
-        const auto* smb = hv1.find_set(cls + "_out_allow_seg_file-servers");
+        CHECK(contains_element(*hv1.find_set("seg_file_servers_72fb6a_4"), "10.0.0.30"));
+        CHECK(contains_element(*hv1.find_set("seg_file_servers_72fb6a_6"), "fd00:0:0:1::30"));
+        const auto* smb = hv1.find_set(cls + "_out_allow_seg_file_servers_72fb6a");
         REQUIRE(smb);
         CHECK(contains_element(*smb, "6 . 445"));
-        CHECK(contains_element(*hv1.find_set(cls + "_out_allow_seg_file-servers_icmp6"), "echo-request"));
-        CHECK(contains_element(*hv1.find_set("seg_admin-terminals_4"), "10.1.1.100"));
-        CHECK(contains_element(*hv1.find_set(cls + "_in_allow_seg_admin-terminals"), "6 . 3389"));
+        CHECK(contains_element(*hv1.find_set(cls + "_out_allow_seg_file_servers_72fb6a_icmp6"), "echo-request"));
+        CHECK(contains_element(*hv1.find_set("seg_admin_terminals_8ea0ec_4"), "10.1.1.100"));
+        CHECK(contains_element(*hv1.find_set(cls + "_in_allow_seg_admin_terminals_8ea0ec"), "6 . 3389"));
         CHECK(contains_element(*hv1.find_set("seg_vdi_4"), "10.1.1.2"));  // VDI on the other host
         CHECK(contains_element(*hv1.find_set(cls + "_out_deny_seg_vdi"), "0-255 . 0-65535"));
         // The class chain looks the peer up in the segment and the service in its own set.
         const auto* out = hv1.find_chain(cls + "_out");
         REQUIRE(out);
-        CHECK(index_of_rule(*out, "seg_vdi_4") < index_of_rule(*out, "seg_file-servers_4"));
+        CHECK(index_of_rule(*out, "seg_vdi_4") < index_of_rule(*out, "seg_file_servers_72fb6a_4"));
     }
     SUBCASE("with sharing off, every peer is crossed into the class's sets") {
         RulesetCompiler compiler(example.policy, example.inventory, {.share_membership_segments = false});
