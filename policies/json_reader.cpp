@@ -41,6 +41,30 @@ std::string line_and_column(std::string_view text, std::size_t byte) {
     return "line " + std::to_string(line) + ", column " + std::to_string(column);
 }
 
+// Where `token` stands as a number: after ':', '[' or ',' (whitespace aside) and not
+// followed by more number characters, so the same digits inside a string do not match.
+std::size_t find_number_token(std::string_view text, std::string_view token) {
+    if (token.empty()) {
+        return std::string_view::npos;
+    }
+    for (auto at = text.find(token); at != std::string_view::npos; at = text.find(token, at + 1)) {
+        auto before = at;
+        while (before > 0 && (text[before - 1] == ' ' || text[before - 1] == '\t' ||
+                              text[before - 1] == '\n' || text[before - 1] == '\r')) {
+            --before;
+        }
+        const bool value_position =
+            before > 0 && (text[before - 1] == ':' || text[before - 1] == '[' || text[before - 1] == ',');
+        const auto end = at + token.size();
+        const bool whole = end >= text.size() ||
+                           std::string_view("0123456789.eE+-\"").find(text[end]) == std::string_view::npos;
+        if (value_position && whole) {
+            return at;
+        }
+    }
+    return std::string_view::npos;
+}
+
 }  // namespace
 
 std::expected<nlohmann::json, std::vector<Diagnostic>> read_json(std::string_view text,
@@ -125,7 +149,7 @@ std::expected<nlohmann::json, std::vector<Diagnostic>> read_json(std::string_vie
         const auto close = reason.rfind('\'');
         if (open != std::string::npos && close > open) {
             const auto token = reason.substr(open + 1, close - open - 1);
-            if (auto at = text.find(token); !token.empty() && at != std::string_view::npos) {
+            if (auto at = find_number_token(text, token); at != std::string_view::npos) {
                 where = " at " + line_and_column(text, at);
             }
         }

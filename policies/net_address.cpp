@@ -8,7 +8,8 @@
 namespace bulkhead::policy {
 
 std::expected<IpAddress, std::string> parse_ip_address(std::string_view text) {
-    if (text.empty() || text.size() > 45) {
+    // inet_pton reads a C string: an embedded NUL ("10.0.0.30\u0000evil") would cut it short.
+    if (text.empty() || text.size() > 45 || text.find('\0') != std::string_view::npos) {
         return std::unexpected("\"" + std::string(text) + "\" is not an IP address");
     }
     std::string s(text);
@@ -28,6 +29,9 @@ std::expected<IpAddress, std::string> parse_ip_address(std::string_view text) {
 }
 
 std::expected<IpRange, std::string> parse_cidr(std::string_view text) {
+    if (text.find('\0') != std::string_view::npos) {
+        return std::unexpected("a CIDR block must not contain a NUL character");
+    }
     auto slash = text.find('/');
     auto address = parse_ip_address(text.substr(0, slash));
     if (!address) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -21,6 +22,13 @@ std::string_view type_name(const json& value) {
         return "number";
     }
     return value.type_name();
+}
+
+// JSON has one number type: 99999999999999999999999 or 1e9 arrive as doubles. A whole
+// number outside the range is an out-of-range value, not a type error.
+bool is_integral_beyond(const json& item, std::uint64_t max) {
+    const double v = item.get<double>();
+    return std::isfinite(v) && std::floor(v) == v && (v < 0 || v > static_cast<double>(max));
 }
 
 // Reads one JSON object member by member, remembering which members were consumed so
@@ -90,6 +98,11 @@ public:
         if (v == nullptr) {
             return std::nullopt;
         }
+        if (v->is_number_float() && is_integral_beyond(*v, max)) {
+            sink_.add(at(key), DiagnosticCode::InvalidValue,
+                      "must be between 0 and " + std::to_string(max) + ", got " + v->dump());
+            return std::nullopt;
+        }
         if (!v->is_number_integer()) {
             sink_.add(at(key), DiagnosticCode::WrongType,
                       "must be an integer, not " + std::string(type_name(*v)));
@@ -151,6 +164,9 @@ public:
             if (!item.is_string()) {
                 sink_.add(pointer_append(at(key), i), DiagnosticCode::WrongType,
                           "must be a string, not " + std::string(type_name(item)));
+                // Keep the slot so later checks report the document's own indices; the
+                // document is already invalid, so the placeholder never reaches a compiler.
+                out.emplace_back();
                 continue;
             }
             out.push_back(item.get<std::string>());
@@ -257,6 +273,11 @@ std::optional<NumberRange> read_number_range(const json& item, const std::string
         }
         auto v = static_cast<std::uint32_t>(item.get<std::uint64_t>());
         return NumberRange{v, v};
+    }
+    if (item.is_number_float() && is_integral_beyond(item, max)) {
+        sink.add(pointer, out_of_range,
+                 std::string(what) + " " + item.dump() + " is outside 0.." + std::to_string(max));
+        return std::nullopt;
     }
     if (!item.is_string()) {
         sink.add(pointer, DiagnosticCode::WrongType,
@@ -656,7 +677,7 @@ void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
     }
     auto check_segments = [&](const std::vector<std::string>& names, const std::string& pointer) {
         for (std::size_t i = 0; i < names.size(); ++i) {
-            if (!segments.contains(names[i])) {
+            if (!names[i].empty() && !segments.contains(names[i])) {
                 sink.add(pointer_append(pointer, i), DiagnosticCode::UnknownReference,
                          "unknown segment \"" + names[i] + "\"");
             }
@@ -664,7 +685,7 @@ void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
     };
     auto check_services = [&](const std::vector<std::string>& names, const std::string& pointer) {
         for (std::size_t i = 0; i < names.size(); ++i) {
-            if (!services.contains(names[i])) {
+            if (!names[i].empty() && !services.contains(names[i])) {
                 sink.add(pointer_append(pointer, i), DiagnosticCode::UnknownReference,
                          "unknown service \"" + names[i] + "\"");
             }

@@ -42,7 +42,7 @@ void print_diagnostics(const Diagnostics& diagnostics, OutputFormat format, std:
     if (format == OutputFormat::Json) {
         out << nlohmann::json{{"valid", false},
                               {"errors", policy::diagnostics_to_json(diagnostics)}}
-                   .dump(2)
+                   .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
             << "\n";
         return;
     }
@@ -175,7 +175,7 @@ int compile_policy(const CompileOptions& options, std::ostream& out, std::ostrea
     }
     if (options.format == OutputFormat::Json) {
         // One enforcer: the ruleset document itself, ready for the enforcer to load.
-        out << (options.enforcer ? documents[*options.enforcer] : documents).dump(1, '\t') << "\n";
+        out << (options.enforcer ? documents[*options.enforcer] : documents).dump(1, '\t', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     return exit_ok;
 }
@@ -229,7 +229,7 @@ int diff_policy(const DiffOptions& options, std::ostream& out, std::ostream& err
         }
     }
     if (options.format == OutputFormat::Json) {
-        out << documents.dump(2) << "\n";
+        out << documents.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     return exit_ok;
 }
