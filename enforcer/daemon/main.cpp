@@ -1,0 +1,46 @@
+// bulkhead-enforcer: keeps table inet bulkhead in force on this host and turns NFLOG drops
+// into drop events. One thread, one poll loop: the ruleset source, NFLOG, signals and
+// timers are file descriptors.
+#include "enforcer/daemon/enforcer_daemon.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+int main(int argc, char** argv) {
+    bulkhead::enforcer::DaemonOptions options;
+    CLI::App app{"bulkhead-enforcer: applies Bulkhead rulesets through netlink and reports drops"};
+    app.set_version_flag("--version", "bulkhead-enforcer 0.1.0");
+    app.add_option("--enforcer-id", options.enforcer_id, "This enforcer's id in the inventory")->required();
+    app.add_option("--ruleset", options.ruleset_path,
+                   "Ruleset file (bulkhead-ruleset/1 JSON) or a directory holding ruleset.json; watched")
+        ->required();
+    app.add_option("--state-dir", options.state_dir, "Where last-known-good is kept")
+        ->capture_default_str();
+    app.add_option("--events", options.events_path, "Event output: a file (appended) or - for stdout")
+        ->capture_default_str();
+    app.add_option("--metrics-file", options.metrics_path,
+                   "Prometheus text file, rewritten atomically every second (empty: off)");
+    app.add_option("--drift-interval", options.drift_interval_seconds,
+                   "Seconds between drift checks (SIGUSR1 checks at once)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 86400));
+    app.add_option("--drop-group", options.drop_group, "NFLOG group of drops")->capture_default_str();
+    app.add_option("--allowed-group", options.allowed_group,
+                   "NFLOG group of accepted new connections (-1: off)")
+        ->capture_default_str();
+    app.add_option("--repeat-window-ms", options.repeat_window_ms,
+                   "Identical drops within this window are counted, not repeated")
+        ->capture_default_str();
+    app.add_option("--flow-interval", options.flow_interval_seconds,
+                   "Seconds per allowed-flow summary")
+        ->capture_default_str();
+    app.add_flag("--no-nflog", options.no_nflog, "Apply rulesets only; do not read NFLOG");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+    return bulkhead::enforcer::run_daemon(options, std::cerr);
+}

@@ -1,0 +1,211 @@
+#include "enforcer/daemon/ruleset_keeper.hpp"
+
+#include "policies/ruleset_diff.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace bulkhead::enforcer {
+namespace {
+
+nlohmann::json base_event(std::string_view type, std::int64_t now_unix_ms) {
+    return {{"type", std::string(type)}, {"time_unix_ms", now_unix_ms}};
+}
+
+std::string describe(const KernelError& error) {
+    std::string out = error.message;
+    if (!error.object.empty()) {
+        out += " (" + error.object + ")";
+    }
+    return out;
+}
+
+}  // namespace
+
+RulesetKeeper::RulesetKeeper(RulesetBackend& backend, const StateStore& state, EventSink& events,
+                             Metrics& metrics)
+    : backend_(backend), state_(state), events_(events), metrics_(metrics) {
+    metrics_.describe("bulkhead_enforcer_applied_generation", Metrics::Kind::Gauge,
+                      "Generation of the ruleset in force (monotonic per enforcer)");
+    metrics_.describe("bulkhead_enforcer_applies_total", Metrics::Kind::Counter,
+                      "Ruleset applies by mode (replace, diff) and result");
+    metrics_.describe("bulkhead_enforcer_apply_latency_seconds", Metrics::Kind::Gauge,
+                      "Latency of the last apply, kernel batch round trip included");
+    metrics_.describe("bulkhead_enforcer_ruleset_elements", Metrics::Kind::Gauge,
+                      "Set and map elements in the ruleset in force");
+    metrics_.describe("bulkhead_enforcer_ruleset_rules", Metrics::Kind::Gauge,
+                      "Rules in the ruleset in force");
+    metrics_.describe("bulkhead_enforcer_drift_checks_total", Metrics::Kind::Counter,
+                      "Comparisons of the kernel table with the intended ruleset");
+    metrics_.describe("bulkhead_enforcer_drift_repairs_total", Metrics::Kind::Counter,
+                      "Drifts found and repaired");
+    metrics_.set("bulkhead_enforcer_drift_repairs_total", 0);
+    metrics_.set("bulkhead_enforcer_drift_checks_total", 0);
+}
+
+std::expected<ApplyStats, KernelError> RulesetKeeper::replace(const ruleset::Ruleset& desired) {
+    return backend_.replace(desired);
+}
+
+void RulesetKeeper::record_applied(const ruleset::Ruleset& desired, const ApplyStats& stats,
+                                   std::string_view mode, std::int64_t now_unix_ms,
+                                   std::size_t added, std::size_t removed) {
+    ++generation_;
+    applied_ = desired;
+    metrics_.add("bulkhead_enforcer_applies_total", 1,
+                 "mode=\"" + std::string(mode) + "\",result=\"ok\"");
+    metrics_.set("bulkhead_enforcer_applied_generation", static_cast<double>(generation_));
+    metrics_.set("bulkhead_enforcer_apply_latency_seconds",
+                 std::chrono::duration<double>(stats.latency).count(),
+                 "mode=\"" + std::string(mode) + "\"");
+    metrics_.set("bulkhead_enforcer_ruleset_elements", static_cast<double>(desired.element_count()));
+    metrics_.set("bulkhead_enforcer_ruleset_rules", static_cast<double>(desired.rule_count()));
+    auto event = base_event("ruleset_applied", now_unix_ms);
+    event["generation"] = generation_;
+    event["hash"] = ruleset::ruleset_hash(desired);
+    event["policy"] = desired.policy_name;
+    event["mode"] = std::string(mode);
+    event["elements_added"] = added;
+    event["elements_removed"] = removed;
+    event["latency_us"] = std::chrono::duration_cast<std::chrono::microseconds>(stats.latency).count();
+    event["kernel_generation"] = stats.generation;
+    events_.emit(event);
+    // Persist only what the kernel accepted: last-known-good means exactly that.
+    auto saved = state_.save({generation_, now_unix_ms, desired});
+    if (!saved) {
+        auto error = base_event("state_write_failed", now_unix_ms);
+        error["error"] = saved.error();
+        events_.emit(error);
+    }
+}
+
+void RulesetKeeper::restore(std::int64_t now_unix_ms) {
+    auto loaded = state_.load();
+    if (!loaded) {
+        auto event = base_event("state_unreadable", now_unix_ms);
+        event["error"] = loaded.error();
+        events_.emit(event);
+        return;
+    }
+    if (!loaded->warning.empty()) {
+        auto event = base_event("state_corrupt", now_unix_ms);
+        event["error"] = loaded->warning;
+        events_.emit(event);
+    }
+    if (!loaded->state) {
+        return;
+    }
+    generation_ = loaded->state->generation;
+    auto& lkg = loaded->state->ruleset;
+    if (!loaded->warning.empty()) {
+        // The newest state was corrupt and this is the one before it. The kernel may well
+        // hold that newer ruleset (a quarantine, say): rolling it back would release what
+        // it contained. Leave a table that exists alone, and wait for the source; only an
+        // empty kernel (a reboot) gets the older ruleset, as better than nothing.
+        // The lost state was one generation newer: never hand its number out again.
+        generation_ = loaded->state->generation + 1;
+        metrics_.set("bulkhead_enforcer_applied_generation", static_cast<double>(generation_));
+        auto report = backend_.check(lkg);
+        if (report && !report->table_missing) {
+            auto event = base_event("kernel_table_kept", now_unix_ms);
+            event["reason"] = "the current state file was corrupt; the table in the kernel is "
+                              "kept as it is until the next ruleset arrives";
+            event["previous_state_generation"] = loaded->state->generation;
+            events_.emit(event);
+            return;
+        }
+    }
+    // A daemon restart (not a reboot) finds its table intact: do not rewrite it.
+    if (auto report = backend_.check(lkg); report && report->clean()) {
+        applied_ = lkg;
+        metrics_.set("bulkhead_enforcer_applied_generation", static_cast<double>(generation_));
+        metrics_.set("bulkhead_enforcer_ruleset_elements", static_cast<double>(lkg.element_count()));
+        metrics_.set("bulkhead_enforcer_ruleset_rules", static_cast<double>(lkg.rule_count()));
+        auto event = base_event("last_known_good_in_force", now_unix_ms);
+        event["generation"] = generation_;
+        event["hash"] = ruleset::ruleset_hash(lkg);
+        events_.emit(event);
+        return;
+    }
+    auto stats = replace(lkg);
+    if (!stats) {
+        metrics_.add("bulkhead_enforcer_applies_total", 1, "mode=\"replace\",result=\"error\"");
+        auto event = base_event("last_known_good_failed", now_unix_ms);
+        event["error"] = describe(stats.error());
+        events_.emit(event);
+        return;
+    }
+    // Re-applying the same ruleset keeps its generation number; after a corrupt newest
+    // state it gets a fresh one (the lost state's number is never reused).
+    if (loaded->warning.empty()) {
+        --generation_;
+    }
+    record_applied(lkg, *stats, "restore", now_unix_ms, lkg.element_count(), 0);
+}
+
+std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& desired,
+                                                      std::int64_t now_unix_ms) {
+    if (applied_) {
+        auto diff = ruleset::diff_rulesets(*applied_, desired);
+        if (diff.empty()) {
+            return {};
+        }
+        if (!diff.full_replace) {
+            auto stats = backend_.apply_diff(diff, desired);
+            if (stats) {
+                record_applied(desired, *stats, "diff", now_unix_ms, diff.elements_added(),
+                               diff.elements_removed());
+                return {};
+            }
+            // The kernel disagrees with what we believe is applied (drift between checks):
+            // fall back to a full replace, still one transaction.
+            metrics_.add("bulkhead_enforcer_applies_total", 1, "mode=\"diff\",result=\"error\"");
+            auto event = base_event("diff_rejected", now_unix_ms);
+            event["error"] = describe(stats.error());
+            events_.emit(event);
+        }
+    }
+    auto stats = replace(desired);
+    if (!stats) {
+        metrics_.add("bulkhead_enforcer_applies_total", 1, "mode=\"replace\",result=\"error\"");
+        auto event = base_event("apply_failed", now_unix_ms);
+        event["error"] = describe(stats.error());
+        event["hash"] = ruleset::ruleset_hash(desired);
+        events_.emit(event);
+        return std::unexpected(describe(stats.error()));
+    }
+    record_applied(desired, *stats, "replace", now_unix_ms, desired.element_count(), 0);
+    return {};
+}
+
+std::expected<bool, std::string> RulesetKeeper::check_drift(std::int64_t now_unix_ms) {
+    if (!applied_) {
+        return false;
+    }
+    metrics_.add("bulkhead_enforcer_drift_checks_total", 1);
+    auto report = backend_.check(*applied_);
+    if (!report) {
+        return std::unexpected("drift check failed: " + describe(report.error()));
+    }
+    if (report->clean()) {
+        return false;
+    }
+    auto event = base_event("drift_detected", now_unix_ms);
+    event["summary"] = report->summary();
+    event["generation"] = generation_;
+    events_.emit(event);
+    auto stats = replace(*applied_);
+    if (!stats) {
+        auto failed = base_event("drift_repair_failed", now_unix_ms);
+        failed["error"] = describe(stats.error());
+        events_.emit(failed);
+        return std::unexpected("drift repair failed: " + describe(stats.error()));
+    }
+    metrics_.add("bulkhead_enforcer_drift_repairs_total", 1);
+    auto repaired = base_event("drift_repaired", now_unix_ms);
+    repaired["generation"] = generation_;
+    repaired["latency_us"] = std::chrono::duration_cast<std::chrono::microseconds>(stats->latency).count();
+    events_.emit(repaired);
+    return true;
+}
+
+}  // namespace bulkhead::enforcer

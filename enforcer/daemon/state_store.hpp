@@ -1,0 +1,50 @@
+// Last-known-good persistence. Every ruleset the kernel accepted is written to the state
+// directory (write to a temporary file, fsync, rename, fsync the directory), so a reboot or
+// a daemon restart re-applies it before anything else and workloads are never unprotected.
+#pragma once
+
+#include "policies/ruleset.hpp"
+
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace bulkhead::enforcer {
+
+struct AppliedState {
+    std::uint64_t generation = 0;  // the enforcer's applied generation, monotonic
+    std::int64_t applied_at_unix_ms = 0;
+    ruleset::Ruleset ruleset;
+};
+
+class StateStore {
+public:
+    explicit StateStore(std::filesystem::path directory);
+
+    // Nothing stored yet: an empty optional. A corrupt current file is moved aside
+    // (state.json.corrupt-<n>) and the previous good state is tried; the error describes
+    // both. Never throws.
+    struct LoadResult {
+        std::optional<AppliedState> state;
+        std::string warning;  // non-empty when a corrupt file was set aside
+    };
+    std::expected<LoadResult, std::string> load() const;
+
+    // Keeps the replaced file as state.json.prev.
+    std::expected<void, std::string> save(const AppliedState& state) const;
+
+    const std::filesystem::path& current_path() const { return current_; }
+
+private:
+    std::filesystem::path directory_;
+    std::filesystem::path current_;
+    std::filesystem::path previous_;
+};
+
+// Writes `contents` to `path` atomically and durably (tmp + fsync + rename + dir fsync).
+std::expected<void, std::string> write_file_atomically(const std::filesystem::path& path,
+                                                       std::string_view contents);
+
+}  // namespace bulkhead::enforcer

@@ -1,0 +1,259 @@
+#include "enforcer/netlink/ruleset_backend.hpp"
+
+#include "enforcer/netlink/kernel_table.hpp"
+#include "enforcer/netlink/netlink_io.hpp"
+#include "policies/nft_text.hpp"
+
+#include <linux/netlink.h>
+#include <linux/netfilter/nfnetlink.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <sstream>
+
+namespace bulkhead::enforcer {
+
+bool DriftReport::clean() const {
+    return !table_missing && missing_sets.empty() && unexpected_sets.empty() &&
+           changed_sets.empty() && missing_chains.empty() && unexpected_chains.empty() &&
+           changed_chains.empty() && missing_elements == 0 && unexpected_elements == 0;
+}
+
+std::string DriftReport::summary() const {
+    if (table_missing) {
+        return "table inet bulkhead missing";
+    }
+    if (clean()) {
+        return "clean";
+    }
+    std::ostringstream out;
+    const char* sep = "";
+    auto list = [&](const std::vector<std::string>& names, const char* what) {
+        if (names.empty()) {
+            return;
+        }
+        out << sep << names.size() << ' ' << what << " (";
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            out << (i == 0 ? "" : ", ") << names[i];
+        }
+        out << ')';
+        sep = "; ";
+    };
+    list(missing_sets, "missing sets");
+    list(unexpected_sets, "unexpected sets");
+    list(changed_sets, "changed sets");
+    list(missing_chains, "missing chains");
+    list(unexpected_chains, "unexpected chains");
+    list(changed_chains, "changed chains");
+    if (missing_elements != 0) {
+        out << sep << missing_elements << " missing elements";
+        sep = "; ";
+    }
+    if (unexpected_elements != 0) {
+        out << sep << unexpected_elements << " unexpected elements";
+    }
+    return out.str();
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The first error of an aborted batch, named after the IR object its message carried.
+KernelError describe_failure(const Batch& batch, const detail::BatchOutcome& outcome) {
+    auto errors = outcome.errors;
+    std::sort(errors.begin(), errors.end(),
+              [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    const auto& first = errors.front();
+    const BatchMessage* message = batch.find(first.seq);
+    KernelError e;
+    e.error_number = first.error_number;
+    if (message != nullptr && message->type == NFNL_MSG_BATCH_BEGIN) {
+        e.object = "batch";
+        e.message = "the kernel could not commit the batch";
+    } else {
+        e.object = batch.object_at(first.seq, first.offset);
+        e.message = "the kernel rejected " + (e.object.empty() ? std::string("a message") : e.object);
+    }
+    e.message += ": " + std::string(std::strerror(first.error_number));
+    if (!first.extack.empty()) {
+        e.message += " (" + first.extack + ")";
+    }
+    if (errors.size() > 1) {
+        e.message += "; " + std::to_string(errors.size() - 1) + " more error(s) in the same batch";
+    }
+    e.message += "; nothing was committed";
+    return e;
+}
+
+}  // namespace
+
+NetlinkRulesetBackend::NetlinkRulesetBackend(NetlinkOptions options)
+    : options_(options), next_seq_(static_cast<std::uint32_t>(std::time(nullptr))) {}
+
+std::expected<std::uint32_t, KernelError> NetlinkRulesetBackend::generation() {
+    auto socket = detail::NetlinkSocket::open();
+    if (!socket) {
+        return std::unexpected(socket.error());
+    }
+    return socket->generation(next_seq_++);
+}
+
+std::expected<DriftReport, KernelError> NetlinkRulesetBackend::check(const ruleset::Ruleset& desired) {
+    auto socket = detail::NetlinkSocket::open();
+    if (!socket) {
+        return std::unexpected(socket.error());
+    }
+    auto table = detail::read_table(*socket, next_seq_);
+    if (!table) {
+        return std::unexpected(table.error());
+    }
+    return detail::compare(*table, desired);
+}
+
+namespace {
+
+struct Transaction {
+    const Batch& batch;
+    const ruleset::Ruleset& desired;
+    bool commit = true;
+    // The same batch without its end message, to learn why a batch whose ACKs were lost did
+    // not commit.
+    std::function<std::expected<Batch, KernelError>(std::uint32_t first_seq)> check_batch;
+};
+
+std::expected<ApplyStats, KernelError> run(const Transaction& tx, const NetlinkOptions& options,
+                                           std::uint32_t& seq, Clock::time_point start) {
+    auto socket = detail::NetlinkSocket::open();
+    if (!socket) {
+        return std::unexpected(socket.error());
+    }
+    auto before = socket->generation(seq++);
+    if (!before) {
+        return std::unexpected(before.error());
+    }
+    ApplyStats stats;
+    stats.messages = tx.batch.messages().size();
+    stats.bytes = tx.batch.bytes();
+    stats.elements = tx.batch.elements();
+
+    auto outcome = socket->send_batch(tx.batch, options.receive_buffer);
+    if (!outcome) {
+        return std::unexpected(outcome.error());
+    }
+    if (!outcome->errors.empty()) {
+        // Any error aborts the whole transaction: the kernel holds the previous ruleset.
+        return std::unexpected(describe_failure(tx.batch, *outcome));
+    }
+    auto after = socket->generation(seq++);
+    if (!after) {
+        return std::unexpected(after.error());
+    }
+    if (!outcome->complete()) {
+        // ACKs were lost (ENOBUFS): an error may have been among them. The generation id
+        // tells whether a transaction committed; the table tells whether it was ours.
+        stats.acks_incomplete = true;
+        const std::string why = outcome->enobufs ? "ENOBUFS" : "missing ACKs";
+        if (!tx.commit) {
+            return std::unexpected(KernelError{
+                "check batch ACKs lost (" + why + "): validity unknown", ENOBUFS, "batch"});
+        }
+        if (*after == *before) {
+            // Not committed, and the error was among the lost ACKs: send the batch again in
+            // check mode (no end message, nothing commits) with a receive buffer sized for
+            // every ACK, to name the object the kernel refuses.
+            if (tx.check_batch) {
+                auto check = tx.check_batch(seq);
+                if (check) {
+                    seq += static_cast<std::uint32_t>(check->messages().size());
+                    auto diagnosis = socket->send_batch(*check, 0);
+                    if (diagnosis && !diagnosis->errors.empty()) {
+                        auto e = describe_failure(*check, *diagnosis);
+                        e.message = "ACKs lost (" + why + "); a check-mode resend found: " + e.message;
+                        return std::unexpected(e);
+                    }
+                }
+            }
+            return std::unexpected(KernelError{
+                "the batch was not committed and its ACKs were lost (" + why +
+                    "): the kernel's reason is unknown",
+                outcome->enobufs ? ENOBUFS : EIO, "batch"});
+        }
+        auto table = detail::read_table(*socket, seq);
+        if (!table) {
+            return std::unexpected(table.error());
+        }
+        auto drift = detail::compare(*table, tx.desired);
+        if (!drift.clean()) {
+            return std::unexpected(KernelError{
+                "ACKs lost (" + why + ") and the kernel's table differs from the ruleset: " +
+                    drift.summary(),
+                EIO, "table inet bulkhead"});
+        }
+        stats.generation = table->generation;
+    } else {
+        stats.generation = *after;
+    }
+    stats.latency = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
+    return stats;
+}
+
+}  // namespace
+
+std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::replace(const ruleset::Ruleset& desired) {
+    const auto start = Clock::now();
+    BatchOptions opts{options_.page_size, next_seq_, true};
+    auto batch = build_replace_batch(desired, opts);
+    if (!batch) {
+        return std::unexpected(batch.error());
+    }
+    next_seq_ += static_cast<std::uint32_t>(batch->messages().size());
+    auto check = [&](std::uint32_t first_seq) {
+        return build_replace_batch(desired, {options_.page_size, first_seq, false});
+    };
+    return run({*batch, desired, true, check}, options_, next_seq_, start);
+}
+
+std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::validate(const ruleset::Ruleset& desired) {
+    const auto start = Clock::now();
+    BatchOptions opts{options_.page_size, next_seq_, false};
+    auto batch = build_replace_batch(desired, opts);
+    if (!batch) {
+        return std::unexpected(batch.error());
+    }
+    next_seq_ += static_cast<std::uint32_t>(batch->messages().size());
+    return run({*batch, desired, false, {}}, options_, next_seq_, start);
+}
+
+std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::apply_diff(
+    const ruleset::RulesetDiff& diff, const ruleset::Ruleset& desired) {
+    if (diff.full_replace) {
+        return replace(desired);
+    }
+    const auto start = Clock::now();
+    if (diff.empty()) {
+        auto gen = generation();
+        if (!gen) {
+            return std::unexpected(gen.error());
+        }
+        ApplyStats stats;
+        stats.generation = *gen;
+        stats.latency = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
+        return stats;
+    }
+    BatchOptions opts{options_.page_size, next_seq_, true};
+    auto batch = build_diff_batch(diff, desired, opts);
+    if (!batch) {
+        return std::unexpected(batch.error());
+    }
+    next_seq_ += static_cast<std::uint32_t>(batch->messages().size());
+    auto check = [&](std::uint32_t first_seq) {
+        return build_diff_batch(diff, desired, {options_.page_size, first_seq, false});
+    };
+    return run({*batch, desired, true, check}, options_, next_seq_, start);
+}
+
+}  // namespace bulkhead::enforcer

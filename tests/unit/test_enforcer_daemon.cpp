@@ -1,0 +1,353 @@
+#include "enforcer/daemon/metrics.hpp"
+#include "enforcer/daemon/ruleset_keeper.hpp"
+#include "enforcer/daemon/ruleset_source.hpp"
+#include "enforcer/daemon/state_store.hpp"
+#include "policies/policy_reader.hpp"
+#include "policies/ruleset_compiler.hpp"
+#include "policies/ruleset_diff.hpp"
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+using namespace bulkhead;
+using namespace bulkhead::enforcer;
+
+namespace {
+
+// A kernel stand-in: records what it was asked to do and can be told to fail or drift.
+// (The real backend is exercised against the kernel in the enforcer kernel tests.)
+class FakeBackend final : public RulesetBackend {
+public:
+    std::optional<ruleset::Ruleset> kernel;  // what the "kernel" holds
+    int replaces = 0;
+    int diffs = 0;
+    bool fail_diff = false;
+    bool fail_replace = false;
+
+    std::expected<ApplyStats, KernelError> replace(const ruleset::Ruleset& desired) override {
+        if (fail_replace) {
+            return std::unexpected(KernelError{"rejected", 22, "set x"});
+        }
+        ++replaces;
+        kernel = desired;
+        return ApplyStats{static_cast<std::uint32_t>(replaces + diffs), 1, 1, desired.element_count(), {}};
+    }
+    std::expected<ApplyStats, KernelError> apply_diff(const ruleset::RulesetDiff&,
+                                                      const ruleset::Ruleset& desired) override {
+        if (fail_diff) {
+            return std::unexpected(KernelError{"No such file or directory", 2, "set y"});
+        }
+        ++diffs;
+        kernel = desired;
+        return ApplyStats{static_cast<std::uint32_t>(replaces + diffs), 1, 1, 0, {}};
+    }
+    std::expected<DriftReport, KernelError> check(const ruleset::Ruleset& desired) override {
+        DriftReport report;
+        if (!kernel) {
+            report.table_missing = true;
+        } else if (ruleset::ruleset_hash(*kernel) != ruleset::ruleset_hash(desired)) {
+            report.changed_chains.push_back("forward");
+        }
+        return report;
+    }
+    std::expected<std::uint32_t, KernelError> generation() override {
+        return static_cast<std::uint32_t>(replaces + diffs);
+    }
+};
+
+class CollectingSink final : public EventSink {
+public:
+    std::vector<nlohmann::json> events;
+    void emit(const nlohmann::json& event) override { events.push_back(event); }
+    std::vector<std::string> types() const {
+        std::vector<std::string> out;
+        for (const auto& e : events) {
+            out.push_back(e["type"].get<std::string>());
+        }
+        return out;
+    }
+};
+
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        path = std::filesystem::temp_directory_path() /
+               ("bulkhead-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    static int& counter() {
+        static int n = 0;
+        return n;
+    }
+};
+
+struct Compiled {
+    ruleset::Ruleset plain;
+    ruleset::Ruleset quarantined;
+};
+
+Compiled compile_example() {
+    auto p = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
+    auto i = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
+    REQUIRE(p);
+    REQUIRE(i);
+    ruleset::RulesetCompiler compiler(*p, *i);
+    return {*compiler.compile("hv1"), *compiler.compile("hv1", {"vdi-001"})};
+}
+
+}  // namespace
+
+TEST_CASE("ruleset keeper: first apply replaces, later changes are diffs, all persisted") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    auto compiled = compile_example();
+
+    REQUIRE(keeper.apply(compiled.plain, 1000));
+    CHECK(kernel.replaces == 1);
+    CHECK(keeper.generation() == 1);
+    REQUIRE(keeper.apply(compiled.quarantined, 2000));
+    CHECK(kernel.diffs == 1);
+    CHECK(kernel.replaces == 1);
+    CHECK(keeper.generation() == 2);
+    CHECK(events.events.back()["mode"] == "diff");
+    CHECK(events.events.back()["elements_added"] == 1);
+    // Applying the same ruleset again changes nothing.
+    REQUIRE(keeper.apply(compiled.quarantined, 3000));
+    CHECK(kernel.diffs == 1);
+    CHECK(keeper.generation() == 2);
+
+    auto loaded = state.load();
+    REQUIRE(loaded);
+    REQUIRE(loaded->state);
+    CHECK(loaded->state->generation == 2);
+    CHECK(ruleset::ruleset_hash(loaded->state->ruleset) == ruleset::ruleset_hash(compiled.quarantined));
+    CHECK(metrics.get("bulkhead_enforcer_applied_generation") == 2);
+}
+
+TEST_CASE("ruleset keeper: a rejected diff falls back to one full replace") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    auto compiled = compile_example();
+    REQUIRE(keeper.apply(compiled.plain, 1));
+    kernel.fail_diff = true;
+    REQUIRE(keeper.apply(compiled.quarantined, 2));
+    CHECK(kernel.replaces == 2);
+    auto types = events.types();
+    CHECK(std::find(types.begin(), types.end(), "diff_rejected") != types.end());
+    CHECK(metrics.get("bulkhead_enforcer_applies_total", "mode=\"diff\",result=\"error\"") == 1);
+}
+
+TEST_CASE("ruleset keeper: a failed apply keeps the previous ruleset and state") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    auto compiled = compile_example();
+    REQUIRE(keeper.apply(compiled.plain, 1));
+    kernel.fail_diff = true;
+    kernel.fail_replace = true;
+    auto result = keeper.apply(compiled.quarantined, 2);
+    REQUIRE_FALSE(result);
+    CHECK(result.error().find("set x") != std::string::npos);
+    CHECK(ruleset::ruleset_hash(*keeper.applied()) == ruleset::ruleset_hash(compiled.plain));
+    CHECK(state.load()->state->generation == 1);
+    CHECK(events.types().back() == "apply_failed");
+}
+
+TEST_CASE("ruleset keeper: restart re-applies last-known-good, or leaves an intact table alone") {
+    TempDir dir;
+    StateStore state(dir.path);
+    auto compiled = compile_example();
+    FakeBackend kernel;
+    {
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper first(kernel, state, events, metrics);
+        REQUIRE(first.apply(compiled.quarantined, 1));
+    }
+    SUBCASE("reboot: the kernel lost the table") {
+        FakeBackend rebooted;
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper keeper(rebooted, state, events, metrics);
+        keeper.restore(5);
+        REQUIRE(rebooted.kernel);
+        CHECK(ruleset::ruleset_hash(*rebooted.kernel) == ruleset::ruleset_hash(compiled.quarantined));
+        CHECK(keeper.generation() == 1);
+        CHECK(events.types().back() == "ruleset_applied");
+        CHECK(events.events.back()["mode"] == "restore");
+    }
+    SUBCASE("daemon restart: the table is intact and is not rewritten") {
+        const int before = kernel.replaces;
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        keeper.restore(5);
+        CHECK(kernel.replaces == before);
+        CHECK(events.types().back() == "last_known_good_in_force");
+        CHECK(keeper.applied().has_value());
+    }
+}
+
+TEST_CASE("ruleset keeper: a corrupt newest state never rolls back the table in force") {
+    TempDir dir;
+    StateStore state(dir.path);
+    auto compiled = compile_example();
+    FakeBackend kernel;
+    {
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper first(kernel, state, events, metrics);
+        REQUIRE(first.apply(compiled.plain, 1));
+        REQUIRE(first.apply(compiled.quarantined, 2));  // generation 2 holds a quarantine
+    }
+    std::ofstream(state.current_path()) << "{ corrupt";
+    SUBCASE("daemon restart: the quarantined table stays") {
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        const int replaces = kernel.replaces;
+        keeper.restore(5);
+        CHECK(kernel.replaces == replaces);
+        CHECK(ruleset::ruleset_hash(*kernel.kernel) == ruleset::ruleset_hash(compiled.quarantined));
+        auto types = events.types();
+        CHECK(types == std::vector<std::string>{"state_corrupt", "kernel_table_kept"});
+        CHECK_FALSE(keeper.applied().has_value());
+        // The next ruleset is a full replace with a generation the lost state never had.
+        REQUIRE(keeper.apply(compiled.quarantined, 6));
+        CHECK(keeper.generation() == 3);
+    }
+    SUBCASE("reboot: an empty kernel gets the previous state rather than nothing") {
+        FakeBackend rebooted;
+        CollectingSink events;
+        Metrics metrics;
+        RulesetKeeper keeper(rebooted, state, events, metrics);
+        keeper.restore(5);
+        REQUIRE(rebooted.kernel);
+        CHECK(ruleset::ruleset_hash(*rebooted.kernel) == ruleset::ruleset_hash(compiled.plain));
+        CHECK(keeper.generation() == 3);  // not 2: that number belonged to the lost state
+    }
+}
+
+TEST_CASE("ruleset keeper: drift is detected, repaired and counted") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    auto compiled = compile_example();
+    REQUIRE(keeper.apply(compiled.plain, 1));
+    CHECK(keeper.check_drift(2) == false);
+    kernel.kernel.reset();  // someone ran `nft flush ruleset`
+    CHECK(keeper.check_drift(3) == true);
+    CHECK(kernel.kernel.has_value());
+    CHECK(metrics.get("bulkhead_enforcer_drift_repairs_total") == 1);
+    CHECK(metrics.get("bulkhead_enforcer_drift_checks_total") == 2);
+    auto types = events.types();
+    CHECK(types[types.size() - 2] == "drift_detected");
+    CHECK(types.back() == "drift_repaired");
+}
+
+TEST_CASE("state store: a corrupt state file is set aside and the previous one used") {
+    TempDir dir;
+    StateStore state(dir.path);
+    auto compiled = compile_example();
+    REQUIRE(state.save({1, 10, compiled.plain}));
+    REQUIRE(state.save({2, 20, compiled.quarantined}));
+    SUBCASE("truncated") {
+        std::filesystem::resize_file(state.current_path(),
+                                     std::filesystem::file_size(state.current_path()) / 2);
+    }
+    SUBCASE("altered but still JSON") {
+        std::ifstream in(state.current_path());
+        auto document = nlohmann::json::parse(in);
+        in.close();
+        document["ruleset"]["sets"][0]["name"] = "tampered";
+        std::ofstream(state.current_path()) << document.dump();
+    }
+    auto loaded = state.load();
+    REQUIRE(loaded);
+    CHECK_FALSE(loaded->warning.empty());
+    CHECK(loaded->warning.find("moved aside") != std::string::npos);
+    REQUIRE(loaded->state);
+    CHECK(loaded->state->generation == 1);
+    CHECK(std::filesystem::exists(state.current_path().string() + ".corrupt-1"));
+}
+
+TEST_CASE("state store: nothing stored is not an error, garbage with no fallback is reported") {
+    TempDir dir;
+    StateStore state(dir.path);
+    auto empty = state.load();
+    REQUIRE(empty);
+    CHECK_FALSE(empty->state);
+    CHECK(empty->warning.empty());
+    std::ofstream(state.current_path()) << "not json";
+    auto garbage = state.load();
+    REQUIRE(garbage);
+    CHECK_FALSE(garbage->state);
+    CHECK(garbage->warning.find("not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("ruleset source: a file is read when it changes, for this enforcer only") {
+    TempDir dir;
+    auto compiled = compile_example();
+    const auto file = dir.path / "ruleset.json";
+    auto source = FileRulesetSource::open(dir.path, "hv1");
+    REQUIRE(source);
+    auto nothing = source->poll();
+    REQUIRE(nothing);
+    CHECK_FALSE(nothing->has_value());  // no file yet: keep what is in force
+
+    std::ofstream(file) << ruleset::to_json(compiled.plain).dump();
+    auto first = source->poll();
+    REQUIRE(first);
+    REQUIRE(first->has_value());
+    CHECK(ruleset::ruleset_hash(**first) == ruleset::ruleset_hash(compiled.plain));
+    auto unchanged = source->poll();
+    REQUIRE(unchanged);
+    CHECK_FALSE(unchanged->has_value());
+
+    SUBCASE("bad JSON is an error naming the file") {
+        std::ofstream(file) << "{\"format\": ";
+        auto bad = source->poll();
+        REQUIRE_FALSE(bad);
+        CHECK(bad.error().find("ruleset.json") != std::string::npos);
+    }
+    SUBCASE("a ruleset for another enforcer is refused") {
+        auto other = compiled.plain;
+        other.enforcer = "hv2";
+        std::ofstream(file) << ruleset::to_json(other).dump();
+        auto refused = source->poll();
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error().find("for enforcer \"hv2\"") != std::string::npos);
+    }
+}
+
+TEST_CASE("metrics: Prometheus text with help, type and labels") {
+    Metrics metrics;
+    metrics.describe("bulkhead_x_total", Metrics::Kind::Counter, "Things");
+    metrics.add("bulkhead_x_total", 2, "mode=\"diff\"");
+    metrics.add("bulkhead_x_total", 1, "mode=\"diff\"");
+    metrics.set("bulkhead_latency_seconds", 0.00125);
+    const auto text = metrics.render();
+    CHECK(text.find("# HELP bulkhead_x_total Things\n# TYPE bulkhead_x_total counter\n") != std::string::npos);
+    CHECK(text.find("bulkhead_x_total{mode=\"diff\"} 3\n") != std::string::npos);
+    CHECK(text.find("bulkhead_latency_seconds 0.00125\n") != std::string::npos);
+}
