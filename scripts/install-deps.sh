@@ -15,6 +15,9 @@ packages=(
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces
   nftables iproute2 iputils-ping procps
+  # /etc/protocols and /etc/services: nft resolves names like "icmp" or "ipv6-icmp" there,
+  # and a minimal Debian install does not have them
+  netbase
   # integration tests drive real traffic and read NFLOG from a small Python harness;
   # the schema test checks the documented JSON Schema against the examples
   python3 python3-jsonschema
