@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# element_rate: element changes on a loaded ~100,000-element table through
+# NetlinkRulesetBackend::apply_diff(), against `nft -f` of the same diff (render_nft_diff),
+# same run, same throwaway network namespace (bench_element_rate prints the JSON lines):
+#   * quarantine-style single-element changes: 1,000 successive apply_diff() calls (500 add
+#     one interface to quarantined_ports, 500 remove them); elements/s, latency p50/p99;
+#     the backend's own ApplyStats::latency; the same transactions on one kept-open socket
+#     (what-if); baseline: 20 of the same diffs through `nft -f`;
+#   * 10,000-element diffs: 10,000 addresses added to and removed from the shared segment
+#     set seg_vdi_4 (42,240 elements), 3 times; baseline `nft -f` of the same diffs (nft's
+#     removal gets one attempt bounded by BENCH_NFT_REMOVE_TIMEOUT (10 s), then a 50-element
+#     sample).
+# Target >= 200,000 elements/s.
+set -euo pipefail
+# shellcheck source=../lib.sh
+. "$BENCH_DIR/lib.sh"
+BENCH_NAME=element_rate
+# shellcheck source=../kernel_lib.sh
+. "$BENCH_DIR/kernel_lib.sh"
+
+kbench_require element_rate quarantine_elements_per_s bulk_add_elements_per_s
+ruleset=$(kbench_ruleset)
+kbench_netns ns
+bench_log "element_rate: namespace $ns"
+timeout --foreground "${BENCH_ELEMENT_RATE_TIMEOUT:-600}" ip netns exec "$ns" "$BENCH_BIN/bench_element_rate" \
+  --netns "$ns" --ruleset "$ruleset" --work-dir "$BENCH_WORK/kernel" \
+  --changes "${BENCH_QUARANTINE_CHANGES:-1000}" --nft-changes "${BENCH_NFT_CHANGES:-20}" \
+  --nft-timeout "${BENCH_NFT_REMOVE_TIMEOUT:-10}" --nft-remove-sample 50
