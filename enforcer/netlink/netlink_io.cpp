@@ -120,6 +120,7 @@ NetlinkSocket::NetlinkSocket(NetlinkSocket&& other) noexcept : socket_(other.soc
 
 std::expected<BatchOutcome, KernelError> NetlinkSocket::send_batch(const Batch& batch,
                                                                    std::size_t receive_buffer) {
+    drain();
     const int fd = mnl_socket_get_fd(socket_);
     BatchOutcome outcome;
     std::set<std::uint32_t> pending;
@@ -127,6 +128,12 @@ std::expected<BatchOutcome, KernelError> NetlinkSocket::send_batch(const Batch& 
         if (m.type != NFNL_MSG_BATCH_BEGIN && m.type != NFNL_MSG_BATCH_END) {
             pending.insert(m.seq);
         }
+    }
+    // Errors count only for this batch's messages (and its begin message, where commit
+    // errors land): the socket outlives single batches.
+    std::set<std::uint32_t> ours = pending;
+    for (const auto& m : batch.messages()) {
+        ours.insert(m.seq);
     }
     outcome.expected_acks = pending.size();
 
@@ -217,7 +224,7 @@ std::expected<BatchOutcome, KernelError> NetlinkSocket::send_batch(const Batch& 
             if (pending.erase(nlh->nlmsg_seq) == 1) {
                 ++outcome.acks;
             }
-            if (code != 0) {
+            if (code != 0 && ours.contains(nlh->nlmsg_seq)) {
                 outcome.errors.push_back({nlh->nlmsg_seq, code, ack.offset, ack.message});
             }
         }
@@ -250,8 +257,26 @@ std::expected<std::uint32_t, KernelError> NetlinkSocket::generation(std::uint32_
     return id;
 }
 
+void NetlinkSocket::drain() {
+    const int fd = mnl_socket_get_fd(socket_);
+    char scratch[8192];
+    while (true) {
+        const ssize_t n = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && errno == ENOBUFS) {
+            continue;  // overflow of leftovers: nothing of the next exchange is lost yet
+        }
+        if (n <= 0) {
+            return;
+        }
+    }
+}
+
 std::expected<void, KernelError> NetlinkSocket::request(
     const nlmsghdr* request, const std::function<void(const nlmsghdr*)>& on_message) {
+    drain();
     if (mnl_socket_sendto(socket_, request, request->nlmsg_len) < 0) {
         return std::unexpected(errno_error("netlink request failed", errno));
     }

@@ -46,6 +46,10 @@ public:
 
     std::expected<std::uint32_t, KernelError> generation(std::uint32_t seq);
 
+    // Discards whatever an earlier exchange left unread (late ACKs after a lost-ACK case),
+    // so that a socket kept across calls starts every exchange clean.
+    void drain();
+
     // A request (GET* with NLM_F_DUMP, or a plain GET) and its replies until NLMSG_DONE or
     // the answer. An interrupted dump (the ruleset changed under it) fails with EINTR.
     std::expected<void, KernelError> request(

@@ -94,21 +94,46 @@ KernelError describe_failure(const Batch& batch, const detail::BatchOutcome& out
 NetlinkRulesetBackend::NetlinkRulesetBackend(NetlinkOptions options)
     : options_(options), next_seq_(static_cast<std::uint32_t>(std::time(nullptr))) {}
 
+namespace {
+
+std::expected<detail::NetlinkSocket*, KernelError> ensure_open(
+    std::shared_ptr<detail::NetlinkSocket>& holder) {
+    if (!holder) {
+        auto opened = detail::NetlinkSocket::open();
+        if (!opened) {
+            return std::unexpected(opened.error());
+        }
+        holder = std::make_shared<detail::NetlinkSocket>(std::move(*opened));
+    }
+    return holder.get();
+}
+
+}  // namespace
+
+std::expected<detail::NetlinkSocket*, KernelError> NetlinkRulesetBackend::socket() {
+    return ensure_open(socket_);
+}
+
 std::expected<std::uint32_t, KernelError> NetlinkRulesetBackend::generation() {
-    auto socket = detail::NetlinkSocket::open();
+    auto socket = this->socket();
     if (!socket) {
         return std::unexpected(socket.error());
     }
-    return socket->generation(next_seq_++);
+    auto id = (*socket)->generation(next_seq_++);
+    if (!id) {
+        socket_.reset();
+    }
+    return id;
 }
 
 std::expected<DriftReport, KernelError> NetlinkRulesetBackend::check(const ruleset::Ruleset& desired) {
-    auto socket = detail::NetlinkSocket::open();
+    auto socket = this->socket();
     if (!socket) {
         return std::unexpected(socket.error());
     }
-    auto table = detail::read_table(*socket, next_seq_);
+    auto table = detail::read_table(**socket, next_seq_);
     if (!table) {
+        socket_.reset();
         return std::unexpected(table.error());
     }
     return detail::compare(*table, desired);
@@ -125,12 +150,9 @@ struct Transaction {
     std::function<std::expected<Batch, KernelError>(std::uint32_t first_seq)> check_batch;
 };
 
-std::expected<ApplyStats, KernelError> run(const Transaction& tx, const NetlinkOptions& options,
-                                           std::uint32_t& seq, Clock::time_point start) {
-    auto socket = detail::NetlinkSocket::open();
-    if (!socket) {
-        return std::unexpected(socket.error());
-    }
+std::expected<ApplyStats, KernelError> run(detail::NetlinkSocket* socket, const Transaction& tx,
+                                           const NetlinkOptions& options, std::uint32_t& seq,
+                                           Clock::time_point start) {
     auto before = socket->generation(seq++);
     if (!before) {
         return std::unexpected(before.error());
@@ -203,6 +225,26 @@ std::expected<ApplyStats, KernelError> run(const Transaction& tx, const NetlinkO
 
 }  // namespace
 
+namespace {
+
+// run() on the backend's kept socket; any failure drops the socket so the next call starts
+// on a fresh one.
+std::expected<ApplyStats, KernelError> run_held(std::shared_ptr<detail::NetlinkSocket>& holder,
+                                                const Transaction& tx, const NetlinkOptions& options,
+                                                std::uint32_t& seq, Clock::time_point start) {
+    auto socket = ensure_open(holder);
+    if (!socket) {
+        return std::unexpected(socket.error());
+    }
+    auto result = run(*socket, tx, options, seq, start);
+    if (!result) {
+        holder.reset();
+    }
+    return result;
+}
+
+}  // namespace
+
 std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::replace(const ruleset::Ruleset& desired) {
     const auto start = Clock::now();
     BatchOptions opts{options_.page_size, next_seq_, true};
@@ -214,7 +256,7 @@ std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::replace(const rule
     auto check = [&](std::uint32_t first_seq) {
         return build_replace_batch(desired, {options_.page_size, first_seq, false});
     };
-    return run({*batch, desired, true, check}, options_, next_seq_, start);
+    return run_held(socket_, {*batch, desired, true, check}, options_, next_seq_, start);
 }
 
 std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::validate(const ruleset::Ruleset& desired) {
@@ -225,7 +267,7 @@ std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::validate(const rul
         return std::unexpected(batch.error());
     }
     next_seq_ += static_cast<std::uint32_t>(batch->messages().size());
-    return run({*batch, desired, false, {}}, options_, next_seq_, start);
+    return run_held(socket_, {*batch, desired, false, {}}, options_, next_seq_, start);
 }
 
 std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::apply_diff(
@@ -253,7 +295,7 @@ std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::apply_diff(
     auto check = [&](std::uint32_t first_seq) {
         return build_diff_batch(diff, desired, {options_.page_size, first_seq, false});
     };
-    return run({*batch, desired, true, check}, options_, next_seq_, start);
+    return run_held(socket_, {*batch, desired, true, check}, options_, next_seq_, start);
 }
 
 }  // namespace bulkhead::enforcer
