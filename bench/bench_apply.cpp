@@ -12,6 +12,7 @@
 //                 {"enforcer","elements","rules","sets"})
 //
 // Figures (JSON lines, bench/run.sh format) on stdout, progress on stderr.
+#include "bench/cli_args.hpp"
 #include "bench/kernel_bench.hpp"
 
 #include "enforcer/netlink/netlink_io.hpp"
@@ -54,14 +55,7 @@ struct Options {
     std::string work_dir;
 };
 
-std::size_t to_number(const std::string& flag, const std::string& text) {
-    std::size_t v = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size()) {
-        throw std::invalid_argument(flag + ": not a number: \"" + text + "\"");
-    }
-    return v;
-}
+using bulkhead::bench::to_number;
 
 Options parse(int argc, char** argv) {
     Options o;

@@ -4,6 +4,7 @@
 //   {"benchmark":"compile","metric":…,"value":…,"unit":…,"target":…[,"met":bool]}
 // and human progress on stderr. Single-threaded; timings use std::chrono::steady_clock,
 // repeated, reporting the median and the best. See docs/benchmarks.md.
+#include "bench/cli_args.hpp"
 #include "bench/fleet_generator.hpp"
 #include "bench/fleet_json.hpp"
 
@@ -69,14 +70,7 @@ struct Options {
     bool explain = false;
 };
 
-std::size_t to_number(const std::string& flag, const std::string& text) {
-    std::size_t v = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size()) {
-        throw std::invalid_argument(flag + ": not a number: \"" + text + "\"");
-    }
-    return v;
-}
+using bulkhead::bench::to_number;
 
 Options parse_options(int argc, char** argv) {
     Options o;

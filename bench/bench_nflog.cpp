@@ -21,6 +21,7 @@
 // --json-out: also format every event with to_json(DropEvent) and write it to FILE, the work
 // ulogd's JSON output does. Prints one result object (JSON, one line) on stdout; nflog.sh
 // collects them and `--report` turns them into figure lines.
+#include "bench/cli_args.hpp"
 #include "bench/kernel_bench.hpp"
 
 #include "enforcer/nflog/drop_event.hpp"
@@ -73,14 +74,7 @@ struct Options {
     std::string report_dir;  // --report DIR: no kernel; turn the runs' results into figures
 };
 
-std::uint64_t to_number(const std::string& flag, const std::string& text) {
-    std::uint64_t v = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size()) {
-        throw std::invalid_argument(flag + ": not a number: \"" + text + "\"");
-    }
-    return v;
-}
+using bulkhead::bench::to_number;
 
 Options parse(int argc, char** argv) {
     Options o;
