@@ -1,0 +1,204 @@
+// The SQLite schema as numbered migrations. Append new migrations at the end; never edit
+// one that has shipped. Types are the standard ones (INTEGER/BIGINT, TEXT) so the
+// PostgreSQL DDL differs only in how ids are generated (INTEGER PRIMARY KEY AUTOINCREMENT
+// here, BIGINT GENERATED ALWAYS AS IDENTITY there).
+#include "controller/store/sqlite_store.hpp"
+
+#include <array>
+
+namespace bulkhead::controller {
+namespace {
+
+constexpr std::string_view kInitialSchema = R"sql(
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- Internal counters (inventory version), apart from the caller-visible settings.
+CREATE TABLE counters (
+  name TEXT PRIMARY KEY,
+  value BIGINT NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('inventory', 0);
+
+CREATE TABLE policy_revisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  state TEXT NOT NULL CHECK (state IN ('draft', 'active', 'superseded')),
+  name TEXT NOT NULL,
+  author TEXT NOT NULL,
+  comment TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  activated_at BIGINT,
+  document TEXT NOT NULL
+);
+-- At most one active revision.
+CREATE UNIQUE INDEX policy_revisions_one_active ON policy_revisions (state) WHERE state = 'active';
+
+CREATE TABLE enforcer_definitions (
+  id TEXT PRIMARY KEY,
+  document TEXT NOT NULL
+);
+
+CREATE TABLE workloads (
+  id TEXT PRIMARY KEY,
+  enforcer TEXT NOT NULL,
+  user_name TEXT NOT NULL,
+  document TEXT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX workloads_by_enforcer ON workloads (enforcer);
+CREATE INDEX workloads_by_user ON workloads (user_name);
+
+-- One row per address of a workload, rewritten on every upsert.
+CREATE TABLE workload_addresses (
+  workload_id TEXT NOT NULL REFERENCES workloads (id) ON DELETE CASCADE,
+  address TEXT NOT NULL,
+  PRIMARY KEY (workload_id, address)
+);
+CREATE INDEX workload_addresses_by_address ON workload_addresses (address);
+
+CREATE TABLE vpn_sessions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_name TEXT NOT NULL,
+  pool_address TEXT NOT NULL,
+  real_address TEXT NOT NULL,
+  started_at BIGINT NOT NULL,
+  ended_at BIGINT
+);
+CREATE INDEX vpn_sessions_by_pool_address ON vpn_sessions (pool_address, started_at);
+CREATE INDEX vpn_sessions_by_start ON vpn_sessions (started_at);
+
+CREATE TABLE enforcer_status (
+  id TEXT PRIMARY KEY,
+  enrolled_at BIGINT,
+  last_heartbeat BIGINT,
+  applied_generation BIGINT NOT NULL,
+  applied_hash TEXT NOT NULL,
+  apply_state TEXT NOT NULL,
+  last_error TEXT NOT NULL,
+  drift_repairs BIGINT NOT NULL,
+  last_drift_at BIGINT,
+  clock_offset_ms BIGINT NOT NULL,
+  version TEXT NOT NULL,
+  hostname TEXT NOT NULL,
+  details TEXT NOT NULL
+);
+
+CREATE TABLE api_tokens (
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'soc', 'automation', 'enforcer')),
+  token_sha256 TEXT NOT NULL UNIQUE,
+  enforcer TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE INDEX api_tokens_by_enforcer ON api_tokens (enforcer);
+
+CREATE TABLE enrollment_tokens (
+  token_sha256 TEXT PRIMARY KEY,
+  enforcer TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used_at BIGINT
+);
+
+-- Drop events and flow summaries. The id is a plain rowid alias (no AUTOINCREMENT: it
+-- costs a sqlite_sequence write per row, and ids only repeat if the newest row is
+-- deleted, which retention never does).
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY,
+  enforcer TEXT NOT NULL,
+  enforcer_seq BIGINT NOT NULL,
+  type TEXT NOT NULL,
+  time_ns BIGINT NOT NULL,
+  received_at BIGINT NOT NULL,
+  workload TEXT NOT NULL,
+  direction TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  src TEXT NOT NULL,
+  dst TEXT NOT NULL,
+  protocol TEXT NOT NULL,
+  dport INTEGER,
+  event_count BIGINT NOT NULL,
+  document TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_by_enforcer_seq ON events (enforcer, enforcer_seq);
+CREATE INDEX events_by_time ON events (time_ns);
+CREATE INDEX events_by_workload_time ON events (workload, time_ns);
+CREATE INDEX events_by_dport_time ON events (dport, time_ns);
+CREATE INDEX events_by_reason_time ON events (reason, time_ns);
+-- "address matches src or dst": two single-column indexes, OR-ed by the planner.
+CREATE INDEX events_by_src ON events (src);
+CREATE INDEX events_by_dst ON events (dst);
+
+CREATE TABLE incidents (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  source_workload TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+  severity TEXT NOT NULL,
+  title TEXT NOT NULL,
+  explanation TEXT NOT NULL,
+  opened_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  event_count BIGINT NOT NULL,
+  details TEXT NOT NULL
+);
+CREATE INDEX incidents_by_state ON incidents (state);
+CREATE INDEX incidents_by_source_state ON incidents (source_workload, state);
+
+CREATE TABLE incident_notes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  incident_id BIGINT NOT NULL REFERENCES incidents (id),
+  author TEXT NOT NULL,
+  at BIGINT NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX incident_notes_by_incident ON incident_notes (incident_id);
+
+CREATE TABLE incident_events (
+  incident_id BIGINT NOT NULL REFERENCES incidents (id),
+  event_id BIGINT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+  PRIMARY KEY (incident_id, event_id)
+);
+CREATE INDEX incident_events_by_event ON incident_events (event_id);
+
+CREATE TABLE quarantines (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  workload TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  automatic INTEGER NOT NULL,
+  incident_id BIGINT REFERENCES incidents (id),
+  created_at BIGINT NOT NULL,
+  released_at BIGINT,
+  released_by TEXT NOT NULL
+);
+-- At most one active (unreleased) quarantine per workload.
+CREATE UNIQUE INDEX quarantines_one_active ON quarantines (workload) WHERE released_at IS NULL;
+CREATE INDEX quarantines_by_workload ON quarantines (workload);
+
+CREATE TABLE audit_log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at BIGINT NOT NULL,
+  actor TEXT NOT NULL,
+  role TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  before_doc TEXT,
+  after_doc TEXT
+);
+CREATE INDEX audit_log_by_time ON audit_log (at);
+CREATE INDEX audit_log_by_actor ON audit_log (actor);
+)sql";
+
+constexpr std::array kMigrations{
+    Migration{1, "initial schema", kInitialSchema},
+};
+
+} // namespace
+
+std::span<const Migration> sqlite_migrations() {
+    return kMigrations;
+}
+
+} // namespace bulkhead::controller

@@ -1,0 +1,139 @@
+// SqliteStore: the embedded Store backend (one SQLite file in the controller's data
+// directory, WAL mode). See controller/store/README.md for the connection and transaction
+// design and the schema.
+#pragma once
+
+#include "controller/store/store.hpp"
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string_view>
+
+namespace bulkhead::controller {
+
+// One numbered schema change. Versions start at 1 and increase by one; each is applied
+// once, in its own transaction, and recorded in schema_migrations.
+struct Migration {
+    int version = 0;
+    std::string_view name;
+    std::string_view sql; // one or more statements
+};
+
+// The migrations this build knows, in order.
+std::span<const Migration> sqlite_migrations();
+
+struct SqliteStoreOptions {
+    int busy_timeout_ms = 5000;  // another process holding the write lock
+    std::size_t max_readers = 8; // read connections opened on demand, then pooled
+    // The write connection's page cache. Event inserts touch the tail of every event index
+    // (one hot page per workload, port, address, ...); when those pages do not fit, every
+    // batch re-reads them and the insert rate falls as the table grows.
+    int writer_cache_kib = 64 * 1024;
+    // Pages in the WAL before a commit checkpoints it into the database file. Batches
+    // rewrite the same index tail pages; checkpointing every ~40 MiB instead of SQLite's
+    // 4 MiB copies each of them once per checkpoint instead of once per batch.
+    int wal_autocheckpoint_pages = 10000;
+    // Schema to bring the file to (tests pass their own list); empty = sqlite_migrations().
+    std::span<const Migration> migrations;
+};
+
+class SqliteStore final : public Store {
+  public:
+    // Opens (creating if needed) and migrates `file`. ":memory:" gives a private in-memory
+    // database on a single connection (reads share the write lock) for tests and tools.
+    // A file whose schema is newer than this build is refused (Kind::Invalid).
+    static std::expected<std::unique_ptr<SqliteStore>, StoreError>
+    open(const std::filesystem::path& file);
+    static std::expected<std::unique_ptr<SqliteStore>, StoreError>
+    open(const std::filesystem::path& file, const SqliteStoreOptions& options);
+
+    ~SqliteStore() override;
+    SqliteStore(const SqliteStore&) = delete;
+    SqliteStore& operator=(const SqliteStore&) = delete;
+
+    // The highest migration recorded in the file.
+    StoreResult<int> schema_version();
+
+    StoreResult<void> in_transaction(const std::function<StoreResult<void>()>& work) override;
+
+    StoreResult<PolicyRevision> add_revision(PolicyRevision revision) override;
+    StoreResult<PolicyRevision> get_revision(std::int64_t id) override;
+    StoreResult<std::vector<PolicyRevision>> list_revisions(std::size_t limit) override;
+    StoreResult<std::optional<PolicyRevision>> active_revision() override;
+    StoreResult<PolicyRevision> activate_revision(std::int64_t id, TimeMs at) override;
+
+    StoreResult<std::vector<EnforcerDefinition>> list_enforcer_definitions() override;
+    StoreResult<void>
+    upsert_enforcer_definitions(const std::vector<EnforcerDefinition>& definitions) override;
+    StoreResult<void> delete_enforcer_definition(const std::string& id) override;
+    StoreResult<std::vector<WorkloadRecord>> list_workloads() override;
+    StoreResult<std::optional<WorkloadRecord>> get_workload(const std::string& id) override;
+    StoreResult<void> upsert_workloads(const std::vector<WorkloadRecord>& workloads) override;
+    StoreResult<std::size_t> delete_workloads(const std::vector<std::string>& ids) override;
+    StoreResult<std::vector<WorkloadRecord>>
+    workloads_with_address(const std::string& address) override;
+    StoreResult<std::uint64_t> inventory_version() override;
+
+    StoreResult<VpnSession> add_vpn_session(VpnSession session) override;
+    StoreResult<VpnSession> end_vpn_session(std::int64_t id, TimeMs end) override;
+    StoreResult<std::vector<VpnSession>> list_vpn_sessions(std::optional<TimeMs> active_at,
+                                                           std::size_t limit) override;
+    StoreResult<std::optional<VpnSession>> vpn_session_for(const std::string& pool_address,
+                                                           TimeMs at) override;
+
+    StoreResult<std::vector<EnforcerStatus>> list_enforcer_status() override;
+    StoreResult<std::optional<EnforcerStatus>> get_enforcer_status(const std::string& id) override;
+    StoreResult<void> put_enforcer_status(const EnforcerStatus& status) override;
+
+    StoreResult<void> put_api_token(const ApiToken& token) override;
+    StoreResult<std::optional<ApiToken>> find_api_token(const std::string& token_sha256) override;
+    StoreResult<void> delete_api_tokens_of_enforcer(const std::string& enforcer) override;
+    StoreResult<void> add_enrollment_token(const EnrollmentToken& token) override;
+    StoreResult<void> redeem_enrollment_token(const std::string& token_sha256,
+                                              const std::string& enforcer, TimeMs now,
+                                              const ApiToken& credential) override;
+
+    StoreResult<EventInsertResult> insert_events(const std::vector<StoredEvent>& events) override;
+    StoreResult<std::vector<StoredEvent>> query_events(const EventQuery& query) override;
+    StoreResult<std::vector<CountBucket>> count_events(std::int64_t from_ns, std::int64_t to_ns,
+                                                       std::int64_t bucket_ns,
+                                                       const EventQuery& filter) override;
+    StoreResult<std::uint64_t> last_event_seq(const std::string& enforcer) override;
+
+    StoreResult<Incident> add_incident(Incident incident) override;
+    StoreResult<Incident> update_incident(const Incident& incident) override;
+    StoreResult<Incident> get_incident(std::int64_t id) override;
+    StoreResult<std::vector<Incident>> list_incidents(const IncidentQuery& query) override;
+    StoreResult<std::optional<Incident>>
+    unresolved_incident_of(const std::string& workload) override;
+    StoreResult<IncidentNote> add_incident_note(IncidentNote note) override;
+    StoreResult<std::vector<IncidentNote>> incident_notes(std::int64_t incident_id) override;
+    StoreResult<void> link_incident_events(std::int64_t incident_id,
+                                           const std::vector<std::int64_t>& event_ids) override;
+    StoreResult<std::vector<StoredEvent>> incident_events(std::int64_t incident_id,
+                                                          std::size_t limit) override;
+
+    StoreResult<Quarantine> add_quarantine(Quarantine quarantine) override;
+    StoreResult<Quarantine> release_quarantine(const std::string& workload, TimeMs at,
+                                               const std::string& released_by) override;
+    StoreResult<std::vector<Quarantine>> active_quarantines() override;
+    StoreResult<std::optional<Quarantine>> active_quarantine(const std::string& workload) override;
+    StoreResult<std::vector<Quarantine>> quarantine_history(const std::string& workload,
+                                                            std::size_t limit) override;
+
+    StoreResult<AuditEntry> append_audit(AuditEntry entry) override;
+    StoreResult<std::vector<AuditEntry>> query_audit(const AuditQuery& query) override;
+
+    StoreResult<std::optional<std::string>> get_setting(const std::string& key) override;
+    StoreResult<void> put_setting(const std::string& key, const std::string& value) override;
+
+    class Impl; // connections, the write lock, statement caches (sqlite_store.cpp)
+
+  private:
+    explicit SqliteStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace bulkhead::controller

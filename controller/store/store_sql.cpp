@@ -1,0 +1,121 @@
+#include "controller/store/store_sql.hpp"
+
+#include <algorithm>
+
+namespace bulkhead::controller::sql {
+namespace {
+
+// Collects "column op $n" conditions and their parameters.
+class Builder {
+  public:
+    std::string param(Value value) {
+        params_.push_back(std::move(value));
+        return "$" + std::to_string(params_.size());
+    }
+    void where(std::string condition) { conditions_.push_back(std::move(condition)); }
+    std::string where_clause() const {
+        std::string out;
+        for (std::size_t i = 0; i < conditions_.size(); ++i) {
+            out += i == 0 ? " WHERE " : " AND ";
+            out += conditions_[i];
+        }
+        return out;
+    }
+    std::vector<Value> take_params() { return std::move(params_); }
+
+  private:
+    std::vector<Value> params_;
+    std::vector<std::string> conditions_;
+};
+
+std::int64_t clamp_limit(std::size_t limit) {
+    return static_cast<std::int64_t>(std::min(limit, kMaxLimit));
+}
+
+// The event filters shared by select_events and count_events (not paging).
+void event_filters(Builder& b, const EventQuery& q) {
+    if (q.from_ns)
+        b.where("time_ns >= " + b.param(*q.from_ns));
+    if (q.to_ns)
+        b.where("time_ns < " + b.param(*q.to_ns));
+    if (q.workload)
+        b.where("workload = " + b.param(*q.workload));
+    if (q.address) {
+        // One parameter used twice; src and dst are indexed separately so both backends can
+        // answer it as a union of two index lookups.
+        const auto p = b.param(*q.address);
+        b.where("(src = " + p + " OR dst = " + p + ")");
+    }
+    if (q.port)
+        b.where("dport = " + b.param(std::int64_t{*q.port}));
+    if (q.reason)
+        b.where("reason = " + b.param(*q.reason));
+    if (q.enforcer)
+        b.where("enforcer = " + b.param(*q.enforcer));
+}
+
+} // namespace
+
+Query select_events(const EventQuery& query) {
+    Builder b;
+    event_filters(b, query);
+    if (query.type)
+        b.where("type = " + b.param(*query.type));
+    if (query.after_id)
+        b.where("id > " + b.param(*query.after_id));
+    std::string text = "SELECT " + std::string(kEventColumns) + " FROM events" + b.where_clause();
+    text += query.newest_first ? " ORDER BY id DESC" : " ORDER BY id";
+    text += " LIMIT " + b.param(clamp_limit(query.limit));
+    return {std::move(text), b.take_params()};
+}
+
+Query count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
+                   const EventQuery& filter) {
+    Builder b;
+    const auto from = b.param(from_ns);
+    const auto width = b.param(bucket_ns);
+    b.where("time_ns >= " + from);
+    b.where("time_ns < " + b.param(to_ns));
+    event_filters(b, filter);
+    b.where("type = " + b.param(filter.type.value_or("drop")));
+    // Integer division on BIGINT operands truncates in both backends; time_ns >= from_ns
+    // keeps the dividend non-negative, so truncation is floor.
+    std::string text = "SELECT (time_ns - " + from + ") / " + width +
+                       " AS bucket, SUM(event_count) FROM events" + b.where_clause() +
+                       " GROUP BY bucket ORDER BY bucket";
+    return {std::move(text), b.take_params()};
+}
+
+Query select_incidents(const IncidentQuery& query) {
+    Builder b;
+    if (query.state)
+        b.where("state = " + b.param(std::string(to_string(*query.state))));
+    if (query.source_workload)
+        b.where("source_workload = " + b.param(*query.source_workload));
+    if (query.before_id)
+        b.where("id < " + b.param(*query.before_id));
+    std::string text = "SELECT " + std::string(kIncidentColumns) + " FROM incidents" +
+                       b.where_clause() + " ORDER BY id DESC LIMIT " +
+                       b.param(clamp_limit(query.limit));
+    return {std::move(text), b.take_params()};
+}
+
+Query select_audit(const AuditQuery& query) {
+    Builder b;
+    if (query.from)
+        b.where("at >= " + b.param(*query.from));
+    if (query.to)
+        b.where("at < " + b.param(*query.to));
+    if (query.actor)
+        b.where("actor = " + b.param(*query.actor));
+    if (query.action)
+        b.where("action = " + b.param(*query.action));
+    if (query.before_id)
+        b.where("id < " + b.param(*query.before_id));
+    std::string text = "SELECT " + std::string(kAuditColumns) + " FROM audit_log" +
+                       b.where_clause() + " ORDER BY id DESC LIMIT " +
+                       b.param(clamp_limit(query.limit));
+    return {std::move(text), b.take_params()};
+}
+
+} // namespace bulkhead::controller::sql
