@@ -91,6 +91,34 @@ struct QuarantinePolicy {
     std::vector<QuarantineGrant> allow_from;
 };
 
+// How the controller answers blocked traffic (the analyzer of issue 5 refines the rule).
+enum class Severity : std::uint8_t { Low, Medium, High, Critical };
+enum class AutoQuarantineMode : std::uint8_t {
+    Off,     // incidents only
+    On,      // quarantine the source when an incident reaches the minimum severity
+    DryRun,  // record what would have been quarantined, change nothing
+};
+
+// An incident is raised for a source workload once its blocked attempts reach
+// `distinct_targets` distinct (destination, protocol, port) targets within `window_seconds`.
+// A decoy touch raises one at once, at `decoy_severity`.
+struct IncidentRule {
+    std::uint32_t distinct_targets = 10;
+    std::uint32_t window_seconds = 60;
+    Severity severity = Severity::High;
+};
+
+struct ResponsePolicy {
+    IncidentRule incident;
+    Severity decoy_severity = Severity::Critical;
+    AutoQuarantineMode auto_quarantine = AutoQuarantineMode::Off;
+    Severity auto_quarantine_min_severity = Severity::High;
+};
+
+std::string_view to_string(Severity severity);
+std::optional<Severity> severity_from_string(std::string_view text);
+std::string_view to_string(AutoQuarantineMode mode);
+
 struct Policy {
     std::string name;
     std::string description;
@@ -99,6 +127,7 @@ struct Policy {
     std::vector<Segment> segments;
     std::vector<Rule> rules;
     QuarantinePolicy quarantine;
+    ResponsePolicy response;
 };
 
 struct Enforcer {

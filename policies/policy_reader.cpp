@@ -665,6 +665,60 @@ void read_quarantine(const json* value, const std::string& pointer, Policy& poli
     policy.quarantine.allow_from = read_grants(allow_from, r.at("allow_from"), "from", sink);
 }
 
+constexpr std::array severity_words{
+    std::pair<std::string_view, Severity>{"low", Severity::Low},
+    std::pair<std::string_view, Severity>{"medium", Severity::Medium},
+    std::pair<std::string_view, Severity>{"high", Severity::High},
+    std::pair<std::string_view, Severity>{"critical", Severity::Critical},
+};
+constexpr std::array auto_quarantine_words{
+    std::pair<std::string_view, AutoQuarantineMode>{"off", AutoQuarantineMode::Off},
+    std::pair<std::string_view, AutoQuarantineMode>{"on", AutoQuarantineMode::On},
+    std::pair<std::string_view, AutoQuarantineMode>{"dry-run", AutoQuarantineMode::DryRun},
+};
+
+void read_response(const json* value, const std::string& pointer, Policy& policy,
+                   DiagnosticSink& sink) {
+    if (value == nullptr) {
+        return;
+    }
+    ObjectReader r(*value, pointer, sink, "\"response\"");
+    auto& response = policy.response;
+    if (const json* incident = r.member("incident", false)) {
+        ObjectReader ir(*incident, r.at("incident"), sink, "\"incident\"");
+        auto& rule = response.incident;
+        // 100,000 distinct targets or a day bound what a detection window can mean.
+        if (auto n = ir.unsigned_integer("distinct_targets", 100000)) {
+            if (*n == 0) {
+                sink.add(ir.at("distinct_targets"), DiagnosticCode::InvalidValue,
+                         "must be at least 1");
+            }
+            rule.distinct_targets = static_cast<std::uint32_t>(*n);
+        }
+        if (auto n = ir.unsigned_integer("window_seconds", 86400)) {
+            if (*n == 0) {
+                sink.add(ir.at("window_seconds"), DiagnosticCode::InvalidValue,
+                         "must be at least 1");
+            }
+            rule.window_seconds = static_cast<std::uint32_t>(*n);
+        }
+        rule.severity = ir.choice("severity", false, severity_words).value_or(rule.severity);
+        ir.finish();
+    }
+    response.decoy_severity =
+        r.choice("decoy_severity", false, severity_words).value_or(response.decoy_severity);
+    if (const json* automatic = r.member("auto_quarantine", false)) {
+        ObjectReader ar(*automatic, r.at("auto_quarantine"), sink, "\"auto_quarantine\"");
+        response.auto_quarantine =
+            ar.choice("mode", true, auto_quarantine_words).value_or(response.auto_quarantine);
+        response.auto_quarantine_min_severity =
+            ar.choice("min_severity", false, severity_words)
+                .value_or(response.auto_quarantine_min_severity);
+        ar.finish();
+    }
+    r.finish();
+}
+
 // References between parts of one policy.
 void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
     std::unordered_map<std::string, const Segment*> segments;
@@ -796,6 +850,33 @@ std::string_view to_string(Protocol p) {
     return "?";
 }
 
+std::string_view to_string(Severity severity) {
+    for (const auto& [word, value] : severity_words) {
+        if (value == severity) {
+            return word;
+        }
+    }
+    return "?";
+}
+
+std::optional<Severity> severity_from_string(std::string_view text) {
+    for (const auto& [word, value] : severity_words) {
+        if (word == text) {
+            return value;
+        }
+    }
+    return std::nullopt;
+}
+
+std::string_view to_string(AutoQuarantineMode mode) {
+    for (const auto& [word, value] : auto_quarantine_words) {
+        if (value == mode) {
+            return word;
+        }
+    }
+    return "?";
+}
+
 std::uint8_t protocol_number(Protocol p) {
     switch (p) {
     case Protocol::Tcp: return 6;
@@ -822,6 +903,7 @@ std::expected<Policy, Diagnostics> read_policy(const nlohmann::json& document,
         read_segments(r.array("segments", true), r.at("segments"), policy, sink);
         read_rules(r.array("rules", true), r.at("rules"), policy, sink);
         read_quarantine(r.member("quarantine", false), r.at("quarantine"), policy, sink);
+        read_response(r.member("response", false), r.at("response"), policy, sink);
         r.finish();
         if (policy_name) {
             check_name(policy.name, r.at("name"), sink);

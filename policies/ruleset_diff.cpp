@@ -5,6 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 
 namespace bulkhead::ruleset {
@@ -244,6 +247,510 @@ nlohmann::json to_json(const RulesetDiff& diff, const Ruleset& old, const Rulese
     out["chains_changed"] = chains_changed;
     out["chains_removed"] = diff.chains_removed;
     return out;
+}
+
+}  // namespace bulkhead::ruleset
+
+// ---- wire form (control channel) -------------------------------------------------------
+
+namespace bulkhead::ruleset {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view wire_format = "bulkhead-ruleset-diff/1";
+
+// The encodings of sets, elements and chains are those of the ruleset document; they are
+// produced by to_json(Ruleset) on a small ruleset holding just the pieces.
+json sets_json(std::vector<SetDefinition> sets) {
+    Ruleset mini;
+    mini.sets = std::move(sets);
+    return to_json(mini).at("sets");
+}
+
+json chains_json(std::vector<Chain> chains) {
+    Ruleset mini;
+    mini.chains = std::move(chains);
+    return to_json(mini).at("chains");
+}
+
+json elements_json(const ElementList& elements) {
+    // An element's encoding depends only on its parts and on whether it carries a verdict.
+    SetDefinition holder;
+    holder.name = "elements";
+    holder.verdict_map = std::any_of(elements.begin(), elements.end(),
+                                     [](const Element& e) { return !e.jump.empty(); });
+    holder.elements = std::make_shared<const ElementList>(elements);
+    return sets_json({holder}).at(0).at("elements");
+}
+
+json port_json(const PortBinding& p) {
+    return {{"interface", p.interface},
+            {"workload", p.workload},
+            {"mode", p.mode == policy::AttachmentMode::Port ? "port" : "host"},
+            {"class", p.policy_class}};
+}
+
+template <typename T>
+std::expected<T, std::string> wire_error(std::string message) {
+    return std::unexpected("wire diff: " + std::move(message));
+}
+
+const json& array_member(const json& wire, const char* name, bool& ok, std::string& error) {
+    static const json empty = json::array();
+    if (!wire.contains(name)) {
+        return empty;
+    }
+    const auto& value = wire.at(name);
+    if (!value.is_array()) {
+        ok = false;
+        error = std::string("\"") + name + "\" is not an array";
+        return empty;
+    }
+    return value;
+}
+
+json base_document(json sets, json chains) {
+    return {{"format", "bulkhead-ruleset/1"}, {"enforcer", ""}, {"policy", ""},
+            {"sets", std::move(sets)}, {"chains", std::move(chains)}, {"ports", json::array()}};
+}
+
+// Stub chains for every verdict a map element names, so that decoding a set on its own does
+// not trip ruleset_from_json's reference check (references are checked on the result).
+json stub_chains_for(const json& sets) {
+    std::set<std::string> names;
+    for (const auto& s : sets) {
+        if (!s.is_object() || !s.contains("elements") || !s["elements"].is_array()) {
+            continue;
+        }
+        for (const auto& e : s["elements"]) {
+            if (e.is_object() && e.contains("jump") && e["jump"].is_string()) {
+                names.insert(e["jump"].get<std::string>());
+            }
+        }
+    }
+    json chains = json::array();
+    for (const auto& n : names) {
+        chains.push_back({{"name", n}, {"rules", json::array()}});
+    }
+    return chains;
+}
+
+std::expected<std::vector<SetDefinition>, std::string> decode_sets(const json& sets) {
+    auto parsed = ruleset_from_json(base_document(sets, stub_chains_for(sets)));
+    if (!parsed) {
+        return std::unexpected(parsed.error());
+    }
+    std::set<std::string> seen;
+    for (const auto& s : parsed->sets) {
+        if (!seen.insert(s.name).second) {
+            return std::unexpected("set " + s.name + " appears twice");
+        }
+    }
+    return std::move(parsed->sets);
+}
+
+std::expected<ElementList, std::string> decode_elements(const SetDefinition& definition,
+                                                        const json& elements) {
+    SetDefinition shape = definition;
+    shape.elements = std::make_shared<const ElementList>();
+    json set = sets_json({shape}).at(0);
+    set["elements"] = elements;
+    auto sets = decode_sets(json::array({set}));
+    if (!sets) {
+        return std::unexpected(sets.error());
+    }
+    return *sets->front().elements;
+}
+
+// Chains are decoded against stubs of the result's sets and chains; whether the references
+// resolve in the result is checked once the result is assembled.
+std::expected<std::vector<Chain>, std::string> decode_chains(const json& chains,
+                                                             const std::vector<SetDefinition>& sets,
+                                                             const std::set<std::string>& chain_names) {
+    std::vector<SetDefinition> shapes;
+    for (const auto& s : sets) {
+        SetDefinition shape = s;
+        shape.elements = std::make_shared<const ElementList>();
+        shapes.push_back(std::move(shape));
+    }
+    json all_chains = chains;
+    std::set<std::string> given;
+    for (const auto& c : chains) {
+        if (c.is_object() && c.contains("name") && c["name"].is_string()) {
+            given.insert(c["name"].get<std::string>());
+        }
+    }
+    for (const auto& n : chain_names) {
+        if (!given.contains(n)) {
+            all_chains.push_back({{"name", n}, {"rules", json::array()}});
+        }
+    }
+    auto parsed = ruleset_from_json(base_document(sets_json(std::move(shapes)), all_chains));
+    if (!parsed) {
+        return std::unexpected(parsed.error());
+    }
+    std::vector<Chain> out;
+    std::set<std::string> seen;
+    for (auto& c : parsed->chains) {
+        if (given.contains(c.name)) {
+            if (!seen.insert(c.name).second) {
+                return std::unexpected("chain " + c.name + " appears twice");
+            }
+            out.push_back(std::move(c));
+        }
+    }
+    return out;
+}
+
+std::expected<std::vector<std::string>, std::string> decode_names(const json& names, const char* what) {
+    std::vector<std::string> out;
+    for (const auto& n : names) {
+        if (!n.is_string()) {
+            return std::unexpected(std::string(what) + ": expected a name, got " + n.dump());
+        }
+        out.push_back(n.get<std::string>());
+    }
+    return out;
+}
+
+std::expected<PortBinding, std::string> decode_port(const json& p) {
+    if (!p.is_object() || !p.contains("interface") || !p["interface"].is_string() ||
+        !p.contains("workload") || !p["workload"].is_string() || !p.contains("class") ||
+        !p["class"].is_string() || !p.contains("mode") ||
+        (p["mode"] != "port" && p["mode"] != "host")) {
+        return std::unexpected("malformed port binding " + p.dump());
+    }
+    return PortBinding{p["interface"].get<std::string>(), p["workload"].get<std::string>(),
+                       p["mode"] == "host" ? policy::AttachmentMode::Host : policy::AttachmentMode::Port,
+                       p["class"].get<std::string>()};
+}
+
+bool canonical_chain_less(const Chain& a, const Chain& b) {
+    // The compiler's order: base chains first, then regular chains by name.
+    if (a.base.has_value() != b.base.has_value()) {
+        return a.base.has_value();
+    }
+    return a.name < b.name;
+}
+
+std::optional<std::string> dangling_reference(const Ruleset& r) {
+    for (const auto& chain : r.chains) {
+        for (const auto& rule : chain.rules) {
+            for (const auto& m : rule.matches) {
+                if (const auto* lookup = std::get_if<SetLookup>(&m);
+                    lookup && r.find_set(lookup->set) == nullptr) {
+                    return "chain " + chain.name + " looks up missing set " + lookup->set;
+                }
+            }
+            if (rule.dispatch && r.find_set(rule.dispatch->map) == nullptr) {
+                return "chain " + chain.name + " dispatches on missing map " + rule.dispatch->map;
+            }
+            if ((rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) &&
+                r.find_chain(rule.verdict.chain) == nullptr) {
+                return "chain " + chain.name + " jumps to missing chain " + rule.verdict.chain;
+            }
+        }
+    }
+    for (const auto& set : r.sets) {
+        if (!set.verdict_map) {
+            continue;
+        }
+        for (const auto& e : *set.elements) {
+            if (r.find_chain(e.jump) == nullptr) {
+                return "map " + set.name + " jumps to missing chain " + e.jump;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+json diff_to_wire(const RulesetDiff& diff) {
+    json changes = json::array();
+    for (const auto& d : diff.set_changes) {
+        changes.push_back({{"set", d.set}, {"removed", elements_json(d.removed)}, {"added", elements_json(d.added)}});
+    }
+    return {{"format", std::string(wire_format)},
+            {"enforcer", diff.enforcer},
+            {"full_replace", diff.full_replace},
+            {"sets_added", sets_json(diff.sets_added)},
+            {"sets_removed", diff.sets_removed},
+            {"set_changes", std::move(changes)},
+            {"chains_added", chains_json(diff.chains_added)},
+            {"chains_changed", chains_json(diff.chains_changed)},
+            {"chains_removed", diff.chains_removed}};
+}
+
+json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated) {
+    json wire = diff_to_wire(diff);
+    wire["policy"] = updated.policy_name;
+    json ports_removed = json::array();
+    json ports_added = json::array();
+    std::vector<PortBinding> only_old;
+    std::vector<PortBinding> only_new;
+    auto old_ports = old.ports;
+    auto new_ports = updated.ports;
+    std::sort(old_ports.begin(), old_ports.end());
+    std::sort(new_ports.begin(), new_ports.end());
+    std::set_difference(old_ports.begin(), old_ports.end(), new_ports.begin(), new_ports.end(),
+                        std::back_inserter(only_old));
+    std::set_difference(new_ports.begin(), new_ports.end(), old_ports.begin(), old_ports.end(),
+                        std::back_inserter(only_new));
+    for (const auto& p : only_old) {
+        ports_removed.push_back(port_json(p));
+    }
+    for (const auto& p : only_new) {
+        ports_added.push_back(port_json(p));
+    }
+    wire["ports_removed"] = std::move(ports_removed);
+    wire["ports_added"] = std::move(ports_added);
+    if (diff.full_replace) {
+        // What diff_rulesets leaves out when it decides on a full replace: sets that kept
+        // their name but changed type or flags, chains whose hook or priority changed.
+        std::vector<SetDefinition> redefined_sets;
+        for (const auto& set : updated.sets) {
+            const auto* before = old.find_set(set.name);
+            if (before != nullptr && !before->same_definition(set)) {
+                redefined_sets.push_back(set);
+            }
+        }
+        std::vector<Chain> redefined_chains;
+        for (const auto& chain : updated.chains) {
+            const auto* before = old.find_chain(chain.name);
+            if (before != nullptr && before->base != chain.base) {
+                redefined_chains.push_back(chain);
+            }
+        }
+        wire["sets_redefined"] = sets_json(std::move(redefined_sets));
+        wire["chains_redefined"] = chains_json(std::move(redefined_chains));
+    }
+    return wire;
+}
+
+std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const json& wire) {
+    try {
+        if (!wire.is_object() || wire.value("format", "") != wire_format) {
+            return wire_error<Ruleset>("not a " + std::string(wire_format) + " document");
+        }
+        if (!wire.contains("enforcer") || !wire["enforcer"].is_string()) {
+            return wire_error<Ruleset>("\"enforcer\" missing");
+        }
+        if (wire["enforcer"] != base.enforcer) {
+            return wire_error<Ruleset>("diff is for enforcer \"" + wire["enforcer"].get<std::string>() +
+                                       "\", the base ruleset is for \"" + base.enforcer + "\"");
+        }
+        const bool full_replace = wire.value("full_replace", false);
+        if (full_replace && !wire.contains("sets_redefined") && !wire.contains("chains_redefined")) {
+            return wire_error<Ruleset>(
+                "full_replace diff carries no sets_redefined/chains_redefined; a full ruleset is needed");
+        }
+        bool ok = true;
+        std::string shape_error;
+        const auto& sets_added = array_member(wire, "sets_added", ok, shape_error);
+        const auto& sets_removed = array_member(wire, "sets_removed", ok, shape_error);
+        const auto& sets_redefined = array_member(wire, "sets_redefined", ok, shape_error);
+        const auto& set_changes = array_member(wire, "set_changes", ok, shape_error);
+        const auto& chains_added = array_member(wire, "chains_added", ok, shape_error);
+        const auto& chains_changed = array_member(wire, "chains_changed", ok, shape_error);
+        const auto& chains_redefined = array_member(wire, "chains_redefined", ok, shape_error);
+        const auto& chains_removed = array_member(wire, "chains_removed", ok, shape_error);
+        const auto& ports_added = array_member(wire, "ports_added", ok, shape_error);
+        const auto& ports_removed = array_member(wire, "ports_removed", ok, shape_error);
+        if (!ok) {
+            return wire_error<Ruleset>(shape_error);
+        }
+
+        Ruleset out;
+        out.enforcer = base.enforcer;
+        out.policy_name = base.policy_name;
+        if (wire.contains("policy")) {
+            if (!wire["policy"].is_string()) {
+                return wire_error<Ruleset>("\"policy\" is not a string");
+            }
+            out.policy_name = wire["policy"].get<std::string>();
+        }
+
+        // Sets, by name.
+        std::map<std::string, SetDefinition> sets;
+        for (const auto& s : base.sets) {
+            sets.emplace(s.name, s);
+        }
+        auto removed_sets = decode_names(sets_removed, "sets_removed");
+        if (!removed_sets) {
+            return wire_error<Ruleset>(removed_sets.error());
+        }
+        for (const auto& name : *removed_sets) {
+            if (sets.erase(name) == 0) {
+                return wire_error<Ruleset>("removes set " + name + " which the base does not hold");
+            }
+        }
+        auto redefined = decode_sets(sets_redefined);
+        if (!redefined) {
+            return wire_error<Ruleset>("sets_redefined: " + redefined.error());
+        }
+        for (auto& s : *redefined) {
+            auto it = sets.find(s.name);
+            if (it == sets.end()) {
+                return wire_error<Ruleset>("redefines set " + s.name + " which the base does not hold");
+            }
+            it->second = std::move(s);
+        }
+        auto added = decode_sets(sets_added);
+        if (!added) {
+            return wire_error<Ruleset>("sets_added: " + added.error());
+        }
+        for (auto& s : *added) {
+            const auto name = s.name;
+            if (!sets.emplace(name, std::move(s)).second) {
+                return wire_error<Ruleset>("adds set " + name + " which the base already holds");
+            }
+        }
+        std::set<std::string> changed_sets;
+        for (const auto& change : set_changes) {
+            if (!change.is_object() || !change.contains("set") || !change["set"].is_string()) {
+                return wire_error<Ruleset>("malformed set change " + change.dump().substr(0, 200));
+            }
+            const auto name = change["set"].get<std::string>();
+            auto it = sets.find(name);
+            if (it == sets.end()) {
+                return wire_error<Ruleset>("changes elements of set " + name + " which the base does not hold");
+            }
+            if (!changed_sets.insert(name).second) {
+                return wire_error<Ruleset>("set " + name + " is changed twice");
+            }
+            SetDefinition& set = it->second;
+            auto removed = decode_elements(set, change.value("removed", json::array()));
+            auto added_elements = decode_elements(set, change.value("added", json::array()));
+            if (!removed || !added_elements) {
+                return wire_error<Ruleset>("set " + name + ": " + (!removed ? removed.error() : added_elements.error()));
+            }
+            ElementList result;
+            result.reserve(set.elements->size() + added_elements->size());
+            // Both lists are sorted (ruleset_from_json sorts them); one merge pass each.
+            auto held = set.elements->begin();
+            for (const auto& e : *removed) {
+                auto at = std::lower_bound(held, set.elements->end(), e);
+                if (at == set.elements->end() || !(*at == e)) {
+                    return wire_error<Ruleset>("removes element " + render_element(e, set) + " from set " +
+                                               name + " which does not hold it");
+                }
+                result.insert(result.end(), held, at);
+                held = at + 1;
+            }
+            result.insert(result.end(), held, set.elements->end());
+            ElementList merged;
+            merged.reserve(result.size() + added_elements->size());
+            auto kept = result.begin();
+            for (const auto& e : *added_elements) {
+                auto at = std::lower_bound(kept, result.end(), e);
+                if (at != result.end() && *at == e) {
+                    return wire_error<Ruleset>("adds element " + render_element(e, set) + " to set " + name +
+                                               " which already holds it");
+                }
+                merged.insert(merged.end(), std::make_move_iterator(kept), std::make_move_iterator(at));
+                merged.push_back(e);
+                kept = at;
+            }
+            merged.insert(merged.end(), std::make_move_iterator(kept), std::make_move_iterator(result.end()));
+            set.elements = std::make_shared<const ElementList>(std::move(merged));
+        }
+        for (auto& [name, set] : sets) {
+            out.sets.push_back(std::move(set));  // std::map: already sorted by name
+        }
+
+        // Chains, keeping the base's order; new chains go where the compiler puts them.
+        std::vector<Chain> chains = base.chains;
+        auto removed_chains = decode_names(chains_removed, "chains_removed");
+        if (!removed_chains) {
+            return wire_error<Ruleset>(removed_chains.error());
+        }
+        for (const auto& name : *removed_chains) {
+            auto it = std::find_if(chains.begin(), chains.end(), [&](const Chain& c) { return c.name == name; });
+            if (it == chains.end()) {
+                return wire_error<Ruleset>("removes chain " + name + " which the base does not hold");
+            }
+            chains.erase(it);
+        }
+        std::set<std::string> result_chain_names;
+        for (const auto& c : chains) {
+            result_chain_names.insert(c.name);
+        }
+        for (const auto& c : chains_added) {
+            if (c.is_object() && c.contains("name") && c["name"].is_string()) {
+                result_chain_names.insert(c["name"].get<std::string>());
+            }
+        }
+        auto replace_chains = [&](const json& list, const char* what) -> std::optional<std::string> {
+            auto decoded = decode_chains(list, out.sets, result_chain_names);
+            if (!decoded) {
+                return std::string(what) + ": " + decoded.error();
+            }
+            for (auto& c : *decoded) {
+                auto it = std::find_if(chains.begin(), chains.end(), [&](const Chain& x) { return x.name == c.name; });
+                if (it == chains.end()) {
+                    return std::string(what) + ": chain " + c.name + " is not in the base";
+                }
+                *it = std::move(c);
+            }
+            return std::nullopt;
+        };
+        if (auto error = replace_chains(chains_redefined, "chains_redefined")) {
+            return wire_error<Ruleset>(*error);
+        }
+        if (auto error = replace_chains(chains_changed, "chains_changed")) {
+            return wire_error<Ruleset>(*error);
+        }
+        auto new_chains = decode_chains(chains_added, out.sets, result_chain_names);
+        if (!new_chains) {
+            return wire_error<Ruleset>("chains_added: " + new_chains.error());
+        }
+        for (auto& c : *new_chains) {
+            if (std::any_of(chains.begin(), chains.end(), [&](const Chain& x) { return x.name == c.name; })) {
+                return wire_error<Ruleset>("adds chain " + c.name + " which the base already holds");
+            }
+            auto at = std::find_if(chains.begin(), chains.end(),
+                                   [&](const Chain& x) { return canonical_chain_less(c, x); });
+            chains.insert(at, std::move(c));
+        }
+        out.chains = std::move(chains);
+
+        // Port bindings.
+        std::vector<PortBinding> ports = base.ports;
+        for (const auto& p : ports_removed) {
+            auto port = decode_port(p);
+            if (!port) {
+                return wire_error<Ruleset>("ports_removed: " + port.error());
+            }
+            auto it = std::find(ports.begin(), ports.end(), *port);
+            if (it == ports.end()) {
+                return wire_error<Ruleset>("removes port binding " + port->interface + " -> " + port->workload +
+                                           " which the base does not hold");
+            }
+            ports.erase(it);
+        }
+        for (const auto& p : ports_added) {
+            auto port = decode_port(p);
+            if (!port) {
+                return wire_error<Ruleset>("ports_added: " + port.error());
+            }
+            if (std::find(ports.begin(), ports.end(), *port) != ports.end()) {
+                return wire_error<Ruleset>("adds port binding " + port->interface + " -> " + port->workload +
+                                           " which the base already holds");
+            }
+            // The compiler keeps bindings sorted; an added one goes where it would put it.
+            ports.insert(std::upper_bound(ports.begin(), ports.end(), *port), *port);
+        }
+        out.ports = std::move(ports);
+
+        if (auto dangling = dangling_reference(out)) {
+            return wire_error<Ruleset>("result is inconsistent: " + *dangling);
+        }
+        return out;
+    } catch (const json::exception& e) {
+        return wire_error<Ruleset>(std::string("malformed: ") + e.what());
+    }
 }
 
 }  // namespace bulkhead::ruleset

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <expected>
 #include <string>
 #include <vector>
 
@@ -47,5 +48,41 @@ std::string render_nft_diff(const RulesetDiff& diff, const Ruleset& updated);
 std::string render_text_diff(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated);
 
 nlohmann::json to_json(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated);
+
+}  // namespace bulkhead::ruleset
+
+namespace bulkhead::ruleset {
+
+// The machine form of a RulesetDiff that the controller pushes to an enforcer on the
+// control channel (docs/control-channel.md, message "diff"). Format
+// "bulkhead-ruleset-diff/1"; sets, elements and chains use the very encodings of the
+// bulkhead-ruleset/1 document (policies/ruleset.hpp):
+//   {"format": "bulkhead-ruleset-diff/1", "enforcer": E, "full_replace": false,
+//    "sets_added": [<set>...],            full definitions with their elements
+//    "sets_removed": ["name"...],
+//    "set_changes": [{"set": "name", "removed": [<element>...], "added": [<element>...]}],
+//    "chains_added": [<chain>...], "chains_changed": [<chain>...], "chains_removed": [...],
+//  and, only from the three-argument overload:
+//    "policy": P, "ports_removed": [<port>...], "ports_added": [<port>...],
+//    "sets_redefined": [<set>...], "chains_redefined": [<chain>...]}
+//
+// diff_to_wire(diff) carries exactly what RulesetDiff holds. RulesetDiff does not hold the
+// policy name, the port bindings (interface -> workload, used for drop attribution and not
+// part of the ruleset hash) nor, for a full_replace diff, the redefined sets and chains;
+// the overload with `old` and `updated` adds them, so that
+//   apply_wire_diff(old, diff_to_wire(diff_rulesets(old, updated), old, updated))
+// equals `updated` exactly (same to_json document, hence same hash and ports). Prefer it.
+nlohmann::json diff_to_wire(const RulesetDiff& diff);
+nlohmann::json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated);
+
+// Applies a wire diff to `base`. Strict: every removal must name something `base` holds,
+// every addition something it does not hold; the error names what does not fit, e.g.
+// `removes element 10.1.0.5 from set seg_vdi_4 which does not hold it`. The result's
+// references (set lookups, dispatch maps, jumps, map verdicts) must all resolve. A
+// full_replace diff without "sets_redefined"/"chains_redefined" is refused (the one-argument
+// diff_to_wire cannot express it; send the full ruleset instead). Sets stay sorted by name;
+// added chains are placed like the compiler places them (base chains first, then by name).
+// Without "policy"/"ports_*" the base's policy name and port bindings are kept.
+std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const nlohmann::json& wire);
 
 }  // namespace bulkhead::ruleset
