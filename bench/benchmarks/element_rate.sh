@@ -6,6 +6,11 @@
 #     one interface to quarantined_ports, 500 remove them); elements/s, latency p50/p99;
 #     the backend's own ApplyStats::latency; the same transactions on one kept-open socket
 #     (what-if); baseline: 20 of the same diffs through `nft -f`;
+#   * the same kind of change through apply_element_changes(), bursts of
+#     BENCH_QUARANTINE_BURST (1,000) changes per call (adds, then their removal), 3 times,
+#     in both modes: quarantine_pipelined_* (strict: one transaction per change, pipelined
+#     with sendmmsg) and quarantine_coalesced_* (group commit: one transaction per burst);
+#     quarantine_elements_per_s stays the serial apply_diff() reference;
 #   * 10,000-element diffs: 10,000 addresses added to and removed from the shared segment
 #     set seg_vdi_4 (42,240 elements), 3 times; baseline `nft -f` of the same diffs (nft's
 #     removal gets one attempt bounded by BENCH_NFT_REMOVE_TIMEOUT (10 s), then a 50-element
@@ -24,5 +29,5 @@ kbench_netns ns
 bench_log "element_rate: namespace $ns"
 timeout --foreground "${BENCH_ELEMENT_RATE_TIMEOUT:-600}" ip netns exec "$ns" "$BENCH_BIN/bench_element_rate" \
   --netns "$ns" --ruleset "$ruleset" --work-dir "$BENCH_WORK/kernel" \
-  --changes "${BENCH_QUARANTINE_CHANGES:-1000}" --nft-changes "${BENCH_NFT_CHANGES:-20}" \
+  --changes "${BENCH_QUARANTINE_CHANGES:-1000}" --burst "${BENCH_QUARANTINE_BURST:-1000}" --nft-changes "${BENCH_NFT_CHANGES:-20}" \
   --nft-timeout "${BENCH_NFT_REMOVE_TIMEOUT:-10}" --nft-remove-sample 50

@@ -11,6 +11,7 @@
 #include <sys/time.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -227,6 +228,163 @@ std::expected<BatchOutcome, KernelError> NetlinkSocket::send_batch(const Batch& 
             if (code != 0 && ours.contains(nlh->nlmsg_seq)) {
                 outcome.errors.push_back({nlh->nlmsg_seq, code, ack.offset, ack.message});
             }
+        }
+    }
+    return outcome;
+}
+
+PipelineOutcome NetlinkSocket::send_transactions(const Batch& batch,
+                                                 const std::vector<ElementTransaction>& transactions,
+                                                 std::size_t window, std::size_t receive_buffer) {
+    drain();
+    PipelineOutcome outcome;
+    outcome.transactions.resize(transactions.size());
+    if (transactions.empty()) {
+        return outcome;
+    }
+    window = std::clamp<std::size_t>(window, 1, 1024);
+    const int fd = mnl_socket_get_fd(socket_);
+    const auto& messages = batch.messages();
+    const std::uint32_t first_seq = messages.front().seq;
+    // Message index -> transaction; every non-delimiter message carries NLM_F_ACK.
+    std::vector<std::size_t> owner(messages.size(), transactions.size());
+    std::vector<bool> acked(messages.size(), false);
+    std::size_t largest = 0;
+    for (std::size_t t = 0; t < transactions.size(); ++t) {
+        std::size_t bytes = 0;
+        for (auto m = transactions[t].first_message; m < transactions[t].end_message; ++m) {
+            owner[m] = t;
+            bytes += messages[m].length;
+            if (messages[m].type != NFNL_MSG_BATCH_BEGIN && messages[m].type != NFNL_MSG_BATCH_END) {
+                ++outcome.transactions[t].expected_acks;
+            }
+        }
+        largest = std::max(largest, bytes);
+    }
+    if (static_cast<std::size_t>(get_int_option(fd, SOL_SOCKET, SO_SNDBUF)) < largest + 4096) {
+        const int want = static_cast<int>(largest + 4096);
+        if (set_int_option(fd, SOL_SOCKET, SO_SNDBUFFORCE, want) < 0) {
+            set_int_option(fd, SOL_SOCKET, SO_SNDBUF, want);
+        }
+    }
+    // A window's ACKs plus an error each, ~1 KiB of truesize apiece.
+    const auto want_rcv = window * 2 * 1024 + 64 * 1024;
+    if (receive_buffer != 0) {
+        set_int_option(fd, SOL_SOCKET, SO_RCVBUF, static_cast<int>(receive_buffer));
+    } else if (static_cast<std::size_t>(get_int_option(fd, SOL_SOCKET, SO_RCVBUF)) < want_rcv) {
+        if (set_int_option(fd, SOL_SOCKET, SO_RCVBUFFORCE, static_cast<int>(want_rcv)) < 0) {
+            set_int_option(fd, SOL_SOCKET, SO_RCVBUF, static_cast<int>(want_rcv));
+        }
+    }
+    if (receive_buffer == 0) {
+        // Where the buffer could not be raised (no CAP_NET_ADMIN for the FORCE option), send
+        // fewer transactions per window rather than lose ACKs (the kernel reports the
+        // buffer doubled; ~2 KiB per transaction).
+        window = std::clamp<std::size_t>(
+            static_cast<std::size_t>(std::max(get_int_option(fd, SOL_SOCKET, SO_RCVBUF), 0)) / 4096, 1, window);
+    }
+    // One iovec run per transaction (a transaction may straddle two pages).
+    std::vector<iovec> iov;
+    std::vector<std::pair<std::size_t, std::size_t>> runs;  // (first iovec, count)
+    for (const auto& t : transactions) {
+        const auto start = iov.size();
+        for (auto m = t.first_message; m < t.end_message; ++m) {
+            const auto& msg = messages[m];
+            auto* base = const_cast<std::uint8_t*>(batch.pages()[msg.page].data()) + msg.offset;
+            if (iov.size() > start && static_cast<std::uint8_t*>(iov.back().iov_base) + iov.back().iov_len == base) {
+                iov.back().iov_len += msg.length;
+            } else {
+                iov.push_back(iovec{base, msg.length});
+            }
+        }
+        runs.emplace_back(start, iov.size() - start);
+    }
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    const auto portid = mnl_socket_get_portid(socket_);
+    std::unique_ptr<char[]> buf(new char[receive_size]);
+    std::vector<mmsghdr> msgs(window);
+    for (std::size_t base = 0; base < transactions.size(); base += window) {
+        const std::size_t count = std::min(window, transactions.size() - base);
+        for (std::size_t i = 0; i < count; ++i) {
+            msgs[i] = mmsghdr{};
+            msgs[i].msg_hdr.msg_name = &kernel;
+            msgs[i].msg_hdr.msg_namelen = sizeof(kernel);
+            msgs[i].msg_hdr.msg_iov = &iov[runs[base + i].first];
+            msgs[i].msg_hdr.msg_iovlen = runs[base + i].second;
+        }
+        // sendmmsg() returns how many datagrams went out; bounded: each call sends at least
+        // one or fails.
+        std::size_t sent = 0;
+        while (sent < count) {
+            const int n = sendmmsg(fd, &msgs[sent], static_cast<unsigned int>(count - sent), 0);
+            ++outcome.send_calls;
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                outcome.transport_error = errno_error("sendmmsg of the element transactions failed",
+                                                      n < 0 ? errno : EIO, "batch");
+                break;
+            }
+            for (int i = 0; i < n; ++i) {
+                outcome.transactions[base + sent + static_cast<std::size_t>(i)].sent = true;
+            }
+            sent += static_cast<std::size_t>(n);
+        }
+        // Read every reply that is queued; wait briefly only if ACKs of sent ones are missing.
+        std::size_t missing = 0;
+        for (std::size_t i = 0; i < sent; ++i) {
+            missing += outcome.transactions[base + i].expected_acks;
+        }
+        bool waited = false;
+        for (std::size_t guard = 0; guard < 1'000'000; ++guard) {
+            const ssize_t n = recv(fd, buf.get(), receive_size, MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == ENOBUFS) {
+                    outcome.enobufs = true;
+                    continue;
+                }
+                if ((errno == EAGAIN || errno == EWOULDBLOCK) && missing != 0 && !waited) {
+                    pollfd p{fd, POLLIN, 0};
+                    waited = true;
+                    if (poll(&p, 1, 200) > 0) {
+                        waited = false;
+                    }
+                    continue;
+                }
+                break;
+            }
+            int remaining = static_cast<int>(n);
+            for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.get()); mnl_nlmsg_ok(nlh, remaining);
+                 nlh = mnl_nlmsg_next(nlh, &remaining)) {
+                if ((nlh->nlmsg_pid != portid && nlh->nlmsg_pid != 0) || nlh->nlmsg_type != NLMSG_ERROR ||
+                    nlh->nlmsg_len < mnl_nlmsg_size(sizeof(nlmsgerr))) {
+                    continue;
+                }
+                const std::uint32_t index = nlh->nlmsg_seq - first_seq;
+                if (index >= messages.size() || owner[index] >= transactions.size()) {
+                    continue;  // not ours (an earlier exchange's late reply)
+                }
+                auto& t = outcome.transactions[owner[index]];
+                auto [code, ack] = parse_error(nlh);
+                const bool delimiter = messages[index].type == NFNL_MSG_BATCH_BEGIN ||
+                                       messages[index].type == NFNL_MSG_BATCH_END;
+                if (!delimiter && !acked[index]) {
+                    acked[index] = true;
+                    ++t.acks;
+                    missing -= missing != 0 ? 1 : 0;
+                }
+                if (code != 0) {
+                    t.errors.push_back({nlh->nlmsg_seq, code, ack.offset, ack.message});
+                }
+            }
+        }
+        if (outcome.transport_error) {
+            break;
         }
     }
     return outcome;

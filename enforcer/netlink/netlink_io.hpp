@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,21 @@ struct BatchOutcome {
     bool complete() const { return !enobufs && acks == expected_acks; }
 };
 
+// The outcome of one transaction of a pipelined element-change batch.
+struct TransactionOutcome {
+    bool sent = false;
+    std::size_t expected_acks = 0;
+    std::size_t acks = 0;
+    std::vector<AckError> errors;  // element errors, and commit errors (on the begin seq)
+};
+
+struct PipelineOutcome {
+    std::vector<TransactionOutcome> transactions;  // parallel to the ElementTransactions
+    bool enobufs = false;         // ACKs (or errors) were dropped by the socket
+    std::size_t send_calls = 0;   // sendmmsg() calls
+    std::optional<KernelError> transport_error;  // sending stopped here (rest not sent)
+};
+
 class NetlinkSocket {
 public:
     static std::expected<NetlinkSocket, KernelError> open();
@@ -43,6 +59,14 @@ public:
     // SO_SNDBUF with SO_SNDBUFFORCE as needed) and reads every ACK.
     std::expected<BatchOutcome, KernelError> send_batch(const Batch& batch,
                                                         std::size_t receive_buffer);
+
+    // The transactions of `batch`, each its own datagram, `window` per sendmmsg(); the
+    // ACKs of a window are read before the next one is sent (nfnetlink handles each
+    // datagram synchronously inside the call, so they are all queued by then).
+    // `receive_buffer` as in NetlinkOptions (0: sized for a window's ACKs).
+    PipelineOutcome send_transactions(const Batch& batch,
+                                      const std::vector<ElementTransaction>& transactions,
+                                      std::size_t window, std::size_t receive_buffer = 0);
 
     std::expected<std::uint32_t, KernelError> generation(std::uint32_t seq);
 

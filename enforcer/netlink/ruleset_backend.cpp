@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <set>
 #include <sstream>
 
 namespace bulkhead::enforcer {
@@ -58,9 +59,53 @@ std::string DriftReport::summary() const {
     return out.str();
 }
 
+std::size_t ElementChangesReport::failed() const {
+    return static_cast<std::size_t>(
+        std::count_if(results.begin(), results.end(), [](const auto& r) { return !r.ok(); }));
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+ruleset::RulesetDiff one_change_diff(const ruleset::Ruleset& current, const ElementChange& change) {
+    ruleset::RulesetDiff diff;
+    diff.enforcer = current.enforcer;
+    ruleset::ElementList one{change.element};
+    if (change.kind == ElementChange::Kind::Add) {
+        diff.set_changes.push_back({change.set, {}, std::move(one)});
+    } else {
+        diff.set_changes.push_back({change.set, std::move(one), {}});
+    }
+    return diff;
+}
+
+}  // namespace
+
+// Serial reference: one apply_diff() per change.
+ElementChangesReport RulesetBackend::apply_element_changes(std::span<const ElementChange> changes,
+                                                           const ruleset::Ruleset& current,
+                                                           ElementCommit /*mode*/) {
+    const auto start = Clock::now();
+    ElementChangesReport report;
+    report.results.resize(changes.size());
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        auto applied = apply_diff(one_change_diff(current, changes[i]), current);
+        report.results[i].transaction = report.transactions++;
+        if (applied) {
+            ++report.committed;
+            report.generation = applied->generation;
+            report.acks_incomplete = report.acks_incomplete || applied->acks_incomplete;
+        } else {
+            report.results[i].error = applied.error();
+        }
+    }
+    report.send_calls = report.transactions;
+    report.latency = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
+    return report;
+}
+
+namespace {
 
 // The first error of an aborted batch, named after the IR object its message carried.
 KernelError describe_failure(const Batch& batch, const detail::BatchOutcome& outcome) {
@@ -296,6 +341,188 @@ std::expected<ApplyStats, KernelError> NetlinkRulesetBackend::apply_diff(
         return build_diff_batch(diff, desired, {options_.page_size, first_seq, false});
     };
     return run_held(socket_, {*batch, desired, true, check}, options_, next_seq_, start);
+}
+
+namespace {
+
+// One kernel error of an element-change transaction, named after the element it points at.
+KernelError element_error(const Batch& batch, const detail::AckError& e) {
+    KernelError k;
+    k.error_number = e.error_number;
+    const BatchMessage* message = batch.find(e.seq);
+    if (message != nullptr && message->type == NFNL_MSG_BATCH_BEGIN) {
+        k.object = "batch";
+        k.message = "the kernel could not commit the transaction";
+    } else {
+        k.object = batch.object_at(e.seq, e.offset);
+        k.message = "the kernel rejected " + (k.object.empty() ? std::string("a message") : k.object);
+    }
+    k.message += ": " + std::string(std::strerror(e.error_number));
+    if (!e.extack.empty()) {
+        k.message += " (" + e.extack + ")";
+    }
+    return k;
+}
+
+}  // namespace
+
+ElementChangesReport NetlinkRulesetBackend::apply_element_changes(std::span<const ElementChange> changes,
+                                                                  const ruleset::Ruleset& current,
+                                                                  ElementCommit mode) {
+    const auto start = Clock::now();
+    ElementChangesReport report;
+    report.results.resize(changes.size());
+    auto finish = [&]() {
+        report.latency = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
+        return std::move(report);
+    };
+    if (changes.empty()) {
+        return finish();
+    }
+    auto socket = this->socket();
+    if (!socket) {
+        for (auto& r : report.results) {
+            r.error = socket.error();
+        }
+        return finish();
+    }
+    constexpr std::size_t window = 256;         // transactions per sendmmsg()
+    constexpr std::size_t coalesced_rounds = 4;  // then the rest one transaction per change
+    std::vector<std::size_t> todo(changes.size());
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+        todo[i] = i;
+    }
+    std::vector<std::size_t> unknown;  // ACKs lost: decided from the table afterwards
+    bool transport_failed = false;
+    ElementCommit round_mode = mode;
+    for (std::size_t round = 0; round <= coalesced_rounds && !todo.empty(); ++round) {
+        if (round == coalesced_rounds) {
+            round_mode = ElementCommit::PipelinedPerChange;
+        }
+        auto built = build_element_change_batch(changes, todo, current, round_mode,
+                                                {options_.page_size, next_seq_, true});
+        next_seq_ += static_cast<std::uint32_t>(built.batch.messages().size());
+        for (auto& [index, error] : built.refused) {
+            report.results[index].error = std::move(error);
+        }
+        todo.clear();
+        if (built.transactions.empty()) {
+            break;
+        }
+        auto out = (*socket)->send_transactions(built.batch, built.transactions, window,
+                                                options_.receive_buffer);
+        report.send_calls += out.send_calls;
+        bool go_strict = false;
+        for (std::size_t t = 0; t < built.transactions.size(); ++t) {
+            const auto& tx = built.transactions[t];
+            const auto& to = out.transactions[t];
+            if (!to.sent) {
+                for (const auto c : tx.changes) {
+                    report.results[c].error = out.transport_error.value_or(
+                        KernelError{"the transaction was not sent", EIO, "batch"});
+                }
+                continue;
+            }
+            const std::size_t tx_index = report.transactions++;
+            for (const auto c : tx.changes) {
+                report.results[c].transaction = tx_index;
+            }
+            if (to.errors.empty()) {
+                if (to.acks == to.expected_acks) {
+                    ++report.committed;
+                } else {
+                    unknown.insert(unknown.end(), tx.changes.begin(), tx.changes.end());
+                }
+                continue;
+            }
+            // Aborted: nothing of this transaction is in the kernel. Each error the kernel
+            // pinned on a change fails that change; the others are retried.
+            std::set<std::size_t> refused;
+            bool unattributed = false;
+            if (round_mode == ElementCommit::Coalesced) {
+                for (const auto& e : to.errors) {
+                    if (const auto c = built.batch.change_at(e.seq, e.offset)) {
+                        if (refused.insert(*c).second) {
+                            report.results[*c].error = element_error(built.batch, e);
+                        }
+                    } else {
+                        unattributed = true;
+                    }
+                }
+            } else {
+                // One change: the transaction's first error is the change's.
+                auto errors = to.errors;
+                std::sort(errors.begin(), errors.end(),
+                          [](const auto& a, const auto& b) { return a.seq < b.seq; });
+                report.results[tx.changes.front()].error = element_error(built.batch, errors.front());
+                continue;
+            }
+            go_strict = go_strict || unattributed;
+            for (const auto c : tx.changes) {
+                if (!refused.contains(c)) {
+                    todo.push_back(c);
+                }
+            }
+        }
+        if (out.transport_error) {
+            transport_failed = true;
+            break;
+        }
+        if (go_strict) {
+            // An error that names no change (a commit error, no element offset): decide the
+            // rest one transaction per change.
+            round_mode = ElementCommit::PipelinedPerChange;
+        }
+        if (out.enobufs) {
+            report.acks_incomplete = true;
+        }
+    }
+    if (transport_failed) {
+        socket_.reset();
+        return finish();
+    }
+    if (!unknown.empty()) {
+        // Some ACKs never came (ENOBUFS): read the table and decide those changes by what it
+        // holds (an addition is done if the element is there, a removal if it is not).
+        report.acks_incomplete = true;
+        auto table = detail::read_table(**socket, next_seq_);
+        for (const auto c : unknown) {
+            const auto& change = changes[c];
+            if (!table) {
+                report.results[c].error = KernelError{
+                    "ACKs lost and the table could not be read back: " + table.error().message,
+                    table.error().error_number, "set " + change.set};
+                continue;
+            }
+            const auto* set = current.find_set(change.set);
+            const auto kernel = std::find_if(table->sets.begin(), table->sets.end(),
+                                             [&](const auto& s) { return s.name == change.set; });
+            bool present = false;
+            if (set != nullptr && kernel != table->sets.end()) {
+                const auto decoded = detail::decode_elements(*set, kernel->elements);
+                present = std::binary_search(decoded.elements.begin(), decoded.elements.end(),
+                                             change.element);
+            }
+            const bool done = present == (change.kind == ElementChange::Kind::Add);
+            report.results[c].settled_from_table = true;
+            if (!done) {
+                report.results[c].error = KernelError{
+                    "ACKs lost (ENOBUFS) and the kernel's set " + change.set +
+                        (present ? " still holds " : " lacks ") + "the element: not committed",
+                    EIO, "set " + change.set};
+            }
+        }
+        if (!table) {
+            socket_.reset();
+            return finish();
+        }
+    }
+    if (auto gen = (*socket)->generation(next_seq_++)) {
+        report.generation = *gen;
+    } else {
+        socket_.reset();
+    }
+    return finish();
 }
 
 }  // namespace bulkhead::enforcer

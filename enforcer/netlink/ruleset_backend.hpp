@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,52 @@ struct DriftReport {
     std::string summary() const;  // "clean" or "table missing" or "2 missing elements; ..."
 };
 
+// One set-element change (a quarantine, a released port, a VDI's address), independent of
+// the others: each gets its own result.
+struct ElementChange {
+    enum class Kind : std::uint8_t { Add, Remove };
+    Kind kind = Kind::Add;
+    std::string set;  // a named set or map of the ruleset
+    ruleset::Element element;
+};
+
+// How apply_element_changes() commits.
+enum class ElementCommit : std::uint8_t {
+    // Strict: every change is its own transaction (BEGIN, one element message, END), atomic
+    // and reported on its own, exactly as if each were a separate apply_diff(). The
+    // transactions are pipelined: written back to back, one datagram each (the kernel
+    // commits a datagram's first batch and drops anything after its END), handed over in
+    // windows with one sendmmsg() per window, the ACKs collected after each window.
+    PipelinedPerChange,
+    // Group commit: the changes go into one transaction (consecutive changes of the same set
+    // and kind share a message). A change the kernel refuses is reported alone and the
+    // others are retried without it (bounded; then per change). Committed changes of one
+    // call commit together, so a refused change never takes the others down with it.
+    Coalesced,
+};
+
+struct ElementChangeResult {
+    std::optional<KernelError> error;  // nullopt: committed
+    std::size_t transaction = 0;       // which transaction of the call decided it (0-based)
+    // The transaction's ACKs were lost (ENOBUFS) and the result was read from the table: an
+    // addition whose element is there, or a removal whose element is gone, is reported as
+    // done, even if the kernel refused it because that was already so.
+    bool settled_from_table = false;
+    bool ok() const { return !error.has_value(); }
+};
+
+struct ElementChangesReport {
+    std::vector<ElementChangeResult> results;  // one per change, in the changes' order
+    std::size_t transactions = 0;              // sent (committed or aborted)
+    std::size_t committed = 0;                 // of those, committed
+    std::size_t send_calls = 0;                // sendmmsg()/sendmsg() system calls
+    std::uint32_t generation = 0;              // ruleset generation afterwards (0: unknown)
+    std::chrono::nanoseconds latency{};
+    // ACKs went missing; the outcome of the changes concerned was read back from the table.
+    bool acks_incomplete = false;
+    std::size_t failed() const;
+};
+
 class RulesetBackend {
 public:
     virtual ~RulesetBackend() = default;
@@ -66,6 +114,15 @@ public:
     virtual std::expected<DriftReport, KernelError> check(const ruleset::Ruleset& desired) = 0;
     // NFT_MSG_GETGEN: the ruleset generation id, bumped by every committed transaction.
     virtual std::expected<std::uint32_t, KernelError> generation() = 0;
+    // Independent element changes, each with its own result. `current` supplies the sets'
+    // definitions (key types, flags). Element additions behave like `nft add element` (an
+    // element already present is fine), removals fail for a missing element. The default
+    // implementation is serial: one apply_diff() per change (what the fakes use); `mode`
+    // only changes how the netlink backend batches the transactions, never a result
+    // (except that a coalesced call commits its successful changes together).
+    virtual ElementChangesReport apply_element_changes(std::span<const ElementChange> changes,
+                                                       const ruleset::Ruleset& current,
+                                                       ElementCommit mode);
 };
 
 struct NetlinkOptions {
@@ -93,6 +150,9 @@ public:
                                                       const ruleset::Ruleset& desired) override;
     std::expected<DriftReport, KernelError> check(const ruleset::Ruleset& desired) override;
     std::expected<std::uint32_t, KernelError> generation() override;
+    ElementChangesReport apply_element_changes(std::span<const ElementChange> changes,
+                                               const ruleset::Ruleset& current,
+                                               ElementCommit mode) override;
 
     // Check mode: sends the replace batch without its end message, so the kernel parses and
     // validates every object and then aborts. Nothing is committed.
@@ -144,6 +204,9 @@ public:
     std::vector<std::uint8_t> message_bytes(std::size_t index) const;
     // The message (and element, if the kernel pointed at one) that `seq`/`offset` name.
     std::string object_at(std::uint32_t seq, std::uint32_t error_offset) const;
+    // Element-change batches: the index of the ElementChange the kernel pointed at (the
+    // element at `offset` of message `seq`, or the message's only change), if known.
+    std::optional<std::size_t> change_at(std::uint32_t seq, std::uint32_t error_offset) const;
     const BatchMessage* find(std::uint32_t seq) const;
 
     struct Impl;
@@ -163,6 +226,31 @@ std::expected<Batch, KernelError> build_replace_batch(const ruleset::Ruleset& de
 std::expected<Batch, KernelError> build_diff_batch(const ruleset::RulesetDiff& diff,
                                                    const ruleset::Ruleset& desired,
                                                    const BatchOptions& options = {});
+
+// Element changes as transactions (pure). PipelinedPerChange: one transaction per change
+// (BEGIN, NEWSETELEM/DELSETELEM with one element, END; no table message: a missing table or
+// set is that change's error). Coalesced: one transaction for all of them. `which` selects
+// the changes (indices into `changes`); a change that cannot be encoded (unknown set,
+// element that does not fit the set) is not sent and gets its error in `refused`.
+struct ElementTransaction {
+    std::size_t first_message = 0;     // its BATCH_BEGIN
+    std::size_t end_message = 0;       // one past its BATCH_END
+    std::vector<std::size_t> changes;  // indices into `changes`
+};
+struct ElementChangeBatch {
+    Batch batch;
+    std::vector<ElementTransaction> transactions;
+    std::vector<std::pair<std::size_t, KernelError>> refused;
+};
+ElementChangeBatch build_element_change_batch(std::span<const ElementChange> changes,
+                                              std::span<const std::size_t> which,
+                                              const ruleset::Ruleset& current, ElementCommit mode,
+                                              const BatchOptions& options = {});
+
+// The order (indices into desired.sets) in which build_replace_batch creates the sets:
+// `dynamic` sets first, then by how often the kernel will look each one up by name, per
+// byte of name (see batch_builder.cpp). The order changes nothing but the kernel's cost.
+std::vector<std::size_t> set_creation_order(const ruleset::Ruleset& desired);
 
 // The rules of a batch in `nft --debug=netlink` notation ("inet bulkhead forward" then one
 // "  [ expr ]" line per expression), decoded back from the built messages with libnftnl.

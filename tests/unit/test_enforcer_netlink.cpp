@@ -279,17 +279,19 @@ TEST_CASE("enforcer netlink: replace batch message sequence") {
         "NEWCHAIN chain forward",
         "NEWCHAIN chain c_extra",
         "NEWCHAIN chain c_out",
+        // set_creation_order(): the dynamic set first, then (1 + element messages + rules
+        // looking it up) / (name length + 8), highest first, ties in IR order.
+        "NEWSET set quarantined",
+        "NEWSET set icmp4",
+        "NEWSETELEM elements of set icmp4 (1 elements)",
+        "NEWSET map ports",
+        "NEWSETELEM elements of map ports (2 elements)",
         "NEWSET set allow4",
         "NEWSETELEM elements of set allow4 (2 elements)",
         "NEWSET set allow6",
         "NEWSETELEM elements of set allow6 (1 elements)",
         "NEWSET set hosts4",
         "NEWSETELEM elements of set hosts4 (2 elements)",
-        "NEWSET set icmp4",
-        "NEWSETELEM elements of set icmp4 (1 elements)",
-        "NEWSET map ports",
-        "NEWSETELEM elements of map ports (2 elements)",
-        "NEWSET set quarantined",
         "NEWRULE rule 1 of chain forward",
         "NEWRULE rule 2 of chain forward",
         "NEWSET anonymous set of rule 3 of chain forward",
@@ -851,4 +853,172 @@ TEST_CASE("enforcer netlink: the fake backend behaves like the kernel edge") {
     CHECK(fake.check(old)->table_missing);
     REQUIRE(fake.replace(old));
     CHECK(fake.check(old)->clean());
+}
+
+TEST_CASE("enforcer netlink: sets are created dynamic first, then by lookups per name byte") {
+    const auto ruleset = small_ruleset();
+    const auto order = set_creation_order(ruleset);
+    REQUIRE(order.size() == ruleset.sets.size());
+    std::vector<std::string> names;
+    for (const auto i : order) {
+        names.push_back(ruleset.sets[i].name);
+    }
+    // "quarantined" is dynamic (changed one element at a time at run time): first. The map
+    // (dispatch + elements) and the looked-up sets follow; a permutation of the IR's sets.
+    CHECK(names.front() == "quarantined");
+    auto sorted = names;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<std::string> ir;
+    for (const auto& s : ruleset.sets) {
+        ir.push_back(s.name);
+    }
+    std::sort(ir.begin(), ir.end());
+    CHECK(sorted == ir);
+
+    SUBCASE("a set many rules look up comes before one no rule looks up") {
+        ruleset::Ruleset r;
+        ruleset::SetDefinition unused, used;
+        unused.name = "aaaa";
+        unused.key = {KeyType::Ipv4Addr};
+        used.name = "bbbb";
+        used.key = {KeyType::Ipv4Addr};
+        r.sets = {unused, used};
+        ruleset::Chain chain;
+        chain.name = "c";
+        for (int i = 0; i < 3; ++i) {
+            ruleset::Rule rule;
+            rule.matches.push_back(ruleset::SetLookup{{ruleset::Field::Ip4Daddr}, "bbbb"});
+            chain.rules.push_back(rule);
+        }
+        r.chains = {chain};
+        CHECK(set_creation_order(r) == std::vector<std::size_t>{1, 0});
+    }
+}
+
+namespace {
+
+std::vector<ElementChange> port_changes(const std::vector<std::pair<ElementChange::Kind, std::string>>& list,
+                                        const std::string& set = "quarantined") {
+    std::vector<ElementChange> out;
+    for (const auto& [kind, port] : list) {
+        out.push_back({kind, set, Element{{port}, ""}});
+    }
+    return out;
+}
+
+std::vector<std::size_t> all_of(std::size_t n) {
+    std::vector<std::size_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        v[i] = i;
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("enforcer netlink: element changes as pipelined or coalesced transactions") {
+    const auto ruleset = small_ruleset();
+    using K = ElementChange::Kind;
+    auto changes = port_changes({{K::Add, "vdi101"}, {K::Add, "vdi102"}, {K::Remove, "vdi103"}, {K::Add, "vdi104"}});
+    changes.push_back({K::Add, "no_such_set", Element{{std::string("vdi105")}, ""}});
+    // An address is no interface name: refused before sending.
+    changes.push_back({K::Add, "quarantined", ruleset.find_set("hosts4")->elements->front()});
+    const auto which = all_of(changes.size());
+
+    SUBCASE("strict: one transaction per change, no table message") {
+        auto built = build_element_change_batch(changes, which, ruleset, ElementCommit::PipelinedPerChange);
+        REQUIRE(built.refused.size() == 2);
+        CHECK(built.refused[0].first == 4);
+        CHECK(built.refused[0].second.object == "set no_such_set");
+        CHECK(built.refused[1].first == 5);
+        CHECK(built.refused[1].second.object == "set quarantined");
+        REQUIRE(built.transactions.size() == 4);
+        const auto lines = built.batch.describe();
+        const std::vector<std::string> expected{
+            "BATCH_BEGIN batch", "NEWSETELEM elements of set quarantined (1 elements)", "BATCH_END batch",
+            "BATCH_BEGIN batch", "NEWSETELEM elements of set quarantined (1 elements)", "BATCH_END batch",
+            "BATCH_BEGIN batch", "DELSETELEM elements of set quarantined (1 elements)", "BATCH_END batch",
+            "BATCH_BEGIN batch", "NEWSETELEM elements of set quarantined (1 elements)", "BATCH_END batch",
+        };
+        CHECK(lines == expected);
+        for (std::size_t t = 0; t < 4; ++t) {
+            const auto& tx = built.transactions[t];
+            CHECK(tx.first_message == 3 * t);
+            CHECK(tx.end_message == 3 * t + 3);
+            REQUIRE(tx.changes.size() == 1);
+            CHECK(tx.changes[0] == t);
+            // An error on the element message names the change, with or without an offset.
+            const auto& m = built.batch.messages()[3 * t + 1];
+            CHECK(built.batch.change_at(m.seq, 0) == t);
+            const auto offsets = element_offsets(built.batch.message_bytes(3 * t + 1));
+            REQUIRE(offsets.size() == 1);
+            CHECK(built.batch.change_at(m.seq, offsets[0] + 4) == t);
+            CHECK_FALSE(built.batch.change_at(built.batch.messages()[3 * t].seq, 0));  // begin
+            // Additions like `nft add element`: create, not exclusive; every change ACKed.
+            const auto bytes = built.batch.message_bytes(3 * t + 1);
+            const auto* nlh = header(bytes);
+            CHECK((nlh->nlmsg_flags & NLM_F_EXCL) == 0);
+            CHECK((nlh->nlmsg_flags & NLM_F_ACK) != 0);
+        }
+    }
+
+    SUBCASE("coalesced: one transaction, consecutive changes of a set and kind share a message") {
+        auto built = build_element_change_batch(changes, which, ruleset, ElementCommit::Coalesced);
+        CHECK(built.refused.size() == 2);
+        REQUIRE(built.transactions.size() == 1);
+        CHECK(built.transactions[0].changes == std::vector<std::size_t>{0, 1, 2, 3});
+        const std::vector<std::string> expected{
+            "BATCH_BEGIN batch",
+            "NEWSETELEM elements of set quarantined (2 elements)",
+            "DELSETELEM elements of set quarantined (1 elements)",
+            "NEWSETELEM elements of set quarantined (1 elements)",
+            "BATCH_END batch",
+        };
+        CHECK(built.batch.describe() == expected);
+        // The kernel's error offset inside the shared message names the one change.
+        const auto& m = built.batch.messages()[1];
+        const auto offsets = element_offsets(built.batch.message_bytes(1));
+        REQUIRE(offsets.size() == 2);
+        CHECK(built.batch.change_at(m.seq, offsets[0] + 4) == 0);
+        CHECK(built.batch.change_at(m.seq, offsets[1] + 4) == 1);
+        CHECK(built.batch.object_at(m.seq, offsets[1] + 4) == "element \"vdi102\" of set quarantined");
+        CHECK_FALSE(built.batch.change_at(m.seq, 0));  // two changes, no offset: unknown
+        CHECK(built.batch.change_at(built.batch.messages()[2].seq, 0) == 2);
+    }
+
+    SUBCASE("a subset of the changes") {
+        const std::vector<std::size_t> some{1, 3};
+        auto built = build_element_change_batch(changes, some, ruleset, ElementCommit::PipelinedPerChange);
+        CHECK(built.refused.empty());
+        REQUIRE(built.transactions.size() == 2);
+        CHECK(built.transactions[0].changes == std::vector<std::size_t>{1});
+        CHECK(built.transactions[1].changes == std::vector<std::size_t>{3});
+    }
+}
+
+TEST_CASE("enforcer netlink: element changes on the fake fail one by one") {
+    FakeRulesetBackend fake;
+    const auto ruleset = small_ruleset();
+    REQUIRE(fake.replace(ruleset));
+    using K = ElementChange::Kind;
+    // The removal in the middle finds nothing: only it fails.
+    const auto changes = port_changes({{K::Add, "vdi201"}, {K::Remove, "ghost"}, {K::Add, "vdi202"}});
+    for (const auto mode : {ElementCommit::PipelinedPerChange, ElementCommit::Coalesced}) {
+        const auto before = *fake.generation();
+        const auto report = fake.apply_element_changes(changes, ruleset, mode);
+        REQUIRE(report.results.size() == 3);
+        CHECK(report.results[0].ok());
+        REQUIRE_FALSE(report.results[1].ok());
+        CHECK(report.results[1].error->error_number == ENOENT);
+        CHECK(report.results[2].ok());
+        CHECK(report.failed() == 1);
+        CHECK(report.committed == 2);
+        CHECK(*fake.generation() == before + 2);
+        const auto* set = fake.table()->find_set("quarantined");
+        REQUIRE(set != nullptr);
+        CHECK(set->elements->size() == 2);
+        // Back to the start for the next mode.
+        const auto undo = port_changes({{K::Remove, "vdi201"}, {K::Remove, "vdi202"}});
+        CHECK(fake.apply_element_changes(undo, ruleset, mode).failed() == 0);
+    }
 }
