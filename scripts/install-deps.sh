@@ -13,6 +13,9 @@ packages=(
   build-essential cmake pkg-config git ca-certificates
   # libraries named by the design
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
+  libsqlite3-dev libssl-dev
+  # openssl: the lab makes its CA and certificates with it
+  openssl
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces
   nftables iproute2 iputils-ping procps
   # /etc/protocols and /etc/services: nft resolves names like "icmp" or "ipv6-icmp" there,

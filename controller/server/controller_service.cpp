@@ -1,0 +1,2175 @@
+#include "controller/server/controller_service.hpp"
+
+#include "policies/diagnostics.hpp"
+#include "policies/net_address.hpp"
+#include "policies/policy_evaluator.hpp"
+#include "policies/policy_reader.hpp"
+#include "policies/ruleset_diff.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <iostream>
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------- helpers ----------------
+
+// A quarantine's stored form inside results (found by ADL from nlohmann::json).
+void to_json(json& j, const Quarantine& q) {
+    j = json{{"id", q.id}, {"workload", q.workload}, {"reason", q.reason}, {"actor", q.actor},
+             {"automatic", q.automatic}, {"incident_id", q.incident_id ? json(*q.incident_id) : json(nullptr)},
+             {"created_at", q.created_at}, {"released_at", q.released_at ? json(*q.released_at) : json(nullptr)},
+             {"released_by", q.released_by}};
+}
+
+void from_json(const json& j, Quarantine& q) {
+    q.id = j.value("id", std::int64_t{0});
+    q.workload = j.value("workload", "");
+    q.reason = j.value("reason", "");
+    q.actor = j.value("actor", "");
+    q.automatic = j.value("automatic", false);
+    if (j.contains("incident_id") && j["incident_id"].is_number_integer()) {
+        q.incident_id = j["incident_id"].get<std::int64_t>();
+    }
+    q.created_at = j.value("created_at", TimeMs{0});
+    if (j.contains("released_at") && j["released_at"].is_number_integer()) {
+        q.released_at = j["released_at"].get<TimeMs>();
+    }
+    q.released_by = j.value("released_by", "");
+}
+
+
+namespace {
+
+ApiError error(int status, std::string code, std::string message, json details = nullptr) {
+    return ApiError{status, std::move(code), std::move(message), std::move(details)};
+}
+
+ApiError from_store(const StoreError& e) {
+    switch (e.kind) {
+    case StoreError::Kind::NotFound: return error(404, "not-found", e.message);
+    case StoreError::Kind::Conflict: return error(409, "conflict", e.message);
+    case StoreError::Kind::Invalid: return error(400, "invalid", e.message);
+    case StoreError::Kind::Io: break;
+    }
+    std::cerr << "bulkhead-controller: store error: " << e.message << "\n";
+    return error(500, "store-error", "the controller's store failed: " + e.message);
+}
+
+ApiError invalid_document(std::string message, const policy::Diagnostics& diagnostics) {
+    return error(422, "invalid-document", std::move(message),
+                 json{{"errors", policy::diagnostics_to_json(diagnostics)}});
+}
+
+std::string format_time_ms(TimeMs ms) {
+    const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    char text[64];
+    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms % 1000));
+    return text;
+}
+
+json optional_time(const std::optional<TimeMs>& ms) {
+    return ms ? json(format_time_ms(*ms)) : json(nullptr);
+}
+
+json revision_json(const PolicyRevision& r, bool with_document) {
+    json j{{"id", r.id},
+           {"state", std::string(to_string(r.state))},
+           {"name", r.name},
+           {"author", r.author},
+           {"comment", r.comment},
+           {"created_at", format_time_ms(r.created_at)},
+           {"activated_at", optional_time(r.activated_at)}};
+    if (with_document) {
+        j["document"] = r.document;
+    }
+    return j;
+}
+
+json event_json(const StoredEvent& e) {
+    json j = e.document.is_object() ? e.document : json::object();
+    j["id"] = e.id;
+    j["enforcer"] = e.enforcer;
+    j["enforcer_seq"] = e.enforcer_seq;
+    j["received_at"] = format_time_ms(e.received_at);
+    return j;
+}
+
+json incident_json(const Incident& i) {
+    return json{{"id", i.id},
+                {"source_workload", i.source_workload},
+                {"state", std::string(to_string(i.state))},
+                {"severity", i.severity},
+                {"title", i.title},
+                {"explanation", i.explanation},
+                {"opened_at", format_time_ms(i.opened_at)},
+                {"updated_at", format_time_ms(i.updated_at)},
+                {"event_count", i.event_count},
+                {"details", i.details}};
+}
+
+json audit_json(const AuditEntry& a) {
+    return json{{"id", a.id},         {"at", format_time_ms(a.at)}, {"actor", a.actor},
+                {"role", a.role},     {"action", a.action},         {"target", a.target},
+                {"before", a.before}, {"after", a.after}};
+}
+
+const json* member(const json& object, std::string_view key) {
+    if (!object.is_object()) {
+        return nullptr;
+    }
+    auto it = object.find(key);
+    return it == object.end() ? nullptr : &*it;
+}
+
+std::optional<std::string> string_member(const json& object, std::string_view key) {
+    const json* v = member(object, key);
+    if (v == nullptr || !v->is_string()) {
+        return std::nullopt;
+    }
+    return v->get<std::string>();
+}
+
+// Checks that `body` is an object holding only `allowed` members: typos get a 400 naming
+// the member, as everywhere else in Bulkhead.
+std::expected<void, ApiError> only_members(const json& body, std::initializer_list<std::string_view> allowed,
+                                           std::string_view what) {
+    if (!body.is_object()) {
+        return std::unexpected(error(400, "wrong-type", std::string(what) + " must be a JSON object",
+                                     json{{"pointer", ""}}));
+    }
+    for (const auto& [key, value] : body.items()) {
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+            return std::unexpected(error(400, "unknown-field", "unknown member \"" + key + "\" in " + std::string(what),
+                                         json{{"pointer", "/" + key}}));
+        }
+    }
+    return {};
+}
+
+std::expected<std::string, ApiError> required_string(const json& body, std::string_view key,
+                                                     std::size_t max_length = 1024) {
+    const json* v = member(body, key);
+    if (v == nullptr) {
+        return std::unexpected(error(400, "missing-field", "required member \"" + std::string(key) + "\" is missing",
+                                     json{{"pointer", ""}}));
+    }
+    if (!v->is_string() || v->get_ref<const std::string&>().empty()) {
+        return std::unexpected(error(400, "wrong-type", "\"" + std::string(key) + "\" must be a non-empty string",
+                                     json{{"pointer", "/" + std::string(key)}}));
+    }
+    if (v->get_ref<const std::string&>().size() > max_length) {
+        return std::unexpected(error(400, "invalid-value",
+                                     "\"" + std::string(key) + "\" is longer than " + std::to_string(max_length),
+                                     json{{"pointer", "/" + std::string(key)}}));
+    }
+    return v->get<std::string>();
+}
+
+std::expected<std::optional<std::string>, ApiError> optional_string(const json& body, std::string_view key,
+                                                                    std::size_t max_length = 4096) {
+    const json* v = member(body, key);
+    if (v == nullptr || v->is_null()) {
+        return std::optional<std::string>{};
+    }
+    if (!v->is_string()) {
+        return std::unexpected(error(400, "wrong-type", "\"" + std::string(key) + "\" must be a string",
+                                     json{{"pointer", "/" + std::string(key)}}));
+    }
+    if (v->get_ref<const std::string&>().size() > max_length) {
+        return std::unexpected(error(400, "invalid-value",
+                                     "\"" + std::string(key) + "\" is longer than " + std::to_string(max_length),
+                                     json{{"pointer", "/" + std::string(key)}}));
+    }
+    return std::optional<std::string>{v->get<std::string>()};
+}
+
+std::optional<std::uint16_t> json_port(const json& event, std::string_view key) {
+    const json* v = member(event, key);
+    if (v != nullptr && v->is_number_unsigned() && v->get<std::uint64_t>() <= 65535) {
+        return static_cast<std::uint16_t>(v->get<std::uint64_t>());
+    }
+    return std::nullopt;
+}
+
+std::int64_t json_int(const json& object, std::string_view key, std::int64_t fallback) {
+    const json* v = member(object, key);
+    if (v != nullptr && v->is_number_integer()) {
+        return v->get<std::int64_t>();
+    }
+    return fallback;
+}
+
+bool is_blocked_type(const std::string& type) {
+    return type == "drop" || type == "drop_summary";
+}
+
+}  // namespace
+
+std::string random_secret() {
+    std::array<unsigned char, 32> bytes{};
+    if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+        throw std::runtime_error("RAND_bytes failed: no randomness for secrets");
+    }
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char b : bytes) {
+        out.push_back(hex[b >> 4]);
+        out.push_back(hex[b & 0xf]);
+    }
+    return out;
+}
+
+// ------------------------------------------------------------ compiled state --------------
+
+struct ControllerService::Compiled {
+    std::optional<PolicyRevision> revision;
+    std::optional<policy::Policy> policy;
+    policy::Inventory inventory;
+    std::unique_ptr<ruleset::RulesetCompiler> compiler;  // null without an active policy
+};
+
+ControllerService::ControllerService(std::shared_ptr<Store> store, ServiceOptions options, Clock clock)
+    : store_(std::move(store)), options_(std::move(options)), clock_(std::move(clock)) {}
+
+ControllerService::~ControllerService() { shutdown(); }
+
+std::expected<nlohmann::json, ApiError> ControllerService::inventory_document() {
+    auto enforcers = store_->list_enforcer_definitions();
+    if (!enforcers) {
+        return std::unexpected(from_store(enforcers.error()));
+    }
+    auto workloads = store_->list_workloads();
+    if (!workloads) {
+        return std::unexpected(from_store(workloads.error()));
+    }
+    json document{{"enforcers", json::array()}, {"workloads", json::array()}};
+    for (const auto& e : *enforcers) {
+        document["enforcers"].push_back(e.document);
+    }
+    for (const auto& w : *workloads) {
+        document["workloads"].push_back(w.document);
+    }
+    return document;
+}
+
+std::expected<policy::Inventory, ApiError> ControllerService::load_inventory() {
+    auto document = inventory_document();
+    if (!document) {
+        return std::unexpected(document.error());
+    }
+    auto inventory = policy::read_inventory(*document, "inventory");
+    if (!inventory) {
+        // Only validated inventories are stored, so this is the store's fault, not the caller's.
+        return std::unexpected(error(500, "inventory-corrupt", "the stored inventory no longer validates",
+                                     json{{"errors", policy::diagnostics_to_json(inventory.error())}}));
+    }
+    return *inventory;
+}
+
+std::expected<std::shared_ptr<const ControllerService::Compiled>, ApiError> ControllerService::build_compiled(
+    const std::optional<PolicyRevision>& revision, std::string*) {
+    auto compiled = std::make_shared<Compiled>();
+    auto inventory = load_inventory();
+    if (!inventory) {
+        return std::unexpected(inventory.error());
+    }
+    compiled->inventory = std::move(*inventory);
+    compiled->revision = revision;
+    if (revision) {
+        auto policy = policy::read_policy(revision->document, "policy");
+        if (!policy) {
+            return std::unexpected(invalid_document("policy revision " + std::to_string(revision->id) + " does not validate",
+                                                    policy.error()));
+        }
+        auto problems = policy::cross_check(*policy, compiled->inventory, "policy");
+        if (!problems.empty()) {
+            return std::unexpected(invalid_document("the policy does not fit the inventory", problems));
+        }
+        compiled->policy = std::move(*policy);
+        compiled->compiler = std::make_unique<ruleset::RulesetCompiler>(*compiled->policy, compiled->inventory);
+    }
+    return std::shared_ptr<const Compiled>(std::move(compiled));
+}
+
+std::set<std::string> ControllerService::quarantined_workloads() {
+    std::set<std::string> ids;
+    if (auto active = store_->active_quarantines()) {
+        for (const auto& q : *active) {
+            ids.insert(q.workload);
+        }
+    }
+    return ids;
+}
+
+std::uint64_t ControllerService::next_generation_locked() {
+    ++generation_counter_;
+    if (auto stored = store_->put_setting("ruleset_generation", std::to_string(generation_counter_)); !stored) {
+        std::cerr << "bulkhead-controller: cannot persist generation counter: " << stored.error().message << "\n";
+    }
+    return generation_counter_;
+}
+
+std::expected<void, ApiError> ControllerService::recompile_locked(bool everything,
+                                                                  const std::set<std::string>& only_enforcers) {
+    if (!compiled_ || !compiled_->compiler) {
+        return {};
+    }
+    const auto quarantined = quarantined_workloads();
+    std::map<std::string, ruleset::Ruleset> rulesets;
+    if (everything) {
+        rulesets = compiled_->compiler->compile_all(quarantined);
+    } else {
+        for (const auto& enforcer : only_enforcers) {
+            auto compiled = compiled_->compiler->compile(enforcer, quarantined);
+            if (!compiled) {
+                return std::unexpected(error(500, "compile-failed", compiled.error()));
+            }
+            rulesets.emplace(enforcer, std::move(*compiled));
+        }
+    }
+    // The generation number is only spent when something changed.
+    const std::uint64_t candidate = generation_counter_ + 1;
+    auto changed = everything ? desired_.update(std::move(rulesets), candidate)
+                              : desired_.update_some(std::move(rulesets), candidate);
+    if (!changed.empty()) {
+        next_generation_locked();
+        for (const auto& enforcer : changed) {
+            auto version = desired_.current(enforcer);
+            bus_.publish("enforcer", json{{"enforcer", enforcer},
+                                          {"desired_generation", version ? version->generation : 0},
+                                          {"desired_hash", version ? version->hash : ""}});
+        }
+        wake_channels(changed);
+    }
+    return {};
+}
+
+void ControllerService::wake_channels(const std::vector<std::string>&) {
+    changed_.notify_all();
+}
+
+std::expected<void, std::string> ControllerService::start() {
+    if (auto counter = store_->get_setting("ruleset_generation"); !counter) {
+        return std::unexpected(counter.error().message);
+    } else if (*counter) {
+        generation_counter_ = std::stoull(**counter);
+    }
+    auto revision = store_->active_revision();
+    if (!revision) {
+        return std::unexpected(revision.error().message);
+    }
+    auto compiled = build_compiled(*revision);
+    if (!compiled) {
+        return std::unexpected(compiled.error().message + (compiled.error().details.is_null()
+                                                                ? std::string()
+                                                                : ": " + compiled.error().details.dump()));
+    }
+    if (*revision) {
+        detector_.set_response((*compiled)->policy->response);
+    }
+    std::lock_guard lock(mutex_);
+    compiled_ = *compiled;
+    if (auto rc = recompile_locked(true, {}); !rc) {
+        return std::unexpected(rc.error().message);
+    }
+    // An enforcer that already holds what we just compiled keeps its generation number.
+    if (auto statuses = store_->list_enforcer_status()) {
+        for (const auto& status : *statuses) {
+            desired_.adopt_generation(status.id, status.applied_hash, status.applied_generation);
+            acked_hash_[status.id] = status.applied_hash;
+            generation_counter_ = std::max(generation_counter_, status.applied_generation);
+        }
+    }
+    return {};
+}
+
+void ControllerService::shutdown() {
+    stopping_ = true;
+    {
+        std::lock_guard lock(mutex_);
+    }
+    changed_.notify_all();
+    bus_.close_all();
+}
+
+// ------------------------------------------------------------------ auth ------------------
+
+std::expected<void, std::string> ControllerService::add_bootstrap_token(const std::string& name, Role role,
+                                                                        const std::string& token) {
+    if (token.size() < 16) {
+        return std::unexpected("token of \"" + name + "\" is shorter than 16 characters");
+    }
+    ApiToken api_token;
+    api_token.name = name;
+    api_token.role = role;
+    api_token.token_sha256 = sha256_hex(token);
+    api_token.created_at = clock_();
+    if (auto stored = store_->put_api_token(api_token); !stored) {
+        return std::unexpected(stored.error().message);
+    }
+    return {};
+}
+
+std::optional<Caller> ControllerService::authenticate(std::string_view bearer_token) {
+    if (bearer_token.empty() || bearer_token.size() > 512) {
+        return std::nullopt;
+    }
+    auto found = store_->find_api_token(sha256_hex(bearer_token));
+    if (!found || !*found) {
+        return std::nullopt;
+    }
+    return Caller{(*found)->name, (*found)->role, (*found)->enforcer};
+}
+
+StoreResult<void> ControllerService::audit(const Caller& caller, std::string action, std::string target,
+                                           json before, json after) {
+    AuditEntry entry;
+    entry.at = clock_();
+    entry.actor = caller.name;
+    entry.role = std::string(to_string(caller.role));
+    entry.action = std::move(action);
+    entry.target = std::move(target);
+    entry.before = std::move(before);
+    entry.after = std::move(after);
+    auto stored = store_->append_audit(entry);
+    if (!stored) {
+        std::cerr << "bulkhead-controller: audit write failed: " << stored.error().message << "\n";
+        return std::unexpected(stored.error());
+    }
+    return {};
+}
+
+ApiResult ControllerService::health() {
+    std::lock_guard lock(mutex_);
+    return json{{"status", "ok"},
+                {"version", options_.version},
+                {"active_revision", compiled_ && compiled_->revision ? json(compiled_->revision->id) : json(nullptr)},
+                {"generation", generation_counter_}};
+}
+
+// --------------------------------------------------------------- policies -----------------
+
+ApiResult ControllerService::validate_policy(const json& document) {
+    auto policy = policy::read_policy(document, "policy");
+    if (!policy) {
+        return std::unexpected(invalid_document("the policy is invalid", policy.error()));
+    }
+    auto inventory = load_inventory();
+    if (!inventory) {
+        return std::unexpected(inventory.error());
+    }
+    auto problems = policy::cross_check(*policy, *inventory, "policy");
+    if (!problems.empty()) {
+        return std::unexpected(invalid_document("the policy does not fit the inventory", problems));
+    }
+    ruleset::RulesetCompiler compiler(*policy, *inventory);
+    for (const auto& enforcer : compiler.enforcers()) {
+        if (auto compiled = compiler.compile(enforcer); !compiled) {
+            return std::unexpected(error(422, "compile-failed", "enforcer " + enforcer + ": " + compiled.error()));
+        }
+    }
+    return json{{"valid", true}, {"name", policy->name}, {"enforcers", compiler.enforcers()}};
+}
+
+ApiResult ControllerService::upload_policy(const Caller& caller, const json& body) {
+    auto valid = validate_policy(body);
+    if (!valid) {
+        return valid;
+    }
+    PolicyRevision revision;
+    revision.state = RevisionState::Draft;
+    revision.name = (*valid)["name"].get<std::string>();
+    revision.author = caller.name;
+    revision.created_at = clock_();
+    revision.document = body;
+    std::optional<PolicyRevision> stored;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto added = store_->add_revision(revision);
+        if (!added) {
+            return std::unexpected(added.error());
+        }
+        stored = *added;
+        return audit(caller, "policy.upload", "revision/" + std::to_string(added->id), nullptr,
+              revision_json(*added, false));
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    return revision_json(*stored, false);
+}
+
+ApiResult ControllerService::list_policies(std::size_t limit) {
+    auto revisions = store_->list_revisions(std::min<std::size_t>(limit, 1000));
+    if (!revisions) {
+        return std::unexpected(from_store(revisions.error()));
+    }
+    json list = json::array();
+    for (const auto& r : *revisions) {
+        list.push_back(revision_json(r, false));
+    }
+    return json{{"revisions", list}};
+}
+
+ApiResult ControllerService::get_policy(std::int64_t id) {
+    auto revision = store_->get_revision(id);
+    if (!revision) {
+        return std::unexpected(from_store(revision.error()));
+    }
+    return revision_json(*revision, true);
+}
+
+ApiResult ControllerService::active_policy() {
+    auto revision = store_->active_revision();
+    if (!revision) {
+        return std::unexpected(from_store(revision.error()));
+    }
+    if (!*revision) {
+        return std::unexpected(error(404, "not-found", "no policy has been activated yet"));
+    }
+    return revision_json(**revision, true);
+}
+
+ApiResult ControllerService::diff_policy(std::int64_t id) {
+    auto revision = store_->get_revision(id);
+    if (!revision) {
+        return std::unexpected(from_store(revision.error()));
+    }
+    auto draft = build_compiled(*revision);
+    if (!draft) {
+        return std::unexpected(draft.error());
+    }
+    std::shared_ptr<const Compiled> active;
+    {
+        std::lock_guard lock(mutex_);
+        active = compiled_;
+    }
+    const auto quarantined = quarantined_workloads();
+    auto draft_rulesets = (*draft)->compiler->compile_all(quarantined);
+    std::map<std::string, ruleset::Ruleset> active_rulesets;
+    if (active && active->compiler) {
+        active_rulesets = active->compiler->compile_all(quarantined);
+    }
+    json enforcers = json::array();
+    std::size_t added = 0, removed = 0, rules = 0;
+    for (const auto& [enforcer, updated] : draft_rulesets) {
+        ruleset::Ruleset empty;
+        empty.enforcer = enforcer;
+        auto it = active_rulesets.find(enforcer);
+        const ruleset::Ruleset& old = it == active_rulesets.end() ? empty : it->second;
+        auto diff = ruleset::diff_rulesets(old, updated);
+        added += diff.elements_added();
+        removed += diff.elements_removed();
+        rules += diff.rules_written();
+        enforcers.push_back(json{{"enforcer", enforcer},
+                                 {"unchanged", diff.empty()},
+                                 {"full_replace", diff.full_replace},
+                                 {"elements_added", diff.elements_added()},
+                                 {"elements_removed", diff.elements_removed()},
+                                 {"rules_written", diff.rules_written()},
+                                 {"text", ruleset::render_text_diff(diff, old, updated)}});
+    }
+    return json{{"revision", id},
+                {"against", active && active->revision ? json(active->revision->id) : json(nullptr)},
+                {"elements_added", added},
+                {"elements_removed", removed},
+                {"rules_written", rules},
+                {"enforcers", enforcers}};
+}
+
+ApiResult ControllerService::what_if(std::int64_t id, std::int64_t from_ns, std::int64_t to_ns, std::size_t limit) {
+    auto revision = store_->get_revision(id);
+    if (!revision) {
+        return std::unexpected(from_store(revision.error()));
+    }
+    auto draft = build_compiled(*revision);
+    if (!draft) {
+        return std::unexpected(draft.error());
+    }
+    std::shared_ptr<const Compiled> active;
+    {
+        std::lock_guard lock(mutex_);
+        active = compiled_;
+    }
+    // Without an active policy nothing is enforced: the baseline allows everything.
+    policy::Policy allow_all;
+    allow_all.name = "none";
+    allow_all.defaults.action = policy::DefaultAction::Allow;
+    const policy::PolicyEvaluator active_evaluator(active && active->policy ? *active->policy : allow_all,
+                                                   (*draft)->inventory);
+    const policy::PolicyEvaluator draft_evaluator(*(*draft)->policy, (*draft)->inventory);
+
+    // Stored drops and allowed flows of the range, oldest first, up to `limit`.
+    std::vector<StoredEvent> events;
+    EventQuery query;
+    query.from_ns = from_ns;
+    query.to_ns = to_ns;
+    query.newest_first = false;
+    query.limit = 5000;
+    bool truncated = false;
+    while (events.size() < limit) {
+        auto page = store_->query_events(query);
+        if (!page) {
+            return std::unexpected(from_store(page.error()));
+        }
+        for (auto& e : *page) {
+            if (e.type == "drop" || e.type == "drop_summary" || e.type == "allowed_flow" || e.type == "allowed_flows") {
+                if (events.size() == limit) {
+                    truncated = true;
+                    break;
+                }
+                events.push_back(std::move(e));
+            }
+        }
+        if (truncated || page->size() < query.limit) {
+            break;
+        }
+        query.after_id = page->back().id;
+    }
+    std::vector<policy::Attempt> attempts;
+    std::vector<std::size_t> event_of_attempt;
+    std::size_t skipped = 0;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+        const auto& e = events[i];
+        auto src = policy::parse_ip_address(e.src);
+        auto dst = policy::parse_ip_address(e.dst);
+        const json* proto = member(e.document, "proto");
+        if (!src || !dst || proto == nullptr || !proto->is_number_unsigned() || proto->get<std::uint64_t>() > 255) {
+            ++skipped;  // e.g. a summary without a peer address
+            continue;
+        }
+        policy::Attempt attempt;
+        attempt.source.address = *src;
+        attempt.destination.address = *dst;
+        (e.direction == "in" ? attempt.destination : attempt.source).workload = e.workload;
+        attempt.protocol = static_cast<std::uint8_t>(proto->get<std::uint64_t>());
+        if (e.dport) {
+            attempt.port = *e.dport;
+        } else if (auto type = json_port(e.document, "icmp_type")) {
+            attempt.port = *type;
+        }
+        attempts.push_back(attempt);
+        event_of_attempt.push_back(i);
+    }
+    const auto summary = policy::what_if(active_evaluator, draft_evaluator, attempts, quarantined_workloads());
+    json groups = json::array();
+    for (const auto& g : summary.groups) {
+        json sample = json::array();
+        std::uint64_t weight = 0;
+        for (std::size_t index : g.attempts) {
+            const auto& e = events[event_of_attempt[index]];
+            weight += e.count;
+            if (sample.size() < 20) {
+                sample.push_back(json{{"id", e.id}, {"workload", e.workload}, {"src", e.src}, {"dst", e.dst},
+                                      {"protocol", e.protocol}, {"port", e.dport ? json(*e.dport) : json(nullptr)},
+                                      {"type", e.type}});
+            }
+        }
+        groups.push_back(json{{"change", std::string(policy::to_string(g.change))},
+                              {"reason", std::string(policy::to_string(g.reason))},
+                              {"rules", g.rules},
+                              {"events", g.count},
+                              {"packets", weight},
+                              {"sample", sample}});
+    }
+    return json{{"revision", id},
+                {"against", active && active->revision ? json(active->revision->id) : json(nullptr)},
+                {"from_ns", from_ns},
+                {"to_ns", to_ns},
+                {"events", summary.total},
+                {"truncated", truncated},
+                {"not_evaluated", skipped + summary.invalid.size()},
+                {"unchanged", summary.unchanged},
+                {"newly_allowed", summary.newly_allowed},
+                {"newly_blocked", summary.newly_blocked},
+                {"newly_enforced", summary.newly_enforced},
+                {"newly_monitored", summary.newly_monitored},
+                {"groups", groups}};
+}
+
+ApiResult ControllerService::activate_policy(const Caller& caller, std::int64_t id) {
+    auto revision = store_->get_revision(id);
+    if (!revision) {
+        return std::unexpected(from_store(revision.error()));
+    }
+    // Compile before anything is stored: a revision that no longer fits the inventory is
+    // refused and nothing changes anywhere.
+    auto compiled = build_compiled(*revision);
+    if (!compiled) {
+        return std::unexpected(compiled.error());
+    }
+    std::lock_guard lock(mutex_);
+    std::optional<PolicyRevision> previous;
+    if (auto active = store_->active_revision(); active && *active) {
+        previous = **active;
+    }
+    if (previous && previous->id == id) {
+        json result = revision_json(*previous, false);  // already active: nothing to do
+        result["generation"] = generation_counter_;
+        return result;
+    }
+    std::optional<PolicyRevision> activated;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto done = store_->activate_revision(id, clock_());
+        if (!done) {
+            return std::unexpected(done.error());
+        }
+        activated = *done;
+        return audit(caller, "policy.activate", "revision/" + std::to_string(id),
+              previous ? json{{"active_revision", previous->id}} : json(nullptr),
+              json{{"active_revision", id}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    compiled_ = *compiled;
+    detector_.set_response(compiled_->policy->response);
+    if (auto rc = recompile_locked(true, {}); !rc) {
+        return std::unexpected(rc.error());
+    }
+    json result = revision_json(*activated, false);
+    result["generation"] = generation_counter_;
+    bus_.publish("policy", result);
+    return result;
+}
+
+ApiResult ControllerService::rollback_policy(const Caller& caller) {
+    auto revisions = store_->list_revisions(1000);
+    if (!revisions) {
+        return std::unexpected(from_store(revisions.error()));
+    }
+    // The previously active revision is the superseded one activated most recently.
+    std::optional<PolicyRevision> target;
+    for (const auto& r : *revisions) {
+        if (r.state == RevisionState::Superseded && r.activated_at &&
+            (!target || *r.activated_at > *target->activated_at)) {
+            target = r;
+        }
+    }
+    if (!target) {
+        return std::unexpected(error(409, "nothing-to-roll-back", "no earlier active revision exists"));
+    }
+    return activate_policy(caller, target->id);
+}
+
+// -------------------------------------------------------------- inventory -----------------
+
+std::expected<void, ApiError> ControllerService::check_inventory_against_policy(const json& document) {
+    auto inventory = policy::read_inventory(document, "inventory");
+    if (!inventory) {
+        return std::unexpected(invalid_document("the inventory is invalid", inventory.error()));
+    }
+    std::shared_ptr<const Compiled> active;
+    {
+        std::lock_guard lock(mutex_);
+        active = compiled_;
+    }
+    if (active && active->policy) {
+        auto problems = policy::cross_check(*active->policy, *inventory, "policy");
+        if (!problems.empty()) {
+            return std::unexpected(invalid_document("the change does not fit the active policy", problems));
+        }
+    }
+    return {};
+}
+
+ApiResult ControllerService::get_inventory() {
+    auto document = inventory_document();
+    if (!document) {
+        return std::unexpected(document.error());
+    }
+    return *document;
+}
+
+namespace {
+
+std::expected<WorkloadRecord, ApiError> workload_record(const json& document, TimeMs now) {
+    WorkloadRecord record;
+    record.id = string_member(document, "id").value_or("");
+    record.enforcer = string_member(document, "enforcer").value_or("");
+    record.document = document;
+    record.updated_at = now;
+    return record;
+}
+
+}  // namespace
+
+ApiResult ControllerService::replace_inventory(const Caller& caller, const json& document) {
+    if (auto ok = check_inventory_against_policy(document); !ok) {
+        return std::unexpected(ok.error());
+    }
+    auto before = inventory_document();
+    if (!before) {
+        return std::unexpected(before.error());
+    }
+    std::lock_guard lock(mutex_);
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        std::vector<std::string> stale;
+        std::set<std::string> kept;
+        for (const auto& w : document.value("workloads", json::array())) {
+            kept.insert(w.value("id", ""));
+        }
+        for (const auto& w : (*before)["workloads"]) {
+            if (!kept.contains(w.value("id", ""))) {
+                stale.push_back(w.value("id", ""));
+            }
+        }
+        if (auto deleted = store_->delete_workloads(stale); !deleted) {
+            return std::unexpected(deleted.error());
+        }
+        std::set<std::string> kept_enforcers;
+        std::vector<EnforcerDefinition> enforcers;
+        for (const auto& e : document.value("enforcers", json::array())) {
+            kept_enforcers.insert(e.value("id", ""));
+            enforcers.push_back({e.value("id", ""), e});
+        }
+        for (const auto& e : (*before)["enforcers"]) {
+            if (!kept_enforcers.contains(e.value("id", ""))) {
+                if (auto gone = store_->delete_enforcer_definition(e.value("id", "")); !gone) {
+                    return std::unexpected(gone.error());
+                }
+            }
+        }
+        if (auto up = store_->upsert_enforcer_definitions(enforcers); !up) {
+            return std::unexpected(up.error());
+        }
+        std::vector<WorkloadRecord> workloads;
+        for (const auto& w : document.value("workloads", json::array())) {
+            workloads.push_back(*workload_record(w, clock_()));
+        }
+        if (auto up = store_->upsert_workloads(workloads); !up) {
+            return std::unexpected(up.error());
+        }
+        return audit(caller, "inventory.replace", "inventory",
+              json{{"enforcers", (*before)["enforcers"].size()}, {"workloads", (*before)["workloads"].size()}},
+              json{{"enforcers", enforcers.size()}, {"workloads", workloads.size()}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    auto compiled = build_compiled(compiled_ ? compiled_->revision : std::nullopt);
+    if (!compiled) {
+        return std::unexpected(compiled.error());
+    }
+    compiled_ = *compiled;
+    if (auto rc = recompile_locked(true, {}); !rc) {
+        return std::unexpected(rc.error());
+    }
+    bus_.publish("inventory", json{{"workloads", document.value("workloads", json::array()).size()}});
+    return json{{"enforcers", document.value("enforcers", json::array()).size()},
+                {"workloads", document.value("workloads", json::array()).size()},
+                {"generation", generation_counter_}};
+}
+
+ApiResult ControllerService::list_workloads() {
+    auto workloads = store_->list_workloads();
+    if (!workloads) {
+        return std::unexpected(from_store(workloads.error()));
+    }
+    json list = json::array();
+    for (const auto& w : *workloads) {
+        list.push_back(w.document);
+    }
+    return json{{"workloads", list}};
+}
+
+ApiResult ControllerService::get_workload(const std::string& id) {
+    auto workload = store_->get_workload(id);
+    if (!workload) {
+        return std::unexpected(from_store(workload.error()));
+    }
+    if (!*workload) {
+        return std::unexpected(error(404, "not-found", "no workload \"" + id + "\""));
+    }
+    json result = (*workload)->document;
+    if (auto q = store_->active_quarantine(id); q && *q) {
+        result["quarantine"] = quarantine_json(**q);
+    }
+    return result;
+}
+
+ApiResult ControllerService::bulk_workloads(const Caller& caller, const json& body) {
+    if (auto ok = only_members(body, {"upsert", "delete"}, "a bulk workload change"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    const json* upsert = member(body, "upsert");
+    const json* remove = member(body, "delete");
+    if (upsert != nullptr && !upsert->is_array()) {
+        return std::unexpected(error(400, "wrong-type", "\"upsert\" must be an array", json{{"pointer", "/upsert"}}));
+    }
+    if (remove != nullptr && !remove->is_array()) {
+        return std::unexpected(error(400, "wrong-type", "\"delete\" must be an array", json{{"pointer", "/delete"}}));
+    }
+    auto current = inventory_document();
+    if (!current) {
+        return std::unexpected(current.error());
+    }
+    std::set<std::string> deleted;
+    if (remove != nullptr) {
+        for (std::size_t i = 0; i < remove->size(); ++i) {
+            if (!(*remove)[i].is_string()) {
+                return std::unexpected(error(400, "wrong-type", "workload ids are strings",
+                                             json{{"pointer", "/delete/" + std::to_string(i)}}));
+            }
+            deleted.insert((*remove)[i].get<std::string>());
+        }
+    }
+    // The merged inventory is validated as a whole, so a bulk import is all or nothing
+    // and its errors point into the merged document's workloads.
+    std::map<std::string, json> merged;
+    for (const auto& w : (*current)["workloads"]) {
+        merged[w.value("id", "")] = w;
+    }
+    for (const auto& id : deleted) {
+        merged.erase(id);
+    }
+    if (upsert != nullptr) {
+        for (std::size_t i = 0; i < upsert->size(); ++i) {
+            const auto& w = (*upsert)[i];
+            if (!w.is_object() || !w.contains("id") || !w["id"].is_string()) {
+                return std::unexpected(error(400, "invalid-value", "each workload needs a string \"id\"",
+                                             json{{"pointer", "/upsert/" + std::to_string(i)}}));
+            }
+            merged[w["id"].get<std::string>()] = w;
+        }
+    }
+    json document{{"enforcers", (*current)["enforcers"]}, {"workloads", json::array()}};
+    for (auto& [id, w] : merged) {
+        document["workloads"].push_back(w);
+    }
+    if (auto ok = check_inventory_against_policy(document); !ok) {
+        return std::unexpected(ok.error());
+    }
+    std::lock_guard lock(mutex_);
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        if (auto d = store_->delete_workloads({deleted.begin(), deleted.end()}); !d) {
+            return std::unexpected(d.error());
+        }
+        std::vector<WorkloadRecord> records;
+        if (upsert != nullptr) {
+            for (const auto& w : *upsert) {
+                records.push_back(*workload_record(w, clock_()));
+            }
+        }
+        if (auto u = store_->upsert_workloads(records); !u) {
+            return std::unexpected(u.error());
+        }
+        return audit(caller, "inventory.bulk", "workloads", json{{"delete", json(deleted)}},
+              upsert != nullptr ? *upsert : json::array());
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    auto compiled = build_compiled(compiled_ ? compiled_->revision : std::nullopt);
+    if (!compiled) {
+        return std::unexpected(compiled.error());
+    }
+    compiled_ = *compiled;
+    if (auto rc = recompile_locked(true, {}); !rc) {
+        return std::unexpected(rc.error());
+    }
+    return json{{"upserted", upsert != nullptr ? upsert->size() : 0},
+                {"deleted", deleted.size()},
+                {"generation", generation_counter_}};
+}
+
+ApiResult ControllerService::put_workload(const Caller& caller, const std::string& id, const json& document) {
+    if (!document.is_object()) {
+        return std::unexpected(error(400, "wrong-type", "a workload must be a JSON object", json{{"pointer", ""}}));
+    }
+    if (auto doc_id = string_member(document, "id"); doc_id && *doc_id != id) {
+        return std::unexpected(error(400, "invalid-value", "\"id\" differs from the workload in the path",
+                                     json{{"pointer", "/id"}}));
+    }
+    json workload = document;
+    workload["id"] = id;
+    return bulk_workloads(caller, json{{"upsert", json::array({workload})}});
+}
+
+ApiResult ControllerService::delete_workload(const Caller& caller, const std::string& id) {
+    auto existing = store_->get_workload(id);
+    if (!existing) {
+        return std::unexpected(from_store(existing.error()));
+    }
+    if (!*existing) {
+        return std::unexpected(error(404, "not-found", "no workload \"" + id + "\""));
+    }
+    if (auto q = store_->active_quarantine(id); q && *q) {
+        return std::unexpected(error(409, "quarantined",
+                                     "workload \"" + id + "\" is quarantined; release it before deleting it"));
+    }
+    return bulk_workloads(caller, json{{"delete", json::array({id})}});
+}
+
+ApiResult ControllerService::list_vpn_sessions(std::optional<TimeMs> active_at, std::size_t limit) {
+    auto sessions = store_->list_vpn_sessions(active_at, std::min<std::size_t>(limit, 10000));
+    if (!sessions) {
+        return std::unexpected(from_store(sessions.error()));
+    }
+    json list = json::array();
+    for (const auto& s : *sessions) {
+        list.push_back(json{{"id", s.id},
+                            {"user", s.user},
+                            {"pool_address", s.pool_address},
+                            {"real_address", s.real_address},
+                            {"start", format_time_ms(s.start)},
+                            {"end", optional_time(s.end)}});
+    }
+    return json{{"sessions", list}};
+}
+
+ApiResult ControllerService::add_vpn_session(const Caller& caller, const json& body) {
+    if (auto ok = only_members(body, {"user", "pool_address", "real_address", "start_ms", "end_ms"}, "a VPN session"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    VpnSession session;
+    auto user = required_string(body, "user", 256);
+    if (!user) {
+        return std::unexpected(user.error());
+    }
+    auto pool = required_string(body, "pool_address", 64);
+    if (!pool) {
+        return std::unexpected(pool.error());
+    }
+    if (!policy::parse_ip_address(*pool)) {
+        return std::unexpected(error(400, "invalid-address", "\"" + *pool + "\" is not an IP address",
+                                     json{{"pointer", "/pool_address"}}));
+    }
+    auto real = optional_string(body, "real_address", 64);
+    if (!real) {
+        return std::unexpected(real.error());
+    }
+    session.user = *user;
+    session.pool_address = *pool;
+    session.real_address = real->value_or("");
+    for (const char* key : {"start_ms", "end_ms"}) {
+        if (const json* t = member(body, key); t != nullptr && !t->is_null() && !t->is_number_integer()) {
+            return std::unexpected(error(400, "wrong-type", "\"" + std::string(key) + "\" must be milliseconds since the epoch",
+                                         json{{"pointer", "/" + std::string(key)}}));
+        }
+    }
+    session.start = json_int(body, "start_ms", clock_());
+    if (const json* end = member(body, "end_ms"); end != nullptr && end->is_number_integer()) {
+        session.end = end->get<TimeMs>();
+        if (*session.end < session.start) {
+            return std::unexpected(error(400, "invalid-value", "\"end_ms\" is before \"start_ms\"",
+                                         json{{"pointer", "/end_ms"}}));
+        }
+    }
+    std::optional<VpnSession> stored;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto added = store_->add_vpn_session(session);
+        if (!added) {
+            return std::unexpected(added.error());
+        }
+        stored = *added;
+        return audit(caller, "vpn.session.add", "vpn-session/" + std::to_string(added->id), nullptr, body);
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    return json{{"id", stored->id}, {"user", stored->user}, {"pool_address", stored->pool_address},
+                {"real_address", stored->real_address}, {"start", format_time_ms(stored->start)},
+                {"end", optional_time(stored->end)}};
+}
+
+ApiResult ControllerService::end_vpn_session(const Caller& caller, std::int64_t id, const json& body) {
+    if (auto ok = only_members(body, {"end_ms"}, "a VPN session end"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (const json* t = member(body, "end_ms"); t != nullptr && !t->is_number_integer()) {
+        return std::unexpected(error(400, "wrong-type", "\"end_ms\" must be milliseconds since the epoch",
+                                     json{{"pointer", "/end_ms"}}));
+    }
+    const TimeMs end = json_int(body, "end_ms", clock_());
+    std::optional<VpnSession> ended;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto done = store_->end_vpn_session(id, end);
+        if (!done) {
+            return std::unexpected(done.error());
+        }
+        ended = *done;
+        return audit(caller, "vpn.session.end", "vpn-session/" + std::to_string(id), nullptr, json{{"end_ms", end}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    return json{{"id", id}, {"end", format_time_ms(end)}};
+}
+
+// -------------------------------------------------------------- enforcers -----------------
+
+nlohmann::json ControllerService::enforcer_json(const std::string& id, const std::optional<EnforcerStatus>& status) {
+    json j{{"id", id}};
+    {
+        std::lock_guard lock(mutex_);
+        auto desired = desired_.current(id);
+        j["desired_generation"] = desired ? desired->generation : 0;
+        j["desired_hash"] = desired ? desired->hash : "";
+        j["connected"] = stream_epoch_.contains(id) && stream_epoch_.at(id) > 0;
+    }
+    if (status) {
+        j["enrolled_at"] = optional_time(status->enrolled_at);
+        j["last_heartbeat"] = optional_time(status->last_heartbeat);
+        j["applied_generation"] = status->applied_generation;
+        j["applied_hash"] = status->applied_hash;
+        j["apply_state"] = status->apply_state;
+        j["last_error"] = status->last_error;
+        j["drift_repairs"] = status->drift_repairs;
+        j["last_drift_at"] = optional_time(status->last_drift_at);
+        j["clock_offset_ms"] = status->clock_offset_ms;
+        j["version"] = status->version;
+        j["hostname"] = status->hostname;
+        j["in_sync"] = status->applied_hash == j["desired_hash"].get<std::string>();
+        j["details"] = status->details;
+    } else {
+        j["enrolled_at"] = nullptr;
+        j["last_heartbeat"] = nullptr;
+        j["in_sync"] = false;
+    }
+    return j;
+}
+
+ApiResult ControllerService::list_enforcers() {
+    auto definitions = store_->list_enforcer_definitions();
+    if (!definitions) {
+        return std::unexpected(from_store(definitions.error()));
+    }
+    auto statuses = store_->list_enforcer_status();
+    if (!statuses) {
+        return std::unexpected(from_store(statuses.error()));
+    }
+    json list = json::array();
+    for (const auto& d : *definitions) {
+        std::optional<EnforcerStatus> status;
+        for (const auto& s : *statuses) {
+            if (s.id == d.id) {
+                status = s;
+            }
+        }
+        json j = enforcer_json(d.id, status);
+        j["description"] = d.document.value("description", "");
+        list.push_back(std::move(j));
+    }
+    return json{{"enforcers", list}};
+}
+
+ApiResult ControllerService::get_enforcer(const std::string& id) {
+    auto definitions = store_->list_enforcer_definitions();
+    if (!definitions) {
+        return std::unexpected(from_store(definitions.error()));
+    }
+    auto it = std::find_if(definitions->begin(), definitions->end(), [&](const auto& d) { return d.id == id; });
+    if (it == definitions->end()) {
+        return std::unexpected(error(404, "not-found", "no enforcer \"" + id + "\" in the inventory"));
+    }
+    auto status = store_->get_enforcer_status(id);
+    if (!status) {
+        return std::unexpected(from_store(status.error()));
+    }
+    json j = enforcer_json(id, *status);
+    j["description"] = it->document.value("description", "");
+    return j;
+}
+
+ApiResult ControllerService::create_enrollment_token(const Caller& caller, const std::string& id) {
+    auto definitions = store_->list_enforcer_definitions();
+    if (!definitions) {
+        return std::unexpected(from_store(definitions.error()));
+    }
+    if (std::none_of(definitions->begin(), definitions->end(), [&](const auto& d) { return d.id == id; })) {
+        return std::unexpected(error(404, "not-found", "no enforcer \"" + id + "\" in the inventory"));
+    }
+    const std::string secret = random_secret();
+    EnrollmentToken token;
+    token.token_sha256 = sha256_hex(secret);
+    token.enforcer = id;
+    token.created_at = clock_();
+    token.expires_at = token.created_at + options_.enrollment_token_lifetime.count() * 1000;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        if (auto added = store_->add_enrollment_token(token); !added) {
+            return std::unexpected(added.error());
+        }
+        return audit(caller, "enforcer.enrollment-token", "enforcer/" + id, nullptr,
+              json{{"expires_at", format_time_ms(token.expires_at)}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    return json{{"enforcer", id}, {"token", secret}, {"expires_at", format_time_ms(token.expires_at)}};
+}
+
+ApiResult ControllerService::enroll(const json& body) {
+    if (auto ok = only_members(body, {"enforcer", "token", "version", "hostname"}, "an enrollment"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    auto enforcer = required_string(body, "enforcer", 128);
+    if (!enforcer) {
+        return std::unexpected(enforcer.error());
+    }
+    auto token = required_string(body, "token", 256);
+    if (!token) {
+        return std::unexpected(token.error());
+    }
+    const std::string credential = random_secret();
+    ApiToken api_token;
+    api_token.name = "enforcer:" + *enforcer;
+    api_token.role = Role::Enforcer;
+    api_token.token_sha256 = sha256_hex(credential);
+    api_token.enforcer = *enforcer;
+    api_token.created_at = clock_();
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        if (auto redeemed = store_->redeem_enrollment_token(sha256_hex(*token), *enforcer, clock_(), api_token);
+            !redeemed) {
+            return std::unexpected(redeemed.error());
+        }
+        auto status = store_->get_enforcer_status(*enforcer);
+        if (!status) {
+            return std::unexpected(status.error());
+        }
+        EnforcerStatus updated = status->value_or(EnforcerStatus{});
+        updated.id = *enforcer;
+        updated.enrolled_at = clock_();
+        updated.version = string_member(body, "version").value_or("");
+        updated.hostname = string_member(body, "hostname").value_or("");
+        if (auto put = store_->put_enforcer_status(updated); !put) {
+            return std::unexpected(put.error());
+        }
+        return audit(Caller{api_token.name, Role::Enforcer, *enforcer}, "enforcer.enroll", "enforcer/" + *enforcer, nullptr,
+              json{{"version", updated.version}, {"hostname", updated.hostname}});
+    });
+    if (!tx) {
+        if (tx.error().kind == StoreError::Kind::NotFound) {
+            return std::unexpected(error(401, "enrollment-refused",
+                                         "the enrollment token is unknown, used, expired or for another enforcer"));
+        }
+        return std::unexpected(from_store(tx.error()));
+    }
+    return json{{"enforcer", *enforcer}, {"credential", credential}};
+}
+
+namespace {
+
+std::expected<void, ApiError> check_own_channel(const Caller& caller, const std::string& id) {
+    if (caller.role != Role::Enforcer || caller.enforcer != id) {
+        return std::unexpected(error(403, "forbidden", "this credential may not speak for enforcer \"" + id + "\""));
+    }
+    return {};
+}
+
+}  // namespace
+
+class ControllerService::Stream final : public ChannelStream {
+public:
+    Stream(ControllerService& service, std::string enforcer, std::uint64_t epoch, std::uint64_t generation,
+           std::string hash)
+        : service_(service), enforcer_(std::move(enforcer)), epoch_(epoch), sent_generation_(generation),
+          sent_hash_(std::move(hash)) {}
+
+    ~Stream() override {
+        std::lock_guard lock(service_.mutex_);
+        auto it = service_.stream_epoch_.find(enforcer_);
+        if (it != service_.stream_epoch_.end() && it->second == epoch_) {
+            service_.stream_epoch_.erase(it);
+        }
+    }
+
+    std::optional<std::string> next_line() override {
+        std::unique_lock lock(service_.mutex_);
+        if (!hello_sent_) {
+            hello_sent_ = true;
+            auto desired = service_.desired_.current(enforcer_);
+            return json{{"type", "hello"},
+                        {"controller_time_ms", service_.clock_()},
+                        {"heartbeat_interval_ms", service_.options_.heartbeat_interval.count()},
+                        {"desired_generation", desired ? desired->generation : 0}}
+                       .dump() + "\n";
+        }
+        const auto deadline = std::chrono::steady_clock::now() + service_.options_.heartbeat_interval;
+        while (true) {
+            if (service_.stopping_ || service_.stream_epoch_[enforcer_] != epoch_) {
+                return std::nullopt;
+            }
+            auto desired = service_.desired_.current(enforcer_);
+            if (desired && (desired->hash != sent_hash_ || desired->generation != sent_generation_)) {
+                return update_line(*desired);
+            }
+            if (service_.changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+                return json{{"type", "heartbeat"}, {"controller_time_ms", service_.clock_()}}.dump() + "\n";
+            }
+        }
+    }
+
+private:
+    // Caller holds the service mutex.
+    std::string update_line(const RulesetVersion& desired) {
+        json message;
+        auto base = service_.desired_.find(enforcer_, sent_generation_, sent_hash_);
+        if (base && base->ruleset) {
+            auto diff = ruleset::diff_rulesets(*base->ruleset, *desired.ruleset);
+            message = json{{"type", "diff"},
+                           {"base_generation", base->generation},
+                           {"base_hash", base->hash},
+                           {"generation", desired.generation},
+                           {"hash", desired.hash},
+                           {"diff", ruleset::diff_to_wire(diff, *base->ruleset, *desired.ruleset)}};
+        } else {
+            message = json{{"type", "ruleset"},
+                           {"generation", desired.generation},
+                           {"hash", desired.hash},
+                           {"ruleset", ruleset::to_json(*desired.ruleset)}};
+        }
+        sent_generation_ = desired.generation;
+        sent_hash_ = desired.hash;
+        return message.dump() + "\n";
+    }
+
+    ControllerService& service_;
+    std::string enforcer_;
+    std::uint64_t epoch_;
+    std::uint64_t sent_generation_;
+    std::string sent_hash_;
+    bool hello_sent_ = false;
+};
+
+std::expected<std::unique_ptr<ChannelStream>, ApiError> ControllerService::open_channel(
+    const Caller& caller, const std::string& id, std::uint64_t generation, const std::string& hash) {
+    if (auto own = check_own_channel(caller, id); !own) {
+        return std::unexpected(own.error());
+    }
+    static std::atomic<std::uint64_t> epochs{0};
+    const std::uint64_t epoch = ++epochs;
+    {
+        std::lock_guard lock(mutex_);
+        stream_epoch_[id] = epoch;  // an older stream of this enforcer ends at its next wake-up
+    }
+    changed_.notify_all();
+    bus_.publish("enforcer", json{{"enforcer", id}, {"connected", true}});
+    return std::make_unique<Stream>(*this, id, epoch, generation, hash);
+}
+
+ApiResult ControllerService::report_status(const Caller& caller, const std::string& id, const json& body) {
+    if (auto own = check_own_channel(caller, id); !own) {
+        return std::unexpected(own.error());
+    }
+    if (!body.is_object()) {
+        return std::unexpected(error(400, "wrong-type", "a status must be a JSON object", json{{"pointer", ""}}));
+    }
+    // Known members must have their documented types (docs/control-channel.md); the rest
+    // (metrics, spool, nflog counters) is kept as reported.
+    static const std::map<std::string, json::value_t> expected_types{
+        {"generation", json::value_t::number_unsigned}, {"hash", json::value_t::string},
+        {"state", json::value_t::string},               {"error", json::value_t::string},
+        {"applied_at_ms", json::value_t::number_unsigned}, {"enforcer_time_ms", json::value_t::number_unsigned},
+        {"version", json::value_t::string},             {"drift_repairs", json::value_t::number_unsigned},
+        {"last_drift_at_ms", json::value_t::number_unsigned}, {"rtt_ms", json::value_t::number_unsigned},
+        {"elements", json::value_t::number_unsigned}};
+    for (const auto& [key, type] : expected_types) {
+        const json* v = member(body, key);
+        if (v != nullptr && !v->is_null() && v->type() != type &&
+            !(type == json::value_t::number_unsigned && v->is_number_integer() && v->get<std::int64_t>() >= 0)) {
+            return std::unexpected(error(400, "wrong-type",
+                                         "\"" + key + "\" must be " +
+                                             (type == json::value_t::string ? "a string" : "a non-negative integer"),
+                                         json{{"pointer", "/" + key}}));
+        }
+    }
+    if (auto state = string_member(body, "state"); state && *state != "applied" && *state != "failed") {
+        return std::unexpected(error(400, "invalid-value", "\"state\" must be applied or failed", json{{"pointer", "/state"}}));
+    }
+    const TimeMs now = clock_();
+    auto current = store_->get_enforcer_status(id);
+    if (!current) {
+        return std::unexpected(from_store(current.error()));
+    }
+    EnforcerStatus status = current->value_or(EnforcerStatus{});
+    status.id = id;
+    status.last_heartbeat = now;
+    if (const json* g = member(body, "generation"); g != nullptr && g->is_number_unsigned()) {
+        status.applied_generation = g->get<std::uint64_t>();
+    }
+    if (auto hash = string_member(body, "hash")) {
+        status.applied_hash = *hash;
+    }
+    status.apply_state = string_member(body, "state").value_or(status.apply_state);
+    status.last_error = string_member(body, "error").value_or("");
+    if (const json* d = member(body, "drift_repairs"); d != nullptr && d->is_number_unsigned()) {
+        status.drift_repairs = d->get<std::uint64_t>();
+    }
+    if (const json* d = member(body, "last_drift_at_ms"); d != nullptr && d->is_number_integer() && d->get<TimeMs>() > 0) {
+        status.last_drift_at = d->get<TimeMs>();
+    }
+    if (const json* t = member(body, "enforcer_time_ms"); t != nullptr && t->is_number_integer()) {
+        const std::int64_t rtt = json_int(body, "rtt_ms", 0);
+        status.clock_offset_ms = t->get<std::int64_t>() + rtt / 2 - now;
+    }
+    status.version = string_member(body, "version").value_or(status.version);
+    status.details = body;
+    if (auto put = store_->put_enforcer_status(status); !put) {
+        return std::unexpected(from_store(put.error()));
+    }
+    bool acked_change = false;
+    {
+        std::lock_guard lock(mutex_);
+        auto& acked = acked_hash_[id];
+        acked_change = acked != status.applied_hash;
+        acked = status.applied_hash;
+    }
+    changed_.notify_all();
+    if (acked_change || status.apply_state == "failed") {
+        bus_.publish("enforcer", enforcer_json(id, status));
+    }
+    return json{{"controller_time_ms", now}};
+}
+
+std::string ControllerService::user_of(const std::string& workload) {
+    if (auto w = store_->get_workload(workload); w && *w) {
+        return (*w)->document.value("user", "");
+    }
+    return "";
+}
+
+ApiResult ControllerService::ingest_events(const Caller& caller, const std::string& id, const json& body) {
+    if (auto own = check_own_channel(caller, id); !own) {
+        return std::unexpected(own.error());
+    }
+    if (auto ok = only_members(body, {"events"}, "an event batch"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    const json* events = member(body, "events");
+    if (events == nullptr || !events->is_array()) {
+        return std::unexpected(error(400, "wrong-type", "\"events\" must be an array", json{{"pointer", "/events"}}));
+    }
+    if (events->size() > options_.max_events_per_batch) {
+        return std::unexpected(error(413, "too-large",
+                                     "at most " + std::to_string(options_.max_events_per_batch) + " events per batch",
+                                     json{{"pointer", "/events"}}));
+    }
+    const TimeMs now = clock_();
+    std::vector<StoredEvent> records;
+    records.reserve(events->size());
+    for (std::size_t i = 0; i < events->size(); ++i) {
+        const json& item = (*events)[i];
+        const std::string pointer = "/events/" + std::to_string(i);
+        const json* seq = member(item, "seq");
+        const json* event = member(item, "event");
+        if (seq == nullptr || !seq->is_number_unsigned() || seq->get<std::uint64_t>() == 0 ||
+            seq->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+            return std::unexpected(error(400, "invalid-value", "\"seq\" must be a positive integer",
+                                         json{{"pointer", pointer + "/seq"}}));
+        }
+        if (event == nullptr || !event->is_object() || !event->contains("type") || !(*event)["type"].is_string()) {
+            return std::unexpected(error(400, "invalid-value", "\"event\" must be an object with a string \"type\"",
+                                         json{{"pointer", pointer + "/event"}}));
+        }
+        for (const char* key : {"time_ns", "last_seen_ns", "time_unix_ms"}) {
+            if (const json* t = member(*event, key); t != nullptr && !t->is_number_integer()) {
+                return std::unexpected(error(400, "wrong-type", std::string("\"") + key + "\" must be an integer",
+                                             json{{"pointer", pointer + "/event/" + key}}));
+            }
+        }
+        for (const char* key : {"dport", "sport"}) {
+            if (const json* t = member(*event, key);
+                t != nullptr && !(t->is_number_unsigned() && t->get<std::uint64_t>() <= 65535)) {
+                return std::unexpected(error(400, "invalid-port", std::string("\"") + key + "\" must be a port number",
+                                             json{{"pointer", pointer + "/event/" + key}}));
+            }
+        }
+        if (const json* t = member(*event, "count"); t != nullptr && !(t->is_number_unsigned() && t->get<std::uint64_t>() > 0)) {
+            return std::unexpected(error(400, "invalid-value", "\"count\" must be a positive integer",
+                                         json{{"pointer", pointer + "/event/count"}}));
+        }
+        StoredEvent r;
+        r.enforcer = id;
+        r.enforcer_seq = seq->get<std::uint64_t>();
+        r.type = (*event)["type"].get<std::string>();
+        r.time_ns = json_int(*event, "time_ns",
+                             json_int(*event, "last_seen_ns", json_int(*event, "time_unix_ms", now) * 1'000'000));
+        r.received_at = now;
+        r.workload = string_member(*event, "workload").value_or("");
+        r.direction = string_member(*event, "direction").value_or("");
+        r.reason = string_member(*event, "reason").value_or("");
+        r.src = string_member(*event, "src").value_or("");
+        r.dst = string_member(*event, "dst").value_or("");
+        r.protocol = string_member(*event, "proto_name").value_or("");
+        r.dport = json_port(*event, "dport");
+        const json* count = member(*event, "count");
+        r.count = count != nullptr && count->is_number_unsigned() ? std::max<std::uint64_t>(1, count->get<std::uint64_t>()) : 1;
+        r.document = *event;
+        records.push_back(std::move(r));
+    }
+    auto inserted = store_->insert_events(records);
+    if (!inserted) {
+        return std::unexpected(from_store(inserted.error()));
+    }
+    // Live view and detection see only events stored now for the first time; a retried
+    // batch changes nothing.
+    if (inserted->accepted > 0) {
+        std::vector<StoredEvent> fresh;
+        EventQuery newest;
+        newest.enforcer = id;
+        newest.limit = records.size();
+        newest.newest_first = true;
+        auto stored = store_->query_events(newest);
+        // The batch's rows are the newest of this enforcer unless another batch of the same
+        // enforcer raced in between, which the uploader never does (one request at a time).
+        json live = json::array();
+        if (stored) {
+            std::map<std::uint64_t, const StoredEvent*> by_seq;
+            for (const auto& e : *stored) {
+                by_seq[e.enforcer_seq] = &e;
+            }
+            for (const auto& r : records) {
+                if (auto it = by_seq.find(r.enforcer_seq); it != by_seq.end()) {
+                    fresh.push_back(*it->second);
+                }
+            }
+        }
+        for (const auto& e : fresh) {
+            if (is_blocked_type(e.type)) {
+                live.push_back(event_json(e));
+            }
+        }
+        if (!live.empty()) {
+            bus_.publish("drops", live);
+        }
+        // Counters of open incidents move once per source per batch, not once per event:
+        // ingest must keep up with scans (100,000 events/s).
+        struct SourceTally {
+            std::uint64_t events = 0;
+            std::vector<std::int64_t> event_ids;
+        };
+        std::map<std::string, SourceTally> tallies;
+        std::map<std::string, std::string> owner_cache;
+        for (const auto& e : fresh) {
+            if (!is_blocked_type(e.type)) {
+                continue;
+            }
+            DropFact fact;
+            fact.time_ns = e.time_ns;
+            fact.destination = e.dst;
+            fact.protocol = e.protocol;
+            fact.port = e.dport;
+            fact.reason = e.reason;
+            fact.count = e.count;
+            if (e.direction == "out") {
+                fact.source_workload = e.workload;
+            } else {
+                auto cached = owner_cache.find(e.src);
+                if (cached == owner_cache.end()) {
+                    std::string owner;
+                    if (auto owners = store_->workloads_with_address(e.src); owners && owners->size() == 1) {
+                        owner = owners->front().id;
+                    }
+                    cached = owner_cache.emplace(e.src, owner).first;
+                }
+                fact.source_workload = cached->second;
+            }
+            if (fact.source_workload.empty()) {
+                continue;
+            }
+            auto& tally = tallies[fact.source_workload];
+            tally.events += e.count;
+            tally.event_ids.push_back(e.id);
+            if (e.reason == "quarantine") {
+                continue;  // already contained: counted on its incident, detects nothing new
+            }
+            std::optional<Detection> detection;
+            {
+                std::lock_guard lock(mutex_);
+                detection = detector_.observe(fact);
+            }
+            if (detection) {
+                // The tally so far joins the incident the detection opens or escalates.
+                handle_detection(*detection, tally.event_ids);
+                tally = SourceTally{};
+            }
+        }
+        for (auto& [source, tally] : tallies) {
+            if (tally.event_ids.empty()) {
+                continue;
+            }
+            auto open = store_->unresolved_incident_of(source);
+            if (!open || !*open) {
+                continue;
+            }
+            Incident incident = **open;
+            incident.event_count += tally.events;
+            incident.updated_at = now;
+            (void)store_->update_incident(incident);
+            (void)store_->link_incident_events(incident.id, tally.event_ids);
+        }
+    }
+    return json{{"accepted", inserted->accepted},
+                {"duplicates", inserted->duplicates},
+                {"through_seq", inserted->through_seq}};
+}
+
+// ----------------------------------------------------------- incidents --------------------
+
+namespace {
+
+int severity_rank(std::string_view severity) {
+    auto s = policy::severity_from_string(severity);
+    return s ? static_cast<int>(*s) : -1;
+}
+
+}  // namespace
+
+void ControllerService::handle_detection(const Detection& detection, const std::vector<std::int64_t>& event_ids) {
+    const TimeMs now = clock_();
+    const std::string user = user_of(detection.source_workload);
+    const std::string explanation = explain(detection, user);
+    const std::string severity(policy::to_string(detection.severity));
+    json finding{{"kind", detection.kind},
+                 {"severity", severity},
+                 {"distinct_targets", detection.distinct_targets},
+                 {"distinct_hosts", detection.distinct_hosts},
+                 {"distinct_ports", detection.distinct_ports},
+                 {"first_ns", detection.first_ns},
+                 {"last_ns", detection.last_ns},
+                 {"targets", detection.sample_targets},
+                 {"explanation", explanation},
+                 {"at", format_time_ms(now)}};
+    Incident incident;
+    bool created = false;
+    if (auto open = store_->unresolved_incident_of(detection.source_workload); open && *open) {
+        incident = **open;
+        if (severity_rank(severity) > severity_rank(incident.severity)) {
+            incident.severity = severity;
+            incident.title = detection.kind + " by " + detection.source_workload;
+            incident.explanation = explanation;
+        }
+        incident.updated_at = now;
+        incident.event_count += event_ids.size();
+        incident.details["findings"].push_back(finding);
+        auto updated = store_->update_incident(incident);
+        if (updated) {
+            incident = *updated;
+        }
+    } else {
+        incident.source_workload = detection.source_workload;
+        incident.state = IncidentState::Open;
+        incident.severity = severity;
+        incident.title = detection.kind + " by " + detection.source_workload;
+        incident.explanation = explanation;
+        incident.opened_at = now;
+        incident.updated_at = now;
+        incident.event_count = event_ids.size();
+        incident.details = json{{"user", user}, {"findings", json::array({finding})}};
+        auto added = store_->add_incident(incident);
+        if (!added) {
+            std::cerr << "bulkhead-controller: cannot store incident: " << added.error().message << "\n";
+            return;
+        }
+        incident = *added;
+        created = true;
+    }
+    // The incident's timeline holds every blocked attempt of the detection window, also
+    // those that arrived in earlier batches, before the incident existed.
+    std::vector<std::int64_t> linked = event_ids;
+    if (created) {
+        EventQuery window;
+        window.workload = detection.source_workload;
+        window.from_ns = detection.first_ns;
+        window.to_ns = detection.last_ns + 1;
+        window.newest_first = false;
+        window.limit = 5000;
+        if (auto earlier = store_->query_events(window)) {
+            std::uint64_t weight = 0;
+            for (const auto& e : *earlier) {
+                if (is_blocked_type(e.type)) {
+                    linked.push_back(e.id);
+                    weight += e.count;
+                }
+            }
+            std::sort(linked.begin(), linked.end());
+            linked.erase(std::unique(linked.begin(), linked.end()), linked.end());
+            incident.event_count = std::max<std::uint64_t>(weight, event_ids.size());
+            if (auto updated = store_->update_incident(incident)) {
+                incident = *updated;
+            }
+        }
+    }
+    (void)store_->link_incident_events(incident.id, linked);
+    bus_.publish("incident", json{{"action", created ? "opened" : "escalated"}, {"incident", incident_json(incident)}});
+
+    // Automatic quarantine, per the active policy.
+    policy::ResponsePolicy response;
+    {
+        std::lock_guard lock(mutex_);
+        if (!compiled_ || !compiled_->policy) {
+            return;
+        }
+        response = compiled_->policy->response;
+    }
+    if (response.auto_quarantine == policy::AutoQuarantineMode::Off ||
+        static_cast<int>(detection.severity) < static_cast<int>(response.auto_quarantine_min_severity)) {
+        return;
+    }
+    const std::string reason = "incident " + std::to_string(incident.id) + ": " + explanation;
+    if (response.auto_quarantine == policy::AutoQuarantineMode::DryRun) {
+        incident.details["dry_run_quarantine"] = json{{"at", format_time_ms(now)}, {"reason", reason}};
+        (void)store_->update_incident(incident);
+        (void)audit(Caller{"analyzer", Role::Automation, ""}, "quarantine.dry-run", "workload/" + detection.source_workload,
+              nullptr, json{{"reason", reason}, {"incident", incident.id}});
+        return;
+    }
+    std::expected<json, ApiError> done;
+    {
+        std::lock_guard lock(mutex_);
+        done = quarantine_locked(detection.source_workload, reason, "analyzer", "automation", true, incident.id);
+    }
+    if (!done) {
+        std::cerr << "bulkhead-controller: automatic quarantine of " << detection.source_workload
+                  << " failed: " << done.error().message << "\n";
+        return;
+    }
+    if ((*done)["created"].get<bool>()) {
+        bus_.publish("quarantine", json{{"action", "created"},
+                                        {"quarantine", quarantine_json((*done)["quarantine"].get<Quarantine>())}});
+    }
+}
+
+ApiResult ControllerService::list_incidents(const IncidentQuery& query) {
+    auto incidents = store_->list_incidents(query);
+    if (!incidents) {
+        return std::unexpected(from_store(incidents.error()));
+    }
+    json list = json::array();
+    for (const auto& i : *incidents) {
+        json j = incident_json(i);
+        j["user"] = i.details.value("user", "");
+        list.push_back(std::move(j));
+    }
+    return json{{"incidents", list}};
+}
+
+ApiResult ControllerService::get_incident(std::int64_t id) {
+    auto incident = store_->get_incident(id);
+    if (!incident) {
+        return std::unexpected(from_store(incident.error()));
+    }
+    json j = incident_json(*incident);
+    auto events = store_->incident_events(id, 1000);
+    json timeline = json::array();
+    json targets = json::object();
+    if (events) {
+        for (const auto& e : *events) {
+            timeline.push_back(event_json(e));
+            std::string target = e.dst + " " + e.protocol + (e.dport ? "/" + std::to_string(*e.dport) : "");
+            targets[target] = targets.value(target, 0) + e.count;
+        }
+    }
+    j["timeline"] = timeline;
+    j["targets"] = targets;
+    auto notes = store_->incident_notes(id);
+    json note_list = json::array();
+    if (notes) {
+        for (const auto& n : *notes) {
+            note_list.push_back(json{{"id", n.id}, {"author", n.author}, {"at", format_time_ms(n.at)}, {"text", n.text}});
+        }
+    }
+    j["notes"] = note_list;
+    if (auto w = store_->get_workload(incident->source_workload); w && *w) {
+        j["source"] = (*w)->document;
+    }
+    if (auto q = store_->active_quarantine(incident->source_workload); q && *q) {
+        j["quarantine"] = quarantine_json(**q);
+    }
+    return j;
+}
+
+ApiResult ControllerService::set_incident_state(const Caller& caller, std::int64_t id, IncidentState state) {
+    std::optional<Incident> result;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto incident = store_->get_incident(id);
+        if (!incident) {
+            return std::unexpected(incident.error());
+        }
+        const std::string before(to_string(incident->state));
+        if (incident->state == IncidentState::Resolved && state != IncidentState::Resolved) {
+            return std::unexpected(StoreError{StoreError::Kind::Conflict, "incident " + std::to_string(id) + " is resolved"});
+        }
+        incident->state = state;
+        incident->updated_at = clock_();
+        auto updated = store_->update_incident(*incident);
+        if (!updated) {
+            return std::unexpected(updated.error());
+        }
+        result = *updated;
+        return audit(caller, state == IncidentState::Resolved ? "incident.resolve" : "incident.acknowledge",
+              "incident/" + std::to_string(id), json{{"state", before}}, json{{"state", std::string(to_string(state))}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    bus_.publish("incident", json{{"action", std::string(to_string(state))}, {"incident", incident_json(*result)}});
+    return incident_json(*result);
+}
+
+ApiResult ControllerService::add_incident_note(const Caller& caller, std::int64_t id, const json& body) {
+    if (auto ok = only_members(body, {"text"}, "a note"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    auto text = required_string(body, "text", 16384);
+    if (!text) {
+        return std::unexpected(text.error());
+    }
+    std::optional<IncidentNote> stored;
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        if (auto incident = store_->get_incident(id); !incident) {
+            return std::unexpected(incident.error());
+        }
+        auto added = store_->add_incident_note(IncidentNote{0, id, caller.name, clock_(), *text});
+        if (!added) {
+            return std::unexpected(added.error());
+        }
+        stored = *added;
+        return audit(caller, "incident.note", "incident/" + std::to_string(id), nullptr, json{{"text", *text}});
+    });
+    if (!tx) {
+        return std::unexpected(from_store(tx.error()));
+    }
+    return json{{"id", stored->id}, {"incident", id}, {"author", stored->author}, {"at", format_time_ms(stored->at)},
+                {"text", stored->text}};
+}
+
+// ------------------------------------------------------------ quarantine ------------------
+
+nlohmann::json ControllerService::quarantine_json(const Quarantine& q) {
+    json j{{"workload", q.workload},
+           {"reason", q.reason},
+           {"actor", q.actor},
+           {"automatic", q.automatic},
+           {"incident", q.incident_id ? json(*q.incident_id) : json(nullptr)},
+           {"created_at", format_time_ms(q.created_at)},
+           {"released_at", optional_time(q.released_at)},
+           {"released_by", q.released_by}};
+    // Per-enforcer applied state: the workload's enforcer holds the quarantine once it
+    // acked the ruleset that contains it (or a later one).
+    std::string enforcer;
+    if (auto w = store_->get_workload(q.workload); w && *w) {
+        enforcer = (*w)->enforcer;
+    }
+    json enforcers = json::array();
+    if (!enforcer.empty()) {
+        std::lock_guard lock(mutex_);
+        auto desired = desired_.current(enforcer);
+        const std::string acked = acked_hash_.contains(enforcer) ? acked_hash_.at(enforcer) : "";
+        std::string state = "pending";
+        if (desired && acked == desired->hash) {
+            state = "applied";
+        }
+        enforcers.push_back(json{{"enforcer", enforcer},
+                                 {"state", state},
+                                 {"desired_generation", desired ? desired->generation : 0}});
+    }
+    j["enforcers"] = enforcers;
+    return j;
+}
+
+bool ControllerService::wait_for_ack(const std::string& enforcer, const std::string& hash,
+                                     std::chrono::milliseconds wait) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, wait, [&] {
+        return stopping_ || (acked_hash_.contains(enforcer) && acked_hash_.at(enforcer) == hash);
+    }) && !stopping_;
+}
+
+std::expected<nlohmann::json, ApiError> ControllerService::quarantine_locked(
+    const std::string& workload, const std::string& reason, const std::string& actor, const std::string& role,
+    bool automatic, std::optional<std::int64_t> incident) {
+    auto record = store_->get_workload(workload);
+    if (!record) {
+        return std::unexpected(from_store(record.error()));
+    }
+    if (!*record) {
+        return std::unexpected(error(404, "not-found", "no workload \"" + workload + "\""));
+    }
+    if (auto existing = store_->active_quarantine(workload); existing && *existing) {
+        return json{{"created", false}, {"quarantine", **existing}};  // idempotent: already in force
+    }
+    Quarantine q;
+    q.workload = workload;
+    q.reason = reason;
+    q.actor = actor;
+    q.automatic = automatic;
+    q.incident_id = incident;
+    q.created_at = clock_();
+    std::optional<Quarantine> stored;
+    Caller caller{actor, role_from_string(role).value_or(Role::Automation), ""};
+    auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+        auto added = store_->add_quarantine(q);
+        if (!added) {
+            return std::unexpected(added.error());
+        }
+        stored = *added;
+        AuditEntry entry{0, clock_(), actor, role, "quarantine.create", "workload/" + workload, nullptr,
+                         json{{"reason", reason}, {"automatic", automatic},
+                              {"incident", incident ? json(*incident) : json(nullptr)}}};
+        if (auto a = store_->append_audit(entry); !a) {
+            return std::unexpected(a.error());
+        }
+        return {};
+    });
+    if (!tx) {
+        if (tx.error().kind == StoreError::Kind::Conflict) {
+            if (auto existing = store_->active_quarantine(workload); existing && *existing) {
+                return json{{"created", false}, {"quarantine", **existing}};
+            }
+        }
+        return std::unexpected(from_store(tx.error()));
+    }
+    // A workload without an enforcer (an unmanaged server) has nothing to recompile; its
+    // quarantine still counts for attribution and the record.
+    if (!(*record)->enforcer.empty()) {
+        if (auto rc = recompile_locked(false, {(*record)->enforcer}); !rc) {
+            return std::unexpected(rc.error());
+        }
+    }
+    return json{{"created", true}, {"quarantine", *stored}};
+}
+
+namespace {
+
+Quarantine quarantine_from(const json& j) { return j.get<Quarantine>(); }
+
+}  // namespace
+
+ApiResult ControllerService::create_quarantine(const Caller& caller, const json& body, std::chrono::milliseconds wait) {
+    if (auto ok = only_members(body, {"workload", "address", "enforcer", "reason", "incident"}, "a quarantine"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    auto workload = optional_string(body, "workload", 256);
+    auto address = optional_string(body, "address", 64);
+    auto enforcer = optional_string(body, "enforcer", 128);
+    auto reason = optional_string(body, "reason", 4096);
+    for (const auto* field : {&workload, &address, &enforcer, &reason}) {
+        if (!*field) {
+            return std::unexpected(field->error());
+        }
+    }
+    std::optional<std::int64_t> incident;
+    if (const json* i = member(body, "incident"); i != nullptr && !i->is_null()) {
+        if (!i->is_number_integer()) {
+            return std::unexpected(error(400, "wrong-type", "\"incident\" must be an incident id", json{{"pointer", "/incident"}}));
+        }
+        incident = i->get<std::int64_t>();
+        if (auto found = store_->get_incident(*incident); !found) {
+            return std::unexpected(error(404, "not-found", "no incident " + std::to_string(*incident),
+                                         json{{"pointer", "/incident"}}));
+        }
+    }
+    if (workload->has_value() == address->has_value()) {
+        return std::unexpected(error(400, "invalid-value", "give exactly one of \"workload\" and \"address\"",
+                                     json{{"pointer", ""}}));
+    }
+    std::string target;
+    if (workload->has_value()) {
+        target = **workload;
+    } else {
+        auto parsed = policy::parse_ip_address(**address);
+        if (!parsed) {
+            return std::unexpected(error(400, "invalid-address", "\"" + **address + "\" is not an IP address",
+                                         json{{"pointer", "/address"}}));
+        }
+        // Canonical text (RFC 5952 for IPv6), the form the inventory reader accepts and
+        // events carry.
+        **address = policy::to_string(*parsed);
+        auto owners = store_->workloads_with_address(**address);
+        if (!owners) {
+            return std::unexpected(from_store(owners.error()));
+        }
+        std::vector<WorkloadRecord> candidates;
+        for (const auto& w : *owners) {
+            if (!enforcer->has_value() || w.enforcer == **enforcer) {
+                candidates.push_back(w);
+            }
+        }
+        if (candidates.empty()) {
+            return std::unexpected(error(404, "not-found", "no workload holds address " + **address,
+                                         json{{"pointer", "/address"}}));
+        }
+        if (candidates.size() > 1) {
+            json list = json::array();
+            for (const auto& c : candidates) {
+                list.push_back(json{{"workload", c.id}, {"enforcer", c.enforcer}});
+            }
+            return std::unexpected(error(409, "ambiguous",
+                                         "address " + **address + " belongs to " + std::to_string(candidates.size()) +
+                                             " workloads; name the workload or add \"enforcer\"",
+                                         json{{"pointer", "/address"}, {"candidates", list}}));
+        }
+        target = candidates.front().id;
+    }
+    std::expected<json, ApiError> done;
+    {
+        std::lock_guard lock(mutex_);
+        done = quarantine_locked(target, reason->value_or(""), caller.name, std::string(to_string(caller.role)), false,
+                                 incident);
+    }
+    if (!done) {
+        return std::unexpected(done.error());
+    }
+    const Quarantine q = quarantine_from((*done)["quarantine"]);
+    if ((*done)["created"].get<bool>()) {
+        bus_.publish("quarantine", json{{"action", "created"}, {"quarantine", quarantine_json(q)}});
+    }
+    if (wait.count() > 0) {
+        if (auto w = store_->get_workload(target); w && *w) {
+            std::string hash;
+            {
+                std::lock_guard lock(mutex_);
+                if (auto desired = desired_.current((*w)->enforcer)) {
+                    hash = desired->hash;
+                }
+            }
+            if (!hash.empty()) {
+                wait_for_ack((*w)->enforcer, hash, wait);
+            }
+        }
+    }
+    json result = quarantine_json(q);
+    result["created"] = (*done)["created"];
+    return result;
+}
+
+ApiResult ControllerService::list_quarantines() {
+    auto active = store_->active_quarantines();
+    if (!active) {
+        return std::unexpected(from_store(active.error()));
+    }
+    json list = json::array();
+    for (const auto& q : *active) {
+        list.push_back(quarantine_json(q));
+    }
+    return json{{"quarantines", list}};
+}
+
+ApiResult ControllerService::get_quarantine(const std::string& workload) {
+    auto active = store_->active_quarantine(workload);
+    if (!active) {
+        return std::unexpected(from_store(active.error()));
+    }
+    if (!*active) {
+        return std::unexpected(error(404, "not-found", "workload \"" + workload + "\" is not quarantined"));
+    }
+    json j = quarantine_json(**active);
+    if (auto history = store_->quarantine_history(workload, 20)) {
+        json list = json::array();
+        for (const auto& q : *history) {
+            list.push_back(json{{"reason", q.reason}, {"actor", q.actor}, {"created_at", format_time_ms(q.created_at)},
+                                {"released_at", optional_time(q.released_at)}, {"released_by", q.released_by}});
+        }
+        j["history"] = list;
+    }
+    return j;
+}
+
+ApiResult ControllerService::release_quarantine(const Caller& caller, const std::string& workload,
+                                                std::chrono::milliseconds wait) {
+    std::string enforcer;
+    std::optional<Quarantine> released;
+    {
+        std::lock_guard lock(mutex_);
+        auto active = store_->active_quarantine(workload);
+        if (!active) {
+            return std::unexpected(from_store(active.error()));
+        }
+        if (!*active) {
+            // Idempotent: releasing what is not quarantined changes nothing.
+            return json{{"workload", workload}, {"released", false}};
+        }
+        auto tx = store_->in_transaction([&]() -> StoreResult<void> {
+            auto done = store_->release_quarantine(workload, clock_(), caller.name);
+            if (!done) {
+                return std::unexpected(done.error());
+            }
+            released = *done;
+            return audit(caller, "quarantine.release", "workload/" + workload, json{{"reason", (*active)->reason}}, nullptr);
+        });
+        if (!tx) {
+            return std::unexpected(from_store(tx.error()));
+        }
+        if (auto w = store_->get_workload(workload); w && *w && !(*w)->enforcer.empty()) {
+            enforcer = (*w)->enforcer;
+            if (auto rc = recompile_locked(false, {enforcer}); !rc) {
+                return std::unexpected(rc.error());
+            }
+        }
+    }
+    bus_.publish("quarantine", json{{"action", "released"}, {"workload", workload}});
+    bool applied = false;
+    if (wait.count() > 0 && !enforcer.empty()) {
+        std::string hash;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto desired = desired_.current(enforcer)) {
+                hash = desired->hash;
+            }
+        }
+        applied = !hash.empty() && wait_for_ack(enforcer, hash, wait);
+    }
+    return json{{"workload", workload},
+                {"released", true},
+                {"released_at", optional_time(released->released_at)},
+                {"enforcer", enforcer},
+                {"applied", applied}};
+}
+
+// ---------------------------------------------------------------- events ------------------
+
+ApiResult ControllerService::query_events(const EventQuery& query) {
+    auto events = store_->query_events(query);
+    if (!events) {
+        return std::unexpected(from_store(events.error()));
+    }
+    json list = json::array();
+    std::int64_t last_id = 0;
+    for (const auto& e : *events) {
+        list.push_back(event_json(e));
+        last_id = e.id;
+    }
+    json result{{"events", list}};
+    if (!query.newest_first && events->size() == query.limit) {
+        result["next_after_id"] = last_id;
+    }
+    return result;
+}
+
+ApiResult ControllerService::count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
+                                          const EventQuery& filter) {
+    auto buckets = store_->count_events(from_ns, to_ns, bucket_ns, filter);
+    if (!buckets) {
+        return std::unexpected(from_store(buckets.error()));
+    }
+    json list = json::array();
+    for (const auto& b : *buckets) {
+        list.push_back(json{{"start_ns", b.start_ns}, {"events", b.events}});
+    }
+    return json{{"from_ns", from_ns}, {"to_ns", to_ns}, {"bucket_ns", bucket_ns}, {"buckets", list}};
+}
+
+ApiResult ControllerService::query_audit(const AuditQuery& query) {
+    auto entries = store_->query_audit(query);
+    if (!entries) {
+        return std::unexpected(from_store(entries.error()));
+    }
+    json list = json::array();
+    for (const auto& a : *entries) {
+        list.push_back(audit_json(a));
+    }
+    return json{{"entries", list}};
+}
+
+}  // namespace bulkhead::controller

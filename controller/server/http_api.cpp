@@ -1,0 +1,634 @@
+#include "controller/server/http_api.hpp"
+
+#include "policies/diagnostics.hpp"
+#include "policies/json_reader.hpp"
+
+#include <charconv>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <regex>
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t max_body_bytes = 16 * 1024 * 1024;
+
+void send_json(httplib::Response& res, int status, const json& body) {
+    res.status = status;
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+    json body{{"code", e.code}, {"message", e.message}};
+    if (e.details.is_object()) {
+        for (const auto& [key, value] : e.details.items()) {
+            body[key] = value;
+        }
+    }
+    send_json(res, e.status, json{{"error", body}});
+}
+
+void send_result(httplib::Response& res, const ApiResult& result, int success_status = 200) {
+    if (result) {
+        send_json(res, success_status, *result);
+    } else {
+        send_error(res, result.error());
+    }
+}
+
+// Request bodies go through the same strict reader as policy files: duplicate keys, depth
+// and size limits, and errors with a JSON pointer and a line/column.
+std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
+    if (req.body.empty()) {
+        send_error(res, ApiError{400, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
+        return std::nullopt;
+    }
+    auto parsed = policy::read_json(req.body, "body");
+    if (!parsed) {
+        const auto& first = parsed.error().front();
+        send_error(res, ApiError{400, "invalid-json", first.message,
+                                 json{{"pointer", first.pointer}, {"errors", policy::diagnostics_to_json(parsed.error())}}});
+        return std::nullopt;
+    }
+    return std::move(*parsed);
+}
+
+std::optional<std::int64_t> parse_integer(std::string_view text) {
+    std::int64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size()) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+// Milliseconds since the epoch, or RFC 3339 UTC ("2026-11-23T10:00:00Z", fractions allowed).
+std::optional<std::int64_t> parse_time_ms(const std::string& text) {
+    if (auto ms = parse_integer(text)) {
+        return *ms;
+    }
+    std::tm tm{};
+    int fraction_ms = 0;
+    const char* rest = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (rest == nullptr) {
+        return std::nullopt;
+    }
+    if (*rest == '.') {
+        ++rest;
+        int digits = 0;
+        while (*rest >= '0' && *rest <= '9') {
+            if (digits < 3) {
+                fraction_ms = fraction_ms * 10 + (*rest - '0');
+            }
+            ++digits;
+            ++rest;
+        }
+        for (; digits < 3; ++digits) {
+            fraction_ms *= 10;
+        }
+    }
+    if (std::string_view(rest) != "Z") {
+        return std::nullopt;
+    }
+    return static_cast<std::int64_t>(timegm(&tm)) * 1000 + fraction_ms;
+}
+
+struct QueryError {
+    std::string parameter;
+    std::string message;
+};
+
+class QueryReader {
+public:
+    explicit QueryReader(const httplib::Request& req) : req_(req) {}
+
+    std::optional<std::string> text(const std::string& name, std::size_t max = 512) {
+        if (!req_.has_param(name.c_str())) {
+            return std::nullopt;
+        }
+        auto value = req_.get_param_value(name.c_str());
+        if (value.size() > max) {
+            fail(name, "longer than " + std::to_string(max) + " characters");
+            return std::nullopt;
+        }
+        return value;
+    }
+    std::optional<std::int64_t> integer(const std::string& name, std::int64_t min, std::int64_t max) {
+        auto value = text(name);
+        if (!value) {
+            return std::nullopt;
+        }
+        auto n = parse_integer(*value);
+        if (!n || *n < min || *n > max) {
+            fail(name, "must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+            return std::nullopt;
+        }
+        return n;
+    }
+    std::optional<std::int64_t> time_ms(const std::string& name) {
+        auto value = text(name);
+        if (!value) {
+            return std::nullopt;
+        }
+        auto ms = parse_time_ms(*value);
+        // Up to the year 2200: times become nanoseconds in int64 further on.
+        if (!ms || *ms < 0 || *ms > 7'258'118'400'000) {
+            fail(name, "must be milliseconds since the epoch or an RFC 3339 UTC time (1970-2200)");
+            return std::nullopt;
+        }
+        return ms;
+    }
+    void fail(const std::string& name, std::string message) {
+        if (!error_) {
+            error_ = QueryError{name, std::move(message)};
+        }
+    }
+    // Sends a 400 naming the first bad parameter; true if one was bad.
+    bool failed(httplib::Response& res) const {
+        if (!error_) {
+            return false;
+        }
+        send_error(res, ApiError{400, "invalid-parameter", "query parameter \"" + error_->parameter + "\" " + error_->message,
+                                 json{{"parameter", error_->parameter}}});
+        return true;
+    }
+
+private:
+    const httplib::Request& req_;
+    std::optional<QueryError> error_;
+};
+
+std::string bearer_token(const httplib::Request& req, bool allow_query_token) {
+    const auto header = req.get_header_value("Authorization");
+    constexpr std::string_view prefix = "Bearer ";
+    if (header.size() > prefix.size() && header.compare(0, prefix.size(), prefix) == 0) {
+        return header.substr(prefix.size());
+    }
+    // Browsers' EventSource cannot set headers; the event stream alone accepts the token
+    // as a query parameter.
+    if (allow_query_token && req.has_param("access_token")) {
+        return req.get_param_value("access_token");
+    }
+    return {};
+}
+
+std::string template_to_regex(const std::string& path) {
+    static const std::regex parameter(R"(\{[a-z_]+\})");
+    std::string escaped = std::regex_replace(path, std::regex(R"([.])"), R"(\.)");
+    return std::regex_replace(escaped, parameter, "([^/]+)");
+}
+
+std::chrono::milliseconds wait_parameter(QueryReader& query) {
+    auto wait = query.integer("wait_ms", 0, 10000);
+    return std::chrono::milliseconds(wait.value_or(0));
+}
+
+EventQuery event_query(QueryReader& query) {
+    EventQuery q;
+    if (auto from = query.time_ms("from")) {
+        q.from_ns = *from * 1'000'000;
+    }
+    if (auto to = query.time_ms("to")) {
+        q.to_ns = *to * 1'000'000;
+    }
+    q.workload = query.text("workload", 256);
+    q.address = query.text("address", 64);
+    if (auto port = query.integer("port", 0, 65535)) {
+        q.port = static_cast<std::uint16_t>(*port);
+    }
+    q.reason = query.text("reason", 32);
+    if (q.reason && *q.reason != "default" && *q.reason != "deny" && *q.reason != "decoy" &&
+        *q.reason != "quarantine" && *q.reason != "allow") {
+        query.fail("reason", "must be one of default, deny, decoy, quarantine, allow");
+    }
+    q.type = query.text("type", 64);
+    q.enforcer = query.text("enforcer", 128);
+    q.after_id = query.integer("after_id", 0, INT64_MAX);
+    q.limit = static_cast<std::size_t>(query.integer("limit", 1, 10000).value_or(100));
+    if (auto order = query.text("order", 8)) {
+        if (*order == "asc") {
+            q.newest_first = false;
+        } else if (*order != "desc") {
+            query.fail("order", "must be asc or desc");
+        }
+    }
+    if (q.after_id && q.newest_first && !query.text("order")) {
+        q.newest_first = false;  // paging with a cursor reads forward
+    }
+    return q;
+}
+
+}  // namespace
+
+HttpApi::HttpApi(ControllerService& service, std::string openapi_document, std::string webui_dir)
+    : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)) {
+    build_routes();
+}
+
+void HttpApi::add(std::string method, std::string path, std::optional<Permission> permission,
+                  std::function<void(RouteContext&)> handler) {
+    routes_.push_back(Route{std::move(method), std::move(path), permission, std::move(handler)});
+}
+
+void HttpApi::build_routes() {
+    auto& s = service_;
+    const auto id_of = [](RouteContext& c, std::size_t index) -> std::optional<std::int64_t> {
+        auto id = parse_integer(c.params.at(index));
+        if (!id || *id <= 0) {
+            send_error(c.response, ApiError{400, "invalid-parameter", "\"" + c.params.at(index) + "\" is not an id",
+                                            json{{"parameter", "id"}}});
+            return std::nullopt;
+        }
+        return id;
+    };
+
+    add("GET", "/api/v1/health", std::nullopt, [&s](RouteContext& c) { send_result(c.response, s.health()); });
+    add("GET", "/api/v1/openapi.json", std::nullopt, [this](RouteContext& c) {
+        c.response.set_content(openapi_document_, "application/json");
+    });
+    add("GET", "/api/v1/whoami", Permission::Read, [](RouteContext& c) {
+        send_json(c.response, 200, json{{"name", c.caller.name}, {"role", std::string(to_string(c.caller.role))}});
+    });
+
+    // Policies.
+    add("POST", "/api/v1/policies/validate", Permission::WritePolicy, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.validate_policy(*body));
+        }
+    });
+    add("POST", "/api/v1/policies", Permission::WritePolicy, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.upload_policy(c.caller, *body), 201);
+        }
+    });
+    add("GET", "/api/v1/policies", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto limit = q.integer("limit", 1, 1000);
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.list_policies(static_cast<std::size_t>(limit.value_or(100))));
+        }
+    });
+    add("GET", "/api/v1/policies/active", Permission::Read,
+        [&s](RouteContext& c) { send_result(c.response, s.active_policy()); });
+    add("POST", "/api/v1/policies/rollback", Permission::WritePolicy,
+        [&s](RouteContext& c) { send_result(c.response, s.rollback_policy(c.caller)); });
+    add("GET", "/api/v1/policies/{id}", Permission::Read, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.get_policy(*id));
+        }
+    });
+    add("GET", "/api/v1/policies/{id}/diff", Permission::Read, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.diff_policy(*id));
+        }
+    });
+    add("POST", "/api/v1/policies/{id}/what-if", Permission::Read, [&s, id_of](RouteContext& c) {
+        auto id = id_of(c, 0);
+        if (!id) {
+            return;
+        }
+        QueryReader q(c.request);
+        auto from = q.time_ms("from");
+        auto to = q.time_ms("to");
+        auto limit = q.integer("limit", 1, 100000);
+        if (q.failed(c.response)) {
+            return;
+        }
+        const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
+        const std::int64_t to_ms = to.value_or(now_ms);
+        const std::int64_t from_ms = from.value_or(to_ms - 24 * 3600 * 1000);
+        if (from_ms >= to_ms) {
+            send_error(c.response, ApiError{400, "invalid-parameter", "\"from\" must be before \"to\"",
+                                            json{{"parameter", "from"}}});
+            return;
+        }
+        send_result(c.response, s.what_if(*id, from_ms * 1'000'000, to_ms * 1'000'000,
+                                          static_cast<std::size_t>(limit.value_or(100000))));
+    });
+    add("POST", "/api/v1/policies/{id}/activate", Permission::WritePolicy, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.activate_policy(c.caller, *id));
+        }
+    });
+
+    // Inventory.
+    add("GET", "/api/v1/inventory", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.get_inventory()); });
+    add("PUT", "/api/v1/inventory", Permission::WriteInventory, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.replace_inventory(c.caller, *body));
+        }
+    });
+    add("GET", "/api/v1/workloads", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.list_workloads()); });
+    add("POST", "/api/v1/workloads/bulk", Permission::WriteInventory, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.bulk_workloads(c.caller, *body));
+        }
+    });
+    add("GET", "/api/v1/workloads/{id}", Permission::Read,
+        [&s](RouteContext& c) { send_result(c.response, s.get_workload(c.params.at(0))); });
+    add("PUT", "/api/v1/workloads/{id}", Permission::WriteInventory, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.put_workload(c.caller, c.params.at(0), *body));
+        }
+    });
+    add("DELETE", "/api/v1/workloads/{id}", Permission::WriteInventory,
+        [&s](RouteContext& c) { send_result(c.response, s.delete_workload(c.caller, c.params.at(0))); });
+    add("GET", "/api/v1/vpn-sessions", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto active_at = q.time_ms("active_at");
+        auto limit = q.integer("limit", 1, 10000);
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.list_vpn_sessions(active_at, static_cast<std::size_t>(limit.value_or(100))));
+        }
+    });
+    add("POST", "/api/v1/vpn-sessions", Permission::WriteInventory, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.add_vpn_session(c.caller, *body), 201);
+        }
+    });
+    add("POST", "/api/v1/vpn-sessions/{id}/end", Permission::WriteInventory, [&s, id_of](RouteContext& c) {
+        auto id = id_of(c, 0);
+        if (!id) {
+            return;
+        }
+        json body = json::object();
+        if (!c.request.body.empty()) {
+            auto parsed = read_body(c.request, c.response);
+            if (!parsed) {
+                return;
+            }
+            body = *parsed;
+        }
+        send_result(c.response, s.end_vpn_session(c.caller, *id, body));
+    });
+
+    // Enforcers and the control channel.
+    add("GET", "/api/v1/enforcers", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.list_enforcers()); });
+    add("GET", "/api/v1/enforcers/{id}", Permission::Read,
+        [&s](RouteContext& c) { send_result(c.response, s.get_enforcer(c.params.at(0))); });
+    add("POST", "/api/v1/enforcers/{id}/enrollment-token", Permission::WriteInventory,
+        [&s](RouteContext& c) { send_result(c.response, s.create_enrollment_token(c.caller, c.params.at(0)), 201); });
+    add("POST", "/api/v1/enforcers/enroll", std::nullopt, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.enroll(*body), 201);
+        }
+    });
+    add("GET", "/api/v1/enforcers/{id}/channel", Permission::EnforcerChannel, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto generation = q.integer("generation", 0, INT64_MAX);
+        auto hash = q.text("hash", 128);
+        if (q.failed(c.response)) {
+            return;
+        }
+        auto stream = s.open_channel(c.caller, c.params.at(0), static_cast<std::uint64_t>(generation.value_or(0)),
+                                     hash.value_or(""));
+        if (!stream) {
+            send_error(c.response, stream.error());
+            return;
+        }
+        std::shared_ptr<ChannelStream> shared(std::move(*stream));
+        c.response.set_header("Cache-Control", "no-store");
+        c.response.set_chunked_content_provider(
+            "application/x-ndjson", [shared](std::size_t, httplib::DataSink& sink) {
+                auto line = shared->next_line();
+                if (!line) {
+                    sink.done();
+                    return true;
+                }
+                return sink.write(line->data(), line->size());
+            });
+    });
+    add("POST", "/api/v1/enforcers/{id}/status", Permission::EnforcerChannel, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.report_status(c.caller, c.params.at(0), *body));
+        }
+    });
+    add("POST", "/api/v1/enforcers/{id}/events", Permission::EnforcerChannel, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.ingest_events(c.caller, c.params.at(0), *body));
+        }
+    });
+
+    // Events.
+    add("GET", "/api/v1/events", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto query = event_query(q);
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.query_events(query));
+        }
+    });
+    add("GET", "/api/v1/events/counts", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto query = event_query(q);
+        auto bucket = q.integer("bucket_ms", 1, 86'400'000);
+        if (q.failed(c.response)) {
+            return;
+        }
+        const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
+        const std::int64_t to = query.to_ns.value_or(now_ns);
+        const std::int64_t from = query.from_ns.value_or(to - 3600LL * 1'000'000'000);
+        const std::int64_t bucket_ns = bucket.value_or(60'000) * 1'000'000;
+        if (from >= to) {
+            send_error(c.response, ApiError{400, "invalid-parameter", "\"from\" must be before \"to\"",
+                                            json{{"parameter", "from"}}});
+            return;
+        }
+        if ((to - from) / bucket_ns > 10'000) {
+            send_error(c.response, ApiError{400, "invalid-parameter", "more than 10,000 buckets; widen bucket_ms",
+                                            json{{"parameter", "bucket_ms"}}});
+            return;
+        }
+        send_result(c.response, s.count_events(from, to, bucket_ns, query));
+    });
+
+    // Incidents.
+    add("GET", "/api/v1/incidents", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        IncidentQuery query;
+        if (auto state = q.text("state", 32)) {
+            query.state = incident_state_from_string(*state);
+            if (!query.state) {
+                q.fail("state", "must be open, acknowledged or resolved");
+            }
+        }
+        query.source_workload = q.text("workload", 256);
+        query.before_id = q.integer("before_id", 1, INT64_MAX);
+        query.limit = static_cast<std::size_t>(q.integer("limit", 1, 1000).value_or(100));
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.list_incidents(query));
+        }
+    });
+    add("GET", "/api/v1/incidents/{id}", Permission::Read, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.get_incident(*id));
+        }
+    });
+    add("POST", "/api/v1/incidents/{id}/acknowledge", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Acknowledged));
+        }
+    });
+    add("POST", "/api/v1/incidents/{id}/resolve", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Resolved));
+        }
+    });
+    add("POST", "/api/v1/incidents/{id}/notes", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
+        auto id = id_of(c, 0);
+        if (!id) {
+            return;
+        }
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.add_incident_note(c.caller, *id, *body), 201);
+        }
+    });
+
+    // Quarantine.
+    add("POST", "/api/v1/quarantines", Permission::Quarantine, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto wait = wait_parameter(q);
+        if (q.failed(c.response)) {
+            return;
+        }
+        if (auto body = read_body(c.request, c.response)) {
+            auto result = s.create_quarantine(c.caller, *body, wait);
+            send_result(c.response, result, result && (*result)["created"].get<bool>() ? 201 : 200);
+        }
+    });
+    add("GET", "/api/v1/quarantines", Permission::Read,
+        [&s](RouteContext& c) { send_result(c.response, s.list_quarantines()); });
+    add("GET", "/api/v1/quarantines/{workload}", Permission::Read,
+        [&s](RouteContext& c) { send_result(c.response, s.get_quarantine(c.params.at(0))); });
+    add("DELETE", "/api/v1/quarantines/{workload}", Permission::Quarantine, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto wait = wait_parameter(q);
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.release_quarantine(c.caller, c.params.at(0), wait));
+        }
+    });
+
+    // Audit and the live stream.
+    add("GET", "/api/v1/audit", Permission::ReadAudit, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        AuditQuery query;
+        query.from = q.time_ms("from");
+        query.to = q.time_ms("to");
+        query.actor = q.text("actor", 256);
+        query.action = q.text("action", 128);
+        query.before_id = q.integer("before_id", 1, INT64_MAX);
+        query.limit = static_cast<std::size_t>(q.integer("limit", 1, 1000).value_or(100));
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.query_audit(query));
+        }
+    });
+    add("GET", "/api/v1/stream", Permission::Read, [&s](RouteContext& c) {
+        auto subscription = s.bus().subscribe();
+        auto& bus = s.bus();
+        c.response.set_header("Cache-Control", "no-store");
+        c.response.set_header("X-Accel-Buffering", "no");
+        c.response.set_chunked_content_provider(
+            "text/event-stream",
+            [subscription, first = std::make_shared<bool>(true)](std::size_t, httplib::DataSink& sink) {
+                if (*first) {
+                    *first = false;
+                    static constexpr std::string_view hello = "retry: 2000\nevent: hello\ndata: {}\n\n";
+                    return sink.write(hello.data(), hello.size());
+                }
+                std::uint64_t lost = 0;
+                auto messages = subscription->next(std::chrono::seconds(15), lost);
+                if (subscription->closed() && messages.empty()) {
+                    sink.done();
+                    return true;
+                }
+                std::string out;
+                if (lost > 0) {
+                    out += "event: lost\ndata: {\"messages\":" + std::to_string(lost) + "}\n\n";
+                }
+                for (const auto& m : messages) {
+                    out += "id: " + std::to_string(m.id) + "\nevent: " + m.event + "\ndata: " + m.data + "\n\n";
+                }
+                if (out.empty()) {
+                    out = ": keep-alive\n\n";  // lets proxies and the browser see a live stream
+                }
+                return sink.write(out.data(), out.size());
+            },
+            [subscription, &bus](bool) { bus.unsubscribe(subscription); });
+    });
+}
+
+void HttpApi::install(httplib::Server& server) const {
+    server.set_payload_max_length(max_body_bytes);
+    for (const auto& route : routes_) {
+        const std::regex pattern(template_to_regex(route.path));
+        auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
+            Caller caller;
+            if (route.permission) {
+                const bool is_stream = route.path == "/api/v1/stream";
+                auto authenticated = service_.authenticate(bearer_token(req, is_stream));
+                if (!authenticated) {
+                    res.set_header("WWW-Authenticate", "Bearer");
+                    send_error(res, ApiError{401, "unauthenticated", "a valid bearer token is required"});
+                    return;
+                }
+                if (!role_allows(authenticated->role, *route.permission)) {
+                    send_error(res, ApiError{403, "forbidden",
+                                             "role " + std::string(to_string(authenticated->role)) + " may not " +
+                                                 std::string(to_string(*route.permission))});
+                    return;
+                }
+                caller = *authenticated;
+            }
+            RouteContext context{req, res, caller, {}};
+            for (std::size_t i = 1; i < req.matches.size(); ++i) {
+                context.params.push_back(req.matches[i].str());
+            }
+            route.handler(context);
+        };
+        if (route.method == "GET") {
+            server.Get(template_to_regex(route.path), handler);
+        } else if (route.method == "POST") {
+            server.Post(template_to_regex(route.path), handler);
+        } else if (route.method == "PUT") {
+            server.Put(template_to_regex(route.path), handler);
+        } else if (route.method == "DELETE") {
+            server.Delete(template_to_regex(route.path), handler);
+        }
+        (void)pattern;
+    }
+    if (!webui_dir_.empty() && std::filesystem::is_directory(webui_dir_)) {
+        server.set_mount_point("/", webui_dir_);
+    }
+    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown";
+        try {
+            std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+        }
+        std::cerr << "bulkhead-controller: " << req.method << " " << req.path << ": internal error: " << what << "\n";
+        send_error(res, ApiError{500, "internal-error", "internal error; see the controller's log"});
+    });
+    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) {
+            return;  // a handler already explained itself
+        }
+        if (res.status == 404) {
+            send_error(res, ApiError{404, "no-such-route", "no route " + req.method + " " + req.path});
+        } else if (res.status == 413) {
+            send_error(res, ApiError{413, "too-large", "the request body is over 16 MiB"});
+        } else if (res.status == 405 || res.status == 400) {
+            send_error(res, ApiError{res.status, "bad-request", "malformed request"});
+        }
+    });
+}
+
+}  // namespace bulkhead::controller

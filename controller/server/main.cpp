@@ -1,0 +1,326 @@
+// bulkhead-controller: REST API, enforcer control channel and dashboard on one process,
+// SQLite in a data directory. Configuration: a JSON file (--config) and flags, flags win.
+#include "controller/server/controller_service.hpp"
+#include "controller/server/http_api.hpp"
+#include "controller/store/sqlite_store.hpp"
+#include "policies/json_reader.hpp"
+
+#include <CLI/CLI.hpp>
+#include <httplib.h>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+using bulkhead::controller::ControllerService;
+using nlohmann::json;
+
+struct ControllerConfig {
+    std::string data_dir = "/var/lib/bulkhead-controller";
+    std::string listen;        // TLS, HOST:PORT
+    std::string tls_cert;
+    std::string tls_key;
+    std::string plain_listen;  // plain HTTP, loopback only
+    std::string bootstrap_tokens;
+    std::string webui_dir;
+    int heartbeat_interval_ms = 5000;
+    int threads = 64;
+};
+
+std::optional<std::pair<std::string, int>> split_host_port(const std::string& text) {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        return std::nullopt;
+    }
+    std::string host = text.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    int port = 0;
+    try {
+        port = std::stoi(text.substr(colon + 1));
+    } catch (...) {
+        return std::nullopt;
+    }
+    if (port <= 0 || port > 65535) {
+        return std::nullopt;
+    }
+    return std::make_pair(host, port);
+}
+
+bool is_loopback(const std::string& host) {
+    if (host == "localhost") {
+        return true;
+    }
+    in_addr v4{};
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    }
+    in6_addr v6{};
+    return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return std::nullopt;
+    }
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+// Config file members mirror the long flags with '_' for '-'.
+std::optional<std::string> load_config(const std::string& path, ControllerConfig& config) {
+    auto text = read_file(path);
+    if (!text) {
+        return "cannot read config file " + path;
+    }
+    auto document = bulkhead::policy::read_json(*text, path);
+    if (!document) {
+        return bulkhead::policy::format_diagnostic(document.error().front());
+    }
+    if (!document->is_object()) {
+        return path + ": the config must be a JSON object";
+    }
+    for (const auto& [key, value] : document->items()) {
+        auto string_field = [&](std::string& field) -> std::optional<std::string> {
+            if (!value.is_string()) {
+                return path + ": /" + key + ": must be a string";
+            }
+            field = value.get<std::string>();
+            return std::nullopt;
+        };
+        auto int_field = [&](int& field, int min, int max) -> std::optional<std::string> {
+            if (!value.is_number_integer() || value.get<std::int64_t>() < min || value.get<std::int64_t>() > max) {
+                return path + ": /" + key + ": must be an integer from " + std::to_string(min) + " to " +
+                       std::to_string(max);
+            }
+            field = value.get<int>();
+            return std::nullopt;
+        };
+        std::optional<std::string> problem;
+        if (key == "data_dir") problem = string_field(config.data_dir);
+        else if (key == "listen") problem = string_field(config.listen);
+        else if (key == "tls_cert") problem = string_field(config.tls_cert);
+        else if (key == "tls_key") problem = string_field(config.tls_key);
+        else if (key == "plain_listen") problem = string_field(config.plain_listen);
+        else if (key == "bootstrap_tokens") problem = string_field(config.bootstrap_tokens);
+        else if (key == "webui_dir") problem = string_field(config.webui_dir);
+        else if (key == "heartbeat_interval_ms") problem = int_field(config.heartbeat_interval_ms, 100, 60000);
+        else if (key == "threads") problem = int_field(config.threads, 4, 1024);
+        else if (key == "$schema" || key == "comment") {}
+        else problem = path + ": /" + key + ": unknown member";
+        if (problem) {
+            return problem;
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<std::string> load_bootstrap_tokens(const std::string& path, ControllerService& service) {
+    auto text = read_file(path);
+    if (!text) {
+        return "cannot read bootstrap tokens " + path;
+    }
+    auto document = bulkhead::policy::read_json(*text, path);
+    if (!document) {
+        return bulkhead::policy::format_diagnostic(document.error().front());
+    }
+    const json* tokens = document->is_object() && document->contains("tokens") ? &(*document)["tokens"] : nullptr;
+    if (tokens == nullptr || !tokens->is_array()) {
+        return path + ": /tokens: must be an array";
+    }
+    for (std::size_t i = 0; i < tokens->size(); ++i) {
+        const json& t = (*tokens)[i];
+        const std::string pointer = path + ": /tokens/" + std::to_string(i);
+        if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("role") ||
+            !t["role"].is_string() || !t.contains("token") || !t["token"].is_string()) {
+            return pointer + ": needs string members name, role and token";
+        }
+        auto role = bulkhead::controller::role_from_string(t["role"].get<std::string>());
+        if (!role || *role == bulkhead::controller::Role::Enforcer) {
+            return pointer + "/role: must be admin, soc or automation";
+        }
+        if (auto added = service.add_bootstrap_token(t["name"].get<std::string>(), *role, t["token"].get<std::string>());
+            !added) {
+            return pointer + ": " + added.error();
+        }
+    }
+    return std::nullopt;
+}
+
+void configure(httplib::Server& server, int threads) {
+    // Channel and dashboard streams each hold a thread for their lifetime.
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+    server.set_keep_alive_max_count(100000);
+    server.set_keep_alive_timeout(60);
+    server.set_read_timeout(30, 0);
+    server.set_write_timeout(30, 0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"bulkhead-controller: Bulkhead's REST API, enforcer control channel and dashboard"};
+    ControllerConfig config;
+    std::string config_file;
+    app.add_option("--config", config_file, "JSON config file (members as the long flags, '_' for '-')");
+    ControllerConfig flags;
+    auto* data_dir = app.add_option("--data-dir", flags.data_dir, "Directory of the SQLite database");
+    auto* listen = app.add_option("--listen", flags.listen, "TLS listener HOST:PORT (API and control channel)");
+    auto* cert = app.add_option("--tls-cert", flags.tls_cert, "Server certificate (PEM)");
+    auto* key = app.add_option("--tls-key", flags.tls_key, "Server private key (PEM)");
+    auto* plain = app.add_option("--plain-listen", flags.plain_listen, "Plain HTTP listener, loopback only (127.0.0.1:8080)");
+    auto* tokens = app.add_option("--bootstrap-tokens", flags.bootstrap_tokens, "JSON file of API tokens to install");
+    auto* webui = app.add_option("--webui-dir", flags.webui_dir, "Directory of the built dashboard, served at /");
+    auto* heartbeat = app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms, "Control channel heartbeat")
+                          ->check(CLI::Range(100, 60000));
+    auto* threads = app.add_option("--threads", flags.threads, "HTTP worker threads per listener")->check(CLI::Range(4, 1024));
+    app.set_version_flag("--version", "bulkhead-controller 0.4.0");
+    CLI11_PARSE(app, argc, argv);
+
+    if (!config_file.empty()) {
+        if (auto problem = load_config(config_file, config)) {
+            std::cerr << "bulkhead-controller: " << *problem << "\n";
+            return 2;
+        }
+    }
+    if (*data_dir) config.data_dir = flags.data_dir;
+    if (*listen) config.listen = flags.listen;
+    if (*cert) config.tls_cert = flags.tls_cert;
+    if (*key) config.tls_key = flags.tls_key;
+    if (*plain) config.plain_listen = flags.plain_listen;
+    if (*tokens) config.bootstrap_tokens = flags.bootstrap_tokens;
+    if (*webui) config.webui_dir = flags.webui_dir;
+    if (*heartbeat) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
+    if (*threads) config.threads = flags.threads;
+
+    if (config.listen.empty() && config.plain_listen.empty()) {
+        std::cerr << "bulkhead-controller: nothing to listen on: give --listen (TLS) and/or --plain-listen\n";
+        return 2;
+    }
+    std::optional<std::pair<std::string, int>> tls_address, plain_address;
+    if (!config.listen.empty()) {
+        tls_address = split_host_port(config.listen);
+        if (!tls_address) {
+            std::cerr << "bulkhead-controller: --listen " << config.listen << ": expected HOST:PORT\n";
+            return 2;
+        }
+        if (config.tls_cert.empty() || config.tls_key.empty()) {
+            std::cerr << "bulkhead-controller: --listen needs --tls-cert and --tls-key\n";
+            return 2;
+        }
+    }
+    if (!config.plain_listen.empty()) {
+        plain_address = split_host_port(config.plain_listen);
+        if (!plain_address) {
+            std::cerr << "bulkhead-controller: --plain-listen " << config.plain_listen << ": expected HOST:PORT\n";
+            return 2;
+        }
+        if (!is_loopback(plain_address->first)) {
+            std::cerr << "bulkhead-controller: --plain-listen " << config.plain_listen
+                      << ": plain HTTP is allowed on a loopback address only; use --listen with TLS\n";
+            return 2;
+        }
+    }
+
+    std::error_code ec;
+    std::filesystem::create_directories(config.data_dir, ec);
+    if (ec) {
+        std::cerr << "bulkhead-controller: cannot create data directory " << config.data_dir << ": " << ec.message() << "\n";
+        return 1;
+    }
+    auto store = bulkhead::controller::SqliteStore::open(std::filesystem::path(config.data_dir) / "bulkhead.db");
+    if (!store) {
+        std::cerr << "bulkhead-controller: " << store.error().message << "\n";
+        return 1;
+    }
+    bulkhead::controller::ServiceOptions options;
+    options.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);
+    ControllerService service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    });
+    if (!config.bootstrap_tokens.empty()) {
+        if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {
+            std::cerr << "bulkhead-controller: " << *problem << "\n";
+            return 2;
+        }
+    }
+    if (auto started = service.start(); !started) {
+        std::cerr << "bulkhead-controller: start-up failed: " << started.error() << "\n";
+        return 1;
+    }
+    bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
+                                      config.webui_dir);
+
+    std::unique_ptr<httplib::SSLServer> tls_server;
+    std::unique_ptr<httplib::Server> plain_server;
+    if (tls_address) {
+        tls_server = std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
+        if (!tls_server->is_valid()) {
+            std::cerr << "bulkhead-controller: cannot load TLS certificate " << config.tls_cert << " / key "
+                      << config.tls_key << "\n";
+            return 1;
+        }
+        configure(*tls_server, config.threads);
+        api.install(*tls_server);
+        if (!tls_server->bind_to_port(tls_address->first.c_str(), tls_address->second)) {
+            std::cerr << "bulkhead-controller: cannot listen on " << config.listen << "\n";
+            return 1;
+        }
+    }
+    if (plain_address) {
+        plain_server = std::make_unique<httplib::Server>();
+        configure(*plain_server, config.threads);
+        api.install(*plain_server);
+        if (!plain_server->bind_to_port(plain_address->first.c_str(), plain_address->second)) {
+            std::cerr << "bulkhead-controller: cannot listen on " << config.plain_listen << "\n";
+            return 1;
+        }
+    }
+    // SIGINT/SIGTERM are taken by one thread with sigwait: it ends the long-lived streams
+    // first (they hold worker threads the servers join on stop), then stops the listeners.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+    std::thread signal_thread([&] {
+        int received = 0;
+        sigwait(&stop_signals, &received);
+        std::cerr << "bulkhead-controller: signal " << received << ", stopping\n";
+        service.shutdown();
+        if (tls_server) tls_server->stop();
+        if (plain_server) plain_server->stop();
+    });
+    signal_thread.detach();
+
+    std::cerr << "bulkhead-controller: serving";
+    if (tls_address) std::cerr << " https://" << config.listen;
+    if (plain_address) std::cerr << " http://" << config.plain_listen;
+    std::cerr << " (data " << config.data_dir << ")\n";
+
+    std::thread tls_thread;
+    if (tls_server) {
+        tls_thread = std::thread([&] { tls_server->listen_after_bind(); });
+    }
+    if (plain_server) {
+        plain_server->listen_after_bind();
+    }
+    if (tls_thread.joinable()) {
+        tls_thread.join();
+    }
+    // Streams end before the servers' thread pools are joined.
+    service.shutdown();
+    std::cerr << "bulkhead-controller: stopped\n";
+    return 0;
+}
