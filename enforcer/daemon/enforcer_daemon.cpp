@@ -1,5 +1,9 @@
 #include "enforcer/daemon/enforcer_daemon.hpp"
 
+#include "enforcer/agent/controller_client.hpp"
+#include "enforcer/agent/controller_ruleset_source.hpp"
+#include "enforcer/agent/spooling_event_sink.hpp"
+
 #include "enforcer/daemon/event_sink.hpp"
 #include "enforcer/daemon/metrics.hpp"
 #include "enforcer/daemon/ruleset_keeper.hpp"
@@ -21,6 +25,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <ostream>
 
 namespace bulkhead::enforcer {
@@ -80,26 +86,112 @@ void update_nflog_metrics(Metrics& metrics, const nflog::NflogCounters& counters
     metrics.set("bulkhead_enforcer_nflog_rejected_total", static_cast<double>(counters.rejected));
 }
 
+void describe_agent_metrics(Metrics& metrics) {
+    metrics.describe("bulkhead_enforcer_spool_bytes", Metrics::Kind::Gauge, "Bytes of events in the disk spool");
+    metrics.describe("bulkhead_enforcer_spool_events", Metrics::Kind::Gauge,
+                     "Events spooled and not yet confirmed by the controller");
+    metrics.describe("bulkhead_enforcer_spool_evicted_events_total", Metrics::Kind::Counter,
+                     "Events evicted from the full spool before they were uploaded");
+    metrics.describe("bulkhead_enforcer_events_uploaded_total", Metrics::Kind::Counter,
+                     "Events the controller confirmed (through_seq)");
+    metrics.describe("bulkhead_enforcer_event_upload_failures_total", Metrics::Kind::Counter,
+                     "Event upload requests that failed (retried with backoff)");
+    metrics.describe("bulkhead_enforcer_controller_connected", Metrics::Kind::Gauge,
+                     "1 while the control channel is up");
+    metrics.describe("bulkhead_enforcer_controller_connects_total", Metrics::Kind::Counter,
+                     "Control channel connections that got their hello");
+    metrics.describe("bulkhead_enforcer_controller_resyncs_total", Metrics::Kind::Counter,
+                     "Control channel connections dropped for a base or hash mismatch");
+    metrics.describe("bulkhead_enforcer_controller_generation", Metrics::Kind::Gauge,
+                     "The controller's generation of the ruleset in force");
+    metrics.describe("bulkhead_enforcer_controller_rtt_seconds", Metrics::Kind::Gauge,
+                     "Round trip of the last status post");
+}
+
 }  // namespace
 
 int run_daemon(const DaemonOptions& options, std::ostream& log) {
-    auto sink = JsonLinesSink::open(options.events_path);
-    if (!sink) {
-        log << "bulkhead-enforcer: " << sink.error() << "\n";
-        return 2;
-    }
-    Metrics metrics;
-    StateStore state(options.state_dir);
-    NetlinkRulesetBackend backend;
-    RulesetKeeper keeper(backend, state, *sink, metrics);
-
-    // Block the signals we handle before anything can be interrupted by them.
+    // Block the signals we handle before anything can be interrupted by them, and before
+    // any thread starts (the controller agent's threads inherit the mask; a SIGUSR1 or
+    // SIGTERM delivered to one of them would otherwise kill the process).
     sigset_t handled;
     sigemptyset(&handled);
     for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) {
         sigaddset(&handled, s);
     }
-    sigprocmask(SIG_BLOCK, &handled, nullptr);
+    pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+    // A controller connection that breaks mid-write (TLS) must be an error, not SIGPIPE.
+    ::signal(SIGPIPE, SIG_IGN);
+
+    const bool with_controller = !options.controller_url.empty();
+    if (with_controller == !options.ruleset_path.empty()) {
+        log << "bulkhead-enforcer: give exactly one of --ruleset and --controller\n";
+        return 2;
+    }
+    // Threads of the controller connection log whole lines through this.
+    auto log_mutex = std::make_shared<std::mutex>();
+    agent::Logger agent_log = [&log, log_mutex](const std::string& line) {
+        std::lock_guard lock(*log_mutex);
+        log << line << "\n" << std::flush;
+    };
+
+    std::optional<JsonLinesSink> tee;
+    if (!options.events_path.empty()) {
+        auto opened = JsonLinesSink::open(options.events_path);
+        if (!opened) {
+            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            return 2;
+        }
+        tee.emplace(std::move(*opened));
+    }
+    std::shared_ptr<agent::ControllerClient> controller;
+    std::unique_ptr<agent::SpoolingEventSink> spool;
+    if (with_controller) {
+        auto endpoint = agent::parse_controller_url(options.controller_url);
+        if (!endpoint) {
+            log << "bulkhead-enforcer: " << endpoint.error() << "\n";
+            return 2;
+        }
+        std::error_code ec;
+        std::filesystem::create_directories(options.state_dir, ec);
+        agent::ControllerConfig config;
+        config.endpoint = *endpoint;
+        config.ca_file = options.ca_file;
+        config.enforcer_id = options.enforcer_id;
+        config.state_dir = options.state_dir;
+        config.enrollment_token_file = options.enrollment_token_file;
+        config.version = options.version;
+        auto client = agent::ControllerClient::create(std::move(config));
+        if (!client) {
+            log << "bulkhead-enforcer: " << client.error() << "\n";
+            return 2;
+        }
+        controller = std::move(*client);
+        agent::SpoolingSinkConfig spool_config;
+        spool_config.spool.directory = std::filesystem::path(options.state_dir) / "spool";
+        spool_config.spool.max_bytes = options.spool_max_bytes;
+        auto opened = agent::SpoolingEventSink::open(spool_config, controller, agent_log);
+        if (!opened) {
+            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            return 2;
+        }
+        spool = std::move(*opened);
+    }
+    std::vector<EventSink*> sinks;
+    if (spool) {
+        sinks.push_back(spool.get());
+    }
+    if (tee) {
+        sinks.push_back(&*tee);
+    }
+    TeeEventSink events(std::move(sinks));
+    EventSink* sink = &events;
+
+    Metrics metrics;
+    StateStore state(options.state_dir);
+    NetlinkRulesetBackend backend;
+    RulesetKeeper keeper(backend, state, *sink, metrics);
+
     FileDescriptor signals(::signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC));
     FileDescriptor ticker(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
     if (signals.get() < 0 || ticker.get() < 0) {
@@ -114,10 +206,26 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     ::malloc_trim(0);
     sink->flush();
 
-    auto source = FileRulesetSource::open(options.ruleset_path, options.enforcer_id);
-    if (!source) {
-        log << "bulkhead-enforcer: " << source.error() << "\n";
-        return 2;
+    std::unique_ptr<RulesetSource> source;
+    agent::ControllerRulesetSource* channel = nullptr;
+    if (with_controller) {
+        // What is in force (last-known-good) is what the first connect asks with.
+        auto opened = agent::ControllerRulesetSource::open(
+            controller, keeper.applied() ? &*keeper.applied() : nullptr, {}, spool.get(), agent_log);
+        if (!opened) {
+            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            return 1;
+        }
+        channel = opened->get();
+        source = std::move(*opened);
+        describe_agent_metrics(metrics);
+    } else {
+        auto opened = FileRulesetSource::open(options.ruleset_path, options.enforcer_id);
+        if (!opened) {
+            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            return 2;
+        }
+        source = std::make_unique<FileRulesetSource>(std::move(*opened));
     }
 
     std::optional<nflog::NflogSource> nflog_source;
@@ -161,6 +269,28 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     }
     rebuild_attributor();
 
+    std::int64_t last_drift_at_ms = 0;
+    auto counters = [&] {
+        EnforcerCounters c;
+        c.drift_repairs = static_cast<std::uint64_t>(metrics.get("bulkhead_enforcer_drift_repairs_total"));
+        c.last_drift_at_ms = last_drift_at_ms;
+        c.elements = keeper.applied() ? keeper.applied()->element_count() : 0;
+        if (nflog_source) {
+            const auto& n = nflog_source->counters();
+            c.nflog_received = n.events;
+            c.nflog_lost = n.lost_events;
+        }
+        return c;
+    };
+    auto check_drift = [&] {
+        const auto now = now_unix_ms();
+        auto drift = keeper.check_drift(now);
+        if (!drift) {
+            log << "bulkhead-enforcer: " << drift.error() << "\n";
+        } else if (*drift) {
+            last_drift_at_ms = now;
+        }
+    };
     auto take_from_source = [&] {
         auto next = source->poll();
         if (!next) {
@@ -172,10 +302,20 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         if (!next->has_value()) {
             return;
         }
-        if (auto applied = keeper.apply(**next, now_unix_ms()); !applied) {
+        const auto started = std::chrono::steady_clock::now();
+        auto applied = keeper.apply(**next, now_unix_ms());
+        ApplyReport report;
+        report.apply_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+        report.applied_at_ms = now_unix_ms();
+        report.ok = applied.has_value();
+        if (!applied) {
+            report.error = applied.error();
             log << "bulkhead-enforcer: apply failed, keeping generation " << keeper.generation()
                 << ": " << applied.error() << "\n";
         }
+        report.local_generation = keeper.generation();
+        report.counters = counters();
+        source->report_applied(report);
         rebuild_attributor();
         // Parsing and persisting a large ruleset peaks far above what stays in use; hand the
         // freed heap back instead of carrying glibc's high-water mark for the daemon's life.
@@ -195,6 +335,22 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
             update_nflog_metrics(metrics, nflog_source->counters());
             metrics.set("bulkhead_enforcer_unattributed_events_total",
                         static_cast<double>(attributor.count(nflog::AttributionOutcome::UnknownInterface)));
+        }
+        if (channel != nullptr) {
+            const auto c = channel->stats();
+            metrics.set("bulkhead_enforcer_controller_connected", c.connected ? 1 : 0);
+            metrics.set("bulkhead_enforcer_controller_connects_total", static_cast<double>(c.connects));
+            metrics.set("bulkhead_enforcer_controller_resyncs_total", static_cast<double>(c.resyncs));
+            metrics.set("bulkhead_enforcer_controller_generation", static_cast<double>(c.in_force_generation));
+            metrics.set("bulkhead_enforcer_controller_rtt_seconds", c.last_rtt_ms / 1000.0);
+        }
+        if (spool) {
+            const auto s = spool->stats();
+            metrics.set("bulkhead_enforcer_spool_bytes", static_cast<double>(s.spool.bytes));
+            metrics.set("bulkhead_enforcer_spool_events", static_cast<double>(s.spool.events));
+            metrics.set("bulkhead_enforcer_spool_evicted_events_total", static_cast<double>(s.spool.evicted));
+            metrics.set("bulkhead_enforcer_events_uploaded_total", static_cast<double>(s.uploaded));
+            metrics.set("bulkhead_enforcer_event_upload_failures_total", static_cast<double>(s.upload_failures));
         }
         if (auto written = write_file_atomically(metrics_path, metrics.render()); !written) {
             log << "bulkhead-enforcer: metrics: " << written.error() << "\n";
@@ -222,9 +378,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
                 if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM) {
                     running = false;
                 } else if (info.ssi_signo == SIGUSR1) {
-                    if (auto drift = keeper.check_drift(now_unix_ms()); !drift) {
-                        log << "bulkhead-enforcer: " << drift.error() << "\n";
-                    }
+                    check_drift();
                 } else if (info.ssi_signo == SIGHUP) {
                     take_from_source();
                 }
@@ -253,10 +407,9 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
                 emit_records();
                 if (seconds >= options.drift_interval_seconds) {
                     seconds = 0;
-                    if (auto drift = keeper.check_drift(now_unix_ms()); !drift) {
-                        log << "bulkhead-enforcer: " << drift.error() << "\n";
-                    }
+                    check_drift();
                 }
+                source->report_counters(counters());
                 write_metrics();
             }
         }
@@ -267,6 +420,10 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     sink->emit({{"type", "stopped"}, {"time_unix_ms", now_unix_ms()}, {"generation", keeper.generation()}});
     sink->flush();
     write_metrics();
+    // Stop the channel first (no new rulesets), then the spool: its destructor writes every
+    // queued event to disk; what the controller has not confirmed is uploaded next start.
+    source.reset();
+    spool.reset();
     // The table stays in force: stopping the daemon must not unprotect the host.
     log << "bulkhead-enforcer: stopped; table inet bulkhead stays in force\n";
     return 0;

@@ -1,7 +1,9 @@
 // The enforcer daemon's composition: builds the edges (netlink backend, NFLOG source,
-// ruleset file source, state store, event sink, metrics file) and runs the poll loop.
+// ruleset source — a watched file or the controller's channel —, state store, event sink
+// — JSON lines and/or the controller's spool —, metrics file) and runs the poll loop.
 #pragma once
 
+#include <cstdint>
 #include <iosfwd>
 #include <string>
 
@@ -9,8 +11,16 @@ namespace bulkhead::enforcer {
 
 struct DaemonOptions {
     std::string enforcer_id;
+    // Exactly one ruleset source: a watched file (issue 3) or the controller (issue 4).
     std::string ruleset_path;
+    std::string controller_url;         // https://HOST:PORT (http:// on loopback only)
+    std::string ca_file;                // the CA the controller's certificate must chain to
+    std::string enrollment_token_file;  // one-time token; unused once a credential is stored
+    std::uint64_t spool_max_bytes = 64ull * 1024 * 1024;
+    std::string version = "0.1.0";
     std::string state_dir = "/var/lib/bulkhead-enforcer";
+    // JSON-lines event output ("-" = stdout). With a controller, events go to the spool and
+    // are uploaded; this is then an optional tee (empty: none).
     std::string events_path = "-";
     std::string metrics_path;
     int drift_interval_seconds = 30;

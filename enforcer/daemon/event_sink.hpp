@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <expected>
 #include <string>
+#include <vector>
 
 namespace bulkhead::enforcer {
 
@@ -37,6 +38,25 @@ private:
     std::FILE* file_ = nullptr;
     bool owned_ = false;
     std::uint64_t write_errors_ = 0;
+};
+
+// Hands every event to several sinks (the controller's spool and a JSON-lines tee).
+class TeeEventSink final : public EventSink {
+public:
+    explicit TeeEventSink(std::vector<EventSink*> sinks) : sinks_(std::move(sinks)) {}
+    void emit(const nlohmann::json& event) override {
+        for (auto* sink : sinks_) {
+            sink->emit(event);
+        }
+    }
+    void flush() override {
+        for (auto* sink : sinks_) {
+            sink->flush();
+        }
+    }
+
+private:
+    std::vector<EventSink*> sinks_;
 };
 
 }  // namespace bulkhead::enforcer

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <iostream>
 
 int main(int argc, char** argv) {
@@ -12,13 +13,29 @@ int main(int argc, char** argv) {
     CLI::App app{"bulkhead-enforcer: applies Bulkhead rulesets through netlink and reports drops"};
     app.set_version_flag("--version", "bulkhead-enforcer 0.1.0");
     app.add_option("--enforcer-id", options.enforcer_id, "This enforcer's id in the inventory")->required();
-    app.add_option("--ruleset", options.ruleset_path,
-                   "Ruleset file (bulkhead-ruleset/1 JSON) or a directory holding ruleset.json; watched")
-        ->required();
+    auto* ruleset = app.add_option("--ruleset", options.ruleset_path,
+                                   "Ruleset file (bulkhead-ruleset/1 JSON) or a directory holding ruleset.json; watched");
+    auto* controller = app.add_option("--controller", options.controller_url,
+                                      "Controller URL https://HOST:PORT (http:// on loopback only): rulesets are "
+                                      "pushed on its control channel, events spooled and uploaded");
+    ruleset->excludes(controller);
+    controller->excludes(ruleset);
+    app.add_option("--ca", options.ca_file, "CA certificate (PEM) the controller's certificate must chain to")
+        ->needs(controller);
+    app.add_option("--enrollment-token", options.enrollment_token_file,
+                   "File holding the one-time enrollment token (unused once <state-dir>/credential exists)")
+        ->needs(controller);
+    app.add_option("--spool-max-bytes", options.spool_max_bytes,
+                   "Bound of the event spool in <state-dir>/spool; the oldest segment is evicted (counted) when full")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint64_t{64 * 1024}, std::uint64_t{1} << 40))
+        ->needs(controller);
     app.add_option("--state-dir", options.state_dir, "Where last-known-good is kept")
         ->capture_default_str();
-    app.add_option("--events", options.events_path, "Event output: a file (appended) or - for stdout")
-        ->capture_default_str();
+    auto* events = app.add_option("--events", options.events_path,
+                                  "Event output: a file (appended) or - for stdout; with --controller an optional "
+                                  "tee of what is spooled and uploaded (default: none)")
+                       ->capture_default_str();
     app.add_option("--metrics-file", options.metrics_path,
                    "Prometheus text file, rewritten atomically every second (empty: off)");
     app.add_option("--drift-interval", options.drift_interval_seconds,
@@ -38,9 +55,15 @@ int main(int argc, char** argv) {
     app.add_flag("--no-nflog", options.no_nflog, "Apply rulesets only; do not read NFLOG");
     try {
         app.parse(argc, argv);
+        if (ruleset->count() == 0 && controller->count() == 0) {
+            throw CLI::RequiredError("--ruleset or --controller");
+        }
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
         return code == 0 ? 0 : 2;
+    }
+    if (controller->count() > 0 && events->count() == 0) {
+        options.events_path.clear();  // no tee unless asked for
     }
     return bulkhead::enforcer::run_daemon(options, std::cerr);
 }

@@ -5,6 +5,7 @@
 
 #include "policies/ruleset.hpp"
 
+#include <cstdint>
 #include <expected>
 #include <filesystem>
 #include <optional>
@@ -12,9 +13,33 @@
 
 namespace bulkhead::enforcer {
 
+// What the daemon did with the ruleset poll() returned last, and its running counters:
+// a source that talks to a controller turns these into acks and heartbeats (issue 4).
+struct EnforcerCounters {
+    std::uint64_t drift_repairs = 0;
+    std::int64_t last_drift_at_ms = 0;  // 0: never
+    std::uint64_t elements = 0;         // elements of the ruleset in force
+    std::uint64_t nflog_received = 0;
+    std::uint64_t nflog_lost = 0;
+};
+
+struct ApplyReport {
+    bool ok = false;
+    std::string error;              // why, when !ok
+    std::int64_t applied_at_ms = 0; // wall clock, when the apply finished
+    double apply_ms = 0;            // how long the apply took
+    std::uint64_t local_generation = 0;  // the daemon's own applied generation
+    EnforcerCounters counters;
+};
+
 class RulesetSource {
 public:
     virtual ~RulesetSource() = default;
+    // Called once for each ruleset poll() returned, right after the daemon applied it (or
+    // failed to). The file source ignores it.
+    virtual void report_applied(const ApplyReport& /*report*/) {}
+    // Called about once a second with the daemon's counters.
+    virtual void report_counters(const EnforcerCounters& /*counters*/) {}
     // A descriptor that becomes readable when poll() may have something new.
     virtual int fd() const = 0;
     // A new desired ruleset if one arrived since the last call, nothing if unchanged, an

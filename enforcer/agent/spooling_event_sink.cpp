@@ -1,0 +1,241 @@
+#include "enforcer/agent/spooling_event_sink.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace bulkhead::enforcer::agent {
+
+std::expected<std::unique_ptr<SpoolingEventSink>, std::string> SpoolingEventSink::open(
+    SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client, Logger log) {
+    auto spool = EventSpool::open(config.spool);
+    if (!spool) {
+        return std::unexpected(spool.error());
+    }
+    return std::unique_ptr<SpoolingEventSink>(
+        new SpoolingEventSink(std::move(config), std::move(*spool), std::move(client), std::move(log)));
+}
+
+SpoolingEventSink::SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
+                                     std::shared_ptr<ControllerClient> client, Logger log)
+    : config_(std::move(config)), spool_(std::move(spool)), client_(std::move(client)), log_(std::move(log)) {
+    writer_ = std::thread([this] { writer_loop(); });
+    if (client_) {
+        uploader_ = std::thread([this] { uploader_loop(); });
+    }
+}
+
+SpoolingEventSink::~SpoolingEventSink() {
+    flush();
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    writer_wake_.notify_all();
+    writer_.join();  // the writer empties the queue before it stops
+    {
+        std::lock_guard lock(upload_mutex_);
+        upload_stopping_ = true;
+    }
+    upload_request_.shut_down();
+    upload_wake_.notify_all();
+    if (uploader_.joinable()) {
+        uploader_.join();
+    }
+}
+
+void SpoolingEventSink::log(const std::string& line) const {
+    if (log_) {
+        log_(line);
+    }
+}
+
+void SpoolingEventSink::emit(const nlohmann::json& event) { pending_.push_back(event); }
+
+void SpoolingEventSink::flush() {
+    if (pending_.empty()) {
+        return;
+    }
+    std::size_t dropped = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (queued_events_ + pending_.size() > config_.max_queued_events) {
+            // The writer is hopelessly behind (a dead disk): count and drop rather than grow.
+            dropped = pending_.size();
+        } else {
+            queued_events_ += pending_.size();
+            queue_.push_back(std::move(pending_));
+            ++batches_handed_;
+        }
+    }
+    pending_.clear();
+    if (dropped > 0) {
+        std::lock_guard lock(stats_mutex_);
+        stats_.dropped_in_memory += dropped;
+    }
+    writer_wake_.notify_one();
+}
+
+void SpoolingEventSink::wait_written() {
+    std::unique_lock lock(mutex_);
+    const auto target = batches_handed_;
+    written_.wait(lock, [&] { return batches_written_ >= target; });
+}
+
+void SpoolingEventSink::kick() {
+    {
+        std::lock_guard lock(upload_mutex_);
+        upload_kick_ = true;
+    }
+    upload_wake_.notify_one();
+}
+
+SinkStats SpoolingEventSink::stats() const {
+    SinkStats s;
+    {
+        std::lock_guard lock(stats_mutex_);
+        s = stats_;
+    }
+    s.spool = spool_->stats();
+    s.spool.evicted += s.dropped_in_memory;
+    return s;
+}
+
+void SpoolingEventSink::writer_loop() {
+    std::uint64_t dropped_reported = 0;
+    for (;;) {
+        std::vector<nlohmann::json> batch;
+        {
+            std::unique_lock lock(mutex_);
+            writer_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) {
+                return;  // stopping, and everything is written
+            }
+            // Everything queued goes in one append: one fdatasync per turn, not per flush.
+            batch = std::move(queue_.front());
+            queue_.pop_front();
+            while (!queue_.empty()) {
+                auto& next = queue_.front();
+                batch.insert(batch.end(), std::make_move_iterator(next.begin()), std::make_move_iterator(next.end()));
+                queue_.pop_front();
+            }
+            queued_events_ = 0;
+        }
+        const auto count_before = batch.size();
+        auto appended = spool_->append(batch);
+        if (!appended) {
+            log("bulkhead-enforcer: event spool: " + appended.error() + " (" + std::to_string(count_before) +
+                " events lost)");
+            std::lock_guard lock(stats_mutex_);
+            stats_.dropped_in_memory += count_before;
+        }
+        std::uint64_t in_memory = 0;
+        {
+            std::lock_guard lock(stats_mutex_);
+            in_memory = stats_.dropped_in_memory;
+        }
+        // The controller records the gap: an events_evicted event goes into the spool itself.
+        const std::uint64_t evicted_now = (appended ? appended->evicted : 0) + (in_memory - dropped_reported);
+        dropped_reported = in_memory;
+        if (evicted_now > 0) {
+            nlohmann::json gap = {{"type", "events_evicted"},
+                                  {"time_unix_ms", unix_ms_now()},
+                                  {"count", evicted_now},
+                                  {"total_evicted", spool_->stats().evicted + in_memory}};
+            if (appended && appended->evicted > 0) {
+                gap["first_seq"] = appended->evicted_first_seq;
+                gap["last_seq"] = appended->evicted_last_seq;
+            }
+            log("bulkhead-enforcer: event spool full: " + std::to_string(evicted_now) + " events evicted");
+            if (auto noted = spool_->append({gap}); !noted) {
+                log("bulkhead-enforcer: event spool: " + noted.error());
+            }
+        }
+        {
+            std::lock_guard lock(mutex_);
+            batches_written_ = batches_handed_ - queue_.size();
+        }
+        written_.notify_all();
+        kick();
+    }
+}
+
+void SpoolingEventSink::uploader_loop() {
+    Backoff backoff(config_.retry_initial, config_.retry_max);
+    auto retry_at = std::chrono::steady_clock::now();
+    for (;;) {
+        const auto now = std::chrono::steady_clock::now();
+        const bool due = now >= retry_at;
+        if (!due || !spool_->has_unacknowledged()) {
+            // Wait for new events (the writer kicks), the retry time, or a second at most.
+            std::unique_lock lock(upload_mutex_);
+            const auto until = due ? now + std::chrono::seconds(1)
+                                   : std::min(retry_at, now + std::chrono::seconds(1));
+            upload_wake_.wait_until(lock, until, [&] { return upload_stopping_ || upload_kick_; });
+            if (upload_stopping_) {
+                return;
+            }
+            upload_kick_ = false;
+            continue;
+        }
+        if (!client_->has_credential()) {
+            retry_at = now + backoff.next();
+            continue;  // the channel enrolls; events wait in the spool meanwhile
+        }
+        auto batch = spool_->next_batch(config_.max_batch_events, config_.max_batch_bytes);
+        if (!batch) {
+            continue;
+        }
+        auto connection = client_->connect(config_.request_timeout);
+        if (!upload_request_.set(connection)) {
+            return;
+        }
+        auto response = connection->post_json(client_->enforcer_path("events"), batch->body);
+        upload_request_.clear();
+        bool ok = false;
+        std::string problem;
+        if (!response) {
+            problem = response.error();
+        } else if (response->status != 200) {
+            problem = "HTTP " + std::to_string(response->status) + " " + response->body.substr(0, 200);
+        } else {
+            auto answer = nlohmann::json::parse(response->body, nullptr, false);
+            if (!answer.is_object() || !answer.contains("through_seq") || !answer["through_seq"].is_number_unsigned()) {
+                problem = "answer without through_seq";
+            } else {
+                // Only what this batch carried and the controller committed leaves the spool.
+                const auto through = std::min(answer["through_seq"].get<std::uint64_t>(), batch->last_seq);
+                if (through < batch->first_seq) {
+                    problem = "controller committed through " + std::to_string(through) + ", batch starts at " +
+                              std::to_string(batch->first_seq);
+                } else if (auto acked = spool_->acknowledge(through); !acked) {
+                    problem = acked.error();
+                } else {
+                    ok = true;
+                    std::lock_guard lock(stats_mutex_);
+                    stats_.uploaded += through - batch->first_seq + 1;
+                    stats_.duplicates += answer.value("duplicates", std::uint64_t{0});
+                    stats_.last_upload_ms = unix_ms_now();
+                }
+            }
+        }
+        {
+            std::lock_guard lock(stats_mutex_);
+            ++stats_.upload_requests;
+            if (!ok) {
+                ++stats_.upload_failures;
+            }
+        }
+        if (ok) {
+            backoff.reset();
+            retry_at = std::chrono::steady_clock::now();
+            kick();  // more may be waiting
+        } else {
+            const auto wait = backoff.next();
+            retry_at = std::chrono::steady_clock::now() + wait;
+            log("bulkhead-enforcer: event upload failed (" + problem + "); " +
+                std::to_string(spool_->stats().events) + " events spooled, retry in " +
+                std::to_string(wait.count()) + " ms");
+        }
+    }
+}
+
+}  // namespace bulkhead::enforcer::agent

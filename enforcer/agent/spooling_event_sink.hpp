@@ -1,0 +1,94 @@
+// SpoolingEventSink: the enforcer's events go to the disk spool (EventSpool) and from there
+// to the controller (POST /api/v1/enforcers/{id}/events), at least once, oldest first.
+// The daemon's thread only moves events into a queue: a writer thread appends them to the
+// spool (one fdatasync per flush) and an uploader thread drains the spool with retries, so
+// neither a slow disk nor an unreachable controller ever blocks the poll loop.
+#pragma once
+
+#include "enforcer/agent/backoff.hpp"
+#include "enforcer/agent/controller_client.hpp"
+#include "enforcer/agent/event_spool.hpp"
+#include "enforcer/daemon/event_sink.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace bulkhead::enforcer::agent {
+
+struct SpoolingSinkConfig {
+    SpoolConfig spool;
+    std::size_t max_batch_events = 5000;             // per request (protocol limit)
+    std::size_t max_batch_bytes = 8 * 1024 * 1024 - 4096;  // per request body (8 MiB limit)
+    std::chrono::milliseconds retry_initial{200};
+    std::chrono::milliseconds retry_max{10000};
+    std::chrono::milliseconds request_timeout{30000};
+    std::size_t max_queued_events = 200000;  // in memory, waiting for the writer
+};
+
+struct SinkStats {
+    SpoolStats spool;
+    std::uint64_t uploaded = 0;          // events the controller confirmed
+    std::uint64_t upload_requests = 0;
+    std::uint64_t upload_failures = 0;
+    std::uint64_t duplicates = 0;        // as reported by the controller
+    std::uint64_t dropped_in_memory = 0; // writer too far behind (counted in spool.evicted too)
+    std::int64_t last_upload_ms = 0;
+};
+
+class SpoolingEventSink final : public EventSink {
+public:
+    // `client` may be null: spool only (nothing is uploaded).
+    static std::expected<std::unique_ptr<SpoolingEventSink>, std::string> open(
+        SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client, Logger log = {});
+    ~SpoolingEventSink() override;  // writes what is queued, then stops both threads
+
+    void emit(const nlohmann::json& event) override;
+    void flush() override;
+
+    SinkStats stats() const;
+    // Blocks until every event flushed so far is on disk (tests, shutdown).
+    void wait_written();
+    // Try an upload now (e.g. the control channel just connected).
+    void kick();
+
+private:
+    SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
+                      std::shared_ptr<ControllerClient> client, Logger log);
+    void writer_loop();
+    void uploader_loop();
+    void log(const std::string& line) const;
+
+    SpoolingSinkConfig config_;
+    std::unique_ptr<EventSpool> spool_;
+    std::shared_ptr<ControllerClient> client_;
+    Logger log_;
+
+    std::vector<nlohmann::json> pending_;  // daemon thread only
+
+    mutable std::mutex mutex_;
+    std::condition_variable writer_wake_;
+    std::condition_variable written_;
+    std::deque<std::vector<nlohmann::json>> queue_;
+    std::size_t queued_events_ = 0;
+    std::uint64_t batches_handed_ = 0;
+    std::uint64_t batches_written_ = 0;
+    bool stopping_ = false;
+
+    std::mutex upload_mutex_;
+    std::condition_variable upload_wake_;
+    bool upload_kick_ = false;
+    bool upload_stopping_ = false;
+    Interruptible upload_request_;
+
+    mutable std::mutex stats_mutex_;
+    SinkStats stats_;
+
+    std::thread writer_;
+    std::thread uploader_;
+};
+
+}  // namespace bulkhead::enforcer::agent

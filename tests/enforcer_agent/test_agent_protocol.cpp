@@ -1,0 +1,401 @@
+// The enforcer's controller agent against a fake controller (fake_controller.hpp, a
+// stand-in for the real one the lead is writing; protocol-exact to docs/control-channel.md):
+// enrollment, full ruleset, diff, hash mismatch -> reconnect and resync, ack content,
+// heartbeats, dead-connection detection, event spool drain across a controller restart and
+// an enforcer restart, eviction accounting. No kernel: the "daemon" here is the test
+// thread, which polls the source's fd and reports applies like run_daemon does.
+#include "enforcer/agent/controller_ruleset_source.hpp"
+#include "enforcer/agent/spooling_event_sink.hpp"
+#include "fake_controller.hpp"
+#include "policies/policy_reader.hpp"
+#include "policies/ruleset_compiler.hpp"
+
+#include <doctest/doctest.h>
+
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+
+using namespace bulkhead;
+using namespace bulkhead::enforcer;
+using namespace bulkhead::enforcer::agent;
+using bulkhead::test::eventually;
+using bulkhead::test::FakeController;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string source_file(const std::string& relative) {
+    std::ifstream in(std::string(BULKHEAD_SOURCE_DIR) + "/" + relative);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+ruleset::Ruleset compile_hv1(const std::set<std::string>& quarantined = {}) {
+    auto policy = policy::parse_policy(source_file("examples/vdi-pool/policy.json"));
+    auto inventory = policy::parse_inventory(source_file("examples/vdi-pool/inventory.json"));
+    REQUIRE(policy);
+    REQUIRE(inventory);
+    ruleset::RulesetCompiler compiler(*policy, *inventory);
+    auto r = compiler.compile("hv1", quarantined);
+    REQUIRE(r);
+    return *r;
+}
+
+struct Scratch {
+    std::filesystem::path path;
+    Scratch() {
+        static int n = 0;
+        path = std::filesystem::temp_directory_path() /
+               ("bulkhead-agent-it-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~Scratch() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+Logger test_log() {
+    static std::mutex m;
+    return [](const std::string& line) {
+        std::lock_guard lock(m);
+        std::cerr << "  [agent] " << line << "\n";
+    };
+}
+
+std::shared_ptr<ControllerClient> make_client(const FakeController& fake, const std::filesystem::path& state,
+                                              const std::string& token_file) {
+    ControllerConfig config;
+    config.endpoint = *parse_controller_url(fake.url());
+    config.enforcer_id = "hv1";
+    config.state_dir = state;
+    config.enrollment_token_file = token_file;
+    config.version = "0.1.0-test";
+    auto client = ControllerClient::create(config);
+    REQUIRE_MESSAGE(client, (client ? "" : client.error()));
+    return std::shared_ptr<ControllerClient>(std::move(*client));
+}
+
+// What run_daemon does with the source: wait for its fd, poll, "apply", report.
+std::optional<ruleset::Ruleset> next_ruleset(RulesetSource& source, std::chrono::milliseconds deadline = 10s) {
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < until) {
+        pollfd p{source.fd(), POLLIN, 0};
+        ::poll(&p, 1, 50);
+        auto got = source.poll();
+        REQUIRE_MESSAGE(got, (got ? "" : got.error()));
+        if (*got) {
+            return std::move(**got);
+        }
+    }
+    return std::nullopt;
+}
+
+void report_ok(RulesetSource& source, const ruleset::Ruleset& r) {
+    ApplyReport report;
+    report.ok = true;
+    report.applied_at_ms = test::fake_now_ms();
+    report.apply_ms = 1.5;
+    report.local_generation = 1;
+    report.counters.elements = r.element_count();
+    report.counters.drift_repairs = 2;
+    report.counters.nflog_received = 10;
+    source.report_applied(report);
+}
+
+std::vector<std::uint64_t> keys(const std::map<std::uint64_t, json>& m) {
+    std::vector<std::uint64_t> out;
+    for (const auto& [k, v] : m) {
+        out.push_back(k);
+    }
+    return out;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
+    std::vector<std::uint64_t> out;
+    for (auto i = from; i <= to; ++i) {
+        out.push_back(i);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("agent channel: enroll, full ruleset, diff, mismatch resync, acks, heartbeats, dead stream") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.set_heartbeat_interval_ms(200);
+    fake.add_token("one-time-token");
+    fake.start();
+    const auto base = compile_hv1();
+    const auto quarantined = compile_hv1({"vdi-002"});
+    const auto released = compile_hv1({"vdi-003"});
+    fake.set_desired(base);
+
+    const auto token = scratch.path / "token";
+    std::ofstream(token) << "one-time-token\n";
+    auto client = make_client(fake, scratch.path, token.string());
+    CHECK_FALSE(client->has_credential());
+
+    ChannelConfig config;
+    config.reconnect_initial = 50ms;
+    config.reconnect_max = 400ms;
+    auto opened = ControllerRulesetSource::open(client, nullptr, config, nullptr, test_log());
+    REQUIRE(opened);
+    auto& source = **opened;
+
+    // Enrollment: one request, the credential stored 0600.
+    REQUIRE(eventually([&] { return client->has_credential(); }));
+    CHECK(fake.enrollments() == 1);
+    struct stat st {};
+    REQUIRE(::stat((scratch.path / "credential").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+
+    // First connect asks with nothing and gets the full ruleset.
+    auto first = next_ruleset(source);
+    REQUIRE(first);
+    CHECK(ruleset::ruleset_hash(*first) == ruleset::ruleset_hash(base));
+    REQUIRE_FALSE(fake.connects().empty());
+    CHECK(fake.connects().front().generation == 0);
+    CHECK(fake.connects().front().hash.empty());
+    CHECK(source.handed_generation() == 1);
+    report_ok(source, *first);
+
+    // The ack: generation 1 with its hash, applied, with the documented fields.
+    const auto h1 = ruleset::ruleset_hash(base);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([&](const json& b) { return b["generation"] == 1 && b["hash"] == h1; })
+            .has_value();
+    }));
+    auto ack = fake.last_status_matching([&](const json& b) { return b["generation"] == 1; })->body;
+    CHECK(ack["state"] == "applied");
+    CHECK(ack["error"] == "");
+    CHECK(ack["apply_ms"] == 1.5);
+    CHECK(ack["version"] == "0.1.0-test");
+    CHECK(ack["elements"] == base.element_count());
+    CHECK(ack["drift_repairs"] == 2);
+    CHECK(ack["nflog"]["received"] == 10);
+    CHECK(std::llabs(ack["enforcer_time_ms"].get<std::int64_t>() - test::fake_now_ms()) < 5000);
+    CHECK(ack.contains("applied_at_ms"));
+    CHECK(ack.contains("last_drift_at_ms"));
+
+    // Quarantine: pushed as a diff, rebuilt exactly, acked as generation 2.
+    const auto connects_before = fake.connects().size();
+    fake.set_desired(quarantined);
+    auto second = next_ruleset(source);
+    REQUIRE(second);
+    CHECK(ruleset::to_json(*second) == ruleset::to_json(quarantined));
+    CHECK(fake.sent_types().back() == "diff");
+    CHECK(source.stats().diffs == 1);
+    report_ok(source, *second);
+    const auto h2 = ruleset::ruleset_hash(quarantined);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([&](const json& b) { return b["generation"] == 2 && b["hash"] == h2; })
+            .has_value();
+    }));
+    CHECK(fake.connects().size() == connects_before);  // same stream
+
+    // A diff whose result does not hash to what it claims: the enforcer drops the stream and
+    // reconnects with what it has in force (generation 2), which yields a full ruleset.
+    {
+        const auto d = ruleset::diff_rulesets(quarantined, released);
+        fake.push_raw({{"type", "diff"},
+                       {"base_generation", 2},
+                       {"base_hash", h2},
+                       {"generation", 3},
+                       {"hash", "0123456789abcdef"},
+                       {"diff", ruleset::diff_to_wire(d, quarantined, released)}});
+    }
+    REQUIRE(eventually([&] { return source.stats().resyncs == 1; }));
+    REQUIRE(eventually([&] { return fake.connects().size() == connects_before + 1; }));
+    CHECK(fake.connects().back().generation == 2);
+    CHECK(fake.connects().back().hash == h2);
+    // Nothing was handed over for the bad diff.
+    {
+        auto nothing = source.poll();
+        REQUIRE(nothing);
+        CHECK_FALSE(nothing->has_value());
+    }
+    // The controller restarts (knows no base any more) and moves on to generation 3: the
+    // reconnect gets the full ruleset.
+    fake.stop();
+    fake.start(fake.port());
+    fake.set_desired(released);
+    auto third = next_ruleset(source);
+    REQUIRE(third);
+    CHECK(ruleset::to_json(*third) == ruleset::to_json(released));
+    CHECK(fake.sent_types().back() == "ruleset");
+    report_ok(source, *third);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([&](const json& b) { return b["generation"] == 3; }).has_value();
+    }));
+
+    // Heartbeats: a status every interval (200 ms) with the in-force generation and the
+    // round trip measured last time.
+    const auto count = fake.statuses().size();
+    REQUIRE(eventually([&] { return fake.statuses().size() >= count + 4; }, 5s));
+    const auto statuses = fake.statuses();
+    const auto& last = statuses.back().body;
+    CHECK(last["generation"] == 3);
+    CHECK(last["state"] == "applied");
+    CHECK(last.contains("rtt_ms"));
+    CHECK(statuses[statuses.size() - 1].body["enforcer_time_ms"] > statuses[statuses.size() - 2].body["enforcer_time_ms"]);
+
+    // A stream that stays silent for 3 x 200 ms is dead: the enforcer reconnects.
+    const auto before_silence = fake.connects().size();
+    fake.set_silent(true);
+    REQUIRE(eventually([&] { return fake.connects().size() > before_silence; }, 5s));
+    fake.set_silent(false);
+    CHECK(fake.connects().back().generation == 3);
+    CHECK(source.stats().connects >= 3);
+}
+
+TEST_CASE("agent channel: a rejected full ruleset is acked as failed and surfaces as an error") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.add_token("t");
+    fake.start();
+    auto other = compile_hv1();
+    other.enforcer = "hv2";
+    fake.set_desired(other);  // compiled for another enforcer
+    std::ofstream(scratch.path / "token") << "t";
+    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
+    auto opened = ControllerRulesetSource::open(client, nullptr, {}, nullptr, test_log());
+    REQUIRE(opened);
+    auto& source = **opened;
+    std::optional<std::string> error;
+    REQUIRE(eventually([&] {
+        auto got = source.poll();
+        if (!got) {
+            error = got.error();
+        }
+        return error.has_value();
+    }));
+    CHECK(error->find("for enforcer \"hv2\"") != std::string::npos);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([](const json& b) { return b["state"] == "failed"; }).has_value();
+    }));
+    auto failed = fake.last_status_matching([](const json& b) { return b["state"] == "failed"; })->body;
+    CHECK(failed["generation"] == 1);
+    CHECK(failed["error"].get<std::string>().find("hv2") != std::string::npos);
+}
+
+TEST_CASE("agent events: nothing lost across a controller restart and an enforcer restart") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.add_token("t");
+    fake.start();
+    std::ofstream(scratch.path / "token") << "t";
+    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
+    REQUIRE(client->enroll_if_needed());
+
+    SpoolingSinkConfig config;
+    config.spool.directory = scratch.path / "spool";
+    config.retry_initial = 50ms;
+    config.retry_max = 300ms;
+    config.max_batch_events = 100;  // several requests per drain
+    int n = 0;
+    auto emit = [&](SpoolingEventSink& sink, int count) {
+        for (int i = 0; i < count; ++i) {
+            sink.emit({{"type", "drop"}, {"n", n++}});
+            if (i % 7 == 0) {
+                sink.flush();
+            }
+        }
+        sink.flush();
+    };
+    {
+        auto sink = SpoolingEventSink::open(config, client, test_log());
+        REQUIRE(sink);
+        emit(**sink, 300);
+        REQUIRE(eventually([&] { return fake.events().size() == 300; }));
+        CHECK(keys(fake.events()) == range(1, 300));
+
+        // The controller goes away; events keep coming and are spooled.
+        fake.stop();
+        emit(**sink, 700);
+        (*sink)->wait_written();
+        CHECK((*sink)->stats().spool.events == 700);
+        CHECK(eventually([&] { return (*sink)->stats().upload_failures > 0; }));
+        // The enforcer restarts too, with everything still spooled.
+    }
+    {
+        auto sink = SpoolingEventSink::open(config, client, test_log());
+        REQUIRE(sink);
+        CHECK((*sink)->stats().spool.events == 700);
+        emit(**sink, 200);  // seqs continue after the restart
+        fake.start(fake.port());
+        REQUIRE(eventually([&] { return fake.events().size() == 1200; }, 20s));
+        CHECK(eventually([&] { return (*sink)->stats().spool.events == 0; }));
+    }
+    const auto stored = fake.events();
+    CHECK(keys(stored) == range(1, 1200));
+    // Every event exactly once, in the order it was emitted.
+    for (const auto& [seq, event] : stored) {
+        CHECK(event["n"] == seq - 1);
+    }
+}
+
+TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells the controller") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.add_token("t");
+    fake.start();
+    std::ofstream(scratch.path / "token") << "t";
+    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
+    REQUIRE(client->enroll_if_needed());
+    fake.stop();  // down from the start
+
+    SpoolingSinkConfig config;
+    config.spool = {scratch.path / "spool", 32 * 1024, 4 * 1024};
+    config.retry_initial = 50ms;
+    config.retry_max = 300ms;
+    auto sink = SpoolingEventSink::open(config, client, test_log());
+    REQUIRE(sink);
+    const int total = 200;
+    for (int i = 0; i < total; ++i) {
+        (*sink)->emit({{"type", "drop"}, {"n", i}, {"pad", std::string(500, 'p')}});
+        (*sink)->flush();
+    }
+    (*sink)->wait_written();
+    const auto stats = (*sink)->stats();
+    CHECK(stats.spool.evicted > 0);
+    CHECK(stats.spool.bytes <= 32 * 1024);
+
+    // The status message carries the spool figures.
+    fake.start(fake.port());
+    auto source = ControllerRulesetSource::open(client, nullptr, {}, sink->get(), test_log());
+    REQUIRE(source);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([](const json& b) { return b.contains("spool"); }).has_value();
+    }));
+    const auto status = fake.last_status_matching([](const json& b) { return b.contains("spool"); })->body;
+    CHECK(status["spool"]["evicted"] == stats.spool.evicted);
+
+    // Drained: the drops that survived + the events_evicted records; every seq accounted for.
+    REQUIRE(eventually([&] { return (*sink)->stats().spool.events == 0; }, 20s));
+    const auto stored = fake.events();
+    std::uint64_t evicted_reported = 0;
+    std::uint64_t drops = 0;
+    for (const auto& [seq, event] : stored) {
+        if (event["type"] == "events_evicted") {
+            evicted_reported += event["count"].get<std::uint64_t>();
+        } else {
+            ++drops;
+        }
+    }
+    CHECK(evicted_reported == stats.spool.evicted);
+    CHECK(drops + evicted_reported == total);
+    const auto last_seq = (*sink)->stats().spool.last_seq;
+    CHECK(stored.size() + stats.spool.evicted == last_seq);
+    CHECK(stored.rbegin()->first == last_seq);
+}
