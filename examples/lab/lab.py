@@ -554,10 +554,15 @@ def controller_answers(api_url):
 
 
 def prepare_controller(api_url, admin_token, lab):
-    """Hook run once the controller answers, before any enrollment token is asked for.
-    The lab itself loads neither the inventory nor the policy (the demo does that through
-    the API); this is the place to do it when the controller needs it for enrollment."""
-    return None
+    """Run once the controller answers, before any enrollment token is asked for: the
+    controller issues tokens only for enforcers its inventory knows, so the lab's inventory
+    goes in first (PUT /api/v1/inventory, idempotent). The policy is left to the caller
+    (the demo uploads and activates it; tests try their own)."""
+    inventory = json.loads(Path(lab["inventory"]).read_text())
+    inventory.pop("$schema", None)
+    status, body = api_request(api_url, "PUT", "/api/v1/inventory", token=admin_token, body=inventory)
+    if status != 200:
+        raise LabError("loading the inventory into the controller: HTTP %s %s" % (status, str(body)[:300]))
 
 
 def request_enrollment_token(api_url, admin_token, enforcer_id):
