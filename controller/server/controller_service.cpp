@@ -1371,8 +1371,13 @@ ApiResult ControllerService::report_status(const Caller& caller, const std::stri
         {"state", json::value_t::string},               {"error", json::value_t::string},
         {"applied_at_ms", json::value_t::number_unsigned}, {"enforcer_time_ms", json::value_t::number_unsigned},
         {"version", json::value_t::string},             {"drift_repairs", json::value_t::number_unsigned},
-        {"last_drift_at_ms", json::value_t::number_unsigned}, {"rtt_ms", json::value_t::number_unsigned},
-        {"elements", json::value_t::number_unsigned}};
+        {"last_drift_at_ms", json::value_t::number_unsigned}, {"elements", json::value_t::number_unsigned}};
+    for (const char* key : {"rtt_ms", "apply_ms"}) {  // measured durations: fractions allowed
+        if (const json* v = member(body, key); v != nullptr && !v->is_null() && !(v->is_number() && v->get<double>() >= 0)) {
+            return std::unexpected(error(400, "wrong-type", "\"" + std::string(key) + "\" must be a non-negative number",
+                                         json{{"pointer", "/" + std::string(key)}}));
+        }
+    }
     for (const auto& [key, type] : expected_types) {
         const json* v = member(body, key);
         if (v != nullptr && !v->is_null() && v->type() != type &&
@@ -1409,7 +1414,8 @@ ApiResult ControllerService::report_status(const Caller& caller, const std::stri
         status.last_drift_at = d->get<TimeMs>();
     }
     if (const json* t = member(body, "enforcer_time_ms"); t != nullptr && t->is_number_integer()) {
-        const std::int64_t rtt = json_int(body, "rtt_ms", 0);
+        const json* rtt_value = member(body, "rtt_ms");
+        const auto rtt = rtt_value != nullptr && rtt_value->is_number() ? static_cast<std::int64_t>(rtt_value->get<double>()) : 0;
         status.clock_offset_ms = t->get<std::int64_t>() + rtt / 2 - now;
     }
     status.version = string_member(body, "version").value_or(status.version);
