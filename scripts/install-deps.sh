@@ -24,6 +24,8 @@ packages=(
   # integration tests drive real traffic and read NFLOG from a small Python harness;
   # the schema test checks the documented JSON Schema against the examples
   python3 python3-jsonschema
+  # the demo and the end-to-end tests scan from a VDI with real nmap
+  nmap curl
 )
 
 missing=()

@@ -1,52 +1,91 @@
 #!/usr/bin/env bash
-# Quick start, command 1: install what is needed, build, and run the main job.
+# Quick start, command 1: install what is needed, build, and run the demo.
 #
-# Until the controller lands (issue 4) the main job is the policy pipeline on the example
-# policies: validate, compile per enforcer, show what quarantining a VDI changes, and
-# prove the kernel accepts the compiled ruleset by loading it into a throwaway network
-# namespace (removed again on exit, also on Ctrl-C).
+# The demo is the lab of examples/lab: two hypervisors with three VDIs each, a file server,
+# an admin terminal, an EDR server and a decoy, all network namespaces; the controller
+# (SQLite, TLS on the lab's management network) and one enforcer per hypervisor. The
+# example policy is uploaded and activated through the REST API, and the API serves on
+# http://127.0.0.1:8080 until Ctrl-C, which tears everything down (namespaces, processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 ./scripts/build.sh
 
-ctl=./build/bin/bulkheadctl
-example=examples/vdi-pool
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+lab=examples/lab/lab.py
+state=${BULKHEAD_DEMO_STATE:-/run/bulkhead-demo}
+api=http://127.0.0.1:8080/api/v1
 
 say "Validate the example policies (errors would name a JSON pointer)"
-for e in vdi-pool segmentation host-mode; do
-  $ctl policy validate examples/$e/policy.json --inventory examples/$e/inventory.json
+for e in vdi-pool segmentation host-mode lab; do
+  ./build/bin/bulkheadctl policy validate examples/$e/policy.json --inventory examples/$e/inventory.json
 done
 
-say "Compile $example for hypervisor hv1 (nft text, as loaded by 'nft -f')"
-$ctl policy compile --policy $example/policy.json --inventory $example/inventory.json --enforcer hv1 \
-  | sed -n '/chain forward/,/^\t}/p;/chain c.*_out {/,/^\t}/p'
+cleanup() {
+  trap - EXIT INT TERM
+  say "Stopping: controller, enforcers and every lab namespace"
+  $lab down --state-dir "$state" || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-say "Quarantine vdi-001: the element-level diff (one set element)"
-$ctl policy diff $example/policy.json $example/policy.json --inventory $example/inventory.json \
-  --enforcer hv1 --new-quarantine vdi-001
+say "Build the lab and start the controller and the enforcers"
+$lab down --state-dir "$state" >/dev/null 2>&1 || true
+$lab up --state-dir "$state"
 
-say "Load the compiled rulesets into a throwaway network namespace"
-ns="bulkhead-quickstart-$$"
-cleanup() { ip netns delete "$ns" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-ip netns add "$ns"
-for enforcer in hv1 hv2; do
-  $ctl policy compile --policy $example/policy.json --inventory $example/inventory.json \
-    --enforcer $enforcer | ip netns exec "$ns" nft -f -
-  listing=$(ip netns exec "$ns" nft list table inet bulkhead)
-  sets=$(grep -cE '^\s*(set|map) ' <<<"$listing")
-  chains=$(grep -cE '^\s*chain ' <<<"$listing")
-  echo "enforcer $enforcer: kernel accepted table inet bulkhead ($sets sets and maps, $chains chains)"
+token=$(cat "$state/tokens/lab-admin.token")
+call() {  # call METHOD PATH [curl args...]: prints the body, fails on an HTTP error
+  local method=$1 path=$2
+  shift 2
+  python3 - "$method" "$api$path" "$token" "$@" <<'PY'
+import json, sys, urllib.request
+method, url, token = sys.argv[1:4]
+data = open(sys.argv[4], "rb").read() if len(sys.argv) > 4 else (b"" if method == "POST" else None)
+req = urllib.request.Request(url, data=data, method=method,
+                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode(), file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
+say "Upload and activate the lab policy (automatic quarantine on)"
+revision=$(call POST /policies examples/lab/policy.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+call POST "/policies/$revision/activate" >/dev/null
+for _ in $(seq 1 100); do
+  in_sync=$(call GET /enforcers | python3 -c 'import json,sys; e=json.load(sys.stdin)["enforcers"]; print(sum(1 for x in e if x["in_sync"]), len(e))')
+  [ "${in_sync% *}" = "${in_sync#* }" ] && break
+  sleep 0.1
 done
+call GET /enforcers | python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["enforcers"]:
+    print("  enforcer %-4s generation %s applied, in sync: %s, last heartbeat %s" % (
+        e["id"], e.get("applied_generation"), e["in_sync"], e["last_heartbeat"]))'
 
-say "Done"
-cat <<'TXT'
-Try next:
-  ./build/bin/bulkheadctl policy compile --policy examples/segmentation/policy.json \
-      --inventory examples/segmentation/inventory.json --format json
-  ./build/bin/bulkheadctl policy validate tests/corpus/policy/<any file>   # precise errors
-  ./scripts/run-tests.sh                                                   # every test
+say "The demo is running"
+cat <<TXT
+API:       $api   (admin token: $state/tokens/lab-admin.token, soc: $state/tokens/lab-soc.token)
+OpenAPI:   $api/openapi.json
+Try (in another terminal, as root):
+  # allowed: a VDI pings the file server; forbidden: VDI to VDI (dropped, logged)
+  $lab exec --state-dir $state vdi-001 -- ping -c1 -W1 10.0.0.30
+  $lab exec --state-dir $state vdi-001 -- ping -c1 -W1 10.1.1.1
+  # a scan from vdi-002: drops -> incident -> automatic quarantine of vdi-002
+  $lab exec --state-dir $state vdi-002 -- nmap -sT -Pn -n -p 22,139,445,3389 10.1.0.0/30 10.1.1.0/30
+  curl -s -H "Authorization: Bearer \$(cat $state/tokens/lab-soc.token)" $api/incidents
+  curl -s -H "Authorization: Bearer \$(cat $state/tokens/lab-soc.token)" $api/quarantines
+  curl -s -X DELETE -H "Authorization: Bearer \$(cat $state/tokens/lab-soc.token)" "$api/quarantines/vdi-002?wait_ms=2000"
+  curl -sN -H "Authorization: Bearer \$(cat $state/tokens/lab-soc.token)" $api/stream     # live events
+Ctrl-C stops the demo and removes the lab.
 TXT
+controller_pid=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["controller"]["pid"])' "$state/lab.json")
+while kill -0 "$controller_pid" 2>/dev/null; do
+  sleep 1
+done
+echo "the controller stopped; see $state/controller/controller.log" >&2
+exit 1
