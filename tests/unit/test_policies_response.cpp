@@ -42,7 +42,9 @@ TEST_CASE("response defaults when the section is absent") {
 
 TEST_CASE("response members are read") {
     auto policy = read_policy(policy_with_response(
-        {{"incident", {{"distinct_targets", 25}, {"window_seconds", 30}, {"severity", "medium"}}},
+        // Unsigned literals: the reader takes parsed JSON, where non-negative integers are
+        // unsigned (a signed -0 is refused as out of range).
+        {{"incident", {{"distinct_targets", 25u}, {"window_seconds", 30u}, {"severity", "medium"}}},
          {"decoy_severity", "high"},
          {"auto_quarantine", {{"mode", "dry-run"}, {"min_severity", "critical"}}},
          {"comment", "tuned for the VDI pool"}}));
@@ -65,10 +67,10 @@ TEST_CASE("bad response values are reported at their pointers") {
     };
     const Case cases[] = {
         {json::array(), "/response wrong-type"},
-        {{{"incident", {{"distinct_targets", 0}}}}, "/response/incident/distinct_targets invalid-value"},
-        {{{"incident", {{"distinct_targets", 100001}}}}, "/response/incident/distinct_targets invalid-value"},
+        {{{"incident", {{"distinct_targets", 0u}}}}, "/response/incident/distinct_targets invalid-value"},
+        {{{"incident", {{"distinct_targets", 100001u}}}}, "/response/incident/distinct_targets invalid-value"},
         {{{"incident", {{"window_seconds", "60"}}}}, "/response/incident/window_seconds wrong-type"},
-        {{{"incident", {{"window_seconds", 0}}}}, "/response/incident/window_seconds invalid-value"},
+        {{{"incident", {{"window_seconds", 0u}}}}, "/response/incident/window_seconds invalid-value"},
         {{{"incident", {{"severity", "urgent"}}}}, "/response/incident/severity invalid-value"},
         {{{"incident", {{"targets", 3}}}}, "/response/incident/targets unknown-field"},
         {{{"decoy_severity", 3}}, "/response/decoy_severity wrong-type"},
