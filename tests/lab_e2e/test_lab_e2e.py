@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""End to end in the lab (issue 4, acceptance 1): the real controller and enforcers over TLS,
+the lab policy activated through the API, real traffic, a real nmap scan from a VDI, the
+incident, the automatic quarantine in force on the hypervisor, and the release.
+
+Runs the lab under its own prefix, state directory, management network and API port, so
+it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
+when not root or nmap is missing."""
+import json, os, shutil, subprocess, sys, tempfile, time, urllib.request, urllib.error
+from pathlib import Path
+
+REPO = Path(sys.argv[sys.argv.index("--source-dir") + 1])
+BIN = Path(sys.argv[sys.argv.index("--bin-dir") + 1])
+LAB = REPO / "examples/lab/lab.py"
+PREFIX, PORT, MGMT = "bhe2e-", 18181, "10.254.77.0/24"
+failures = []
+
+
+def check(ok, what):
+    print(("PASS " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+    return ok
+
+
+def lab(*args, timeout=180):
+    return subprocess.run([sys.executable, str(LAB)] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def in_ns(state, ns, *argv, timeout=30):
+    return lab("exec", "--prefix", PREFIX, "--state-dir", state, ns, "--", *argv, timeout=timeout)
+
+
+def api(method, path, token, body=None):
+    data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "DELETE") else None)
+    req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (PORT, path), data=data, method=method,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def poll(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    check(False, "within %ss: %s" % (seconds, what))
+    return None
+
+
+def main():
+    if os.geteuid() != 0 or shutil.which("nmap") is None:
+        print("skipped: needs root and nmap")
+        return 77
+    state = tempfile.mkdtemp(prefix="bulkhead-e2e-")
+    try:
+        up = lab("up", "--prefix", PREFIX, "--state-dir", state, "--api-listen", "127.0.0.1:%d" % PORT,
+                 "--mgmt-net", MGMT, "--tls-port", "18443",
+                 "--controller-bin", str(BIN / "bulkhead-controller"), "--enforcer-bin", str(BIN / "bulkhead-enforcer"))
+        if not check(up.returncode == 0, "lab up with the real controller and enforcers"):
+            print(up.stdout[-3000:], up.stderr[-3000:])
+            return 1
+        admin = (Path(state) / "tokens/lab-admin.token").read_text().strip()
+        soc = (Path(state) / "tokens/lab-soc.token").read_text().strip()
+        policy = json.loads((REPO / "examples/lab/policy.json").read_text())
+        status, revision = api("POST", "/policies", admin, policy)
+        check(status == 201, "upload the lab policy (201)")
+        status, activated = api("POST", "/policies/%d/activate" % revision["id"], admin)
+        check(status == 200, "activate it (200)")
+        generation = activated["generation"]
+        poll(lambda: all(e["in_sync"] and e["applied_generation"] >= generation
+                         for e in api("GET", "/enforcers", soc)[1]["enforcers"]), 20,
+             "every enforcer acks generation %d" % generation)
+        # Allowed and forbidden flows with real packets.
+        check(in_ns(state, "vdi-001", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "vdi-001 -> file server ping passes")
+        check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.0.2").returncode != 0, "vdi-001 -> vdi-002 (same hypervisor) dropped")
+        check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.1.1").returncode != 0, "vdi-001 -> vdi-101 (other hypervisor) dropped")
+        # A long-lived connection from vdi-002 to the file server must die on quarantine.
+        holder = subprocess.Popen([sys.executable, str(LAB), "exec", "--prefix", PREFIX, "--state-dir", state, "vdi-002", "--",
+                                   "ping", "-i", "0.2", "-W", "1", "10.0.0.30"], stdout=subprocess.PIPE, text=True)
+        try:
+            scan = in_ns(state, "vdi-002", "nmap", "-sT", "-Pn", "-n", "--max-retries", "0", "-p", "22,139,445,3389",
+                         "10.1.0.0/30", "10.1.1.0/30", timeout=120)
+            check(scan.returncode == 0, "nmap ran in vdi-002")
+            drops = poll(lambda: [e for e in api("GET", "/events?workload=vdi-002&type=drop&limit=200", soc)[1]["events"]
+                                  if e["reason"] in ("default", "deny")], 15, "drop events of the scan reach the controller")
+            if drops:
+                e = drops[0]
+                check(e["enforcer"] == "hv1" and e["src"] == "10.1.0.2" and e["direction"] == "out"
+                      and e["indev"] == "vdi002" and e.get("proto_name") == "tcp",
+                      "drop attributed to vdi-002 on hv1 via its port vdi002")
+            incident = poll(lambda: api("GET", "/incidents?workload=vdi-002", soc)[1]["incidents"], 15, "an incident for vdi-002")
+            if incident:
+                check("vdi-002 (user sato) tried" in incident[0]["explanation"], "incident explains: " + incident[0]["explanation"])
+            quarantine = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
+                api("GET", "/quarantines/vdi-002", soc)), 15, "automatic quarantine of vdi-002 applied on hv1")
+            if quarantine:
+                check(quarantine["automatic"] and quarantine["actor"] == "analyzer", "the quarantine is automatic, by the analyzer")
+            check(in_ns(state, "vdi-002", "ping", "-c1", "-W1", "10.0.0.30").returncode != 0, "quarantined vdi-002 cannot reach the file server")
+        finally:
+            holder.terminate()
+            out, _ = holder.communicate(timeout=10)
+        # The ping that ran across the quarantine stopped getting replies.
+        replies = [line for line in out.splitlines() if "bytes from" in line]
+        check(len(replies) > 0, "the long-running ping had replies before the quarantine (%d)" % len(replies))
+        status, released = api("DELETE", "/quarantines/vdi-002?wait_ms=5000", soc)
+        check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-002, acked by hv1")
+        check(in_ns(state, "vdi-002", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "released vdi-002 reaches the file server again")
+        check(in_ns(state, "vdi-002", "ping", "-c1", "-W1", "10.1.0.3").returncode != 0, "and VDI to VDI stays dropped")
+    finally:
+        down = lab("down", "--prefix", PREFIX, "--state-dir", state, "--purge")
+        check(down.returncode == 0, "lab down")
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        check(PREFIX not in left, "no namespace of the test left")
+        shutil.rmtree(state, ignore_errors=True)
+    print("%d failures" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
