@@ -642,8 +642,16 @@ ApiResult ControllerService::what_if(std::int64_t id, std::int64_t from_ns, std:
         const auto& e = events[i];
         auto src = policy::parse_ip_address(e.src);
         auto dst = policy::parse_ip_address(e.dst);
-        const json* proto = member(e.document, "proto");
-        if (!src || !dst || proto == nullptr || !proto->is_number_unsigned() || proto->get<std::uint64_t>() > 255) {
+        // The protocol number as the enforcer decoded it, else its name (summaries and
+        // other uploaders may carry only "proto_name").
+        std::optional<std::uint8_t> protocol;
+        if (const json* proto = member(e.document, "proto"); proto != nullptr && proto->is_number_unsigned() &&
+                                                             proto->get<std::uint64_t>() <= 255) {
+            protocol = static_cast<std::uint8_t>(proto->get<std::uint64_t>());
+        } else if (!e.protocol.empty()) {
+            protocol = policy::parse_protocol_number(e.protocol);
+        }
+        if (!src || !dst || !protocol) {
             ++skipped;  // e.g. a summary without a peer address
             continue;
         }
@@ -651,7 +659,7 @@ ApiResult ControllerService::what_if(std::int64_t id, std::int64_t from_ns, std:
         attempt.source.address = *src;
         attempt.destination.address = *dst;
         (e.direction == "in" ? attempt.destination : attempt.source).workload = e.workload;
-        attempt.protocol = static_cast<std::uint8_t>(proto->get<std::uint64_t>());
+        attempt.protocol = *protocol;
         if (e.dport) {
             attempt.port = *e.dport;
         } else if (auto type = json_port(e.document, "icmp_type")) {
