@@ -277,7 +277,7 @@ std::expected<policy::Inventory, ApiError> ControllerService::load_inventory() {
 }
 
 std::expected<std::shared_ptr<const ControllerService::Compiled>, ApiError> ControllerService::build_compiled(
-    const std::optional<PolicyRevision>& revision, std::string*) {
+    const std::optional<PolicyRevision>& revision) {
     auto compiled = std::make_shared<Compiled>();
     auto inventory = load_inventory();
     if (!inventory) {
@@ -349,13 +349,9 @@ std::expected<void, ApiError> ControllerService::recompile_locked(bool everythin
                                           {"desired_generation", version ? version->generation : 0},
                                           {"desired_hash", version ? version->hash : ""}});
         }
-        wake_channels(changed);
+        changed_.notify_all();  // streams compare their enforcer's desired hash themselves
     }
     return {};
-}
-
-void ControllerService::wake_channels(const std::vector<std::string>&) {
-    changed_.notify_all();
 }
 
 std::expected<void, std::string> ControllerService::start() {
@@ -539,7 +535,9 @@ ApiResult ControllerService::active_policy() {
     return revision_json(**revision, true);
 }
 
-ApiResult ControllerService::diff_policy(std::int64_t id) {
+std::expected<std::pair<std::shared_ptr<const ControllerService::Compiled>, std::shared_ptr<const ControllerService::Compiled>>,
+              ApiError>
+ControllerService::draft_and_active(std::int64_t id) {
     auto revision = store_->get_revision(id);
     if (!revision) {
         return std::unexpected(from_store(revision.error()));
@@ -548,13 +546,18 @@ ApiResult ControllerService::diff_policy(std::int64_t id) {
     if (!draft) {
         return std::unexpected(draft.error());
     }
-    std::shared_ptr<const Compiled> active;
-    {
-        std::lock_guard lock(mutex_);
-        active = compiled_;
+    std::lock_guard lock(mutex_);
+    return std::make_pair(*draft, compiled_);
+}
+
+ApiResult ControllerService::diff_policy(std::int64_t id) {
+    auto pair = draft_and_active(id);
+    if (!pair) {
+        return std::unexpected(pair.error());
     }
+    const auto& [draft, active] = *pair;
     const auto quarantined = quarantined_workloads();
-    auto draft_rulesets = (*draft)->compiler->compile_all(quarantined);
+    auto draft_rulesets = draft->compiler->compile_all(quarantined);
     std::map<std::string, ruleset::Ruleset> active_rulesets;
     if (active && active->compiler) {
         active_rulesets = active->compiler->compile_all(quarantined);
@@ -587,26 +590,18 @@ ApiResult ControllerService::diff_policy(std::int64_t id) {
 }
 
 ApiResult ControllerService::what_if(std::int64_t id, std::int64_t from_ns, std::int64_t to_ns, std::size_t limit) {
-    auto revision = store_->get_revision(id);
-    if (!revision) {
-        return std::unexpected(from_store(revision.error()));
+    auto pair = draft_and_active(id);
+    if (!pair) {
+        return std::unexpected(pair.error());
     }
-    auto draft = build_compiled(*revision);
-    if (!draft) {
-        return std::unexpected(draft.error());
-    }
-    std::shared_ptr<const Compiled> active;
-    {
-        std::lock_guard lock(mutex_);
-        active = compiled_;
-    }
+    const auto& [draft, active] = *pair;
     // Without an active policy nothing is enforced: the baseline allows everything.
     policy::Policy allow_all;
     allow_all.name = "none";
     allow_all.defaults.action = policy::DefaultAction::Allow;
     const policy::PolicyEvaluator active_evaluator(active && active->policy ? *active->policy : allow_all,
-                                                   (*draft)->inventory);
-    const policy::PolicyEvaluator draft_evaluator(*(*draft)->policy, (*draft)->inventory);
+                                                   draft->inventory);
+    const policy::PolicyEvaluator draft_evaluator(*draft->policy, draft->inventory);
 
     // Stored drops and allowed flows of the range, oldest first, up to `limit`.
     std::vector<StoredEvent> events;
@@ -790,6 +785,15 @@ std::expected<void, ApiError> ControllerService::check_inventory_against_policy(
     return {};
 }
 
+std::expected<void, ApiError> ControllerService::reload_inventory_locked() {
+    auto compiled = build_compiled(compiled_ ? compiled_->revision : std::nullopt);
+    if (!compiled) {
+        return std::unexpected(compiled.error());
+    }
+    compiled_ = *compiled;
+    return recompile_locked(true, {});
+}
+
 ApiResult ControllerService::get_inventory() {
     auto document = inventory_document();
     if (!document) {
@@ -864,13 +868,8 @@ ApiResult ControllerService::replace_inventory(const Caller& caller, const json&
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
     }
-    auto compiled = build_compiled(compiled_ ? compiled_->revision : std::nullopt);
-    if (!compiled) {
-        return std::unexpected(compiled.error());
-    }
-    compiled_ = *compiled;
-    if (auto rc = recompile_locked(true, {}); !rc) {
-        return std::unexpected(rc.error());
+    if (auto reloaded = reload_inventory_locked(); !reloaded) {
+        return std::unexpected(reloaded.error());
     }
     bus_.publish("inventory", json{{"workloads", document.value("workloads", json::array()).size()}});
     return json{{"enforcers", document.value("enforcers", json::array()).size()},
@@ -977,13 +976,8 @@ ApiResult ControllerService::bulk_workloads(const Caller& caller, const json& bo
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
     }
-    auto compiled = build_compiled(compiled_ ? compiled_->revision : std::nullopt);
-    if (!compiled) {
-        return std::unexpected(compiled.error());
-    }
-    compiled_ = *compiled;
-    if (auto rc = recompile_locked(true, {}); !rc) {
-        return std::unexpected(rc.error());
+    if (auto reloaded = reload_inventory_locked(); !reloaded) {
+        return std::unexpected(reloaded.error());
     }
     return json{{"upserted", upsert != nullptr ? upsert->size() : 0},
                 {"deleted", deleted.size()},
@@ -1954,12 +1948,6 @@ std::expected<nlohmann::json, ApiError> ControllerService::quarantine_locked(
     return json{{"created", true}, {"quarantine", *stored}};
 }
 
-namespace {
-
-Quarantine quarantine_from(const json& j) { return j.get<Quarantine>(); }
-
-}  // namespace
-
 ApiResult ControllerService::create_quarantine(const Caller& caller, const json& body, std::chrono::milliseconds wait) {
     if (auto ok = only_members(body, {"workload", "address", "enforcer", "reason", "incident"}, "a quarantine"); !ok) {
         return std::unexpected(ok.error());
@@ -2035,7 +2023,7 @@ ApiResult ControllerService::create_quarantine(const Caller& caller, const json&
     if (!done) {
         return std::unexpected(done.error());
     }
-    const Quarantine q = quarantine_from((*done)["quarantine"]);
+    const Quarantine q = (*done)["quarantine"].get<Quarantine>();
     if ((*done)["created"].get<bool>()) {
         bus_.publish("quarantine", json{{"action", "created"}, {"quarantine", quarantine_json(q)}});
     }

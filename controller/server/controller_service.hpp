@@ -153,13 +153,17 @@ private:
     std::expected<void, ApiError> recompile_locked(bool everything,
                                                    const std::set<std::string>& only_enforcers);
     std::expected<std::shared_ptr<const Compiled>, ApiError> build_compiled(
-        const std::optional<PolicyRevision>& revision, std::string* inventory_error = nullptr);
+        const std::optional<PolicyRevision>& revision);
+    // The revision compiled against the current inventory, and the active state beside it.
+    std::expected<std::pair<std::shared_ptr<const Compiled>, std::shared_ptr<const Compiled>>, ApiError>
+    draft_and_active(std::int64_t id);
+    // After an inventory change: re-resolve the active policy and recompile every enforcer.
+    std::expected<void, ApiError> reload_inventory_locked();
     std::expected<policy::Inventory, ApiError> load_inventory();
     std::expected<nlohmann::json, ApiError> inventory_document();
     std::expected<void, ApiError> check_inventory_against_policy(const nlohmann::json& inventory);
     std::set<std::string> quarantined_workloads();
     std::uint64_t next_generation_locked();
-    void wake_channels(const std::vector<std::string>& enforcers);
     bool wait_for_ack(const std::string& enforcer, const std::string& hash,
                       std::chrono::milliseconds wait);
     nlohmann::json quarantine_json(const Quarantine& quarantine);
