@@ -1,5 +1,7 @@
 #include "policies/policy_evaluator.hpp"
 
+#include "policies/policy_classes.hpp"
+
 #include "policies/ruleset_compiler.hpp"
 
 #include <algorithm>
@@ -116,46 +118,6 @@ struct WorkloadInfo {
     AttachmentMode mode = AttachmentMode::Port;
     std::size_t policy_class = none;
 };
-
-std::uint32_t fnv1a32(std::string_view text) {
-    std::uint32_t h = 2166136261u;
-    for (unsigned char c : text) {
-        h ^= c;
-        h *= 16777619u;
-    }
-    return h;
-}
-
-std::string hex(std::uint64_t value, int digits) {
-    char buffer[20];
-    std::snprintf(buffer, sizeof buffer, "%0*llx", digits, static_cast<unsigned long long>(value));
-    return buffer;
-}
-
-// The compiler's selector semantics (ruleset_compiler.cpp, selector_matches).
-bool selector_matches(const Selector& selector, const Workload& w) {
-    if (std::find(selector.workloads.begin(), selector.workloads.end(), w.id) != selector.workloads.end()) {
-        return true;
-    }
-    if (!selector.labels.empty()) {
-        const bool all = std::all_of(selector.labels.begin(), selector.labels.end(), [&](const auto& kv) {
-            auto it = w.labels.find(kv.first);
-            return it != w.labels.end() &&
-                   std::find(kv.second.begin(), kv.second.end(), it->second) != kv.second.end();
-        });
-        if (all) {
-            return true;
-        }
-    }
-    for (const auto& cidr : selector.cidrs) {
-        for (const auto& a : w.addresses) {
-            if (cidr.contains(a)) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
 
 bool intersects(const std::vector<std::size_t>& sorted, const std::vector<std::size_t>& any) {
     return std::any_of(any.begin(), any.end(),
@@ -675,20 +637,9 @@ PolicyEvaluator::PolicyEvaluator(const Policy& policy, const Inventory& inventor
             class_by_segments.emplace(workload_segments[w], 0);
         }
     }
-    std::map<std::string, std::vector<std::size_t>> names;
+    PolicyClassNamer namer;  // the compiler's class names
     for (auto& [segments, index] : class_by_segments) {
-        std::string key;
-        for (auto s : segments) {
-            key += policy.segments[s].name;
-            key += '\n';
-        }
-        std::string name = "c" + hex(fnv1a32(key), 8);
-        if (auto clash = names.find(name); clash != names.end() && clash->second != segments) {
-            std::uint64_t wide = fnv1a32(key);
-            wide = (wide << 32) | fnv1a32(key + "#");
-            name = "c" + hex(wide, 16);
-        }
-        names.emplace(name, segments);
+        const std::string name = namer.name(segments, policy);
         index = m->classes.size();
         ClassInfo c{name, segments, {}};
         for (auto s : segments) {

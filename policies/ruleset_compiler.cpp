@@ -1,5 +1,7 @@
 #include "policies/ruleset_compiler.hpp"
 
+#include "policies/policy_classes.hpp"
+
 #include "policies/element_builder.hpp"
 
 #include <algorithm>
@@ -122,35 +124,6 @@ std::string hex(std::uint64_t value, int digits) {
     return buffer;
 }
 
-bool selector_matches(const policy::Selector& selector, const policy::Workload& w) {
-    if (std::find(selector.workloads.begin(), selector.workloads.end(), w.id) !=
-        selector.workloads.end()) {
-        return true;
-    }
-    if (!selector.labels.empty()) {
-        bool all = true;
-        for (const auto& [key, values] : selector.labels) {
-            auto it = w.labels.find(key);
-            if (it == w.labels.end() ||
-                std::find(values.begin(), values.end(), it->second) == values.end()) {
-                all = false;
-                break;
-            }
-        }
-        if (all) {
-            return true;
-        }
-    }
-    for (const auto& cidr : selector.cidrs) {
-        for (const auto& a : w.addresses) {
-            if (cidr.contains(a)) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
 SetDefinition make_set(std::string name, std::vector<KeyType> key, bool interval,
                        std::shared_ptr<const ElementList> elements, std::string comment = {}) {
     SetDefinition s;
@@ -249,7 +222,7 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         const auto& workload = inventory.workloads[w];
         r.workload_index.emplace(workload.id, w);
         for (std::size_t s = 0; s < policy.segments.size(); ++s) {
-            if (selector_matches(policy.segments[s].selector, workload)) {
+            if (policy::selector_matches(policy.segments[s].selector, workload)) {
                 workload_segments[w].push_back(s);
                 for (const auto& a : workload.addresses) {
                     segment_addresses[s].push_back(policy::host_range(a));
@@ -370,22 +343,9 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         r.workload_class[w] = 0;  // fixed up below once classes are ordered
         (void)inserted;
     }
-    std::map<std::string, std::vector<std::size_t>> names;  // name -> segments (collision check)
+    policy::PolicyClassNamer namer;
     for (auto& [segments, index] : class_by_segments) {
-        std::string key;
-        for (auto s : segments) {
-            key += policy.segments[s].name;
-            key += '\n';
-        }
-        std::string name = "c" + hex(fnv1a32(key), 8);
-        if (auto clash = names.find(name); clash != names.end() && clash->second != segments) {
-            // A 32-bit collision: widen deterministically (names must stay stable across
-            // compiles, so never renumber).
-            std::uint64_t wide = fnv1a32(key);
-            wide = (wide << 32) | fnv1a32(key + "#");
-            name = "c" + hex(wide, 16);
-        }
-        names.emplace(name, segments);
+        const std::string name = namer.name(segments, policy);
         index = r.classes.size();
         PolicyClass c;
         c.name = name;
