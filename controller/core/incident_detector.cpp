@@ -37,7 +37,14 @@ std::optional<Detection> IncidentDetector::observe(const DropFact& fact) {
         return std::nullopt;
     }
     const std::string target = describe_target(fact);
+    const std::int64_t window_ns =
+        static_cast<std::int64_t>(response_.incident.window_seconds) * 1'000'000'000;
+    auto& window = sources_[fact.source_workload];
     if (fact.reason == "decoy") {
+        if (fact.time_ns < window.decoy_quiet_until_ns) {
+            return std::nullopt;
+        }
+        window.decoy_quiet_until_ns = fact.time_ns + window_ns;
         Detection detection;
         detection.source_workload = fact.source_workload;
         detection.severity = response_.decoy_severity;
@@ -50,9 +57,9 @@ std::optional<Detection> IncidentDetector::observe(const DropFact& fact) {
         detection.sample_targets.push_back(target);
         return detection;
     }
-    const std::int64_t window_ns =
-        static_cast<std::int64_t>(response_.incident.window_seconds) * 1'000'000'000;
-    auto& window = sources_[fact.source_workload];
+    if (fact.time_ns < window.quiet_until_ns) {
+        return std::nullopt;
+    }
     // Events of one source arrive nearly in order; a late one still counts but never moves
     // the window backwards.
     const std::int64_t now = window.attempts.empty()
@@ -98,19 +105,25 @@ std::optional<Detection> IncidentDetector::observe(const DropFact& fact) {
             detection.sample_targets.push_back(attempt.target);
         }
     }
-    // Start counting anew so a scan that goes on raises the next detection only after
-    // another full set of targets, instead of one per packet.
+    // Quiet for one window, then count anew: a scan that goes on raises the next detection
+    // a window later, not one per set of targets.
     window.attempts.clear();
     window.targets.clear();
+    window.quiet_until_ns = fact.time_ns + window_ns;
     return detection;
+}
+
+void IncidentDetector::forget(const std::string& source_workload) {
+    sources_.erase(source_workload);
 }
 
 void IncidentDetector::expire(std::int64_t now_ns) {
     const std::int64_t window_ns =
         static_cast<std::int64_t>(response_.incident.window_seconds) * 1'000'000'000;
     std::erase_if(sources_, [&](const auto& entry) {
-        const auto& attempts = entry.second.attempts;
-        return attempts.empty() || attempts.back().time_ns <= now_ns - window_ns;
+        const auto& window = entry.second;
+        const bool idle = window.attempts.empty() || window.attempts.back().time_ns <= now_ns - window_ns;
+        return idle && window.quiet_until_ns <= now_ns && window.decoy_quiet_until_ns <= now_ns;
     });
 }
 

@@ -55,11 +55,18 @@ public:
     // A new policy's thresholds apply from the next fact on; windows are kept.
     void set_response(const policy::ResponsePolicy& response);
 
-    // Feeds one blocked attempt; returns a detection when this fact completes one. A source
-    // fires the distinct-target rule once per window it fills (then starts counting anew),
-    // and a decoy detection for every decoy fact — the caller folds repeats into the
-    // source's open incident.
+    // Feeds one blocked attempt; returns a detection when this fact completes one. Storms
+    // are one detection per window: after the distinct-target rule fires for a source it
+    // stays quiet for that source for `window_seconds` (then counts anew from zero), and a
+    // decoy detection likewise fires once per window per source. The incident the first
+    // detection opened keeps counting the storm's events; what a storm costs is then
+    // bounded by time, not by packets (a scanner at 100,000 packets/s is one detection a
+    // minute, not four thousand a second).
     std::optional<Detection> observe(const DropFact& fact);
+
+    // Forgets a source's windows and quiet periods: after its incident is resolved or its
+    // quarantine released, a new scan must raise a new detection at once.
+    void forget(const std::string& source_workload);
 
     // Forgets sources idle for longer than the window as of `now_ns` (bounds memory).
     void expire(std::int64_t now_ns);
@@ -74,6 +81,8 @@ private:
     struct SourceWindow {
         std::deque<Attempt> attempts;                // in time order, within the window
         std::unordered_map<std::string, std::size_t> targets;  // target -> attempts held
+        std::int64_t quiet_until_ns = INT64_MIN;        // distinct-target rule fired
+        std::int64_t decoy_quiet_until_ns = INT64_MIN;  // decoy rule fired
     };
     policy::ResponsePolicy response_;
     std::unordered_map<std::string, SourceWindow> sources_;

@@ -45,7 +45,7 @@ std::string read_text(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("incident rule fires at the distinct-target threshold, once per filled window") {
+TEST_CASE("incident rule fires at the distinct-target threshold, then once per window") {
     IncidentDetector detector(rule(3, 10));
     CHECK_FALSE(detector.observe(fact("vdi-001", 1 * second, "10.1.0.2", 445)));
     // Repeats of one target are one target: a retrying application is not a scan.
@@ -62,10 +62,38 @@ TEST_CASE("incident rule fires at the distinct-target threshold, once per filled
     CHECK(detection->first_ns == 1 * second);
     CHECK(detection->last_ns == 4 * second);
     CHECK(detection->severity == policy::Severity::High);
-    // Counting starts anew: the next detection needs another three targets.
-    CHECK_FALSE(detector.observe(fact("vdi-001", 5 * second, "10.1.0.4", 22)));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 5 * second, "10.1.0.5", 22)));
-    CHECK(detector.observe(fact("vdi-001", 5 * second, "10.1.0.6", 22)));
+    // A scan that goes on is the same storm: quiet until the window has passed...
+    for (int i = 0; i < 50; ++i) {
+        CHECK_FALSE(detector.observe(fact("vdi-001", 5 * second + i, "10.1.1." + std::to_string(i), 22)));
+    }
+    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second - 1, "10.1.2.1", 22)));
+    // ...then counting starts anew from zero: three more targets for the next detection.
+    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second, "10.1.2.2", 22)));
+    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second, "10.1.2.3", 22)));
+    auto next = detector.observe(fact("vdi-001", 15 * second, "10.1.2.4", 22));
+    REQUIRE(next);
+    CHECK(next->first_ns == 14 * second);
+    CHECK(next->distinct_targets == 3);
+}
+
+TEST_CASE("forgetting a source re-arms its rules at once") {
+    IncidentDetector detector(rule(2, 60));
+    CHECK_FALSE(detector.observe(fact("vdi-001", 1 * second, "10.1.0.2", 445)));
+    CHECK(detector.observe(fact("vdi-001", 1 * second, "10.1.0.3", 445)));
+    CHECK_FALSE(detector.observe(fact("vdi-001", 2 * second, "10.1.0.4", 445)));
+    CHECK_FALSE(detector.observe(fact("vdi-001", 2 * second, "10.1.0.5", 445)));
+    CHECK(detector.observe(fact("vdi-001", 2 * second, "10.0.0.66", 445, "decoy")));
+    CHECK_FALSE(detector.observe(fact("vdi-001", 3 * second, "10.0.0.66", 445, "decoy")));
+    // Released or resolved: the next scan and the next decoy touch are new detections.
+    detector.forget("vdi-001");
+    CHECK_FALSE(detector.observe(fact("vdi-001", 4 * second, "10.1.0.2", 445)));
+    CHECK(detector.observe(fact("vdi-001", 4 * second, "10.1.0.3", 445)));
+    CHECK(detector.observe(fact("vdi-001", 4 * second, "10.0.0.66", 445, "decoy")));
+    // Quiet periods keep a source tracked until they end.
+    detector.expire(30 * second);
+    CHECK(detector.tracked_sources() == 1);
+    detector.expire(65 * second);
+    CHECK(detector.tracked_sources() == 0);
 }
 
 TEST_CASE("incident rule forgets targets older than the window") {
@@ -98,6 +126,9 @@ TEST_CASE("one decoy touch is a detection at the decoy severity") {
     CHECK(detection->kind == "decoy");
     CHECK(detection->severity == policy::Severity::Critical);
     CHECK(explain(*detection, "suzuki") == "vdi-003 (user suzuki) touched decoy 10.0.0.66 tcp/445");
+    // A storm of decoy touches is one detection per window (60 s here).
+    CHECK_FALSE(detector.observe(fact("vdi-003", 8 * second, "10.0.0.67", 22, "decoy")));
+    CHECK(detector.observe(fact("vdi-003", 67 * second, "10.0.0.66", 445, "decoy")));
 }
 
 TEST_CASE("explanations name the source, user, targets, services and duration") {
