@@ -6,12 +6,15 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <sqlite3.h>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace bulkhead::controller {
@@ -132,6 +135,7 @@ class Connection {
 
     bool in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
     std::int64_t changes() const { return sqlite3_changes64(db_); }
+    std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 
   private:
     sqlite3* db_;
@@ -562,6 +566,8 @@ class SqliteStore::Impl {
             Impl& impl;
             bool done = false;
             ~Release() {
+                if (!done)
+                    impl.forget_terms();
                 if (!done && impl.writer_->in_transaction())
                     (void)impl.writer_->exec("rollback", "ROLLBACK");
                 impl.owner_.store(std::thread::id{}, std::memory_order_release);
@@ -611,7 +617,66 @@ class SqliteStore::Impl {
         return body(*lease.connection);
     }
 
+    // Group commit. Each caller queues its `body`; whichever caller finds no commit under
+    // way leads: it runs the queued bodies (up to group_commit_max_events by `weight`), each
+    // in its own SAVEPOINT so a failing one is undone alone and gets its own error, in one
+    // transaction, and wakes the others. Under concurrent load one commit (and one write of
+    // every index page it touched) serves many callers; a lone caller commits at once. A
+    // caller already inside a write transaction joins it directly.
+    StoreResult<void> grouped(std::string_view op, std::size_t weight,
+                              const std::function<StoreResult<void>(Connection&)>& body) {
+        if (owner_.load(std::memory_order_acquire) == std::this_thread::get_id())
+            return write(op, body);
+        GroupMember me{&body, weight};
+        std::unique_lock lock(group_mutex_);
+        group_queue_.push_back(&me);
+        while (!me.done) {
+            if (group_leading_) {
+                group_cv_.wait(lock);
+                continue;
+            }
+            group_leading_ = true;
+            std::vector<GroupMember*> members;
+            std::size_t events = 0;
+            while (!group_queue_.empty() &&
+                   (members.empty() || events + group_queue_.front()->weight <= options_.group_commit_max_events)) {
+                events += group_queue_.front()->weight;
+                members.push_back(group_queue_.front());
+                group_queue_.pop_front();
+            }
+            lock.unlock();
+            auto committed = write(op, [&](Connection&) -> StoreResult<void> {
+                for (auto* member : members) {
+                    try {
+                        member->result = write(op, *member->body); // nested: a SAVEPOINT each
+                    } catch (const std::exception& e) {
+                        // Its SAVEPOINT is already undone; the leader must not unwind
+                        // with the others still waiting on it.
+                        member->result = fail(Kind::Invalid, op, e.what());
+                    }
+                }
+                return {};
+            });
+            lock.lock();
+            for (auto* member : members) {
+                if (!committed)
+                    member->result = std::unexpected(committed.error());
+                member->done = true;
+            }
+            group_leading_ = false;
+            group_cv_.notify_all();
+        }
+        return me.result;
+    }
+
   private:
+    struct GroupMember {
+        const std::function<StoreResult<void>(Connection&)>* body;
+        std::size_t weight;
+        StoreResult<void> result{};
+        bool done = false;
+    };
+
     template <typename Body>
     auto nested(std::string_view op, Body& body) -> std::invoke_result_t<Body&, Connection&> {
         using Result = std::invoke_result_t<Body&, Connection&>;
@@ -646,6 +711,7 @@ class SqliteStore::Impl {
     }
 
     void rollback_to(const std::string& savepoint) {
+        forget_terms();
         if (!writer_->in_transaction()) {
             // SQLite ended the whole transaction itself (I/O error, disk full, ...): every
             // later call in it fails and the outermost level reports an error.
@@ -701,6 +767,25 @@ class SqliteStore::Impl {
     std::atomic<std::thread::id> owner_{};
     int depth_ = 0;
     bool aborted_ = false;
+
+  public:
+    // (term, minute) rows of event_terms known to be committed, so a storm writes each
+    // once per minute instead of once per event. Touched only by the writing thread.
+    // Any rollback forgets them all: an entry must never stand for a row that was undone.
+    bool term_known(const std::string& key) {
+        if (recent_terms_.size() >= 1'000'000)
+            recent_terms_.clear(); // bounded; the rows themselves stay
+        return !recent_terms_.insert(key).second;
+    }
+    void forget_terms() { recent_terms_.clear(); }
+
+  private:
+    std::unordered_set<std::string> recent_terms_;
+
+    std::mutex group_mutex_;
+    std::condition_variable group_cv_;
+    std::deque<GroupMember*> group_queue_;
+    bool group_leading_ = false;
 
     std::mutex pool_mutex_;
     std::condition_variable pool_cv_;
@@ -1311,27 +1396,52 @@ StoreResult<EventInsertResult> SqliteStore::insert_events(const std::vector<Stor
     }
     if (events.empty())
         return result;
-    return impl_->write(op, [&](Connection& c) -> StoreResult<EventInsertResult> {
+    const std::function<StoreResult<void>(Connection&)> insert = [&](Connection& c) -> StoreResult<void> {
+        // A retried body (none today) must not count twice.
+        result.accepted = result.duplicates = 0;
+        result.ids.clear();
+        result.ids.reserve(events.size());
         Stmt s(c, sql::kInsertEvent, op);
+        Stmt term(c, sql::kInsertEventTerm, op);
         std::string document;
+        std::string key;
         for (const auto& e : events) {
-            document = dump(e.document);
+            if (e.document_text.empty())
+                document = dump(e.document);
+            const std::string& text = e.document_text.empty() ? document : e.document_text;
             const std::optional<std::int64_t> dport =
                 e.dport ? std::optional<std::int64_t>(*e.dport) : std::nullopt;
             s.bind_all(e.enforcer, static_cast<std::int64_t>(e.enforcer_seq), e.type, e.time_ns,
                        e.received_at, e.workload, e.direction, e.reason, e.src, e.dst, e.protocol,
-                       dport, static_cast<std::int64_t>(e.count), document);
+                       dport, static_cast<std::int64_t>(e.count), text);
             if (auto done = s.run(); !done)
                 return std::unexpected(done.error());
             if (c.changes() > 0) {
                 ++result.accepted;
+                result.ids.push_back(c.last_insert_rowid());
+                const std::int64_t minute = sql::term_bucket(e.time_ns);
+                for (const auto& t : sql::event_terms(e)) {
+                    key = t;
+                    key += '\n';
+                    key += std::to_string(minute);
+                    if (impl_->term_known(key))
+                        continue;
+                    term.bind_all(t, minute);
+                    if (auto done = term.run(); !done)
+                        return std::unexpected(done.error());
+                    term.reset();
+                }
             } else {
                 ++result.duplicates; // ON CONFLICT (enforcer, enforcer_seq) DO NOTHING
+                result.ids.push_back(0);
             }
             s.reset();
         }
-        return result;
-    });
+        return {};
+    };
+    if (auto done = impl_->grouped(op, events.size(), insert); !done)
+        return std::unexpected(done.error());
+    return result;
 }
 
 StoreResult<std::vector<StoredEvent>> SqliteStore::query_events(const EventQuery& query) {

@@ -35,6 +35,9 @@ struct SqliteStoreOptions {
     // rewrite the same index tail pages; checkpointing every ~40 MiB instead of SQLite's
     // 4 MiB copies each of them once per checkpoint instead of once per batch.
     int wal_autocheckpoint_pages = 10000;
+    // Group commit: event batches that arrive while another is being committed wait and
+    // go into the next transaction together, up to this many events per transaction.
+    std::size_t group_commit_max_events = 50000;
     // Schema to bring the file to (tests pass their own list); empty = sqlite_migrations().
     std::span<const Migration> migrations;
 };

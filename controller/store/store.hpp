@@ -128,6 +128,10 @@ struct StoredEvent {
     std::optional<std::uint16_t> dport;
     std::uint64_t count = 1;      // identical repeats folded by the enforcer
     nlohmann::json document;      // the event as uploaded
+    // Writing only: the event as uploaded, already compact JSON text; when set, the store
+    // writes it instead of serialising `document` (ingest parses into text, not a DOM).
+    // Reads always fill `document`.
+    std::string document_text;
 };
 
 struct EventQuery {
@@ -147,6 +151,7 @@ struct EventInsertResult {
     std::size_t accepted = 0;
     std::size_t duplicates = 0;   // (enforcer, seq) already stored
     std::uint64_t through_seq = 0; // highest seq of the batch
+    std::vector<std::int64_t> ids; // per input event, in order: its new id, 0 = a duplicate
 };
 
 struct CountBucket {

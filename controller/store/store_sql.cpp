@@ -1,6 +1,7 @@
 #include "controller/store/store_sql.hpp"
 
 #include <algorithm>
+#include <optional>
 
 namespace bulkhead::controller::sql {
 namespace {
@@ -32,6 +33,35 @@ std::int64_t clamp_limit(std::size_t limit) {
     return static_cast<std::int64_t>(std::min(limit, kMaxLimit));
 }
 
+// Where matching events come from. A workload filter has its own index (events by
+// workload and time). Otherwise, with a term filter (the most selective present, in the
+// order address, port, reason) the scan runs over that term's minutes in event_terms,
+// each minute a range of the time index; else over events alone. Every filter is still
+// checked on the event's own columns (event_filters).
+std::string event_source(Builder& b, const EventQuery& q) {
+    std::optional<std::string> term;
+    if (q.workload)
+        return " FROM events";
+    if (q.address)
+        term = "a:" + *q.address;
+    else if (q.port)
+        term = "p:" + std::to_string(*q.port);
+    else if (q.reason)
+        term = "r:" + *q.reason;
+    if (!term)
+        return " FROM events";
+    b.where("t.term = " + b.param(*term));
+    if (q.from_ns)
+        b.where("t.minute >= " + b.param(term_bucket(*q.from_ns)));
+    if (q.to_ns)
+        b.where("t.minute <= " + b.param(term_bucket(*q.to_ns)));
+    const std::string width = std::to_string(kTermBucketNs);
+    b.where("time_ns >= t.minute * " + width);
+    b.where("time_ns < (t.minute + 1) * " + width);
+    // CROSS JOIN: SQLite keeps event_terms as the outer loop (PostgreSQL plans it freely).
+    return " FROM event_terms t CROSS JOIN events";
+}
+
 // The event filters shared by select_events and count_events (not paging).
 void event_filters(Builder& b, const EventQuery& q) {
     if (q.from_ns)
@@ -56,14 +86,36 @@ void event_filters(Builder& b, const EventQuery& q) {
 
 } // namespace
 
+std::int64_t term_bucket(std::int64_t time_ns) {
+    std::int64_t q = time_ns / kTermBucketNs;
+    if (time_ns % kTermBucketNs < 0)
+        --q;
+    return q;
+}
+
+std::vector<std::string> event_terms(const StoredEvent& e) {
+    std::vector<std::string> terms;
+    terms.reserve(4);
+    if (!e.src.empty())
+        terms.push_back("a:" + e.src);
+    if (!e.dst.empty() && e.dst != e.src)
+        terms.push_back("a:" + e.dst);
+    if (e.dport)
+        terms.push_back("p:" + std::to_string(*e.dport));
+    if (!e.reason.empty())
+        terms.push_back("r:" + e.reason);
+    return terms;
+}
+
 Query select_events(const EventQuery& query) {
     Builder b;
+    const std::string source = event_source(b, query);
     event_filters(b, query);
     if (query.type)
         b.where("type = " + b.param(*query.type));
     if (query.after_id)
         b.where("id > " + b.param(*query.after_id));
-    std::string text = "SELECT " + std::string(kEventColumns) + " FROM events" + b.where_clause();
+    std::string text = "SELECT " + std::string(kEventColumns) + source + b.where_clause();
     text += query.newest_first ? " ORDER BY id DESC" : " ORDER BY id";
     text += " LIMIT " + b.param(clamp_limit(query.limit));
     return {std::move(text), b.take_params()};
@@ -76,12 +128,16 @@ Query count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket
     const auto width = b.param(bucket_ns);
     b.where("time_ns >= " + from);
     b.where("time_ns < " + b.param(to_ns));
+    EventQuery ranged = filter;
+    ranged.from_ns = from_ns;
+    ranged.to_ns = to_ns;
+    const std::string source = event_source(b, ranged);
     event_filters(b, filter);
     b.where("type = " + b.param(filter.type.value_or("drop")));
     // Integer division on BIGINT operands truncates in both backends; time_ns >= from_ns
     // keeps the dividend non-negative, so truncation is floor.
     std::string text = "SELECT (time_ns - " + from + ") / " + width +
-                       " AS bucket, SUM(event_count) FROM events" + b.where_clause() +
+                       " AS bucket, SUM(event_count)" + source + b.where_clause() +
                        " GROUP BY bucket ORDER BY bucket";
     return {std::move(text), b.take_params()};
 }

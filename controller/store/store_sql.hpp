@@ -222,7 +222,19 @@ struct Query {
 
 inline constexpr std::size_t kMaxLimit = 10'000;
 
+// ---- the coarse event index (migration 2, event_terms) -------------------------------------
+inline constexpr std::int64_t kTermBucketNs = 60'000'000'000; // one row per term per minute
+inline constexpr std::string_view kInsertEventTerm =
+    "INSERT INTO event_terms (term, minute) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+// The minute an event time falls in (floor division: times before 1970 too).
+std::int64_t term_bucket(std::int64_t time_ns);
+// The terms an event is found by: "a:" source and destination address, "p:" destination
+// port, "r:" reason (empty values have none). Workloads have a real index.
+std::vector<std::string> event_terms(const StoredEvent& event);
+
 // query_events: filters ANDed, ordered by id (insertion order), newest or oldest first.
+// An address, port or reason filter (without a workload) scans only the minutes of that term.
 Query select_events(const EventQuery& query);
 // count_events: rows of (bucket index, sum of counts) for non-empty buckets, ascending;
 // bucket start = from_ns + index * bucket_ns.
