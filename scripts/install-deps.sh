@@ -14,6 +14,8 @@ packages=(
   # libraries named by the design
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   libsqlite3-dev libssl-dev
+  # simdjson: the controller parses event uploads with it (controller/server/event_batch.hpp)
+  libsimdjson-dev
   # openssl: the lab makes its CA and certificates with it
   openssl
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces

@@ -1,5 +1,7 @@
 #include "controller/server/controller_service.hpp"
 
+#include "controller/server/event_batch.hpp"
+
 #include "policies/diagnostics.hpp"
 #include "policies/net_address.hpp"
 #include "policies/policy_evaluator.hpp"
@@ -45,6 +47,10 @@ void from_json(const json& j, Quarantine& q) {
 
 
 namespace {
+
+// Events linked to one incident as its timeline; a storm's later events are counted, not linked.
+constexpr std::uint64_t kTimelineEvents = 1'000;
+
 
 ApiError error(int status, std::string code, std::string message, json details = nullptr) {
     return ApiError{status, std::move(code), std::move(message), std::move(details)};
@@ -1446,75 +1452,27 @@ std::string ControllerService::user_of(const std::string& workload) {
     return "";
 }
 
-ApiResult ControllerService::ingest_events(const Caller& caller, const std::string& id, const json& body) {
+ApiResult ControllerService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
     }
-    if (auto ok = only_members(body, {"events"}, "an event batch"); !ok) {
-        return std::unexpected(ok.error());
-    }
-    const json* events = member(body, "events");
-    if (events == nullptr || !events->is_array()) {
-        return std::unexpected(error(400, "wrong-type", "\"events\" must be an array", json{{"pointer", "/events"}}));
-    }
-    if (events->size() > options_.max_events_per_batch) {
-        return std::unexpected(error(413, "too-large",
-                                     "at most " + std::to_string(options_.max_events_per_batch) + " events per batch",
-                                     json{{"pointer", "/events"}}));
-    }
     const TimeMs now = clock_();
-    std::vector<StoredEvent> records;
-    records.reserve(events->size());
-    for (std::size_t i = 0; i < events->size(); ++i) {
-        const json& item = (*events)[i];
-        const std::string pointer = "/events/" + std::to_string(i);
-        const json* seq = member(item, "seq");
-        const json* event = member(item, "event");
-        if (seq == nullptr || !seq->is_number_unsigned() || seq->get<std::uint64_t>() == 0 ||
-            seq->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
-            return std::unexpected(error(400, "invalid-value", "\"seq\" must be a positive integer",
-                                         json{{"pointer", pointer + "/seq"}}));
-        }
-        if (event == nullptr || !event->is_object() || !event->contains("type") || !(*event)["type"].is_string()) {
-            return std::unexpected(error(400, "invalid-value", "\"event\" must be an object with a string \"type\"",
-                                         json{{"pointer", pointer + "/event"}}));
-        }
-        for (const char* key : {"time_ns", "last_seen_ns", "time_unix_ms"}) {
-            if (const json* t = member(*event, key); t != nullptr && !t->is_number_integer()) {
-                return std::unexpected(error(400, "wrong-type", std::string("\"") + key + "\" must be an integer",
-                                             json{{"pointer", pointer + "/event/" + key}}));
+    auto parsed = EventBatchParser(EventBatchLimits{options_.max_events_per_batch}).parse(body, id, now);
+    if (!parsed) {
+        if (parsed.error().code == "invalid-json") {
+            // The fast parser says only that the text is not JSON; the API's reader says
+            // where and why, as every other endpoint does.
+            if (auto diagnosed = policy::read_json(body, "body"); !diagnosed) {
+                const auto& first = diagnosed.error().front();
+                return std::unexpected(error(400, "invalid-json", first.message,
+                                             json{{"pointer", first.pointer},
+                                                  {"errors", policy::diagnostics_to_json(diagnosed.error())}}));
             }
         }
-        for (const char* key : {"dport", "sport"}) {
-            if (const json* t = member(*event, key);
-                t != nullptr && !(t->is_number_unsigned() && t->get<std::uint64_t>() <= 65535)) {
-                return std::unexpected(error(400, "invalid-port", std::string("\"") + key + "\" must be a port number",
-                                             json{{"pointer", pointer + "/event/" + key}}));
-            }
-        }
-        if (const json* t = member(*event, "count"); t != nullptr && !(t->is_number_unsigned() && t->get<std::uint64_t>() > 0)) {
-            return std::unexpected(error(400, "invalid-value", "\"count\" must be a positive integer",
-                                         json{{"pointer", pointer + "/event/count"}}));
-        }
-        StoredEvent r;
-        r.enforcer = id;
-        r.enforcer_seq = seq->get<std::uint64_t>();
-        r.type = (*event)["type"].get<std::string>();
-        r.time_ns = json_int(*event, "time_ns",
-                             json_int(*event, "last_seen_ns", json_int(*event, "time_unix_ms", now) * 1'000'000));
-        r.received_at = now;
-        r.workload = string_member(*event, "workload").value_or("");
-        r.direction = string_member(*event, "direction").value_or("");
-        r.reason = string_member(*event, "reason").value_or("");
-        r.src = string_member(*event, "src").value_or("");
-        r.dst = string_member(*event, "dst").value_or("");
-        r.protocol = string_member(*event, "proto_name").value_or("");
-        r.dport = json_port(*event, "dport");
-        const json* count = member(*event, "count");
-        r.count = count != nullptr && count->is_number_unsigned() ? std::max<std::uint64_t>(1, count->get<std::uint64_t>()) : 1;
-        r.document = *event;
-        records.push_back(std::move(r));
+        const auto& p = parsed.error();
+        return std::unexpected(error(p.status, p.code, p.message, json{{"pointer", p.pointer}}));
     }
+    std::vector<StoredEvent>& records = *parsed;
     auto inserted = store_->insert_events(records);
     if (!inserted) {
         return std::unexpected(from_store(inserted.error()));
@@ -1523,32 +1481,24 @@ ApiResult ControllerService::ingest_events(const Caller& caller, const std::stri
     // batch changes nothing.
     if (inserted->accepted > 0) {
         std::vector<StoredEvent> fresh;
-        EventQuery newest;
-        newest.enforcer = id;
-        newest.limit = records.size();
-        newest.newest_first = true;
-        auto stored = store_->query_events(newest);
-        // The batch's rows are the newest of this enforcer unless another batch of the same
-        // enforcer raced in between, which the uploader never does (one request at a time).
-        json live = json::array();
-        if (stored) {
-            std::map<std::uint64_t, const StoredEvent*> by_seq;
-            for (const auto& e : *stored) {
-                by_seq[e.enforcer_seq] = &e;
+        fresh.reserve(inserted->accepted);
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            if (inserted->ids[i] != 0) {
+                records[i].id = inserted->ids[i];
+                fresh.push_back(std::move(records[i]));
             }
-            for (const auto& r : records) {
-                if (auto it = by_seq.find(r.enforcer_seq); it != by_seq.end()) {
-                    fresh.push_back(*it->second);
+        }
+        if (bus_.subscribers() > 0) {
+            json live = json::array();
+            for (auto& e : fresh) {
+                if (is_blocked_type(e.type)) {
+                    e.document = json::parse(e.document_text, nullptr, false);
+                    live.push_back(event_json(e));
                 }
             }
-        }
-        for (const auto& e : fresh) {
-            if (is_blocked_type(e.type)) {
-                live.push_back(event_json(e));
+            if (!live.empty()) {
+                bus_.publish("drops", live);
             }
-        }
-        if (!live.empty()) {
-            bus_.publish("drops", live);
         }
         // Counters of open incidents move once per source per batch, not once per event:
         // ingest must keep up with scans (100,000 events/s).
@@ -1602,19 +1552,42 @@ ApiResult ControllerService::ingest_events(const Caller& caller, const std::stri
                 tally = SourceTally{};
             }
         }
-        for (auto& [source, tally] : tallies) {
-            if (tally.event_ids.empty()) {
-                continue;
+        // One transaction for every open incident the batch touches: one commit, and the
+        // read-modify-write of each counter cannot interleave with another batch's.
+        auto counted = store_->in_transaction([&]() -> StoreResult<void> {
+            for (auto& [source, tally] : tallies) {
+                if (tally.event_ids.empty()) {
+                    continue;
+                }
+                auto open = store_->unresolved_incident_of(source);
+                if (!open) {
+                    return std::unexpected(open.error());
+                }
+                if (!*open) {
+                    continue;
+                }
+                Incident incident = **open;
+                // The timeline keeps an incident's first events (about kTimelineEvents); its
+                // counters keep growing with every event of the storm.
+                const bool timeline_full = incident.event_count >= kTimelineEvents;
+                incident.event_count += tally.events;
+                incident.updated_at = now;
+                if (auto updated = store_->update_incident(incident); !updated) {
+                    return std::unexpected(updated.error());
+                }
+                if (!timeline_full) {
+                    if (auto linked = store_->link_incident_events(incident.id, tally.event_ids); !linked) {
+                        return linked;
+                    }
+                }
             }
-            auto open = store_->unresolved_incident_of(source);
-            if (!open || !*open) {
-                continue;
-            }
-            Incident incident = **open;
-            incident.event_count += tally.events;
-            incident.updated_at = now;
-            (void)store_->update_incident(incident);
-            (void)store_->link_incident_events(incident.id, tally.event_ids);
+            return {};
+        });
+        if (!counted) {
+            // The events are stored (the upload is answered as accepted, so the enforcer
+            // does not resend them); only the incident counters lag.
+            std::cerr << "bulkhead-controller: events of " << id << " stored, incident counters not updated: "
+                      << counted.error().message << "\n";
         }
     }
     return json{{"accepted", inserted->accepted},
@@ -1629,6 +1602,19 @@ namespace {
 int severity_rank(std::string_view severity) {
     auto s = policy::severity_from_string(severity);
     return s ? static_cast<int>(*s) : -1;
+}
+
+// An incident keeps its first finding (what opened it) and the newest ones; a source that
+// scans for days must not grow its incident without bound. How many were folded away is
+// counted beside them.
+void append_finding(json& details, json finding) {
+    constexpr std::size_t kMaxFindings = 32;
+    json& findings = details["findings"];
+    findings.push_back(std::move(finding));
+    if (findings.size() > kMaxFindings) {
+        findings.erase(findings.begin() + 1);
+        details["findings_folded"] = details.value("findings_folded", std::uint64_t{0}) + 1;
+    }
 }
 
 }  // namespace
@@ -1659,7 +1645,7 @@ void ControllerService::handle_detection(const Detection& detection, const std::
         }
         incident.updated_at = now;
         incident.event_count += event_ids.size();
-        incident.details["findings"].push_back(finding);
+        append_finding(incident.details, finding);
         auto updated = store_->update_incident(incident);
         if (updated) {
             incident = *updated;
@@ -1820,6 +1806,11 @@ ApiResult ControllerService::set_incident_state(const Caller& caller, std::int64
     });
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
+    }
+    if (state == IncidentState::Resolved) {
+        // A resolved storm is over: the source's next scan is a new incident, at once.
+        std::lock_guard lock(mutex_);
+        detector_.forget(result->source_workload);
     }
     bus_.publish("incident", json{{"action", std::string(to_string(state))}, {"incident", incident_json(*result)}});
     return incident_json(*result);
@@ -2103,6 +2094,8 @@ ApiResult ControllerService::release_quarantine(const Caller& caller, const std:
         if (!tx) {
             return std::unexpected(from_store(tx.error()));
         }
+        // Released: what the source does next is judged afresh, not as part of the old storm.
+        detector_.forget(workload);
         if (auto w = store_->get_workload(workload); w && *w && !(*w)->enforcer.empty()) {
             enforcer = (*w)->enforcer;
             if (auto rc = recompile_locked(false, {enforcer}); !rc) {

@@ -122,7 +122,8 @@ public:
     std::expected<std::unique_ptr<ChannelStream>, ApiError> open_channel(
         const Caller& caller, const std::string& id, std::uint64_t generation, const std::string& hash);
     ApiResult report_status(const Caller& caller, const std::string& id, const nlohmann::json& body);
-    ApiResult ingest_events(const Caller& caller, const std::string& id, const nlohmann::json& body);
+    // The raw body: uploads are parsed by EventBatchParser, not the generic JSON reader.
+    ApiResult ingest_events(const Caller& caller, const std::string& id, std::string_view body);
 
     // Events.
     ApiResult query_events(const EventQuery& query);

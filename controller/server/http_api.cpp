@@ -410,9 +410,7 @@ void HttpApi::build_routes() {
         }
     });
     add("POST", "/api/v1/enforcers/{id}/events", Permission::EnforcerChannel, [&s](RouteContext& c) {
-        if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.ingest_events(c.caller, c.params.at(0), *body));
-        }
+        send_result(c.response, s.ingest_events(c.caller, c.params.at(0), c.request.body));
     });
 
     // Events.

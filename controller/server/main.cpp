@@ -163,6 +163,18 @@ void configure(httplib::Server& server, int threads) {
     server.set_keep_alive_timeout(60);
     server.set_read_timeout(30, 0);
     server.set_write_timeout(30, 0);
+    // cpp-httplib writes a response's headers and body in two sends; with Nagle on, the body
+    // waits for the client's delayed ACK of the headers (~40 ms): an enforcer's status or
+    // upload thread then waited ~40 ms for every answer, and so did the next ack or event
+    // batch queued behind it (bench/benchmarks/contain.sh, docs/benchmarks.md).
+    server.set_tcp_nodelay(true);
+    // cpp-httplib's default adds SO_REUSEPORT, with which a second controller started on the
+    // same address binds too and the kernel splits connections between the two. Only
+    // SO_REUSEADDR: a restart still binds at once, a duplicate fails to start.
+    server.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
 }
 
 }  // namespace

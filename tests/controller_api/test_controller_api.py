@@ -575,6 +575,16 @@ class Suite:
         check("whoami: 401 carries WWW-Authenticate: Bearer", r.headers.get("www-authenticate", "").startswith("Bearer"), r.headers)
         r = self.c.get("/api/v1/whoami", query={"access_token": TOKENS["soc"]})
         self.expect_error("whoami: access_token query parameter is not accepted outside /stream -> 401", r, 401, "unauthenticated")
+        # A second controller on the same address must fail to start, not share the port
+        # (SO_REUSEPORT would let the kernel split connections between the two).
+        other = self.controller.workdir / "second"
+        other.mkdir(exist_ok=True)
+        second = subprocess.run([self.controller.binary, "--data-dir", str(other), "--plain-listen",
+                                 f"127.0.0.1:{self.controller.port}"], capture_output=True, text=True, timeout=30)
+        check("listen: a second controller on a taken address exits non-zero naming it",
+              second.returncode != 0 and f"cannot listen on 127.0.0.1:{self.controller.port}" in second.stderr,
+              (second.returncode, second.stderr[-300:]))
+        check("listen: the first controller still answers", self.c.get("/api/v1/health").status == 200)
 
     def test_inventory(self):
         t = self.admin()
