@@ -123,6 +123,9 @@ HttpConnection::HttpConnection(const ControllerEndpoint& endpoint, const std::st
     c.set_read_timeout(timeouts.read);
     c.set_write_timeout(timeouts.write);
     c.set_keep_alive(true);
+    // Requests go out as two sends (headers, body): without TCP_NODELAY the body can wait for
+    // the controller's delayed ACK of the headers (~40 ms) on the ack and upload paths.
+    c.set_tcp_nodelay(true);
     c.set_follow_location(false);
     if (endpoint.scheme == "https") {
         // Trust only the CA given at enrollment, never the system store.

@@ -359,6 +359,7 @@ nlohmann::json ControllerRulesetSource::status_body(double rtt_ms) const {
 void ControllerRulesetSource::status_loop() {
     auto next_heartbeat = Clock::now();
     double rtt_ms = 0;
+    std::shared_ptr<HttpConnection> status_connection;  // this thread's only
     std::unique_lock lock(mutex_);
     for (;;) {
         const auto tick = std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(100));
@@ -389,7 +390,12 @@ void ControllerRulesetSource::status_loop() {
         ack_pending_ = false;
         const auto body = status_body(rtt_ms).dump();
         lock.unlock();
-        auto connection = client_->connect(config_.status_timeout);
+        // Kept open between posts (keep-alive): no handshake on the ack path; dropped after
+        // a failure so the next attempt starts afresh.
+        if (!status_connection) {
+            status_connection = client_->connect(config_.status_timeout);
+        }
+        auto connection = status_connection;
         if (!status_request_.set(connection)) {
             return;
         }
@@ -407,6 +413,7 @@ void ControllerRulesetSource::status_loop() {
             stats_.last_rtt_ms = took;
             next_heartbeat = Clock::now() + heartbeat;
         } else {
+            status_connection.reset();
             ++stats_.status_failures;
             // The next attempt carries the same apply result: it is the ack, late.
             next_heartbeat = Clock::now() + std::min<std::chrono::milliseconds>(heartbeat, std::chrono::seconds(1));

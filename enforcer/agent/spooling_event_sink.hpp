@@ -26,6 +26,10 @@ struct SpoolingSinkConfig {
     std::chrono::milliseconds retry_initial{200};
     std::chrono::milliseconds retry_max{10000};
     std::chrono::milliseconds request_timeout{30000};
+    // At shutdown an upload in flight may finish for this long before it is cut off: its
+    // answer takes its events out of the spool, where a cut-off one would be sent again
+    // at the next start although the controller may have stored it.
+    std::chrono::milliseconds shutdown_grace{2000};
     std::size_t max_queued_events = 200000;  // in memory, waiting for the writer
 };
 
@@ -82,6 +86,7 @@ private:
     std::condition_variable upload_wake_;
     bool upload_kick_ = false;
     bool upload_stopping_ = false;
+    bool uploader_exited_ = false;
     Interruptible upload_request_;
 
     mutable std::mutex stats_mutex_;
