@@ -5,6 +5,8 @@
   lab.py status [--json]
   lab.py down   [--purge]
   lab.py exec NS -- CMD [ARG...]      run CMD in the lab namespace NS (e.g. vdi-001, hv1)
+  lab.py stop  NAME [--kill]          stop one lab process (controller, enforcer-hv1, ...)
+  lab.py start NAME                   start it again with its recorded command line
 
 Every namespace, and every interface the lab puts in the root namespace, starts with
 --prefix (default "bh-lab-"); state (CA, certificates, tokens, pid files, logs, lab.json)
@@ -461,14 +463,33 @@ def check_mgmt_net_free(net):
 
 
 def check_port_free(host, port):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """Refuses a port something listens on.  Connections of an earlier controller that
+    linger after it stopped (for about a minute after a lab went down) can fail this probe's
+    bind although the controller's own bind succeeds; so a failed bind is confirmed by
+    connecting, and only a listener counts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+        return
     except OSError as e:
-        raise LabError("cannot use %s:%d for the controller's plain API: %s" % (host, port, e.strerror))
+        if e.errno != errno.EADDRINUSE:
+            raise LabError("cannot use %s:%d for the controller's plain API: %s" % (host, port, e.strerror))
+        in_use = e
     finally:
         s.close()
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect((host, port))
+    except ConnectionRefusedError:
+        return  # nothing listens: only closed connections hold the port
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    raise LabError("cannot use %s:%d for the controller's plain API: %s" % (host, port, in_use.strerror))
 
 
 # --------------------------------------------------------------------------- PKI and tokens
@@ -1041,6 +1062,92 @@ def cmd_status(args):
     return 0 if h["ok"] else 1
 
 
+# --------------------------------------------------------------------------- stop / start
+
+def lab_process(doc, name):
+    """The processes[] entry of lab.json called name (controller, enforcer-<hv>)."""
+    for p in doc.get("processes", []):
+        if p["name"] == name:
+            return p
+    raise UsageError("no lab process %r (have: %s)" % (
+        name, ", ".join(p["name"] for p in doc.get("processes", [])) or "none"))
+
+
+def loaded_lab(state):
+    """lab.json of a lab that is up (UsageError otherwise)."""
+    doc = state.load()
+    if doc is None or doc.get("state") != "up":
+        raise UsageError("no lab that is up in %s" % state.dir)
+    return doc
+
+
+def cmd_stop(args):
+    """Stops one lab process and leaves everything else (namespaces, tables, other
+    processes) as it is: SIGTERM then SIGKILL after --stop-timeout, or SIGKILL at once with
+    --kill (a crash).  Already stopped is fine."""
+    state = State(args.state_dir)
+    loaded_lab(state)  # before locking: the lock would create a missing state directory
+    with state.locked():
+        p = lab_process(loaded_lab(state), args.name)
+        pid, st = p["pid"], p.get("start_time")
+        if not proc_alive(pid, st):
+            log("%s (pid %d) is not running" % (args.name, pid))
+            return 0
+        if args.kill:
+            log("%s: SIGKILL to %d" % (args.name, pid))
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(LabError):
+                wait_until(lambda: not proc_alive(pid, st), 5, what="pid %d to die" % pid)
+            left = [pid] if proc_alive(pid, st) else []
+        else:
+            left = stop_pids([(pid, st)], args.stop_timeout, args.name)
+    if left:
+        raise LabError("%s (pid %d) is still running" % (args.name, pid))
+    log("%s stopped" % args.name)
+    return 0
+
+
+def cmd_start(args):
+    """Starts one stopped lab process again with the command line, log and pid file
+    recorded in lab.json (so the controller finds its database, an enforcer its credential,
+    last-known-good and spool), records the new pid, and waits until it is ready: the
+    controller when its API answers, an enforcer when it has rewritten its metrics file
+    (its last-known-good is in force and its main loop runs)."""
+    state = State(args.state_dir)
+    loaded_lab(state)  # before locking: the lock would create a missing state directory
+    with state.locked():
+        doc = loaded_lab(state)
+        p = lab_process(doc, args.name)
+        if proc_alive(p["pid"], p.get("start_time")):
+            log("%s already runs (pid %d)" % (args.name, p["pid"]))
+            return 0
+        started_at = time.time()
+        child, st = spawn(p["argv"], Path(p["log"]), Path(p["pid_file"]))
+        p.update(pid=child.pid, start_time=st)
+        enforcer = next((e for e in doc.get("enforcers", []) if "enforcer-" + e["id"] == args.name), None)
+        if args.name == "controller":
+            doc["controller"]["pid"] = child.pid
+        elif enforcer is not None:
+            enforcer["pid"] = child.pid
+        state.save(doc)
+        log("started %s: pid %d" % (args.name, child.pid))
+
+        def ready():
+            if child.poll() is not None:
+                raise LabError("%s exited with status %s:\n%s" % (args.name, child.returncode, log_tail(p["log"])))
+            if args.name == "controller":
+                return controller_answers(doc["controller"]["api_url"])
+            if enforcer is not None and enforcer.get("metrics"):
+                with contextlib.suppress(OSError):
+                    return os.stat(enforcer["metrics"]).st_mtime >= started_at
+                return False
+            return True
+
+        wait_until(ready, args.ready_timeout, what="%s to be ready" % args.name)
+    return 0
+
+
 # --------------------------------------------------------------------------- exec
 
 def cmd_exec(args):
@@ -1098,6 +1205,14 @@ def main(argv=None):
     st = sub.add_parser("status", parents=[common], help="print lab.json and check it")
     st.add_argument("--json", action="store_true", help="lab.json plus a health section, as JSON")
 
+    stop = sub.add_parser("stop", parents=[common], help="stop one lab process (the rest stays)")
+    stop.add_argument("name", help="controller, enforcer-hv1, ... (processes[] in lab.json)")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL at once (a crash), not SIGTERM")
+
+    start = sub.add_parser("start", parents=[common], help="start a stopped lab process again")
+    start.add_argument("name", help="controller, enforcer-hv1, ... (processes[] in lab.json)")
+    start.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait until it is ready")
+
     ex = sub.add_parser("exec", parents=[common], help="run a command in a lab namespace")
     ex.add_argument("namespace", help="short name (vdi-001, hv1, fs-01, core...) or full name")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD")
@@ -1112,7 +1227,8 @@ def main(argv=None):
         args.state_dir = os.path.abspath(args.state_dir)
         if args.command != "exec" and os.geteuid() != 0:
             raise UsageError("must run as root (network namespaces)")
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec}[args.command](args)
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "exec": cmd_exec,
+                "stop": cmd_stop, "start": cmd_start}[args.command](args)
     except UsageError as e:
         log("error: %s" % e)
         return 2
