@@ -881,6 +881,9 @@ SqliteStore::open(const std::filesystem::path& file, const SqliteStoreOptions& o
         return std::unexpected(connection.error());
     Connection& c = **connection;
     if (!memory) {
+        // Takes effect only when the file is new (an existing database keeps its size).
+        if (auto set = c.exec(op, "PRAGMA page_size = " + std::to_string(options.page_size)); !set)
+            return std::unexpected(set.error());
         Stmt wal(c, "PRAGMA journal_mode = WAL", op);
         auto mode = wal.one([](Stmt& s) -> StoreResult<std::string> { return s.text(0); });
         if (!mode)

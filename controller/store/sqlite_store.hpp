@@ -31,6 +31,11 @@ struct SqliteStoreOptions {
     // (one hot page per workload, port, address, ...); when those pages do not fit, every
     // batch re-reads them and the insert rate falls as the table grows.
     int writer_cache_kib = 64 * 1024;
+    // Page size of a new database file. Event rows (~700 bytes) and the append-mostly event
+    // indexes fill larger pages with fewer splits and WAL frames: ingest through the API
+    // measured ~119k events/s at 4 KiB, ~132k at 8 KiB, ~134k at 16 KiB (bench ingest,
+    // 3 runs each); 8 KiB keeps random reads of single rows cheap.
+    int page_size = 8192;
     // Pages in the WAL before a commit checkpoints it into the database file. Batches
     // rewrite the same index tail pages; checkpointing every ~40 MiB instead of SQLite's
     // 4 MiB copies each of them once per checkpoint instead of once per batch.

@@ -164,6 +164,28 @@ TEST_CASE("store: migration 2 back-fills the event index of an older database") 
         CHECK(found(*s, q) == expected(events, q));
 }
 
+TEST_CASE("store: a new database gets the configured page size, an existing one keeps its own") {
+    TempDir dir;
+    auto page_size = [](const std::filesystem::path& file) {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+        sqlite3_stmt* st = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+        const int size = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return size;
+    };
+    const auto fresh = dir.path() / "fresh.db";
+    REQUIRE(SqliteStore::open(fresh));
+    CHECK(page_size(fresh) == SqliteStoreOptions{}.page_size);
+    const auto older = dir.path() / "older.db";
+    REQUIRE(SqliteStore::open(older, make<SqliteStoreOptions>([](auto& o) { o.page_size = 4096; })));
+    REQUIRE(SqliteStore::open(older));
+    CHECK(page_size(older) == 4096);
+}
+
 TEST_CASE("store: a rolled-back batch leaves no index entry the next batch relies on") {
     StoreFixture f;
     auto& s = *f.store;
