@@ -112,6 +112,20 @@ def main():
         check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-002, acked by hv1")
         check(in_ns(state, "vdi-002", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "released vdi-002 reaches the file server again")
         check(in_ns(state, "vdi-002", "ping", "-c1", "-W1", "10.1.0.3").returncode != 0, "and VDI to VDI stays dropped")
+        # One packet to the decoy is enough: a critical incident and the automatic quarantine.
+        check(in_ns(state, "vdi-103", "ping", "-c1", "-W1", "10.0.0.66").returncode != 0, "vdi-103 -> decoy 10.0.0.66 dropped")
+        decoy = poll(lambda: [i for i in api("GET", "/incidents?workload=vdi-103", soc)[1]["incidents"]
+                              if i["severity"] == "critical"], 15, "a critical incident for vdi-103's decoy touch")
+        if decoy:
+            check("vdi-103 (user" in decoy[0]["explanation"] and "touched decoy 10.0.0.66" in decoy[0]["explanation"],
+                  "incident explains: " + decoy[0]["explanation"])
+        contained = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
+            api("GET", "/quarantines/vdi-103", soc)), 15, "automatic quarantine of vdi-103 applied on hv2")
+        if contained:
+            check(contained["automatic"] and contained["enforcers"][0]["enforcer"] == "hv2", "decoy quarantine is automatic, on hv2")
+        check(in_ns(state, "vdi-103", "ping", "-c1", "-W1", "10.0.0.30").returncode != 0, "quarantined vdi-103 cannot reach the file server")
+        status, released = api("DELETE", "/quarantines/vdi-103?wait_ms=5000", soc)
+        check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-103, acked by hv2")
     finally:
         down = lab("down", "--prefix", PREFIX, "--state-dir", state, "--purge")
         check(down.returncode == 0, "lab down")
