@@ -55,4 +55,9 @@ std::expected<std::string, std::string> normalize_mac(std::string_view text);
 // Linux interface names: 1..15 bytes, no '/', whitespace or ':'; not "." or "..".
 std::expected<void, std::string> check_interface_name(std::string_view name);
 
+// The keyword of an IP protocol number as nft and /etc/protocols spell it ("tcp", "icmpv6",
+// "gre", ...); empty for a number without one here. Shared by the enforcer's drop events
+// and the controller's analyzer.
+std::string_view ip_protocol_name(std::uint8_t protocol);
+
 }  // namespace bulkhead::policy

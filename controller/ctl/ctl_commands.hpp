@@ -46,4 +46,17 @@ int validate_inventory(const std::string& inventory_file, OutputFormat format, s
 int compile_policy(const CompileOptions& options, std::ostream& out, std::ostream& err);
 int diff_policy(const DiffOptions& options, std::ostream& out, std::ostream& err);
 
+// `bulkheadctl analyze replay`: runs the analyzer (controller/analyzer) offline over
+// recorded drop events, one JSON object per line (as the enforcer emits them, or as
+// GET /api/v1/events returns them; a line holding a whole {"events": [...]} page is read
+// in time order too). Prints the incidents and totals; a bad line is reported with its
+// number (exit 1).
+struct ReplayOptions {
+    std::string events_file;
+    std::optional<std::string> config_file;     // analyzer configuration JSON
+    std::optional<std::string> inventory_file;  // users and segments (labels) of workloads
+    bool json = false;
+};
+int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream& err);
+
 }  // namespace bulkhead::ctl

@@ -1,4 +1,4 @@
-// bulkheadctl: validate, compile and diff segment policies.
+// bulkheadctl: validate, compile and diff segment policies; replay drop events through the analyzer.
 #include "controller/ctl/ctl_commands.hpp"
 
 #include <CLI/CLI.hpp>
@@ -68,6 +68,18 @@ int main(int argc, char** argv) {
     inventory_validate->add_option("--format", inventory_format, "text or json")
         ->check(CLI::IsMember({"text", "json"}));
 
+    auto* analyze_cmd = app.add_subcommand("analyze", "Run the analyzer's detections offline");
+    analyze_cmd->require_subcommand(1);
+    bulkhead::ctl::ReplayOptions replay;
+    std::string replay_config, replay_inventory;
+    auto* replay_cmd = analyze_cmd->add_subcommand(
+        "replay", "Run the detection engine over recorded drop events (JSON lines) and print incidents");
+    replay_cmd->add_option("EVENTS", replay.events_file, "Drop events, one JSON object per line")->required();
+    auto* replay_config_opt = replay_cmd->add_option("--config", replay_config, "Analyzer configuration JSON");
+    auto* replay_inventory_opt =
+        replay_cmd->add_option("--inventory", replay_inventory, "Inventory JSON (users, labels as segments)");
+    replay_cmd->add_flag("--json", replay.json, "Print incidents and totals as JSON");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -99,6 +111,15 @@ int main(int argc, char** argv) {
     if (*inventory_validate) {
         return bulkhead::ctl::validate_inventory(inventory_file, format_names.at(inventory_format),
                                                  std::cout, std::cerr);
+    }
+    if (*replay_cmd) {
+        if (*replay_config_opt) {
+            replay.config_file = replay_config;
+        }
+        if (*replay_inventory_opt) {
+            replay.inventory_file = replay_inventory;
+        }
+        return bulkhead::ctl::analyze_replay(replay, std::cout, std::cerr);
     }
     return bulkhead::ctl::exit_usage;
 }

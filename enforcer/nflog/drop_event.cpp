@@ -62,36 +62,7 @@ std::string_view hook_name(std::uint8_t hook) {
 }
 
 std::string_view protocol_name(std::uint8_t protocol) {
-    switch (protocol) {
-    case 1:
-        return "icmp";
-    case 2:
-        return "igmp";
-    case 6:
-        return "tcp";
-    case 17:
-        return "udp";
-    case 33:
-        return "dccp";
-    case 41:
-        return "ipv6";
-    case 47:
-        return "gre";
-    case 50:
-        return "esp";
-    case 51:
-        return "ah";
-    case 58:
-        return "icmpv6";
-    case 59:
-        return "ipv6-nonxt";
-    case 132:
-        return "sctp";
-    case 136:
-        return "udplite";
-    default:
-        return {};
-    }
+    return policy::ip_protocol_name(protocol);
 }
 
 std::string tcp_flags_text(std::uint8_t flags) {

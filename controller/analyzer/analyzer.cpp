@@ -1,0 +1,1350 @@
+#include "controller/analyzer/analyzer.hpp"
+
+#include "controller/analyzer/flat_map.hpp"
+#include "policies/net_address.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <limits>
+
+namespace bulkhead::analyzer {
+
+namespace {
+
+constexpr std::int64_t kSecond = 1'000'000'000;
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::min();
+constexpr std::uint32_t kNone = ~std::uint32_t{0};
+constexpr std::size_t kSamples = 10;
+
+enum Flag : std::uint32_t { FlagUser = 1, FlagAdmin = 2, FlagVdi = 4, FlagDecoy = 8 };
+
+std::int64_t seconds(std::uint32_t s) {
+    return static_cast<std::int64_t>(s) * kSecond;
+}
+
+// Strings to dense integer ids: open addressing over (hash, id) slots, names in a deque
+// (stable: views into them survive later interning). One probe run per lookup, usually one
+// cache line, instead of a node-based map's pointer chase.
+class Interner {
+  public:
+    std::uint32_t intern(std::string_view text, bool& fresh) {
+        if ((names_.size() + 1) * 4 > slots_.size() * 3) {
+            grow();
+        }
+        const std::uint64_t h = std::hash<std::string_view>{}(text);
+        std::size_t i = static_cast<std::size_t>(h) & mask_;
+        for (;; i = (i + 1) & mask_) {
+            const auto& slot = slots_[i];
+            if (slot.id == kNone) {
+                break;
+            }
+            if (slot.hash == h && names_[slot.id] == text) {
+                fresh = false;
+                return slot.id;
+            }
+        }
+        const auto id = static_cast<std::uint32_t>(names_.size());
+        slots_[i] = Slot{h, id};
+        names_.emplace_back(text);
+        fresh = true;
+        return id;
+    }
+    std::uint32_t intern(std::string_view text) {
+        bool fresh = false;
+        return intern(text, fresh);
+    }
+    std::uint32_t find(std::string_view text) const {
+        if (slots_.empty()) {
+            return kNone;
+        }
+        const std::uint64_t h = std::hash<std::string_view>{}(text);
+        for (std::size_t i = static_cast<std::size_t>(h) & mask_;; i = (i + 1) & mask_) {
+            const auto& slot = slots_[i];
+            if (slot.id == kNone) {
+                return kNone;
+            }
+            if (slot.hash == h && names_[slot.id] == text) {
+                return slot.id;
+            }
+        }
+    }
+    std::string_view name(std::uint32_t id) const { return names_[id]; }
+    std::size_t size() const { return names_.size(); }
+    std::size_t memory_bytes() const {
+        std::size_t bytes = slots_.capacity() * sizeof(Slot) + names_.size() * sizeof(std::string);
+        for (const auto& name : names_) {
+            bytes += name.capacity() > 15 ? name.capacity() + 1 : 0;
+        }
+        return bytes;
+    }
+
+  private:
+    struct Slot {
+        std::uint64_t hash = 0;
+        std::uint32_t id = kNone;
+    };
+    void grow() {
+        std::vector<Slot> bigger(slots_.empty() ? 64 : slots_.size() * 2);
+        const std::size_t mask = bigger.size() - 1;
+        for (const auto& slot : slots_) {
+            if (slot.id == kNone) {
+                continue;
+            }
+            std::size_t i = static_cast<std::size_t>(slot.hash) & mask;
+            while (bigger[i].id != kNone) {
+                i = (i + 1) & mask;
+            }
+            bigger[i] = slot;
+        }
+        slots_.swap(bigger);
+        mask_ = mask;
+    }
+    std::vector<Slot> slots_;
+    std::size_t mask_ = 0;
+    std::deque<std::string> names_;
+};
+
+// A target: destination address id, protocol, port, packed into one key.
+std::uint64_t target_key(std::uint32_t host, std::uint8_t protocol, std::uint16_t port) {
+    return (static_cast<std::uint64_t>(host) << 24) | (static_cast<std::uint64_t>(protocol) << 16) |
+           port;
+}
+std::uint32_t key_host(std::uint64_t key) {
+    return static_cast<std::uint32_t>(key >> 24);
+}
+std::uint32_t key_protoport(std::uint64_t key) {
+    return static_cast<std::uint32_t>(key & 0xFFFFFF);
+}
+std::uint8_t protoport_protocol(std::uint32_t pp) {
+    return static_cast<std::uint8_t>(pp >> 16);
+}
+std::uint16_t protoport_port(std::uint32_t pp) {
+    return static_cast<std::uint16_t>(pp & 0xFFFF);
+}
+
+std::string protocol_text(std::uint8_t protocol) {
+    const auto name = policy::ip_protocol_name(protocol);
+    return name.empty() ? "proto " + std::to_string(protocol) : std::string(name);
+}
+bool has_ports(std::uint8_t protocol) {
+    return protocol == 6 || protocol == 17 || protocol == 33 || protocol == 132 || protocol == 136;
+}
+std::string protoport_text(std::uint32_t pp) {
+    const auto protocol = protoport_protocol(pp);
+    if (!has_ports(protocol)) {
+        return protocol_text(protocol);
+    }
+    return protocol_text(protocol) + "/" + std::to_string(protoport_port(pp));
+}
+
+Severity bump(Severity severity, int levels) {
+    const int value =
+        std::min(static_cast<int>(severity) + levels, static_cast<int>(Severity::Critical));
+    return static_cast<Severity>(value);
+}
+
+// Distinct (host, protocol, port) targets of one source in a sliding window. Each target
+// holds the time it was last pushed on the FIFO; a repeat is pushed again only when it is
+// `resolution` (window/16) newer, so a storm on one target costs at most 16 FIFO entries
+// per window. A target may thus leave the window up to window/16 early: counts err low,
+// never high (no false positives from retries).
+struct PairEntry {
+    std::int64_t first_ns = 0;
+    std::int64_t pushed_ns = 0;
+};
+struct Window {
+    detail::FlatMap<PairEntry> pairs;
+    detail::FlatMap<std::uint32_t> hosts; // host -> live pairs
+    detail::FlatMap<std::uint32_t> ports; // protocol/port -> live pairs
+    detail::Ring<std::pair<std::int64_t, std::uint64_t>> fifo;
+    std::size_t multi_port_hosts = 0; // hosts tried on two ports or more
+
+    void expire(std::int64_t now, std::int64_t window) {
+        while (!fifo.empty() && fifo.front().first <= now - window) {
+            const auto [t, key] = fifo.front();
+            fifo.pop_front();
+            auto* entry = pairs.find(key);
+            if (entry == nullptr || entry->pushed_ns != t) {
+                continue; // pushed again later
+            }
+            pairs.erase(key);
+            if (auto* n = hosts.find(key_host(key)); n != nullptr && *n == 2) {
+                --multi_port_hosts;
+            }
+            release(hosts, key_host(key));
+            release(ports, key_protoport(key));
+        }
+    }
+    static void release(detail::FlatMap<std::uint32_t>& map, std::uint64_t key) {
+        if (auto* n = map.find(key); n != nullptr && --*n == 0) {
+            map.erase(key);
+        }
+    }
+    // True when `key` is new in the window.
+    bool add(std::uint64_t key, std::int64_t t, std::int64_t window, std::size_t cap,
+             bool& saturated) {
+        expire(t, window);
+        const std::int64_t resolution = std::max<std::int64_t>(window / 16, 1);
+        if (auto* entry = pairs.find(key)) {
+            // Re-pushes are also capped (4 per held target on average), so a storm over
+            // many targets bounds the FIFO too; a target denied its re-push may leave
+            // early, which again errs low.
+            if (t - entry->pushed_ns >= resolution && fifo.size() < 4 * cap) {
+                entry->pushed_ns = t;
+                fifo.push_back({t, key});
+            }
+            return false;
+        }
+        if (pairs.size() >= cap) {
+            saturated = true;
+            return false;
+        }
+        bool inserted = false;
+        pairs.get_or_insert(key, inserted) = PairEntry{t, t};
+        fifo.push_back({t, key});
+        if (++hosts.get_or_insert(key_host(key), inserted) == 2) {
+            ++multi_port_hosts;
+        }
+        ++ports.get_or_insert(key_protoport(key), inserted);
+        return true;
+    }
+    void reset() {
+        pairs.clear_and_release();
+        hosts.clear_and_release();
+        ports.clear_and_release();
+        fifo.release();
+        multi_port_hosts = 0;
+    }
+    bool empty() const { return pairs.empty(); }
+    std::size_t memory_bytes() const {
+        return pairs.memory_bytes() + hosts.memory_bytes() + ports.memory_bytes() +
+               fifo.memory_bytes();
+    }
+};
+
+constexpr std::size_t kBeaconRing = 8;
+struct BeaconState {
+    std::int64_t first_ns = 0;
+    std::int64_t attempt_ns = 0; // start of the last attempt
+    std::int64_t last_ns = 0;    // last drop
+    std::uint32_t attempts = 0;
+    std::uint8_t filled = 0;
+    std::uint8_t head = 0;
+    std::array<std::uint32_t, kBeaconRing> intervals{}; // ms (<= max_interval)
+};
+
+struct SourceState {
+    bool active = false;
+    std::uint32_t enforcer = kNone, workload = kNone, port = kNone, mac = kNone, address = kNone,
+                  user = kNone;
+    std::uint32_t flags = 0;
+    std::vector<std::uint32_t> segments;
+    std::int64_t last_ns = kNever;
+    Window scan, lateral;
+    detail::FlatMap<BeaconState> beacons;
+    std::array<std::int64_t, rule_count> quiet_until{};
+    std::int64_t incident = -1; // index into incidents_
+    std::int64_t last_resolved_ns = kNever;
+};
+
+struct DestInfo {
+    std::uint32_t flags = 0;
+    std::uint32_t workload = kNone; // strings_ id
+};
+
+struct FanSource {
+    std::int64_t first_ns = 0;
+    std::int64_t pushed_ns = 0;
+    std::int64_t last_ns = 0;
+    std::uint32_t attempts = 0;
+};
+struct TargetState {
+    bool active = false;
+    std::uint64_t key = 0;
+    detail::FlatMap<FanSource> sources;
+    detail::Ring<std::pair<std::int64_t, std::uint64_t>> fifo;
+    std::int64_t last_ns = kNever;
+    std::int64_t quiet_until = kNever;
+};
+
+struct IncidentAux {
+    Severity max_finding = Severity::Low;
+    std::uint32_t detector_kinds = 0; // bit per detector name
+    std::uint64_t target_key = 0;     // about_target
+    std::uint32_t source = kNone;     // source id
+};
+
+std::uint32_t detector_bit(Rule rule) {
+    switch (rule) {
+    case Rule::Decoy:
+    case Rule::UserToAdmin:
+    case Rule::VdiFileSharing:
+        return 1u << 4;
+    default:
+        return 1u << static_cast<unsigned>(rule);
+    }
+}
+
+} // namespace
+
+// ------------------------------------------------------------------ names ---------------
+
+std::string_view to_string(DropReason reason) {
+    switch (reason) {
+    case DropReason::Default:
+        return "default";
+    case DropReason::Deny:
+        return "deny";
+    case DropReason::Decoy:
+        return "decoy";
+    case DropReason::Quarantine:
+        return "quarantine";
+    }
+    return "?";
+}
+
+std::optional<DropReason> drop_reason_from_string(std::string_view text) {
+    for (auto r :
+         {DropReason::Default, DropReason::Deny, DropReason::Decoy, DropReason::Quarantine}) {
+        if (to_string(r) == text) {
+            return r;
+        }
+    }
+    return std::nullopt;
+}
+
+std::string_view detector_name(Rule rule) {
+    switch (rule) {
+    case Rule::HostSweep:
+        return "host-sweep";
+    case Rule::VerticalScan:
+        return "port-scan-vertical";
+    case Rule::BoxScan:
+        return "port-scan-box";
+    case Rule::LateralMovement:
+        return "lateral-movement";
+    case Rule::Decoy:
+    case Rule::UserToAdmin:
+    case Rule::VdiFileSharing:
+        return "forbidden-zone";
+    case Rule::Beaconing:
+        return "beaconing";
+    case Rule::FanIn:
+        return "fan-in";
+    }
+    return "?";
+}
+
+std::string_view rule_name(Rule rule) {
+    switch (rule) {
+    case Rule::Decoy:
+        return "decoy";
+    case Rule::UserToAdmin:
+        return "user-to-admin";
+    case Rule::VdiFileSharing:
+        return "vdi-file-sharing";
+    default:
+        return detector_name(rule);
+    }
+}
+
+std::vector<LateralService> default_lateral_services() {
+    return {{"SMB", 6, 445},     {"NetBIOS", 6, 139}, {"RDP", 6, 3389},  {"RDP", 17, 3389},
+            {"WinRM", 6, 5985},  {"WinRM", 6, 5986},  {"SSH", 6, 22},    {"RPC", 6, 135},
+            {"LDAP", 6, 389},    {"LDAP", 17, 389},   {"LDAPS", 6, 636}, {"LDAP-GC", 6, 3268},
+            {"LDAP-GC", 6, 3269}};
+}
+
+std::string format_duration(std::int64_t ns) {
+    ns = std::max<std::int64_t>(ns, 0);
+    char text[64];
+    if (ns < kSecond) {
+        std::snprintf(text, sizeof text, "%lld ms", static_cast<long long>(ns / 1'000'000));
+    } else if (ns < 10 * kSecond) {
+        std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(ns) / 1e9);
+    } else {
+        const long long s = (ns + kSecond / 2) / kSecond;
+        if (s < 120) {
+            std::snprintf(text, sizeof text, "%lld s", s);
+        } else if (s < 7200) {
+            if (s % 60 == 0) {
+                std::snprintf(text, sizeof text, "%lld min", s / 60);
+            } else {
+                std::snprintf(text, sizeof text, "%lld min %lld s", s / 60, s % 60);
+            }
+        } else {
+            std::snprintf(text, sizeof text, "%lld h %lld min", s / 3600, (s % 3600) / 60);
+        }
+    }
+    return text;
+}
+
+// ------------------------------------------------------------------ engine --------------
+
+struct Analyzer::Impl {
+    AnalyzerConfig config;
+    Interner source_ids; // identity keys -> dense source ids
+    Interner addresses;  // destination addresses -> dense host ids
+    Interner strings;    // names, users, segments
+    std::vector<SourceState> sources;
+    std::vector<DestInfo> destinations;
+    detail::FlatMap<std::uint32_t> target_index; // target key -> index into targets
+    std::vector<TargetState> targets;
+    std::vector<std::uint32_t> free_targets;
+    detail::FlatMap<std::int64_t> target_incident; // target key -> incident index
+    std::vector<Incident> incidents;
+    std::vector<IncidentAux> aux;
+    std::vector<std::size_t> open_incidents;
+    std::vector<Finding> emitted;
+    std::vector<std::uint8_t> lateral_index; // (protocol class, port) -> service + 1
+    std::vector<std::uint32_t> user_segments, admin_segments, vdi_segments;
+    std::vector<std::uint32_t> exemption_segments; // per exemption, strings id or kNone
+    std::string key_buffer;
+    std::int64_t now = kNever;
+    std::int64_t last_sweep = kNever;
+    std::size_t active_sources = 0;
+    std::size_t active_targets = 0;
+    Totals totals;
+
+    explicit Impl(AnalyzerConfig c) : config(std::move(c)) {
+        lateral_index.assign(3 * 65536, 0);
+        for (std::size_t i = 0; i < config.lateral.services.size() && i < 255; ++i) {
+            const auto& s = config.lateral.services[i];
+            if (auto cls = protocol_class(s.protocol); cls >= 0) {
+                lateral_index[static_cast<std::size_t>(cls) * 65536 + s.port] =
+                    static_cast<std::uint8_t>(i + 1);
+            }
+        }
+        for (const auto& s : config.user_segments)
+            user_segments.push_back(strings.intern(s));
+        for (const auto& s : config.admin_segments)
+            admin_segments.push_back(strings.intern(s));
+        for (const auto& s : config.vdi_segments)
+            vdi_segments.push_back(strings.intern(s));
+        for (const auto& a : config.forbidden.decoy_addresses) {
+            bool fresh = false;
+            const auto id = addresses.intern(a, fresh);
+            ensure_destination(id).flags |= FlagDecoy;
+        }
+        for (const auto& e : config.exemptions) {
+            exemption_segments.push_back(e.segment.empty() ? kNone : strings.intern(e.segment));
+        }
+    }
+
+    static int protocol_class(std::uint8_t protocol) {
+        return protocol == 6 ? 0 : protocol == 17 ? 1 : protocol == 132 ? 2 : -1;
+    }
+    const LateralService* lateral_service(std::uint8_t protocol, std::uint16_t port) const {
+        const int cls = protocol_class(protocol);
+        if (cls < 0) {
+            return nullptr;
+        }
+        const auto index = lateral_index[static_cast<std::size_t>(cls) * 65536 + port];
+        return index == 0 ? nullptr : &config.lateral.services[index - 1];
+    }
+    bool is_lateral(std::uint32_t pp) const {
+        return lateral_service(protoport_protocol(pp), protoport_port(pp)) != nullptr;
+    }
+
+    DestInfo& ensure_destination(std::uint32_t id) {
+        if (id >= destinations.size()) {
+            destinations.resize(id + 1);
+        }
+        return destinations[id];
+    }
+
+    std::uint32_t segment_flags(std::span<const std::string> segments,
+                                std::vector<std::uint32_t>* ids) {
+        std::uint32_t flags = 0;
+        for (const auto& s : segments) {
+            const auto id = ids != nullptr ? strings.intern(s) : strings.find(s);
+            if (ids != nullptr) {
+                ids->push_back(id);
+            }
+            if (id == kNone) {
+                continue;
+            }
+            if (std::find(user_segments.begin(), user_segments.end(), id) != user_segments.end())
+                flags |= FlagUser;
+            if (std::find(admin_segments.begin(), admin_segments.end(), id) != admin_segments.end())
+                flags |= FlagAdmin;
+            if (std::find(vdi_segments.begin(), vdi_segments.end(), id) != vdi_segments.end())
+                flags |= FlagVdi;
+        }
+        return flags;
+    }
+
+    // ---- identity ----
+
+    std::uint32_t source_of(const Observation& o) {
+        auto& k = key_buffer;
+        k.clear();
+        k.append(o.source.enforcer);
+        k.push_back('\x1f');
+        if (!o.source.workload.empty()) {
+            k.append(o.source.workload);
+        } else {
+            k.push_back('\x1f');
+            k.append(o.source.port);
+            k.push_back('\x1f');
+            k.append(o.source.address);
+        }
+        bool fresh = false;
+        const auto id = source_ids.intern(k, fresh);
+        if (fresh) {
+            sources.emplace_back();
+        }
+        auto& s = sources[id];
+        if (!s.active) {
+            s.active = true;
+            ++active_sources;
+            s.enforcer = strings.intern(o.source.enforcer);
+            s.workload = strings.intern(o.source.workload);
+            s.port = strings.intern(o.source.port);
+            s.mac = strings.intern(o.source.mac);
+            s.address = strings.intern(o.source.address);
+            s.user = strings.intern(o.user);
+            s.segments.clear();
+            s.flags = segment_flags(o.source_segments, &s.segments);
+            if (fresh) {
+                s.quiet_until.fill(kNever);
+            }
+        }
+        return id;
+    }
+
+    std::string who(const SourceState& s) const {
+        std::string text;
+        if (!strings.name(s.workload).empty()) {
+            text = std::string(strings.name(s.workload));
+        } else {
+            text = std::string(strings.name(s.address)) + " (unattributed, " +
+                   std::string(strings.name(s.enforcer));
+            if (!strings.name(s.port).empty()) {
+                text += "/" + std::string(strings.name(s.port));
+            }
+            text += ")";
+        }
+        if (!strings.name(s.user).empty()) {
+            text += " (user " + std::string(strings.name(s.user)) + ")";
+        }
+        return text;
+    }
+
+    std::string target_text(std::uint64_t key) const {
+        const auto pp = key_protoport(key);
+        const auto protocol = protoport_protocol(pp);
+        std::string text =
+            std::string(addresses.name(key_host(key))) + " " + protocol_text(protocol);
+        if (has_ports(protocol)) {
+            text += "/" + std::to_string(protoport_port(pp));
+        }
+        return text;
+    }
+
+    std::string host_text(std::uint32_t host) const {
+        const auto& d = destinations[host];
+        if (d.workload != kNone && !strings.name(d.workload).empty()) {
+            return std::string(strings.name(d.workload)) + " (" +
+                   std::string(addresses.name(host)) + ")";
+        }
+        return std::string(addresses.name(host));
+    }
+
+    // ---- correlator ----
+
+    bool exempt(const SourceState& s, std::int64_t t) const {
+        for (std::size_t i = 0; i < config.exemptions.size(); ++i) {
+            const auto& e = config.exemptions[i];
+            if (t >= e.expires_ns) {
+                continue;
+            }
+            if (!e.workload.empty()) {
+                if (e.workload == strings.name(s.workload) &&
+                    (e.enforcer.empty() || e.enforcer == strings.name(s.enforcer))) {
+                    return true;
+                }
+            } else if (exemption_segments[i] != kNone &&
+                       std::find(s.segments.begin(), s.segments.end(), exemption_segments[i]) !=
+                           s.segments.end()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Storm suppression and exemptions, before any finding is built. True: build and fire.
+    bool may_fire(SourceState& s, Rule rule, std::int64_t t, std::int64_t quiet_ns) {
+        auto& quiet = s.quiet_until[static_cast<std::size_t>(rule)];
+        if (t < quiet) {
+            ++totals.suppressed;
+            if (s.incident >= 0) {
+                ++incidents[static_cast<std::size_t>(s.incident)]
+                      .suppressed[static_cast<std::size_t>(rule)];
+            }
+            return false;
+        }
+        quiet = t + quiet_ns;
+        if (exempt(s, t)) {
+            ++totals.exempted;
+            return false;
+        }
+        return true;
+    }
+
+    void escalate(Incident& incident, IncidentAux& a, const Finding& f) {
+        a.max_finding = std::max(a.max_finding, f.severity);
+        a.detector_kinds |= detector_bit(f.rule);
+        int levels = 0;
+        if (config.correlator.escalate_multiple_detectors && std::popcount(a.detector_kinds) >= 2) {
+            ++levels;
+        }
+        if (incident.repeat_offender) {
+            ++levels;
+        }
+        incident.severity = std::max(incident.severity, bump(a.max_finding, levels));
+    }
+
+    std::size_t open_incident(std::int64_t t) {
+        Incident incident;
+        incident.id = incidents.size() + 1;
+        incident.opened_ns = t;
+        incident.last_ns = t;
+        incidents.push_back(std::move(incident));
+        aux.emplace_back();
+        open_incidents.push_back(incidents.size() - 1);
+        ++totals.incidents;
+        return incidents.size() - 1;
+    }
+
+    void record(std::size_t index, Finding&& f) {
+        auto& incident = incidents[index];
+        f.incident_id = incident.id;
+        ++incident.findings[static_cast<std::size_t>(f.rule)];
+        incident.last_ns = std::max(incident.last_ns, f.last_ns);
+        escalate(incident, aux[index], f);
+        if (incident.timeline.size() < config.correlator.max_timeline) {
+            incident.timeline.push_back(f);
+        } else {
+            ++incident.timeline_dropped;
+        }
+        ++totals.findings;
+        emitted.push_back(std::move(f));
+    }
+
+    void accept(std::uint32_t source_id, Finding&& f) {
+        auto& s = sources[source_id];
+        if (s.incident < 0) {
+            const auto index = open_incident(f.last_ns);
+            auto& incident = incidents[index];
+            incident.subject =
+                std::string(strings.name(s.enforcer)) + "/" +
+                std::string(strings.name(s.workload).empty() ? strings.name(s.address)
+                                                             : strings.name(s.workload));
+            incident.enforcer = strings.name(s.enforcer);
+            incident.workload = strings.name(s.workload);
+            incident.port = strings.name(s.port);
+            incident.mac = strings.name(s.mac);
+            incident.address = strings.name(s.address);
+            incident.user = strings.name(s.user);
+            incident.repeat_offender = s.last_resolved_ns != kNever &&
+                                       f.last_ns - s.last_resolved_ns <=
+                                           seconds(config.correlator.repeat_offender_seconds);
+            aux[index].source = source_id;
+            s.incident = static_cast<std::int64_t>(index);
+        }
+        record(static_cast<std::size_t>(s.incident), std::move(f));
+    }
+
+    void accept_target(std::uint64_t key, Finding&& f) {
+        std::size_t index = 0;
+        if (auto* existing = target_incident.find(key)) {
+            index = static_cast<std::size_t>(*existing);
+        } else {
+            index = open_incident(f.last_ns);
+            auto& incident = incidents[index];
+            incident.about_target = true;
+            incident.subject = target_text(key);
+            incident.address = addresses.name(key_host(key));
+            aux[index].target_key = key;
+            bool inserted = false;
+            target_incident.get_or_insert(key, inserted) = static_cast<std::int64_t>(index);
+        }
+        record(index, std::move(f));
+    }
+
+    void close(std::size_t index, std::int64_t at_ns) {
+        auto& incident = incidents[index];
+        if (incident.state == IncidentState::Resolved) {
+            return;
+        }
+        incident.state = IncidentState::Resolved;
+        incident.resolved_ns = at_ns;
+        if (incident.about_target) {
+            const auto key = aux[index].target_key;
+            target_incident.erase(key);
+            if (auto* t = target_index.find(key)) {
+                targets[*t].quiet_until = kNever;
+            }
+        } else {
+            auto& s = sources[aux[index].source];
+            s.incident = -1;
+            s.last_resolved_ns = at_ns;
+            s.quiet_until.fill(kNever);
+        }
+        std::erase(open_incidents, index);
+    }
+
+    // ---- detectors ----
+
+    struct Scan {
+        std::int64_t first_ns = std::numeric_limits<std::int64_t>::max();
+        std::vector<std::pair<std::int64_t, std::uint64_t>> pairs; // (first seen, key), by time
+        std::size_t lateral = 0;
+    };
+    Scan collect(const Window& w, std::optional<std::uint32_t> host) const {
+        Scan scan;
+        w.pairs.for_each([&](std::uint64_t key, const PairEntry& e) {
+            if (host && key_host(key) != *host) {
+                return;
+            }
+            scan.pairs.emplace_back(e.first_ns, key);
+            scan.first_ns = std::min(scan.first_ns, e.first_ns);
+            if (is_lateral(key_protoport(key))) {
+                ++scan.lateral;
+            }
+        });
+        std::sort(scan.pairs.begin(), scan.pairs.end());
+        return scan;
+    }
+
+    Finding make(Rule rule, Severity severity, std::int64_t first_ns, std::int64_t last_ns) const {
+        Finding f;
+        f.rule = rule;
+        f.detector = detector_name(rule);
+        f.rule_text = rule_name(rule);
+        f.severity = severity;
+        f.first_ns = first_ns;
+        f.last_ns = last_ns;
+        return f;
+    }
+
+    void samples(Finding& f, const Scan& scan) const {
+        for (std::size_t i = 0; i < scan.pairs.size() && i < kSamples; ++i) {
+            f.sample_targets.push_back(target_text(scan.pairs[i].second));
+        }
+    }
+
+    // Ports of a scan, most targets first: "tcp/445" or "3 ports (tcp/445, tcp/139, tcp/22)".
+    std::string ports_text(const Scan& scan, std::size_t& distinct) const {
+        std::vector<std::pair<std::uint32_t, std::uint32_t>> counts; // (protoport, n)
+        for (const auto& [t, key] : scan.pairs) {
+            const auto pp = key_protoport(key);
+            auto it =
+                std::find_if(counts.begin(), counts.end(), [&](auto& c) { return c.first == pp; });
+            if (it == counts.end()) {
+                counts.emplace_back(pp, 1);
+            } else {
+                ++it->second;
+            }
+        }
+        std::stable_sort(counts.begin(), counts.end(), [](auto& a, auto& b) {
+            return a.second != b.second ? a.second > b.second : a.first < b.first;
+        });
+        distinct = counts.size();
+        if (counts.size() == 1) {
+            return protoport_text(counts[0].first);
+        }
+        std::string text = std::to_string(counts.size()) + " ports (";
+        for (std::size_t i = 0; i < counts.size() && i < 3; ++i) {
+            text += (i == 0 ? "" : ", ") + protoport_text(counts[i].first);
+        }
+        return text + (counts.size() > 3 ? ", ...)" : ")");
+    }
+
+    Severity lateral_weighted(const SourceState& s, Severity severity, const Scan& scan) const {
+        // Lateral-movement services weigh more: a user workload's scan that is mostly SMB,
+        // RDP, WinRM, SSH, RPC or LDAP is one level more severe.
+        if ((s.flags & FlagUser) != 0 && scan.lateral * 2 >= scan.pairs.size()) {
+            return bump(severity, 1);
+        }
+        return severity;
+    }
+
+    void scan_detectors(std::uint32_t id, std::uint64_t key, std::int64_t t) {
+        auto& s = sources[id];
+        const std::int64_t window = seconds(config.scan.window_seconds);
+        bool saturated = false;
+        if (!s.scan.add(key, t, window, config.scan.max_targets_per_source, saturated)) {
+            totals.saturated += saturated ? 1 : 0;
+            return;
+        }
+        const auto host = key_host(key);
+        if (config.host_sweep.enabled && s.scan.hosts.size() >= config.host_sweep.min_hosts &&
+            may_fire(s, Rule::HostSweep, t, window)) {
+            auto scan = collect(s.scan, std::nullopt);
+            auto f = make(Rule::HostSweep, lateral_weighted(s, config.host_sweep.severity, scan),
+                          scan.first_ns, t);
+            f.distinct_hosts = s.scan.hosts.size();
+            f.distinct_targets = s.scan.pairs.size();
+            const auto ports = ports_text(scan, f.distinct_ports);
+            f.score = static_cast<double>(f.distinct_hosts) / config.host_sweep.min_hosts;
+            f.explanation = who(s) + " tried " + std::to_string(f.distinct_hosts) + " hosts on " +
+                            ports + " in " + format_duration(t - scan.first_ns);
+            samples(f, scan);
+            accept(id, std::move(f));
+        }
+        const auto* on_host = s.scan.hosts.find(host);
+        if (config.vertical_scan.enabled && on_host != nullptr &&
+            *on_host >= config.vertical_scan.min_ports &&
+            may_fire(s, Rule::VerticalScan, t, window)) {
+            auto scan = collect(s.scan, host);
+            auto f =
+                make(Rule::VerticalScan, lateral_weighted(s, config.vertical_scan.severity, scan),
+                     scan.first_ns, t);
+            f.distinct_hosts = 1;
+            f.distinct_targets = scan.pairs.size();
+            f.distinct_ports = scan.pairs.size();
+            f.score = static_cast<double>(f.distinct_ports) / config.vertical_scan.min_ports;
+            std::string list;
+            for (std::size_t i = 0; i < scan.pairs.size() && i < 3; ++i) {
+                list += (i == 0 ? "" : ", ") + protoport_text(key_protoport(scan.pairs[i].second));
+            }
+            f.explanation = who(s) + " tried " + std::to_string(f.distinct_ports) + " ports on " +
+                            host_text(host) + " in " + format_duration(t - scan.first_ns) + " (" +
+                            list + (scan.pairs.size() > 3 ? ", ...)" : ")");
+            samples(f, scan);
+            accept(id, std::move(f));
+        }
+        // Box: many ports over several hosts, each of those hosts tried on two ports or more
+        // (a sweep of one port plus a vertical scan of one host is not a box).
+        if (config.box_scan.enabled && s.scan.ports.size() >= config.box_scan.min_ports &&
+            s.scan.multi_port_hosts >= config.box_scan.min_hosts &&
+            may_fire(s, Rule::BoxScan, t, window)) {
+            auto scan = collect(s.scan, std::nullopt);
+            auto f = make(Rule::BoxScan, lateral_weighted(s, config.box_scan.severity, scan),
+                          scan.first_ns, t);
+            f.distinct_hosts = s.scan.hosts.size();
+            f.distinct_ports = s.scan.ports.size();
+            f.distinct_targets = s.scan.pairs.size();
+            f.score = std::min(static_cast<double>(f.distinct_ports) / config.box_scan.min_ports,
+                               static_cast<double>(f.distinct_hosts) / config.box_scan.min_hosts);
+            std::size_t distinct = 0;
+            const auto ports = ports_text(scan, distinct);
+            f.explanation = who(s) + " tried " + ports + " on " + std::to_string(f.distinct_hosts) +
+                            " hosts (" + std::to_string(f.distinct_targets) + " targets) in " +
+                            format_duration(t - scan.first_ns);
+            samples(f, scan);
+            accept(id, std::move(f));
+        }
+    }
+
+    void lateral_detector(std::uint32_t id, std::uint64_t key, std::int64_t t) {
+        if (!config.lateral.enabled || !is_lateral(key_protoport(key))) {
+            return;
+        }
+        auto& s = sources[id];
+        const std::int64_t window = seconds(config.lateral.window_seconds);
+        bool saturated = false;
+        if (!s.lateral.add(key, t, window, config.scan.max_targets_per_source, saturated)) {
+            totals.saturated += saturated ? 1 : 0;
+            return;
+        }
+        const bool user = (s.flags & FlagUser) != 0;
+        const auto threshold =
+            user ? config.lateral.min_targets_user : config.lateral.min_targets_other;
+        if (threshold == 0 || s.lateral.pairs.size() < threshold ||
+            !may_fire(s, Rule::LateralMovement, t, window)) {
+            return;
+        }
+        auto scan = collect(s.lateral, std::nullopt);
+        auto f = make(Rule::LateralMovement,
+                      user ? config.lateral.severity_user : config.lateral.severity_other,
+                      scan.first_ns, t);
+        f.distinct_hosts = s.lateral.hosts.size();
+        f.distinct_ports = s.lateral.ports.size();
+        f.distinct_targets = s.lateral.pairs.size();
+        f.score = static_cast<double>(f.distinct_targets) / threshold;
+        // Services in order of first attempt: "SMB tcp/445, RDP tcp/3389".
+        std::vector<std::uint32_t> seen;
+        std::string services;
+        for (const auto& [first, k] : scan.pairs) {
+            const auto pp = key_protoport(k);
+            if (std::find(seen.begin(), seen.end(), pp) != seen.end()) {
+                continue;
+            }
+            seen.push_back(pp);
+            const auto* service = lateral_service(protoport_protocol(pp), protoport_port(pp));
+            services += (services.empty() ? "" : ", ") + service->name + " " + protoport_text(pp);
+        }
+        f.explanation = who(s) + " tried " + std::to_string(f.distinct_targets) +
+                        " lateral-movement targets on " + std::to_string(f.distinct_hosts) +
+                        (f.distinct_hosts == 1 ? " host (" : " hosts (") + services + ") in " +
+                        format_duration(t - scan.first_ns);
+        samples(f, scan);
+        accept(id, std::move(f));
+    }
+
+    void forbidden_detector(std::uint32_t id, const Observation& o, std::uint32_t host,
+                            std::uint64_t key, std::int64_t t) {
+        if (!config.forbidden.enabled) {
+            return;
+        }
+        auto& s = sources[id];
+        const auto& d = destinations[host];
+        const std::int64_t quiet = seconds(config.forbidden.quiet_seconds);
+        const auto pp = key_protoport(key);
+        auto fire = [&](Rule rule, Severity severity, const std::string& what) {
+            if (!may_fire(s, rule, t, quiet)) {
+                return;
+            }
+            auto f = make(rule, severity, t, t);
+            f.distinct_hosts = f.distinct_ports = f.distinct_targets = 1;
+            f.score = 1;
+            f.explanation = who(s) + " " + what;
+            f.sample_targets.push_back(target_text(key));
+            accept(id, std::move(f));
+        };
+        if (o.reason == DropReason::Decoy || (d.flags & FlagDecoy) != 0) {
+            fire(Rule::Decoy, config.forbidden.decoy_severity,
+                 "touched decoy " + host_text(host) + " on " + protoport_text(pp));
+        }
+        if ((s.flags & FlagUser) != 0 && (d.flags & FlagAdmin) != 0) {
+            fire(Rule::UserToAdmin, config.forbidden.user_to_admin_severity,
+                 "tried admin terminal " + host_text(host) + " on " + protoport_text(pp));
+        }
+        if ((s.flags & FlagVdi) != 0 && (d.flags & FlagVdi) != 0 && o.protocol == 6 && o.dport &&
+            std::find(config.forbidden.file_sharing_ports.begin(),
+                      config.forbidden.file_sharing_ports.end(),
+                      *o.dport) != config.forbidden.file_sharing_ports.end()) {
+            fire(Rule::VdiFileSharing, config.forbidden.vdi_file_sharing_severity,
+                 "tried file sharing on VDI " + host_text(host) + " on " + protoport_text(pp));
+        }
+    }
+
+    // Series whose last drop is older than max_interval can no longer continue.
+    void purge_beacons(SourceState& s, std::int64_t t) {
+        std::vector<std::uint64_t> stale;
+        s.beacons.for_each([&](std::uint64_t key, const BeaconState& b) {
+            if (t - b.last_ns > seconds(config.beaconing.max_interval_seconds)) {
+                stale.push_back(key);
+            }
+        });
+        for (auto key : stale) {
+            s.beacons.erase(key);
+        }
+    }
+
+    void beacon_detector(std::uint32_t id, std::uint64_t key, std::int64_t t) {
+        const auto& c = config.beaconing;
+        if (!c.enabled) {
+            return;
+        }
+        auto& s = sources[id];
+        auto* b = s.beacons.find(key);
+        if (b == nullptr) {
+            if (s.beacons.size() >= c.max_tracked_per_source) {
+                purge_beacons(s, t);
+            }
+            if (s.beacons.size() >= c.max_tracked_per_source) {
+                ++totals.saturated;
+                return;
+            }
+            bool inserted = false;
+            auto& fresh = s.beacons.get_or_insert(key, inserted);
+            fresh.first_ns = fresh.last_ns = fresh.attempt_ns = t;
+            fresh.attempts = 1;
+            return;
+        }
+        // An attempt ends after min_interval of silence: drops closer together (SYN
+        // retransmits, a continuous retry loop) are one attempt. Intervals are measured
+        // between the starts of attempts.
+        const std::int64_t silence = t - b->last_ns;
+        b->last_ns = t;
+        if (silence < seconds(c.min_interval_seconds)) {
+            return;
+        }
+        const std::int64_t gap = t - b->attempt_ns;
+        b->attempt_ns = t;
+        if (gap > seconds(c.max_interval_seconds)) {
+            b->filled = 0; // too long a pause: a new series
+            b->head = 0;
+            b->first_ns = t;
+            b->attempts = 1;
+            return;
+        }
+        ++b->attempts;
+        b->intervals[b->head] = static_cast<std::uint32_t>(
+            std::min<std::int64_t>(gap / 1'000'000, std::numeric_limits<std::uint32_t>::max()));
+        b->head = static_cast<std::uint8_t>((b->head + 1) % kBeaconRing);
+        if (b->filled < kBeaconRing) {
+            ++b->filled;
+        }
+        const std::size_t n = std::min<std::size_t>(b->filled, kBeaconRing);
+        if (n < std::min<std::size_t>(c.min_intervals, kBeaconRing)) {
+            return;
+        }
+        double mean = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            mean += static_cast<double>(b->intervals[i]);
+        }
+        mean /= static_cast<double>(n); // ms
+        double variance = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const double dev = static_cast<double>(b->intervals[i]) - mean;
+            variance += dev * dev;
+        }
+        variance /= static_cast<double>(n);
+        const double cv = mean > 0 ? std::sqrt(variance) / mean : 1.0;
+        // Intervals are at least min_interval by construction; close to it, that floor alone
+        // makes random retries look regular, so faster series are not judged.
+        if (cv > c.max_cv || mean < 1000.0 * c.min_period_seconds ||
+            !may_fire(s, Rule::Beaconing, t, seconds(c.quiet_seconds))) {
+            return;
+        }
+        auto f = make(Rule::Beaconing, c.severity, b->first_ns, t);
+        f.distinct_hosts = f.distinct_ports = f.distinct_targets = 1;
+        f.score = std::max(0.0, 1.0 - cv);
+        char stats[96];
+        std::snprintf(stats, sizeof stats, " (cv %.2f, periodicity %.2f)", cv, f.score);
+        f.explanation = who(s) + " retried " + target_text(key) + " " +
+                        std::to_string(b->attempts) + " times every " +
+                        format_duration(static_cast<std::int64_t>(mean * 1e6)) + stats;
+        f.sample_targets.push_back(target_text(key));
+        accept(id, std::move(f));
+    }
+
+    TargetState* target_state(std::uint64_t key) {
+        if (auto* index = target_index.find(key)) {
+            return &targets[*index];
+        }
+        if (active_targets >= config.fan_in.max_targets) {
+            ++totals.saturated;
+            return nullptr;
+        }
+        std::uint32_t index = 0;
+        if (!free_targets.empty()) {
+            index = free_targets.back();
+            free_targets.pop_back();
+        } else {
+            index = static_cast<std::uint32_t>(targets.size());
+            targets.emplace_back();
+        }
+        bool inserted = false;
+        target_index.get_or_insert(key, inserted) = index;
+        auto& ts = targets[index];
+        ts.active = true;
+        ts.key = key;
+        ts.last_ns = kNever;
+        ts.quiet_until = kNever;
+        ++active_targets;
+        return &ts;
+    }
+
+    void expire_target(TargetState& ts, std::int64_t now_ns) {
+        const std::int64_t window = seconds(config.fan_in.window_seconds);
+        while (!ts.fifo.empty() && ts.fifo.front().first <= now_ns - window) {
+            const auto [t, source] = ts.fifo.front();
+            ts.fifo.pop_front();
+            if (auto* e = ts.sources.find(source); e != nullptr && e->pushed_ns == t) {
+                ts.sources.erase(source);
+            }
+        }
+    }
+
+    void fan_in_detector(std::uint32_t id, std::uint64_t key, std::int64_t t_source) {
+        const auto& c = config.fan_in;
+        if (!c.enabled) {
+            return;
+        }
+        auto* ts = target_state(key);
+        if (ts == nullptr) {
+            return;
+        }
+        const std::int64_t t = std::max(t_source, ts->last_ns);
+        ts->last_ns = t;
+        expire_target(*ts, t);
+        const std::int64_t window = seconds(c.window_seconds);
+        const std::int64_t resolution = std::max<std::int64_t>(window / 16, 1);
+        if (auto* e = ts->sources.find(id)) {
+            if (t - e->last_ns >= seconds(config.beaconing.min_interval_seconds)) {
+                ++e->attempts; // after a silence: a new attempt (as for beaconing)
+            }
+            e->last_ns = t;
+            if (t - e->pushed_ns >= resolution) {
+                e->pushed_ns = t;
+                ts->fifo.push_back({t, id});
+            }
+            return;
+        }
+        if (ts->sources.size() >= c.max_sources_per_target) {
+            ++totals.saturated;
+            return;
+        }
+        bool inserted = false;
+        ts->sources.get_or_insert(id, inserted) = FanSource{t, t, t, 1};
+        ts->fifo.push_back({t, id});
+        if (ts->sources.size() < c.min_sources) {
+            return;
+        }
+        if (t < ts->quiet_until) {
+            ++totals.suppressed;
+            if (auto* incident = target_incident.find(key)) {
+                ++incidents[static_cast<std::size_t>(*incident)]
+                      .suppressed[static_cast<std::size_t>(Rule::FanIn)];
+            }
+            return;
+        }
+        ts->quiet_until = t + window;
+        fire_fan_in(*ts, key, t);
+    }
+
+    // Classification (README.md, "fan-in"): misconfigured service when every source shares a
+    // segment, at least half of them retried the target min_attempts times and none tried
+    // more than misconfig_max_hosts hosts; else worm-like when the port is a lateral-movement
+    // service and at least half the sources are user workloads; else undetermined.
+    void fire_fan_in(TargetState& ts, std::uint64_t key, std::int64_t t) {
+        const auto& c = config.fan_in;
+        std::vector<std::pair<std::int64_t, std::uint32_t>> list; // (first, source)
+        ts.sources.for_each([&](std::uint64_t source, const FanSource& e) {
+            list.emplace_back(e.first_ns, static_cast<std::uint32_t>(source));
+        });
+        std::sort(list.begin(), list.end());
+        std::vector<std::uint32_t> common = sources[list.front().second].segments;
+        std::size_t retrying = 0, users = 0, roaming = 0;
+        for (const auto& [first, source] : list) {
+            const auto& s = sources[source];
+            std::erase_if(common, [&](std::uint32_t seg) {
+                return std::find(s.segments.begin(), s.segments.end(), seg) == s.segments.end();
+            });
+            if (ts.sources.find(source)->attempts >= c.misconfig_min_attempts)
+                ++retrying;
+            if ((s.flags & FlagUser) != 0)
+                ++users;
+            if (s.scan.hosts.size() > c.misconfig_max_hosts)
+                ++roaming;
+        }
+        const std::size_t n = list.size();
+        const bool lateral = is_lateral(key_protoport(key));
+        const auto* service = lateral_service(protoport_protocol(key_protoport(key)),
+                                              protoport_port(key_protoport(key)));
+        auto f = make(Rule::FanIn, c.undetermined_severity, list.front().first, t);
+        std::string why;
+        if (!common.empty() && retrying * 2 >= n && roaming == 0) {
+            f.classification = "misconfigured-service";
+            f.severity = c.misconfig_severity;
+            why = "looks like a misconfigured service (all in segment " +
+                  std::string(strings.name(common.front())) + ", " + std::to_string(retrying) +
+                  " retrying it, none trying other hosts)";
+        } else if (lateral && users * 2 >= n) {
+            f.classification = "worm-like";
+            f.severity = c.worm_severity;
+            why = "worm-like spread (" + std::to_string(users) + " of " + std::to_string(n) +
+                  " are user workloads, " + service->name + " is a lateral-movement service)";
+        } else {
+            f.classification = "undetermined";
+            why = "cause undetermined";
+        }
+        f.distinct_targets = n;
+        f.distinct_hosts = 1;
+        f.distinct_ports = 1;
+        f.score = static_cast<double>(n) / c.min_sources;
+        f.explanation = std::to_string(n) + " sources failed toward " + target_text(key) + " in " +
+                        format_duration(t - list.front().first) + ": " + why;
+        for (std::size_t i = 0; i < list.size() && i < kSamples; ++i) {
+            f.sample_targets.push_back(who(sources[list[i].second])); // fan-in: sample sources
+        }
+        accept_target(key, std::move(f));
+    }
+
+    // ---- expiry ----
+
+    std::int64_t source_idle_ns() const {
+        // At least the fan-in window too: a target's source list reads its sources' state.
+        return std::max(
+            {seconds(config.scan.window_seconds), seconds(config.lateral.window_seconds),
+             seconds(config.fan_in.window_seconds),
+             config.beaconing.enabled ? seconds(config.beaconing.max_interval_seconds) : 0});
+    }
+
+    void sweep(std::int64_t now_ns) {
+        const std::int64_t idle = source_idle_ns();
+        for (auto& s : sources) {
+            if (!s.active) {
+                continue;
+            }
+            if (now_ns - s.last_ns > idle) {
+                s.scan.reset();
+                s.lateral.reset();
+                s.beacons.clear_and_release();
+                std::vector<std::uint32_t>().swap(s.segments);
+                s.active = false;
+                --active_sources;
+                continue;
+            }
+            // An active source's windows expire on its own next event (lazily), bounded by
+            // the caps meanwhile; the pass only frees what went idle.
+        }
+        const std::int64_t fan_window = seconds(config.fan_in.window_seconds);
+        for (std::uint32_t i = 0; i < targets.size(); ++i) {
+            auto& ts = targets[i];
+            if (!ts.active) {
+                continue;
+            }
+            if (now_ns - ts.last_ns > fan_window) {
+                target_index.erase(ts.key);
+                ts.sources.clear_and_release();
+                ts.fifo.release();
+                ts.active = false;
+                free_targets.push_back(i);
+                --active_targets;
+            }
+        }
+        if (config.correlator.auto_resolve_idle_seconds > 0) {
+            const std::int64_t after = seconds(config.correlator.auto_resolve_idle_seconds);
+            for (std::size_t k = open_incidents.size(); k-- > 0;) {
+                const auto index = open_incidents[k];
+                if (now_ns - incidents[index].last_ns >= after) {
+                    close(index, incidents[index].last_ns + after);
+                }
+            }
+        }
+    }
+
+    // ---- one observation ----
+
+    void observe(const Observation& o) {
+        emitted.clear();
+        ++totals.observations;
+        if (now == kNever || o.time_ns > now) {
+            now = o.time_ns;
+        }
+        if (last_sweep == kNever) {
+            last_sweep = now;
+        } else if (now - last_sweep >= seconds(config.sweep_seconds)) {
+            sweep(now);
+            last_sweep = now;
+        }
+        const auto id = source_of(o);
+        auto& s = sources[id];
+        // Events of one source arrive nearly in order; a late one never moves its windows back.
+        const std::int64_t t = std::max(o.time_ns, s.last_ns);
+        s.last_ns = t;
+        if (s.incident >= 0 && config.correlator.auto_resolve_idle_seconds > 0) {
+            const auto& incident = incidents[static_cast<std::size_t>(s.incident)];
+            const std::int64_t after = seconds(config.correlator.auto_resolve_idle_seconds);
+            if (t - incident.last_ns >= after) {
+                close(static_cast<std::size_t>(s.incident), incident.last_ns + after);
+            }
+        }
+        bool fresh = false;
+        const auto host = addresses.intern(o.destination, fresh);
+        auto& d = ensure_destination(host);
+        if (fresh) {
+            d.flags |= segment_flags(o.destination_segments, nullptr);
+            d.workload =
+                o.destination_workload.empty() ? kNone : strings.intern(o.destination_workload);
+        }
+        const std::uint16_t port = has_ports(o.protocol) ? o.dport.value_or(0) : 0;
+        const auto key = target_key(host, o.protocol, port);
+        scan_detectors(id, key, t);
+        lateral_detector(id, key, t);
+        forbidden_detector(id, o, host, key, t);
+        beacon_detector(id, key, t);
+        fan_in_detector(id, key, t);
+        if (auto& src = sources[id]; src.incident >= 0) {
+            auto& incident = incidents[static_cast<std::size_t>(src.incident)];
+            incident.events += o.count;
+            incident.last_ns = std::max(incident.last_ns, t);
+        }
+        if (auto* ti = target_incident.find(key)) {
+            auto& incident = incidents[static_cast<std::size_t>(*ti)];
+            incident.events += o.count;
+            incident.last_ns = std::max(incident.last_ns, t);
+        }
+    }
+
+    std::size_t memory_bytes() const {
+        std::size_t bytes =
+            source_ids.memory_bytes() + addresses.memory_bytes() + strings.memory_bytes();
+        bytes +=
+            sources.capacity() * sizeof(SourceState) + destinations.capacity() * sizeof(DestInfo);
+        for (const auto& s : sources) {
+            bytes += s.scan.memory_bytes() + s.lateral.memory_bytes() + s.beacons.memory_bytes() +
+                     s.segments.capacity() * sizeof(std::uint32_t);
+        }
+        bytes += target_index.memory_bytes() + targets.capacity() * sizeof(TargetState) +
+                 target_incident.memory_bytes() + lateral_index.capacity();
+        for (const auto& ts : targets) {
+            bytes += ts.sources.memory_bytes() + ts.fifo.memory_bytes();
+        }
+        for (const auto& incident : incidents) {
+            bytes += sizeof(Incident) + incident.timeline.capacity() * sizeof(Finding);
+            for (const auto& f : incident.timeline) {
+                bytes += f.explanation.capacity();
+                for (const auto& sample : f.sample_targets) {
+                    bytes += sizeof(std::string) + sample.capacity();
+                }
+            }
+        }
+        return bytes;
+    }
+};
+
+Analyzer::Analyzer(AnalyzerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Analyzer::~Analyzer() = default;
+Analyzer::Analyzer(Analyzer&&) noexcept = default;
+Analyzer& Analyzer::operator=(Analyzer&&) noexcept = default;
+
+std::span<const Finding> Analyzer::observe(const Observation& observation) {
+    impl_->observe(observation);
+    return impl_->emitted;
+}
+
+bool Analyzer::resolve(std::uint64_t incident_id, std::int64_t at_ns) {
+    if (incident_id == 0 || incident_id > impl_->incidents.size() ||
+        impl_->incidents[incident_id - 1].state == IncidentState::Resolved) {
+        return false;
+    }
+    impl_->close(incident_id - 1, at_ns);
+    return true;
+}
+
+void Analyzer::add_exemption(Exemption exemption) {
+    impl_->exemption_segments.push_back(
+        exemption.segment.empty() ? kNone : impl_->strings.intern(exemption.segment));
+    impl_->config.exemptions.push_back(std::move(exemption));
+}
+
+const std::vector<Incident>& Analyzer::incidents() const {
+    return impl_->incidents;
+}
+
+const Incident* Analyzer::incident(std::uint64_t id) const {
+    if (id == 0 || id > impl_->incidents.size()) {
+        return nullptr;
+    }
+    return &impl_->incidents[id - 1];
+}
+
+Totals Analyzer::totals() const {
+    Totals totals = impl_->totals;
+    totals.sources = impl_->source_ids.size();
+    totals.active_sources = impl_->active_sources;
+    totals.tracked_targets = impl_->active_targets;
+    return totals;
+}
+
+std::size_t Analyzer::memory_bytes() const {
+    return impl_->memory_bytes();
+}
+
+const AnalyzerConfig& Analyzer::config() const {
+    return impl_->config;
+}
+
+} // namespace bulkhead::analyzer

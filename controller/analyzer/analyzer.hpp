@@ -1,0 +1,258 @@
+// The analyzer (issue 5): a pure detection engine fed by attributed drop observations.
+//
+// Observation (what one drop event says, as views) -> detectors (host sweep, vertical and
+// box port scans, lateral-movement services, forbidden zones, beaconing, fan-in) -> Findings
+// -> correlator (one incident per source identity, escalation, storm suppression,
+// exemptions, repeat offenders). No I/O, no clock reads (time is the events' kernel time),
+// no threads, no globals. See README.md for the detectors' rules and their defaults.
+#pragma once
+
+#include "policies/policy_model.hpp"
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bulkhead::analyzer {
+
+using policy::Severity;
+
+// The drop reasons of the enforcer's prefix (allowed flows are not analysed).
+enum class DropReason : std::uint8_t { Default, Deny, Decoy, Quarantine };
+std::string_view to_string(DropReason reason);
+std::optional<DropReason> drop_reason_from_string(std::string_view text);
+
+// Who sent the packet, as the enforcer saw it. The workload id is unique per enforcer;
+// when it is empty (interface not bound, or an inbound drop whose sender is not ours) the
+// source is told apart by enforcer + port + address. Two workloads holding the same
+// private address behind different enforcers are therefore never one source.
+struct SourceIdentity {
+    std::string_view enforcer;
+    std::string_view workload;
+    std::string_view port;    // interface the packet came in on (port mode), may be empty
+    std::string_view mac;     // "52:54:00:01:00:01", may be empty
+    std::string_view address; // source address text
+};
+
+// One attributed drop, as views into storage the caller owns for the duration of
+// Analyzer::observe (DropRecord::view() makes one; a benchmark reuses its buffers).
+struct Observation {
+    std::int64_t time_ns = 0; // kernel time (CLOCK_REALTIME ns)
+    SourceIdentity source;
+    std::string_view user;                        // "" if unknown
+    std::span<const std::string> source_segments; // segment names / "key=value" labels
+    std::string_view destination;                 // destination address text
+    std::uint8_t protocol = 0;                    // IP protocol number
+    std::optional<std::uint16_t> dport;
+    DropReason reason = DropReason::Default;
+    std::uint64_t count = 1;               // identical repeats folded by the enforcer
+    std::string_view destination_workload; // "" if unknown
+    std::span<const std::string> destination_segments;
+};
+
+// ------------------------------------------------------------------ configuration -------
+
+// Sweep, vertical and box scans read one sliding window of distinct (host, protocol, port)
+// targets per source, hence one window length for the three.
+struct ScanWindowConfig {
+    std::uint32_t window_seconds = 60;
+    std::uint32_t max_targets_per_source = 1024; // distinct targets held; beyond: saturated
+};
+struct HostSweepConfig {
+    bool enabled = true;
+    std::uint32_t min_hosts = 16; // distinct destination hosts, any port
+    Severity severity = Severity::Medium;
+};
+struct VerticalScanConfig {
+    bool enabled = true;
+    std::uint32_t min_ports = 16; // distinct protocol/ports on one host
+    Severity severity = Severity::Medium;
+};
+struct BoxScanConfig {
+    bool enabled = true;
+    std::uint32_t min_ports = 8; // distinct protocol/ports ...
+    std::uint32_t min_hosts = 4; // ... spread over at least this many hosts
+    Severity severity = Severity::High;
+};
+struct LateralService {
+    std::string name;          // "SMB"
+    std::uint8_t protocol = 6; // IP protocol number
+    std::uint16_t port = 0;
+};
+std::vector<LateralService> default_lateral_services();
+struct LateralMovementConfig {
+    bool enabled = true;
+    std::uint32_t window_seconds = 600;
+    std::uint32_t min_targets_user = 3;   // distinct (host, lateral port) from a user segment
+    std::uint32_t min_targets_other = 10; // from any other source
+    Severity severity_user = Severity::High;
+    Severity severity_other = Severity::Medium;
+    std::vector<LateralService> services = default_lateral_services();
+};
+struct ForbiddenZoneConfig {
+    bool enabled = true;
+    std::uint32_t quiet_seconds = 300; // one finding per rule per source in this period
+    Severity decoy_severity = Severity::Critical;
+    Severity user_to_admin_severity = Severity::High;
+    Severity vdi_file_sharing_severity = Severity::High;
+    std::vector<std::string> decoy_addresses; // besides drops the enforcer marked "decoy"
+    std::vector<std::uint16_t> file_sharing_ports{445, 139}; // tcp
+};
+struct BeaconingConfig {
+    bool enabled = true;
+    std::uint32_t min_intervals = 8;        // retries needed (intervals = attempts - 1), <= 8
+    double max_cv = 0.15;                   // coefficient of variation of the intervals
+    std::uint32_t min_interval_seconds = 5; // closer drops are one attempt (SYN retransmits)
+    std::uint32_t min_period_seconds = 15;  // mean interval below this is not judged
+    std::uint32_t max_interval_seconds = 3600;
+    std::uint32_t max_tracked_per_source = 32; // (destination, port) pairs followed
+    std::uint32_t quiet_seconds = 3600;
+    Severity severity = Severity::Medium;
+};
+struct FanInConfig {
+    bool enabled = true;
+    std::uint32_t window_seconds = 300;
+    std::uint32_t min_sources = 5;
+    std::uint32_t max_targets = 65536; // targets followed at once
+    std::uint32_t max_sources_per_target = 256;
+    std::uint32_t misconfig_min_attempts = 3; // per source, attempts min_interval apart
+    std::uint32_t misconfig_max_hosts = 2;    // distinct hosts a retrying source tried
+    Severity worm_severity = Severity::High;
+    Severity misconfig_severity = Severity::Low;
+    Severity undetermined_severity = Severity::Medium;
+};
+struct CorrelatorConfig {
+    bool escalate_multiple_detectors = true;        // +1 level once 2 detector kinds fired
+    std::uint32_t repeat_offender_seconds = 86400;  // +1 level within this after a resolve
+    std::uint32_t auto_resolve_idle_seconds = 3600; // 0 = incidents stay open
+    std::uint32_t max_timeline = 100;               // findings kept per incident
+};
+// Exempt a known scanner by workload (optionally on one enforcer) or by segment, until
+// `expires_ns` (event time). An exempted source's findings open no incident.
+struct Exemption {
+    std::string enforcer; // "" = any enforcer
+    std::string workload; // "" = match by segment
+    std::string segment;
+    std::int64_t expires_ns = 0;
+    std::string reason;
+};
+
+struct AnalyzerConfig {
+    ScanWindowConfig scan;
+    HostSweepConfig host_sweep;
+    VerticalScanConfig vertical_scan;
+    BoxScanConfig box_scan;
+    LateralMovementConfig lateral;
+    ForbiddenZoneConfig forbidden;
+    BeaconingConfig beaconing;
+    FanInConfig fan_in;
+    CorrelatorConfig correlator;
+    std::vector<std::string> user_segments{"role=vdi", "role=user-terminal"};
+    std::vector<std::string> admin_segments{"role=admin-terminal"};
+    std::vector<std::string> vdi_segments{"role=vdi"};
+    std::vector<Exemption> exemptions;
+    std::uint32_t sweep_seconds = 60; // event time between passes freeing idle state
+};
+
+// ------------------------------------------------------------------ output --------------
+
+enum class Rule : std::uint8_t {
+    HostSweep,
+    VerticalScan,
+    BoxScan,
+    LateralMovement,
+    Decoy,
+    UserToAdmin,
+    VdiFileSharing,
+    Beaconing,
+    FanIn,
+};
+inline constexpr std::size_t rule_count = 9;
+std::string_view detector_name(Rule rule); // "host-sweep", ..., "forbidden-zone", "fan-in"
+std::string_view rule_name(Rule rule);     // as detector_name, but "decoy", "user-to-admin", ...
+
+struct Finding {
+    Rule rule = Rule::HostSweep;
+    std::string detector;  // detector_name(rule)
+    std::string rule_text; // rule_name(rule)
+    Severity severity = Severity::Medium;
+    double score = 0;           // >= 1 at threshold; beaconing: periodicity 1 - cv
+    std::string explanation;    // for a SOC analyst
+    std::string classification; // fan-in: "worm-like" | "misconfigured-service" | "undetermined"
+    std::size_t distinct_hosts = 0;
+    std::size_t distinct_ports = 0;
+    std::size_t distinct_targets = 0; // (host, port) pairs; fan-in: distinct sources
+    std::int64_t first_ns = 0;
+    std::int64_t last_ns = 0;
+    std::vector<std::string> sample_targets; // up to 10, "10.1.0.2 tcp/445", earliest first
+    std::uint64_t incident_id = 0;
+};
+
+enum class IncidentState : std::uint8_t { Open, Resolved };
+
+struct Incident {
+    std::uint64_t id = 0;
+    bool about_target = false; // fan-in: the subject is a target, not a source
+    std::string subject;       // "hv1/vdi-001" or "10.0.0.30 tcp/445"
+    std::string enforcer, workload, port, mac, address, user;
+    Severity severity = Severity::Low;
+    bool repeat_offender = false;
+    IncidentState state = IncidentState::Open;
+    std::int64_t opened_ns = 0, last_ns = 0, resolved_ns = 0;
+    std::uint64_t events = 0; // drops of the subject since the incident opened
+    std::array<std::uint64_t, rule_count> findings{};   // per rule
+    std::array<std::uint64_t, rule_count> suppressed{}; // storm: would have fired again
+    std::vector<Finding> timeline;                      // first max_timeline findings
+    std::uint64_t timeline_dropped = 0;
+};
+
+struct Totals {
+    std::uint64_t observations = 0;
+    std::uint64_t findings = 0;
+    std::uint64_t suppressed = 0; // storm suppression
+    std::uint64_t exempted = 0;   // findings of exempted sources
+    std::uint64_t saturated = 0;  // targets not tracked because a cap was reached
+    std::uint64_t incidents = 0;
+    std::size_t sources = 0; // source identities seen
+    std::size_t active_sources = 0;
+    std::size_t tracked_targets = 0; // fan-in
+};
+
+std::string
+format_duration(std::int64_t ns); // "850 ms", "3.2 s", "12 s", "4 min 10 s", "2 h 5 min"
+
+class Analyzer {
+  public:
+    explicit Analyzer(AnalyzerConfig config = {});
+    ~Analyzer();
+    Analyzer(const Analyzer&) = delete;
+    Analyzer& operator=(const Analyzer&) = delete;
+    Analyzer(Analyzer&&) noexcept;
+    Analyzer& operator=(Analyzer&&) noexcept;
+
+    // Feeds one drop; returns the findings it raised (valid until the next call). Findings
+    // suppressed by a storm or an exemption are counted, not returned.
+    std::span<const Finding> observe(const Observation& observation);
+
+    // Resolves an incident at `at_ns`: its source is re-armed (quiet periods forgotten),
+    // and a new incident of the same subject within repeat_offender_seconds escalates.
+    bool resolve(std::uint64_t incident_id, std::int64_t at_ns);
+    void add_exemption(Exemption exemption);
+
+    const std::vector<Incident>& incidents() const;
+    const Incident* incident(std::uint64_t id) const;
+    Totals totals() const;
+    std::size_t memory_bytes() const; // state held (approximate: containers' capacities)
+    const AnalyzerConfig& config() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace bulkhead::analyzer
