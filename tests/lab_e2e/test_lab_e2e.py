@@ -42,6 +42,18 @@ def api(method, path, token, body=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+PROBE = ("import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+         "s.settimeout(2)\ntry:\n s.connect((sys.argv[1],int(sys.argv[2])));print('reached')\n"
+         "except ConnectionRefusedError:\n print('reached')\nexcept OSError:\n print('blocked')\n")
+
+
+def tcp_reaches(state, ns, host, port):
+    """A TCP connect from namespace ns: an answer (accepted or refused) means the packets
+    passed the enforcer; silence until the timeout means they were dropped."""
+    r = in_ns(state, ns, sys.executable, "-c", PROBE, host, str(port))
+    return r.stdout.strip() == "reached"
+
+
 def poll(predicate, seconds, what):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -124,6 +136,11 @@ def main():
         if contained:
             check(contained["automatic"] and contained["enforcers"][0]["enforcer"] == "hv2", "decoy quarantine is automatic, on hv2")
         check(in_ns(state, "vdi-103", "ping", "-c1", "-W1", "10.0.0.30").returncode != 0, "quarantined vdi-103 cannot reach the file server")
+        check(not tcp_reaches(state, "vdi-103", "10.0.0.30", 445), "quarantined vdi-103: file server tcp/445 blocked")
+        # Only its quarantine allow-list: the EDR server, and the admin's forensic access.
+        check(tcp_reaches(state, "vdi-103", "10.0.0.20", 443), "quarantined vdi-103 still reaches the EDR server (tcp/443)")
+        check(tcp_reaches(state, "adm-01", "10.1.1.3", 22), "the admin terminal still reaches quarantined vdi-103 on ssh")
+        check(not tcp_reaches(state, "vdi-103", "10.1.1.2", 445), "quarantined vdi-103 -> vdi-102 tcp/445 blocked")
         status, released = api("DELETE", "/quarantines/vdi-103?wait_ms=5000", soc)
         check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-103, acked by hv2")
     finally:
