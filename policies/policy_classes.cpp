@@ -7,8 +7,6 @@
 
 namespace bulkhead::policy {
 
-namespace {
-
 std::uint32_t fnv1a32(std::string_view text) {
     std::uint32_t h = 2166136261u;
     for (unsigned char c : text) {
@@ -23,8 +21,6 @@ std::string hex(std::uint64_t value, int digits) {
     std::snprintf(buffer, sizeof buffer, "%0*llx", digits, static_cast<unsigned long long>(value));
     return buffer;
 }
-
-}  // namespace
 
 bool selector_matches(const Selector& selector, const Workload& w) {
     if (std::find(selector.workloads.begin(), selector.workloads.end(), w.id) != selector.workloads.end()) {

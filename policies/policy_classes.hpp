@@ -5,11 +5,19 @@
 #include "policies/policy_model.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bulkhead::policy {
+
+// What generated names are built from (class names here, set identifiers in the compiler):
+// the 32-bit FNV-1a hash of a text and fixed-width lower-case hex, the same on every build
+// and machine so names stay stable across compiles.
+std::uint32_t fnv1a32(std::string_view text);
+std::string hex(std::uint64_t value, int digits);
 
 // A workload is in a segment if the selector names it, all its label constraints match, or
 // one of its addresses lies in one of the selector's CIDR blocks.

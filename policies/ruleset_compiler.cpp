@@ -109,21 +109,6 @@ ElementList number_elements(std::vector<NumberRange> ranges) {
     return out;
 }
 
-std::uint32_t fnv1a32(std::string_view text) {
-    std::uint32_t h = 2166136261u;
-    for (unsigned char c : text) {
-        h ^= c;
-        h *= 16777619u;
-    }
-    return h;
-}
-
-std::string hex(std::uint64_t value, int digits) {
-    char buffer[20];
-    std::snprintf(buffer, sizeof buffer, "%0*llx", digits, static_cast<unsigned long long>(value));
-    return buffer;
-}
-
 SetDefinition make_set(std::string name, std::vector<KeyType> key, bool interval,
                        std::shared_ptr<const ElementList> elements, std::string comment = {}) {
     SetDefinition s;
@@ -487,7 +472,7 @@ std::string identifier_for(const std::string& name) {
         out.push_back(plain ? c : '_');
         changed = changed || !plain;
     }
-    return changed ? out + "_" + hex(fnv1a32(name) & 0xffffff, 6) : out;
+    return changed ? out + "_" + policy::hex(policy::fnv1a32(name) & 0xffffff, 6) : out;
 }
 
 std::string segment_set_name(const std::string& segment, bool v6) {
