@@ -6,40 +6,14 @@ incident, the automatic quarantine in force on the hypervisor, and the release.
 Runs the lab under its own prefix, state directory, management network and API port, so
 it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
 when not root or nmap is missing."""
-import json, os, shutil, subprocess, sys, tempfile, time, urllib.request, urllib.error
+import os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
-REPO = Path(sys.argv[sys.argv.index("--source-dir") + 1])
-BIN = Path(sys.argv[sys.argv.index("--bin-dir") + 1])
-LAB = REPO / "examples/lab/lab.py"
-PREFIX, PORT, MGMT = "bhe2e-", 18181, "10.254.77.0/24"
-failures = []
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
+from lab_harness import api, background, check, configure, failures, in_ns, lab, poll, up_with_lab_policy  # noqa: E402
 
-
-def check(ok, what):
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def lab(*args, timeout=180):
-    return subprocess.run([sys.executable, str(LAB)] + list(args), capture_output=True, text=True, timeout=timeout)
-
-
-def in_ns(state, ns, *argv, timeout=30):
-    return lab("exec", "--prefix", PREFIX, "--state-dir", state, ns, "--", *argv, timeout=timeout)
-
-
-def api(method, path, token, body=None):
-    data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "DELETE") else None)
-    req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (PORT, path), data=data, method=method,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+PREFIX, PORT, MGMT, TLS_PORT = "bhe2e-", 18181, "10.254.77.0/24", 18443
+configure(PREFIX, PORT, MGMT, TLS_PORT)
 
 
 PROBE = ("import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
@@ -54,47 +28,22 @@ def tcp_reaches(state, ns, host, port):
     return r.stdout.strip() == "reached"
 
 
-def poll(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    check(False, "within %ss: %s" % (seconds, what))
-    return None
-
-
 def main():
     if os.geteuid() != 0 or shutil.which("nmap") is None:
         print("skipped: needs root and nmap")
         return 77
     state = tempfile.mkdtemp(prefix="bulkhead-e2e-")
     try:
-        up = lab("up", "--prefix", PREFIX, "--state-dir", state, "--api-listen", "127.0.0.1:%d" % PORT,
-                 "--mgmt-net", MGMT, "--tls-port", "18443",
-                 "--controller-bin", str(BIN / "bulkhead-controller"), "--enforcer-bin", str(BIN / "bulkhead-enforcer"))
-        if not check(up.returncode == 0, "lab up with the real controller and enforcers"):
-            print(up.stdout[-3000:], up.stderr[-3000:])
+        lab_up = up_with_lab_policy(state)
+        if lab_up is None:
             return 1
-        admin = (Path(state) / "tokens/lab-admin.token").read_text().strip()
-        soc = (Path(state) / "tokens/lab-soc.token").read_text().strip()
-        policy = json.loads((REPO / "examples/lab/policy.json").read_text())
-        status, revision = api("POST", "/policies", admin, policy)
-        check(status == 201, "upload the lab policy (201)")
-        status, activated = api("POST", "/policies/%d/activate" % revision["id"], admin)
-        check(status == 200, "activate it (200)")
-        generation = activated["generation"]
-        poll(lambda: all(e["in_sync"] and e["applied_generation"] >= generation
-                         for e in api("GET", "/enforcers", soc)[1]["enforcers"]), 20,
-             "every enforcer acks generation %d" % generation)
+        _, soc, _, _ = lab_up
         # Allowed and forbidden flows with real packets.
         check(in_ns(state, "vdi-001", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "vdi-001 -> file server ping passes")
         check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.0.2").returncode != 0, "vdi-001 -> vdi-002 (same hypervisor) dropped")
         check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.1.1").returncode != 0, "vdi-001 -> vdi-101 (other hypervisor) dropped")
         # A long-lived connection from vdi-002 to the file server must die on quarantine.
-        holder = subprocess.Popen([sys.executable, str(LAB), "exec", "--prefix", PREFIX, "--state-dir", state, "vdi-002", "--",
-                                   "ping", "-i", "0.2", "-W", "1", "10.0.0.30"], stdout=subprocess.PIPE, text=True)
+        holder = background(state, "vdi-002", "ping", "-i", "0.2", "-W", "1", "10.0.0.30")
         try:
             scan = in_ns(state, "vdi-002", "nmap", "-sT", "-Pn", "-n", "--max-retries", "0", "-p", "22,139,445,3389",
                          "10.1.0.0/30", "10.1.1.0/30", timeout=120)
@@ -144,7 +93,7 @@ def main():
         status, released = api("DELETE", "/quarantines/vdi-103?wait_ms=5000", soc)
         check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-103, acked by hv2")
     finally:
-        down = lab("down", "--prefix", PREFIX, "--state-dir", state, "--purge")
+        down = lab(state, "down", "--purge")
         check(down.returncode == 0, "lab down")
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         check(PREFIX not in left, "no namespace of the test left")

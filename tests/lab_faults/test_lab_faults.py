@@ -16,18 +16,18 @@ over TLS, the real kernel and real packets:
 Runs the lab under its own prefix, state directory, management network and ports, so it can
 run beside the demo and lab_e2e; tears it down in `finally`, also on failure. Every wait is a
 poll with a deadline. Exit 77 (skipped) when not root."""
-import copy, datetime, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request, urllib.error
+import copy, datetime, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
-REPO = Path(sys.argv[sys.argv.index("--source-dir") + 1])
-BIN = Path(sys.argv[sys.argv.index("--bin-dir") + 1])
-LAB = REPO / "examples/lab/lab.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
+from lab_harness import (all_in_sync, api, background, check, children, configure, enforcers,  # noqa: E402
+                         failures, in_ns, lab, poll, up_with_lab_policy)
+
 PREFIX, PORT, MGMT, TLS_PORT = "bhflt-", 18281, "10.254.78.0/24", 18543
+configure(PREFIX, PORT, MGMT, TLS_PORT)
 HEARTBEAT_MS = 1000       # the controller's heartbeat interval (the enforcer's dead-stream timeout is 3x)
 FS = "10.0.0.30"          # the file server: SMB (tcp 445) and ping allowed from VDIs, nothing else
 SCAN_BASE, SCAN_MAX, SCAN_INTERVAL = 20000, 2000, 0.02   # one UDP datagram per port, 50 per second
-failures = []
-children = []             # background processes this test started (killed in `finally`)
 
 # One UDP datagram to each port from base on: a distinct (dst, dport) per packet, so each is
 # exactly one drop event (the aggregator folds only identical repeats). Stops at EOF on
@@ -84,66 +84,6 @@ except socket.timeout:
 except OSError as e:
     print("after error %s" % e, flush=True)
 """
-
-
-def check(ok, what):
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def lab(state, *args, timeout=180):
-    return subprocess.run([sys.executable, str(LAB), args[0], "--prefix", PREFIX, "--state-dir", state] + list(args[1:]),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def in_ns(state, ns, *argv, timeout=30):
-    return lab(state, "exec", ns, "--", *argv, timeout=timeout)
-
-
-def background(state, ns, *argv):
-    """A process in a lab namespace (lab.py exec execs `ip netns exec`, which execs argv:
-    the Popen's pid is the process itself)."""
-    p = subprocess.Popen([sys.executable, str(LAB), "exec", "--prefix", PREFIX, "--state-dir", state, ns, "--"]
-                         + list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    children.append(p)
-    return p
-
-
-def api(method, path, token, body=None):
-    data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "DELETE") else None)
-    req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (PORT, path), data=data, method=method,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-    except (urllib.error.URLError, OSError) as e:   # the controller is down
-        return None, str(e)
-
-
-def poll(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    check(False, "within %ss: %s" % (seconds, what))
-    return None
-
-
-def enforcers(token):
-    status, body = api("GET", "/enforcers", token)
-    return {e["id"]: e for e in body["enforcers"]} if status == 200 else {}
-
-
-def all_in_sync(token, generation):
-    es = enforcers(token)
-    return es if es and all(e["connected"] and e["in_sync"] and e["applied_generation"] >= generation
-                            for e in es.values()) else None
 
 
 def nft_ruleset(state, hv):
@@ -204,21 +144,10 @@ def main():
     started = time.monotonic()
     try:
         # ---- 1. the lab, the policy, every enforcer acks -----------------------------------
-        up = lab(state, "up", "--api-listen", "127.0.0.1:%d" % PORT, "--mgmt-net", MGMT, "--tls-port", str(TLS_PORT),
-                 "--controller-bin", str(BIN / "bulkhead-controller"), "--enforcer-bin", str(BIN / "bulkhead-enforcer"),
-                 "--controller-arg=--heartbeat-interval-ms=%d" % HEARTBEAT_MS)
-        if not check(up.returncode == 0, "lab up with the real controller and enforcers over TLS"):
-            print(up.stdout[-3000:], up.stderr[-3000:])
+        lab_up = up_with_lab_policy(state, "--controller-arg=--heartbeat-interval-ms=%d" % HEARTBEAT_MS)
+        if lab_up is None:
             return 1
-        admin = (Path(state) / "tokens/lab-admin.token").read_text().strip()
-        soc = (Path(state) / "tokens/lab-soc.token").read_text().strip()
-        policy = json.loads((REPO / "examples/lab/policy.json").read_text())
-        status, revision = api("POST", "/policies", admin, policy)
-        check(status == 201, "upload the lab policy (201)")
-        status, activated = api("POST", "/policies/%d/activate" % revision["id"], admin)
-        check(status == 200, "activate it (200)")
-        generation = activated["generation"]
-        poll(lambda: all_in_sync(soc, generation), 20, "every enforcer acks generation %d" % generation)
+        admin, soc, policy, _ = lab_up
 
         # ---- 4. a policy that fails validation changes nothing anywhere --------------------
         check_invalid_policy(state, admin, soc, policy)
