@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -112,14 +113,26 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
         }
         object event;
         std::string_view type;
-        if (auto e = find(entry, "event"); !e || e->get_object().get(event) != simdjson::SUCCESS ||
-                                           !find(event, "type") || find(event, "type")->get_string().get(type) != simdjson::SUCCESS) {
+        const auto type_value = [&]() -> std::optional<element> {
+            auto e = find(entry, "event");
+            if (!e || e->get_object().get(event) != simdjson::SUCCESS) {
+                return std::nullopt;
+            }
+            return find(event, "type");
+        }();
+        if (!type_value || type_value->get_string().get(type) != simdjson::SUCCESS) {
             return problem(400, "invalid-value", "\"event\" must be an object with a string \"type\"", at("/event"));
         }
-        for (const char* key : {"time_ns", "last_seen_ns", "time_unix_ms"}) {
-            if (auto t = find(event, key); t && !integer(*t)) {
-                return problem(400, "wrong-type", std::string("\"") + key + "\" must be an integer",
-                               at(std::string("/event/") + key));
+        // time_ns, else last_seen_ns (a summary), else time_unix_ms; each must be an integer.
+        std::array<std::optional<std::int64_t>, 3> times;
+        constexpr std::array<const char*, 3> time_keys{"time_ns", "last_seen_ns", "time_unix_ms"};
+        for (std::size_t k = 0; k < time_keys.size(); ++k) {
+            if (auto t = find(event, time_keys[k])) {
+                times[k] = integer(*t);
+                if (!times[k]) {
+                    return problem(400, "wrong-type", std::string("\"") + time_keys[k] + "\" must be an integer",
+                                   at(std::string("/event/") + time_keys[k]));
+                }
             }
         }
         StoredEvent r;
@@ -146,13 +159,7 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
         r.enforcer = enforcer;
         r.enforcer_seq = static_cast<std::uint64_t>(*seq);
         r.type = std::string(type);
-        if (auto t = integer_member(event, "time_ns")) {
-            r.time_ns = *t;
-        } else if (auto last = integer_member(event, "last_seen_ns")) {
-            r.time_ns = *last;
-        } else {
-            r.time_ns = integer_member(event, "time_unix_ms").value_or(now_ms) * 1'000'000;
-        }
+        r.time_ns = times[0] ? *times[0] : times[1] ? *times[1] : times[2].value_or(now_ms) * 1'000'000;
         r.received_at = now_ms;
         r.workload = string_or_empty(event, "workload");
         r.direction = string_or_empty(event, "direction");
