@@ -108,11 +108,26 @@ struct IncidentRule {
     Severity severity = Severity::High;
 };
 
+// Per-segment automatic quarantine: the first rule whose segments hold the incident's
+// source (no segments: any source) and whose detectors name the finding's detector or rule
+// (none: any) decides the mode and the minimum severity; no rule matching: the defaults.
+struct AutoQuarantineRule {
+    std::vector<std::string> segments;   // policy segment names
+    std::vector<std::string> detectors;  // "host-sweep", "decoy", ... (analyzer names)
+    AutoQuarantineMode mode = AutoQuarantineMode::On;
+    Severity min_severity = Severity::High;
+    std::string pointer;
+};
+
 struct ResponsePolicy {
     IncidentRule incident;
     Severity decoy_severity = Severity::Critical;
     AutoQuarantineMode auto_quarantine = AutoQuarantineMode::Off;
     Severity auto_quarantine_min_severity = Severity::High;
+    std::vector<AutoQuarantineRule> auto_quarantine_rules;
+    // Guardrail: at most this many automatic quarantines in any 60 s; beyond, a human
+    // decides (a misfiring detector must not isolate the fleet).
+    std::uint32_t max_auto_quarantines_per_minute = 10;
 };
 
 std::string_view to_string(Severity severity);

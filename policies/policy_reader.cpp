@@ -677,6 +677,12 @@ constexpr std::array auto_quarantine_words{
     std::pair<std::string_view, AutoQuarantineMode>{"dry-run", AutoQuarantineMode::DryRun},
 };
 
+// The analyzer's detector and rule names (controller/analyzer/analyzer.hpp).
+constexpr std::array<std::string_view, 12> auto_quarantine_detector_words{
+    "host-sweep", "port-scan-vertical", "port-scan-box", "slow-scan", "distinct-targets",
+    "lateral-movement", "forbidden-zone", "decoy", "user-to-admin", "vdi-file-sharing",
+    "beaconing", "fan-in"};
+
 void read_response(const json* value, const std::string& pointer, Policy& policy,
                    DiagnosticSink& sink) {
     if (value == nullptr) {
@@ -714,6 +720,37 @@ void read_response(const json* value, const std::string& pointer, Policy& policy
         response.auto_quarantine_min_severity =
             ar.choice("min_severity", false, severity_words)
                 .value_or(response.auto_quarantine_min_severity);
+        if (auto n = ar.unsigned_integer("max_per_minute", 10000)) {
+            response.max_auto_quarantines_per_minute = static_cast<std::uint32_t>(*n);
+        }
+        if (const json* rules = ar.array("rules", false)) {
+            for (std::size_t i = 0; i < rules->size(); ++i) {
+                const std::string at = pointer_append(ar.at("rules"), i);
+                ObjectReader rr((*rules)[i], at, sink, "an automatic quarantine rule");
+                AutoQuarantineRule rule;
+                rule.pointer = at;
+                rule.segments = rr.string_array("segments", false, true);
+                rule.detectors = rr.string_array("detectors", false, true);
+                for (std::size_t k = 0; k < rule.detectors.size(); ++k) {
+                    if (std::find(auto_quarantine_detector_words.begin(),
+                                  auto_quarantine_detector_words.end(),
+                                  rule.detectors[k]) == auto_quarantine_detector_words.end()) {
+                        std::string known;
+                        for (auto word : auto_quarantine_detector_words) {
+                            known += (known.empty() ? "" : ", ") + std::string(word);
+                        }
+                        sink.add(pointer_append(rr.at("detectors"), k), DiagnosticCode::InvalidValue,
+                                 "\"" + rule.detectors[k] + "\" is not a detector: " + known);
+                    }
+                }
+                rule.mode = rr.choice("mode", true, auto_quarantine_words).value_or(rule.mode);
+                rule.min_severity =
+                    rr.choice("min_severity", false, severity_words)
+                        .value_or(response.auto_quarantine_min_severity);
+                rr.finish();
+                response.auto_quarantine_rules.push_back(std::move(rule));
+            }
+        }
         ar.finish();
     }
     r.finish();
@@ -777,6 +814,9 @@ void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
     for (const auto& grant : policy.quarantine.allow_from) {
         check_segments(grant.segments, pointer_append(grant.pointer, "from"));
         check_services(grant.services, pointer_append(grant.pointer, "services"));
+    }
+    for (const auto& rule : policy.response.auto_quarantine_rules) {
+        check_segments(rule.segments, pointer_append(rule.pointer, "segments"));
     }
 }
 

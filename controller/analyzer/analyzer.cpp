@@ -244,7 +244,8 @@ struct SourceState {
     std::uint32_t flags = 0;
     std::vector<std::uint32_t> segments;
     std::int64_t last_ns = kNever;
-    Window scan, lateral;
+    std::int64_t last_fast_scan_ns = kNever; // a sweep, vertical or box scan fired
+    Window scan, lateral, slow;
     detail::FlatMap<BeaconState> beacons;
     std::array<std::int64_t, rule_count> quiet_until{};
     std::int64_t incident = -1; // index into incidents_
@@ -284,6 +285,10 @@ std::uint32_t detector_bit(Rule rule) {
     case Rule::UserToAdmin:
     case Rule::VdiFileSharing:
         return 1u << 4;
+    case Rule::DistinctTargets:
+        // The policy's catch-all rule fires beside whichever scan shape crossed it; it does
+        // not count as a second detector (that would escalate every scan).
+        return 0;
     default:
         return 1u << static_cast<unsigned>(rule);
     }
@@ -335,8 +340,21 @@ std::string_view detector_name(Rule rule) {
         return "beaconing";
     case Rule::FanIn:
         return "fan-in";
+    case Rule::SlowScan:
+        return "slow-scan";
+    case Rule::DistinctTargets:
+        return "distinct-targets";
     }
     return "?";
+}
+
+std::optional<Rule> rule_from_name(std::string_view name) {
+    for (std::size_t r = 0; r < rule_count; ++r) {
+        if (rule_name(static_cast<Rule>(r)) == name) {
+            return static_cast<Rule>(r);
+        }
+    }
+    return std::nullopt;
 }
 
 std::string_view rule_name(Rule rule) {
@@ -406,12 +424,20 @@ struct Analyzer::Impl {
     std::string key_buffer;
     std::int64_t now = kNever;
     std::int64_t last_sweep = kNever;
+    std::uint64_t last_incident = 0;
     std::size_t active_sources = 0;
     std::size_t active_targets = 0;
     Totals totals;
 
-    explicit Impl(AnalyzerConfig c) : config(std::move(c)) {
+    explicit Impl(AnalyzerConfig c) : config(std::move(c)) { derive(); }
+
+    // What the configuration implies: the lateral service table, segment ids, decoys.
+    void derive() {
         lateral_index.assign(3 * 65536, 0);
+        user_segments.clear();
+        admin_segments.clear();
+        vdi_segments.clear();
+        exemption_segments.clear();
         for (std::size_t i = 0; i < config.lateral.services.size() && i < 255; ++i) {
             const auto& s = config.lateral.services[i];
             if (auto cls = protocol_class(s.protocol); cls >= 0) {
@@ -433,6 +459,16 @@ struct Analyzer::Impl {
         for (const auto& e : config.exemptions) {
             exemption_segments.push_back(e.segment.empty() ? kNone : strings.intern(e.segment));
         }
+    }
+
+    void rearm(std::size_t index) {
+        auto& s = sources[aux[index].source];
+        s.quiet_until.fill(kNever);
+        s.last_fast_scan_ns = kNever;
+        s.scan.reset();
+        s.lateral.reset();
+        s.slow.reset();
+        s.beacons.clear_and_release();
     }
 
     static int protocol_class(std::uint8_t protocol) {
@@ -784,6 +820,15 @@ struct Analyzer::Impl {
             return;
         }
         const auto host = key_host(key);
+        // Crossing a fast threshold (whether its rule is enabled, exempted or quiet) makes
+        // this a fast scan: the slow-scan rule is for what stays below them.
+        if (const auto* n = s.scan.hosts.find(host);
+            s.scan.hosts.size() >= config.host_sweep.min_hosts ||
+            (n != nullptr && *n >= config.vertical_scan.min_ports) ||
+            (s.scan.ports.size() >= config.box_scan.min_ports &&
+             s.scan.multi_port_hosts >= config.box_scan.min_hosts)) {
+            s.last_fast_scan_ns = t;
+        }
         if (config.host_sweep.enabled && s.scan.hosts.size() >= config.host_sweep.min_hosts &&
             may_fire(s, Rule::HostSweep, t, window)) {
             auto scan = collect(s.scan, std::nullopt);
@@ -841,6 +886,65 @@ struct Analyzer::Impl {
             samples(f, scan);
             accept(id, std::move(f));
         }
+        if (config.distinct_targets.enabled && config.distinct_targets.min_targets > 0 &&
+            s.scan.pairs.size() >= config.distinct_targets.min_targets &&
+            may_fire(s, Rule::DistinctTargets, t, window)) {
+            auto scan = collect(s.scan, std::nullopt);
+            auto f = make(Rule::DistinctTargets, config.distinct_targets.severity, scan.first_ns, t);
+            f.distinct_hosts = s.scan.hosts.size();
+            f.distinct_ports = s.scan.ports.size();
+            f.distinct_targets = s.scan.pairs.size();
+            f.score = static_cast<double>(f.distinct_targets) / config.distinct_targets.min_targets;
+            std::size_t distinct = 0;
+            const auto ports = ports_text(scan, distinct);
+            f.explanation = who(s) + " tried " + std::to_string(f.distinct_targets) +
+                            " targets on " + std::to_string(f.distinct_hosts) +
+                            (f.distinct_hosts == 1 ? " host (" : " hosts (") + ports + ") in " +
+                            format_duration(t - scan.first_ns);
+            samples(f, scan);
+            accept(id, std::move(f));
+        }
+    }
+
+    void slow_scan_detector(std::uint32_t id, std::uint64_t key, std::int64_t t) {
+        const auto& c = config.slow_scan;
+        if (!c.enabled) {
+            return;
+        }
+        auto& s = sources[id];
+        const std::int64_t window = seconds(c.window_seconds);
+        bool saturated = false;
+        if (!s.slow.add(key, t, window, config.scan.max_targets_per_source, saturated)) {
+            totals.saturated += saturated ? 1 : 0;
+            return;
+        }
+        const bool hosts = c.min_hosts > 0 && s.slow.hosts.size() >= c.min_hosts;
+        const bool ports = c.min_ports > 0 && s.slow.ports.size() >= c.min_ports;
+        if (!hosts && !ports) {
+            return;
+        }
+        // A fast scan of this source inside the long window was reported already.
+        if (s.last_fast_scan_ns != kNever && t - s.last_fast_scan_ns < window) {
+            return;
+        }
+        if (!may_fire(s, Rule::SlowScan, t, window)) {
+            return;
+        }
+        auto scan = collect(s.slow, std::nullopt);
+        auto f = make(Rule::SlowScan, lateral_weighted(s, c.severity, scan), scan.first_ns, t);
+        f.distinct_hosts = s.slow.hosts.size();
+        f.distinct_ports = s.slow.ports.size();
+        f.distinct_targets = s.slow.pairs.size();
+        f.score = std::max(c.min_hosts > 0 ? static_cast<double>(f.distinct_hosts) / c.min_hosts : 0.0,
+                           c.min_ports > 0 ? static_cast<double>(f.distinct_ports) / c.min_ports : 0.0);
+        std::size_t distinct = 0;
+        const auto port_list = ports_text(scan, distinct);
+        f.explanation = who(s) + " slowly tried " + std::to_string(f.distinct_hosts) +
+                        (f.distinct_hosts == 1 ? " host on " : " hosts on ") + port_list + " over " +
+                        format_duration(t - scan.first_ns) + " (" + std::to_string(f.distinct_targets) +
+                        " targets, below the fast scan thresholds)";
+        samples(f, scan);
+        accept(id, std::move(f));
     }
 
     void lateral_detector(std::uint32_t id, std::uint64_t key, std::int64_t t) {
@@ -1167,6 +1271,7 @@ struct Analyzer::Impl {
         // At least the fan-in window too: a target's source list reads its sources' state.
         return std::max(
             {seconds(config.scan.window_seconds), seconds(config.lateral.window_seconds),
+             config.slow_scan.enabled ? seconds(config.slow_scan.window_seconds) : 0,
              seconds(config.fan_in.window_seconds),
              config.beaconing.enabled ? seconds(config.beaconing.max_interval_seconds) : 0});
     }
@@ -1180,6 +1285,7 @@ struct Analyzer::Impl {
             if (now_ns - s.last_ns > idle) {
                 s.scan.reset();
                 s.lateral.reset();
+                s.slow.reset();
                 s.beacons.clear_and_release();
                 std::vector<std::uint32_t>().swap(s.segments);
                 s.active = false;
@@ -1252,19 +1358,23 @@ struct Analyzer::Impl {
         const std::uint16_t port = has_ports(o.protocol) ? o.dport.value_or(0) : 0;
         const auto key = target_key(host, o.protocol, port);
         scan_detectors(id, key, t);
+        slow_scan_detector(id, key, t);
         lateral_detector(id, key, t);
         forbidden_detector(id, o, host, key, t);
         beacon_detector(id, key, t);
         fan_in_detector(id, key, t);
-        if (auto& src = sources[id]; src.incident >= 0) {
-            auto& incident = incidents[static_cast<std::size_t>(src.incident)];
-            incident.events += o.count;
-            incident.last_ns = std::max(incident.last_ns, t);
-        }
+        last_incident = 0;
         if (auto* ti = target_incident.find(key)) {
             auto& incident = incidents[static_cast<std::size_t>(*ti)];
             incident.events += o.count;
             incident.last_ns = std::max(incident.last_ns, t);
+            last_incident = incident.id;
+        }
+        if (auto& src = sources[id]; src.incident >= 0) {
+            auto& incident = incidents[static_cast<std::size_t>(src.incident)];
+            incident.events += o.count;
+            incident.last_ns = std::max(incident.last_ns, t);
+            last_incident = incident.id;
         }
     }
 
@@ -1274,7 +1384,8 @@ struct Analyzer::Impl {
         bytes +=
             sources.capacity() * sizeof(SourceState) + destinations.capacity() * sizeof(DestInfo);
         for (const auto& s : sources) {
-            bytes += s.scan.memory_bytes() + s.lateral.memory_bytes() + s.beacons.memory_bytes() +
+            bytes += s.scan.memory_bytes() + s.lateral.memory_bytes() + s.slow.memory_bytes() +
+                     s.beacons.memory_bytes() +
                      s.segments.capacity() * sizeof(std::uint32_t);
         }
         bytes += target_index.memory_bytes() + targets.capacity() * sizeof(TargetState) +
@@ -1312,6 +1423,24 @@ bool Analyzer::resolve(std::uint64_t incident_id, std::int64_t at_ns) {
     }
     impl_->close(incident_id - 1, at_ns);
     return true;
+}
+
+void Analyzer::reconfigure(AnalyzerConfig config) {
+    impl_->config = std::move(config);
+    impl_->derive();
+}
+
+bool Analyzer::rearm(std::uint64_t incident_id) {
+    if (incident_id == 0 || incident_id > impl_->incidents.size() ||
+        impl_->incidents[incident_id - 1].about_target) {
+        return false;
+    }
+    impl_->rearm(incident_id - 1);
+    return true;
+}
+
+std::uint64_t Analyzer::last_incident() const {
+    return impl_->last_incident;
 }
 
 void Analyzer::add_exemption(Exemption exemption) {

@@ -79,6 +79,25 @@ struct BoxScanConfig {
     std::uint32_t min_hosts = 4; // ... spread over at least this many hosts
     Severity severity = Severity::High;
 };
+// Scans spread over minutes (nmap -T1, a patient worm): the same distinct-target counting
+// over a long window, with thresholds that a host-sweep's 60 s window never sees. Fires only
+// when no fast scan rule (sweep, vertical, box) fired for the source within this window, so
+// a fast scan is not reported twice.
+struct SlowScanConfig {
+    bool enabled = true;
+    std::uint32_t window_seconds = 1800;
+    std::uint32_t min_hosts = 16; // distinct destination hosts, any port
+    std::uint32_t min_ports = 16; // or distinct protocol/ports, any hosts
+    Severity severity = Severity::Medium;
+};
+// The policy's own rule (policy "response.incident"): a source with `min_targets` distinct
+// (host, protocol, port) targets within the scan window, whatever their shape. Off unless a
+// policy (or configuration) turns it on: the controller sets it from the active policy.
+struct DistinctTargetsConfig {
+    bool enabled = false;
+    std::uint32_t min_targets = 10;
+    Severity severity = Severity::High;
+};
 struct LateralService {
     std::string name;          // "SMB"
     std::uint8_t protocol = 6; // IP protocol number
@@ -147,6 +166,8 @@ struct AnalyzerConfig {
     HostSweepConfig host_sweep;
     VerticalScanConfig vertical_scan;
     BoxScanConfig box_scan;
+    SlowScanConfig slow_scan;
+    DistinctTargetsConfig distinct_targets;
     LateralMovementConfig lateral;
     ForbiddenZoneConfig forbidden;
     BeaconingConfig beaconing;
@@ -171,10 +192,13 @@ enum class Rule : std::uint8_t {
     VdiFileSharing,
     Beaconing,
     FanIn,
+    SlowScan,
+    DistinctTargets,
 };
-inline constexpr std::size_t rule_count = 9;
+inline constexpr std::size_t rule_count = 11;
 std::string_view detector_name(Rule rule); // "host-sweep", ..., "forbidden-zone", "fan-in"
 std::string_view rule_name(Rule rule);     // as detector_name, but "decoy", "user-to-admin", ...
+std::optional<Rule> rule_from_name(std::string_view name); // a rule name (not "forbidden-zone")
 
 struct Finding {
     Rule rule = Rule::HostSweep;
@@ -243,6 +267,16 @@ class Analyzer {
     // and a new incident of the same subject within repeat_offender_seconds escalates.
     bool resolve(std::uint64_t incident_id, std::int64_t at_ns);
     void add_exemption(Exemption exemption);
+    // Replaces thresholds, severities, services, segment lists and exemptions (a new policy
+    // or configuration); the sources' windows, incidents and counters are kept.
+    void reconfigure(AnalyzerConfig config);
+    // The source of this (source) incident starts afresh: windows and quiet periods are
+    // forgotten, the incident stays open. After a quarantine is released, what the source
+    // does next is judged on its own, not folded into the old storm.
+    bool rearm(std::uint64_t incident_id);
+    // The incident the last observe() counted its drop toward (0: none): the source's, or
+    // else the target's (fan-in).
+    std::uint64_t last_incident() const;
 
     const std::vector<Incident>& incidents() const;
     const Incident* incident(std::uint64_t id) const;

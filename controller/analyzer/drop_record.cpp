@@ -1,5 +1,7 @@
 #include "controller/analyzer/drop_record.hpp"
 
+#include "policies/policy_classes.hpp"
+
 #include "policies/net_address.hpp"
 
 #include <algorithm>
@@ -12,14 +14,25 @@ using nlohmann::json;
 
 // ------------------------------------------------------------------ inventory -----------
 
-InventoryIndex::InventoryIndex(const policy::Inventory& inventory) {
+InventoryIndex::InventoryIndex(const policy::Inventory& inventory, const policy::Policy* policy) {
     facts_.reserve(inventory.workloads.size());
     for (const auto& w : inventory.workloads) {
         WorkloadFacts facts;
         facts.id = w.id;
+        facts.enforcer = w.enforcer;
         facts.user = w.user;
+        facts.hostname = w.hostname;
+        facts.critical = w.critical;
         for (const auto& [key, value] : w.labels) {
             facts.segments.push_back(key + "=" + value);
+        }
+        facts.policy_segments_from = facts.segments.size();
+        if (policy != nullptr) {
+            for (const auto& segment : policy->segments) {
+                if (policy::selector_matches(segment.selector, w)) {
+                    facts.segments.push_back(segment.name);
+                }
+            }
         }
         const auto index = facts_.size();
         facts_.push_back(std::move(facts));
@@ -188,14 +201,22 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
         return std::unexpected("\"direction\" is not \"out\" or \"in\"");
     }
     r.enforcer = text_member(event, "enforcer");
-    const std::string workload = text_member(event, "workload");
+    std::string port = text_member(event, "physindev");
+    if (port.empty())
+        port = text_member(event, "indev");
+    attribute_drop(r, text_member(event, "workload"), direction == "in", src, dst, port,
+                   text_member(event, "src_mac"), inventory);
+    return r;
+}
+
+void attribute_drop(DropRecord& r, std::string_view workload, bool inbound, std::string_view src,
+                    std::string_view dst, std::string_view port, std::string_view mac,
+                    const InventoryView* inventory) {
     r.destination = dst;
-    if (direction == "in") {
-        // Toward our workload: the sender is only an address seen by this enforcer.
-        r.address = src;
-        r.port = text_member(event, "physindev");
-        if (r.port.empty())
-            r.port = text_member(event, "indev");
+    r.port = port;
+    r.address = src;
+    if (inbound) {
+        // Toward our workload: the sender is only an address seen by this enforcer...
         r.destination_workload = workload;
         if (inventory != nullptr && !workload.empty()) {
             if (const auto* facts = inventory->by_workload(r.enforcer, workload)) {
@@ -203,19 +224,26 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
             }
         }
         if (inventory != nullptr) {
-            if (const auto* facts = inventory->by_address(src, r.enforcer)) {
+            // ... unless exactly one managed workload of the whole inventory holds that
+            // address: then it is that workload (its own enforcer and id), and its inbound
+            // and outbound drops are one source. A colliding private address stays enforcer
+            // + port + address: two holders are never merged, nor one guessed.
+            if (const auto* only = inventory->by_address(src, "");
+                only != nullptr && !only->enforcer.empty()) {
+                r.enforcer = only->enforcer;
+                r.workload = only->id;
+                r.port.clear();
+                r.user = only->user;
+                r.source_segments = only->segments;
+            } else if (const auto* facts = inventory->by_address(src, r.enforcer)) {
                 r.user = facts->user;
                 r.source_segments = facts->segments;
             }
         }
-        return r;
+        return;
     }
     r.workload = workload;
-    r.address = src;
-    r.mac = text_member(event, "src_mac");
-    r.port = text_member(event, "physindev");
-    if (r.port.empty())
-        r.port = text_member(event, "indev");
+    r.mac = mac;
     if (inventory != nullptr) {
         if (!workload.empty()) {
             if (const auto* facts = inventory->by_workload(r.enforcer, workload)) {
@@ -228,7 +256,6 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
             r.destination_segments = facts->segments;
         }
     }
-    return r;
 }
 
 // ------------------------------------------------------------------ configuration -------
@@ -405,6 +432,18 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.strings("decoy_addresses", c.forbidden.decoy_addresses);
         f.ports("file_sharing_ports", c.forbidden.file_sharing_ports);
     });
+    section("slow_scan", [&](Fields& f) {
+        f.boolean("enabled", c.slow_scan.enabled);
+        f.integer("window_seconds", c.slow_scan.window_seconds);
+        f.integer("min_hosts", c.slow_scan.min_hosts);
+        f.integer("min_ports", c.slow_scan.min_ports);
+        f.severity("severity", c.slow_scan.severity);
+    });
+    section("distinct_targets", [&](Fields& f) {
+        f.boolean("enabled", c.distinct_targets.enabled);
+        f.integer("min_targets", c.distinct_targets.min_targets);
+        f.severity("severity", c.distinct_targets.severity);
+    });
     section("beaconing", [&](Fields& f) {
         f.boolean("enabled", c.beaconing.enabled);
         f.integer("min_intervals", c.beaconing.min_intervals);
@@ -463,13 +502,21 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
     }
     top.finish();
     if (c.scan.window_seconds == 0 || c.lateral.window_seconds == 0 ||
-        c.fan_in.window_seconds == 0) {
+        c.fan_in.window_seconds == 0 || c.slow_scan.window_seconds == 0) {
         error = error.empty() ? "window_seconds must be positive" : error;
     }
     if (!error.empty()) {
         return std::unexpected(error);
     }
     return c;
+}
+
+void apply_response_policy(AnalyzerConfig& config, const policy::ResponsePolicy& response) {
+    config.distinct_targets.enabled = true;
+    config.distinct_targets.min_targets = response.incident.distinct_targets;
+    config.distinct_targets.severity = response.incident.severity;
+    config.scan.window_seconds = response.incident.window_seconds;
+    config.forbidden.decoy_severity = response.decoy_severity;
 }
 
 // ------------------------------------------------------------------ output --------------

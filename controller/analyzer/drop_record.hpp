@@ -10,6 +10,7 @@
 #include <expected>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -20,8 +21,15 @@ namespace bulkhead::analyzer {
 // What the inventory knows of one workload.
 struct WorkloadFacts {
     std::string id;
+    std::string enforcer;
     std::string user;
-    std::vector<std::string> segments; // "key=value" per label (see README.md)
+    std::string hostname;
+    bool critical = false;               // never quarantined automatically
+    std::vector<std::string> segments;   // "key=value" per label, then policy segment names
+    std::size_t policy_segments_from = 0; // index of the first policy segment name
+    std::span<const std::string> policy_segments() const {
+        return std::span<const std::string>(segments).subspan(policy_segments_from);
+    }
 };
 
 // The lookup the caller supplies (the controller over its inventory, the replay tool over
@@ -37,10 +45,12 @@ class InventoryView {
                                             std::string_view near_enforcer) const = 0;
 };
 
-// InventoryView over policy::Inventory; a workload's segments are its labels as "key=value".
+// InventoryView over policy::Inventory; a workload's segments are its labels as "key=value",
+// then, given a policy, the names of the policy segments it is a member of.
 class InventoryIndex final : public InventoryView {
   public:
-    explicit InventoryIndex(const policy::Inventory& inventory);
+    explicit InventoryIndex(const policy::Inventory& inventory,
+                            const policy::Policy* policy = nullptr);
     const WorkloadFacts* by_workload(std::string_view enforcer,
                                      std::string_view workload) const override;
     const WorkloadFacts* by_address(std::string_view address,
@@ -77,9 +87,21 @@ struct DropRecord {
 std::expected<std::optional<DropRecord>, std::string>
 drop_record_from_json(const nlohmann::json& event, const InventoryView* inventory);
 
+// Attribution shared by drop_record_from_json and the controller's ingest: `r` holds time,
+// enforcer, protocol, port, reason and count; this fills source identity, user, segments and
+// destination. Outbound (`inbound` false): the source is the enforcer's `workload` seen on
+// `port` with `mac`. Inbound: the sender is not ours: enforcer + port + address.
+void attribute_drop(DropRecord& r, std::string_view workload, bool inbound, std::string_view src,
+                    std::string_view dst, std::string_view port, std::string_view mac,
+                    const InventoryView* inventory);
+
 // Configuration as JSON: every member optional, defaults as in analyzer.hpp; unknown
 // members are errors (a typo must not silently keep a default).
 std::expected<AnalyzerConfig, std::string> config_from_json(const nlohmann::json& document);
+
+// The active policy's part in detection: "response.incident" is the distinct-targets rule
+// (and sets the scan window), "response.decoy_severity" the decoy rule's severity.
+void apply_response_policy(AnalyzerConfig& config, const policy::ResponsePolicy& response);
 
 nlohmann::json to_json(const Finding& finding);
 nlohmann::json to_json(const Incident& incident);

@@ -1,6 +1,7 @@
 // bulkheadctl analyze replay: the analyzer offline over a file of recorded drop events.
 #include "controller/analyzer/analyzer.hpp"
 #include "controller/analyzer/drop_record.hpp"
+#include "controller/analyzer/response_planner.hpp"
 #include "controller/ctl/ctl_commands.hpp"
 #include "policies/policy_reader.hpp"
 
@@ -11,7 +12,9 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -47,6 +50,17 @@ std::string utc(std::int64_t unix_ns) {
     return text;
 }
 
+struct ReplayAction {
+    std::int64_t at_ns = 0;
+    analyzer::ResponseAction action = analyzer::ResponseAction::None;
+    std::string reason;
+    std::string rule;
+    analyzer::Severity severity = analyzer::Severity::Low;
+};
+struct ActionTotals {
+    std::uint64_t quarantines = 0, dry_runs = 0, pages = 0, rate_limited = 0;
+};
+
 std::string mib(std::size_t bytes) {
     char text[64];
     std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
@@ -78,6 +92,11 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         config = std::move(*parsed);
     }
     std::unique_ptr<analyzer::InventoryIndex> inventory;
+    std::optional<policy::Policy> response_policy;
+    if (options.policy_file && !options.inventory_file) {
+        err << "bulkheadctl: --policy needs --inventory (segment membership comes from it)\n";
+        return exit_usage;
+    }
     if (options.inventory_file) {
         auto text = slurp(*options.inventory_file, err);
         if (!text) {
@@ -90,7 +109,31 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             }
             return exit_invalid;
         }
-        inventory = std::make_unique<analyzer::InventoryIndex>(*parsed);
+        if (options.policy_file) {
+            auto policy_text = slurp(*options.policy_file, err);
+            if (!policy_text) {
+                return exit_usage;
+            }
+            auto read = policy::parse_policy(*policy_text, *options.policy_file);
+            if (!read) {
+                for (const auto& d : read.error()) {
+                    err << policy::format_diagnostic(d) << "\n";
+                }
+                return exit_invalid;
+            }
+            if (auto problems = policy::cross_check(*read, *parsed, *options.policy_file);
+                !problems.empty()) {
+                for (const auto& d : problems) {
+                    err << policy::format_diagnostic(d) << "\n";
+                }
+                return exit_invalid;
+            }
+            response_policy = std::move(*read);
+            // The policy's own incident rule and decoy severity join the configuration.
+            analyzer::apply_response_policy(config, response_policy->response);
+        }
+        inventory = std::make_unique<analyzer::InventoryIndex>(
+            *parsed, response_policy ? &*response_policy : nullptr);
     }
     std::ifstream in(options.events_file, std::ios::binary);
     if (!in) {
@@ -100,6 +143,61 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
     }
 
     analyzer::Analyzer engine(std::move(config));
+    // With a policy: what the controller would have done about each finding, in event time.
+    analyzer::ResponsePlanner planner(response_policy ? response_policy->response
+                                                      : policy::ResponsePolicy{});
+    std::map<std::uint64_t, std::vector<ReplayAction>> actions; // by incident id
+    std::set<std::string> quarantined;                          // enforcer/workload
+    ActionTotals action_totals;
+    auto respond = [&](std::span<const analyzer::Finding> findings) {
+        for (const auto& finding : findings) {
+            const auto* incident = engine.incident(finding.incident_id);
+            if (incident == nullptr) {
+                continue;
+            }
+            const auto* facts = incident->workload.empty()
+                                    ? nullptr
+                                    : inventory->by_workload(incident->enforcer, incident->workload);
+            const std::string key = incident->enforcer + "/" + incident->workload;
+            analyzer::ResponseSubject subject;
+            subject.managed = facts != nullptr;
+            subject.critical = facts != nullptr && facts->critical;
+            subject.already_quarantined = quarantined.contains(key);
+            if (facts != nullptr) {
+                subject.segments = facts->policy_segments();
+            }
+            auto decision = planner.decide(*incident, finding, subject, finding.last_ns);
+            if (decision.action == analyzer::ResponseAction::None) {
+                continue;
+            }
+            auto& list = actions[incident->id];
+            // One record per kind of action and incident: a storm of findings would
+            // otherwise repeat the same dry-run or page.
+            if (std::any_of(list.begin(), list.end(),
+                            [&](const ReplayAction& a) { return a.action == decision.action; })) {
+                continue;
+            }
+            list.push_back({finding.last_ns, decision.action, decision.reason, finding.rule_text,
+                            incident->severity});
+            switch (decision.action) {
+            case analyzer::ResponseAction::Quarantine:
+                quarantined.insert(key);
+                ++action_totals.quarantines;
+                break;
+            case analyzer::ResponseAction::DryRun:
+                ++action_totals.dry_runs;
+                break;
+            case analyzer::ResponseAction::Page:
+                ++action_totals.pages;
+                break;
+            case analyzer::ResponseAction::RateLimited:
+                ++action_totals.rate_limited;
+                break;
+            case analyzer::ResponseAction::None:
+                break;
+            }
+        }
+    };
     std::uint64_t lines = 0, drops = 0, skipped = 0;
     std::size_t peak_bytes = 0;
     std::string line;
@@ -115,7 +213,10 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             return true;
         }
         ++drops;
-        engine.observe((*record)->view());
+        auto findings = engine.observe((*record)->view());
+        if (response_policy && !findings.empty()) {
+            respond(findings);
+        }
         if ((drops & 0xFFFF) == 0) {
             peak_bytes = std::max(peak_bytes, engine.memory_bytes());
         }
@@ -165,9 +266,30 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
     if (options.json) {
         json incidents = json::array();
         for (const auto& incident : engine.incidents()) {
-            incidents.push_back(analyzer::to_json(incident));
+            json j = analyzer::to_json(incident);
+            if (response_policy) {
+                json list = json::array();
+                bool was_quarantined = false;
+                for (const auto& a : actions[incident.id]) {
+                    list.push_back(json{{"at_ns", a.at_ns},
+                                        {"action", std::string(analyzer::to_string(a.action))},
+                                        {"reason", a.reason},
+                                        {"rule", a.rule},
+                                        {"severity", std::string(policy::to_string(a.severity))}});
+                    was_quarantined |= a.action == analyzer::ResponseAction::Quarantine;
+                }
+                j["actions"] = std::move(list);
+                j["quarantined"] = was_quarantined;
+            }
+            incidents.push_back(std::move(j));
         }
         json summary = analyzer::to_json(totals);
+        if (response_policy) {
+            summary["quarantines"] = action_totals.quarantines;
+            summary["dry_runs"] = action_totals.dry_runs;
+            summary["pages"] = action_totals.pages;
+            summary["rate_limited"] = action_totals.rate_limited;
+        }
         summary["lines"] = lines;
         summary["drops"] = drops;
         summary["skipped"] = skipped;
@@ -202,12 +324,21 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         if (incident.timeline_dropped != 0) {
             out << "  ... " << incident.timeline_dropped << " more findings\n";
         }
+        for (const auto& a : actions[incident.id]) {
+            out << "  " << utc(a.at_ns) << "  -> " << analyzer::to_string(a.action) << ": "
+                << a.reason << "\n";
+        }
     }
     out << "totals: " << lines << " lines, " << drops << " drops analysed, " << skipped
         << " other events skipped; " << totals.sources << " sources; " << totals.findings
         << " findings (" << totals.suppressed << " suppressed, " << totals.exempted
         << " exempted); " << totals.incidents << " incidents; state " << mib(peak_bytes)
         << " at most\n";
+    if (response_policy) {
+        out << "response: " << action_totals.quarantines << " quarantines, "
+            << action_totals.dry_runs << " dry-runs, " << action_totals.pages << " pages, "
+            << action_totals.rate_limited << " rate-limited\n";
+    }
     return exit_ok;
 }
 

@@ -55,6 +55,7 @@ struct ReplayOptions {
     std::string events_file;
     std::optional<std::string> config_file;     // analyzer configuration JSON
     std::optional<std::string> inventory_file;  // users and segments (labels) of workloads
+    std::optional<std::string> policy_file;     // response policy and segment names
     bool json = false;
 };
 int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream& err);

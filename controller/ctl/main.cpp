@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
     auto* replay_config_opt = replay_cmd->add_option("--config", replay_config, "Analyzer configuration JSON");
     auto* replay_inventory_opt =
         replay_cmd->add_option("--inventory", replay_inventory, "Inventory JSON (users, labels as segments)");
+    std::string replay_policy;
+    auto* replay_policy_opt = replay_cmd->add_option(
+        "--policy", replay_policy,
+        "Policy JSON (needs --inventory): its response section decides automatic quarantine, its segments join the "
+        "workloads' segments");
     replay_cmd->add_flag("--json", replay.json, "Print incidents and totals as JSON");
 
     try {
@@ -118,6 +123,9 @@ int main(int argc, char** argv) {
         }
         if (*replay_inventory_opt) {
             replay.inventory_file = replay_inventory;
+        }
+        if (*replay_policy_opt) {
+            replay.policy_file = replay_policy;
         }
         return bulkhead::ctl::analyze_replay(replay, std::cout, std::cerr);
     }

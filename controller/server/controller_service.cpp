@@ -1,5 +1,7 @@
 #include "controller/server/controller_service.hpp"
 
+#include "controller/analyzer/drop_record.hpp"
+#include "controller/analyzer/response_planner.hpp"
 #include "controller/server/event_batch.hpp"
 
 #include "policies/diagnostics.hpp"
@@ -14,6 +16,8 @@
 #include <array>
 #include <cstdio>
 #include <iostream>
+#include <limits>
+#include <unordered_map>
 
 namespace bulkhead::controller {
 
@@ -245,7 +249,11 @@ struct ControllerService::Compiled {
 };
 
 ControllerService::ControllerService(std::shared_ptr<Store> store, ServiceOptions options, Clock clock)
-    : store_(std::move(store)), options_(std::move(options)), clock_(std::move(clock)) {}
+    : store_(std::move(store)), options_(std::move(options)), clock_(std::move(clock)) {
+    webhooks_ = std::make_unique<WebhookNotifier>(options_.webhooks, clock_, [](const std::string& line) {
+        std::cerr << "bulkhead-controller: " << line << "\n";
+    });
+}
 
 ControllerService::~ControllerService() { shutdown(); }
 
@@ -376,9 +384,7 @@ std::expected<void, std::string> ControllerService::start() {
                                                                 ? std::string()
                                                                 : ": " + compiled.error().details.dump()));
     }
-    if (*revision) {
-        detector_.set_response((*compiled)->policy->response);
-    }
+    apply_policy_to_analysis(*compiled);
     std::lock_guard lock(mutex_);
     compiled_ = *compiled;
     if (auto rc = recompile_locked(true, {}); !rc) {
@@ -402,6 +408,7 @@ void ControllerService::shutdown() {
     }
     changed_.notify_all();
     bus_.close_all();
+    webhooks_->stop();
 }
 
 // ------------------------------------------------------------------ auth ------------------
@@ -741,7 +748,7 @@ ApiResult ControllerService::activate_policy(const Caller& caller, std::int64_t 
         return std::unexpected(from_store(tx.error()));
     }
     compiled_ = *compiled;
-    detector_.set_response(compiled_->policy->response);
+    apply_policy_to_analysis(compiled_);
     if (auto rc = recompile_locked(true, {}); !rc) {
         return std::unexpected(rc.error());
     }
@@ -797,6 +804,7 @@ std::expected<void, ApiError> ControllerService::reload_inventory_locked() {
         return std::unexpected(compiled.error());
     }
     compiled_ = *compiled;
+    apply_policy_to_analysis(compiled_);
     return recompile_locked(true, {});
 }
 
@@ -1500,95 +1508,7 @@ ApiResult ControllerService::ingest_events(const Caller& caller, const std::stri
                 bus_.publish("drops", live);
             }
         }
-        // Counters of open incidents move once per source per batch, not once per event:
-        // ingest must keep up with scans (100,000 events/s).
-        struct SourceTally {
-            std::uint64_t events = 0;
-            std::vector<std::int64_t> event_ids;
-        };
-        std::map<std::string, SourceTally> tallies;
-        std::map<std::string, std::string> owner_cache;
-        for (const auto& e : fresh) {
-            if (!is_blocked_type(e.type)) {
-                continue;
-            }
-            DropFact fact;
-            fact.time_ns = e.time_ns;
-            fact.destination = e.dst;
-            fact.protocol = e.protocol;
-            fact.port = e.dport;
-            fact.reason = e.reason;
-            fact.count = e.count;
-            if (e.direction == "out") {
-                fact.source_workload = e.workload;
-            } else {
-                auto cached = owner_cache.find(e.src);
-                if (cached == owner_cache.end()) {
-                    std::string owner;
-                    if (auto owners = store_->workloads_with_address(e.src); owners && owners->size() == 1) {
-                        owner = owners->front().id;
-                    }
-                    cached = owner_cache.emplace(e.src, owner).first;
-                }
-                fact.source_workload = cached->second;
-            }
-            if (fact.source_workload.empty()) {
-                continue;
-            }
-            auto& tally = tallies[fact.source_workload];
-            tally.events += e.count;
-            tally.event_ids.push_back(e.id);
-            if (e.reason == "quarantine") {
-                continue;  // already contained: counted on its incident, detects nothing new
-            }
-            std::optional<Detection> detection;
-            {
-                std::lock_guard lock(mutex_);
-                detection = detector_.observe(fact);
-            }
-            if (detection) {
-                // The tally so far joins the incident the detection opens or escalates.
-                handle_detection(*detection, tally.event_ids);
-                tally = SourceTally{};
-            }
-        }
-        // One transaction for every open incident the batch touches: one commit, and the
-        // read-modify-write of each counter cannot interleave with another batch's.
-        auto counted = store_->in_transaction([&]() -> StoreResult<void> {
-            for (auto& [source, tally] : tallies) {
-                if (tally.event_ids.empty()) {
-                    continue;
-                }
-                auto open = store_->unresolved_incident_of(source);
-                if (!open) {
-                    return std::unexpected(open.error());
-                }
-                if (!*open) {
-                    continue;
-                }
-                Incident incident = **open;
-                // The timeline keeps an incident's first events (about kTimelineEvents); its
-                // counters keep growing with every event of the storm.
-                const bool timeline_full = incident.event_count >= kTimelineEvents;
-                incident.event_count += tally.events;
-                incident.updated_at = now;
-                if (auto updated = store_->update_incident(incident); !updated) {
-                    return std::unexpected(updated.error());
-                }
-                if (!timeline_full) {
-                    if (auto linked = store_->link_incident_events(incident.id, tally.event_ids); !linked) {
-                        return linked;
-                    }
-                }
-            }
-            return {};
-        });
-        if (!counted) {
-            // The events are stored (the upload is answered as accepted, so the enforcer
-            // does not resend them); only the incident counters lag.
-            std::cerr << "bulkhead-controller: events of " << id << " stored, incident counters not updated: "
-                      << counted.error().message << "\n";
-        }
+        analyse(fresh, now);
     }
     return json{{"accepted", inserted->accepted},
                 {"duplicates", inserted->duplicates},
@@ -1619,119 +1539,756 @@ void append_finding(json& details, json finding) {
 
 }  // namespace
 
-void ControllerService::handle_detection(const Detection& detection, const std::vector<std::int64_t>& event_ids) {
+// ----------------------------------------------------------- analysis ---------------------
+//
+// Every newly stored drop goes through the analyzer engine (controller/analyzer) in arrival
+// order; each finding it returns is stored on the source's incident (one per source
+// identity), published on the dashboard stream and to the SOAR webhook, and judged by the
+// ResponsePlanner (policy "response": quarantine, dry-run, page, rate-limited).
+
+struct ControllerService::Analysis {
+    explicit Analysis(const analyzer::AnalyzerConfig& config) : engine(config) {}
+    analyzer::Analyzer engine;
+    analyzer::ResponsePlanner planner;
+    std::shared_ptr<const analyzer::InventoryIndex> inventory;
+    // Analyzer incident id <-> stored incident id, and what the stored incident counted
+    // before the analyzer's incident joined it (a controller restart, an incident the SOC
+    // left open while the analyzer auto-resolved its own).
+    std::unordered_map<std::uint64_t, std::int64_t> stored_of;
+    std::unordered_map<std::int64_t, std::uint64_t> analyzer_of;
+    std::unordered_map<std::uint64_t, std::int64_t> base_events;
+};
+
+struct ControllerService::PendingFinding {
+    analyzer::Finding finding;
+    analyzer::Incident incident;  // after the finding; timeline left out
+    std::string key;              // the stored incident's source: workload, or a subject
+    json attribution;
+    std::vector<std::string> policy_segments;
+    bool managed = false;
+    bool critical = false;
+};
+
+namespace {
+
+// The store keys incidents by a source text: the workload id for attributed sources (what
+// quarantine, the API's ?workload= and the dashboard link by), else the analyzer's subject.
+std::string incident_key(const analyzer::Incident& incident) {
+    if (incident.about_target) {
+        return "target:" + incident.subject;
+    }
+    return incident.workload.empty() ? incident.subject : incident.workload;
+}
+
+std::uint8_t protocol_number(std::string_view name) {
+    static const std::pair<std::string_view, std::uint8_t> names[] = {
+        {"tcp", 6}, {"udp", 17}, {"icmp", 1}, {"icmpv6", 58}, {"ipv6-icmp", 58}, {"sctp", 132},
+        {"dccp", 33}, {"udplite", 136}, {"gre", 47}, {"esp", 50}, {"ah", 51}};
+    for (const auto& [n, number] : names) {
+        if (n == name) {
+            return number;
+        }
+    }
+    return 0;
+}
+
+json finding_json(const analyzer::Finding& f, TimeMs now) {
+    json j = analyzer::to_json(f);
+    j["kind"] = f.rule_text;  // the rule, as issue 4's incidents named it
+    j["targets"] = f.sample_targets;
+    j["at"] = format_time_ms(now);
+    j.erase("incident");
+    return j;
+}
+
+json detector_counts(const analyzer::Incident& incident) {
+    json counts = json::object();
+    for (std::size_t r = 0; r < analyzer::rule_count; ++r) {
+        if (incident.findings[r] != 0) {
+            counts[std::string(analyzer::rule_name(static_cast<analyzer::Rule>(r)))] = incident.findings[r];
+        }
+    }
+    return counts;
+}
+
+}  // namespace
+
+void ControllerService::apply_policy_to_analysis(const std::shared_ptr<const Compiled>& compiled) {
+    analyzer::AnalyzerConfig config = options_.analyzer;
+    policy::ResponsePolicy response;
+    if (compiled && compiled->policy) {
+        response = compiled->policy->response;
+        analyzer::apply_response_policy(config, response);
+    }
+    auto index = std::make_shared<const analyzer::InventoryIndex>(
+        compiled ? compiled->inventory : policy::Inventory{},
+        compiled && compiled->policy ? &*compiled->policy : nullptr);
+    std::lock_guard lock(analysis_mutex_);
+    if (!analysis_) {
+        analysis_ = std::make_unique<Analysis>(config);
+    } else {
+        analysis_->engine.reconfigure(config);
+    }
+    analysis_->planner.set_policy(response);
+    analysis_->inventory = std::move(index);
+}
+
+void ControllerService::rearm_analysis(std::int64_t stored_incident_id) {
+    std::lock_guard lock(analysis_mutex_);
+    if (!analysis_) {
+        return;
+    }
+    if (auto it = analysis_->analyzer_of.find(stored_incident_id); it != analysis_->analyzer_of.end()) {
+        analysis_->engine.rearm(it->second);
+    }
+}
+
+void ControllerService::analyse(const std::vector<StoredEvent>& fresh, TimeMs now) {
+    std::vector<PendingFinding> pending;
+    std::map<std::uint64_t, std::vector<std::int64_t>> counted;   // analyzer incident -> event ids
+    std::map<std::string, std::pair<std::uint64_t, std::vector<std::int64_t>>> contained;  // workload
+    // VPN sessions of this batch's unattributed senders (one lookup per address).
+    std::map<std::string, std::optional<VpnSession>> sessions;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        if (!analysis_) {
+            return;
+        }
+        auto& engine = analysis_->engine;
+        const auto* inventory = analysis_->inventory.get();
+        analyzer::DropRecord r;
+        for (const auto& e : fresh) {
+            if (!is_blocked_type(e.type)) {
+                continue;
+            }
+            if (e.reason == "quarantine") {
+                // Already contained: counted on its incident, it detects nothing new.
+                if (!e.workload.empty() && e.direction != "in") {
+                    auto& tally = contained[e.workload];
+                    tally.first += e.count;
+                    tally.second.push_back(e.id);
+                }
+                continue;
+            }
+            auto reason = analyzer::drop_reason_from_string(e.reason);
+            if (!reason) {
+                continue;
+            }
+            r = analyzer::DropRecord{};
+            r.time_ns = e.time_ns;
+            r.enforcer = e.enforcer;
+            r.protocol = protocol_number(e.protocol);
+            r.dport = e.dport;
+            r.reason = *reason;
+            r.count = e.count;
+            analyzer::attribute_drop(r, e.workload, e.direction == "in", e.src, e.dst, e.port, e.mac, inventory);
+            json vpn;
+            if (r.workload.empty()) {
+                // A remote user: the VPN session that held the pool address at that time.
+                auto found = sessions.find(r.address);
+                const TimeMs at = e.time_ns / 1'000'000;
+                if (found == sessions.end() || (found->second && (found->second->start > at ||
+                                                                  (found->second->end && *found->second->end <= at)))) {
+                    auto session = store_->vpn_session_for(r.address, at);
+                    found = sessions.insert_or_assign(r.address, session ? *session : std::nullopt).first;
+                }
+                if (found->second) {
+                    const auto& session = *found->second;
+                    // One source per session: the same pool address held by two users over
+                    // the day is two sources, each named.
+                    r.workload = "vpn:" + session.user + "#" + std::to_string(session.id);
+                    r.user = session.user;
+                    vpn = json{{"id", session.id},
+                               {"user", session.user},
+                               {"pool_address", session.pool_address},
+                               {"real_address", session.real_address},
+                               {"start", format_time_ms(session.start)},
+                               {"end", optional_time(session.end)}};
+                }
+            }
+            auto findings = engine.observe(r.view());
+            for (const auto& f : findings) {
+                const auto* incident = engine.incident(f.incident_id);
+                if (incident == nullptr) {
+                    continue;
+                }
+                PendingFinding p;
+                p.finding = f;
+                p.incident = *incident;
+                p.incident.timeline.clear();
+                p.key = incident_key(*incident);
+                if (!incident->about_target) {
+                    const analyzer::WorkloadFacts* facts =
+                        incident->workload.empty() || inventory == nullptr
+                            ? nullptr
+                            : inventory->by_workload(incident->enforcer, incident->workload);
+                    p.managed = facts != nullptr && !facts->enforcer.empty();
+                    p.critical = facts != nullptr && facts->critical;
+                    json attribution{{"enforcer", incident->enforcer}, {"port", incident->port},
+                                     {"mac", incident->mac},           {"address", incident->address},
+                                     {"user", incident->user},         {"workload", incident->workload}};
+                    if (facts != nullptr) {
+                        p.policy_segments.assign(facts->policy_segments().begin(), facts->policy_segments().end());
+                        attribution["hostname"] = facts->hostname;
+                        attribution["hypervisor"] = facts->enforcer;
+                        attribution["segments"] = p.policy_segments;
+                        attribution["labels"] = std::vector<std::string>(
+                            facts->segments.begin(),
+                            facts->segments.begin() + static_cast<std::ptrdiff_t>(facts->policy_segments_from));
+                        attribution["critical"] = facts->critical;
+                    }
+                    if (!vpn.is_null() && incident->workload.rfind("vpn:", 0) == 0) {
+                        attribution["vpn_session"] = vpn;
+                    }
+                    p.attribution = std::move(attribution);
+                }
+                pending.push_back(std::move(p));
+            }
+            if (const auto joined = engine.last_incident(); joined != 0) {
+                counted[joined].push_back(e.id);
+            }
+        }
+    }
+    for (auto& p : pending) {
+        handle_finding(p);
+    }
+    // Counters and event links of every stored incident the batch touched, in one
+    // transaction: one commit, and no lost update between concurrent batches.
+    std::lock_guard incidents_lock(incident_mutex_);
+    struct Touched {
+        std::int64_t stored_id;
+        std::uint64_t events;  // the stored count, absolute
+        const std::vector<std::int64_t>* ids;
+    };
+    std::vector<Touched> touched;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        for (const auto& [analyzer_id, ids] : counted) {
+            auto stored = analysis_->stored_of.find(analyzer_id);
+            const auto* incident = analysis_->engine.incident(analyzer_id);
+            if (stored == analysis_->stored_of.end() || incident == nullptr) {
+                continue;
+            }
+            touched.push_back({stored->second, analysis_->base_events[analyzer_id] + incident->events, &ids});
+        }
+    }
+    if (touched.empty() && contained.empty()) {
+        return;
+    }
+    auto done = store_->in_transaction([&]() -> StoreResult<void> {
+        auto update = [&](Incident incident, std::uint64_t events, const std::vector<std::int64_t>& ids) -> StoreResult<void> {
+            // The timeline keeps an incident's first events (about kTimelineEvents); its
+            // counters keep growing with every event of the storm.
+            const bool timeline_full = incident.event_count >= kTimelineEvents;
+            incident.event_count = std::max(incident.event_count, events);
+            incident.updated_at = now;
+            if (auto updated = store_->update_incident(incident); !updated) {
+                return std::unexpected(updated.error());
+            }
+            if (!timeline_full) {
+                return store_->link_incident_events(incident.id, ids);
+            }
+            return {};
+        };
+        for (const auto& t : touched) {
+            auto incident = store_->get_incident(t.stored_id);
+            if (!incident) {
+                return std::unexpected(incident.error());
+            }
+            if (incident->state == IncidentState::Resolved) {
+                continue;
+            }
+            if (auto ok = update(*incident, t.events, *t.ids); !ok) {
+                return ok;
+            }
+        }
+        for (const auto& [workload, tally] : contained) {
+            auto open = store_->unresolved_incident_of(workload);
+            if (!open) {
+                return std::unexpected(open.error());
+            }
+            if (!*open) {
+                continue;
+            }
+            if (auto ok = update(**open, (*open)->event_count + tally.first, tally.second); !ok) {
+                return ok;
+            }
+        }
+        return {};
+    });
+    if (!done) {
+        // The events are stored (the upload is answered as accepted, so the enforcer does
+        // not resend them); only the incident counters lag.
+        std::cerr << "bulkhead-controller: incident counters not updated: " << done.error().message << "\n";
+    }
+}
+
+void ControllerService::handle_finding(PendingFinding& p) {
+    std::lock_guard incidents_lock(incident_mutex_);
     const TimeMs now = clock_();
-    const std::string user = user_of(detection.source_workload);
-    const std::string explanation = explain(detection, user);
-    const std::string severity(policy::to_string(detection.severity));
-    json finding{{"kind", detection.kind},
-                 {"severity", severity},
-                 {"distinct_targets", detection.distinct_targets},
-                 {"distinct_hosts", detection.distinct_hosts},
-                 {"distinct_ports", detection.distinct_ports},
-                 {"first_ns", detection.first_ns},
-                 {"last_ns", detection.last_ns},
-                 {"targets", detection.sample_targets},
-                 {"explanation", explanation},
-                 {"at", format_time_ms(now)}};
+    const auto& f = p.finding;
+    const auto& ai = p.incident;
+    const std::string severity(policy::to_string(ai.severity));
+    std::int64_t stored_id = 0;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        if (auto it = analysis_->stored_of.find(ai.id); it != analysis_->stored_of.end()) {
+            stored_id = it->second;
+        }
+    }
     Incident incident;
     bool created = false;
-    if (auto open = store_->unresolved_incident_of(detection.source_workload); open && *open) {
+    bool escalated = false;
+    std::uint64_t base = 0;
+    if (stored_id != 0) {
+        auto existing = store_->get_incident(stored_id);
+        if (!existing) {
+            std::cerr << "bulkhead-controller: incident " << stored_id << ": " << existing.error().message << "\n";
+            return;
+        }
+        incident = *existing;
+    } else if (auto open = store_->unresolved_incident_of(p.key); open && *open) {
+        // The source already has an open incident (opened before a restart, or left open by
+        // the SOC while the analyzer closed its own): the finding joins it.
         incident = **open;
-        if (severity_rank(severity) > severity_rank(incident.severity)) {
+        base = incident.event_count;
+        stored_id = incident.id;
+    }
+    json finding = finding_json(f, now);
+    if (stored_id != 0) {
+        escalated = severity_rank(severity) > severity_rank(incident.severity);
+        if (escalated) {
             incident.severity = severity;
-            incident.title = detection.kind + " by " + detection.source_workload;
-            incident.explanation = explanation;
+            incident.title = f.rule_text + " by " + ai.subject;
+            incident.explanation = f.explanation;
         }
         incident.updated_at = now;
-        incident.event_count += event_ids.size();
         append_finding(incident.details, finding);
-        auto updated = store_->update_incident(incident);
-        if (updated) {
-            incident = *updated;
-        }
     } else {
-        incident.source_workload = detection.source_workload;
+        incident.source_workload = p.key;
         incident.state = IncidentState::Open;
         incident.severity = severity;
-        incident.title = detection.kind + " by " + detection.source_workload;
-        incident.explanation = explanation;
+        incident.title = f.rule_text + " by " + ai.subject;
+        incident.explanation = f.explanation;
         incident.opened_at = now;
         incident.updated_at = now;
-        incident.event_count = event_ids.size();
-        incident.details = json{{"user", user}, {"findings", json::array({finding})}};
+        incident.event_count = ai.events;
+        incident.details = json{{"user", ai.user}, {"findings", json::array({finding})}};
+        created = true;
+    }
+    incident.details["subject"] = ai.subject;
+    incident.details["subject_kind"] = ai.about_target ? "target" : "source";
+    incident.details["detectors"] = detector_counts(ai);
+    incident.details["repeat_offender"] = ai.repeat_offender;
+    incident.details["analyzer_severity"] = severity;
+    if (!p.attribution.is_null()) {
+        incident.details["attribution"] = p.attribution;
+        if (!ai.user.empty()) {
+            incident.details["user"] = ai.user;
+        }
+    }
+    // The timeline holds every blocked attempt of the finding's window, also those that
+    // arrived in earlier batches, before the incident existed.
+    std::vector<std::int64_t> linked;
+    if (created) {
         auto added = store_->add_incident(incident);
         if (!added) {
-            std::cerr << "bulkhead-controller: cannot store incident: " << added.error().message << "\n";
+            std::cerr << "bulkhead-controller: cannot store incident of " << p.key << ": " << added.error().message << "\n";
             return;
         }
         incident = *added;
-        created = true;
-    }
-    // The incident's timeline holds every blocked attempt of the detection window, also
-    // those that arrived in earlier batches, before the incident existed.
-    std::vector<std::int64_t> linked = event_ids;
-    if (created) {
-        EventQuery window;
-        window.workload = detection.source_workload;
-        window.from_ns = detection.first_ns;
-        window.to_ns = detection.last_ns + 1;
-        window.newest_first = false;
-        window.limit = 5000;
-        if (auto earlier = store_->query_events(window)) {
+        stored_id = incident.id;
+        if (!ai.about_target) {
+            EventQuery window;
+            if (!ai.workload.empty() && ai.workload.rfind("vpn:", 0) != 0) {
+                window.workload = ai.workload;
+            } else {
+                window.address = ai.address;
+            }
+            window.from_ns = f.first_ns;
+            window.to_ns = f.last_ns + 1;
+            window.newest_first = false;
+            window.limit = 5000;
             std::uint64_t weight = 0;
-            for (const auto& e : *earlier) {
-                if (is_blocked_type(e.type)) {
-                    linked.push_back(e.id);
-                    weight += e.count;
+            if (auto earlier = store_->query_events(window)) {
+                for (const auto& e : *earlier) {
+                    if (is_blocked_type(e.type) && (window.workload || e.src == ai.address)) {
+                        linked.push_back(e.id);
+                        weight += e.count;
+                    }
                 }
             }
-            std::sort(linked.begin(), linked.end());
-            linked.erase(std::unique(linked.begin(), linked.end()), linked.end());
-            incident.event_count = std::max<std::uint64_t>(weight, event_ids.size());
-            if (auto updated = store_->update_incident(incident)) {
-                incident = *updated;
-            }
+            // The analyzer counts the source's drops from the incident's opening on; the
+            // stored count also holds the window that led to it.
+            base = weight > ai.events ? weight - ai.events : 0;
+            incident.event_count = base + ai.events;
         }
+    } else {
+        incident.event_count = std::max(incident.event_count, base + ai.events);
     }
-    (void)store_->link_incident_events(incident.id, linked);
-    bus_.publish("incident", json{{"action", created ? "opened" : "escalated"}, {"incident", incident_json(incident)}});
-
-    // Automatic quarantine, per the active policy.
-    policy::ResponsePolicy response;
     {
-        std::lock_guard lock(mutex_);
-        if (!compiled_ || !compiled_->policy) {
-            return;
+        std::lock_guard lock(analysis_mutex_);
+        if (!analysis_->stored_of.contains(ai.id)) {
+            analysis_->stored_of[ai.id] = stored_id;
+            analysis_->analyzer_of[stored_id] = ai.id;
+            analysis_->base_events[ai.id] = base;
         }
-        response = compiled_->policy->response;
     }
-    if (response.auto_quarantine == policy::AutoQuarantineMode::Off ||
-        static_cast<int>(detection.severity) < static_cast<int>(response.auto_quarantine_min_severity)) {
+
+    // What to do about it (policy "response"), decided after escalation.
+    analyzer::ResponseSubject subject;
+    subject.managed = p.managed;
+    subject.critical = p.critical;
+    subject.segments = p.policy_segments;
+    if (p.managed) {
+        if (auto q = store_->active_quarantine(ai.workload); q && *q) {
+            subject.already_quarantined = true;
+        }
+    }
+    analyzer::ResponseDecision decision;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        decision = analysis_->planner.decide(ai, f, subject, now * 1'000'000);
+    }
+    const std::string action(analyzer::to_string(decision.action));
+    json& responses = incident.details["response"];
+    if (!responses.is_array()) {
+        responses = json::array();
+    }
+    const bool first_of_kind =
+        decision.action != analyzer::ResponseAction::None &&
+        std::none_of(responses.begin(), responses.end(), [&](const json& r) { return r.value("action", "") == action; });
+    const std::string reason = "incident " + std::to_string(stored_id) + ": " + f.explanation;
+    if (first_of_kind) {
+        responses.push_back(json{{"at", format_time_ms(now)}, {"action", action}, {"reason", decision.reason},
+                                 {"rule", f.rule_text}, {"severity", severity}});
+        if (decision.action == analyzer::ResponseAction::DryRun) {
+            incident.details["dry_run_quarantine"] = json{{"at", format_time_ms(now)}, {"reason", decision.reason}};
+        }
+        if (decision.action == analyzer::ResponseAction::Page ||
+            decision.action == analyzer::ResponseAction::RateLimited) {
+            incident.details["paged"] = json{{"at", format_time_ms(now)}, {"reason", decision.reason}};
+        }
+    }
+    if (!linked.empty()) {
+        (void)store_->link_incident_events(incident.id, linked);
+    }
+    if (auto updated = store_->update_incident(incident)) {
+        incident = *updated;
+    } else {
+        std::cerr << "bulkhead-controller: cannot update incident " << stored_id << ": " << updated.error().message << "\n";
+    }
+    const json incident_view = incident_json(incident);
+    if (created || escalated) {
+        bus_.publish("incident", json{{"action", created ? "opened" : "escalated"}, {"incident", incident_view}});
+        webhooks_->notify(created ? "incident.opened" : "incident.escalated", incident_view);
+    }
+    if (!first_of_kind) {
         return;
     }
-    const std::string reason = "incident " + std::to_string(incident.id) + ": " + explanation;
-    if (response.auto_quarantine == policy::AutoQuarantineMode::DryRun) {
-        incident.details["dry_run_quarantine"] = json{{"at", format_time_ms(now)}, {"reason", reason}};
-        (void)store_->update_incident(incident);
-        (void)audit(Caller{"analyzer", Role::Automation, ""}, "quarantine.dry-run", "workload/" + detection.source_workload,
-              nullptr, json{{"reason", reason}, {"incident", incident.id}});
+    const Caller analyzer_caller{"analyzer", Role::Automation, ""};
+    switch (decision.action) {
+    case analyzer::ResponseAction::None:
         return;
+    case analyzer::ResponseAction::DryRun:
+        (void)audit(analyzer_caller, "quarantine.dry-run", "workload/" + ai.workload, nullptr,
+                    json{{"reason", decision.reason}, {"incident", stored_id}});
+        return;
+    case analyzer::ResponseAction::Page:
+    case analyzer::ResponseAction::RateLimited: {
+        const json page{{"incident", stored_id}, {"action", action}, {"reason", decision.reason},
+                        {"subject", ai.subject}, {"severity", severity}};
+        (void)audit(analyzer_caller, action == "page" ? "incident.page" : "quarantine.rate-limited",
+                    "incident/" + std::to_string(stored_id), nullptr, page);
+        bus_.publish("page", page);
+        webhooks_->notify("incident.page", json{{"page", page}, {"incident", incident_view}});
+        std::cerr << "bulkhead-controller: PAGE incident " << stored_id << " (" << ai.subject << "): " << decision.reason
+                  << "\n";
+        return;
+    }
+    case analyzer::ResponseAction::Quarantine:
+        break;
     }
     std::expected<json, ApiError> done;
     {
         std::lock_guard lock(mutex_);
-        done = quarantine_locked(detection.source_workload, reason, "analyzer", "automation", true, incident.id);
+        done = quarantine_locked(ai.workload, reason + " (" + decision.reason + ")", "analyzer", "automation", true,
+                                 stored_id);
     }
     if (!done) {
-        std::cerr << "bulkhead-controller: automatic quarantine of " << detection.source_workload
-                  << " failed: " << done.error().message << "\n";
+        std::cerr << "bulkhead-controller: automatic quarantine of " << ai.workload << " failed: " << done.error().message
+                  << "\n";
         return;
     }
     if ((*done)["created"].get<bool>()) {
-        bus_.publish("quarantine", json{{"action", "created"},
-                                        {"quarantine", quarantine_json((*done)["quarantine"].get<Quarantine>())}});
+        const json created_quarantine = quarantine_json((*done)["quarantine"].get<Quarantine>());
+        bus_.publish("quarantine", json{{"action", "created"}, {"quarantine", created_quarantine}});
+        webhooks_->notify("quarantine.created", json{{"quarantine", created_quarantine}, {"incident", incident_view}});
     }
+}
+
+ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin_seconds) {
+    auto incident = store_->get_incident(id);
+    if (!incident) {
+        return std::unexpected(from_store(incident.error()));
+    }
+    std::shared_ptr<const analyzer::InventoryIndex> inventory;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        if (analysis_) {
+            inventory = analysis_->inventory;
+        }
+    }
+    const json& details = incident->details;
+    // The incident's span: its findings' first and last drops, widened by the margin.
+    std::int64_t from_ns = std::numeric_limits<std::int64_t>::max(), to_ns = 0;
+    if (auto findings = details.find("findings"); findings != details.end() && findings->is_array()) {
+        for (const auto& f : *findings) {
+            from_ns = std::min(from_ns, f.value("first_ns", from_ns));
+            to_ns = std::max(to_ns, f.value("last_ns", to_ns));
+        }
+    }
+    if (to_ns == 0) {
+        from_ns = incident->opened_at * 1'000'000;
+        to_ns = incident->updated_at * 1'000'000;
+    }
+    from_ns -= margin_seconds * 1'000'000'000;
+    to_ns += margin_seconds * 1'000'000'000 + 1;
+
+    const bool about_target = details.value("subject_kind", "source") == "target";
+    const json attribution = details.value("attribution", json::object());
+    const std::string workload = attribution.value("workload", incident->source_workload);
+    const std::string address = attribution.value("address", "");
+    const bool vpn = workload.rfind("vpn:", 0) == 0;
+
+    struct Edge {
+        std::uint64_t blocked = 0, allowed = 0;
+        std::set<std::string> services;
+        std::int64_t first_ns = std::numeric_limits<std::int64_t>::max(), last_ns = 0;
+    };
+    std::map<std::string, json> nodes;                          // by node id
+    std::map<std::pair<std::string, std::string>, Edge> edges;  // (from, to) -> traffic
+    std::map<std::string, std::set<std::string>> memberships;   // node id -> policy segments
+    json truncated = json::object();
+    constexpr std::size_t kMaxHosts = 200;
+    constexpr std::size_t kMaxOthersPerHost = 50;
+
+    auto facts_of_address = [&](const std::string& a) -> const analyzer::WorkloadFacts* {
+        return inventory ? inventory->by_address(a, "") : nullptr;
+    };
+    auto add_workload_node = [&](const std::string& node_id, const std::string& kind, const std::string& label,
+                                 const std::string& node_address, const analyzer::WorkloadFacts* facts) {
+        auto [it, fresh] = nodes.try_emplace(node_id, json{{"id", node_id}, {"kind", kind}, {"label", label}});
+        if (!fresh) {
+            return;
+        }
+        if (!node_address.empty()) {
+            it->second["address"] = node_address;
+        }
+        if (facts != nullptr) {
+            it->second["workload"] = facts->id;
+            it->second["user"] = facts->user;
+            it->second["hostname"] = facts->hostname;
+            it->second["enforcer"] = facts->enforcer;
+            it->second["critical"] = facts->critical;
+            const auto segments = facts->policy_segments();
+            memberships[node_id].insert(segments.begin(), segments.end());
+        }
+    };
+    auto service_of = [](const StoredEvent& e) {
+        return e.protocol + (e.dport ? "/" + std::to_string(*e.dport) : "");
+    };
+    auto count = [&](const std::string& from, const std::string& to, const StoredEvent& e) {
+        auto& edge = edges[{from, to}];
+        if (is_blocked_type(e.type)) {
+            edge.blocked += e.count;
+        } else {
+            edge.allowed += e.count;
+        }
+        edge.services.insert(service_of(e));
+        edge.first_ns = std::min(edge.first_ns, e.time_ns);
+        edge.last_ns = std::max(edge.last_ns, e.time_ns);
+    };
+    auto events_where = [&](std::optional<std::string> by_workload, std::optional<std::string> by_address,
+                            std::size_t limit) {
+        EventQuery q;
+        q.from_ns = from_ns;
+        q.to_ns = to_ns;
+        q.workload = std::move(by_workload);
+        q.address = std::move(by_address);
+        q.newest_first = false;
+        q.limit = limit;
+        auto found = store_->query_events(q);
+        return found ? std::move(*found) : std::vector<StoredEvent>{};
+    };
+    auto counts_as_traffic = [](const StoredEvent& e) {
+        return is_blocked_type(e.type) || e.type == "allowed_flow";
+    };
+
+    std::string source_node;
+    std::vector<std::string> hosts;  // target hosts, most blocked first
+    if (!about_target) {
+        source_node = "source:" + incident->source_workload;
+        const analyzer::WorkloadFacts* facts =
+            (!vpn && inventory) ? inventory->by_workload(attribution.value("enforcer", ""), workload) : nullptr;
+        add_workload_node(source_node, "source", incident->source_workload, address, facts);
+        if (!attribution.value("user", "").empty()) {
+            nodes[source_node]["user"] = attribution.value("user", "");
+        }
+        // The source's own traffic: its outbound events, and inbound drops elsewhere whose
+        // sender address is its address.
+        std::vector<StoredEvent> own;
+        if (!workload.empty() && !vpn) {
+            for (auto& e : events_where(workload, std::nullopt, 10000)) {
+                if (e.direction != "in" && counts_as_traffic(e)) {
+                    own.push_back(std::move(e));
+                }
+            }
+        }
+        if (!address.empty()) {
+            for (auto& e : events_where(std::nullopt, address, 10000)) {
+                if (e.src == address && (e.direction == "in" || workload.empty() || vpn) && counts_as_traffic(e)) {
+                    own.push_back(std::move(e));
+                }
+            }
+        }
+        std::map<std::string, std::uint64_t> blocked_by_host;
+        for (const auto& e : own) {
+            blocked_by_host[e.dst] += is_blocked_type(e.type) ? e.count : 0;
+        }
+        for (const auto& [host, n] : blocked_by_host) {
+            hosts.push_back(host);
+        }
+        std::stable_sort(hosts.begin(), hosts.end(),
+                         [&](const std::string& a, const std::string& b) { return blocked_by_host[a] > blocked_by_host[b]; });
+        if (hosts.size() > kMaxHosts) {
+            truncated["targets"] = hosts.size() - kMaxHosts;
+            hosts.resize(kMaxHosts);
+        }
+        const std::set<std::string> kept(hosts.begin(), hosts.end());
+        for (const auto& e : own) {
+            if (!kept.contains(e.dst)) {
+                continue;
+            }
+            const auto* target_facts = facts_of_address(e.dst);
+            const std::string node = "host:" + e.dst;
+            add_workload_node(node, "target", target_facts ? target_facts->id + " (" + e.dst + ")" : e.dst, e.dst,
+                              target_facts);
+            count(source_node, node, e);
+        }
+    } else {
+        // Fan-in: the subject is "host proto/port"; its sources are the graph.
+        const std::string subject = details.value("subject", incident->source_workload);
+        const std::string host = subject.substr(0, subject.find(' '));
+        const auto* facts = facts_of_address(host);
+        add_workload_node("host:" + host, "target", subject, host, facts);
+        hosts.push_back(host);
+    }
+
+    // Other sources that tried the same targets in the span.
+    std::uint64_t others_left_out = 0;
+    for (const auto& host : hosts) {
+        std::map<std::string, std::vector<const StoredEvent*>> by_sender;
+        const auto events = events_where(std::nullopt, host, 2000);
+        for (const auto& e : events) {
+            if (e.dst != host || !is_blocked_type(e.type)) {
+                continue;
+            }
+            std::string sender = e.direction != "in" && !e.workload.empty() ? e.workload : e.src;
+            if (!about_target && (sender == incident->source_workload || sender == workload ||
+                                  (e.src == address && (workload.empty() || vpn || e.direction == "in")))) {
+                continue;  // the incident's own source
+            }
+            by_sender[sender].push_back(&e);
+        }
+        std::size_t taken = 0;
+        for (const auto& [sender, list] : by_sender) {
+            if (taken++ >= kMaxOthersPerHost) {
+                ++others_left_out;
+                continue;
+            }
+            const StoredEvent& first = *list.front();
+            const bool attributed = first.direction != "in" && !first.workload.empty();
+            const analyzer::WorkloadFacts* facts =
+                attributed && inventory ? inventory->by_workload(first.enforcer, first.workload) : facts_of_address(first.src);
+            const std::string node = "source:" + sender;
+            add_workload_node(node, about_target ? "source" : "other-source", sender, first.src, facts);
+            for (const auto* e : list) {
+                count(node, "host:" + host, *e);
+            }
+        }
+    }
+    if (others_left_out != 0) {
+        truncated["other_sources"] = others_left_out;
+    }
+
+    json edge_list = json::array();
+    for (const auto& [ends, edge] : edges) {
+        json services = json::array();
+        for (const auto& service : edge.services) {
+            services.push_back(service);
+        }
+        edge_list.push_back(json{{"source", ends.first},
+                                 {"target", ends.second},
+                                 {"kind", edge.blocked > 0 ? "blocked" : "allowed"},
+                                 {"count", edge.blocked + edge.allowed},
+                                 {"blocked", edge.blocked},
+                                 {"allowed", edge.allowed},
+                                 {"services", services},
+                                 {"first_ns", edge.first_ns},
+                                 {"last_ns", edge.last_ns}});
+    }
+    std::set<std::string> segments;
+    for (const auto& [node, names] : memberships) {
+        for (const auto& name : names) {
+            segments.insert(name);
+            edge_list.push_back(json{{"source", node}, {"target", "segment:" + name}, {"kind", "member"}});
+        }
+        nodes[node]["segments"] = names;
+    }
+    json node_list = json::array();
+    for (auto& [node_id, node] : nodes) {
+        node_list.push_back(std::move(node));
+    }
+    for (const auto& name : segments) {
+        node_list.push_back(json{{"id", "segment:" + name}, {"kind", "segment"}, {"label", name}});
+    }
+    return json{{"schema", "bulkhead.incident-scope.v1"},
+                {"incident", id},
+                {"subject", details.value("subject", incident->source_workload)},
+                {"subject_kind", about_target ? "target" : "source"},
+                {"severity", incident->severity},
+                {"explanation", incident->explanation},
+                {"attribution", attribution},
+                {"window", json{{"from_ns", from_ns}, {"to_ns", to_ns}, {"margin_s", margin_seconds}}},
+                {"generated_at", format_time_ms(clock_())},
+                {"nodes", node_list},
+                {"edges", edge_list},
+                {"truncated", truncated}};
+}
+
+ApiResult ControllerService::analyzer_status() {
+    json result;
+    {
+        std::lock_guard lock(analysis_mutex_);
+        if (!analysis_) {
+            return std::unexpected(error(503, "starting", "the analyzer is not running yet"));
+        }
+        const auto totals = analysis_->engine.totals();
+        result["totals"] = analyzer::to_json(totals);
+        result["memory_bytes"] = analysis_->engine.memory_bytes();
+        result["open_incidents_tracked"] = analysis_->stored_of.size();
+        result["auto_quarantines_last_minute"] = analysis_->planner.recent_quarantines(clock_() * 1'000'000);
+        result["max_auto_quarantines_per_minute"] = analysis_->planner.policy().max_auto_quarantines_per_minute;
+    }
+    const auto w = webhooks_->stats();
+    result["webhooks"] = json{{"targets", options_.webhooks.targets.size()},
+                              {"delivered", w.delivered},
+                              {"retries", w.retries},
+                              {"failed", w.failed},
+                              {"dropped", w.dropped},
+                              {"queued", w.queued}};
+    return result;
 }
 
 ApiResult ControllerService::list_incidents(const IncidentQuery& query) {
@@ -1809,8 +2366,12 @@ ApiResult ControllerService::set_incident_state(const Caller& caller, std::int64
     }
     if (state == IncidentState::Resolved) {
         // A resolved storm is over: the source's next scan is a new incident, at once.
-        std::lock_guard lock(mutex_);
-        detector_.forget(result->source_workload);
+        std::lock_guard lock(analysis_mutex_);
+        if (analysis_) {
+            if (auto it = analysis_->analyzer_of.find(id); it != analysis_->analyzer_of.end()) {
+                analysis_->engine.resolve(it->second, clock_() * 1'000'000);
+            }
+        }
     }
     bus_.publish("incident", json{{"action", std::string(to_string(state))}, {"incident", incident_json(*result)}});
     return incident_json(*result);
@@ -2095,7 +2656,9 @@ ApiResult ControllerService::release_quarantine(const Caller& caller, const std:
             return std::unexpected(from_store(tx.error()));
         }
         // Released: what the source does next is judged afresh, not as part of the old storm.
-        detector_.forget(workload);
+        if (auto open = store_->unresolved_incident_of(workload); open && *open) {
+            rearm_analysis((*open)->id);
+        }
         if (auto w = store_->get_workload(workload); w && *w && !(*w)->enforcer.empty()) {
             enforcer = (*w)->enforcer;
             if (auto rc = recompile_locked(false, {enforcer}); !rc) {

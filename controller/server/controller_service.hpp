@@ -5,10 +5,11 @@
 // table of routes and client mistakes are 4xx by construction.
 #pragma once
 
+#include "controller/analyzer/analyzer.hpp"
 #include "controller/core/access_policy.hpp"
 #include "controller/core/desired_state.hpp"
-#include "controller/core/incident_detector.hpp"
 #include "controller/server/event_bus.hpp"
+#include "controller/server/webhook.hpp"
 #include "controller/store/store.hpp"
 #include "policies/policy_model.hpp"
 #include "policies/ruleset_compiler.hpp"
@@ -54,6 +55,10 @@ struct ServiceOptions {
     std::size_t max_events_per_batch = 5000;
     std::chrono::seconds enrollment_token_lifetime{3600};
     std::string version = "0.4.0";
+    // Detector thresholds and windows (controller/analyzer/README.md); the active policy's
+    // "response" section adds its own incident rule and decides automatic quarantine.
+    analyzer::AnalyzerConfig analyzer;
+    WebhookOptions webhooks;
 };
 
 // One enforcer's open channel stream: the HTTP layer pulls lines from it until it ends.
@@ -135,6 +140,12 @@ public:
     ApiResult get_incident(std::int64_t id);
     ApiResult set_incident_state(const Caller& caller, std::int64_t id, IncidentState state);
     ApiResult add_incident_note(const Caller& caller, std::int64_t id, const nlohmann::json& body);
+    // The incident's scope graph (seed 002 step 3): the source's attempted targets (blocked
+    // and allowed), other sources that tried the same targets, the segments involved; within
+    // the incident's time span widened by `margin_seconds` on each side.
+    ApiResult incident_scope(std::int64_t id, std::int64_t margin_seconds);
+    // The analyzer's state: totals, memory, rate limit, webhook delivery counters.
+    ApiResult analyzer_status();
 
     // Quarantine. `wait` > 0: answer once the enforcer acked the change or the wait ended
     // (the answer says which).
@@ -172,7 +183,13 @@ private:
     // Appends to the audit log; inside Store::in_transaction a failure rolls the change back.
     StoreResult<void> audit(const Caller& caller, std::string action, std::string target,
                             nlohmann::json before, nlohmann::json after);
-    void handle_detection(const Detection& detection, const std::vector<std::int64_t>& event_ids);
+    struct Analysis;        // the analyzer engine and what ties it to stored incidents
+    struct PendingFinding;  // a finding taken out of the engine, to be stored and acted on
+    // Feeds newly stored drops to the analyzer (event order per batch) and acts on findings.
+    void analyse(const std::vector<StoredEvent>& fresh, TimeMs now);
+    void handle_finding(PendingFinding& pending);
+    void apply_policy_to_analysis(const std::shared_ptr<const Compiled>& compiled);
+    void rearm_analysis(std::int64_t stored_incident_id);
     std::expected<nlohmann::json, ApiError> quarantine_locked(const std::string& workload,
                                                               const std::string& reason,
                                                               const std::string& actor,
@@ -191,7 +208,10 @@ private:
     std::shared_ptr<const Compiled> compiled_;
     DesiredState desired_;
     std::uint64_t generation_counter_ = 0;
-    IncidentDetector detector_;
+    std::unique_ptr<Analysis> analysis_;  // guarded by analysis_mutex_
+    std::mutex analysis_mutex_;           // the engine: one batch at a time, in order
+    std::mutex incident_mutex_;           // stored incidents: one finding at a time
+    std::unique_ptr<WebhookNotifier> webhooks_;
     std::map<std::string, std::uint64_t> stream_epoch_;  // newest stream per enforcer
     std::map<std::string, std::string> acked_hash_;      // last hash each enforcer acked
     std::atomic<bool> stopping_{false};

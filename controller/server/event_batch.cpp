@@ -167,6 +167,11 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
         r.src = string_or_empty(event, "src");
         r.dst = string_or_empty(event, "dst");
         r.protocol = string_or_empty(event, "proto_name");
+        r.port = string_or_empty(event, "physindev");
+        if (r.port.empty()) {
+            r.port = string_or_empty(event, "indev");
+        }
+        r.mac = string_or_empty(event, "src_mac");
         r.count = static_cast<std::uint64_t>(count);
         r.document_text = simdjson::minify(event);
         records.push_back(std::move(r));

@@ -1,4 +1,5 @@
 #include "controller/server/http_api.hpp"
+#include "controller/server/static_files.hpp"
 
 #include "policies/diagnostics.hpp"
 #include "policies/json_reader.hpp"
@@ -469,6 +470,28 @@ void HttpApi::build_routes() {
             send_result(c.response, s.get_incident(*id));
         }
     });
+    add("GET", "/api/v1/incidents/{id}/scope", Permission::Read, [&s, id_of](RouteContext& c) {
+        auto id = id_of(c, 0);
+        if (!id) {
+            return;
+        }
+        QueryReader q(c.request);
+        const auto margin = q.integer("margin_s", 0, 86400).value_or(300);
+        const bool download = q.text("download", 8).value_or("") == "1";
+        if (q.failed(c.response)) {
+            return;
+        }
+        auto result = s.incident_scope(*id, margin);
+        if (result && download) {
+            // The SIEM export: the same document, saved as a file by browsers and curl -OJ.
+            c.response.set_header("Content-Disposition",
+                                  "attachment; filename=\"bulkhead-incident-" + std::to_string(*id) + "-scope.json\"");
+        }
+        send_result(c.response, std::move(result));
+    });
+    add("GET", "/api/v1/analyzer", Permission::Read, [&s](RouteContext& c) {
+        send_result(c.response, s.analyzer_status());
+    });
     add("POST", "/api/v1/incidents/{id}/acknowledge", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
             send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Acknowledged));
@@ -601,8 +624,8 @@ void HttpApi::install(httplib::Server& server) const {
         }
         (void)pattern;
     }
-    if (!webui_dir_.empty() && std::filesystem::is_directory(webui_dir_)) {
-        server.set_mount_point("/", webui_dir_);
+    if (!webui_dir_.empty()) {
+        StaticFiles(webui_dir_).install(server);  // the dashboard: after the API routes
     }
     server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown";

@@ -1,5 +1,6 @@
 // bulkhead-controller: REST API, enforcer control channel and dashboard on one process,
 // SQLite in a data directory. Configuration: a JSON file (--config) and flags, flags win.
+#include "controller/analyzer/drop_record.hpp"
 #include "controller/server/controller_service.hpp"
 #include "controller/server/http_api.hpp"
 #include "controller/store/sqlite_store.hpp"
@@ -9,12 +10,18 @@
 #include <httplib.h>
 
 #include <arpa/inet.h>
+
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
+
+#ifndef BULKHEAD_DEFAULT_WEBUI_DIR
+#define BULKHEAD_DEFAULT_WEBUI_DIR ""  // set by CMake to <source>/webui/dist
+#endif
 
 namespace {
 
@@ -28,9 +35,13 @@ struct ControllerConfig {
     std::string tls_key;
     std::string plain_listen;  // plain HTTP, loopback only
     std::string bootstrap_tokens;
-    std::string webui_dir;
+    std::string webui_dir = BULKHEAD_DEFAULT_WEBUI_DIR;  // "" serves no dashboard
     int heartbeat_interval_ms = 5000;
     int threads = 64;
+    std::string analyzer_config;             // detector thresholds (controller/analyzer/README.md)
+    std::vector<std::string> webhooks;       // SOAR receivers, http(s) URLs
+    std::string webhook_secret_file;         // HMAC key for X-Bulkhead-Signature
+    std::string webhook_ca;                  // CA bundle for https receivers
 };
 
 std::optional<std::pair<std::string, int>> split_host_port(const std::string& text) {
@@ -115,6 +126,16 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "webui_dir") problem = string_field(config.webui_dir);
         else if (key == "heartbeat_interval_ms") problem = int_field(config.heartbeat_interval_ms, 100, 60000);
         else if (key == "threads") problem = int_field(config.threads, 4, 1024);
+        else if (key == "analyzer_config") problem = string_field(config.analyzer_config);
+        else if (key == "webhook_secret_file") problem = string_field(config.webhook_secret_file);
+        else if (key == "webhook_ca") problem = string_field(config.webhook_ca);
+        else if (key == "webhooks") {
+            if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_string(); })) {
+                problem = path + ": /webhooks: must be an array of URLs";
+            } else {
+                config.webhooks = value.get<std::vector<std::string>>();
+            }
+        }
         else if (key == "$schema" || key == "comment") {}
         else problem = path + ": /" + key + ": unknown member";
         if (problem) {
@@ -191,10 +212,19 @@ int main(int argc, char** argv) {
     auto* key = app.add_option("--tls-key", flags.tls_key, "Server private key (PEM)");
     auto* plain = app.add_option("--plain-listen", flags.plain_listen, "Plain HTTP listener, loopback only (127.0.0.1:8080)");
     auto* tokens = app.add_option("--bootstrap-tokens", flags.bootstrap_tokens, "JSON file of API tokens to install");
-    auto* webui = app.add_option("--webui-dir", flags.webui_dir, "Directory of the built dashboard, served at /");
+    auto* webui = app.add_option("--webui-dir", flags.webui_dir,
+                                 "Directory of the built dashboard, served at / (\"\": none)")
+                      ->default_str(BULKHEAD_DEFAULT_WEBUI_DIR);
     auto* heartbeat = app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms, "Control channel heartbeat")
                           ->check(CLI::Range(100, 60000));
     auto* threads = app.add_option("--threads", flags.threads, "HTTP worker threads per listener")->check(CLI::Range(4, 1024));
+    auto* analyzer_config = app.add_option("--analyzer-config", flags.analyzer_config,
+                                           "Analyzer thresholds and exemptions, JSON (controller/analyzer/README.md)");
+    auto* webhooks = app.add_option("--webhook", flags.webhooks,
+                                    "SOAR webhook URL (repeatable): incident opened/escalated/page, quarantine created");
+    auto* webhook_secret = app.add_option("--webhook-secret-file", flags.webhook_secret_file,
+                                          "File holding the HMAC-SHA256 key that signs webhook bodies");
+    auto* webhook_ca = app.add_option("--webhook-ca", flags.webhook_ca, "CA bundle to verify https webhook receivers");
     app.set_version_flag("--version", "bulkhead-controller 0.4.0");
     CLI11_PARSE(app, argc, argv);
 
@@ -213,6 +243,47 @@ int main(int argc, char** argv) {
     if (*webui) config.webui_dir = flags.webui_dir;
     if (*heartbeat) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
     if (*threads) config.threads = flags.threads;
+    if (*analyzer_config) config.analyzer_config = flags.analyzer_config;
+    if (*webhooks) config.webhooks = flags.webhooks;
+    if (*webhook_secret) config.webhook_secret_file = flags.webhook_secret_file;
+    if (*webhook_ca) config.webhook_ca = flags.webhook_ca;
+
+    bulkhead::controller::ServiceOptions options;
+    options.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);
+    if (!config.analyzer_config.empty()) {
+        auto text = read_file(config.analyzer_config);
+        if (!text) {
+            std::cerr << "bulkhead-controller: cannot read analyzer configuration " << config.analyzer_config << "\n";
+            return 2;
+        }
+        auto document = bulkhead::policy::read_json(*text, config.analyzer_config);
+        if (!document) {
+            std::cerr << "bulkhead-controller: " << bulkhead::policy::format_diagnostic(document.error().front()) << "\n";
+            return 2;
+        }
+        auto parsed = bulkhead::analyzer::config_from_json(*document);
+        if (!parsed) {
+            std::cerr << "bulkhead-controller: " << config.analyzer_config << ": " << parsed.error() << "\n";
+            return 2;
+        }
+        options.analyzer = std::move(*parsed);
+    }
+    std::string webhook_secret_text;
+    if (!config.webhook_secret_file.empty()) {
+        auto text = read_file(config.webhook_secret_file);
+        if (!text || text->find_first_not_of(" \t\r\n") == std::string::npos) {
+            std::cerr << "bulkhead-controller: cannot read a webhook secret from " << config.webhook_secret_file << "\n";
+            return 2;
+        }
+        webhook_secret_text = text->substr(0, text->find_last_not_of(" \t\r\n") + 1);
+    }
+    for (const auto& url : config.webhooks) {
+        if (!bulkhead::controller::parse_webhook_url(url)) {
+            std::cerr << "bulkhead-controller: --webhook " << url << ": expected an http:// or https:// URL\n";
+            return 2;
+        }
+        options.webhooks.targets.push_back({url, webhook_secret_text, config.webhook_ca});
+    }
 
     if (config.listen.empty() && config.plain_listen.empty()) {
         std::cerr << "bulkhead-controller: nothing to listen on: give --listen (TLS) and/or --plain-listen\n";
@@ -254,8 +325,6 @@ int main(int argc, char** argv) {
         std::cerr << "bulkhead-controller: " << store.error().message << "\n";
         return 1;
     }
-    bulkhead::controller::ServiceOptions options;
-    options.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);
     ControllerService service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
         return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();
@@ -320,6 +389,11 @@ int main(int argc, char** argv) {
     if (tls_address) std::cerr << " https://" << config.listen;
     if (plain_address) std::cerr << " http://" << config.plain_listen;
     std::cerr << " (data " << config.data_dir << ")\n";
+    if (!config.webui_dir.empty()) {
+        const bool built = std::filesystem::is_regular_file(std::filesystem::path(config.webui_dir) / "index.html");
+        std::cerr << "bulkhead-controller: dashboard at / from " << config.webui_dir
+                  << (built ? "" : " (not built yet: / explains how to build it)") << "\n";
+    }
 
     std::thread tls_thread;
     if (tls_server) {

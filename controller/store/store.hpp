@@ -127,6 +127,9 @@ struct StoredEvent {
     std::string protocol;         // "tcp", "udp", "icmp", ...
     std::optional<std::uint16_t> dport;
     std::uint64_t count = 1;      // identical repeats folded by the enforcer
+    // Ingest only (not columns; the document holds them): the interface the packet came in on
+    // (physindev, else indev) and the source MAC, for the analyzer's attribution.
+    std::string port, mac;
     nlohmann::json document;      // the event as uploaded
     // Writing only: the event as uploaded, already compact JSON text; when set, the store
     // writes it instead of serialising `document` (ingest parses into text, not a DOM).

@@ -1237,14 +1237,16 @@ class Suite:
             # The active policy (rev1): incident at 3 distinct targets in 60 s, high,
             # automatic quarantine on from high. Two targets: no incident yet.
             base = time.time_ns()
-            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.1.2", 445, time_ns=base), self.drop("vdi-101", "10.1.1.2", 445, time_ns=base + 1),
-                                       self.drop("vdi-101", "10.1.1.100", 3389, time_ns=base + 2)])
+            # Ports and hosts no other detector weighs (VDI -> VDI file sharing, a user toward an
+            # admin terminal, lateral-movement services: those fire on their own, see below).
+            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.9.2", 8080, time_ns=base), self.drop("vdi-101", "10.1.9.2", 8080, time_ns=base + 1),
+                                       self.drop("vdi-101", "10.1.9.3", 8443, time_ns=base + 2)])
             check("incidents: 3 drops to 2 distinct targets ingested", r.status == 200 and r.json.get("accepted") == 3, r)
             r = self.c.get("/api/v1/incidents", TOKENS["soc"], query={"workload": "vdi-101"})
             check("incidents: below the threshold -> none", r.status == 200 and r.json["incidents"] == [], r)
             drops = sse.wait_for(lambda e: e.get("event") == "drops" and "vdi-101" in e.get("data", ""), 5)
             check("stream: drops event with the ingested drops", drops is not None and len(json.loads(drops["data"])) == 3, drops)
-            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.1.2", 22, time_ns=base + 3)])
+            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.9.2", 9000, time_ns=base + 3)])
             check("incidents: third distinct target ingested", r.status == 200, r)
             r = self.c.get("/api/v1/incidents", TOKENS["soc"], query={"workload": "vdi-101"})
             inc = r.json["incidents"][0] if r.status == 200 and r.json["incidents"] else None

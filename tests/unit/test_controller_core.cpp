@@ -1,7 +1,6 @@
-// The controller's pure core: the incident rule, desired rulesets and generations, roles.
+// The controller's pure core: desired rulesets and generations, roles.
 #include "controller/core/access_policy.hpp"
 #include "controller/core/desired_state.hpp"
-#include "controller/core/incident_detector.hpp"
 #include "policies/policy_reader.hpp"
 #include "policies/ruleset_compiler.hpp"
 
@@ -15,27 +14,6 @@ namespace policy = bulkhead::policy;
 
 namespace {
 
-constexpr std::int64_t second = 1'000'000'000;
-
-DropFact fact(std::string source, std::int64_t time_ns, std::string destination, std::uint16_t port,
-              std::string reason = "default") {
-    DropFact f;
-    f.source_workload = std::move(source);
-    f.time_ns = time_ns;
-    f.destination = std::move(destination);
-    f.protocol = "tcp";
-    f.port = port;
-    f.reason = std::move(reason);
-    return f;
-}
-
-policy::ResponsePolicy rule(std::uint32_t targets, std::uint32_t window_seconds) {
-    policy::ResponsePolicy response;
-    response.incident.distinct_targets = targets;
-    response.incident.window_seconds = window_seconds;
-    return response;
-}
-
 std::string read_text(const std::string& path) {
     std::ifstream in(path);
     std::stringstream buffer;
@@ -44,102 +22,6 @@ std::string read_text(const std::string& path) {
 }
 
 }  // namespace
-
-TEST_CASE("incident rule fires at the distinct-target threshold, then once per window") {
-    IncidentDetector detector(rule(3, 10));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 1 * second, "10.1.0.2", 445)));
-    // Repeats of one target are one target: a retrying application is not a scan.
-    for (int i = 0; i < 20; ++i) {
-        CHECK_FALSE(detector.observe(fact("vdi-001", 2 * second, "10.1.0.2", 445)));
-    }
-    CHECK_FALSE(detector.observe(fact("vdi-001", 3 * second, "10.1.0.3", 445)));
-    auto detection = detector.observe(fact("vdi-001", 4 * second, "10.1.0.3", 3389));
-    REQUIRE(detection);
-    CHECK(detection->kind == "distinct-targets");
-    CHECK(detection->distinct_targets == 3);
-    CHECK(detection->distinct_hosts == 2);
-    CHECK(detection->distinct_ports == 2);
-    CHECK(detection->first_ns == 1 * second);
-    CHECK(detection->last_ns == 4 * second);
-    CHECK(detection->severity == policy::Severity::High);
-    // A scan that goes on is the same storm: quiet until the window has passed...
-    for (int i = 0; i < 50; ++i) {
-        CHECK_FALSE(detector.observe(fact("vdi-001", 5 * second + i, "10.1.1." + std::to_string(i), 22)));
-    }
-    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second - 1, "10.1.2.1", 22)));
-    // ...then counting starts anew from zero: three more targets for the next detection.
-    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second, "10.1.2.2", 22)));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 14 * second, "10.1.2.3", 22)));
-    auto next = detector.observe(fact("vdi-001", 15 * second, "10.1.2.4", 22));
-    REQUIRE(next);
-    CHECK(next->first_ns == 14 * second);
-    CHECK(next->distinct_targets == 3);
-}
-
-TEST_CASE("forgetting a source re-arms its rules at once") {
-    IncidentDetector detector(rule(2, 60));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 1 * second, "10.1.0.2", 445)));
-    CHECK(detector.observe(fact("vdi-001", 1 * second, "10.1.0.3", 445)));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 2 * second, "10.1.0.4", 445)));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 2 * second, "10.1.0.5", 445)));
-    CHECK(detector.observe(fact("vdi-001", 2 * second, "10.0.0.66", 445, "decoy")));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 3 * second, "10.0.0.66", 445, "decoy")));
-    // Released or resolved: the next scan and the next decoy touch are new detections.
-    detector.forget("vdi-001");
-    CHECK_FALSE(detector.observe(fact("vdi-001", 4 * second, "10.1.0.2", 445)));
-    CHECK(detector.observe(fact("vdi-001", 4 * second, "10.1.0.3", 445)));
-    CHECK(detector.observe(fact("vdi-001", 4 * second, "10.0.0.66", 445, "decoy")));
-    // Quiet periods keep a source tracked until they end.
-    detector.expire(30 * second);
-    CHECK(detector.tracked_sources() == 1);
-    detector.expire(65 * second);
-    CHECK(detector.tracked_sources() == 0);
-}
-
-TEST_CASE("incident rule forgets targets older than the window") {
-    IncidentDetector detector(rule(3, 10));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 0, "10.1.0.2", 445)));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 5 * second, "10.1.0.3", 445)));
-    // 12 s after the first: only two targets are inside the 10 s window.
-    CHECK_FALSE(detector.observe(fact("vdi-001", 12 * second, "10.1.0.4", 445)));
-    CHECK(detector.observe(fact("vdi-001", 13 * second, "10.1.0.5", 445)));
-}
-
-TEST_CASE("incident rule keeps sources apart and ignores unattributed drops") {
-    IncidentDetector detector(rule(2, 60));
-    CHECK_FALSE(detector.observe(fact("vdi-001", 1 * second, "10.1.0.2", 445)));
-    CHECK_FALSE(detector.observe(fact("vdi-002", 1 * second, "10.1.0.3", 445)));
-    CHECK_FALSE(detector.observe(fact("", 1 * second, "10.1.0.4", 445)));
-    CHECK_FALSE(detector.observe(fact("", 1 * second, "10.1.0.5", 445)));
-    CHECK(detector.observe(fact("vdi-002", 2 * second, "10.1.0.9", 445)));
-    CHECK(detector.tracked_sources() == 2);
-    detector.expire(200 * second);
-    CHECK(detector.tracked_sources() == 0);
-}
-
-TEST_CASE("one decoy touch is a detection at the decoy severity") {
-    auto response = rule(100, 60);
-    response.decoy_severity = policy::Severity::Critical;
-    IncidentDetector detector(response);
-    auto detection = detector.observe(fact("vdi-003", 7 * second, "10.0.0.66", 445, "decoy"));
-    REQUIRE(detection);
-    CHECK(detection->kind == "decoy");
-    CHECK(detection->severity == policy::Severity::Critical);
-    CHECK(explain(*detection, "suzuki") == "vdi-003 (user suzuki) touched decoy 10.0.0.66 tcp/445");
-    // A storm of decoy touches is one detection per window (60 s here).
-    CHECK_FALSE(detector.observe(fact("vdi-003", 8 * second, "10.0.0.67", 22, "decoy")));
-    CHECK(detector.observe(fact("vdi-003", 67 * second, "10.0.0.66", 445, "decoy")));
-}
-
-TEST_CASE("explanations name the source, user, targets, services and duration") {
-    IncidentDetector detector(rule(3, 60));
-    detector.observe(fact("vdi-001", 0, "10.1.0.2", 445));
-    detector.observe(fact("vdi-001", second, "10.1.0.3", 445));
-    auto detection = detector.observe(fact("vdi-001", 2 * second + second / 2, "10.1.0.4", 445));
-    REQUIRE(detection);
-    CHECK(explain(*detection, "kimura") == "vdi-001 (user kimura) tried 3 blocked targets on 3 hosts (tcp/445) in 2.5 s");
-    CHECK(explain(*detection, "") == "vdi-001 tried 3 blocked targets on 3 hosts (tcp/445) in 2.5 s");
-}
 
 TEST_CASE("desired state numbers changed enforcers only and keeps diff bases") {
     auto policy_doc = policy::parse_policy(read_text(BULKHEAD_SOURCE_DIR "/examples/vdi-pool/policy.json"));
