@@ -235,9 +235,6 @@ void attribute_drop(DropRecord& r, std::string_view workload, bool inbound, std:
                 r.port.clear();
                 r.user = only->user;
                 r.source_segments = only->segments;
-            } else if (const auto* facts = inventory->by_address(src, r.enforcer)) {
-                r.user = facts->user;
-                r.source_segments = facts->segments;
             }
         }
         return;
