@@ -20,7 +20,7 @@ constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::min();
 constexpr std::uint32_t kNone = ~std::uint32_t{0};
 constexpr std::size_t kSamples = 10;
 
-enum Flag : std::uint32_t { FlagUser = 1, FlagAdmin = 2, FlagVdi = 4, FlagDecoy = 8 };
+enum Flag : std::uint32_t { FlagUser = 1, FlagAdmin = 2, FlagVdi = 4, FlagDecoy = 8, FlagIgnored = 16 };
 
 std::int64_t seconds(std::uint32_t s) {
     return static_cast<std::int64_t>(s) * kSecond;
@@ -226,7 +226,7 @@ struct Window {
     }
 };
 
-constexpr std::size_t kBeaconRing = 8;
+constexpr std::size_t kBeaconRing = 16;
 struct BeaconState {
     std::int64_t first_ns = 0;
     std::int64_t attempt_ns = 0; // start of the last attempt
@@ -370,6 +370,10 @@ std::string_view rule_name(Rule rule) {
     }
 }
 
+std::vector<std::string> default_ignored_destinations() {
+    return {"255.255.255.255/32", "224.0.0.0/4", "ff00::/8"};
+}
+
 std::vector<LateralService> default_lateral_services() {
     return {{"SMB", 6, 445},     {"NetBIOS", 6, 139}, {"RDP", 6, 3389},  {"RDP", 17, 3389},
             {"WinRM", 6, 5985},  {"WinRM", 6, 5986},  {"SSH", 6, 22},    {"RPC", 6, 135},
@@ -421,6 +425,7 @@ struct Analyzer::Impl {
     std::vector<std::uint8_t> lateral_index; // (protocol class, port) -> service + 1
     std::vector<std::uint32_t> user_segments, admin_segments, vdi_segments;
     std::vector<std::uint32_t> exemption_segments; // per exemption, strings id or kNone
+    std::vector<policy::IpRange> ignored_ranges;
     std::string key_buffer;
     std::int64_t now = kNever;
     std::int64_t last_sweep = kNever;
@@ -459,6 +464,28 @@ struct Analyzer::Impl {
         for (const auto& e : config.exemptions) {
             exemption_segments.push_back(e.segment.empty() ? kNone : strings.intern(e.segment));
         }
+        ignored_ranges.clear();
+        for (const auto& text : config.ignored_destinations) {
+            if (auto range = policy::parse_cidr(text)) {
+                ignored_ranges.push_back(*range);
+            }
+        }
+        // Destinations already seen are judged again against the new list.
+        for (std::uint32_t id = 0; id < destinations.size() && id < addresses.size(); ++id) {
+            destinations[id].flags &= ~static_cast<std::uint32_t>(FlagIgnored);
+            if (ignored(addresses.name(id))) {
+                destinations[id].flags |= FlagIgnored;
+            }
+        }
+    }
+
+    bool ignored(std::string_view address) const {
+        if (ignored_ranges.empty()) {
+            return false;
+        }
+        auto parsed = policy::parse_ip_address(address);
+        return parsed && std::any_of(ignored_ranges.begin(), ignored_ranges.end(),
+                                     [&](const policy::IpRange& r) { return r.contains(*parsed); });
     }
 
     void rearm(std::size_t index) {
@@ -961,7 +988,8 @@ struct Analyzer::Impl {
         const bool user = (s.flags & FlagUser) != 0;
         const auto threshold =
             user ? config.lateral.min_targets_user : config.lateral.min_targets_other;
-        if (threshold == 0 || s.lateral.pairs.size() < threshold ||
+        const auto min_hosts = user ? config.lateral.min_hosts_user : config.lateral.min_hosts_other;
+        if (threshold == 0 || s.lateral.pairs.size() < threshold || s.lateral.hosts.size() < min_hosts ||
             !may_fire(s, Rule::LateralMovement, t, window)) {
             return;
         }
@@ -1088,26 +1116,41 @@ struct Analyzer::Impl {
         if (b->filled < kBeaconRing) {
             ++b->filled;
         }
-        const std::size_t n = std::min<std::size_t>(b->filled, kBeaconRing);
-        if (n < std::min<std::size_t>(c.min_intervals, kBeaconRing)) {
+        // The last `want` intervals: the ring holds 16, the usual test reads min_intervals.
+        auto interval_stats = [&](std::size_t want, double& mean, double& cv) {
+            mean = 0;
+            for (std::size_t k = 1; k <= want; ++k) {
+                mean += static_cast<double>(b->intervals[(b->head + kBeaconRing - k) % kBeaconRing]);
+            }
+            mean /= static_cast<double>(want); // ms
+            double variance = 0;
+            for (std::size_t k = 1; k <= want; ++k) {
+                const double dev =
+                    static_cast<double>(b->intervals[(b->head + kBeaconRing - k) % kBeaconRing]) - mean;
+                variance += dev * dev;
+            }
+            variance /= static_cast<double>(want);
+            cv = mean > 0 ? std::sqrt(variance) / mean : 1.0;
+        };
+        const std::size_t filled = b->filled;
+        const std::size_t usual = std::min<std::size_t>(std::max<std::uint32_t>(c.min_intervals, 2), kBeaconRing);
+        if (filled < usual) {
             return;
         }
-        double mean = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            mean += static_cast<double>(b->intervals[i]);
+        double mean = 0, cv = 1;
+        interval_stats(usual, mean, cv);
+        bool regular = cv <= c.max_cv && mean >= 1000.0 * c.min_period_seconds;
+        if (!regular && mean < 1000.0 * c.min_period_seconds) {
+            // Intervals are at least min_interval by construction; close to it, that floor
+            // alone makes random retries look regular: a fast series must be longer and tighter.
+            const std::size_t longer =
+                std::min<std::size_t>(std::max<std::uint32_t>(c.short_min_intervals, 2), kBeaconRing);
+            if (filled >= longer) {
+                interval_stats(longer, mean, cv);
+                regular = cv <= c.short_max_cv;
+            }
         }
-        mean /= static_cast<double>(n); // ms
-        double variance = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            const double dev = static_cast<double>(b->intervals[i]) - mean;
-            variance += dev * dev;
-        }
-        variance /= static_cast<double>(n);
-        const double cv = mean > 0 ? std::sqrt(variance) / mean : 1.0;
-        // Intervals are at least min_interval by construction; close to it, that floor alone
-        // makes random retries look regular, so faster series are not judged.
-        if (cv > c.max_cv || mean < 1000.0 * c.min_period_seconds ||
-            !may_fire(s, Rule::Beaconing, t, seconds(c.quiet_seconds))) {
+        if (!regular || !may_fire(s, Rule::Beaconing, t, seconds(c.quiet_seconds))) {
             return;
         }
         auto f = make(Rule::Beaconing, c.severity, b->first_ns, t);
@@ -1354,25 +1397,37 @@ struct Analyzer::Impl {
             d.flags |= segment_flags(o.destination_segments, nullptr);
             d.workload =
                 o.destination_workload.empty() ? kNone : strings.intern(o.destination_workload);
+            if (ignored(o.destination)) {
+                d.flags |= FlagIgnored;
+            }
         }
         const std::uint16_t port = has_ports(o.protocol) ? o.dport.value_or(0) : 0;
         const auto key = target_key(host, o.protocol, port);
+        if ((d.flags & FlagIgnored) != 0 && o.reason != DropReason::Decoy) {
+            ++totals.ignored;
+            count_on_incidents(id, key, t, o.count);
+            return;
+        }
         scan_detectors(id, key, t);
         slow_scan_detector(id, key, t);
         lateral_detector(id, key, t);
         forbidden_detector(id, o, host, key, t);
         beacon_detector(id, key, t);
         fan_in_detector(id, key, t);
+        count_on_incidents(id, key, t, o.count);
+    }
+
+    void count_on_incidents(std::uint32_t id, std::uint64_t key, std::int64_t t, std::uint64_t count) {
         last_incident = 0;
         if (auto* ti = target_incident.find(key)) {
             auto& incident = incidents[static_cast<std::size_t>(*ti)];
-            incident.events += o.count;
+            incident.events += count;
             incident.last_ns = std::max(incident.last_ns, t);
             last_incident = incident.id;
         }
         if (auto& src = sources[id]; src.incident >= 0) {
             auto& incident = incidents[static_cast<std::size_t>(src.incident)];
-            incident.events += o.count;
+            incident.events += count;
             incident.last_ns = std::max(incident.last_ns, t);
             last_incident = incident.id;
         }

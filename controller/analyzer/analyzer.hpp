@@ -109,6 +109,10 @@ struct LateralMovementConfig {
     std::uint32_t window_seconds = 600;
     std::uint32_t min_targets_user = 3;   // distinct (host, lateral port) from a user segment
     std::uint32_t min_targets_other = 10; // from any other source
+    // ... spread over at least this many hosts: Windows opens SMB on 445 and 139 at once, so a
+    // logon script mapping two denied shares is 4 targets on 2 hosts, not lateral movement.
+    std::uint32_t min_hosts_user = 3;
+    std::uint32_t min_hosts_other = 2;
     Severity severity_user = Severity::High;
     Severity severity_other = Severity::Medium;
     std::vector<LateralService> services = default_lateral_services();
@@ -124,10 +128,14 @@ struct ForbiddenZoneConfig {
 };
 struct BeaconingConfig {
     bool enabled = true;
-    std::uint32_t min_intervals = 8;        // retries needed (intervals = attempts - 1), <= 8
+    std::uint32_t min_intervals = 8;        // retries needed (intervals = attempts - 1), <= 16
     double max_cv = 0.15;                   // coefficient of variation of the intervals
     std::uint32_t min_interval_seconds = 5; // closer drops are one attempt (SYN retransmits)
-    std::uint32_t min_period_seconds = 15;  // mean interval below this is not judged
+    std::uint32_t min_period_seconds = 15;  // a faster mean needs the stricter test below
+    // Periods between min_interval and min_period (a 10 s beacon): near the attempt floor
+    // random retries look regular, so these need more intervals and less variation.
+    std::uint32_t short_min_intervals = 16; // <= 16
+    double short_max_cv = 0.08;
     std::uint32_t max_interval_seconds = 3600;
     std::uint32_t max_tracked_per_source = 32; // (destination, port) pairs followed
     std::uint32_t quiet_seconds = 3600;
@@ -161,6 +169,11 @@ struct Exemption {
     std::string reason;
 };
 
+// Destinations no detector judges: broadcast and multicast are announcements (DHCP, NetBIOS,
+// SSDP, LLMNR, mDNS), not attempts at a host. Add a site's subnet broadcast addresses
+// ("10.1.0.255/32"). Drops toward them still count on an open incident.
+std::vector<std::string> default_ignored_destinations(); // 255.255.255.255, 224.0.0.0/4, ff00::/8
+
 struct AnalyzerConfig {
     ScanWindowConfig scan;
     HostSweepConfig host_sweep;
@@ -177,6 +190,7 @@ struct AnalyzerConfig {
     std::vector<std::string> admin_segments{"role=admin-terminal"};
     std::vector<std::string> vdi_segments{"role=vdi"};
     std::vector<Exemption> exemptions;
+    std::vector<std::string> ignored_destinations = default_ignored_destinations(); // CIDRs
     std::uint32_t sweep_seconds = 60; // event time between passes freeing idle state
 };
 
@@ -241,6 +255,7 @@ struct Totals {
     std::uint64_t suppressed = 0; // storm suppression
     std::uint64_t exempted = 0;   // findings of exempted sources
     std::uint64_t saturated = 0;  // targets not tracked because a cap was reached
+    std::uint64_t ignored = 0;    // drops toward ignored (broadcast, multicast) destinations
     std::uint64_t incidents = 0;
     std::size_t sources = 0; // source identities seen
     std::size_t active_sources = 0;

@@ -145,10 +145,12 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
         if (!type->is_string()) {
             return std::unexpected("\"type\" is not a string");
         }
-        if (*type != "drop") {
+        if (*type != "drop" && *type != "drop_summary") {
             return std::nullopt; // allowed flows, lifecycle events
         }
     }
+    // A summary folds the repeats of one drop in a second: it counts at its last sighting.
+    const bool summary = event.value("type", "") == "drop_summary";
     DropRecord r;
     auto reason = event.find("reason");
     if (reason == event.end() || !reason->is_string()) {
@@ -163,9 +165,10 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
                                " is not default, deny, decoy or quarantine");
     }
     r.reason = *parsed_reason;
-    auto time = event.find("time_ns");
+    auto time = event.find(summary ? "last_seen_ns" : "time_ns");
     if (time == event.end() || !time->is_number_integer()) {
-        return std::unexpected("\"time_ns\" missing or not an integer");
+        return std::unexpected(summary ? "\"last_seen_ns\" missing or not an integer"
+                                       : "\"time_ns\" missing or not an integer");
     }
     r.time_ns = time->get<std::int64_t>();
     const std::string src = text_member(event, "src");
@@ -345,7 +348,9 @@ class Fields {
             return;
         }
         for (const auto& [key, value] : object_.items()) {
-            if (std::find(known_.begin(), known_.end(), key) == known_.end()) {
+            // "comment" and "$schema" are free for people and editors, as in policies.
+            if (key != "comment" && key != "$schema" &&
+                std::find(known_.begin(), known_.end(), key) == known_.end()) {
                 error_ = path_ + "/" + key + ": unknown member";
                 return;
             }
@@ -397,6 +402,8 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.integer("window_seconds", c.lateral.window_seconds);
         f.integer("min_targets_user", c.lateral.min_targets_user);
         f.integer("min_targets_other", c.lateral.min_targets_other);
+        f.integer("min_hosts_user", c.lateral.min_hosts_user);
+        f.integer("min_hosts_other", c.lateral.min_hosts_other);
         f.severity("severity_user", c.lateral.severity_user);
         f.severity("severity_other", c.lateral.severity_other);
         if (const auto* services = f.take("services")) {
@@ -447,6 +454,8 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.number("max_cv", c.beaconing.max_cv);
         f.integer("min_interval_seconds", c.beaconing.min_interval_seconds);
         f.integer("min_period_seconds", c.beaconing.min_period_seconds);
+        f.integer("short_min_intervals", c.beaconing.short_min_intervals);
+        f.number("short_max_cv", c.beaconing.short_max_cv);
         f.integer("max_interval_seconds", c.beaconing.max_interval_seconds);
         f.integer("max_tracked_per_source", c.beaconing.max_tracked_per_source);
         f.integer("quiet_seconds", c.beaconing.quiet_seconds);
@@ -474,6 +483,12 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
     top.strings("admin_segments", c.admin_segments);
     top.strings("vdi_segments", c.vdi_segments);
     top.integer("sweep_seconds", c.sweep_seconds);
+    top.strings("ignored_destinations", c.ignored_destinations);
+    for (std::size_t i = 0; i < c.ignored_destinations.size(); ++i) {
+        if (auto range = policy::parse_cidr(c.ignored_destinations[i]); !range && error.empty()) {
+            error = "/ignored_destinations/" + std::to_string(i) + ": " + range.error();
+        }
+    }
     if (const auto* exemptions = top.take("exemptions")) {
         if (!exemptions->is_array()) {
             top.fail("exemptions", "not an array");
@@ -579,6 +594,7 @@ json to_json(const Totals& t) {
                 {"suppressed", t.suppressed},
                 {"exempted", t.exempted},
                 {"saturated", t.saturated},
+                {"ignored", t.ignored},
                 {"incidents", t.incidents},
                 {"sources", t.sources},
                 {"active_sources", t.active_sources},

@@ -251,12 +251,32 @@ TEST_CASE("analyzer: beaconing is a regular retry interval, jitter tolerated") {
                                       "every 30 s (cv 0.00, periodicity 1.00)");
         CHECK(found[0].score == doctest::Approx(1.0));
     }
-    SUBCASE("faster than the minimum period is not judged (the attempt folding makes it look "
-            "regular)") {
+    SUBCASE("faster than the minimum period needs 16 intervals and a tighter spread") {
         Analyzer a;
         std::vector<DropRecord> records;
         for (int i = 0; i < 30; ++i) {
             records.push_back(drop(Source{}, "203.0.113.7", 443, T0 + i * 10 * S));
+        }
+        std::vector<Finding> found;
+        for (int i = 0; i < 30; ++i) {
+            auto f = feed(a, records[static_cast<std::size_t>(i)]);
+            if (!f.empty()) {
+                CHECK(i == 16); // the 17th attempt: 16 intervals of 10 s
+            }
+            found.insert(found.end(), f.begin(), f.end());
+        }
+        CHECK(count_rule(found, Rule::Beaconing) == 1);
+    }
+    SUBCASE("random retries just above the attempt floor are not a beacon") {
+        // 5-9 s apart, uniformly: the folding floor makes them look regular (cv about 0.17).
+        Analyzer a;
+        std::vector<DropRecord> records;
+        std::int64_t t = T0;
+        std::uint32_t x = 12345;
+        for (int i = 0; i < 200; ++i) {
+            x = x * 1103515245u + 12345u;
+            t += 5 * S + static_cast<std::int64_t>((x >> 8) % 4000) * S / 1000;
+            records.push_back(drop(Source{}, "203.0.113.7", 443, t));
         }
         CHECK(count_rule(feed_all(a, records), Rule::Beaconing) == 0);
     }

@@ -241,3 +241,49 @@ TEST_CASE("response planner: guardrails") {
               ResponseAction::RateLimited);
     }
 }
+
+TEST_CASE("analyzer: a logon script's denied shares are not lateral movement") {
+    // SMB on 445 and 139 to two denied file servers: 4 lateral targets on 2 hosts.
+    Analyzer a;
+    std::vector<DropRecord> logon;
+    for (const char* server : {"10.0.0.30", "10.0.0.31"}) {
+        logon.push_back(drop(Source{}, server, 445, T0));
+        logon.push_back(drop(Source{}, server, 139, T0 + S / 100));
+    }
+    CHECK(count_rule(feed_all(a, logon), Rule::LateralMovement) == 0);
+    // A third host is lateral movement.
+    auto third = feed(a, drop(Source{}, "10.0.0.32", 445, T0 + S));
+    CHECK(count_rule(third, Rule::LateralMovement) == 1);
+}
+
+TEST_CASE("analyzer: broadcast and multicast destinations are not judged") {
+    Analyzer a;
+    std::vector<DropRecord> chatter;
+    // NetBIOS announcements every 12 min and SSDP/LLMNR from one VDI for 4 h: regular, and
+    // many "hosts", but announcements, not attempts.
+    for (int i = 0; i < 20; ++i) {
+        chatter.push_back(drop(Source{}, "255.255.255.255", 67, T0 + i * 720 * S, 17));
+        chatter.push_back(drop(Source{}, "239.255.255.250", 1900, T0 + i * 720 * S + S, 17));
+        chatter.push_back(drop(Source{}, "224.0.0.252", 5355, T0 + i * 720 * S + 2 * S, 17));
+    }
+    CHECK(feed_all(a, chatter).empty());
+    CHECK(a.totals().ignored == 60);
+
+    SUBCASE("a site adds its subnet broadcast address") {
+        AnalyzerConfig config;
+        config.ignored_destinations.push_back("10.1.0.255/32");
+        Analyzer site(config);
+        std::vector<DropRecord> announcements;
+        for (int i = 0; i < 20; ++i) {
+            announcements.push_back(drop(Source{}, "10.1.0.255", 138, T0 + i * 720 * S, 17));
+        }
+        CHECK(feed_all(site, announcements).empty());
+        Analyzer plain;
+        CHECK(count_rule(feed_all(plain, announcements), Rule::Beaconing) >= 1); // once an hour
+    }
+    SUBCASE("a decoy in an ignored range still counts") {
+        auto decoy = drop(Source{}, "224.0.0.99", 5000, T0 + 5 * S, 17);
+        decoy.reason = DropReason::Decoy;
+        CHECK(count_rule(feed(a, decoy), Rule::Decoy) == 1);
+    }
+}
