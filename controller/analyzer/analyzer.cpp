@@ -651,11 +651,13 @@ struct Analyzer::Impl {
             }
             return false;
         }
-        quiet = t + quiet_ns;
+        // An exempted crossing leaves no quiet period behind: once the exemption ends or is
+        // withdrawn, the next crossing fires.
         if (exempt(s, t)) {
             ++totals.exempted;
             return false;
         }
+        quiet = t + quiet_ns;
         return true;
     }
 

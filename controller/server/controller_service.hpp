@@ -146,6 +146,12 @@ public:
     ApiResult incident_scope(std::int64_t id, std::int64_t margin_seconds);
     // The analyzer's state: totals, memory, rate limit, webhook delivery counters.
     ApiResult analyzer_status();
+    // Known scanners: exemptions by workload (optionally on one enforcer) or by segment, each
+    // with an expiry (at most 90 days) and a reason; audited. They join the configuration
+    // file's and apply from the next drop on.
+    ApiResult list_exemptions();
+    ApiResult add_exemption(const Caller& caller, const nlohmann::json& body);
+    ApiResult delete_exemption(const Caller& caller, std::int64_t id);
 
     // Quarantine. `wait` > 0: answer once the enforcer acked the change or the wait ended
     // (the answer says which).

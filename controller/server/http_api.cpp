@@ -492,6 +492,19 @@ void HttpApi::build_routes() {
     add("GET", "/api/v1/analyzer", Permission::Read, [&s](RouteContext& c) {
         send_result(c.response, s.analyzer_status());
     });
+    add("GET", "/api/v1/analyzer/exemptions", Permission::Read, [&s](RouteContext& c) {
+        send_result(c.response, s.list_exemptions());
+    });
+    add("POST", "/api/v1/analyzer/exemptions", Permission::HandleIncidents, [&s](RouteContext& c) {
+        if (auto body = read_body(c.request, c.response)) {
+            send_result(c.response, s.add_exemption(c.caller, *body), 201);
+        }
+    });
+    add("DELETE", "/api/v1/analyzer/exemptions/{id}", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
+        if (auto id = id_of(c, 0)) {
+            send_result(c.response, s.delete_exemption(c.caller, *id));
+        }
+    });
     add("POST", "/api/v1/incidents/{id}/acknowledge", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
             send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Acknowledged));

@@ -376,6 +376,43 @@ class Suite:
         check("resolve: the source's next scan opens a new incident at once, as a repeat offender",
               again is not None and again["details"].get("repeat_offender") is True, again)
 
+    def test_exemptions(self):
+        t = self.admin()
+        now_ms = int(time.time() * 1000)
+        before = self.c.get("/api/v1/analyzer/exemptions", TOKENS["soc"]).json
+        for name, body, pointer in [
+            ("no expiry", {"workload": "srv-02", "reason": "Nessus"}, ""),
+            ("expired", {"workload": "srv-02", "reason": "Nessus", "expires_ms": now_ms - 1}, "/expires_ms"),
+            ("beyond 90 days", {"workload": "srv-02", "reason": "Nessus", "expires_ms": now_ms + 91 * 86400000}, "/expires_ms"),
+            ("workload and segment", {"workload": "srv-02", "segment": "servers", "reason": "x", "expires_ms": now_ms + 60000}, "/segment"),
+            ("neither", {"reason": "x", "expires_ms": now_ms + 60000}, "/workload"),
+            ("no reason", {"workload": "srv-02", "expires_ms": now_ms + 60000}, ""),
+            ("unknown member", {"workload": "srv-02", "reason": "x", "expires_ms": now_ms + 60000, "forever": True}, "/forever"),
+        ]:
+            r = self.c.post("/api/v1/analyzer/exemptions", body, t)
+            check(f"exemptions: {name} -> 400 at '{pointer}'", r.status == 400 and r.error.get("pointer") == pointer, r)
+        r = self.c.post("/api/v1/analyzer/exemptions", {"workload": "srv-02", "reason": "x", "expires_ms": now_ms + 60000},
+                        TOKENS["automation"])
+        check("exemptions: automation role cannot add one -> 403", r.status == 403, r)
+        check("exemptions: refused requests change nothing",
+              self.c.get("/api/v1/analyzer/exemptions", TOKENS["soc"]).json == before)
+        r = self.c.post("/api/v1/analyzer/exemptions", {"workload": "vdi-003", "enforcer": "hv1", "reason": "pentest CHG-7",
+                                                        "expires_ms": now_ms + 3600000}, TOKENS["soc"])
+        check("exemptions: the SOC exempts vdi-003 for an hour -> 201", r.status == 201 and r.json.get("id"), r)
+        ex_id = r.json.get("id") if r.status == 201 else None
+        now = time.time_ns()
+        self.upload("hv1", [self.drop("vdi-003", "10.1.0.3", "10.9.6.1", 7001 + i, now + i) for i in range(8)])
+        check("exemptions: an exempted scanner's scan opens no incident", self.incidents_of("vdi-003") == [],
+              self.incidents_of("vdi-003"))
+        check("exemptions: counted as exempted", self.c.get("/api/v1/analyzer", TOKENS["soc"]).json["totals"]["exempted"] >= 1)
+        check("exemptions: audited", any(e["target"] == f"exemption/{ex_id}" for e in self.audit("analyzer.exemption.add")))
+        r = self.c.delete(f"/api/v1/analyzer/exemptions/{ex_id}", TOKENS["soc"])
+        check("exemptions: DELETE ends it", r.status == 200, r)
+        check("exemptions: DELETE unknown -> 404", self.c.delete("/api/v1/analyzer/exemptions/9999", TOKENS["soc"]).status == 404)
+        now = time.time_ns()
+        self.upload("hv1", [self.drop("vdi-003", "10.1.0.3", "10.9.7.1", 7001 + i, now + i) for i in range(8)])
+        check("exemptions: once ended, the next scan opens an incident", self.wait_incident("vdi-003") is not None)
+
     def test_webhooks(self):
         wanted = {"incident.opened", "quarantine.created", "incident.page"}
         ok = api.deadline_poll(lambda: wanted <= {body["type"] for _, body in self.webhook.accepted()}, timeout=20, interval=0.1)
@@ -432,7 +469,7 @@ def main():
         suite = Suite(client, Path(args.source_dir), webhook)
         for section in ["setup", "test_bad_response_rules", "test_colliding_addresses", "test_rate_limit",
                         "test_segment_rule_and_critical", "test_vpn_pool_changes_hands", "test_scope",
-                        "test_resolve_rearms", "test_webhooks"]:
+                        "test_resolve_rearms", "test_exemptions", "test_webhooks"]:
             print(f"--- {section}", flush=True)
             try:
                 getattr(suite, section)()
