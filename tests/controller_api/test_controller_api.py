@@ -1357,6 +1357,18 @@ class Suite:
         check("incident: acknowledge, note, resolve audited", {"incident.acknowledge", "incident.note", "incident.resolve"} <=
               {e["action"] for e in audit}, [e["action"] for e in audit])
 
+    def test_exemptions(self):
+        # The full behaviour is in tests/controller_analyzer; here: the round trip, for the
+        # document's every-operation and response-schema checks.
+        r = self.c.post("/api/v1/analyzer/exemptions", {"segment": "vdi", "reason": "schema round trip",
+                                                        "expires_ms": int(time.time() * 1000) + 60000}, TOKENS["soc"])
+        check("exemptions: POST -> 201", r.status == 201, r)
+        if r.status == 201:
+            check("exemptions: listed", any(e["id"] == r.json["id"] for e in
+                                            self.c.get("/api/v1/analyzer/exemptions", TOKENS["automation"]).json["exemptions"]))
+            d = self.c.delete(f"/api/v1/analyzer/exemptions/{r.json['id']}", TOKENS["soc"])
+            check("exemptions: DELETE -> 200", d.status == 200, d)
+
     def test_audit(self):
         t = self.admin()
         r = self.c.get("/api/v1/audit", TOKENS["soc"])
@@ -1510,7 +1522,7 @@ def main():
         suite = Suite(client, args.source_dir, controller)
         for section in ["test_openapi", "test_health_whoami", "test_inventory", "test_vpn", "test_policies", "test_enrollment",
                         "test_status", "test_channel", "test_quarantine", "test_events", "test_incidents_and_stream",
-                        "test_audit", "test_roles", "test_oversized", "test_response_schemas"]:
+                        "test_exemptions", "test_audit", "test_roles", "test_oversized", "test_response_schemas"]:
             print(f"--- {section}", flush=True)
             try:
                 getattr(suite, section)()
