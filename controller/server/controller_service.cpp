@@ -2158,7 +2158,7 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
         return found ? std::move(*found) : std::vector<StoredEvent>{};
     };
     auto counts_as_traffic = [](const StoredEvent& e) {
-        return is_blocked_type(e.type) || e.type == "allowed_flow";
+        return is_blocked_type(e.type) || e.type == "allowed_flow" || e.type == "allowed_flows";
     };
 
     std::string source_node;

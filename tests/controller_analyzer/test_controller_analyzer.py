@@ -332,6 +332,12 @@ class Suite:
         if not a:
             check("scope: needs the collision incident", False)
             return
+        # Flow data: vdi-001's allowed DNS flows in the span (an enforcer's allowed-flow summary).
+        t = time.time_ns()
+        self.upload("hv1", [{"type": "allowed_flows", "count": 3, "first_seen_ns": t - 1000, "last_seen_ns": t,
+                             "time_unix_ms": t // 1_000_000, "workload": "vdi-001", "interface": "vdi001",
+                             "direction": "out", "subject": "vdi-001", "src": "10.1.0.1", "dst": "10.0.0.53",
+                             "family": 4, "proto_name": "udp", "dport": 53}])
         r = self.c.get(f"/api/v1/incidents/{a['id']}/scope", TOKENS["soc"])
         check("scope: 200", r.status == 200 and r.json.get("schema") == "bulkhead.incident-scope.v1", r)
         if r.status != 200:
@@ -343,6 +349,9 @@ class Suite:
         check("scope: its target host 10.9.1.1 with 5 blocked services",
               any(e["source"] == "source:vdi-001" and e["target"] == "host:10.9.1.1" and e["kind"] == "blocked"
                   and e["blocked"] == 5 and len(e["services"]) == 5 for e in edges), edges)
+        check("scope: flow data adds the allowed target (DNS) as an allowed edge",
+              any(e["source"] == "source:vdi-001" and e["target"] == "host:10.0.0.53" and e["kind"] == "allowed"
+                  and e["allowed"] == 3 and e["services"] == ["udp/53"] for e in edges), edges)
         check("scope: vdi-002, which tried the same host, is an other source",
               nodes.get("source:vdi-002", {}).get("kind") == "other-source"
               and any(e["source"] == "source:vdi-002" and e["target"] == "host:10.9.1.1" for e in edges), nodes)
