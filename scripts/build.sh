@@ -11,3 +11,24 @@ for target in ${BULKHEAD_BUILD_TARGETS:-}; do
   targets+=(--target "$target")
 done
 cmake --build "$build_dir" -j"$(nproc)" "${targets[@]}"
+
+# The dashboard (webui/, served by the controller at /): `npm ci` when package-lock.json is
+# newer than the installed node_modules, `npm run build` (type check, then Vite into
+# webui/dist) when a source is newer than the bundle. Nothing to do when nothing changed.
+build_webui() {
+  local w=webui
+  if ! command -v npm >/dev/null; then
+    echo "build: npm not found, the dashboard is not built (scripts/install-deps.sh installs it)" >&2
+    return 0
+  fi
+  if [ ! -f $w/node_modules/.package-lock.json ] || [ $w/package-lock.json -nt $w/node_modules/.package-lock.json ]; then
+    (cd $w && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if [ ! -f $w/dist/index.html ] || [ -n "$(find $w/src $w/index.html $w/package.json $w/package-lock.json \
+      $w/vite.config.ts $w/tsconfig.json -newer $w/dist/index.html -print -quit)" ]; then
+    (cd $w && npm run --silent build)
+  fi
+}
+if [ -z "${BULKHEAD_BUILD_TARGETS:-}" ]; then
+  build_webui
+fi

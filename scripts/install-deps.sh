@@ -28,7 +28,15 @@ packages=(
   python3 python3-jsonschema
   # the demo and the end-to-end tests scan from a VDI with real nmap
   nmap curl
+  # the dashboard's browser tests and benchmark drive Debian's Chromium (headless)
+  chromium
 )
+# The dashboard (webui/) is built with npm (Vite, TypeScript): Debian 12 has Node 18. A
+# Node.js that already brings npm (e.g. NodeSource's nodejs, which conflicts with Debian's
+# npm package) is kept as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

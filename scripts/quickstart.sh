@@ -6,6 +6,7 @@
 # (SQLite, TLS on the lab's management network) and one enforcer per hypervisor. The
 # example policy is uploaded and activated through the REST API, and the API serves on
 # http://127.0.0.1:8080 until Ctrl-C, which tears everything down (namespaces, processes).
+# The SOC dashboard is served at http://127.0.0.1:8080/ by the same controller.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,6 +70,8 @@ for e in json.load(sys.stdin)["enforcers"]:
 
 say "The demo is running"
 cat <<TXT
+Dashboard: http://127.0.0.1:8080/   (sign in with the token in $state/tokens/lab-admin.token;
+           $state/tokens/lab-soc.token for the SOC role)
 API:       $api   (admin token: $state/tokens/lab-admin.token, soc: $state/tokens/lab-soc.token)
 OpenAPI:   $api/openapi.json
 Try (in another terminal, as root):
