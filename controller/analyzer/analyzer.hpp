@@ -88,6 +88,9 @@ struct SlowScanConfig {
     std::uint32_t window_seconds = 1800;
     std::uint32_t min_hosts = 16; // distinct destination hosts, any port
     std::uint32_t min_ports = 16; // or distinct protocol/ports, any hosts
+    // Distinct targets held per source: a threshold of 16 needs few, and every source keeps
+    // this window for half an hour (beyond the cap counts err low, never high).
+    std::uint32_t max_targets = 128;
     Severity severity = Severity::Medium;
 };
 // The policy's own rule (policy "response.incident"): a source with `min_targets` distinct

@@ -441,6 +441,7 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.integer("window_seconds", c.slow_scan.window_seconds);
         f.integer("min_hosts", c.slow_scan.min_hosts);
         f.integer("min_ports", c.slow_scan.min_ports);
+        f.integer("max_targets", c.slow_scan.max_targets);
         f.severity("severity", c.slow_scan.severity);
     });
     section("distinct_targets", [&](Fields& f) {

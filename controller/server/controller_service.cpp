@@ -1690,9 +1690,11 @@ void ControllerService::analyse(const std::vector<StoredEvent>& fresh, TimeMs no
             if (!is_blocked_type(e.type)) {
                 continue;
             }
-            if (e.reason == "quarantine") {
-                // Already contained: counted on its incident, it detects nothing new.
-                if (!e.workload.empty() && e.direction != "in") {
+            if (e.reason == "quarantine" && e.direction != "in") {
+                // The contained workload's own attempts: counted on its incident, they detect
+                // nothing new. (An inbound quarantine drop is someone else's attempt toward a
+                // contained workload: a scan that happens to cross it is analysed below.)
+                if (!e.workload.empty()) {
                     auto& tally = contained[e.workload];
                     tally.first += e.count;
                     tally.second.push_back(e.id);
