@@ -227,6 +227,7 @@ struct Window {
 };
 
 constexpr std::size_t kBeaconRing = 16;
+static_assert((kBeaconRing & (kBeaconRing - 1)) == 0, "the ring is indexed with a mask");
 struct BeaconState {
     std::int64_t first_ns = 0;
     std::int64_t attempt_ns = 0; // start of the last attempt
@@ -247,7 +248,7 @@ struct SourceState {
     std::vector<std::uint32_t> segments;
     std::int64_t last_ns = kNever;
     std::int64_t last_fast_scan_ns = kNever; // a sweep, vertical or box scan fired
-    Window scan, lateral, slow;
+    Window scan, lateral; // the slow-scan window lives apart (Impl::slow): rarely touched
     detail::FlatMap<BeaconState> beacons;
     std::array<std::int64_t, rule_count> quiet_until{};
     std::int64_t incident = -1; // index into incidents_
@@ -415,6 +416,7 @@ struct Analyzer::Impl {
     Interner addresses;  // destination addresses -> dense host ids
     Interner strings;    // names, users, segments
     std::vector<SourceState> sources;
+    std::vector<Window> slow; // per source id: the slow-scan window
     std::vector<DestInfo> destinations;
     detail::FlatMap<std::uint32_t> target_index; // target key -> index into targets
     std::vector<TargetState> targets;
@@ -496,7 +498,7 @@ struct Analyzer::Impl {
         s.last_fast_scan_ns = kNever;
         s.scan.reset();
         s.lateral.reset();
-        s.slow.reset();
+        slow[aux[index].source].reset();
         s.beacons.clear_and_release();
     }
 
@@ -562,6 +564,7 @@ struct Analyzer::Impl {
         const auto id = source_ids.intern(k, fresh);
         if (fresh) {
             sources.emplace_back();
+            slow.emplace_back();
         }
         auto& s = sources[id];
         if (!s.active) {
@@ -947,12 +950,13 @@ struct Analyzer::Impl {
         auto& s = sources[id];
         const std::int64_t window = seconds(c.window_seconds);
         bool saturated = false;
-        if (!s.slow.add(key, t, window, std::max<std::uint32_t>(c.max_targets, 1), saturated)) {
+        auto& w = slow[id];
+        if (!w.add(key, t, window, std::max<std::uint32_t>(c.max_targets, 1), saturated)) {
             totals.saturated += saturated ? 1 : 0;
             return;
         }
-        const bool hosts = c.min_hosts > 0 && s.slow.hosts.size() >= c.min_hosts;
-        const bool ports = c.min_ports > 0 && s.slow.ports.size() >= c.min_ports;
+        const bool hosts = c.min_hosts > 0 && w.hosts.size() >= c.min_hosts;
+        const bool ports = c.min_ports > 0 && w.ports.size() >= c.min_ports;
         if (!hosts && !ports) {
             return;
         }
@@ -963,11 +967,11 @@ struct Analyzer::Impl {
         if (!may_fire(s, Rule::SlowScan, t, window)) {
             return;
         }
-        auto scan = collect(s.slow, std::nullopt);
+        auto scan = collect(w, std::nullopt);
         auto f = make(Rule::SlowScan, lateral_weighted(s, c.severity, scan), scan.first_ns, t);
-        f.distinct_hosts = s.slow.hosts.size();
-        f.distinct_ports = s.slow.ports.size();
-        f.distinct_targets = s.slow.pairs.size();
+        f.distinct_hosts = w.hosts.size();
+        f.distinct_ports = w.ports.size();
+        f.distinct_targets = w.pairs.size();
         f.score = std::max(c.min_hosts > 0 ? static_cast<double>(f.distinct_hosts) / c.min_hosts : 0.0,
                            c.min_ports > 0 ? static_cast<double>(f.distinct_ports) / c.min_ports : 0.0);
         std::size_t distinct = 0;
@@ -1123,20 +1127,19 @@ struct Analyzer::Impl {
             ++b->filled;
         }
         // The last `want` intervals: the ring holds 16, the usual test reads min_intervals.
+        // The last `want` intervals in one pass (sum and sum of squares, in tenths of a second).
         auto interval_stats = [&](std::size_t want, double& mean, double& cv) {
-            mean = 0;
+            std::uint64_t sum = 0, squares = 0;
             for (std::size_t k = 1; k <= want; ++k) {
-                mean += 100.0 * b->intervals[(b->head + kBeaconRing - k) % kBeaconRing];
+                const std::uint64_t v = b->intervals[(b->head + kBeaconRing - k) & (kBeaconRing - 1)];
+                sum += v;
+                squares += v * v;
             }
-            mean /= static_cast<double>(want); // ms
-            double variance = 0;
-            for (std::size_t k = 1; k <= want; ++k) {
-                const double dev =
-                    100.0 * b->intervals[(b->head + kBeaconRing - k) % kBeaconRing] - mean;
-                variance += dev * dev;
-            }
-            variance /= static_cast<double>(want);
-            cv = mean > 0 ? std::sqrt(variance) / mean : 1.0;
+            const double n = static_cast<double>(want);
+            const double m = static_cast<double>(sum) / n;
+            const double variance = std::max(0.0, static_cast<double>(squares) / n - m * m);
+            mean = 100.0 * m; // ms
+            cv = m > 0 ? std::sqrt(variance) / m : 1.0;
         };
         const std::size_t filled = b->filled;
         const std::size_t usual = std::min<std::size_t>(std::max<std::uint32_t>(c.min_intervals, 2), kBeaconRing);
@@ -1329,14 +1332,15 @@ struct Analyzer::Impl {
 
     void sweep(std::int64_t now_ns) {
         const std::int64_t idle = source_idle_ns();
-        for (auto& s : sources) {
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+            auto& s = sources[i];
             if (!s.active) {
                 continue;
             }
             if (now_ns - s.last_ns > idle) {
                 s.scan.reset();
                 s.lateral.reset();
-                s.slow.reset();
+                slow[i].reset();
                 s.beacons.clear_and_release();
                 std::vector<std::uint32_t>().swap(s.segments);
                 s.active = false;
@@ -1449,9 +1453,12 @@ struct Analyzer::Impl {
             source_ids.memory_bytes() + addresses.memory_bytes() + strings.memory_bytes();
         bytes +=
             sources.capacity() * sizeof(SourceState) + destinations.capacity() * sizeof(DestInfo);
+        for (const auto& w : slow) {
+            bytes += w.memory_bytes();
+        }
+        bytes += slow.capacity() * sizeof(Window);
         for (const auto& s : sources) {
-            bytes += s.scan.memory_bytes() + s.lateral.memory_bytes() + s.slow.memory_bytes() +
-                     s.beacons.memory_bytes() +
+            bytes += s.scan.memory_bytes() + s.lateral.memory_bytes() + s.beacons.memory_bytes() +
                      s.segments.capacity() * sizeof(std::uint32_t);
         }
         bytes += target_index.memory_bytes() + targets.capacity() * sizeof(TargetState) +
