@@ -1662,6 +1662,15 @@ void ControllerService::apply_policy_to_analysis(const std::shared_ptr<const Com
     analysis_->inventory = std::move(index);
 }
 
+void ControllerService::reapply_analysis() {
+    std::shared_ptr<const Compiled> compiled;
+    {
+        std::lock_guard lock(mutex_);
+        compiled = compiled_;
+    }
+    apply_policy_to_analysis(compiled);
+}
+
 void ControllerService::rearm_analysis(std::int64_t stored_incident_id) {
     std::lock_guard lock(analysis_mutex_);
     if (!analysis_) {
@@ -2373,12 +2382,7 @@ ApiResult ControllerService::add_exemption(const Caller& caller, const json& bod
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
     }
-    std::shared_ptr<const Compiled> compiled;
-    {
-        std::lock_guard lock(mutex_);
-        compiled = compiled_;
-    }
-    apply_policy_to_analysis(compiled);
+    reapply_analysis();
     return stored;
 }
 
@@ -2405,12 +2409,7 @@ ApiResult ControllerService::delete_exemption(const Caller& caller, std::int64_t
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
     }
-    std::shared_ptr<const Compiled> compiled;
-    {
-        std::lock_guard lock(mutex_);
-        compiled = compiled_;
-    }
-    apply_policy_to_analysis(compiled);
+    reapply_analysis();
     return json{{"deleted", id}};
 }
 

@@ -195,6 +195,7 @@ private:
     void analyse(const std::vector<StoredEvent>& fresh, TimeMs now);
     void handle_finding(PendingFinding& pending);
     void apply_policy_to_analysis(const std::shared_ptr<const Compiled>& compiled);
+    void reapply_analysis();  // the active policy again, after the exemptions changed
     void rearm_analysis(std::int64_t stored_incident_id);
     std::expected<nlohmann::json, ApiError> quarantine_locked(const std::string& workload,
                                                               const std::string& reason,
