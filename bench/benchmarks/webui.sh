@@ -18,7 +18,7 @@ if [ ! -x "$controller" ]; then
   exit 0
 fi
 if [ ! -f "$REPO/webui/dist/index.html" ] || [ ! -d "$REPO/webui/node_modules/playwright-core" ]; then
-  bench_skip $B bundle_app_gzip_kib "the web UI is not built (scripts/build.sh: npm ci && npm run build in webui/)"
+  bench_skip $B bundle_app_gzip_kib "the web UI is not built (scripts/build.sh: npm install --no-save && npm run build in webui/)"
   exit 0
 fi
 if [ ! -x /usr/bin/chromium ] || ! command -v node >/dev/null; then

@@ -10,7 +10,7 @@ let build;
 try {
   ({ build } = await import("esbuild"));
 } catch {
-  console.log("skipped: esbuild is not installed (npm ci in webui/, or scripts/build.sh)");
+  console.log("skipped: esbuild is not installed (npm install --no-save in webui/, or scripts/build.sh)");
   process.exit(77);
 }
 const here = path.dirname(fileURLToPath(import.meta.url));
