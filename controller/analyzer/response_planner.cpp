@@ -12,6 +12,18 @@ bool contains(const std::vector<std::string>& list, std::string_view value) {
     return std::find(list.begin(), list.end(), value) != list.end();
 }
 
+int rank(policy::AutoQuarantineMode mode) {
+    switch (mode) {
+    case policy::AutoQuarantineMode::Off:
+        return 0;
+    case policy::AutoQuarantineMode::DryRun:
+        return 1;
+    case policy::AutoQuarantineMode::On:
+        return 2;
+    }
+    return 0;
+}
+
 std::string severity_text(Severity severity) {
     return std::string(policy::to_string(severity));
 }
@@ -64,7 +76,9 @@ ResponseDecision ResponsePlanner::decide(const Incident& incident, const Finding
                                       contains(rule.detectors, finding.rule_text);
         if (segment_matches && detector_matches) {
             d.rule = static_cast<int>(i);
-            d.mode = rule.mode;
+            // The section's mode is the master switch: off stops every rule, dry-run caps them
+            // at recording (off < dry-run < on), so one line turns the whole policy down.
+            d.mode = std::min(rule.mode, policy_.auto_quarantine, [](auto a, auto b) { return rank(a) < rank(b); });
             d.min_severity = rule.min_severity;
             which = "rule " + std::to_string(i) + " (" + rule.pointer + ")";
             break;

@@ -287,3 +287,24 @@ TEST_CASE("analyzer: broadcast and multicast destinations are not judged") {
         CHECK(count_rule(feed(a, decoy), Rule::Decoy) == 1);
     }
 }
+
+TEST_CASE("response planner: the section's mode is the master switch over the rules") {
+    const std::vector<std::string> vdi{"vdi"};
+    ResponseSubject subject{true, false, false, vdi};
+    auto policy = response_on(Severity::High);
+    policy.auto_quarantine_rules.push_back(
+        {{"vdi"}, {}, policy::AutoQuarantineMode::On, Severity::Medium, "/response/auto_quarantine/rules/0"});
+    SUBCASE("off stops every rule") {
+        policy.auto_quarantine = policy::AutoQuarantineMode::Off;
+        ResponsePlanner planner(policy);
+        auto d = planner.decide(incident_at(Severity::Critical), finding_of(Rule::HostSweep), subject, T0);
+        CHECK(d.action == ResponseAction::None);
+        CHECK(d.rule == 0);
+    }
+    SUBCASE("dry-run makes every rule record only") {
+        policy.auto_quarantine = policy::AutoQuarantineMode::DryRun;
+        ResponsePlanner planner(policy);
+        CHECK(planner.decide(incident_at(Severity::Medium), finding_of(Rule::HostSweep), subject, T0).action ==
+              ResponseAction::DryRun);
+    }
+}
