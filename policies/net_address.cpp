@@ -4,6 +4,8 @@
 
 #include <charconv>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace bulkhead::policy {
 
@@ -211,6 +213,26 @@ std::string_view ip_protocol_name(std::uint8_t protocol) {
     default:
         return {};
     }
+}
+
+std::optional<std::uint8_t> ip_protocol_number(std::string_view name) {
+    // Built once from ip_protocol_name, so the two cannot drift; a dozen entries, read on
+    // every analysed drop, so a linear scan.
+    static const std::vector<std::pair<std::string_view, std::uint8_t>> keywords = [] {
+        std::vector<std::pair<std::string_view, std::uint8_t>> table;
+        for (int number = 0; number < 256; ++number) {
+            if (auto keyword = ip_protocol_name(static_cast<std::uint8_t>(number)); !keyword.empty()) {
+                table.emplace_back(keyword, static_cast<std::uint8_t>(number));
+            }
+        }
+        return table;
+    }();
+    for (const auto& [keyword, number] : keywords) {
+        if (keyword == name) {
+            return number;
+        }
+    }
+    return std::nullopt;
 }
 
 }  // namespace bulkhead::policy

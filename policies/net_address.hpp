@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstdint>
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -59,5 +60,7 @@ std::expected<void, std::string> check_interface_name(std::string_view name);
 // "gre", ...); empty for a number without one here. Shared by the enforcer's drop events
 // and the controller's analyzer.
 std::string_view ip_protocol_name(std::uint8_t protocol);
+// Its inverse: the number of a keyword ip_protocol_name gives; nullopt for any other text.
+std::optional<std::uint8_t> ip_protocol_number(std::string_view name);
 
 }  // namespace bulkhead::policy

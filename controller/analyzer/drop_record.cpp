@@ -116,24 +116,6 @@ std::optional<std::uint64_t> bounded(const json& value, std::uint64_t max) {
     return n <= max ? std::optional<std::uint64_t>(n) : std::nullopt;
 }
 
-std::uint8_t protocol_number(std::string_view name) {
-    if (name == "tcp")
-        return 6;
-    if (name == "udp")
-        return 17;
-    if (name == "icmp")
-        return 1;
-    if (name == "icmpv6")
-        return 58;
-    if (name == "sctp")
-        return 132;
-    if (name == "dccp")
-        return 33;
-    if (name == "udplite")
-        return 136;
-    return 0;
-}
-
 } // namespace
 
 std::expected<std::optional<DropRecord>, std::string>
@@ -183,7 +165,7 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
         }
         r.protocol = static_cast<std::uint8_t>(*n);
     } else {
-        r.protocol = protocol_number(text_member(event, "proto_name"));
+        r.protocol = policy::ip_protocol_number(text_member(event, "proto_name")).value_or(0);
     }
     if (auto dport = event.find("dport"); dport != event.end()) {
         auto n = bounded(*dport, 65535);
@@ -419,7 +401,7 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
                 s.text("protocol", protocol);
                 s.integer("port", service.port);
                 s.finish();
-                service.protocol = protocol_number(protocol);
+                service.protocol = policy::ip_protocol_number(protocol).value_or(0);
                 if (service.protocol != 6 && service.protocol != 17 && service.protocol != 132) {
                     s.fail("protocol", "not tcp, udp or sctp");
                 }
@@ -553,16 +535,17 @@ json to_json(const Finding& f) {
     return j;
 }
 
-json to_json(const Incident& i) {
-    json findings = json::object();
-    json suppressed = json::object();
+json rule_counts(const std::array<std::uint64_t, rule_count>& counts) {
+    json by_rule = json::object();
     for (std::size_t r = 0; r < rule_count; ++r) {
-        const auto name = std::string(rule_name(static_cast<Rule>(r)));
-        if (i.findings[r] != 0)
-            findings[name] = i.findings[r];
-        if (i.suppressed[r] != 0)
-            suppressed[name] = i.suppressed[r];
+        if (counts[r] != 0) {
+            by_rule[std::string(rule_name(static_cast<Rule>(r)))] = counts[r];
+        }
     }
+    return by_rule;
+}
+
+json to_json(const Incident& i) {
     json timeline = json::array();
     for (const auto& f : i.timeline) {
         timeline.push_back(to_json(f));
@@ -576,8 +559,8 @@ json to_json(const Incident& i) {
            {"opened_ns", i.opened_ns},
            {"last_ns", i.last_ns},
            {"events", i.events},
-           {"findings", findings},
-           {"suppressed", suppressed},
+           {"findings", rule_counts(i.findings)},
+           {"suppressed", rule_counts(i.suppressed)},
            {"timeline", timeline},
            {"timeline_dropped", i.timeline_dropped}};
     if (i.state == IncidentState::Resolved)

@@ -103,6 +103,8 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const nlohmann::json
 // (and sets the scan window), "response.decoy_severity" the decoy rule's severity.
 void apply_response_policy(AnalyzerConfig& config, const policy::ResponsePolicy& response);
 
+// Per-rule counters (Incident::findings, Incident::suppressed) by rule name, zeros left out.
+nlohmann::json rule_counts(const std::array<std::uint64_t, rule_count>& counts);
 nlohmann::json to_json(const Finding& finding);
 nlohmann::json to_json(const Incident& incident);
 nlohmann::json to_json(const Totals& totals);
