@@ -845,7 +845,8 @@ struct Analyzer::Impl {
         return severity;
     }
 
-    // True when `key` is new in the source's scan window (only then can a count grow).
+    // True when `key` is new in the source's scan window (only then can a count grow), or was
+    // refused there because the window is full (the slow-scan window may still take it).
     bool scan_detectors(std::uint32_t id, std::uint64_t key, std::int64_t t) {
         auto& s = sources[id];
         const std::int64_t window = seconds(config.scan.window_seconds);

@@ -127,6 +127,15 @@ json incident_json(const Incident& i) {
                 {"details", i.details}};
 }
 
+json vpn_session_json(const VpnSession& s) {
+    return json{{"id", s.id},
+                {"user", s.user},
+                {"pool_address", s.pool_address},
+                {"real_address", s.real_address},
+                {"start", format_time_ms(s.start)},
+                {"end", optional_time(s.end)}};
+}
+
 json audit_json(const AuditEntry& a) {
     return json{{"id", a.id},         {"at", format_time_ms(a.at)}, {"actor", a.actor},
                 {"role", a.role},     {"action", a.action},         {"target", a.target},
@@ -221,6 +230,11 @@ std::int64_t json_int(const json& object, std::string_view key, std::int64_t fal
 
 bool is_blocked_type(const std::string& type) {
     return type == "drop" || type == "drop_summary";
+}
+
+// Connection attempts, blocked or allowed (not enforcer lifecycle events).
+bool is_traffic_type(const std::string& type) {
+    return is_blocked_type(type) || type == "allowed_flow" || type == "allowed_flows";
 }
 
 }  // namespace
@@ -630,7 +644,7 @@ ApiResult ControllerService::what_if(std::int64_t id, std::int64_t from_ns, std:
             return std::unexpected(from_store(page.error()));
         }
         for (auto& e : *page) {
-            if (e.type == "drop" || e.type == "drop_summary" || e.type == "allowed_flow" || e.type == "allowed_flows") {
+            if (is_traffic_type(e.type)) {
                 if (events.size() == limit) {
                     truncated = true;
                     break;
@@ -1033,12 +1047,7 @@ ApiResult ControllerService::list_vpn_sessions(std::optional<TimeMs> active_at, 
     }
     json list = json::array();
     for (const auto& s : *sessions) {
-        list.push_back(json{{"id", s.id},
-                            {"user", s.user},
-                            {"pool_address", s.pool_address},
-                            {"real_address", s.real_address},
-                            {"start", format_time_ms(s.start)},
-                            {"end", optional_time(s.end)}});
+        list.push_back(vpn_session_json(s));
     }
     return json{{"sessions", list}};
 }
@@ -1093,9 +1102,7 @@ ApiResult ControllerService::add_vpn_session(const Caller& caller, const json& b
     if (!tx) {
         return std::unexpected(from_store(tx.error()));
     }
-    return json{{"id", stored->id}, {"user", stored->user}, {"pool_address", stored->pool_address},
-                {"real_address", stored->real_address}, {"start", format_time_ms(stored->start)},
-                {"end", optional_time(stored->end)}};
+    return vpn_session_json(*stored);
 }
 
 ApiResult ControllerService::end_vpn_session(const Caller& caller, std::int64_t id, const json& body) {
@@ -1453,13 +1460,6 @@ ApiResult ControllerService::report_status(const Caller& caller, const std::stri
     return json{{"controller_time_ms", now}};
 }
 
-std::string ControllerService::user_of(const std::string& workload) {
-    if (auto w = store_->get_workload(workload); w && *w) {
-        return (*w)->document.value("user", "");
-    }
-    return "";
-}
-
 ApiResult ControllerService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
@@ -1571,6 +1571,15 @@ struct ControllerService::PendingFinding {
 
 namespace {
 
+// A remote user's source identity: one per VPN session, so a pool address that changes hands
+// is two sources. Such a source has no workload to quarantine or to query events by.
+std::string vpn_source(const VpnSession& session) {
+    return "vpn:" + session.user + "#" + std::to_string(session.id);
+}
+bool is_vpn_source(std::string_view workload) {
+    return workload.starts_with("vpn:");
+}
+
 // The store keys incidents by a source text: the workload id for attributed sources (what
 // quarantine, the API's ?workload= and the dashboard link by), else the analyzer's subject.
 std::string incident_key(const analyzer::Incident& incident) {
@@ -1580,17 +1589,6 @@ std::string incident_key(const analyzer::Incident& incident) {
     return incident.workload.empty() ? incident.subject : incident.workload;
 }
 
-std::uint8_t protocol_number(std::string_view name) {
-    static const std::pair<std::string_view, std::uint8_t> names[] = {
-        {"tcp", 6}, {"udp", 17}, {"icmp", 1}, {"icmpv6", 58}, {"ipv6-icmp", 58}, {"sctp", 132},
-        {"dccp", 33}, {"udplite", 136}, {"gre", 47}, {"esp", 50}, {"ah", 51}};
-    for (const auto& [n, number] : names) {
-        if (n == name) {
-            return number;
-        }
-    }
-    return 0;
-}
 
 json finding_json(const analyzer::Finding& f, TimeMs now) {
     json j = analyzer::to_json(f);
@@ -1601,20 +1599,8 @@ json finding_json(const analyzer::Finding& f, TimeMs now) {
     return j;
 }
 
-json detector_counts(const analyzer::Incident& incident) {
-    json counts = json::object();
-    for (std::size_t r = 0; r < analyzer::rule_count; ++r) {
-        if (incident.findings[r] != 0) {
-            counts[std::string(analyzer::rule_name(static_cast<analyzer::Rule>(r)))] = incident.findings[r];
-        }
-    }
-    return counts;
-}
 
-}  // namespace
-
-namespace {
-
+// Exemptions (known scanners) the SOC added through the API: one setting holding a short list.
 constexpr const char* kExemptionsSetting = "analyzer.exemptions";
 
 json stored_exemptions(Store& store) {
@@ -1724,12 +1710,12 @@ void ControllerService::analyse(const std::vector<StoredEvent>& fresh, TimeMs no
             r.destination_segments.clear();
             r.time_ns = e.time_ns;
             r.enforcer = e.enforcer;
-            r.protocol = protocol_number(e.protocol);
+            r.protocol = policy::ip_protocol_number(e.protocol).value_or(0);
             r.dport = e.dport;
             r.reason = *reason;
             r.count = e.count;
             analyzer::attribute_drop(r, e.workload, e.direction == "in", e.src, e.dst, e.port, e.mac, inventory);
-            json vpn;
+            const VpnSession* vpn = nullptr;  // into `sessions`; JSON only for a finding
             if (r.workload.empty()) {
                 // A remote user: the VPN session that held the pool address at that time.
                 auto found = sessions.find(r.address);
@@ -1740,17 +1726,9 @@ void ControllerService::analyse(const std::vector<StoredEvent>& fresh, TimeMs no
                     found = sessions.insert_or_assign(r.address, session ? *session : std::nullopt).first;
                 }
                 if (found->second) {
-                    const auto& session = *found->second;
-                    // One source per session: the same pool address held by two users over
-                    // the day is two sources, each named.
-                    r.workload = "vpn:" + session.user + "#" + std::to_string(session.id);
-                    r.user = session.user;
-                    vpn = json{{"id", session.id},
-                               {"user", session.user},
-                               {"pool_address", session.pool_address},
-                               {"real_address", session.real_address},
-                               {"start", format_time_ms(session.start)},
-                               {"end", optional_time(session.end)}};
+                    vpn = &*found->second;
+                    r.workload = vpn_source(*vpn);
+                    r.user = vpn->user;
                 }
             }
             auto findings = engine.observe(r.view());
@@ -1784,8 +1762,8 @@ void ControllerService::analyse(const std::vector<StoredEvent>& fresh, TimeMs no
                             facts->segments.begin() + static_cast<std::ptrdiff_t>(facts->policy_segments_from));
                         attribution["critical"] = facts->critical;
                     }
-                    if (!vpn.is_null() && incident->workload.rfind("vpn:", 0) == 0) {
-                        attribution["vpn_session"] = vpn;
+                    if (vpn != nullptr && is_vpn_source(incident->workload)) {
+                        attribution["vpn_session"] = vpn_session_json(*vpn);
                     }
                     p.attribution = std::move(attribution);
                 }
@@ -1925,7 +1903,7 @@ void ControllerService::handle_finding(PendingFinding& p) {
     }
     incident.details["subject"] = ai.subject;
     incident.details["subject_kind"] = ai.about_target ? "target" : "source";
-    incident.details["detectors"] = detector_counts(ai);
+    incident.details["detectors"] = analyzer::rule_counts(ai.findings);
     incident.details["repeat_offender"] = ai.repeat_offender;
     incident.details["analyzer_severity"] = severity;
     if (!p.attribution.is_null()) {
@@ -1947,7 +1925,7 @@ void ControllerService::handle_finding(PendingFinding& p) {
         stored_id = incident.id;
         if (!ai.about_target) {
             EventQuery window;
-            if (!ai.workload.empty() && ai.workload.rfind("vpn:", 0) != 0) {
+            if (!ai.workload.empty() && !is_vpn_source(ai.workload)) {
                 window.workload = ai.workload;
             } else {
                 window.address = ai.address;
@@ -2106,7 +2084,7 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
     const json attribution = details.value("attribution", json::object());
     const std::string workload = attribution.value("workload", incident->source_workload);
     const std::string address = attribution.value("address", "");
-    const bool vpn = workload.rfind("vpn:", 0) == 0;
+    const bool vpn = is_vpn_source(workload);
 
     struct Edge {
         std::uint64_t blocked = 0, allowed = 0;
@@ -2168,10 +2146,6 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
         auto found = store_->query_events(q);
         return found ? std::move(*found) : std::vector<StoredEvent>{};
     };
-    auto counts_as_traffic = [](const StoredEvent& e) {
-        return is_blocked_type(e.type) || e.type == "allowed_flow" || e.type == "allowed_flows";
-    };
-
     std::string source_node;
     std::vector<std::string> hosts;  // target hosts, most blocked first
     if (!about_target) {
@@ -2187,14 +2161,14 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
         std::vector<StoredEvent> own;
         if (!workload.empty() && !vpn) {
             for (auto& e : events_where(workload, std::nullopt, 10000)) {
-                if (e.direction != "in" && counts_as_traffic(e)) {
+                if (e.direction != "in" && is_traffic_type(e.type)) {
                     own.push_back(std::move(e));
                 }
             }
         }
         if (!address.empty()) {
             for (auto& e : events_where(std::nullopt, address, 10000)) {
-                if (e.src == address && (e.direction == "in" || workload.empty() || vpn) && counts_as_traffic(e)) {
+                if (e.src == address && (e.direction == "in" || workload.empty() || vpn) && is_traffic_type(e.type)) {
                     own.push_back(std::move(e));
                 }
             }
@@ -2271,17 +2245,13 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
 
     json edge_list = json::array();
     for (const auto& [ends, edge] : edges) {
-        json services = json::array();
-        for (const auto& service : edge.services) {
-            services.push_back(service);
-        }
         edge_list.push_back(json{{"source", ends.first},
                                  {"target", ends.second},
                                  {"kind", edge.blocked > 0 ? "blocked" : "allowed"},
                                  {"count", edge.blocked + edge.allowed},
                                  {"blocked", edge.blocked},
                                  {"allowed", edge.allowed},
-                                 {"services", services},
+                                 {"services", edge.services},
                                  {"first_ns", edge.first_ns},
                                  {"last_ns", edge.last_ns}});
     }
@@ -2313,8 +2283,6 @@ ApiResult ControllerService::incident_scope(std::int64_t id, std::int64_t margin
                 {"edges", edge_list},
                 {"truncated", truncated}};
 }
-
-// ---- exemptions (known scanners), stored as one setting: a short list an admin keeps ----
 
 ApiResult ControllerService::list_exemptions() {
     return json{{"exemptions", stored_exemptions(*store_)}};

@@ -202,7 +202,6 @@ private:
                                                               const std::string& actor,
                                                               const std::string& role, bool automatic,
                                                               std::optional<std::int64_t> incident);
-    std::string user_of(const std::string& workload);
 
     std::shared_ptr<Store> store_;
     ServiceOptions options_;

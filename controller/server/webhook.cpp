@@ -50,7 +50,8 @@ std::optional<ParsedUrl> parse_webhook_url(const std::string& url) {
         parsed.host = authority;
     }
     if (!port_text.empty()) {
-        if (port_text.size() > 5 || !std::all_of(port_text.begin(), port_text.end(), ::isdigit)) {
+        if (port_text.size() > 5 ||
+            !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
             return std::nullopt;
         }
         parsed.port = std::stoi(port_text);
