@@ -34,6 +34,18 @@ bench_json_escape() {
 
 bench_log() { printf '%s\n' "$*" >&2; }
 
+# bench_stop_pid PID: SIGTERM, up to 10 s to exit, then SIGKILL; reaps it. A gone PID is fine.
+bench_stop_pid() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # bench_median N1 N2 ...: the median (the middle value; the upper middle for an even count).
 bench_median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }'

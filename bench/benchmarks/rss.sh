@@ -35,16 +35,7 @@ start=$(date +%s%N)
 ip netns exec "$ns" "$daemon" --enforcer-id "$enforcer" --ruleset "$ruleset" --state-dir "$dir/state" \
   --events "$dir/events.jsonl" 2>"$dir/daemon.log" &
 pid=$!  # ip netns exec execs the daemon: same process
-stop_daemon() {
-  kill -TERM "$pid" 2>/dev/null || return 0
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+stop_daemon() { bench_stop_pid "$pid"; }
 trap 'stop_daemon; kbench_cleanup' EXIT
 
 applied=""

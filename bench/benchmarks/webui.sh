@@ -30,14 +30,7 @@ dir=$BENCH_WORK/webui
 pid=""
 stop_controller() {
   [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  bench_stop_pid "$pid"
   pid=""
 }
 trap stop_controller EXIT
