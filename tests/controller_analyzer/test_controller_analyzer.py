@@ -25,7 +25,6 @@ Checks:
 Usage: test_controller_analyzer.py --controller build/bin/bulkhead-controller [--source-dir REPO]
 """
 import argparse
-import copy
 import hashlib
 import hmac
 import http.server
@@ -36,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -87,24 +85,6 @@ class WebhookReceiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-class AnalyzerController(api.Controller):
-    def __init__(self, binary, workdir, extra):
-        super().__init__(binary, workdir)
-        self.extra = extra
-
-    def start(self):
-        # The parent's start with our options appended to the command line.
-        real_popen = subprocess.Popen
-
-        def popen(args, **kw):
-            return real_popen(list(args) + self.extra, **kw)
-        api.subprocess.Popen = popen
-        try:
-            return super().start()
-        finally:
-            api.subprocess.Popen = real_popen
 
 
 def inventory_document(source_dir):
@@ -469,35 +449,22 @@ def main():
     webhook = WebhookReceiver(failures=2)
     secret_file = Path(workdir) / "webhook.secret"
     secret_file.write_text(WEBHOOK_SECRET + "\n")
-    controller = AnalyzerController(args.controller, workdir,
-                                    ["--webhook", f"http://127.0.0.1:{webhook.port}/soar/bulkhead",
-                                     "--webhook-secret-file", str(secret_file)])
+    controller = api.Controller(args.controller, workdir,
+                                ["--webhook", f"http://127.0.0.1:{webhook.port}/soar/bulkhead",
+                                 "--webhook-secret-file", str(secret_file)])
     try:
         start_refusals(args.controller, workdir)
         client = controller.start()
         suite = Suite(client, Path(args.source_dir), webhook)
-        for section in ["setup", "test_bad_response_rules", "test_colliding_addresses", "test_rate_limit",
-                        "test_segment_rule_and_critical", "test_vpn_pool_changes_hands", "test_scope",
-                        "test_resolve_rearms", "test_exemptions", "test_webhooks"]:
-            print(f"--- {section}", flush=True)
-            try:
-                getattr(suite, section)()
-            except Exception:
-                check(f"{section}: ran to the end without an exception", False, traceback.format_exc())
-            if controller.process is None or controller.process.poll() is not None:
-                check(f"{section}: controller still running", False, controller.log_file.read_text(errors="replace")[-3000:])
-                break
-        log = controller.log_file.read_text(errors="replace")
-        check("controller log: no internal errors", "internal error" not in log, log[-2000:])
+        api.run_sections(suite, ["setup", "test_bad_response_rules", "test_colliding_addresses", "test_rate_limit",
+                                 "test_segment_rule_and_critical", "test_vpn_pool_changes_hands", "test_scope",
+                                 "test_resolve_rearms", "test_exemptions", "test_webhooks"], controller)
     finally:
         controller.stop()
         webhook.close()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    if api.FAILURES:
-        print("failed checks:\n  " + "\n  ".join(api.FAILURES))
-    print(f"{api.RESULTS['passed']} passed, {api.RESULTS['failed']} failed")
-    return 1 if api.RESULTS["failed"] else 0
+    return api.report()
 
 
 if __name__ == "__main__":

@@ -296,8 +296,9 @@ def free_port():
 
 
 class Controller:
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, extra_args=()):
         self.binary = binary
+        self.extra_args = list(extra_args)  # appended to the command line
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.tokens_file = self.workdir / "tokens.json"
@@ -313,7 +314,8 @@ class Controller:
             log = open(self.log_file, "ab")
             self.process = subprocess.Popen(
                 [self.binary, "--data-dir", str(self.data_dir), "--plain-listen", f"127.0.0.1:{self.port}",
-                 "--bootstrap-tokens", str(self.tokens_file), "--heartbeat-interval-ms", str(HEARTBEAT_MS)],
+                 "--bootstrap-tokens", str(self.tokens_file), "--heartbeat-interval-ms", str(HEARTBEAT_MS)]
+                + self.extra_args,
                 stdout=log, stderr=log)
             log.close()
             client = Client(self.port)
@@ -1509,6 +1511,30 @@ class Suite:
         check("roles: every role the document lists gets through on GET routes", not gate, gate)
 
 
+def run_sections(suite, sections, controller):
+    """Runs the suite's sections in order; an exception fails its section, a dead controller
+    ends the run; then the controller's log must hold no internal error."""
+    for section in sections:
+        print(f"--- {section}", flush=True)
+        try:
+            getattr(suite, section)()
+        except Exception:
+            check(f"{section}: ran to the end without an exception", False, traceback.format_exc())
+        if controller.process is None or controller.process.poll() is not None:
+            check(f"{section}: controller still running", False, controller.log_file.read_text(errors="replace")[-3000:])
+            break
+    log = controller.log_file.read_text(errors="replace")
+    check("controller log: no internal errors", "internal error" not in log, log[-2000:])
+
+
+def report():
+    """Prints the failed checks and the totals; the exit code."""
+    if FAILURES:
+        print("failed checks:\n  " + "\n  ".join(FAILURES))
+    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    return 1 if RESULTS["failed"] else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--controller", required=True, help="path of bulkhead-controller")
@@ -1520,29 +1546,17 @@ def main():
     try:
         client = controller.start()
         suite = Suite(client, args.source_dir, controller)
-        for section in ["test_openapi", "test_health_whoami", "test_inventory", "test_vpn", "test_policies", "test_enrollment",
-                        "test_status", "test_channel", "test_quarantine", "test_events", "test_incidents_and_stream",
-                        "test_exemptions", "test_audit", "test_roles", "test_oversized", "test_response_schemas"]:
-            print(f"--- {section}", flush=True)
-            try:
-                getattr(suite, section)()
-            except Exception:
-                check(f"{section}: ran to the end without an exception", False, traceback.format_exc())
-            if controller.process is None or controller.process.poll() is not None:
-                check(f"{section}: controller still running", False, controller.log_file.read_text(errors="replace")[-3000:])
-                break
-        log = controller.log_file.read_text(errors="replace")
-        check("controller log: no internal errors", "internal error" not in log, log[-2000:])
+        run_sections(suite, ["test_openapi", "test_health_whoami", "test_inventory", "test_vpn", "test_policies",
+                             "test_enrollment", "test_status", "test_channel", "test_quarantine", "test_events",
+                             "test_incidents_and_stream", "test_exemptions", "test_audit", "test_roles", "test_oversized",
+                             "test_response_schemas"], controller)
     finally:
         controller.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir}")
-    if FAILURES:
-        print("failed checks:\n  " + "\n  ".join(FAILURES))
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return 1 if RESULTS["failed"] else 0
+    return report()
 
 
 if __name__ == "__main__":
