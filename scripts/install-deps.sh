@@ -16,6 +16,8 @@ packages=(
   libsqlite3-dev libssl-dev
   # simdjson: the controller parses event uploads with it (controller/server/event_batch.hpp)
   libsimdjson-dev
+  # logging with levels for every program (common/logging)
+  libspdlog-dev
   # openssl: the lab makes its CA and certificates with it
   openssl
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces
