@@ -9,6 +9,7 @@
 #include "controller/core/access_policy.hpp"
 #include "controller/core/desired_state.hpp"
 #include "controller/server/event_bus.hpp"
+#include "controller/server/event_sequencer.hpp"
 #include "controller/server/webhook.hpp"
 #include "controller/store/store.hpp"
 #include "policies/policy_model.hpp"
@@ -27,6 +28,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 
 namespace bulkhead::controller {
 
@@ -59,6 +61,12 @@ struct ServiceOptions {
     // "response" section adds its own incident rule and decides automatic quarantine.
     analyzer::AnalyzerConfig analyzer;
     WebhookOptions webhooks;
+    // The analyzer's state is checkpointed into the store this often (and at shutdown);
+    // after a restart the events stored after the checkpoint are analysed again.
+    std::chrono::milliseconds analysis_checkpoint_interval{30000};
+    // Without a usable checkpoint (first start, or one from an incompatible version), the
+    // analyzer is rebuilt from the events of this period before the newest stored event.
+    std::chrono::milliseconds analysis_replay_horizon{2 * 3600 * 1000};
 };
 
 // One enforcer's open channel stream: the HTTP layer pulls lines from it until it ends.
@@ -180,8 +188,9 @@ private:
     std::expected<policy::Inventory, ApiError> load_inventory();
     std::expected<nlohmann::json, ApiError> inventory_document();
     std::expected<void, ApiError> check_inventory_against_policy(const nlohmann::json& inventory);
-    std::set<std::string> quarantined_workloads();
-    std::uint64_t next_generation_locked();
+    // Fails when the store cannot say what is quarantined: callers then keep what is in force.
+    std::expected<std::set<std::string>, ApiError> quarantined_workloads();
+    std::expected<std::uint64_t, ApiError> next_generation_locked();
     bool wait_for_ack(const std::string& enforcer, const std::string& hash,
                       std::chrono::milliseconds wait);
     nlohmann::json quarantine_json(const Quarantine& quarantine);
@@ -194,6 +203,11 @@ private:
     // Feeds newly stored drops to the analyzer (event order per batch) and acts on findings.
     void analyse(const std::vector<StoredEvent>& fresh, TimeMs now);
     void handle_finding(PendingFinding& pending);
+    // Restores the analyzer from its checkpoint and analyses what was stored after it.
+    std::expected<void, std::string> restore_analysis();
+    // Saves the analyzer's state with the id of the last event it has seen.
+    void checkpoint_analysis();
+    void maintenance_loop();  // checkpoints and stale sequence gaps, on a timer
     void apply_policy_to_analysis(const std::shared_ptr<const Compiled>& compiled);
     void reapply_analysis();  // the active policy again, after the exemptions changed
     void rearm_analysis(std::int64_t stored_incident_id);
@@ -201,7 +215,8 @@ private:
                                                               const std::string& reason,
                                                               const std::string& actor,
                                                               const std::string& role, bool automatic,
-                                                              std::optional<std::int64_t> incident);
+                                                              std::optional<std::int64_t> incident,
+                                                              const nlohmann::json& incident_view = nullptr);
 
     std::shared_ptr<Store> store_;
     ServiceOptions options_;
@@ -217,7 +232,14 @@ private:
     std::unique_ptr<Analysis> analysis_;  // guarded by analysis_mutex_
     std::mutex analysis_mutex_;           // the engine: one batch at a time, in order
     std::mutex incident_mutex_;           // stored incidents: one finding at a time
-    std::unique_ptr<WebhookNotifier> webhooks_;
+    WebhookOutbox outbox_;                       // webhook rows, written inside transactions
+    std::unique_ptr<WebhookDelivery> delivery_;  // sends them from the store
+    std::unique_ptr<EventSequencer> sequencer_;  // stored events to the analyzer, in id order
+    std::atomic<std::int64_t> analysed_through_{0};  // last event id the analyzer has seen
+    std::atomic<std::uint64_t> analysis_store_errors_{0};
+    std::thread maintenance_;
+    std::mutex maintenance_mutex_;
+    std::condition_variable maintenance_wake_;
     std::map<std::string, std::uint64_t> stream_epoch_;  // newest stream per enforcer
     std::map<std::string, std::string> acked_hash_;      // last hash each enforcer acked
     std::atomic<bool> stopping_{false};

@@ -7,8 +7,9 @@
 #include <charconv>
 #include <ctime>
 #include <filesystem>
-#include <iostream>
 #include <regex>
+
+#include <spdlog/spdlog.h>
 
 namespace bulkhead::controller {
 
@@ -648,7 +649,7 @@ void HttpApi::install(httplib::Server& server) const {
             what = e.what();
         } catch (...) {
         }
-        std::cerr << "bulkhead-controller: " << req.method << " " << req.path << ": internal error: " << what << "\n";
+        spdlog::error("{} {}: internal error: {}", req.method, req.path, what);
         send_error(res, ApiError{500, "internal-error", "internal error; see the controller's log"});
     });
     server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {

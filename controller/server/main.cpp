@@ -2,11 +2,13 @@
 // SQLite in a data directory. Configuration: a JSON file (--config) and flags, flags win.
 #include "controller/analyzer/drop_record.hpp"
 #include "controller/server/controller_service.hpp"
+#include "common/logging/logging.hpp"
 #include "controller/server/http_api.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
 
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 #include <httplib.h>
 
 #include <arpa/inet.h>
@@ -15,6 +17,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -225,12 +228,18 @@ int main(int argc, char** argv) {
     auto* webhook_secret = app.add_option("--webhook-secret-file", flags.webhook_secret_file,
                                           "File holding the HMAC-SHA256 key that signs webhook bodies");
     auto* webhook_ca = app.add_option("--webhook-ca", flags.webhook_ca, "CA bundle to verify https webhook receivers");
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
     app.set_version_flag("--version", "bulkhead-controller 0.4.0");
     CLI11_PARSE(app, argc, argv);
+    if (auto logging = bulkhead::logging::setup("bulkhead-controller", log_level); !logging) {
+        std::fprintf(stderr, "bulkhead-controller: --log-level: %s\n", logging.error().c_str());
+        return 2;
+    }
 
     if (!config_file.empty()) {
         if (auto problem = load_config(config_file, config)) {
-            std::cerr << "bulkhead-controller: " << *problem << "\n";
+            spdlog::error("{}", *problem);
             return 2;
         }
     }
@@ -253,17 +262,17 @@ int main(int argc, char** argv) {
     if (!config.analyzer_config.empty()) {
         auto text = read_file(config.analyzer_config);
         if (!text) {
-            std::cerr << "bulkhead-controller: cannot read analyzer configuration " << config.analyzer_config << "\n";
+            spdlog::error("cannot read analyzer configuration {}", config.analyzer_config);
             return 2;
         }
         auto document = bulkhead::policy::read_json(*text, config.analyzer_config);
         if (!document) {
-            std::cerr << "bulkhead-controller: " << bulkhead::policy::format_diagnostic(document.error().front()) << "\n";
+            spdlog::error("{}", bulkhead::policy::format_diagnostic(document.error().front()));
             return 2;
         }
         auto parsed = bulkhead::analyzer::config_from_json(*document);
         if (!parsed) {
-            std::cerr << "bulkhead-controller: " << config.analyzer_config << ": " << parsed.error() << "\n";
+            spdlog::error("{}: {}", config.analyzer_config, parsed.error());
             return 2;
         }
         options.analyzer = std::move(*parsed);
@@ -272,44 +281,44 @@ int main(int argc, char** argv) {
     if (!config.webhook_secret_file.empty()) {
         auto text = read_file(config.webhook_secret_file);
         if (!text || text->find_first_not_of(" \t\r\n") == std::string::npos) {
-            std::cerr << "bulkhead-controller: cannot read a webhook secret from " << config.webhook_secret_file << "\n";
+            spdlog::error("cannot read a webhook secret from {}", config.webhook_secret_file);
             return 2;
         }
         webhook_secret_text = text->substr(0, text->find_last_not_of(" \t\r\n") + 1);
     }
     for (const auto& url : config.webhooks) {
         if (!bulkhead::controller::parse_webhook_url(url)) {
-            std::cerr << "bulkhead-controller: --webhook " << url << ": expected an http:// or https:// URL\n";
+            spdlog::error("--webhook {}: expected an http:// or https:// URL", url);
             return 2;
         }
         options.webhooks.targets.push_back({url, webhook_secret_text, config.webhook_ca});
     }
 
     if (config.listen.empty() && config.plain_listen.empty()) {
-        std::cerr << "bulkhead-controller: nothing to listen on: give --listen (TLS) and/or --plain-listen\n";
+        spdlog::error("nothing to listen on: give --listen (TLS) and/or --plain-listen");
         return 2;
     }
     std::optional<std::pair<std::string, int>> tls_address, plain_address;
     if (!config.listen.empty()) {
         tls_address = split_host_port(config.listen);
         if (!tls_address) {
-            std::cerr << "bulkhead-controller: --listen " << config.listen << ": expected HOST:PORT\n";
+            spdlog::error("--listen {}: expected HOST:PORT", config.listen);
             return 2;
         }
         if (config.tls_cert.empty() || config.tls_key.empty()) {
-            std::cerr << "bulkhead-controller: --listen needs --tls-cert and --tls-key\n";
+            spdlog::error("--listen needs --tls-cert and --tls-key");
             return 2;
         }
     }
     if (!config.plain_listen.empty()) {
         plain_address = split_host_port(config.plain_listen);
         if (!plain_address) {
-            std::cerr << "bulkhead-controller: --plain-listen " << config.plain_listen << ": expected HOST:PORT\n";
+            spdlog::error("--plain-listen {}: expected HOST:PORT", config.plain_listen);
             return 2;
         }
         if (!is_loopback(plain_address->first)) {
-            std::cerr << "bulkhead-controller: --plain-listen " << config.plain_listen
-                      << ": plain HTTP is allowed on a loopback address only; use --listen with TLS\n";
+            spdlog::error("--plain-listen {}: plain HTTP is allowed on a loopback address only; use --listen with TLS",
+                          config.plain_listen);
             return 2;
         }
     }
@@ -317,12 +326,12 @@ int main(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::create_directories(config.data_dir, ec);
     if (ec) {
-        std::cerr << "bulkhead-controller: cannot create data directory " << config.data_dir << ": " << ec.message() << "\n";
+        spdlog::error("cannot create data directory {}: {}", config.data_dir, ec.message());
         return 1;
     }
     auto store = bulkhead::controller::SqliteStore::open(std::filesystem::path(config.data_dir) / "bulkhead.db");
     if (!store) {
-        std::cerr << "bulkhead-controller: " << store.error().message << "\n";
+        spdlog::error("{}", store.error().message);
         return 1;
     }
     ControllerService service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
@@ -331,12 +340,12 @@ int main(int argc, char** argv) {
     });
     if (!config.bootstrap_tokens.empty()) {
         if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {
-            std::cerr << "bulkhead-controller: " << *problem << "\n";
+            spdlog::error("{}", *problem);
             return 2;
         }
     }
     if (auto started = service.start(); !started) {
-        std::cerr << "bulkhead-controller: start-up failed: " << started.error() << "\n";
+        spdlog::error("start-up failed: {}", started.error());
         return 1;
     }
     bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
@@ -347,14 +356,13 @@ int main(int argc, char** argv) {
     if (tls_address) {
         tls_server = std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
         if (!tls_server->is_valid()) {
-            std::cerr << "bulkhead-controller: cannot load TLS certificate " << config.tls_cert << " / key "
-                      << config.tls_key << "\n";
+            spdlog::error("cannot load TLS certificate {} / key {}", config.tls_cert, config.tls_key);
             return 1;
         }
         configure(*tls_server, config.threads);
         api.install(*tls_server);
         if (!tls_server->bind_to_port(tls_address->first.c_str(), tls_address->second)) {
-            std::cerr << "bulkhead-controller: cannot listen on " << config.listen << "\n";
+            spdlog::error("cannot listen on {}", config.listen);
             return 1;
         }
     }
@@ -363,7 +371,7 @@ int main(int argc, char** argv) {
         configure(*plain_server, config.threads);
         api.install(*plain_server);
         if (!plain_server->bind_to_port(plain_address->first.c_str(), plain_address->second)) {
-            std::cerr << "bulkhead-controller: cannot listen on " << config.plain_listen << "\n";
+            spdlog::error("cannot listen on {}", config.plain_listen);
             return 1;
         }
     }
@@ -378,21 +386,18 @@ int main(int argc, char** argv) {
     std::thread signal_thread([&] {
         int received = 0;
         sigwait(&stop_signals, &received);
-        std::cerr << "bulkhead-controller: signal " << received << ", stopping\n";
+        spdlog::info("signal {}, stopping", received);
         service.shutdown();
         if (tls_server) tls_server->stop();
         if (plain_server) plain_server->stop();
     });
     signal_thread.detach();
 
-    std::cerr << "bulkhead-controller: serving";
-    if (tls_address) std::cerr << " https://" << config.listen;
-    if (plain_address) std::cerr << " http://" << config.plain_listen;
-    std::cerr << " (data " << config.data_dir << ")\n";
+    spdlog::info("serving{}{} (data {})", tls_address ? " https://" + config.listen : std::string(),
+                 plain_address ? " http://" + config.plain_listen : std::string(), config.data_dir);
     if (!config.webui_dir.empty()) {
         const bool built = std::filesystem::is_regular_file(std::filesystem::path(config.webui_dir) / "index.html");
-        std::cerr << "bulkhead-controller: dashboard at / from " << config.webui_dir
-                  << (built ? "" : " (not built yet: / explains how to build it)") << "\n";
+        spdlog::info("dashboard at / from {}{}", config.webui_dir, (built ? "" : " (not built yet: / explains how to build it)"));
     }
 
     std::thread tls_thread;
@@ -407,6 +412,6 @@ int main(int argc, char** argv) {
     }
     // Streams end before the servers' thread pools are joined.
     service.shutdown();
-    std::cerr << "bulkhead-controller: stopped\n";
+    spdlog::info("stopped");
     return 0;
 }

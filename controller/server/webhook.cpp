@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <set>
+
+#include <spdlog/spdlog.h>
 
 namespace bulkhead::controller {
 
@@ -79,18 +82,53 @@ std::string webhook_signature(const std::string& secret, const std::string& body
     return hex;
 }
 
-WebhookNotifier::WebhookNotifier(WebhookOptions options, Clock clock, Log log)
-    : options_(std::move(options)), clock_(std::move(clock)), log_(std::move(log)) {
-    if (enabled()) {
+WebhookOutbox::WebhookOutbox(WebhookOptions options) : options_(std::move(options)) {}
+
+StoreResult<void> WebhookOutbox::enqueue(OutboxRepository& outbox, const std::string& type,
+                                         const nlohmann::json& data, TimeMs now) const {
+    for (std::size_t t = 0; t < options_.targets.size(); ++t) {
+        // Random, so ids stay unique across controllers sharing a receiver and across
+        // restarts; stored with the row, so every retry carries the same one.
+        std::random_device random;
+        char id[40];
+        std::snprintf(id, sizeof id, "%08x%08x-%zu", random(), random(), t);
+        OutboxMessage message;
+        message.delivery_id = id;
+        message.destination = options_.targets[t].url;
+        message.type = type;
+        message.body = nlohmann::json{{"id", message.delivery_id}, {"type", type}, {"at_ms", now}, {"data", data}}
+                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        message.created_at = now;
+        message.next_attempt_at = now;
+        if (auto stored = outbox.enqueue_outbox(std::move(message)); !stored) {
+            return std::unexpected(stored.error());
+        }
+    }
+    return {};
+}
+
+WebhookDelivery::WebhookDelivery(WebhookOptions options, OutboxRepository& outbox, Clock clock)
+    : options_(std::move(options)), outbox_(outbox), clock_(std::move(clock)) {}
+
+WebhookDelivery::~WebhookDelivery() {
+    stop();
+}
+
+void WebhookDelivery::start() {
+    if (!options_.targets.empty() && !worker_.joinable()) {
         worker_ = std::thread([this] { run(); });
     }
 }
 
-WebhookNotifier::~WebhookNotifier() {
-    stop();
+void WebhookDelivery::wake() {
+    {
+        std::lock_guard lock(mutex_);
+        woken_ = true;
+    }
+    wake_.notify_all();
 }
 
-void WebhookNotifier::stop() {
+void WebhookDelivery::stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
@@ -101,54 +139,22 @@ void WebhookNotifier::stop() {
     }
 }
 
-WebhookStats WebhookNotifier::stats() const {
+WebhookDeliveryStats WebhookDelivery::stats() const {
     std::lock_guard lock(mutex_);
-    WebhookStats s = stats_;
-    s.queued = queue_.size();
-    return s;
+    return stats_;
 }
 
-void WebhookNotifier::notify(const std::string& type, nlohmann::json data) {
-    if (!enabled()) {
-        return;
-    }
-    std::lock_guard lock(mutex_);
-    if (stopping_) {
-        return;
-    }
-    // A random prefix per process keeps ids unique across controller restarts.
-    static const std::string prefix = [] {
-        std::random_device random;
-        char text[17];
-        std::snprintf(text, sizeof text, "%08x%08x", random(), random());
-        return std::string(text);
-    }();
-    const std::string id = prefix + "-" + std::to_string(++next_id_);
-    const std::string body =
-        nlohmann::json{{"id", id}, {"type", type}, {"at_ms", clock_()}, {"data", std::move(data)}}.dump(
-            -1, ' ', false, nlohmann::json::error_handler_t::replace);
-    for (std::size_t t = 0; t < options_.targets.size(); ++t) {
-        if (queue_.size() >= options_.max_queue) {
-            queue_.pop_front();
-            ++stats_.dropped;
-        }
-        queue_.push_back(Delivery{t, id, type, body, 0});
-    }
-    wake_.notify_all();
-}
-
-int WebhookNotifier::send(const Delivery& delivery) {
-    const auto& target = options_.targets[delivery.target];
+int WebhookDelivery::send(const WebhookTarget& target, const OutboxMessage& message, std::string& error) {
     auto url = parse_webhook_url(target.url);
     if (!url) {
-        log_("webhook " + target.url + ": not an http(s) URL");
+        error = "not an http(s) URL";
         return 2;
     }
-    httplib::Headers headers{{"X-Bulkhead-Event", delivery.type},
-                             {"X-Bulkhead-Delivery", delivery.id},
-                             {"X-Bulkhead-Attempt", std::to_string(delivery.attempts)}};
+    httplib::Headers headers{{"X-Bulkhead-Event", message.type},
+                             {"X-Bulkhead-Delivery", message.delivery_id},
+                             {"X-Bulkhead-Attempt", std::to_string(message.attempts + 1)}};
     if (!target.secret.empty()) {
-        headers.emplace("X-Bulkhead-Signature", "sha256=" + webhook_signature(target.secret, delivery.body));
+        headers.emplace("X-Bulkhead-Signature", "sha256=" + webhook_signature(target.secret, message.body));
     }
     const auto seconds = static_cast<time_t>(options_.timeout.count() / 1000);
     const auto micros = static_cast<time_t>((options_.timeout.count() % 1000) * 1000);
@@ -165,56 +171,111 @@ int WebhookNotifier::send(const Delivery& delivery) {
                 client.set_ca_cert_path(target.ca_file.c_str());
             }
             configure(client);
-            return client.Post(url->path, headers, delivery.body, "application/json");
+            return client.Post(url->path, headers, message.body, "application/json");
         }
         httplib::Client client(url->host, url->port);
         configure(client);
-        return client.Post(url->path, headers, delivery.body, "application/json");
+        return client.Post(url->path, headers, message.body, "application/json");
     }();
     if (!result) {
-        log_("webhook " + target.url + " " + delivery.type + " " + delivery.id + " attempt " +
-             std::to_string(delivery.attempts) + ": " + httplib::to_string(result.error()));
+        error = httplib::to_string(result.error());
         return 1;
     }
     const int status = result->status;
     if (status >= 200 && status < 300) {
         return 0;
     }
-    log_("webhook " + target.url + " " + delivery.type + " " + delivery.id + " attempt " +
-         std::to_string(delivery.attempts) + ": HTTP " + std::to_string(status));
+    error = "HTTP " + std::to_string(status);
     return (status == 408 || status == 429 || status >= 500) ? 1 : 2;
 }
 
-void WebhookNotifier::run() {
-    std::unique_lock lock(mutex_);
+TimeMs WebhookDelivery::deliver_due(TimeMs now) {
+    constexpr TimeMs kIdlePoll = 5000;  // rows written by another writer without a wake()
+    auto pending = outbox_.pending_outbox(500);
+    if (!pending) {
+        spdlog::error("webhooks: cannot read the outbox: {}", pending.error().message);
+        std::lock_guard lock(mutex_);
+        ++stats_.store_errors;
+        return now + kIdlePoll;
+    }
+    TimeMs next = now + kIdlePoll;
+    // A receiver whose oldest message is not delivered yet gets nothing newer this pass:
+    // each receiver sees messages in the order they were written.
+    std::set<std::string> held_back;
+    for (auto& message : *pending) {
+        if (held_back.contains(message.destination)) {
+            continue;
+        }
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) {
+                return now;
+            }
+        }
+        if (message.next_attempt_at > now) {
+            held_back.insert(message.destination);
+            next = std::min(next, message.next_attempt_at);
+            continue;
+        }
+        const auto target = std::find_if(options_.targets.begin(), options_.targets.end(),
+                                          [&](const WebhookTarget& t) { return t.url == message.destination; });
+        std::string error;
+        const int outcome = target == options_.targets.end() ? 2 : send(*target, message, error);
+        if (target == options_.targets.end()) {
+            error = "the receiver is no longer configured";
+        }
+        now = clock_();
+        ++message.attempts;
+        message.last_error = error;
+        if (outcome == 0) {
+            message.state = OutboxState::Delivered;
+            message.finished_at = now;
+        } else if (outcome == 2 || now - message.created_at >= options_.give_up_after.count()) {
+            message.state = OutboxState::Failed;
+            message.finished_at = now;
+            spdlog::error("webhooks: {} {} delivery {}: gave up after {} attempts: {}", message.destination,
+                          message.type, message.delivery_id, message.attempts, error);
+        } else {
+            auto backoff = options_.first_backoff.count();
+            for (int i = 1; i < message.attempts && backoff < options_.max_backoff.count(); ++i) {
+                backoff *= 2;
+            }
+            message.next_attempt_at = now + std::min<TimeMs>(backoff, options_.max_backoff.count());
+            next = std::min(next, message.next_attempt_at);
+            held_back.insert(message.destination);
+            spdlog::warn("webhooks: {} {} delivery {} attempt {}: {}; next try in {} ms", message.destination,
+                         message.type, message.delivery_id, message.attempts, error, message.next_attempt_at - now);
+        }
+        if (auto updated = outbox_.update_outbox(message); !updated) {
+            // The row stays pending: it is sent again (same delivery id), never lost.
+            spdlog::error("webhooks: delivery {}: cannot record the attempt: {}", message.delivery_id,
+                          updated.error().message);
+            std::lock_guard lock(mutex_);
+            ++stats_.store_errors;
+            return now + 1000;
+        }
+        std::lock_guard lock(mutex_);
+        if (outcome == 0) {
+            ++stats_.sent;
+        } else if (message.state == OutboxState::Pending) {
+            ++stats_.retries;
+        }
+    }
+    return next;
+}
+
+void WebhookDelivery::run() {
     while (true) {
-        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        const TimeMs next = deliver_due(clock_());
+        std::unique_lock lock(mutex_);
         if (stopping_) {
             return;
         }
-        Delivery delivery = queue_.front();
-        queue_.pop_front();
-        auto backoff = options_.first_backoff;
-        while (true) {
-            ++delivery.attempts;
-            lock.unlock();
-            const int outcome = send(delivery);
-            lock.lock();
-            if (outcome == 0) {
-                ++stats_.delivered;
-                break;
-            }
-            if (outcome == 2 || delivery.attempts >= options_.max_attempts) {
-                ++stats_.failed;
-                log_("webhook " + options_.targets[delivery.target].url + " " + delivery.type + " " +
-                     delivery.id + ": gave up after " + std::to_string(delivery.attempts) + " attempts");
-                break;
-            }
-            ++stats_.retries;
-            if (wake_.wait_for(lock, backoff, [this] { return stopping_; })) {
-                return;
-            }
-            backoff = std::min(backoff * 2, options_.max_backoff);
+        const auto wait = std::chrono::milliseconds(std::max<TimeMs>(0, next - clock_()));
+        wake_.wait_for(lock, wait, [this] { return stopping_ || woken_; });
+        woken_ = false;
+        if (stopping_) {
+            return;
         }
     }
 }

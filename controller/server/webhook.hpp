@@ -1,15 +1,21 @@
-// WebhookNotifier: tells a SOAR (or any HTTP receiver) about incidents as they open,
-// escalate, page a human or quarantine their source. Deliveries are queued and sent by one
-// background thread in order, each retried with exponential backoff while the receiver is
-// down or answers 408, 429 or 5xx; a 4xx other than those is final (the receiver refused the
-// content, retrying cannot help). The queue is bounded: when it is full the oldest waiting
-// delivery is dropped and counted. Deliveries live in memory only; a controller restart
-// loses the queue (the incidents themselves are in the store and the audit log).
+// Webhooks through the outbox: tells a SOAR (or any HTTP receiver) about incidents as they
+// open, escalate, page a human or quarantine their source.
 //
-// Each POST carries JSON {"id", "type", "at", "data"} and the headers X-Bulkhead-Event,
+// WebhookOutbox::enqueue writes one outbox row per receiver inside the caller's store
+// transaction, so a notification exists exactly when the change that causes it was
+// committed. WebhookDelivery, one background thread, sends the pending rows from the store in
+// order (per receiver: a receiver that is down holds back its later messages, so each
+// incident's messages arrive in order), retrying with exponential backoff while the receiver
+// is down or answers 408, 429 or 5xx; any other 4xx is final (the receiver refused the
+// content). Rows survive restarts and crashes: delivery is at least once, and a message keeps
+// its delivery id on every retry, also across restarts.
+//
+// Each POST carries JSON {"id", "type", "at_ms", "data"} and the headers X-Bulkhead-Event,
 // X-Bulkhead-Delivery (the same on every retry: receivers de-duplicate with it),
 // X-Bulkhead-Attempt and, with a secret, X-Bulkhead-Signature: sha256=<HMAC-SHA256 of the body>.
 #pragma once
+
+#include "controller/store/repositories.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -34,19 +40,12 @@ struct WebhookTarget {
 
 struct WebhookOptions {
     std::vector<WebhookTarget> targets;
-    int max_attempts = 8;
+    // A message is retried until it is this old; a SOAR that is down for a night still gets
+    // everything when it comes back.
+    std::chrono::milliseconds give_up_after{24 * 3600 * 1000};
     std::chrono::milliseconds first_backoff{500};
     std::chrono::milliseconds max_backoff{30000};
     std::chrono::milliseconds timeout{5000};
-    std::size_t max_queue = 10000;
-};
-
-struct WebhookStats {
-    std::uint64_t delivered = 0;
-    std::uint64_t retries = 0;
-    std::uint64_t failed = 0;  // gave up (attempts exhausted or refused)
-    std::uint64_t dropped = 0; // queue full
-    std::size_t queued = 0;
 };
 
 // "http://host:8080/hooks/x" -> scheme, host, port, path; nullopt when not http(s).
@@ -59,42 +58,57 @@ std::optional<ParsedUrl> parse_webhook_url(const std::string& url);
 // HMAC-SHA256 of `body` with `secret`, lower-case hex.
 std::string webhook_signature(const std::string& secret, const std::string& body);
 
-class WebhookNotifier {
+class WebhookOutbox {
   public:
-    using Clock = std::function<std::int64_t()>; // ms since the epoch, for "at"
-    using Log = std::function<void(const std::string&)>;
-
-    WebhookNotifier(WebhookOptions options, Clock clock, Log log);
-    ~WebhookNotifier();
-    WebhookNotifier(const WebhookNotifier&) = delete;
-    WebhookNotifier& operator=(const WebhookNotifier&) = delete;
-
+    explicit WebhookOutbox(WebhookOptions options);
     bool enabled() const { return !options_.targets.empty(); }
-    // Queues `type` ("incident.opened", ...) with `data` for every target; never blocks.
-    void notify(const std::string& type, nlohmann::json data);
-    // Ends the worker: the delivery in flight finishes or gives up at its next wait.
-    void stop();
-    WebhookStats stats() const;
+    // Writes `type` with `data` for every receiver; call inside the transaction of the
+    // change it reports. Nothing to do without receivers.
+    StoreResult<void> enqueue(OutboxRepository& outbox, const std::string& type, const nlohmann::json& data,
+                              TimeMs now) const;
+    const WebhookOptions& options() const { return options_; }
 
   private:
-    struct Delivery {
-        std::size_t target = 0;
-        std::string id, type, body;
-        int attempts = 0;
-    };
+    WebhookOptions options_;
+};
+
+struct WebhookDeliveryStats {
+    std::uint64_t sent = 0;     // successful POSTs by this process
+    std::uint64_t retries = 0;  // attempts that will be tried again
+    std::uint64_t store_errors = 0;
+};
+
+class WebhookDelivery {
+  public:
+    using Clock = std::function<TimeMs()>;
+    WebhookDelivery(WebhookOptions options, OutboxRepository& outbox, Clock clock);
+    ~WebhookDelivery();
+    WebhookDelivery(const WebhookDelivery&) = delete;
+    WebhookDelivery& operator=(const WebhookDelivery&) = delete;
+
+    // Starts the sender thread (nothing without receivers).
+    void start();
+    // A commit added rows: look now rather than at the next timer.
+    void wake();
+    // Ends the thread: a POST in flight finishes or times out first.
+    void stop();
+    WebhookDeliveryStats stats() const;
+
+  private:
     void run();
-    // Sends once: 0 delivered, 1 retry later, 2 refused for good.
-    int send(const Delivery& delivery);
+    // One pass over the pending rows; returns when the next row is due.
+    TimeMs deliver_due(TimeMs now);
+    // 0 delivered, 1 retry later, 2 refused for good.
+    int send(const WebhookTarget& target, const OutboxMessage& message, std::string& error);
 
     WebhookOptions options_;
+    OutboxRepository& outbox_;
     Clock clock_;
-    Log log_;
     mutable std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<Delivery> queue_;
-    WebhookStats stats_;
-    std::uint64_t next_id_ = 0;
     bool stopping_ = false;
+    bool woken_ = false;
+    WebhookDeliveryStats stats_;
     std::thread worker_;
 };
 

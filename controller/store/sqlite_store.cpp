@@ -179,6 +179,11 @@ class Stmt {
     }
     void bind(int k, const std::string& value) { bind(k, std::string_view(value)); }
     void bind(int k, std::string&& value) = delete;
+    // Binary data (the analyzer checkpoint), stored as a BLOB.
+    void bind_blob(int k, std::string_view value) {
+        if (const int i = slot(k); i > 0)
+            check(sqlite3_bind_blob64(cached_->stmt, i, value.data(), value.size(), SQLITE_STATIC));
+    }
     void bind(int k, std::nullopt_t) {
         if (const int i = slot(k); i > 0)
             check(sqlite3_bind_null(cached_->stmt, i));
@@ -277,6 +282,13 @@ class Stmt {
         if (data == nullptr)
             return {};
         return std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
+    }
+    std::string blob(int column) const {
+        const auto* data = sqlite3_column_blob(cached_->stmt, column);
+        const int size = sqlite3_column_bytes(cached_->stmt, column);
+        if (data == nullptr)
+            return {};
+        return std::string(static_cast<const char*>(data), static_cast<std::size_t>(size));
     }
     // NULL reads as JSON null.
     StoreResult<json> document(int column, std::string_view what) const {
@@ -465,7 +477,58 @@ StoreResult<Incident> read_incident(Stmt& s) {
     if (!details)
         return std::unexpected(details.error());
     i.details = std::move(*details);
+    i.version = s.i64(10);
+    i.counted_through_event = s.i64(11);
     return i;
+}
+
+StoreResult<Exemption> read_exemption(Stmt& s) {
+    Exemption e;
+    e.id = s.i64(0);
+    e.workload = s.text(1);
+    e.enforcer = s.text(2);
+    e.segment = s.text(3);
+    e.expires_at = s.i64(4);
+    e.reason = s.text(5);
+    e.created_by = s.text(6);
+    e.created_at = s.i64(7);
+    return e;
+}
+
+std::string_view outbox_state_text(OutboxState state) {
+    switch (state) {
+    case OutboxState::Pending:
+        return "pending";
+    case OutboxState::Delivered:
+        return "delivered";
+    case OutboxState::Failed:
+        return "failed";
+    }
+    return "pending";
+}
+
+StoreResult<OutboxMessage> read_outbox(Stmt& s) {
+    OutboxMessage m;
+    m.id = s.i64(0);
+    m.delivery_id = s.text(1);
+    m.destination = s.text(2);
+    m.type = s.text(3);
+    m.body = s.text(4);
+    m.created_at = s.i64(5);
+    m.attempts = static_cast<int>(s.i64(6));
+    m.next_attempt_at = s.i64(7);
+    const std::string state = s.text(8);
+    if (state == "pending")
+        m.state = OutboxState::Pending;
+    else if (state == "delivered")
+        m.state = OutboxState::Delivered;
+    else if (state == "failed")
+        m.state = OutboxState::Failed;
+    else
+        return s.corrupt("outbox.state");
+    m.last_error = s.text(9);
+    m.finished_at = s.opt_i64(10);
+    return m;
 }
 
 StoreResult<IncidentNote> read_note(Stmt& s) {
@@ -1518,7 +1581,7 @@ StoreResult<Incident> SqliteStore::add_incident(Incident incident) {
         Stmt s(c, sql::kAddIncident, op);
         s.bind_all(incident.source_workload, to_string(incident.state), incident.severity,
                    incident.title, incident.explanation, incident.opened_at, incident.updated_at,
-                   *count, details);
+                   *count, details, incident.counted_through_event);
         return required(s.one(read_incident), op, "inserted incident");
     });
 }
@@ -1533,8 +1596,19 @@ StoreResult<Incident> SqliteStore::update_incident(const Incident& incident) {
         Stmt s(c, sql::kUpdateIncident, op);
         s.bind_all(incident.id, incident.source_workload, to_string(incident.state),
                    incident.severity, incident.title, incident.explanation, incident.opened_at,
-                   incident.updated_at, *count, details);
-        return required(s.one(read_incident), op, "incident " + std::to_string(incident.id));
+                   incident.updated_at, *count, details, incident.version,
+                   incident.counted_through_event);
+        auto row = s.one(read_incident);
+        if (!row)
+            return std::unexpected(row.error());
+        if (*row)
+            return std::move(**row);
+        // No row: either it does not exist, or another writer moved its version on.
+        if (auto found = require_incident(c, incident.id, op); !found)
+            return std::unexpected(found.error());
+        return fail(Kind::Conflict, op,
+                    "incident " + std::to_string(incident.id) + " changed since version " +
+                        std::to_string(incident.version) + " was read");
     });
 }
 
@@ -1720,6 +1794,161 @@ StoreResult<std::vector<AuditEntry>> SqliteStore::query_audit(const AuditQuery& 
         Stmt s(c, q.text, op);
         s.bind_params(q.params);
         return s.all(read_audit);
+    });
+}
+
+// ---- exemptions
+// -------------------------------------------------------------------------------------------------
+
+StoreResult<Exemption> SqliteStore::add_exemption(Exemption e) {
+    constexpr std::string_view op = "add_exemption";
+    return impl_->write(op, [&](Connection& c) -> StoreResult<Exemption> {
+        Stmt s(c, sql::kAddExemption, op);
+        s.bind_all(e.workload, e.enforcer, e.segment, e.expires_at, e.reason, e.created_by,
+                   e.created_at);
+        return required(s.one(read_exemption), op, "inserted exemption");
+    });
+}
+
+StoreResult<std::vector<Exemption>> SqliteStore::list_exemptions() {
+    constexpr std::string_view op = "list_exemptions";
+    return impl_->read(op, [&](Connection& c) {
+        Stmt s(c, sql::kListExemptions, op);
+        return s.all(read_exemption);
+    });
+}
+
+StoreResult<Exemption> SqliteStore::delete_exemption(std::int64_t id) {
+    constexpr std::string_view op = "delete_exemption";
+    return impl_->write(op, [&](Connection& c) -> StoreResult<Exemption> {
+        Stmt s(c, sql::kDeleteExemption, op);
+        s.bind_all(id);
+        return required(s.one(read_exemption), op, "exemption " + std::to_string(id));
+    });
+}
+
+// ---- ruleset generations
+// ------------------------------------------------------------------------------------------
+
+StoreResult<std::uint64_t> SqliteStore::current_generation() {
+    constexpr std::string_view op = "current_generation";
+    return impl_->read(op, [&](Connection& c) -> StoreResult<std::uint64_t> {
+        Stmt s(c, sql::kCurrentGeneration, op);
+        auto row = s.one([](Stmt& st) -> StoreResult<std::int64_t> { return st.i64(0); });
+        if (!row)
+            return std::unexpected(row.error());
+        return static_cast<std::uint64_t>(row->value_or(0));
+    });
+}
+
+StoreResult<std::uint64_t> SqliteStore::next_generation(std::uint64_t at_least) {
+    constexpr std::string_view op = "next_generation";
+    const auto floor = to_i64(at_least);
+    if (!floor)
+        return fail(Kind::Invalid, op, "generation exceeds 2^63-1");
+    return impl_->write(op, [&](Connection& c) -> StoreResult<std::uint64_t> {
+        Stmt s(c, sql::kNextGeneration, op);
+        s.bind_all(*floor);
+        auto row = required(s.one([](Stmt& st) -> StoreResult<std::int64_t> { return st.i64(0); }),
+                            op, "generation counter");
+        if (!row)
+            return std::unexpected(row.error());
+        return static_cast<std::uint64_t>(*row);
+    });
+}
+
+// ---- outbox
+// -------------------------------------------------------------------------------------------------------
+
+StoreResult<OutboxMessage> SqliteStore::enqueue_outbox(OutboxMessage m) {
+    constexpr std::string_view op = "enqueue_outbox";
+    return impl_->write(op, [&](Connection& c) -> StoreResult<OutboxMessage> {
+        Stmt s(c, sql::kEnqueueOutbox, op);
+        s.bind_all(m.delivery_id, m.destination, m.type, m.body, m.created_at, m.next_attempt_at);
+        return required(s.one(read_outbox), op, "inserted outbox message");
+    });
+}
+
+StoreResult<std::vector<OutboxMessage>> SqliteStore::pending_outbox(std::size_t limit) {
+    constexpr std::string_view op = "pending_outbox";
+    return impl_->read(op, [&](Connection& c) {
+        Stmt s(c, sql::kPendingOutbox, op);
+        s.bind_all(limit_of(limit));
+        return s.all(read_outbox);
+    });
+}
+
+StoreResult<void> SqliteStore::update_outbox(const OutboxMessage& m) {
+    constexpr std::string_view op = "update_outbox";
+    return impl_->write(op, [&](Connection& c) -> StoreResult<void> {
+        Stmt s(c, sql::kUpdateOutbox, op);
+        s.bind_all(m.id, std::int64_t{m.attempts}, m.next_attempt_at, outbox_state_text(m.state),
+                   m.last_error, m.finished_at);
+        if (auto done = s.run(); !done)
+            return done;
+        if (c.changes() == 0)
+            return fail(Kind::NotFound, op, "outbox message " + std::to_string(m.id) + " not found");
+        return {};
+    });
+}
+
+StoreResult<OutboxStats> SqliteStore::outbox_stats() {
+    constexpr std::string_view op = "outbox_stats";
+    return impl_->read(op, [&](Connection& c) -> StoreResult<OutboxStats> {
+        Stmt s(c, sql::kOutboxStats, op);
+        return required(s.one([](Stmt& st) -> StoreResult<OutboxStats> {
+                            OutboxStats stats;
+                            stats.pending = static_cast<std::uint64_t>(st.i64(0));
+                            stats.oldest_pending_at = st.opt_i64(1);
+                            stats.delivered = static_cast<std::uint64_t>(st.i64(2));
+                            stats.failed = static_cast<std::uint64_t>(st.i64(3));
+                            return stats;
+                        }),
+                        op, "outbox statistics");
+    });
+}
+
+// ---- analysis checkpoint
+// -----------------------------------------------------------------------------------------
+
+StoreResult<std::optional<AnalysisCheckpoint>> SqliteStore::load_analysis_checkpoint() {
+    constexpr std::string_view op = "load_analysis_checkpoint";
+    return impl_->read(op, [&](Connection& c) {
+        Stmt s(c, sql::kLoadAnalysisCheckpoint, op);
+        return s.one([](Stmt& st) -> StoreResult<AnalysisCheckpoint> {
+            AnalysisCheckpoint cp;
+            cp.through_event_id = st.i64(0);
+            cp.taken_at = st.i64(1);
+            cp.engine = st.blob(2);
+            cp.planner = st.blob(3);
+            cp.ledger = st.text(4);
+            return cp;
+        });
+    });
+}
+
+StoreResult<void> SqliteStore::save_analysis_checkpoint(const AnalysisCheckpoint& cp) {
+    constexpr std::string_view op = "save_analysis_checkpoint";
+    return impl_->write(op, [&](Connection& c) -> StoreResult<void> {
+        Stmt s(c, sql::kSaveAnalysisCheckpoint, op);
+        s.bind(1, cp.through_event_id);
+        s.bind(2, cp.taken_at);
+        s.bind_blob(3, cp.engine);
+        s.bind_blob(4, cp.planner);
+        s.bind(5, cp.ledger);
+        return s.run();
+    });
+}
+
+StoreResult<std::int64_t> SqliteStore::last_event_id() {
+    constexpr std::string_view op = "last_event_id";
+    return impl_->read(op, [&](Connection& c) -> StoreResult<std::int64_t> {
+        Stmt s(c, sql::kLastEventId, op);
+        auto row =
+            s.one([](Stmt& st) -> StoreResult<std::int64_t> { return st.null(0) ? 0 : st.i64(0); });
+        if (!row)
+            return std::unexpected(row.error());
+        return row->value_or(0);
     });
 }
 

@@ -134,6 +134,23 @@ class SqliteStore final : public Store {
     StoreResult<AuditEntry> append_audit(AuditEntry entry) override;
     StoreResult<std::vector<AuditEntry>> query_audit(const AuditQuery& query) override;
 
+    StoreResult<Exemption> add_exemption(Exemption exemption) override;
+    StoreResult<std::vector<Exemption>> list_exemptions() override;
+    StoreResult<Exemption> delete_exemption(std::int64_t id) override;
+
+    StoreResult<std::uint64_t> current_generation() override;
+    StoreResult<std::uint64_t> next_generation(std::uint64_t at_least) override;
+
+    StoreResult<OutboxMessage> enqueue_outbox(OutboxMessage message) override;
+    StoreResult<std::vector<OutboxMessage>> pending_outbox(std::size_t limit) override;
+    StoreResult<void> update_outbox(const OutboxMessage& message) override;
+    StoreResult<OutboxStats> outbox_stats() override;
+
+    StoreResult<std::optional<AnalysisCheckpoint>> load_analysis_checkpoint() override;
+    StoreResult<void> save_analysis_checkpoint(const AnalysisCheckpoint& checkpoint) override;
+
+    StoreResult<std::int64_t> last_event_id() override;
+
     StoreResult<std::optional<std::string>> get_setting(const std::string& key) override;
     StoreResult<void> put_setting(const std::string& key, const std::string& value) override;
 

@@ -115,6 +115,8 @@ Query select_events(const EventQuery& query) {
         b.where("type = " + b.param(*query.type));
     if (query.after_id)
         b.where("id > " + b.param(*query.after_id));
+    if (query.through_id)
+        b.where("id <= " + b.param(*query.through_id));
     std::string text = "SELECT " + std::string(kEventColumns) + source + b.where_clause();
     text += query.newest_first ? " ORDER BY id DESC" : " ORDER BY id";
     text += " LIMIT " + b.param(clamp_limit(query.limit));

@@ -143,16 +143,16 @@ inline constexpr std::string_view kEventExists = "SELECT 1 FROM events WHERE id 
 // ---- incidents -------------------------------------------------------------------------------
 #define BH_INCIDENT_COLUMNS                                                                        \
     "id, source_workload, state, severity, title, explanation, opened_at, updated_at, "            \
-    "event_count, "                                                                                \
-    "details"
+    "event_count, details, version, counted_through_event"
 inline constexpr std::string_view kAddIncident =
     "INSERT INTO incidents (source_workload, state, severity, title, explanation, opened_at, "
-    "updated_at, event_count, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-    "RETURNING " BH_INCIDENT_COLUMNS;
+    "updated_at, event_count, details, version, counted_through_event) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10) RETURNING " BH_INCIDENT_COLUMNS;
 inline constexpr std::string_view kUpdateIncident =
     "UPDATE incidents SET source_workload = $2, state = $3, severity = $4, title = $5, "
-    "explanation = $6, opened_at = $7, updated_at = $8, event_count = $9, details = $10 "
-    "WHERE id = $1 RETURNING " BH_INCIDENT_COLUMNS;
+    "explanation = $6, opened_at = $7, updated_at = $8, event_count = $9, details = $10, "
+    "counted_through_event = $12, version = version + 1 "
+    "WHERE id = $1 AND version = $11 RETURNING " BH_INCIDENT_COLUMNS;
 inline constexpr std::string_view kGetIncident =
     "SELECT " BH_INCIDENT_COLUMNS " FROM incidents WHERE id = $1";
 inline constexpr std::string_view kIncidentExists = "SELECT 1 FROM incidents WHERE id = $1";
@@ -191,6 +191,54 @@ inline constexpr std::string_view kQuarantineHistory =
     "SELECT " BH_QUARANTINE_COLUMNS
     " FROM quarantines WHERE workload = $1 ORDER BY id DESC LIMIT $2";
 
+// ---- exemptions -------------------------------------------------------------------------------
+#define BH_EXEMPTION_COLUMNS                                                                       \
+    "id, workload, enforcer, segment, expires_at, reason, created_by, created_at"
+inline constexpr std::string_view kAddExemption =
+    "INSERT INTO exemptions (workload, enforcer, segment, expires_at, reason, created_by, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " BH_EXEMPTION_COLUMNS;
+inline constexpr std::string_view kListExemptions =
+    "SELECT " BH_EXEMPTION_COLUMNS " FROM exemptions ORDER BY id";
+inline constexpr std::string_view kDeleteExemption =
+    "DELETE FROM exemptions WHERE id = $1 RETURNING " BH_EXEMPTION_COLUMNS;
+
+// ---- ruleset generations -------------------------------------------------------------------------
+inline constexpr std::string_view kCurrentGeneration = "SELECT value FROM ruleset_generation WHERE id = 1";
+// The next number, never below `at_least` (what enforcers already acked before an upgrade).
+inline constexpr std::string_view kNextGeneration =
+    "UPDATE ruleset_generation SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END "
+    "WHERE id = 1 RETURNING value";
+
+// ---- outbox ----------------------------------------------------------------------------------------
+#define BH_OUTBOX_COLUMNS                                                                          \
+    "id, delivery_id, destination, type, body, created_at, attempts, next_attempt_at, state, "     \
+    "last_error, finished_at"
+inline constexpr std::string_view kEnqueueOutbox =
+    "INSERT INTO outbox (delivery_id, destination, type, body, created_at, attempts, "
+    "next_attempt_at, state, last_error, finished_at) "
+    "VALUES ($1, $2, $3, $4, $5, 0, $6, 'pending', '', NULL) RETURNING " BH_OUTBOX_COLUMNS;
+inline constexpr std::string_view kPendingOutbox =
+    "SELECT " BH_OUTBOX_COLUMNS " FROM outbox WHERE state = 'pending' ORDER BY id LIMIT $1";
+inline constexpr std::string_view kUpdateOutbox =
+    "UPDATE outbox SET attempts = $2, next_attempt_at = $3, state = $4, last_error = $5, "
+    "finished_at = $6 WHERE id = $1";
+inline constexpr std::string_view kOutboxStats =
+    "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending'), "
+    "(SELECT MIN(created_at) FROM outbox WHERE state = 'pending'), "
+    "(SELECT COUNT(*) FROM outbox WHERE state = 'delivered'), "
+    "(SELECT COUNT(*) FROM outbox WHERE state = 'failed')";
+
+// ---- analysis checkpoint ------------------------------------------------------------------------
+inline constexpr std::string_view kLoadAnalysisCheckpoint =
+    "SELECT through_event_id, taken_at, engine, planner, ledger FROM analysis_checkpoint WHERE id = 1";
+inline constexpr std::string_view kSaveAnalysisCheckpoint =
+    "INSERT INTO analysis_checkpoint (id, through_event_id, taken_at, engine, planner, ledger) "
+    "VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+    "through_event_id = excluded.through_event_id, taken_at = excluded.taken_at, "
+    "engine = excluded.engine, planner = excluded.planner, ledger = excluded.ledger";
+
+inline constexpr std::string_view kLastEventId = "SELECT MAX(id) FROM events";
+
 // ---- audit -------------------------------------------------------------------------------------
 #define BH_AUDIT_COLUMNS "id, at, actor, role, action, target, before_doc, after_doc"
 inline constexpr std::string_view kAppendAudit =
@@ -211,6 +259,8 @@ inline constexpr std::string_view kAuditColumns = BH_AUDIT_COLUMNS;
 #undef BH_NOTE_COLUMNS
 #undef BH_QUARANTINE_COLUMNS
 #undef BH_AUDIT_COLUMNS
+#undef BH_EXEMPTION_COLUMNS
+#undef BH_OUTBOX_COLUMNS
 
 // ---- queries built from filters -----------------------------------------------------------------
 using Value = std::variant<std::int64_t, std::string>;

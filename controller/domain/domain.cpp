@@ -1,6 +1,23 @@
-#include "controller/store/store.hpp"
+#include "controller/domain/fleet.hpp"
+#include "controller/domain/incidents.hpp"
+#include "controller/domain/policy_revision.hpp"
+#include "controller/domain/time.hpp"
+
+#include <cstdio>
+#include <ctime>
+
 
 namespace bulkhead::controller {
+
+std::string format_time_ms(TimeMs ms) {
+    const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    char text[64];
+    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+    return text;
+}
 
 std::string_view to_string(RevisionState state) {
     switch (state) {
