@@ -24,17 +24,33 @@ void send_json(httplib::Response& res, int status, const json& body) {
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
-void send_error(httplib::Response& res, const ApiError& e) {
+// The one table from a service's error kind to an HTTP status.
+int status_of(ErrorKind kind) {
+    switch (kind) {
+    case ErrorKind::BadRequest: return 400;
+    case ErrorKind::Unauthenticated: return 401;
+    case ErrorKind::Forbidden: return 403;
+    case ErrorKind::NotFound: return 404;
+    case ErrorKind::Conflict: return 409;
+    case ErrorKind::TooLarge: return 413;
+    case ErrorKind::InvalidDocument: return 422;
+    case ErrorKind::Unavailable: return 503;
+    case ErrorKind::Internal: return 500;
+    }
+    return 500;
+}
+
+void send_error(httplib::Response& res, const ServiceError& e) {
     json body{{"code", e.code}, {"message", e.message}};
     if (e.details.is_object()) {
         for (const auto& [key, value] : e.details.items()) {
             body[key] = value;
         }
     }
-    send_json(res, e.status, json{{"error", body}});
+    send_json(res, status_of(e.kind), json{{"error", body}});
 }
 
-void send_result(httplib::Response& res, const ApiResult& result, int success_status = 200) {
+void send_result(httplib::Response& res, const ServiceResult& result, int success_status = 200) {
     if (result) {
         send_json(res, success_status, *result);
     } else {
@@ -46,13 +62,13 @@ void send_result(httplib::Response& res, const ApiResult& result, int success_st
 // and size limits, and errors with a JSON pointer and a line/column.
 std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
     if (req.body.empty()) {
-        send_error(res, ApiError{400, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
+        send_error(res, ServiceError{ErrorKind::BadRequest, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
         return std::nullopt;
     }
     auto parsed = policy::read_json(req.body, "body");
     if (!parsed) {
         const auto& first = parsed.error().front();
-        send_error(res, ApiError{400, "invalid-json", first.message,
+        send_error(res, ServiceError{ErrorKind::BadRequest, "invalid-json", first.message,
                                  json{{"pointer", first.pointer}, {"errors", policy::diagnostics_to_json(parsed.error())}}});
         return std::nullopt;
     }
@@ -154,7 +170,7 @@ public:
         if (!error_) {
             return false;
         }
-        send_error(res, ApiError{400, "invalid-parameter", "query parameter \"" + error_->parameter + "\" " + error_->message,
+        send_error(res, ServiceError{ErrorKind::BadRequest, "invalid-parameter", "query parameter \"" + error_->parameter + "\" " + error_->message,
                                  json{{"parameter", error_->parameter}}});
         return true;
     }
@@ -226,7 +242,7 @@ EventQuery event_query(QueryReader& query) {
 
 }  // namespace
 
-HttpApi::HttpApi(ControllerService& service, std::string openapi_document, std::string webui_dir)
+HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir)
     : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)) {
     build_routes();
 }
@@ -241,7 +257,7 @@ void HttpApi::build_routes() {
     const auto id_of = [](RouteContext& c, std::size_t index) -> std::optional<std::int64_t> {
         auto id = parse_integer(c.params.at(index));
         if (!id || *id <= 0) {
-            send_error(c.response, ApiError{400, "invalid-parameter", "\"" + c.params.at(index) + "\" is not an id",
+            send_error(c.response, ServiceError{ErrorKind::BadRequest, "invalid-parameter", "\"" + c.params.at(index) + "\" is not an id",
                                             json{{"parameter", "id"}}});
             return std::nullopt;
         }
@@ -259,33 +275,33 @@ void HttpApi::build_routes() {
     // Policies.
     add("POST", "/api/v1/policies/validate", Permission::WritePolicy, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.validate_policy(*body));
+            send_result(c.response, s.policies.validate_policy(*body));
         }
     });
     add("POST", "/api/v1/policies", Permission::WritePolicy, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.upload_policy(c.caller, *body), 201);
+            send_result(c.response, s.policies.upload_policy(c.caller, *body), 201);
         }
     });
     add("GET", "/api/v1/policies", Permission::Read, [&s](RouteContext& c) {
         QueryReader q(c.request);
         auto limit = q.integer("limit", 1, 1000);
         if (!q.failed(c.response)) {
-            send_result(c.response, s.list_policies(static_cast<std::size_t>(limit.value_or(100))));
+            send_result(c.response, s.policies.list_policies(static_cast<std::size_t>(limit.value_or(100))));
         }
     });
     add("GET", "/api/v1/policies/active", Permission::Read,
-        [&s](RouteContext& c) { send_result(c.response, s.active_policy()); });
+        [&s](RouteContext& c) { send_result(c.response, s.policies.active_policy()); });
     add("POST", "/api/v1/policies/rollback", Permission::WritePolicy,
-        [&s](RouteContext& c) { send_result(c.response, s.rollback_policy(c.caller)); });
+        [&s](RouteContext& c) { send_result(c.response, s.policies.rollback_policy(c.caller)); });
     add("GET", "/api/v1/policies/{id}", Permission::Read, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.get_policy(*id));
+            send_result(c.response, s.policies.get_policy(*id));
         }
     });
     add("GET", "/api/v1/policies/{id}/diff", Permission::Read, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.diff_policy(*id));
+            send_result(c.response, s.policies.diff_policy(*id));
         }
     });
     add("POST", "/api/v1/policies/{id}/what-if", Permission::Read, [&s, id_of](RouteContext& c) {
@@ -306,52 +322,52 @@ void HttpApi::build_routes() {
         const std::int64_t to_ms = to.value_or(now_ms);
         const std::int64_t from_ms = from.value_or(to_ms - 24 * 3600 * 1000);
         if (from_ms >= to_ms) {
-            send_error(c.response, ApiError{400, "invalid-parameter", "\"from\" must be before \"to\"",
+            send_error(c.response, ServiceError{ErrorKind::BadRequest, "invalid-parameter", "\"from\" must be before \"to\"",
                                             json{{"parameter", "from"}}});
             return;
         }
-        send_result(c.response, s.what_if(*id, from_ms * 1'000'000, to_ms * 1'000'000,
+        send_result(c.response, s.policies.what_if(*id, from_ms * 1'000'000, to_ms * 1'000'000,
                                           static_cast<std::size_t>(limit.value_or(100000))));
     });
     add("POST", "/api/v1/policies/{id}/activate", Permission::WritePolicy, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.activate_policy(c.caller, *id));
+            send_result(c.response, s.policies.activate_policy(c.caller, *id));
         }
     });
 
     // Inventory.
-    add("GET", "/api/v1/inventory", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.get_inventory()); });
+    add("GET", "/api/v1/inventory", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.inventory.get_inventory()); });
     add("PUT", "/api/v1/inventory", Permission::WriteInventory, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.replace_inventory(c.caller, *body));
+            send_result(c.response, s.inventory.replace_inventory(c.caller, *body));
         }
     });
-    add("GET", "/api/v1/workloads", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.list_workloads()); });
+    add("GET", "/api/v1/workloads", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.inventory.list_workloads()); });
     add("POST", "/api/v1/workloads/bulk", Permission::WriteInventory, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.bulk_workloads(c.caller, *body));
+            send_result(c.response, s.inventory.bulk_workloads(c.caller, *body));
         }
     });
     add("GET", "/api/v1/workloads/{id}", Permission::Read,
-        [&s](RouteContext& c) { send_result(c.response, s.get_workload(c.params.at(0))); });
+        [&s](RouteContext& c) { send_result(c.response, s.inventory.get_workload(c.params.at(0))); });
     add("PUT", "/api/v1/workloads/{id}", Permission::WriteInventory, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.put_workload(c.caller, c.params.at(0), *body));
+            send_result(c.response, s.inventory.put_workload(c.caller, c.params.at(0), *body));
         }
     });
     add("DELETE", "/api/v1/workloads/{id}", Permission::WriteInventory,
-        [&s](RouteContext& c) { send_result(c.response, s.delete_workload(c.caller, c.params.at(0))); });
+        [&s](RouteContext& c) { send_result(c.response, s.inventory.delete_workload(c.caller, c.params.at(0))); });
     add("GET", "/api/v1/vpn-sessions", Permission::Read, [&s](RouteContext& c) {
         QueryReader q(c.request);
         auto active_at = q.time_ms("active_at");
         auto limit = q.integer("limit", 1, 10000);
         if (!q.failed(c.response)) {
-            send_result(c.response, s.list_vpn_sessions(active_at, static_cast<std::size_t>(limit.value_or(100))));
+            send_result(c.response, s.inventory.list_vpn_sessions(active_at, static_cast<std::size_t>(limit.value_or(100))));
         }
     });
     add("POST", "/api/v1/vpn-sessions", Permission::WriteInventory, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.add_vpn_session(c.caller, *body), 201);
+            send_result(c.response, s.inventory.add_vpn_session(c.caller, *body), 201);
         }
     });
     add("POST", "/api/v1/vpn-sessions/{id}/end", Permission::WriteInventory, [&s, id_of](RouteContext& c) {
@@ -367,18 +383,18 @@ void HttpApi::build_routes() {
             }
             body = *parsed;
         }
-        send_result(c.response, s.end_vpn_session(c.caller, *id, body));
+        send_result(c.response, s.inventory.end_vpn_session(c.caller, *id, body));
     });
 
     // Enforcers and the control channel.
-    add("GET", "/api/v1/enforcers", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.list_enforcers()); });
+    add("GET", "/api/v1/enforcers", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.fleet.list_enforcers()); });
     add("GET", "/api/v1/enforcers/{id}", Permission::Read,
-        [&s](RouteContext& c) { send_result(c.response, s.get_enforcer(c.params.at(0))); });
+        [&s](RouteContext& c) { send_result(c.response, s.fleet.get_enforcer(c.params.at(0))); });
     add("POST", "/api/v1/enforcers/{id}/enrollment-token", Permission::WriteInventory,
-        [&s](RouteContext& c) { send_result(c.response, s.create_enrollment_token(c.caller, c.params.at(0)), 201); });
+        [&s](RouteContext& c) { send_result(c.response, s.fleet.create_enrollment_token(c.caller, c.params.at(0)), 201); });
     add("POST", "/api/v1/enforcers/enroll", std::nullopt, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.enroll(*body), 201);
+            send_result(c.response, s.fleet.enroll(*body), 201);
         }
     });
     add("GET", "/api/v1/enforcers/{id}/channel", Permission::EnforcerChannel, [&s](RouteContext& c) {
@@ -388,7 +404,7 @@ void HttpApi::build_routes() {
         if (q.failed(c.response)) {
             return;
         }
-        auto stream = s.open_channel(c.caller, c.params.at(0), static_cast<std::uint64_t>(generation.value_or(0)),
+        auto stream = s.fleet.open_channel(c.caller, c.params.at(0), static_cast<std::uint64_t>(generation.value_or(0)),
                                      hash.value_or(""));
         if (!stream) {
             send_error(c.response, stream.error());
@@ -408,11 +424,11 @@ void HttpApi::build_routes() {
     });
     add("POST", "/api/v1/enforcers/{id}/status", Permission::EnforcerChannel, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.report_status(c.caller, c.params.at(0), *body));
+            send_result(c.response, s.fleet.report_status(c.caller, c.params.at(0), *body));
         }
     });
     add("POST", "/api/v1/enforcers/{id}/events", Permission::EnforcerChannel, [&s](RouteContext& c) {
-        send_result(c.response, s.ingest_events(c.caller, c.params.at(0), c.request.body));
+        send_result(c.response, s.events.ingest_events(c.caller, c.params.at(0), c.request.body));
     });
 
     // Events.
@@ -420,7 +436,7 @@ void HttpApi::build_routes() {
         QueryReader q(c.request);
         auto query = event_query(q);
         if (!q.failed(c.response)) {
-            send_result(c.response, s.query_events(query));
+            send_result(c.response, s.events.query_events(query));
         }
     });
     add("GET", "/api/v1/events/counts", Permission::Read, [&s](RouteContext& c) {
@@ -437,16 +453,16 @@ void HttpApi::build_routes() {
         const std::int64_t from = query.from_ns.value_or(to - 3600LL * 1'000'000'000);
         const std::int64_t bucket_ns = bucket.value_or(60'000) * 1'000'000;
         if (from >= to) {
-            send_error(c.response, ApiError{400, "invalid-parameter", "\"from\" must be before \"to\"",
+            send_error(c.response, ServiceError{ErrorKind::BadRequest, "invalid-parameter", "\"from\" must be before \"to\"",
                                             json{{"parameter", "from"}}});
             return;
         }
         if ((to - from) / bucket_ns > 10'000) {
-            send_error(c.response, ApiError{400, "invalid-parameter", "more than 10,000 buckets; widen bucket_ms",
+            send_error(c.response, ServiceError{ErrorKind::BadRequest, "invalid-parameter", "more than 10,000 buckets; widen bucket_ms",
                                             json{{"parameter", "bucket_ms"}}});
             return;
         }
-        send_result(c.response, s.count_events(from, to, bucket_ns, query));
+        send_result(c.response, s.events.count_events(from, to, bucket_ns, query));
     });
 
     // Incidents.
@@ -463,12 +479,12 @@ void HttpApi::build_routes() {
         query.before_id = q.integer("before_id", 1, INT64_MAX);
         query.limit = static_cast<std::size_t>(q.integer("limit", 1, 1000).value_or(100));
         if (!q.failed(c.response)) {
-            send_result(c.response, s.list_incidents(query));
+            send_result(c.response, s.incidents.list_incidents(query));
         }
     });
     add("GET", "/api/v1/incidents/{id}", Permission::Read, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.get_incident(*id));
+            send_result(c.response, s.incidents.get_incident(*id));
         }
     });
     add("GET", "/api/v1/incidents/{id}/scope", Permission::Read, [&s, id_of](RouteContext& c) {
@@ -482,7 +498,7 @@ void HttpApi::build_routes() {
         if (q.failed(c.response)) {
             return;
         }
-        auto result = s.incident_scope(*id, margin);
+        auto result = s.incidents.incident_scope(*id, margin);
         if (result && download) {
             // The SIEM export: the same document, saved as a file by browsers and curl -OJ.
             c.response.set_header("Content-Disposition",
@@ -494,26 +510,26 @@ void HttpApi::build_routes() {
         send_result(c.response, s.analyzer_status());
     });
     add("GET", "/api/v1/analyzer/exemptions", Permission::Read, [&s](RouteContext& c) {
-        send_result(c.response, s.list_exemptions());
+        send_result(c.response, s.incidents.list_exemptions());
     });
     add("POST", "/api/v1/analyzer/exemptions", Permission::HandleIncidents, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.add_exemption(c.caller, *body), 201);
+            send_result(c.response, s.incidents.add_exemption(c.caller, *body), 201);
         }
     });
     add("DELETE", "/api/v1/analyzer/exemptions/{id}", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.delete_exemption(c.caller, *id));
+            send_result(c.response, s.incidents.delete_exemption(c.caller, *id));
         }
     });
     add("POST", "/api/v1/incidents/{id}/acknowledge", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Acknowledged));
+            send_result(c.response, s.incidents.set_incident_state(c.caller, *id, IncidentState::Acknowledged));
         }
     });
     add("POST", "/api/v1/incidents/{id}/resolve", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
         if (auto id = id_of(c, 0)) {
-            send_result(c.response, s.set_incident_state(c.caller, *id, IncidentState::Resolved));
+            send_result(c.response, s.incidents.set_incident_state(c.caller, *id, IncidentState::Resolved));
         }
     });
     add("POST", "/api/v1/incidents/{id}/notes", Permission::HandleIncidents, [&s, id_of](RouteContext& c) {
@@ -522,7 +538,7 @@ void HttpApi::build_routes() {
             return;
         }
         if (auto body = read_body(c.request, c.response)) {
-            send_result(c.response, s.add_incident_note(c.caller, *id, *body), 201);
+            send_result(c.response, s.incidents.add_incident_note(c.caller, *id, *body), 201);
         }
     });
 
@@ -534,19 +550,19 @@ void HttpApi::build_routes() {
             return;
         }
         if (auto body = read_body(c.request, c.response)) {
-            auto result = s.create_quarantine(c.caller, *body, wait);
+            auto result = s.quarantines.create_quarantine(c.caller, *body, wait);
             send_result(c.response, result, result && (*result)["created"].get<bool>() ? 201 : 200);
         }
     });
     add("GET", "/api/v1/quarantines", Permission::Read,
-        [&s](RouteContext& c) { send_result(c.response, s.list_quarantines()); });
+        [&s](RouteContext& c) { send_result(c.response, s.quarantines.list_quarantines()); });
     add("GET", "/api/v1/quarantines/{workload}", Permission::Read,
-        [&s](RouteContext& c) { send_result(c.response, s.get_quarantine(c.params.at(0))); });
+        [&s](RouteContext& c) { send_result(c.response, s.quarantines.get_quarantine(c.params.at(0))); });
     add("DELETE", "/api/v1/quarantines/{workload}", Permission::Quarantine, [&s](RouteContext& c) {
         QueryReader q(c.request);
         auto wait = wait_parameter(q);
         if (!q.failed(c.response)) {
-            send_result(c.response, s.release_quarantine(c.caller, c.params.at(0), wait));
+            send_result(c.response, s.quarantines.release_quarantine(c.caller, c.params.at(0), wait));
         }
     });
 
@@ -561,7 +577,7 @@ void HttpApi::build_routes() {
         query.before_id = q.integer("before_id", 1, INT64_MAX);
         query.limit = static_cast<std::size_t>(q.integer("limit", 1, 1000).value_or(100));
         if (!q.failed(c.response)) {
-            send_result(c.response, s.query_audit(query));
+            send_result(c.response, s.audit().query(query));
         }
     });
     add("GET", "/api/v1/stream", Permission::Read, [&s](RouteContext& c) {
@@ -607,14 +623,16 @@ void HttpApi::install(httplib::Server& server) const {
             Caller caller;
             if (route.permission) {
                 const bool is_stream = route.path == "/api/v1/stream";
-                auto authenticated = service_.authenticate(bearer_token(req, is_stream));
+                auto authenticated = service_.access.authenticate(bearer_token(req, is_stream));
                 if (!authenticated) {
-                    res.set_header("WWW-Authenticate", "Bearer");
-                    send_error(res, ApiError{401, "unauthenticated", "a valid bearer token is required"});
+                    if (authenticated.error().kind == ErrorKind::Unauthenticated) {
+                        res.set_header("WWW-Authenticate", "Bearer");
+                    }
+                    send_error(res, authenticated.error());
                     return;
                 }
                 if (!role_allows(authenticated->role, *route.permission)) {
-                    send_error(res, ApiError{403, "forbidden",
+                    send_error(res, ServiceError{ErrorKind::Forbidden, "forbidden",
                                              "role " + std::string(to_string(authenticated->role)) + " may not " +
                                                  std::string(to_string(*route.permission))});
                     return;
@@ -650,18 +668,20 @@ void HttpApi::install(httplib::Server& server) const {
         } catch (...) {
         }
         spdlog::error("{} {}: internal error: {}", req.method, req.path, what);
-        send_error(res, ApiError{500, "internal-error", "internal error; see the controller's log"});
+        send_error(res, ServiceError{ErrorKind::Internal, "internal-error", "internal error; see the controller's log"});
     });
     server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) {
             return;  // a handler already explained itself
         }
         if (res.status == 404) {
-            send_error(res, ApiError{404, "no-such-route", "no route " + req.method + " " + req.path});
+            send_error(res, ServiceError{ErrorKind::NotFound, "no-such-route", "no route " + req.method + " " + req.path});
         } else if (res.status == 413) {
-            send_error(res, ApiError{413, "too-large", "the request body is over 16 MiB"});
+            send_error(res, ServiceError{ErrorKind::TooLarge, "too-large", "the request body is over 16 MiB"});
         } else if (res.status == 405 || res.status == 400) {
-            send_error(res, ApiError{res.status, "bad-request", "malformed request"});
+            // Transport-level: the status cpp-httplib chose stays.
+            const int status = res.status;
+            send_json(res, status, json{{"error", json{{"code", "bad-request"}, {"message", "malformed request"}}}});
         }
     });
 }

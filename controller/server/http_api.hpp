@@ -5,7 +5,7 @@
 #pragma once
 
 #include "controller/core/access_policy.hpp"
-#include "controller/server/controller_service.hpp"
+#include "controller/services/controller_services.hpp"
 
 #include <httplib.h>
 
@@ -32,7 +32,7 @@ struct Route {
 
 class HttpApi {
 public:
-    HttpApi(ControllerService& service, std::string openapi_document, std::string webui_dir = {});
+    HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir = {});
 
     const std::vector<Route>& routes() const { return routes_; }
 
@@ -45,7 +45,7 @@ private:
              std::function<void(RouteContext&)> handler);
     void build_routes();
 
-    ControllerService& service_;
+    ControllerServices& service_;
     std::string openapi_document_;
     std::string webui_dir_;
     std::vector<Route> routes_;

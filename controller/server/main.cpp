@@ -1,9 +1,9 @@
 // bulkhead-controller: REST API, enforcer control channel and dashboard on one process,
 // SQLite in a data directory. Configuration: a JSON file (--config) and flags, flags win.
 #include "controller/analyzer/drop_record.hpp"
-#include "controller/server/controller_service.hpp"
 #include "common/logging/logging.hpp"
 #include "controller/server/http_api.hpp"
+#include "controller/services/controller_services.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
 
@@ -28,7 +28,7 @@
 
 namespace {
 
-using bulkhead::controller::ControllerService;
+using bulkhead::controller::ControllerServices;
 using nlohmann::json;
 
 struct ControllerConfig {
@@ -148,7 +148,7 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
     return std::nullopt;
 }
 
-std::optional<std::string> load_bootstrap_tokens(const std::string& path, ControllerService& service) {
+std::optional<std::string> load_bootstrap_tokens(const std::string& path, ControllerServices& service) {
     auto text = read_file(path);
     if (!text) {
         return "cannot read bootstrap tokens " + path;
@@ -172,7 +172,7 @@ std::optional<std::string> load_bootstrap_tokens(const std::string& path, Contro
         if (!role || *role == bulkhead::controller::Role::Enforcer) {
             return pointer + "/role: must be admin, soc or automation";
         }
-        if (auto added = service.add_bootstrap_token(t["name"].get<std::string>(), *role, t["token"].get<std::string>());
+        if (auto added = service.access.add_bootstrap_token(t["name"].get<std::string>(), *role, t["token"].get<std::string>());
             !added) {
             return pointer + ": " + added.error();
         }
@@ -257,8 +257,8 @@ int main(int argc, char** argv) {
     if (*webhook_secret) config.webhook_secret_file = flags.webhook_secret_file;
     if (*webhook_ca) config.webhook_ca = flags.webhook_ca;
 
-    bulkhead::controller::ServiceOptions options;
-    options.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);
+    bulkhead::controller::ControllerOptions options;
+    options.fleet.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);
     if (!config.analyzer_config.empty()) {
         auto text = read_file(config.analyzer_config);
         if (!text) {
@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
             spdlog::error("{}: {}", config.analyzer_config, parsed.error());
             return 2;
         }
-        options.analyzer = std::move(*parsed);
+        options.analysis.analyzer = std::move(*parsed);
     }
     std::string webhook_secret_text;
     if (!config.webhook_secret_file.empty()) {
@@ -334,7 +334,7 @@ int main(int argc, char** argv) {
         spdlog::error("{}", store.error().message);
         return 1;
     }
-    ControllerService service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
+    ControllerServices service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
         return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();
     });

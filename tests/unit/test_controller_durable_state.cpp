@@ -1,9 +1,9 @@
 // The controller's durable state: fail-closed recompiles, versioned incident updates, the
 // webhook outbox and the restart replay, over a real SQLite store (a fault-injecting
 // wrapper where a failure is needed).
-#include "controller/server/controller_service.hpp"
-#include "controller/server/event_sequencer.hpp"
-#include "controller/server/webhook.hpp"
+#include "controller/services/controller_services.hpp"
+#include "controller/services/event_sequencer.hpp"
+#include "controller/services/webhook.hpp"
 
 #include "fault_injecting_store.hpp"
 #include "test_store_support.hpp"
@@ -41,24 +41,24 @@ struct ClockStub {
 
 // A service over `store` with the vdi-pool example's inventory and policy active. The
 // analyzer quarantines from medium severity on, so a scan contains its source.
-std::unique_ptr<ControllerService> make_service(std::shared_ptr<Store> store, ClockStub& clock,
-                                                bool provision, ServiceOptions options = {}) {
-    auto service = std::make_unique<ControllerService>(store, options, [&clock] { return clock.now.load(); });
+std::unique_ptr<ControllerServices> make_service(std::shared_ptr<Store> store, ClockStub& clock,
+                                                 bool provision, ControllerOptions options = {}) {
+    auto service = std::make_unique<ControllerServices>(store, options, [&clock] { return clock.now.load(); });
     REQUIRE(service->start());
     if (provision) {
-        REQUIRE(service->replace_inventory(kAdmin, read_example("examples/vdi-pool/inventory.json")));
+        REQUIRE(service->inventory.replace_inventory(kAdmin, read_example("examples/vdi-pool/inventory.json")));
         json policy = read_example("examples/vdi-pool/policy.json");
         policy["response"] = json{{"incident", json{{"distinct_targets", 10u}, {"window_seconds", 60u}, {"severity", "high"}}},
                               {"auto_quarantine", json{{"mode", "on"}, {"min_severity", "medium"}}}};
-        auto uploaded = service->upload_policy(kAdmin, policy);
+        auto uploaded = service->policies.upload_policy(kAdmin, policy);
         REQUIRE_MESSAGE(uploaded, (uploaded ? "" : uploaded.error().message + " " + uploaded.error().details.dump()));
-        REQUIRE(service->activate_policy(kAdmin, (*uploaded)["id"].get<std::int64_t>()));
+        REQUIRE(service->policies.activate_policy(kAdmin, (*uploaded)["id"].get<std::int64_t>()));
     }
     return service;
 }
 
-std::string desired_hash(ControllerService& service, const std::string& enforcer) {
-    auto e = service.get_enforcer(enforcer);
+std::string desired_hash(ControllerServices& service, const std::string& enforcer) {
+    auto e = service.fleet.get_enforcer(enforcer);
     REQUIRE(e);
     return (*e)["desired_hash"].get<std::string>();
 }
@@ -99,7 +99,7 @@ TEST_CASE("controller: a failed read of the quarantines keeps them in force (fai
     auto service = make_service(store, clock, true);
 
     const std::string before = desired_hash(*service, "hv1");
-    REQUIRE(service->create_quarantine(kSoc, json{{"workload", "vdi-001"}}, {}));
+    REQUIRE(service->quarantines.create_quarantine(kSoc, json{{"workload", "vdi-001"}}, {}));
     const std::string quarantined = desired_hash(*service, "hv1");
     CHECK(quarantined != before);
 
@@ -107,28 +107,28 @@ TEST_CASE("controller: a failed read of the quarantines keeps them in force (fai
     SUBCASE("an inventory change") {
         json inventory = read_example("examples/vdi-pool/inventory.json");
         inventory["workloads"][0]["hostname"] = "VDI-001-renamed";
-        auto changed = service->replace_inventory(kAdmin, inventory);
+        auto changed = service->inventory.replace_inventory(kAdmin, inventory);
         CHECK_FALSE(changed);
         if (!changed) {
-            CHECK(changed.error().status == 503);
+            CHECK(changed.error().kind == ErrorKind::Unavailable);
         }
     }
     SUBCASE("another quarantine") {
-        CHECK_FALSE(service->create_quarantine(kSoc, json{{"workload", "vdi-003"}}, {}));
+        CHECK_FALSE(service->quarantines.create_quarantine(kSoc, json{{"workload", "vdi-003"}}, {}));
     }
     SUBCASE("a restart") {
         service.reset();
-        auto restarted = std::make_unique<ControllerService>(store, ServiceOptions{}, [&clock] { return clock.now.load(); });
+        auto restarted = std::make_unique<ControllerServices>(store, ControllerOptions{}, [&clock] { return clock.now.load(); });
         CHECK_FALSE(restarted->start());  // refuses to start rather than push rulesets without the quarantine
         store->heal();
-        service = std::make_unique<ControllerService>(store, ServiceOptions{}, [&clock] { return clock.now.load(); });
+        service = std::make_unique<ControllerServices>(store, ControllerOptions{}, [&clock] { return clock.now.load(); });
         REQUIRE(service->start());
     }
     CHECK(store->failures() > 0);
     // Whatever failed, the enforcer is still told to hold the quarantine.
     CHECK(desired_hash(*service, "hv1") == quarantined);
     store->heal();
-    auto listed = service->list_quarantines();
+    auto listed = service->quarantines.list_quarantines();
     REQUIRE(listed);
     CHECK((*listed)["quarantines"].size() >= 1);
 }
@@ -174,13 +174,13 @@ TEST_CASE("controller: a resolved incident is not reopened by the next findings 
     ClockStub clock;
     auto service = make_service(store, clock, true);
     const std::int64_t start = clock.now.load() * 1'000'000;
-    REQUIRE(service->ingest_events(kHv1, "hv1", scan_batch(1, 20, start)));
+    REQUIRE(service->events.ingest_events(kHv1, "hv1", scan_batch(1, 20, start)));
     auto open = store->unresolved_incident_of("vdi-002");
     REQUIRE(open);
     REQUIRE(open->has_value());
     const auto first = (*open)->id;
-    REQUIRE(service->set_incident_state(kSoc, first, IncidentState::Resolved));
-    REQUIRE(service->ingest_events(kHv1, "hv1", scan_batch(21, 20, start + 30'000'000'000)));
+    REQUIRE(service->incidents.set_incident_state(kSoc, first, IncidentState::Resolved));
+    REQUIRE(service->events.ingest_events(kHv1, "hv1", scan_batch(21, 20, start + 30'000'000'000)));
     auto resolved = store->get_incident(first);
     REQUIRE(resolved);
     CHECK(resolved->state == IncidentState::Resolved);
@@ -193,7 +193,7 @@ TEST_CASE("controller: a restart in the middle of a scan gives one incident that
     const std::int64_t start = clock.now.load() * 1'000'000;
     {
         auto service = make_service(store, clock, true);
-        REQUIRE(service->ingest_events(kHv1, "hv1", scan_batch(1, 10, start)));
+        REQUIRE(service->events.ingest_events(kHv1, "hv1", scan_batch(1, 10, start)));
         // No clean shutdown matters here: the replay does not rely on what shutdown saves.
     }
     auto before = store->list_incidents(IncidentQuery{});
@@ -204,7 +204,7 @@ TEST_CASE("controller: a restart in the middle of a scan gives one incident that
     auto after_restart = store->list_incidents(IncidentQuery{});
     REQUIRE(after_restart);
     CHECK(after_restart->size() == incidents_before);
-    REQUIRE(service->ingest_events(kHv1, "hv1", scan_batch(11, 10, start)));
+    REQUIRE(service->events.ingest_events(kHv1, "hv1", scan_batch(11, 10, start)));
 
     auto all = store->list_incidents(IncidentQuery{std::nullopt, std::string("vdi-002"), std::nullopt, 100});
     REQUIRE(all);

@@ -1,9 +1,9 @@
 // HttpApi's route table against the OpenAPI document compiled into the binary
 // (controller/server/openapi.json), both ways: every route the server serves is an
 // operation of the document with the same permission (or public), and every operation of
-// the document is a route. Issue 4, acceptance point 3.
-#include "controller/server/controller_service.hpp"
+// the document is a route.
 #include "controller/server/http_api.hpp"
+#include "controller/services/controller_services.hpp"
 #include "test_store_support.hpp"
 
 #include <doctest/doctest.h>
@@ -23,7 +23,7 @@ namespace {
 struct ApiFixture {
     bulkhead::test::TempDir dir;
     std::shared_ptr<Store> store{bulkhead::test::open_store(dir.path() / "controller.db")};
-    ControllerService service{store, ServiceOptions{}, [] { return TimeMs{1'764'000'000'000}; }};
+    ControllerServices service{store, ControllerOptions{}, [] { return TimeMs{1'764'000'000'000}; }};
     HttpApi api{service, std::string(embedded_openapi_document())};
 };
 

@@ -1,6 +1,6 @@
 // EventBatchParser: enforcer uploads straight into store records; every refusal names the
 // spot (JSON pointer) and keeps nothing.
-#include "controller/server/event_batch.hpp"
+#include "controller/services/event_batch.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>

@@ -1,4 +1,4 @@
-#include "controller/server/event_batch.hpp"
+#include "controller/services/event_batch.hpp"
 
 #include <simdjson.h>
 

@@ -1,4 +1,4 @@
-#include "controller/server/event_bus.hpp"
+#include "controller/services/event_bus.hpp"
 
 namespace bulkhead::controller {
 

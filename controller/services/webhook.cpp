@@ -1,4 +1,4 @@
-#include "controller/server/webhook.hpp"
+#include "controller/services/webhook.hpp"
 
 #include <httplib.h>
 #include <openssl/hmac.h>

@@ -1,4 +1,4 @@
-#include "controller/server/event_sequencer.hpp"
+#include "controller/services/event_sequencer.hpp"
 
 #include <spdlog/spdlog.h>
 

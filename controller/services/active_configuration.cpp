@@ -1,0 +1,98 @@
+#include "controller/services/active_configuration.hpp"
+
+#include "policies/policy_reader.hpp"
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+
+std::expected<json, ServiceError> ActiveConfiguration::inventory_document() {
+    auto enforcers = inventory_.list_enforcer_definitions();
+    if (!enforcers) {
+        return std::unexpected(from_store(enforcers.error(), "inventory"));
+    }
+    auto workloads = inventory_.list_workloads();
+    if (!workloads) {
+        return std::unexpected(from_store(workloads.error(), "inventory"));
+    }
+    json document{{"enforcers", json::array()}, {"workloads", json::array()}};
+    for (const auto& e : *enforcers) {
+        document["enforcers"].push_back(e.document);
+    }
+    for (const auto& w : *workloads) {
+        document["workloads"].push_back(w.document);
+    }
+    return document;
+}
+
+std::expected<policy::Inventory, ServiceError> ActiveConfiguration::load_inventory() {
+    auto document = inventory_document();
+    if (!document) {
+        return std::unexpected(document.error());
+    }
+    auto inventory = policy::read_inventory(*document, "inventory");
+    if (!inventory) {
+        // Only validated inventories are stored, so this is the store's fault, not the caller's.
+        return std::unexpected(service_error(ErrorKind::Internal, "inventory-corrupt",
+                                             "the stored inventory no longer validates",
+                                             json{{"errors", policy::diagnostics_to_json(inventory.error())}}));
+    }
+    return *inventory;
+}
+
+std::expected<std::shared_ptr<const CompiledConfiguration>, ServiceError> ActiveConfiguration::build(
+    const std::optional<PolicyRevision>& revision) {
+    auto compiled = std::make_shared<CompiledConfiguration>();
+    auto inventory = load_inventory();
+    if (!inventory) {
+        return std::unexpected(inventory.error());
+    }
+    compiled->inventory = std::move(*inventory);
+    compiled->revision = revision;
+    if (revision) {
+        auto policy = policy::read_policy(revision->document, "policy");
+        if (!policy) {
+            return std::unexpected(invalid_document(
+                "policy revision " + std::to_string(revision->id) + " does not validate", policy.error()));
+        }
+        auto problems = policy::cross_check(*policy, compiled->inventory, "policy");
+        if (!problems.empty()) {
+            return std::unexpected(invalid_document("the policy does not fit the inventory", problems));
+        }
+        compiled->policy = std::move(*policy);
+        compiled->compiler = std::make_unique<ruleset::RulesetCompiler>(*compiled->policy, compiled->inventory);
+    }
+    return std::shared_ptr<const CompiledConfiguration>(std::move(compiled));
+}
+
+std::shared_ptr<const CompiledConfiguration> ActiveConfiguration::current() const {
+    std::lock_guard lock(mutex_);
+    return current_;
+}
+
+std::expected<void, ServiceError> ActiveConfiguration::install(std::shared_ptr<const CompiledConfiguration> compiled) {
+    auto changes = lock_changes();
+    {
+        std::lock_guard lock(mutex_);
+        current_ = compiled;
+    }
+    std::expected<void, ServiceError> first_error;
+    for (const auto& listener : listeners_) {
+        if (auto done = listener(compiled); !done && first_error) {
+            first_error = std::unexpected(done.error());
+        }
+    }
+    return first_error;
+}
+
+void ActiveConfiguration::adopt(std::shared_ptr<const CompiledConfiguration> compiled) {
+    std::lock_guard lock(mutex_);
+    current_ = std::move(compiled);
+}
+
+void ActiveConfiguration::add_listener(Listener listener) {
+    auto changes = lock_changes();
+    listeners_.push_back(std::move(listener));
+}
+
+}  // namespace bulkhead::controller

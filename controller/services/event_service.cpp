@@ -1,0 +1,102 @@
+#include "controller/services/event_service.hpp"
+
+#include "controller/services/event_batch.hpp"
+#include "policies/json_reader.hpp"
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+
+EventService::EventService(EventOptions options, EventRepository& events, AnalysisService& analysis, EventBus& bus,
+                           Clock clock)
+    : options_(options), events_(events), analysis_(analysis), bus_(bus), clock_(std::move(clock)) {}
+
+ServiceResult EventService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
+    if (auto own = check_own_channel(caller, id); !own) {
+        return std::unexpected(own.error());
+    }
+    const TimeMs now = clock_();
+    auto parsed = EventBatchParser(EventBatchLimits{options_.max_events_per_batch}).parse(body, id, now);
+    if (!parsed) {
+        if (parsed.error().code == "invalid-json") {
+            // The fast parser says only that the text is not JSON; the API's reader says
+            // where and why, as every other endpoint does.
+            if (auto diagnosed = policy::read_json(body, "body"); !diagnosed) {
+                const auto& first = diagnosed.error().front();
+                return std::unexpected(service_error(ErrorKind::BadRequest, "invalid-json", first.message,
+                                             json{{"pointer", first.pointer},
+                                                  {"errors", policy::diagnostics_to_json(diagnosed.error())}}));
+            }
+        }
+        const auto& p = parsed.error();
+        return std::unexpected(service_error(p.status == 413 ? ErrorKind::TooLarge : ErrorKind::BadRequest, p.code,
+                                             p.message, json{{"pointer", p.pointer}}));
+    }
+    std::vector<StoredEvent>& records = *parsed;
+    auto inserted = events_.insert_events(records);
+    if (!inserted) {
+        return std::unexpected(from_store(inserted.error()));
+    }
+    // Live view and detection see only events stored now for the first time; a retried
+    // batch changes nothing.
+    if (inserted->accepted > 0) {
+        std::vector<StoredEvent> fresh;
+        fresh.reserve(inserted->accepted);
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            if (inserted->ids[i] != 0) {
+                records[i].id = inserted->ids[i];
+                fresh.push_back(std::move(records[i]));
+            }
+        }
+        if (bus_.subscribers() > 0) {
+            json live = json::array();
+            for (auto& e : fresh) {
+                if (is_blocked_type(e.type)) {
+                    e.document = json::parse(e.document_text, nullptr, false);
+                    live.push_back(event_json(e));
+                }
+            }
+            if (!live.empty()) {
+                bus_.publish("drops", live);
+            }
+        }
+        analysis_.submit(std::move(fresh));
+    }
+    return json{{"accepted", inserted->accepted},
+                {"duplicates", inserted->duplicates},
+                {"through_seq", inserted->through_seq}};
+}
+
+ServiceResult EventService::query_events(const EventQuery& query) {
+    auto events = events_.query_events(query);
+    if (!events) {
+        return std::unexpected(from_store(events.error()));
+    }
+    json list = json::array();
+    std::int64_t last_id = 0;
+    for (const auto& e : *events) {
+        list.push_back(event_json(e));
+        last_id = e.id;
+    }
+    json result{{"events", list}};
+    if (!query.newest_first && events->size() == query.limit) {
+        result["next_after_id"] = last_id;
+    }
+    return result;
+}
+
+ServiceResult EventService::count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
+                                          const EventQuery& filter) {
+    auto buckets = events_.count_events(from_ns, to_ns, bucket_ns, filter);
+    if (!buckets) {
+        return std::unexpected(from_store(buckets.error()));
+    }
+    json list = json::array();
+    for (const auto& b : *buckets) {
+        list.push_back(json{{"start_ns", b.start_ns}, {"events", b.events}});
+    }
+    return json{{"from_ns", from_ns}, {"to_ns", to_ns}, {"bucket_ns", bucket_ns}, {"buckets", list}};
+}
+
+
+}  // namespace bulkhead::controller
