@@ -8,7 +8,8 @@ the command line at import).
 
 Every check prints one line, `PASS name` or `FAIL name: detail` (detail only on failure; a
 non-string detail is rendered as JSON). `section(name)` groups the checks that follow (a
-scenario, a phase); `report()` then lists each section's counts before the totals. A
+scenario, a phase; `check(..., section=...)` counts one elsewhere); `report()` then lists
+each section's counts before the totals. A
 suite's last line is always "N passed, N failed" (CI and ctest logs read that line).
 
 `bug=ID` on a check names a reported, not yet fixed bug the check exposes: when the suite
@@ -51,28 +52,36 @@ def section(name):
     log("--- %s" % name)
 
 
-def check(name, condition, detail="", quiet=False, bug=None):
-    """Records one check; returns bool(condition). quiet: print the line only on failure."""
+def current_section():
+    return _current[0]
+
+
+def check(name, condition, detail="", quiet=False, bug=None, section=None):
+    """Records one check; returns bool(condition). quiet: print the line only on failure;
+    section: count it for that section instead of the current one."""
     ok = bool(condition)
+    where = section or _current[0]
+    if where is not None:
+        SECTIONS.setdefault(where, {"passed": 0, "failed": 0})
     if not ok and bug is not None and bug in known_bugs:
         XFAILS.append("%s [%s]" % (name, bug))
         log("XFAIL %s (known bug %s)%s" % (name, bug, (": " + _text(detail)) if detail != "" else ""))
         return False
     RESULTS["passed" if ok else "failed"] += 1
-    if _current[0] is not None:
-        SECTIONS[_current[0]]["passed" if ok else "failed"] += 1
+    if where is not None:
+        SECTIONS[where]["passed" if ok else "failed"] += 1
     if ok:
         if not quiet:
             log("PASS %s" % name)
     else:
         shown = _text(detail) if detail != "" else ""
-        FAILURES.append((_current[0], name + (": " + shown.split("\n")[0][:200] if shown else "")))
+        FAILURES.append((where, name + (": " + shown.split("\n")[0][:200] if shown else "")))
         log("FAIL %s%s" % (name, (": " + shown) if shown else ""))
     return ok
 
 
-def figure(name, value):
-    FIGURES.append((_current[0], name, value))
+def figure(name, value, section=None):
+    FIGURES.append((section or _current[0], name, value))
     log("  (figure) %s: %s" % (name, value))
 
 
