@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The analyzer inside the real controller, over its REST API (issue 5, acceptance point 4
-and the response rules).
+"""The analyzer inside the real controller, over its REST API: attribution of drops to
+workloads and users, the incidents it raises, and the response rules (automatic quarantine
+and its guardrails, pages, the SOAR webhook).
 
 Starts `bulkhead-controller` on a free loopback port with a temporary data directory, an
 inventory in which two workloads on different hypervisors hold the same private address,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""REST API v1 of bulkhead-controller, end to end over HTTP (issue 4, acceptance point 3).
+"""REST API v1 of bulkhead-controller, end to end over HTTP: every endpoint against the OpenAPI document.
 
 Starts the real `bulkhead-controller` on a free loopback port with a temporary data
 directory and bootstrap tokens for admin, soc and automation, then checks:

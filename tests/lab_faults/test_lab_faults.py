@@ -164,7 +164,7 @@ def main():
         # ---- 3. enforcer SIGKILLed ---------------------------------------------------------
         check_enforcer_kill(state, soc)
 
-        # ---- acceptance 1: an established TCP connection dies with the quarantine ----------
+        # ---- (lab_e2e, strengthened) an established TCP connection dies with the quarantine -
         check_connection_dies(state, soc)
     finally:
         kill_children()
