@@ -14,8 +14,9 @@ import os, shutil, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
-from lab_harness import (EDR, FILE_SERVER, api, background, check, configure, down_and_verify,  # noqa: E402
-                         expect_dropped, in_ns, kill_children, poll, reaches, report, up_with_lab_policy)
+from lab_harness import (EDR, FILE_SERVER, api, applied_quarantine, background, check, configure,  # noqa: E402
+                         down_and_verify, expect_dropped, in_ns, incidents_of, kill_children, poll, reaches, report,
+                         up_with_lab_policy)
 
 PREFIX, PORT, MGMT, TLS_PORT = "bhe2e-", 18181, "10.254.77.0/24", 18443
 configure(PREFIX, PORT, MGMT, TLS_PORT)
@@ -55,11 +56,10 @@ def main():
                 check("drop attributed to vdi-002 on hv1 via its port vdi002",
                       e["enforcer"] == "hv1" and e["src"] == "10.1.0.2" and e["direction"] == "out"
                       and e["indev"] == "vdi002" and e.get("proto_name") == "tcp")
-            incident = poll(lambda: api("GET", "/incidents?workload=vdi-002", soc)[1]["incidents"], 15, "an incident for vdi-002")
+            incident = poll(lambda: incidents_of(soc, "vdi-002"), 15, "an incident for vdi-002")
             if incident:
                 check("incident explains: " + incident[0]["explanation"], "vdi-002 (user sato) tried" in incident[0]["explanation"])
-            quarantine = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
-                api("GET", "/quarantines/vdi-002", soc)), 15, "automatic quarantine of vdi-002 applied on hv1")
+            quarantine = poll(lambda: applied_quarantine(soc, "vdi-002"), 15, "automatic quarantine of vdi-002 applied on hv1")
             if quarantine:
                 check("the quarantine is automatic, by the analyzer", quarantine["automatic"] and quarantine["actor"] == "analyzer")
             # tcp/445, not ping: the long-running ping to the same address must not stand in for the probe.
@@ -79,13 +79,11 @@ def main():
         # One packet to the decoy is enough: a critical incident and the automatic quarantine.
         expect_dropped("vdi-103 -> decoy 10.0.0.66 ping dropped by the decoy rule on hv2", state, "vdi-103", DECOY_IP,
                        "icmp", control=PING_FS, reason="decoy", token=soc)
-        decoy = poll(lambda: [i for i in api("GET", "/incidents?workload=vdi-103", soc)[1]["incidents"]
-                              if i["severity"] == "critical"], 15, "a critical incident for vdi-103's decoy touch")
+        decoy = poll(lambda: [i for i in incidents_of(soc, "vdi-103") if i["severity"] == "critical"], 15, "a critical incident for vdi-103's decoy touch")
         if decoy:
             check("incident explains: " + decoy[0]["explanation"],
                   "vdi-103 (user" in decoy[0]["explanation"] and "touched decoy 10.0.0.66" in decoy[0]["explanation"])
-        contained = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
-            api("GET", "/quarantines/vdi-103", soc)), 15, "automatic quarantine of vdi-103 applied on hv2")
+        contained = poll(lambda: applied_quarantine(soc, "vdi-103"), 15, "automatic quarantine of vdi-103 applied on hv2")
         if contained:
             check("decoy quarantine is automatic, on hv2", contained["automatic"] and contained["enforcers"][0]["enforcer"] == "hv2")
         # Only its quarantine allow-list: the EDR server (the positive control), and the admin's forensic access.

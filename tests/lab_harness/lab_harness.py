@@ -7,7 +7,7 @@ suite asserts that traffic is blocked.
 A suite calls configure() once with its own prefix, ports and management network, so that
 suites can run beside each other and beside the demo. The suite's command line carries
 --source-dir REPO and --bin-dir BIN."""
-import json, subprocess, sys, time, urllib.error, urllib.request
+import json, subprocess, sys, time, urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -100,6 +100,20 @@ def up_with_lab_policy(state, *extra_args):
     generation = activated["generation"]
     poll(lambda: all_in_sync(soc, generation), 20, "every enforcer acks generation %d" % generation)
     return admin, soc, policy, generation
+
+
+def incidents_of(token, workload):
+    """The incidents whose source is `workload` (any state), newest first."""
+    status, body = api("GET", "/incidents?limit=1000&workload=" + urllib.parse.quote(workload, safe=""), token)
+    return body["incidents"] if status == 200 else []
+
+
+def applied_quarantine(token, workload):
+    """GET /quarantines/{workload} when every enforcer of it has applied it; else None."""
+    status, q = api("GET", "/quarantines/" + workload, token)
+    if status == 200 and q.get("enforcers") and all(e["state"] == "applied" for e in q["enforcers"]):
+        return q
+    return None
 
 
 def enforcers(token):

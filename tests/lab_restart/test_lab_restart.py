@@ -45,8 +45,9 @@ import http.server, json, os, random, shutil, signal, socket, sys, tempfile, thr
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
-from lab_harness import (DECOY, FILE_SERVER, api, background, check, configure, down_and_verify,  # noqa: E402
-                         expect_dropped, figure, kill_children, lab, poll, report, section, up_with_lab_policy)
+from lab_harness import (DECOY, FILE_SERVER, api, applied_quarantine, background, check, configure,  # noqa: E402
+                         down_and_verify, expect_dropped, figure, incidents_of, kill_children, lab, poll, report,
+                         section, up_with_lab_policy)
 
 PREFIX, PORT, MGMT, TLS_PORT = "bhrst-", 18591, "10.254.81.0/24", 18843
 configure(PREFIX, PORT, MGMT, TLS_PORT)
@@ -143,11 +144,6 @@ def free_port():
     return port
 
 
-def incidents_of(token, workload):
-    status, body = api("GET", "/incidents?limit=1000&workload=%s" % workload, token)
-    return body["incidents"] if status == 200 else []
-
-
 def incident(token, iid):
     status, body = api("GET", "/incidents/%d" % iid, token)
     return body if status == 200 else None
@@ -155,11 +151,6 @@ def incident(token, iid):
 
 def findings(inc):
     return [f.get("rule") or f.get("kind") for f in ((inc or {}).get("details") or {}).get("findings") or []]
-
-
-def applied_quarantine(token, workload):
-    status, q = api("GET", "/quarantines/" + workload, token)
-    return q if status == 200 and q.get("enforcers") and all(e["state"] == "applied" for e in q["enforcers"]) else None
 
 
 def stored_drops(token, workload, since_ms, dsts=None, dport=None):
