@@ -822,8 +822,16 @@ def scenario_quarantine(h, specs):
         ok, detail = table_matches(h, hv, specs["q-vdi2"])
         check("kernel table == oracle of the quarantined ruleset", ok, detail)
         foreign.check("the quarantine diff")
-        for family, p in holders:
-            check("v%d: the open connection stops passing data" % family, not send(p, "during", 1.5))
+        passed = {family: send(p, "during", 1.5) for family, p in holders}
+        for family, went_through in passed.items():
+            # Blocked, and the drop itself seen: the daemon's drop event of the quarantine rule.
+            dst = norm(fs.v4 if family == 4 else fs.v6)
+            _, fev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                                   e.get("reason") == "quarantine" and e.get("indev") == "vdi2" and
+                                   norm(e.get("dst")) == dst, mark, 3)
+            check("v%d: the open connection stops passing data, its segments dropped by the quarantine rule"
+                  % family, not went_through and fev is not None,
+                  "data passed" if went_through else "no quarantine drop event toward %s" % dst)
         _, qev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
                                e.get("reason") == "quarantine" and e.get("indev") == "vdi2" and
                                norm(e.get("dst")) in (norm(fs.v4), norm(fs.v6)), mark, 3)
