@@ -456,7 +456,7 @@ class ForeignGuard:
         run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=rr.FOREIGN_TABLE)
         self.snapshot = nft_raw(self.ns, "-j", "list", "table", "inet", "foreign")
 
-    def check(self, after):
+    def verify(self, after):
         now = nft_raw(self.ns, "-j", "list", "table", "inet", "foreign")
         self.h.foreign_ops += 1
         ok = now is not None and now == self.snapshot
@@ -700,7 +700,7 @@ def scenario_apply(h, specs):
         figure("first apply", "%d elements, %d us" % (ev.get("elements_added", 0), ev.get("latency_us", 0)))
         ok, detail = table_matches(h, lab.hv(), specs["enforce"])
         check("kernel table == nft -f oracle of the compiled ruleset", ok, detail)
-        foreign.check("the first apply")
+        foreign.verify("the first apply")
         if h.args.inject_failure == "crash":
             raise HarnessError("--inject-failure crash: deliberate harness error with the daemon running")
         if h.args.inject_failure == "hang":
@@ -739,7 +739,7 @@ def scenario_diffs(h, specs):
         foreign = ForeignGuard(h, hv)
         rsdir, st = h.new_dir("s2-rs"), h.new_dir("s2-state")
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"])
-        foreign.check("the first apply")
+        foreign.verify("the first apply")
         prev = "enforce"
         gen = ev["generation"]
         for key, what in (("plus-vdi5", "(a) inventory + one VDI"), ("minus-vdi4", "(b) one VDI removed"),
@@ -771,7 +771,7 @@ def scenario_diffs(h, specs):
             figure(what, "mode %s, +%s -%s elements in %d sets (%s), %s us" % (
                 ev.get("mode"), ev.get("elements_added"), ev.get("elements_removed"), len(kernel_delta),
                 ", ".join(sorted(kernel_delta)), ev.get("latency_us")))
-            foreign.check("diff %s" % what)
+            foreign.verify("diff %s" % what)
             prev = key
         d.stop()
     finally:
@@ -821,7 +821,7 @@ def scenario_quarantine(h, specs):
         gen = (ev or {}).get("generation")
         ok, detail = table_matches(h, hv, specs["q-vdi2"])
         check("kernel table == oracle of the quarantined ruleset", ok, detail)
-        foreign.check("the quarantine diff")
+        foreign.verify("the quarantine diff")
         passed = {family: send(p, "during", 1.5) for family, p in holders}
         for family, went_through in passed.items():
             # Blocked, and the drop itself seen: the daemon's drop event of the quarantine rule.
@@ -857,7 +857,7 @@ def scenario_quarantine(h, specs):
                   and ev.get("elements_added") == 0 and ev.get("elements_removed") == 1, ev)
         ok, detail = table_matches(h, hv, specs["enforce"])
         check("kernel table == oracle of the released ruleset", ok, detail)
-        foreign.check("the release diff")
+        foreign.verify("the release diff")
         released = [
             rr.Row("vdi2", "fs", "tcp", 445, True, [rr.O("allow", "vdi2")], note="new connections work again"),
             rr.Row("vdi2", "vdi1", "tcp", 3389, False, [rr.O("deny", "vdi2")]),
@@ -885,9 +885,9 @@ def scenario_coexistence(h, specs):
         foreign = ForeignGuard(h, hv)
         rsdir, st = h.new_dir("s4-rs"), h.new_dir("s4-state")
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"], drift=3600)
-        check("after the first apply (replace)", foreign.check("replace (first apply)"))
+        check("after the first apply (replace)", foreign.verify("replace (first apply)"))
         ev = switch(h, d, rsdir, specs["q-vdi2"])
-        check("after a diff (%s)" % (ev or {}).get("mode"), foreign.check("diff (quarantine)"))
+        check("after a diff (%s)" % (ev or {}).get("mode"), foreign.verify("diff (quarantine)"))
         # Drift repairs (full replaces) of three kinds of tampering with OUR table only.
         for label, cmd in (
                 ("table deleted", ["delete", "table", "inet", "bulkhead"]),
@@ -901,7 +901,7 @@ def scenario_coexistence(h, specs):
             check("drift (%s) repaired" % label, rev is not None and rev.get("type") == "drift_repaired", rev)
             ok, detail = table_matches(h, hv, specs["q-vdi2"])
             check("table == oracle after the repair of %s" % label, ok, detail)
-            check("after the drift repair (%s)" % label, foreign.check("drift repair (%s)" % label))
+            check("after the drift repair (%s)" % label, foreign.verify("drift repair (%s)" % label))
         d.stop()
         lab2_state = h.new_dir("s4-state-copy")
         shutil.copy2(st / "state.json", lab2_state / "state.json")
@@ -909,7 +909,7 @@ def scenario_coexistence(h, specs):
         d = Daemon(h, hv, h.new_dir("s4-rs-empty"), lab2_state).start()
         _, ev = d.events.wait(lambda e: e.get("type") == "ruleset_applied", 0, 10)
         check("restore after a deleted table", ev is not None and ev.get("mode") == "restore", ev)
-        check("after the restore", foreign.check("restore of last-known-good"))
+        check("after the restore", foreign.verify("restore of last-known-good"))
         d.stop()
     finally:
         lab.destroy()
@@ -972,7 +972,7 @@ def scenario_kill(h, specs):
                                                         ev.get("latency_us"), t_ref * 1000))
         state, _ = classify(h, hv, old_norm, new_norm)
         check("reference apply: kernel == oracle of the large ruleset", state == "new", state)
-        foreign.check("the large apply")
+        foreign.verify("the large apply")
 
         def reset_to_old():
             tmp = h.new_dir("s5a-state-reset")
@@ -1005,7 +1005,7 @@ def scenario_kill(h, specs):
                       "" if got is None else describe_difference(got, new_norm))
             check("trial %d: state.json is absent or a whole ruleset (old or new)" % i,
                       lkg in (None, old_hash, new_hash), lkg)
-            foreign.check("SIGKILL trial %d" % i)
+            foreign.verify("SIGKILL trial %d" % i)
             # 5b: restart with the same state dir and no ruleset file: last-known-good first.
             restarted = "-"
             if lkg in (old_hash, new_hash):
@@ -1162,7 +1162,7 @@ def scenario_drift(h, specs):
             check("drift_repairs_total %s -> %s" % (r0, r1), r1 == r0 + 1)
             if det:
                 figure("drift summary (%s)" % set_name, det.get("summary", "")[:200])
-            foreign.check("repair of a deleted element of %s" % set_name)
+            foreign.verify("repair of a deleted element of %s" % set_name)
         d.stop()
     finally:
         lab.destroy()
@@ -1243,7 +1243,7 @@ def scenario_corrupt(h, specs):
                     ok, detail = table_matches(h, hv, spec)
                     check("%s: table == oracle of the new ruleset" % what, ok, detail)
                     (empty / "ruleset.json").unlink()
-                foreign.check("start with a %s" % what)
+                foreign.verify("start with a %s" % what)
                 d.stop()
     finally:
         lab.destroy()
@@ -1285,7 +1285,7 @@ def scenario_invalid(h, specs):
             check("%s: table unchanged (handles included)" % name,
                       nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before)
             check("%s: daemon stays up" % name, d.alive(), d.tail())
-            foreign.check("rejected ruleset (%s)" % name)
+            foreign.verify("rejected ruleset (%s)" % name)
         ev = switch(h, d, rsdir, specs["q-vdi2"])
         check("a valid ruleset afterwards is applied as a diff of the one in force (generation %d)" % (gen + 1),
                   ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
@@ -1483,13 +1483,13 @@ def scenario_drops(h, specs):
         ev = switch(h, d, rsdir, specs["monitor"])
         check("monitor ruleset applied (%s)" % (
             (ev or {}).get("mode")), ev is not None and ev.get("type") == "ruleset_applied", ev)
-        foreign.check("switch to monitor mode")
+        foreign.verify("switch to monitor mode")
         mclasses = h.classes(specs["monitor"])
         scan_check(h, lab, d, 4, 50, 22000, ev["generation"], mclasses, mode="mon")
         h.tick()
         ev = switch(h, d, rsdir, specs["enforce"])
         gen = ev["generation"]
-        foreign.check("switch back to enforce mode")
+        foreign.verify("switch back to enforce mode")
         flood_check(h, lab, d, classes, 30000, stopped=False)
         h.tick()
         flood_check(h, lab, d, classes, 40000, stopped=True)

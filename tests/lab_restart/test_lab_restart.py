@@ -38,6 +38,14 @@ webhook receiver (an HTTP server in this process on 127.0.0.1, the controller st
 Every probe the checks count is one packet (a UDP datagram), so stored events can be
 compared with probes sent one for one.
 
+Thresholds (lab.py passes no --analyzer-config, so the analyzer's defaults of
+controller/analyzer/README.md apply, plus the lab policy's response.incident): slow-scan
+>= 16 distinct hosts in 30 min while no fast rule fired; distinct-targets (the policy) 10
+distinct (host, protocol, port) in 60 s, which is also the scan window (host-sweep 16
+hosts, vertical 16 ports, box 8 ports on 4 hosts); beaconing >= 8 intervals of >= 15 s
+with cv <= 0.15, attempts closer than 5 s fold into one. The lab policy quarantines a VDI
+automatically for any finding of medium severity or more.
+
 Lab prefix bhrst-, a temporary state directory, mgmt 10.254.81.0/24, API 127.0.0.1:18591,
 TLS 18843. About 5 minutes. Torn down in `finally` (also on failure or SIGTERM); no
 namespace left. Exit 77 (skipped) when not root. Last line: "N passed, N failed"."""
