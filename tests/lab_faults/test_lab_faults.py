@@ -21,7 +21,7 @@ probe on the same path got through.
 Runs the lab under its own prefix, state directory, management network and ports, so it can
 run beside the demo and lab_e2e; tears it down in `finally`, also on failure. Every wait is a
 poll with a deadline. Exit 77 (skipped) when not root. Last line: "N passed, N failed"."""
-import copy, datetime, json, os, re, shutil, signal, subprocess, sys, tempfile, time
+import copy, datetime, json, os, re, shutil, signal, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
