@@ -36,6 +36,9 @@ sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import generate  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent / "lab_harness"))
+from harness import check, report  # noqa: E402  (check(name, condition, detail): the suites' one harness)
+
 TIMEOUT_SECONDS = 300
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                      "UndefinedBehaviorSanitizer")
@@ -335,9 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json_report.write_text(json.dumps({"rows": rows, "broken": [
             {"scenario": n, **r} for n, r in broken]}, indent=2) + "\n")
 
+    # One check per scenario (a known weakness passes while it still fails, and fails once it passes).
+    print()
+    for r in rows:
+        check("scenario %s: %s" % (r["scenario"], r["result"]), r["gating_ok"], r.get("known_weakness", ""))
+    for name, result in broken:
+        check("scenario %s: replayed" % name, False, result["error"])
+    failed = report()
     if broken:
         return 2
-    return 0 if all(r["gating_ok"] for r in rows) else 1
+    return failed
 
 
 if __name__ == "__main__":

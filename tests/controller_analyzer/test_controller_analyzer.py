@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The analyzer inside the real controller, over its REST API (issue 5, acceptance point 4
-and the response rules).
+"""The analyzer inside the real controller, over its REST API: attribution of drops to
+workloads and users, the incidents it raises, and the response rules (automatic quarantine
+and its guardrails, pages, the SOAR webhook).
 
 Starts `bulkhead-controller` on a free loopback port with a temporary data directory, an
 inventory in which two workloads on different hypervisors hold the same private address,
@@ -39,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "controller_api"))
-import test_controller_api as api  # noqa: E402  (Client, Controller, check, deadline_poll, TOKENS)
+import test_controller_api as api  # noqa: E402  (Client, Controller, check, poll, report, TOKENS)
 
 check = api.check
 TOKENS = api.TOKENS
@@ -155,7 +156,7 @@ class Suite:
         return r.json["incidents"] if r.status == 200 else []
 
     def wait_incident(self, key, predicate=lambda i: True, timeout=5):
-        found = api.deadline_poll(lambda: [i for i in self.incidents_of(key) if predicate(i)] or None, timeout=timeout)
+        found = api.poll(lambda: [i for i in self.incidents_of(key) if predicate(i)] or None, timeout)
         return found[0] if found else None
 
     def audit(self, action):
@@ -404,7 +405,7 @@ class Suite:
 
     def test_webhooks(self):
         wanted = {"incident.opened", "quarantine.created", "incident.page"}
-        ok = api.deadline_poll(lambda: wanted <= {body["type"] for _, body in self.webhook.accepted()}, timeout=20, interval=0.1)
+        ok = api.poll(lambda: wanted <= {body["type"] for _, body in self.webhook.accepted()}, 20, interval=0.1)
         received = self.webhook.all()
         check("webhooks: incident.opened, quarantine.created and incident.page delivered", ok,
               sorted({json.loads(b)["type"] for s, h, b in received}))

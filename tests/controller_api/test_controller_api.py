@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""REST API v1 of bulkhead-controller, end to end over HTTP (issue 4, acceptance point 3).
+"""REST API v1 of bulkhead-controller, end to end over HTTP: every endpoint against the OpenAPI document.
 
 Starts the real `bulkhead-controller` on a free loopback port with a temporary data
 directory and bootstrap tokens for admin, soc and automation, then checks:
@@ -58,35 +58,9 @@ TOKENS = {
 HEARTBEAT_MS = 300
 
 # --------------------------------------------------------------------------- reporting --
-
-RESULTS = {"passed": 0, "failed": 0}
-FAILURES = []
-
-
-def check(name, condition, detail=""):
-    if condition:
-        RESULTS["passed"] += 1
-        print(f"PASS {name}", flush=True)
-    else:
-        RESULTS["failed"] += 1
-        FAILURES.append(name)
-        text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
-        if len(text) > 1500:
-            text = text[:1500] + "…"
-        print(f"FAIL {name}" + (f": {text}" if text else ""), flush=True)
-    return bool(condition)
-
-
-def deadline_poll(predicate, timeout=5.0, interval=0.02):
-    """Polls `predicate` until it returns a truthy value or the deadline passes."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            return value
-        time.sleep(interval)
+# check(name, condition, detail), poll and report: the suites' one harness (tests/lab_harness/harness.py).
+sys.path.insert(0, str(HERE.parent / "lab_harness"))
+from harness import check, free_port, poll, report  # noqa: E402,F401  (re-exported for test_controller_analyzer)
 
 
 # ------------------------------------------------------------------------------ client --
@@ -289,12 +263,6 @@ class SseReader(LineStream):
 
 # ---------------------------------------------------------------------------- process --
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Controller:
     def __init__(self, binary, workdir, extra_args=()):
         self.binary = binary
@@ -327,7 +295,7 @@ class Controller:
                     return client.get("/api/v1/health").status == 200
                 except OSError:
                     return False
-            state = deadline_poll(up, timeout=15, interval=0.05)
+            state = poll(up, 15, interval=0.05)
             if state is True:
                 return client
             self.stop()
@@ -1525,14 +1493,6 @@ def run_sections(suite, sections, controller):
             break
     log = controller.log_file.read_text(errors="replace")
     check("controller log: no internal errors", "internal error" not in log, log[-2000:])
-
-
-def report():
-    """Prints the failed checks and the totals; the exit code."""
-    if FAILURES:
-        print("failed checks:\n  " + "\n  ".join(FAILURES))
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return 1 if RESULTS["failed"] else 0
 
 
 def main():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kernel integration test of the bulkhead-enforcer daemon (issue 3's acceptance).
+"""Kernel integration test of the bulkhead-enforcer daemon: everything it promises.
 
 Runs the real `bulkhead-enforcer` inside the hypervisor namespace of the lab that
 tests/integration/run_reachability.py builds (imported, not copied), feeds it rulesets
@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 sys.dont_write_bytecode = True  # leave no __pycache__ in tests/integration
 import run_reachability as rr  # noqa: E402  (the lab, probes, matrix, nft normalisation)
+import harness  # noqa: E402  (tests/lab_harness, on the path through run_reachability)
+from harness import check, figure, report, section  # noqa: E402
 
 SKIP = 77
 PREFIX = "bhen-"  # namespaces bhen-<pid>-<scenario>-<role>, temp dir bhen-<pid>-*
@@ -51,68 +53,12 @@ class Interrupted(Exception):
 
 # --------------------------------------------------------------------------- results
 
-class Report:
-    """Checks and figures per scenario."""
+ERRORS = {}   # scenario -> the harness error that ended it (exit 2)
 
-    def __init__(self, known_bugs=()):
-        self.scenarios = {}
-        self.current = None
-        self.known_bugs = set(known_bugs)
-        self.xfails = []
 
-    def scenario(self, name):
-        self.current = name
-        self.scenarios.setdefault(name, {"checks": [], "figures": [], "error": None})
-        log("\n=== scenario %s" % name)
-
-    def check(self, ok, name, detail="", scenario=None, quiet=False, bug=None):
-        """bug: the id of a reported daemon bug this check exposes; with --known-bug ID a
-        failure is listed as XFAIL instead of failing the run."""
-        entry = self.scenarios.setdefault(scenario or self.current, {"checks": [], "figures": [], "error": None})
-        if not ok and bug in self.known_bugs:
-            self.xfails.append("%s [%s]" % (name, bug))
-            log("  [XFAIL] %s (known bug %s)\n         %s" % (name, bug, str(detail).replace("\n", "\n         ")))
-            return False
-        entry["checks"].append((bool(ok), name, detail))
-        if not ok or not quiet:
-            log("  [%s] %s%s" % ("ok  " if ok else "FAIL", name, "" if ok or not detail else
-                                 "\n         " + str(detail).replace("\n", "\n         ")))
-        return bool(ok)
-
-    def figure(self, name, value, scenario=None):
-        self.scenarios.setdefault(scenario or self.current, {"checks": [], "figures": [], "error": None})
-        self.scenarios[scenario or self.current]["figures"].append((name, value))
-        log("  (figure) %s: %s" % (name, value))
-
-    def error(self, text):
-        self.scenarios[self.current]["error"] = text
-        log("  ERROR %s" % text)
-
-    def failed(self):
-        return any(not ok for s in self.scenarios.values() for ok, _, _ in s["checks"])
-
-    def errored(self):
-        return any(s["error"] for s in self.scenarios.values())
-
-    def summary(self):
-        log("\n" + "=" * 78)
-        total = failed = 0
-        for name, s in sorted(self.scenarios.items()):
-            n = len(s["checks"])
-            bad = [c for c in s["checks"] if not c[0]]
-            total += n
-            failed += len(bad)
-            status = "ERROR" if s["error"] else ("FAIL" if bad else "PASS")
-            log("%-5s scenario %s: %d checks, %d failed" % (status, name, n, len(bad)))
-            for _, cname, detail in bad:
-                log("        FAILED: %s%s" % (cname, (" -- " + str(detail).split("\n")[0][:200]) if detail else ""))
-            if s["error"]:
-                log("        ERROR: %s" % s["error"].split("\n")[0][:300])
-            for fname, value in s["figures"]:
-                log("        %s: %s" % (fname, value))
-        for x in self.xfails:
-            log("XFAIL (known bug, --known-bug): %s" % x)
-        log("%d passed, %d failed" % (total - failed, failed))
+def scenario_error(text):
+    ERRORS[harness.current_section()] = text
+    log("  ERROR %s" % text)
 
 
 # --------------------------------------------------------------------------- events, metrics
@@ -184,7 +130,7 @@ class Harness:
     def __init__(self, args):
         self.args = args
         self.pid = os.getpid()
-        self.report = Report(args.known_bug)
+        harness.known_bugs.update(args.known_bug or [])
         self.tmp = Path(tempfile.mkdtemp(prefix="%s%d-" % (PREFIX, self.pid)))
         self.deadline = time.monotonic() + args.time_limit
         self.labs = []
@@ -510,14 +456,14 @@ class ForeignGuard:
         run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=rr.FOREIGN_TABLE)
         self.snapshot = nft_raw(self.ns, "-j", "list", "table", "inet", "foreign")
 
-    def check(self, after):
+    def verify(self, after):
         now = nft_raw(self.ns, "-j", "list", "table", "inet", "foreign")
         self.h.foreign_ops += 1
         ok = now is not None and now == self.snapshot
-        self.h.report.check(ok, "foreign table byte-identical after %s" % after,
-                            (now or "table inet foreign is gone")[:500], scenario=SC4, quiet=True)
-        if not ok and self.h.report.current != SC4:
-            self.h.report.check(False, "foreign table byte-identical after %s" % after)
+        check("foreign table byte-identical after %s" % after, ok, (now or "table inet foreign is gone")[:500],
+              section=SC4, quiet=True)
+        if not ok and harness.current_section() != SC4:
+            check("foreign table byte-identical after %s" % after, False)
         return ok
 
 
@@ -532,7 +478,6 @@ def check_traffic(h, lab, daemon, rows, family, classes, generation, title, mode
     """Real traffic for `rows` (rr.Row); then the daemon's events must show exactly the
     expected drops (prefix, workload, interface, generation) per flow, and the expected
     allowed-flow summaries. Returns (pairs, passed)."""
-    rep = h.report
     prober = rr.Prober(lab)
     mark = daemon.events.mark()
     start = time.monotonic()
@@ -638,10 +583,10 @@ def check_traffic(h, lab, daemon, rows, family, classes, generation, title, mode
                         "workload", "subject", "src", "policy_generation")}))
         label = "%s [v%d] %s%s" % (title, family, row.label(), " (%s)" % row.note if row.note else "")
         if problems:
-            rep.check(False, label, "; ".join(problems))
+            check(label, False, "; ".join(problems))
         else:
             passed += 1
-            rep.check(True, label, quiet=not h.args.verbose)
+            check(label, True, quiet=not h.args.verbose)
     log("  %s, IPv%d: %d pairs, %d passed, %d failed (%.1f s)" % (
         title, family, len(rows), passed, len(rows) - passed, time.monotonic() - start))
     return len(rows), passed
@@ -742,21 +687,20 @@ def switch(h, d, rsdir, spec, timeout=20):
 # --------------------------------------------------------------------------- scenario 1
 
 def scenario_apply(h, specs):
-    rep = h.report
-    rep.scenario(SC1)
+    section(SC1)
     lab = EnfLab(h, "s1")
     try:
         lab.build_full()
         foreign = ForeignGuard(h, lab.hv())
         rsdir, st = h.new_dir("s1-rs"), h.new_dir("s1-state")
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"])
-        rep.check(ev.get("mode") == "replace" and ev.get("generation") == 1 and
-                  ev.get("hash") == h.ruleset_hash(specs["enforce"]),
-                  "first ruleset applied as a full replace, generation 1, the compiler's hash", ev)
-        rep.figure("first apply", "%d elements, %d us" % (ev.get("elements_added", 0), ev.get("latency_us", 0)))
+        check("first ruleset applied as a full replace, generation 1, the compiler's hash",
+                  ev.get("mode") == "replace" and ev.get("generation") == 1 and
+                  ev.get("hash") == h.ruleset_hash(specs["enforce"]), ev)
+        figure("first apply", "%d elements, %d us" % (ev.get("elements_added", 0), ev.get("latency_us", 0)))
         ok, detail = table_matches(h, lab.hv(), specs["enforce"])
-        rep.check(ok, "kernel table == nft -f oracle of the compiled ruleset", detail)
-        foreign.check("the first apply")
+        check("kernel table == nft -f oracle of the compiled ruleset", ok, detail)
+        foreign.verify("the first apply")
         if h.args.inject_failure == "crash":
             raise HarnessError("--inject-failure crash: deliberate harness error with the daemon running")
         if h.args.inject_failure == "hang":
@@ -772,14 +716,14 @@ def scenario_apply(h, specs):
             h.tick()
             n, p = check_traffic(h, lab, d, matrix, family, classes, ev["generation"], "enforce")
             pairs, passed = pairs + n, passed + p
-        rep.figure("reachability", "%d pairs (25 per family, IPv4 + IPv6), %d passed" % (pairs, passed))
-        rep.check(d.alive(), "daemon still running")
+        figure("reachability", "%d pairs (25 per family, IPv4 + IPv6), %d passed" % (pairs, passed))
+        check("daemon still running", d.alive())
         rc = d.stop()
-        rep.check(rc == 0, "SIGTERM stops the daemon with exit code 0", "rc=%s\n%s" % (rc, d.tail()))
+        check("SIGTERM stops the daemon with exit code 0", rc == 0, "rc=%s\n%s" % (rc, d.tail()))
         _, stopped = d.events.wait(lambda e: e.get("type") == "stopped", 0, 1)
-        rep.check(stopped is not None, "a 'stopped' event is written")
+        check("a 'stopped' event is written", stopped is not None)
         ok, detail = table_matches(h, lab.hv(), specs["enforce"])
-        rep.check(ok, "table stays in force after the daemon stopped", detail)
+        check("table stays in force after the daemon stopped", ok, detail)
     finally:
         lab.destroy()
 
@@ -787,8 +731,7 @@ def scenario_apply(h, specs):
 # --------------------------------------------------------------------------- scenario 2
 
 def scenario_diffs(h, specs):
-    rep = h.report
-    rep.scenario(SC2)
+    section(SC2)
     lab = EnfLab(h, "s2")
     try:
         lab.build_bare()
@@ -796,7 +739,7 @@ def scenario_diffs(h, specs):
         foreign = ForeignGuard(h, hv)
         rsdir, st = h.new_dir("s2-rs"), h.new_dir("s2-state")
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"])
-        foreign.check("the first apply")
+        foreign.verify("the first apply")
         prev = "enforce"
         gen = ev["generation"]
         for key, what in (("plus-vdi5", "(a) inventory + one VDI"), ("minus-vdi4", "(b) one VDI removed"),
@@ -804,31 +747,31 @@ def scenario_diffs(h, specs):
             h.tick()
             before = kernel_doc(hv)
             ev = switch(h, d, rsdir, specs[key])
-            if not rep.check(ev is not None and ev.get("type") == "ruleset_applied",
-                             "%s: ruleset applied" % what, "%s\n%s" % (ev, d.tail())):
+            if not check("%s: ruleset applied" % what,
+                             ev is not None and ev.get("type") == "ruleset_applied", "%s\n%s" % (ev, d.tail())):
                 continue
-            rep.check(ev.get("mode") == "diff" and ev.get("generation") == gen + 1,
-                      "%s: event mode diff, generation %d" % (what, gen + 1),
+            check("%s: event mode diff, generation %d" % (what, gen + 1),
+                      ev.get("mode") == "diff" and ev.get("generation") == gen + 1,
                       {k: ev.get(k) for k in ("mode", "generation")})
             gen = ev.get("generation", gen + 1)
             after = kernel_doc(hv)
             ok, detail = table_matches(h, hv, specs[key])
-            rep.check(ok, "%s: kernel table == nft -f oracle of the new inputs" % what, detail)
+            check("%s: kernel table == nft -f oracle of the new inputs" % what, ok, detail)
             kernel_delta = element_delta(set_elements(before), set_elements(after))
             oracle_delta = element_delta(h.oracle(specs[prev])["elements"], h.oracle(specs[key])["elements"])
-            rep.check(kernel_delta == oracle_delta,
-                      "%s: only the intended set elements changed (set by set)" % what,
+            check("%s: only the intended set elements changed (set by set)" % what,
+                      kernel_delta == oracle_delta,
                       "kernel: %s\noracle: %s" % (describe_delta(kernel_delta), describe_delta(oracle_delta)))
             added = sum(len(a) for a, _ in kernel_delta.values())
             removed = sum(len(r) for _, r in kernel_delta.values())
-            rep.check((ev.get("elements_added"), ev.get("elements_removed")) == (added, removed),
-                      "%s: event elements_added/removed == kernel element changes" % what,
+            check("%s: event elements_added/removed == kernel element changes" % what,
+                      (ev.get("elements_added"), ev.get("elements_removed")) == (added, removed),
                       "event +%s -%s, kernel +%d -%d" % (ev.get("elements_added"), ev.get("elements_removed"),
                                                          added, removed))
-            rep.figure(what, "mode %s, +%s -%s elements in %d sets (%s), %s us" % (
+            figure(what, "mode %s, +%s -%s elements in %d sets (%s), %s us" % (
                 ev.get("mode"), ev.get("elements_added"), ev.get("elements_removed"), len(kernel_delta),
                 ", ".join(sorted(kernel_delta)), ev.get("latency_us")))
-            foreign.check("diff %s" % what)
+            foreign.verify("diff %s" % what)
             prev = key
         d.stop()
     finally:
@@ -838,8 +781,7 @@ def scenario_diffs(h, specs):
 # --------------------------------------------------------------------------- scenario 3
 
 def scenario_quarantine(h, specs):
-    rep = h.report
-    rep.scenario(SC3)
+    section(SC3)
     lab = EnfLab(h, "s3")
     holders = []
     try:
@@ -864,31 +806,39 @@ def scenario_quarantine(h, specs):
             return (rr.read_line(p, wait + 5) or "").split()[:2] == ["echo", token]
 
         for family, p in holders:
-            rep.check(send(p, "before", 3), "v%d: vdi2's open connection to fs:445 passes data" % family)
+            check("v%d: vdi2's open connection to fs:445 passes data" % family, send(p, "before", 3))
         q_json = h.compile(specs["q-vdi2"], "json")
         mark = d.events.mark()
         t0 = time.monotonic()
         put_ruleset(rsdir, q_json)
         _, ev = d.wait_applied(mark, 10)
         applied_after = time.monotonic() - t0
-        rep.check(ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
-                  and ev.get("elements_added") == 1 and ev.get("elements_removed") == 0,
-                  "quarantine: event mode diff, elements_added 1, elements_removed 0", ev)
-        rep.figure("quarantine apply", "%s us in the kernel, event %.0f ms after the file was renamed" % (
+        check("quarantine: event mode diff, elements_added 1, elements_removed 0",
+                  ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
+                  and ev.get("elements_added") == 1 and ev.get("elements_removed") == 0, ev)
+        figure("quarantine apply", "%s us in the kernel, event %.0f ms after the file was renamed" % (
             (ev or {}).get("latency_us"), applied_after * 1000))
         gen = (ev or {}).get("generation")
         ok, detail = table_matches(h, hv, specs["q-vdi2"])
-        rep.check(ok, "kernel table == oracle of the quarantined ruleset", detail)
-        foreign.check("the quarantine diff")
-        for family, p in holders:
-            rep.check(not send(p, "during", 1.5), "v%d: the open connection stops passing data" % family)
+        check("kernel table == oracle of the quarantined ruleset", ok, detail)
+        foreign.verify("the quarantine diff")
+        passed = {family: send(p, "during", 1.5) for family, p in holders}
+        for family, went_through in passed.items():
+            # Blocked, and the drop itself seen: the daemon's drop event of the quarantine rule.
+            dst = norm(fs.v4 if family == 4 else fs.v6)
+            _, fev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                                   e.get("reason") == "quarantine" and e.get("indev") == "vdi2" and
+                                   norm(e.get("dst")) == dst, mark, 3)
+            check("v%d: the open connection stops passing data, its segments dropped by the quarantine rule"
+                  % family, not went_through and fev is not None,
+                  "data passed" if went_through else "no quarantine drop event toward %s" % dst)
         _, qev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
                                e.get("reason") == "quarantine" and e.get("indev") == "vdi2" and
                                norm(e.get("dst")) in (norm(fs.v4), norm(fs.v6)), mark, 3)
-        rep.check(qev is not None and qev.get("workload") == "vdi-2" and qev.get("subject") == "q"
-                  and qev.get("prefix") == "bh:enf:out:quarantine:q" and qev.get("policy_generation") == gen,
-                  "its dropped segments are drop events: reason quarantine, subject q, workload vdi-2, "
-                  "generation %s" % gen, qev)
+        check("its dropped segments are drop events: reason quarantine, subject q, workload vdi-2, "
+                  "generation %s" % gen,
+                  qev is not None and qev.get("workload") == "vdi-2" and qev.get("subject") == "q"
+                  and qev.get("prefix") == "bh:enf:out:quarantine:q" and qev.get("policy_generation") == gen, qev)
         rows = [
             rr.Row("vdi2", "fs", "tcp", 445, False, [("out", "quarantine", None)], note="new connection"),
             rr.Row("vdi2", "fs", "icmp", None, False, [("out", "quarantine", None)]),
@@ -902,12 +852,12 @@ def scenario_quarantine(h, specs):
         mark = d.events.mark()
         put_ruleset(rsdir, h.compile(specs["enforce"], "json"))
         _, ev = d.wait_applied(mark, 10)
-        rep.check(ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
-                  and ev.get("elements_added") == 0 and ev.get("elements_removed") == 1,
-                  "release: event mode diff, elements_removed 1", ev)
+        check("release: event mode diff, elements_removed 1",
+                  ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
+                  and ev.get("elements_added") == 0 and ev.get("elements_removed") == 1, ev)
         ok, detail = table_matches(h, hv, specs["enforce"])
-        rep.check(ok, "kernel table == oracle of the released ruleset", detail)
-        foreign.check("the release diff")
+        check("kernel table == oracle of the released ruleset", ok, detail)
+        foreign.verify("the release diff")
         released = [
             rr.Row("vdi2", "fs", "tcp", 445, True, [rr.O("allow", "vdi2")], note="new connections work again"),
             rr.Row("vdi2", "vdi1", "tcp", 3389, False, [rr.O("deny", "vdi2")]),
@@ -915,7 +865,7 @@ def scenario_quarantine(h, specs):
         for family in (4, 6):
             check_traffic(h, lab, d, released, family, classes, (ev or {}).get("generation"), "vdi2 released")
         for family, p in holders:
-            rep.figure("v%d held connection after the release (info)" % family,
+            figure("v%d held connection after the release (info)" % family,
                        "passes data again" if send(p, "after", 4) else "still silent")
         d.stop()
     finally:
@@ -927,8 +877,7 @@ def scenario_quarantine(h, specs):
 # --------------------------------------------------------------------------- scenario 4
 
 def scenario_coexistence(h, specs):
-    rep = h.report
-    rep.scenario(SC4)
+    section(SC4)
     lab = EnfLab(h, "s4")
     try:
         lab.build_bare()
@@ -936,9 +885,9 @@ def scenario_coexistence(h, specs):
         foreign = ForeignGuard(h, hv)
         rsdir, st = h.new_dir("s4-rs"), h.new_dir("s4-state")
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"], drift=3600)
-        rep.check(foreign.check("replace (first apply)"), "after the first apply (replace)")
+        check("after the first apply (replace)", foreign.verify("replace (first apply)"))
         ev = switch(h, d, rsdir, specs["q-vdi2"])
-        rep.check(foreign.check("diff (quarantine)"), "after a diff (%s)" % (ev or {}).get("mode"))
+        check("after a diff (%s)" % (ev or {}).get("mode"), foreign.verify("diff (quarantine)"))
         # Drift repairs (full replaces) of three kinds of tampering with OUR table only.
         for label, cmd in (
                 ("table deleted", ["delete", "table", "inet", "bulkhead"]),
@@ -949,18 +898,18 @@ def scenario_coexistence(h, specs):
             run(["ip", "netns", "exec", hv, "nft"] + cmd)
             os.kill(d.proc.pid, signal.SIGUSR1)
             _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
-            rep.check(rev is not None and rev.get("type") == "drift_repaired", "drift (%s) repaired" % label, rev)
+            check("drift (%s) repaired" % label, rev is not None and rev.get("type") == "drift_repaired", rev)
             ok, detail = table_matches(h, hv, specs["q-vdi2"])
-            rep.check(ok, "table == oracle after the repair of %s" % label, detail)
-            rep.check(foreign.check("drift repair (%s)" % label), "after the drift repair (%s)" % label)
+            check("table == oracle after the repair of %s" % label, ok, detail)
+            check("after the drift repair (%s)" % label, foreign.verify("drift repair (%s)" % label))
         d.stop()
         lab2_state = h.new_dir("s4-state-copy")
         shutil.copy2(st / "state.json", lab2_state / "state.json")
         run(["ip", "netns", "exec", hv, "nft", "delete", "table", "inet", "bulkhead"])
         d = Daemon(h, hv, h.new_dir("s4-rs-empty"), lab2_state).start()
         _, ev = d.events.wait(lambda e: e.get("type") == "ruleset_applied", 0, 10)
-        rep.check(ev is not None and ev.get("mode") == "restore", "restore after a deleted table", ev)
-        rep.check(foreign.check("restore of last-known-good"), "after the restore")
+        check("restore after a deleted table", ev is not None and ev.get("mode") == "restore", ev)
+        check("after the restore", foreign.verify("restore of last-known-good"))
         d.stop()
     finally:
         lab.destroy()
@@ -988,8 +937,7 @@ def state_hash(statedir):
 
 
 def scenario_kill(h, specs):
-    rep = h.report
-    rep.scenario(SC5A)
+    section(SC5A)
     lab = EnfLab(h, "s5a")
     try:
         lab.build_bare()
@@ -998,11 +946,11 @@ def scenario_kill(h, specs):
         old, big = specs["enforce"], big_spec(h, h.args.big_vdis)
         t = time.monotonic()
         big_json = h.compile(big, "json")
-        rep.figure("large ruleset", "%d VDIs on hv, compiled in %.2f s, %.1f MB JSON" % (
+        figure("large ruleset", "%d VDIs on hv, compiled in %.2f s, %.1f MB JSON" % (
             h.args.big_vdis, time.monotonic() - t, len(big_json) / 1e6))
         old_norm, new_norm = h.oracle(old)["norm"], h.oracle(big)["norm"]
         n_elements = sum(len(v) for v in h.oracle(big)["elements"].values())
-        rep.figure("large ruleset in the kernel (nft -f oracle)", "%d set/map elements" % n_elements)
+        figure("large ruleset in the kernel (nft -f oracle)", "%d set/map elements" % n_elements)
         old_hash, new_hash = h.ruleset_hash(old), h.ruleset_hash(big)
         # Last-known-good = the lab ruleset.
         base = h.new_dir("s5a-state-old")
@@ -1019,12 +967,12 @@ def scenario_kill(h, specs):
         if ev is None:
             raise HarnessError("reference apply of the large ruleset failed:\n%s" % d.tail())
         d.stop()
-        rep.figure("reference apply (old -> large)", "mode %s, +%s elements, %s us in the kernel, "
+        figure("reference apply (old -> large)", "mode %s, +%s elements, %s us in the kernel, "
                    "%.0f ms from spawn to the event" % (ev.get("mode"), ev.get("elements_added"),
                                                         ev.get("latency_us"), t_ref * 1000))
         state, _ = classify(h, hv, old_norm, new_norm)
-        rep.check(state == "new", "reference apply: kernel == oracle of the large ruleset", state)
-        foreign.check("the large apply")
+        check("reference apply: kernel == oracle of the large ruleset", state == "new", state)
+        foreign.verify("the large apply")
 
         def reset_to_old():
             tmp = h.new_dir("s5a-state-reset")
@@ -1051,13 +999,13 @@ def scenario_kill(h, specs):
             d.kill()
             state, got = classify(h, hv, old_norm, new_norm)
             lkg = state_hash(tstate) if (tstate / "state.json").exists() else None
-            rep.check(state in ("absent", "old", "new"),
-                      "trial %d (%s, SIGKILL at %.0f ms): kernel table is old, new or absent, never a mix"
+            check("trial %d (%s, SIGKILL at %.0f ms): kernel table is old, new or absent, never a mix"
                       % (i, "diff" if diff_path else "replace", delay * 1000),
+                      state in ("absent", "old", "new"),
                       "" if got is None else describe_difference(got, new_norm))
-            rep.check(lkg in (None, old_hash, new_hash),
-                      "trial %d: state.json is absent or a whole ruleset (old or new)" % i, lkg)
-            foreign.check("SIGKILL trial %d" % i)
+            check("trial %d: state.json is absent or a whole ruleset (old or new)" % i,
+                      lkg in (None, old_hash, new_hash), lkg)
+            foreign.verify("SIGKILL trial %d" % i)
             # 5b: restart with the same state dir and no ruleset file: last-known-good first.
             restarted = "-"
             if lkg in (old_hash, new_hash):
@@ -1070,9 +1018,9 @@ def scenario_kill(h, specs):
                 after, _ = classify(h, hv, old_norm, new_norm)
                 good = rev is not None and rev.get("hash") == lkg and (
                     rev.get("type") == "last_known_good_in_force" or rev.get("mode") == "restore")
-                rep.check(good and after == want,
-                          "trial %d: restart re-applies last-known-good (%s) and the table equals it" % (i, want),
-                          "event %s, table %s" % (rev, after), scenario=SC5B)
+                check("trial %d: restart re-applies last-known-good (%s) and the table equals it" % (i, want),
+                          good and after == want,
+                          "event %s, table %s" % (rev, after), section=SC5B)
                 restarted = "%s -> %s" % ((rev or {}).get("mode") or (rev or {}).get("type"), after)
             else:
                 # Killed before anything was persisted: no last-known-good; a restart must leave
@@ -1082,25 +1030,24 @@ def scenario_kill(h, specs):
                 r.wait_running(30)
                 r.stop()
                 applied = [e for e in r.events.since(0) if e.get("type") == "ruleset_applied"]
-                rep.check(not applied and nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw,
-                          "trial %d: no last-known-good: restart leaves the kernel's table (%s) untouched" % (i, state),
-                          applied, scenario=SC5B)
+                check("trial %d: no last-known-good: restart leaves the kernel's table (%s) untouched" % (i, state),
+                          not applied and nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw,
+                          applied, section=SC5B)
                 restarted = "nothing applied"
             outcomes.append("%d:%.0fms:%s/%s:%s" % (i, delay * 1000, state,
                                                     {None: "none", old_hash: "old", new_hash: "new"}.get(lkg, "?"),
                                                     restarted))
             shutil.rmtree(tstate, ignore_errors=True)
-        rep.figure("trials (index:kill delay:kernel/state.json:restart event -> table)", "  ".join(outcomes))
+        figure("trials (index:kill delay:kernel/state.json:restart event -> table)", "  ".join(outcomes))
         kinds = [o.split(":")[2].split("/")[0] for o in outcomes]
-        rep.figure("kernel after SIGKILL", ", ".join("%s %d" % (k, kinds.count(k)) for k in
+        figure("kernel after SIGKILL", ", ".join("%s %d" % (k, kinds.count(k)) for k in
                                                      ("old", "new", "absent", "MIX") if kinds.count(k)))
     finally:
         lab.destroy()
 
 
 def scenario_reboot(h, specs):
-    rep = h.report
-    rep.scenario(SC5B)
+    section(SC5B)
     lab = EnfLab(h, "s5b")
     fresh = EnfLab(h, "s5b-reboot")
     try:
@@ -1116,19 +1063,19 @@ def scenario_reboot(h, specs):
         d = Daemon(h, hv, empty, st).start()
         _, ev = d.events.wait(lambda e: e.get("type") in ("ruleset_applied", "last_known_good_in_force"), 0, 10)
         d.wait_running()
-        rep.check(ev is not None and ev.get("type") == "last_known_good_in_force" and ev.get("hash") == lkg_hash,
-                  "restart with the table intact: last_known_good_in_force", ev)
-        rep.check(nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before,
-                  "restart with the table intact: table not rewritten (handles unchanged)")
+        check("restart with the table intact: last_known_good_in_force",
+                  ev is not None and ev.get("type") == "last_known_good_in_force" and ev.get("hash") == lkg_hash, ev)
+        check("restart with the table intact: table not rewritten (handles unchanged)",
+                  nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before)
         d.stop()
         # Reboot simulation 1: the table is gone, the state dir survived.
         run(["ip", "netns", "exec", hv, "nft", "delete", "table", "inet", "bulkhead"])
         d = Daemon(h, hv, empty, st).start()
         i, ev = d.events.wait(lambda e: e.get("type") == "ruleset_applied", 0, 10)
-        rep.check(ev is not None and ev.get("mode") == "restore" and ev.get("hash") == lkg_hash and i == 0,
-                  "table deleted + restart, no ruleset file: first event is ruleset_applied mode restore", ev)
+        check("table deleted + restart, no ruleset file: first event is ruleset_applied mode restore",
+                  ev is not None and ev.get("mode") == "restore" and ev.get("hash") == lkg_hash and i == 0, ev)
         ok, detail = table_matches(h, hv, specs["enforce"])
-        rep.check(ok, "restored table == oracle of last-known-good", detail)
+        check("restored table == oracle of last-known-good", ok, detail)
         d.stop()
         # Reboot simulation 2: a fresh network namespace (nothing in the kernel), the old state
         # dir, and a ruleset dir that already holds a *different* ruleset: LKG goes in first.
@@ -1138,12 +1085,12 @@ def scenario_reboot(h, specs):
         d = Daemon(h, fresh.hv(), rs2, st).start()
         d.wait_running()
         evs = [e for e in d.events.since(0) if e.get("type") == "ruleset_applied"]
-        rep.check(len(evs) == 2 and evs[0].get("mode") == "restore" and evs[0].get("hash") == lkg_hash
+        check("fresh namespace: restore of last-known-good, then the ruleset file as a diff",
+                  len(evs) == 2 and evs[0].get("mode") == "restore" and evs[0].get("hash") == lkg_hash
                   and evs[1].get("mode") == "diff" and evs[1].get("hash") == h.ruleset_hash(specs["q-vdi2"]),
-                  "fresh namespace: restore of last-known-good, then the ruleset file as a diff",
                   [{k: e.get(k) for k in ("mode", "hash", "generation")} for e in evs])
         ok, detail = table_matches(h, fresh.hv(), specs["q-vdi2"])
-        rep.check(ok, "fresh namespace: table == oracle of the ruleset file", detail)
+        check("fresh namespace: table == oracle of the ruleset file", ok, detail)
         d.stop()
     finally:
         fresh.destroy()
@@ -1151,8 +1098,7 @@ def scenario_reboot(h, specs):
 
 
 def scenario_drift(h, specs):
-    rep = h.report
-    rep.scenario(SC5C)
+    section(SC5C)
     lab = EnfLab(h, "s5c")
     try:
         lab.build_bare()
@@ -1162,8 +1108,8 @@ def scenario_drift(h, specs):
         interval = 2
         d, ev = start_with(h, lab, rsdir, st, specs["enforce"], drift=interval)
         checks0 = d.wait_metric("bulkhead_enforcer_drift_checks_total", lambda v: v >= 2, interval * 2 + 3)
-        rep.check(not any(e.get("type") == "drift_detected" for e in d.events.since(0)) and (checks0 or 0) >= 2,
-                  "no false drift on an untouched table (%s periodic checks)" % checks0)
+        check("no false drift on an untouched table (%s periodic checks)" % checks0,
+                  not any(e.get("type") == "drift_detected" for e in d.events.since(0)) and (checks0 or 0) >= 2)
         repairs0 = d.metrics().get("bulkhead_enforcer_drift_repairs_total")
         mark = d.events.mark()
         t0 = time.monotonic()
@@ -1172,31 +1118,31 @@ def scenario_drift(h, specs):
         _, rep_ev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark,
                                   interval + 3)
         took = time.monotonic() - t0
-        rep.check(det is not None and rep_ev is not None and rep_ev.get("type") == "drift_repaired"
+        check("nft flush ruleset: drift_detected + drift_repaired within the %d s interval (+1.5 s)" % interval,
+                  det is not None and rep_ev is not None and rep_ev.get("type") == "drift_repaired"
                   and took <= interval + 1.5,
-                  "nft flush ruleset: drift_detected + drift_repaired within the %d s interval (+1.5 s)" % interval,
                   "detected %s, repaired %s, after %.2f s" % (det, rep_ev, took))
-        rep.figure("flush ruleset repaired after", "%.2f s (drift interval %d s), summary: %s" % (
+        figure("flush ruleset repaired after", "%.2f s (drift interval %d s), summary: %s" % (
             took, interval, (det or {}).get("summary", "")[:160]))
         ok, detail = table_matches(h, hv, specs["enforce"])
-        rep.check(ok, "after the repair: table == oracle", detail)
+        check("after the repair: table == oracle", ok, detail)
         repairs1 = d.wait_metric("bulkhead_enforcer_drift_repairs_total", lambda v: v == (repairs0 or 0) + 1, 3)
-        rep.check(repairs1 == (repairs0 or 0) + 1, "metric bulkhead_enforcer_drift_repairs_total %s -> %s" % (
-            repairs0, repairs1))
+        check("metric bulkhead_enforcer_drift_repairs_total %s -> %s" % (
+            repairs0, repairs1), repairs1 == (repairs0 or 0) + 1)
         foreign.install()  # flush ruleset removed it too: a new snapshot from here on
         d.stop()
         # SIGUSR1 with a long interval: only the signal can trigger the check.
         put_ruleset(rsdir, h.compile(specs["q-vdi2"], "json"))
         d = Daemon(h, hv, rsdir, st, drift=3600).start()
         _, ev = d.events.wait(lambda e: e.get("type") == "ruleset_applied", 0, 10)
-        rep.check(ev is not None and ev.get("mode") == "diff", "quarantine ruleset applied (diff) after restart", ev)
+        check("quarantine ruleset applied (diff) after restart", ev is not None and ev.get("mode") == "diff", ev)
         d.wait_running()
         d.wait_metric("bulkhead_enforcer_drift_repairs_total", lambda v: True, 3)
         targets = [("quarantined_ports", '"vdi2"'), ("seg_vdi_4", first_element_text(hv, "seg_vdi_4")),
                    ("c06ffe5b0_out_allow4", first_element_text(hv, "c06ffe5b0_out_allow4"))]
         for set_name, elem in targets:
             h.tick()
-            if not rep.check(elem is not None, "an element of %s to delete" % set_name):
+            if not check("an element of %s to delete" % set_name, elem is not None):
                 continue
             r0 = d.metrics().get("bulkhead_enforcer_drift_repairs_total", 0)
             mark = d.events.mark()
@@ -1207,24 +1153,23 @@ def scenario_drift(h, specs):
             _, det = d.events.wait(lambda e: e.get("type") == "drift_detected", mark, 5)
             _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
             took = time.monotonic() - t0
-            rep.check(det is not None and rev is not None and rev.get("type") == "drift_repaired",
-                      "deleted element %s of %s: SIGUSR1 -> drift_detected + drift_repaired (%.0f ms)" % (
-                          elem, set_name, took * 1000), "detected %s, repaired %s" % (det, rev))
+            check("deleted element %s of %s: SIGUSR1 -> drift_detected + drift_repaired (%.0f ms)" % (
+                          elem, set_name, took * 1000),
+                      det is not None and rev is not None and rev.get("type") == "drift_repaired", "detected %s, repaired %s" % (det, rev))
             ok, detail = table_matches(h, hv, specs["q-vdi2"])
-            rep.check(ok, "after the repair: table == oracle (%s restored)" % set_name, detail)
+            check("after the repair: table == oracle (%s restored)" % set_name, ok, detail)
             r1 = d.wait_metric("bulkhead_enforcer_drift_repairs_total", lambda v: v == r0 + 1, 3)
-            rep.check(r1 == r0 + 1, "drift_repairs_total %s -> %s" % (r0, r1))
+            check("drift_repairs_total %s -> %s" % (r0, r1), r1 == r0 + 1)
             if det:
-                rep.figure("drift summary (%s)" % set_name, det.get("summary", "")[:200])
-            foreign.check("repair of a deleted element of %s" % set_name)
+                figure("drift summary (%s)" % set_name, det.get("summary", "")[:200])
+            foreign.verify("repair of a deleted element of %s" % set_name)
         d.stop()
     finally:
         lab.destroy()
 
 
 def scenario_corrupt(h, specs):
-    rep = h.report
-    rep.scenario(SC5D)
+    section(SC5D)
     lab = EnfLab(h, "s5d")
     try:
         lab.build_bare()
@@ -1267,15 +1212,15 @@ def scenario_corrupt(h, specs):
                 _, cev = d.events.wait(lambda e: e.get("type") == "state_corrupt", 0, 10)
                 running = d.wait_running()
                 msg = (cev or {}).get("error", "")
-                rep.check(cev is not None and "state.json" in msg and "corrupt-1" in msg,
-                          "%s: state_corrupt event naming the file and where it was moved" % what, cev)
-                rep.check((st / "state.json.corrupt-1").read_bytes() == content if
-                          (st / "state.json.corrupt-1").exists() else False,
-                          "%s: the corrupt file is kept as state.json.corrupt-1" % what)
-                rep.check(running and d.alive(), "%s: the daemon stays up" % what, d.tail())
+                check("%s: state_corrupt event naming the file and where it was moved" % what,
+                          cev is not None and "state.json" in msg and "corrupt-1" in msg, cev)
+                check("%s: the corrupt file is kept as state.json.corrupt-1" % what,
+                          (st / "state.json.corrupt-1").read_bytes() == content if
+                          (st / "state.json.corrupt-1").exists() else False)
+                check("%s: the daemon stays up" % what, running and d.alive(), d.tail())
                 now_in_kernel = classify(h, hv, h.oracle(specs["q-vdi2"])["norm"], h.oracle(specs["enforce"])["norm"])[0]
-                rep.check(nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before,
-                          "%s: the kernel's existing table is left untouched" % what,
+                check("%s: the kernel's existing table is left untouched" % what,
+                          nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before,
                           "before: generation %s (vdi-2 quarantined); after: %s; events: %s" % (
                               ev2.get("generation"),
                               {"old": "still that ruleset, but rewritten", "new": "generation %s's ruleset "
@@ -1284,29 +1229,28 @@ def scenario_corrupt(h, specs):
                               [{k: e.get(k) for k in ("type", "mode", "hash", "generation") if k in e}
                                for e in d.events.since(0)]))
                 if n == 1:
-                    rep.figure("state_corrupt message (truncated)", msg[:300])
+                    figure("state_corrupt message (truncated)", msg[:300])
                 if name.startswith("tampered") and with_prev:
-                    rep.figure("state_corrupt message (tampered, with .prev)", msg[:300])
+                    figure("state_corrupt message (tampered, with .prev)", msg[:300])
                 if n == len(variants) * 2 or n == 1:
                     # A new valid ruleset file is applied normally.
                     spec = specs["admin-ssh"] if n == 1 else specs["plus-vdi5"]
                     ev = switch(h, d, empty, spec)
-                    rep.check(ev is not None and ev.get("type") == "ruleset_applied",
-                              "%s: a new valid ruleset file is then applied (%s)" % (what, (ev or {}).get("mode")), ev)
-                    rep.figure("generation after the corrupt start (%s)" % what, "%s (the lost state was generation %s)"
+                    check("%s: a new valid ruleset file is then applied (%s)" % (what, (ev or {}).get("mode")),
+                              ev is not None and ev.get("type") == "ruleset_applied", ev)
+                    figure("generation after the corrupt start (%s)" % what, "%s (the lost state was generation %s)"
                                % ((ev or {}).get("generation"), ev2.get("generation")))
                     ok, detail = table_matches(h, hv, spec)
-                    rep.check(ok, "%s: table == oracle of the new ruleset" % what, detail)
+                    check("%s: table == oracle of the new ruleset" % what, ok, detail)
                     (empty / "ruleset.json").unlink()
-                foreign.check("start with a %s" % what)
+                foreign.verify("start with a %s" % what)
                 d.stop()
     finally:
         lab.destroy()
 
 
 def scenario_invalid(h, specs):
-    rep = h.report
-    rep.scenario(SC5E)
+    section(SC5E)
     lab = EnfLab(h, "s5e")
     try:
         lab.build_bare()
@@ -1331,23 +1275,23 @@ def scenario_invalid(h, specs):
             put_ruleset(rsdir, text)
             _, ev = d.wait_applied(mark, 5)
             if name == "empty file" and ev is None:
-                rep.check(True, "%s: ignored (no event)" % name)
+                check("%s: ignored (no event)" % name, True)
             else:
-                rep.check(ev is not None and ev.get("type") == "ruleset_rejected" and
-                          (needle is None or needle in ev.get("error", "")),
-                          "%s: ruleset_rejected event" % name, ev)
+                check("%s: ruleset_rejected event" % name,
+                          ev is not None and ev.get("type") == "ruleset_rejected" and
+                          (needle is None or needle in ev.get("error", "")), ev)
                 if ev is not None:
-                    rep.figure("rejection (%s)" % name, ev.get("error", "")[:200])
-            rep.check(nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before,
-                      "%s: table unchanged (handles included)" % name)
-            rep.check(d.alive(), "%s: daemon stays up" % name, d.tail())
-            foreign.check("rejected ruleset (%s)" % name)
+                    figure("rejection (%s)" % name, ev.get("error", "")[:200])
+            check("%s: table unchanged (handles included)" % name,
+                      nft_raw(hv, "-j", "list", "table", "inet", "bulkhead") == raw_before)
+            check("%s: daemon stays up" % name, d.alive(), d.tail())
+            foreign.verify("rejected ruleset (%s)" % name)
         ev = switch(h, d, rsdir, specs["q-vdi2"])
-        rep.check(ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
-                  and ev.get("generation") == gen + 1,
-                  "a valid ruleset afterwards is applied as a diff of the one in force (generation %d)" % (gen + 1), ev)
+        check("a valid ruleset afterwards is applied as a diff of the one in force (generation %d)" % (gen + 1),
+                  ev is not None and ev.get("type") == "ruleset_applied" and ev.get("mode") == "diff"
+                  and ev.get("generation") == gen + 1, ev)
         ok, detail = table_matches(h, hv, specs["q-vdi2"])
-        rep.check(ok, "table == oracle", detail)
+        check("table == oracle", ok, detail)
         d.stop()
     finally:
         lab.destroy()
@@ -1362,7 +1306,6 @@ def agent(lab, role, argv, timeout):
 
 def scan_check(h, lab, d, family, n, first_port, generation, classes, mode="enf"):
     """n blocked TCP connection attempts vdi1 -> vdi2, one port each."""
-    rep = h.report
     hv = lab.hv()
     src, dst = lab.endpoints["vdi1"], lab.endpoints["vdi2"]
     c_src, c_dst = classes["vdi1"], classes["vdi2"]
@@ -1377,7 +1320,7 @@ def scan_check(h, lab, d, family, n, first_port, generation, classes, mode="enf"
     ports = set(range(first_port, first_port + n))
     tag = "v%d %s, %d ports" % (family, "enforce" if mode == "enf" else "monitor", n)
     if mode == "enf":
-        rep.check(res["connected"] == 0, "%s: no connection attempt succeeded" % tag, res)
+        check("%s: no connection attempt succeeded" % tag, res["connected"] == 0, res)
     want_prefixes = [out_prefix] if mode == "enf" else [out_prefix, in_prefix]
 
     def ours(e):
@@ -1400,8 +1343,8 @@ def scan_check(h, lab, d, family, n, first_port, generation, classes, mode="enf"
     for prefix in want_prefixes:
         firsts = [e for e in drops if e.get("prefix") == prefix]
         got_ports = sorted(e.get("dport") for e in firsts)
-        rep.check(len(firsts) == n and set(got_ports) == ports,
-                  "%s: exactly %d distinct drop events with prefix %s, one per port" % (tag, n, prefix),
+        check("%s: exactly %d distinct drop events with prefix %s, one per port" % (tag, n, prefix),
+                  len(firsts) == n and set(got_ports) == ports,
                   "%d events, %d distinct ports, %d duplicates" % (len(firsts), len(set(got_ports)),
                                                                    len(got_ports) - len(set(got_ports))))
         direction = prefix.split(":")[2]
@@ -1417,17 +1360,17 @@ def scan_check(h, lab, d, family, n, first_port, generation, classes, mode="enf"
             diff = {k: e.get(k) for k, v in want.items() if (norm(e.get(k)) if k in ("src", "dst") else e.get(k)) != v}
             if diff:
                 bad.append((e.get("dport"), diff))
-        rep.check(not bad, "%s: fields of every %s event: %s" % (tag, direction, ", ".join(
-            "%s=%s" % (k, v) for k, v in want.items() if k not in ("src", "dst", "family", "group"))),
+        check("%s: fields of every %s event: %s" % (tag, direction, ", ".join(
+            "%s=%s" % (k, v) for k, v in want.items() if k not in ("src", "dst", "family", "group"))), not bad,
             "%d bad, e.g. %s" % (len(bad), bad[:3]))
     delivered = sum(e.get("count", 1) for e in evs if e.get("prefix") == out_prefix)
-    rep.check(delivered == counter,
-              "%s: drop events + summary counts (%d) == nft counter of the drop rules (%d)" % (tag, delivered, counter))
+    check("%s: drop events + summary counts (%d) == nft counter of the drop rules (%d)" % (tag, delivered, counter),
+              delivered == counter)
     if mode != "enf":
         delivered_in = sum(e.get("count", 1) for e in evs if e.get("prefix") == in_prefix)
-        rep.check(delivered_in == counter_in,
-                  "%s: in-direction records (%d) == nft counter of %s (%d)" % (tag, delivered_in, in_prefix, counter_in))
-    rep.figure("scan %s" % tag, "%d SYNs logged by the kernel (counter), %d drop events, %d drop_summary "
+        check("%s: in-direction records (%d) == nft counter of %s (%d)" % (tag, delivered_in, in_prefix, counter_in),
+                  delivered_in == counter_in)
+    figure("scan %s" % tag, "%d SYNs logged by the kernel (counter), %d drop events, %d drop_summary "
                "(retransmissions folded: %d), agent %s" % (
                    counter, len(drops), len(summaries), sum(e.get("count", 0) for e in summaries), res))
 
@@ -1453,7 +1396,6 @@ def flood_check(h, lab, d, classes, first_port, stopped):
     """UDP flood vdi1 -> vdi2 (denied) over 1000 ports from 8 source ports. stopped: the
     daemon is SIGSTOPped during the flood, so its socket buffer overflows and the kernel
     drops NFLOG messages: the losses must be counted (sequence gaps), not hidden."""
-    rep = h.report
     hv = lab.hv()
     tag = "flood%s" % (" with the daemon SIGSTOPped" if stopped else "")
     c1 = classes["vdi1"]
@@ -1496,35 +1438,34 @@ def flood_check(h, lab, d, classes, first_port, stopped):
     enobufs = m.get("bulkhead_enforcer_nflog_enobufs_total", 0) - enobufs0
     firsts = [e for e in evs if e.get("type") == "drop"]
     distinct = {e.get("dport") for e in firsts}
-    rep.figure(tag, "%d UDP packets sent in %.2f s (%s pps, %d send errors) to %d ports + 1 tail packet; "
+    figure(tag, "%d UDP packets sent in %.2f s (%s pps, %d send errors) to %d ports + 1 tail packet; "
                "kernel logged (nft counter) %d; delivered %d; counted lost %d; enobufs episodes %d; records: "
                "%d drop + %d drop_summary carrying %d packets" % (
                    res["sent"], res["elapsed"], res["pps"], res["errors"], nports, counter, delivered, lost,
                    enobufs, len(firsts), len(evs) - len(firsts), recorded))
-    rep.check(counter > 0, "%s: the kernel logged it (counter %d, %d sent)" % (tag, counter, res["sent"]))
-    rep.check(delivered + lost >= counter,
-              "%s: delivered (%d) + counted lost (%d) >= packets the kernel logged (%d)" % (
-                  tag, delivered, lost, counter))
-    rep.check(recorded == delivered,
-              "%s: every delivered event is in a record: sum of counts over drop + drop_summary (%d) == "
-              "delivered (%d)" % (tag, recorded, delivered))
+    check("%s: the kernel logged it (counter %d, %d sent)" % (tag, counter, res["sent"]), counter > 0)
+    check("%s: delivered (%d) + counted lost (%d) >= packets the kernel logged (%d)" % (
+                  tag, delivered, lost, counter),
+              delivered + lost >= counter)
+    check("%s: every delivered event is in a record: sum of counts over drop + drop_summary (%d) == "
+              "delivered (%d)" % (tag, recorded, delivered),
+              recorded == delivered)
     if delivered < counter:
-        rep.check(lost == counter - delivered and enobufs > 0,
-                  "%s: every undelivered event is counted: lost %d == logged %d - delivered %d, enobufs %d" % (
-                      tag, lost, counter, delivered, enobufs))
+        check("%s: every undelivered event is counted: lost %d == logged %d - delivered %d, enobufs %d" % (
+                      tag, lost, counter, delivered, enobufs),
+                  lost == counter - delivered and enobufs > 0)
     if lost == 0:
-        rep.check(len(distinct) == len(firsts) == nports + 1,
-                  "%s: distinct targets never merged: %d drop events, %d ports + 1 tail" % (
-                      tag, len(firsts), nports))
+        check("%s: distinct targets never merged: %d drop events, %d ports + 1 tail" % (
+                      tag, len(firsts), nports),
+                  len(distinct) == len(firsts) == nports + 1)
     else:
-        rep.check(len(distinct) == len(firsts),
-                  "%s: one drop event per distinct target seen (%d events, %d ports)" % (
-                      tag, len(firsts), len(distinct)))
+        check("%s: one drop event per distinct target seen (%d events, %d ports)" % (
+                      tag, len(firsts), len(distinct)),
+                  len(distinct) == len(firsts))
 
 
 def scenario_drops(h, specs):
-    rep = h.report
-    rep.scenario(SC6)
+    section(SC6)
     lab = EnfLab(h, "s6")
     try:
         lab.build_full()
@@ -1540,19 +1481,19 @@ def scenario_drops(h, specs):
         h.tick()
         # Monitor mode: would-drops, both ends' chains log.
         ev = switch(h, d, rsdir, specs["monitor"])
-        rep.check(ev is not None and ev.get("type") == "ruleset_applied", "monitor ruleset applied (%s)" % (
-            (ev or {}).get("mode")), ev)
-        foreign.check("switch to monitor mode")
+        check("monitor ruleset applied (%s)" % (
+            (ev or {}).get("mode")), ev is not None and ev.get("type") == "ruleset_applied", ev)
+        foreign.verify("switch to monitor mode")
         mclasses = h.classes(specs["monitor"])
         scan_check(h, lab, d, 4, 50, 22000, ev["generation"], mclasses, mode="mon")
         h.tick()
         ev = switch(h, d, rsdir, specs["enforce"])
         gen = ev["generation"]
-        foreign.check("switch back to enforce mode")
+        foreign.verify("switch back to enforce mode")
         flood_check(h, lab, d, classes, 30000, stopped=False)
         h.tick()
         flood_check(h, lab, d, classes, 40000, stopped=True)
-        rep.check(d.alive(), "daemon survived the floods")
+        check("daemon survived the floods", d.alive())
         d.stop()
     finally:
         lab.destroy()
@@ -1665,7 +1606,7 @@ def main():
     code = 0
     try:
         specs = make_specs(h)
-        h.report.scenarios.setdefault(SC4, {"checks": [], "figures": [], "error": None})
+        harness.SECTIONS.setdefault(SC4, {"passed": 0, "failed": 0})
         for key, fn in scenarios:
             if only and key not in only:
                 continue
@@ -1675,23 +1616,25 @@ def main():
                 fn(h, specs)
             except (HarnessError, OSError, subprocess.SubprocessError, KeyError, ValueError, TypeError,
                     AttributeError, IndexError) as e:
-                h.report.error("%s: %s" % (type(e).__name__, e))
+                scenario_error("%s: %s" % (type(e).__name__, e))
                 if args.verbose or not isinstance(e, HarnessError):
                     traceback.print_exc()
                 if "time limit" in str(e):
                     break
             log("  (scenario %s took %.1f s)" % (key, time.monotonic() - t))
-        h.report.figure("foreign table checks", "%d operations (apply, diff, repair, restore, kill, rejection) "
-                        "across all scenarios" % h.foreign_ops, scenario=SC4)
+        figure("foreign table checks", "%d operations (apply, diff, repair, restore, kill, rejection) "
+               "across all scenarios" % h.foreign_ops, section=SC4)
     except Interrupted as e:
         log("\nINTERRUPTED (%s): tearing everything down" % e)
         code = 2
     finally:
         cleanup()
-    h.report.summary()
+    for where, text in ERRORS.items():
+        log("ERROR in scenario %s: %s" % (where, text.split("\n")[0][:300]))
     log("total time %.0f s" % (time.monotonic() - started))
+    failed = report()
     if code == 0:
-        code = 1 if h.report.failed() else (2 if h.report.errored() else 0)
+        code = 1 if failed else (2 if ERRORS else 0)
     log("result: %s" % {0: "PASS", 1: "FAIL", 2: "ERROR"}.get(code, code))
     return code
 

@@ -35,6 +35,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "lab_harness"))
+from harness import check, list_netns, log, report  # noqa: E402  (check(name, condition, detail): the suites' one harness)
+
+PAIRS = [0]  # matrix pairs tested (each is a quiet check: the matrix prints its own table)
 SKIP = 77
 NS_PREFIX = "bhit-"  # namespaces are bhit-<pid>-<role>; the pid keeps parallel runs apart
 DROP_GROUP = 10
@@ -78,10 +82,6 @@ class Rejected(Exception):
     """nft refused what bulkheadctl emitted: a compiler bug, reported as a failure."""
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
 # --------------------------------------------------------------------------- commands
 
 def run(cmd, input=None, timeout=CMD_TIMEOUT, check=True):
@@ -103,11 +103,6 @@ def pid_alive(pid):
         return False
     except PermissionError:
         return True
-
-
-def list_netns():
-    p = run(["ip", "netns", "list"], check=False)
-    return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
 
 
 def delete_netns(name):
@@ -389,33 +384,6 @@ class Spec:
     quarantine: Tuple[str, ...] = ()
 
 
-# --------------------------------------------------------------------------- results
-
-class Results:
-    def __init__(self):
-        self.pairs_total = 0
-        self.pairs_failed = []
-        self.checks_total = 0
-        self.checks_failed = []
-
-    def pair(self, ok, detail):
-        self.pairs_total += 1
-        if not ok:
-            self.pairs_failed.append(detail)
-
-    def check(self, ok, name, detail=""):
-        self.checks_total += 1
-        status = "ok  " if ok else "FAIL"
-        log("  [%s] %s%s" % (status, name, "" if ok or not detail else "\n         " +
-                             detail.replace("\n", "\n         ")))
-        if not ok:
-            self.checks_failed.append("%s: %s" % (name, detail))
-        return ok
-
-    def failed(self):
-        return bool(self.pairs_failed or self.checks_failed)
-
-
 # --------------------------------------------------------------------------- the matrix
 
 @dataclass
@@ -530,7 +498,7 @@ def record_key(rec):
     return (rec["family"], norm_addr(rec.get("src")), norm_addr(rec.get("dst")), rec.get("proto"), l4)
 
 
-def run_matrix(lab, collector, rows, family, mode, classes, results, title, verbose=False):
+def run_matrix(lab, collector, rows, family, mode, classes, title, verbose=False):
     """Runs `rows` in parallel; mode 'enf' | 'mon' | None (no ruleset: all open, no logs)."""
     prober = Prober(lab)
     start = time.monotonic()
@@ -601,7 +569,8 @@ def run_matrix(lab, collector, rows, family, mode, classes, results, title, verb
                     lab.endpoints[row.dst].iface not in (None, r.get("outdev")):
                 problems.append("%s logged with outdev %s" % (r.get("prefix"), r.get("outdev")))
         detail = "%s [%s] %s" % (title, "v%d" % family, row.label())
-        results.pair(not problems, detail + ": " + "; ".join(problems))
+        PAIRS[0] += 1
+        check(detail, not problems, "; ".join(problems), quiet=True)
         if problems:
             failures.append("    FAIL %-26s %s" % (row.label(), "; ".join(problems)))
         else:
@@ -692,7 +661,6 @@ FOREIGN_TABLE = """table inet foreign {
 class Test:
     def __init__(self, args):
         self.args = args
-        self.results = Results()
         self.tmp = Path(tempfile.mkdtemp(prefix="bhit-%d-" % os.getpid()))
         self.ctl = Ctl(args.bulkheadctl)
         self.policy = json.loads((HERE / "lab-policy.json").read_text())
@@ -766,11 +734,7 @@ class Test:
         now = self.lab.nft_json("foreign")
         strip = lambda d: [i for i in (d or {}).get("nftables", []) if "metainfo" not in i]
         ok = now is not None and strip(now) == strip(self.foreign)
-        if not ok:
-            self.results.check(False, "foreign table untouched after %s" % after,
-                               json.dumps(strip(now))[:600])
-        else:
-            self.results.checks_total += 1
+        check("foreign table untouched after %s" % after, ok, json.dumps(strip(now))[:600], quiet=True)
         return ok
 
     def load(self, spec, why=None):
@@ -789,7 +753,7 @@ class Test:
         self.tick()
         script = self.ctl.diff(old, new)
         p = self.lab.nft(script, check=False)
-        ok = self.results.check(p.returncode == 0, "nft -f accepts diff %s -> %s" % (old.label, new.label),
+        ok = check("nft -f accepts diff %s -> %s" % (old.label, new.label), p.returncode == 0,
                                 "%s\n--- script ---\n%s" % (p.stderr.strip(), script[:3000]))
         self.check_foreign("diff %s -> %s" % (old.label, new.label))
         return ok, script
@@ -806,7 +770,7 @@ class Test:
     def phase_baseline(self, matrix):
         log("baseline: no ruleset loaded, every pair must connect and nothing is logged")
         for family in (4, 6):
-            run_matrix(self.lab, self.collector, matrix, family, None, {}, self.results,
+            run_matrix(self.lab, self.collector, matrix, family, None, {},
                        "baseline", self.args.verbose)
 
     def phase_matrix(self, spec, mode, matrix):
@@ -818,7 +782,7 @@ class Test:
             "; shared segment sets: " + ", ".join(shared) if shared else ""))
         for family in (4, 6):
             self.tick()
-            run_matrix(self.lab, self.collector, matrix, family, mode, classes, self.results,
+            run_matrix(self.lab, self.collector, matrix, family, mode, classes,
                        spec.label, self.args.verbose)
 
     def compare_state(self, name, old, new):
@@ -829,17 +793,17 @@ class Test:
         kind = "full replace" if "delete table" in script else "incremental"
         self.load(new)
         direct = normalize_table(self.lab.nft_json("bulkhead"))
-        self.results.check(ok and via_diff == direct,
-                           "diff %s -> %s (%s, %d lines) == direct load" % (
+        check("diff %s -> %s (%s, %d lines) == direct load" % (
                                old.label, new.label, kind, script.count("\n")),
+                           ok and via_diff == direct,
                            describe_difference(via_diff, direct))
         ok, script = self.apply_diff(new, old)
         via_diff = normalize_table(self.lab.nft_json("bulkhead"))
         self.load(old)
         direct = normalize_table(self.lab.nft_json("bulkhead"))
-        self.results.check(ok and via_diff == direct,
-                           "diff %s -> %s (reverse, %d lines) == direct load" % (
+        check("diff %s -> %s (reverse, %d lines) == direct load" % (
                                new.label, old.label, script.count("\n")),
+                           ok and via_diff == direct,
                            describe_difference(via_diff, direct))
 
     def phase_diffs(self, s):
@@ -861,7 +825,7 @@ class Test:
             Row("adm1", "vdi5", "tcp", 3389, False, [O("default", "adm1")]),
         ]
         run_matrix(self.lab, self.collector, before, 4, "enf", self.ctl.classes(s[old_key]),
-                   self.results, "vdi5 unknown", self.args.verbose)
+                   "vdi5 unknown", self.args.verbose)
         self.apply_diff(s[old_key], s[new_key])
         after = [
             Row("vdi5", "fs", "tcp", 445, True, [O("allow", "vdi5")]),
@@ -872,12 +836,12 @@ class Test:
         ]
         classes = self.ctl.classes(s[new_key])
         for family in (4, 6):
-            run_matrix(self.lab, self.collector, after, family, "enf", classes, self.results,
+            run_matrix(self.lab, self.collector, after, family, "enf", classes,
                        "vdi5 added by diff", self.args.verbose)
 
     def phase_quarantine(self, s):
         log("live quarantine of vdi2 (diff --new-quarantine) with an open TCP connection to fs:445")
-        lab, res = self.lab, self.results
+        lab = self.lab
         self.load(s["enforce"])
         classes = self.ctl.classes(s["enforce"])
         for family in (4, 6):
@@ -887,7 +851,7 @@ class Test:
                                         "445", "--bind", vdi2])
             try:
                 line = read_line(holder, 10) or ""
-                if not res.check(line.startswith("connected"), "v%d: vdi2 opens a TCP connection to fs:445" % family, line):
+                if not check("v%d: vdi2 opens a TCP connection to fs:445" % family, line.startswith("connected"), line):
                     continue
 
                 def send(token, wait):
@@ -895,17 +859,20 @@ class Test:
                     holder.stdin.flush()
                     return (read_line(holder, wait + 5) or "").split()[:2] == ["echo", token]
 
-                res.check(send("before", 2), "v%d: data passes on it before the quarantine" % family)
+                check("v%d: data passes on it before the quarantine" % family, send("before", 2))
                 mark = self.collector.mark()
                 self.apply_diff(s["enforce"], s["q-vdi2"])
-                res.check(not send("during", 1.5), "v%d: the open connection stops passing data once quarantined" % family)
+                # Blocked, and the drop itself seen: the NFLOG record of the quarantine rule.
+                passed = send("during", 1.5)
                 deadline = time.monotonic() + 3
                 logged = False
                 while time.monotonic() < deadline and not logged:
                     logged = any(r.get("prefix") == "bh:enf:out:quarantine:q" and r.get("indev") == "vdi2"
                                  and norm_addr(r.get("dst")) == norm_addr(fs) for r in self.collector.since(mark))
                     time.sleep(0.05)
-                res.check(logged, "v%d: its dropped segments are logged as bh:enf:out:quarantine:q" % family)
+                check("v%d: the open connection stops passing data once quarantined, its dropped segments logged "
+                      "as bh:enf:out:quarantine:q" % family, not passed and logged,
+                      "data passed" if passed else "no NFLOG record of the quarantine rule")
                 rows = [
                     Row("vdi2", "fs", "tcp", 445, False, [("out", "quarantine", None)]),
                     Row("vdi2", "fs", "icmp", None, False, [("out", "quarantine", None)]),
@@ -915,14 +882,12 @@ class Test:
                     Row("fs", "vdi2", "udp", 5000, False, [("in", "quarantine", None)]),
                     Row("vdi1", "fs", "tcp", 445, True, [O("allow", "vdi1")], note="others unaffected"),
                 ]
-                run_matrix(lab, self.collector, rows, family, "enf", classes, res,
+                run_matrix(lab, self.collector, rows, family, "enf", classes,
                            "vdi2 quarantined", self.args.verbose)
                 # The hypervisor's own stack is a peer too (input hook): a quarantined VDI
                 # must not reach hv's sockets, and the attempt is logged as quarantine.
                 mark = self.collector.mark()
-                reach, _ = Prober(lab).attempt(Row("vdi2", "hv", "tcp", 22, False, []), family)
-                res.check(not reach, "v%d: quarantined vdi2 cannot reach hv's own address %s tcp/22" % (
-                    family, lab.endpoints["hv"].addr(family)))
+                reach, how = Prober(lab).attempt(Row("vdi2", "hv", "tcp", 22, False, []), family)
                 deadline = time.time() + 3
                 logged = False
                 while time.time() < deadline and not logged:
@@ -930,13 +895,15 @@ class Test:
                                  and norm_addr(r.get("dst")) == norm_addr(lab.endpoints["hv"].addr(family))
                                  for r in self.collector.since(mark))
                     time.sleep(0.05)
-                res.check(logged, "v%d: the attempt on hv itself is logged as bh:enf:out:quarantine:q" % family)
+                check("v%d: quarantined vdi2 cannot reach hv's own address %s tcp/22, the attempt logged as "
+                      "bh:enf:out:quarantine:q" % (family, lab.endpoints["hv"].addr(family)), not reach and logged,
+                      "reached (%s)" % how if reach else "no NFLOG record of the quarantine rule")
                 self.apply_diff(s["q-vdi2"], s["enforce"])
                 released = [
                     Row("vdi2", "fs", "tcp", 445, True, [O("allow", "vdi2")]),
                     Row("vdi2", "vdi1", "tcp", 3389, False, [O("deny", "vdi2")]),
                 ]
-                run_matrix(lab, self.collector, released, family, "enf", classes, res,
+                run_matrix(lab, self.collector, released, family, "enf", classes,
                            "vdi2 released", self.args.verbose)
                 # Informational: whether TCP retransmission revives the held connection.
                 log("  (info) v%d: held connection after release: %s" % (
@@ -953,7 +920,7 @@ class Test:
                 note="monitor: would-drop only"),
         ]
         for family in (4, 6):
-            run_matrix(lab, self.collector, rows, family, "mon", mclasses, res,
+            run_matrix(lab, self.collector, rows, family, "mon", mclasses,
                        "monitor + vdi2 quarantined", self.args.verbose)
 
     def run(self):
@@ -977,8 +944,8 @@ class Test:
         self.phase_added_vdi(s, "fleet", "fleet-plus-vdi5")
         self.phase_quarantine(s)
         if self.collector.errors:
-            self.results.check(False, "NFLOG reader", "; ".join(self.collector.errors))
-        self.results.check(self.lab.nft_json("foreign") is not None, "foreign table still present at the end")
+            check("NFLOG reader", False, "; ".join(self.collector.errors))
+        check("foreign table still present at the end", self.lab.nft_json("foreign") is not None)
 
     def cleanup(self):
         self.lab.destroy()
@@ -1075,7 +1042,7 @@ def main():
         code = 2
     except Rejected as e:
         log("\nFAIL: %s" % e)
-        test.results.check(False, "nft accepts the compiled ruleset", str(e).split("\n")[0])
+        check("nft accepts the compiled ruleset", False, str(e).split("\n")[0])
         code = 1
     except (HarnessError, OSError, subprocess.SubprocessError) as e:
         log("\nERROR: %s" % e)
@@ -1083,19 +1050,12 @@ def main():
     finally:
         cleanup()
     if test is not None:
-        r = test.results
         log("")
         log("=" * 72)
-        log("SUMMARY: %d pairs tested, %d passed, %d failed; %d other checks, %d failed (%.0f s)" % (
-            r.pairs_total, r.pairs_total - len(r.pairs_failed), len(r.pairs_failed),
-            r.checks_total, len(r.checks_failed), time.monotonic() - started))
-        for f in r.pairs_failed:
-            log("  FAILED PAIR  " + f)
-        for f in r.checks_failed:
-            log("  FAILED CHECK " + f.split("\n")[0])
-        if code == 0 and r.failed():
+        log("%d pairs tested (each one check), %.0f s" % (PAIRS[0], time.monotonic() - started))
+        if report() and code == 0:
             code = 1
-        if code == 0 and r.pairs_total == 0:
+        if code == 0 and PAIRS[0] == 0:
             code = 2
     log("result: %s" % {0: "PASS", 1: "FAIL", 2: "ERROR"}.get(code, code))
     return code

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -40,6 +39,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
+from harness import check, free_port, list_netns, log, poll, report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -52,35 +54,11 @@ class Failed(Exception):
     pass
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
 def run(cmd, timeout=60, input=None, env=None):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, env=env)
     except subprocess.TimeoutExpired as e:
         raise Failed("timed out after %ss: %s" % (timeout, " ".join(map(str, cmd)))) from e
-
-
-class Results:
-    def __init__(self):
-        self.total = 0
-        self.failed = []
-
-    def check(self, ok, what, detail=""):
-        self.total += 1
-        if ok:
-            log("  ok    %s" % what)
-        else:
-            self.failed.append(what)
-            log("  FAIL  %s%s" % (what, ("\n        " + str(detail).replace("\n", "\n        ")) if detail else ""))
-        return ok
-
-
-def list_netns(prefix):
-    p = run(["ip", "netns", "list"])
-    return sorted(l.split()[0] for l in p.stdout.splitlines() if l.split() and l.split()[0].startswith(prefix))
 
 
 def root_links(prefix):
@@ -104,24 +82,6 @@ def procs_mentioning(text):
     return found
 
 
-def poll(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def pick_mgmt_net():
     """A /24 in 10.255.0.0/16 that nothing in the root namespace routes (not the demo's)."""
     routes = json.loads(run(["ip", "-j", "route", "show", "table", "all"]).stdout or "[]")
@@ -143,7 +103,6 @@ def pick_mgmt_net():
 class LabTest:
     def __init__(self, args):
         self.args = args
-        self.res = Results()
         self.prefix = "bhl%d-" % os.getpid()
         self.tmp = Path(tempfile.mkdtemp(prefix="bhlab-test-"))
         self.state = self.tmp / "state"
@@ -182,37 +141,36 @@ class LabTest:
     def nothing_left(self, what):
         left_ns, left_links = list_netns(self.prefix), root_links(self.prefix)
         left_procs = procs_mentioning(str(self.state))
-        self.res.check(not left_ns, "%s: no namespace with prefix %s left" % (what, self.prefix), left_ns)
-        self.res.check(not left_links, "%s: no root-namespace link with the prefix left" % what, left_links)
-        self.res.check(not left_procs, "%s: no process of this lab left" % what, left_procs)
+        check("%s: no namespace with prefix %s left" % (what, self.prefix), not left_ns, left_ns)
+        check("%s: no root-namespace link with the prefix left" % what, not left_links, left_links)
+        check("%s: no process of this lab left" % what, not left_procs, left_procs)
         pidfiles = list(self.state.glob("**/*.pid")) if self.state.exists() else []
-        self.res.check(not pidfiles, "%s: no pid file left" % what, pidfiles)
-        self.res.check(not (self.state / "lab.json").exists(), "%s: lab.json removed" % what)
+        check("%s: no pid file left" % what, not pidfiles, pidfiles)
+        check("%s: lab.json removed" % what, not (self.state / "lab.json").exists())
 
     # ------------------------------------------------------------------ phase 1
     def phase_topology(self):
         log("phase 1: up --no-controller --no-enforcers, lab.json vs the kernel")
-        res = self.res
         p = self.lab(*self.up_args("--no-controller", "--no-enforcers"))
-        if not res.check(p.returncode == 0, "up --no-controller --no-enforcers exits 0", p.stderr[-2000:]):
+        if not check("up --no-controller --no-enforcers exits 0", p.returncode == 0, p.stderr[-2000:]):
             raise Failed("up failed")
         doc = json.loads((self.state / "lab.json").read_text())
         self.doc = doc
-        res.check(doc.get("format") == "bulkhead-lab/1" and doc.get("state") == "up", "lab.json: format and state up")
+        check("lab.json: format and state up", doc.get("format") == "bulkhead-lab/1" and doc.get("state") == "up")
         present = list_netns(self.prefix)
         described = sorted(n["name"] for n in doc["namespaces"])
-        res.check(present == described, "lab.json names exactly the namespaces present (%d)" % len(present),
+        check("lab.json names exactly the namespaces present (%d)" % len(present), present == described,
                   "present %s\ndescribed %s" % (present, described))
         roles = {}
         for n in doc["namespaces"]:
             roles.setdefault(n["role"], []).append(n)
         hvs = roles.get("hypervisor", [])
-        res.check(len(hvs) == 2, "two hypervisor namespaces", [n["name"] for n in hvs])
+        check("two hypervisor namespaces", len(hvs) == 2, [n["name"] for n in hvs])
         for hv in hvs:
             vdis = [n for n in doc["namespaces"] if n["hypervisor"] == hv["hypervisor"] and n["role"] == "vdi"]
-            res.check(len(vdis) >= 3, "%s has >= 3 VDI namespaces" % hv["name"], [v["name"] for v in vdis])
+            check("%s has >= 3 VDI namespaces" % hv["name"], len(vdis) >= 3, [v["name"] for v in vdis])
         for role in ("file-server", "admin-terminal", "decoy", "edr", "router"):
-            res.check(role in roles, "namespace with role %s exists" % role)
+            check("namespace with role %s exists" % role, role in roles)
         # Every interface and address lab.json describes is in the kernel.
         bad = []
         for n in doc["namespaces"]:
@@ -228,11 +186,11 @@ class LabTest:
                     bad.append("%s %s: mac %s != %s" % (n["name"], i["name"], link.get("address"), i["mac"]))
                 if i["name"] != "lo" and "UP" not in link.get("flags", []):
                     bad.append("%s %s: down" % (n["name"], i["name"]))
-        res.check(not bad, "every interface, address and MAC of lab.json is in its namespace", "\n".join(bad))
+        check("every interface, address and MAC of lab.json is in its namespace", not bad, "\n".join(bad))
         # Workloads: the inventory's ids, addresses, MACs and port interfaces.
         inv = {w["id"]: w for w in self.inventory["workloads"]}
         got = {w["id"]: w for w in doc["workloads"]}
-        res.check(sorted(inv) == sorted(got), "lab.json workloads == inventory workloads", (sorted(inv), sorted(got)))
+        check("lab.json workloads == inventory workloads", sorted(inv) == sorted(got), (sorted(inv), sorted(got)))
         bad = []
         for wid, w in inv.items():
             g = got.get(wid)
@@ -254,11 +212,11 @@ class LabTest:
                 hv_links = [l["ifname"] for l in json.loads(run(["ip", "-j", "-n", hv_ns, "link"]).stdout)]
                 if w["attachment"]["interface"] not in hv_links:
                     bad.append("%s: no port %s in %s" % (wid, w["attachment"]["interface"], hv_ns))
-        res.check(not bad, "workloads: addresses, MACs and port interfaces as in the inventory", "\n".join(bad))
+        check("workloads: addresses, MACs and port interfaces as in the inventory", not bad, "\n".join(bad))
         # The root namespace: only the mgmt veth ends, /32 link routes, no IPv6, no default route.
         links = root_links(self.prefix)
         expect = sorted(r["name"] for r in doc["mgmt"]["root_interfaces"])
-        res.check(links == expect and len(links) == 2, "root namespace: exactly the mgmt links %s" % expect, links)
+        check("root namespace: exactly the mgmt links %s" % expect, links == expect and len(links) == 2, links)
         addrs = json.loads(run(["ip", "-j", "addr", "show"]).stdout)
         bad = []
         ctl = doc["mgmt"]["controller_address"]
@@ -267,26 +225,26 @@ class LabTest:
                 for a in l.get("addr_info", []):
                     if a["family"] != "inet" or a["local"] != ctl or a["prefixlen"] != 32:
                         bad.append("%s: %s/%s" % (l["ifname"], a["local"], a["prefixlen"]))
-        res.check(not bad, "root links carry only %s/32 (no IPv6, not even link-local)" % ctl, bad)
+        check("root links carry only %s/32 (no IPv6, not even link-local)" % ctl, not bad, bad)
         routes = json.loads(run(["ip", "-j", "route", "show", "table", "all"]).stdout)
         routes += json.loads(run(["ip", "-j", "-6", "route", "show", "table", "all"]).stdout)
         bad = [r for r in routes if r.get("dev") in links and r.get("type", "unicast") == "unicast"
                and (r.get("gateway") or r.get("scope") != "link"
                     or "/" in r.get("dst", "default") and not r["dst"].endswith("/32"))]
-        res.check(not bad, "root namespace: no default or gateway route through the lab's links", bad)
+        check("root namespace: no default or gateway route through the lab's links", not bad, bad)
         p = self.lab("status")
-        res.check(p.returncode == 0 and "health: ok" in p.stdout, "status exits 0 and reports ok", p.stdout[-1500:])
+        check("status exits 0 and reports ok", p.returncode == 0 and "health: ok" in p.stdout, p.stdout[-1500:])
         p = self.lab("status", "--json")
         try:
             h = json.loads(p.stdout)["health"]
         except (ValueError, KeyError):
             h = {}
-        res.check(h.get("ok") is True, "status --json: health ok", p.stdout[-500:])
+        check("status --json: health ok", h.get("ok") is True, p.stdout[-500:])
         before = list_netns(self.prefix)
         p = self.lab(*self.up_args("--no-controller", "--no-enforcers"))
-        res.check(p.returncode == 3, "a second up refuses with exit 3", p.returncode)
-        res.check(list_netns(self.prefix) == before and (self.state / "lab.json").exists(),
-                  "... and leaves the running lab alone")
+        check("a second up refuses with exit 3", p.returncode == 3, p.returncode)
+        check("... and leaves the running lab alone",
+                  list_netns(self.prefix) == before and (self.state / "lab.json").exists())
 
     # ------------------------------------------------------------------ phase 2
     def start_server(self, short, ports):
@@ -340,7 +298,6 @@ class LabTest:
 
     def phase_connectivity(self):
         log("phase 2: connectivity of the raw topology (no Bulkhead ruleset), IPv4 and IPv6")
-        res = self.res
         for short, ports in (("vdi-001", [22, 3389]), ("vdi-002", [3389]), ("vdi-101", [3389]),
                              ("vdi-103", [22]), ("fs-01", [445, 53]), ("edr", [443]), ("decoy", [445])):
             self.start_server(short, ports)
@@ -375,78 +332,77 @@ class LabTest:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda c: (c[0], c[1]()), checks))
         for what, ok in results:
-            res.check(bool(ok), what)
+            check(what, bool(ok))
         self.stop_servers()
 
     # ------------------------------------------------------------------ phase 3
     def phase_down(self, what="down"):
         p = self.lab("down", "--stop-timeout", "2")
-        self.res.check(p.returncode == 0, "%s exits 0" % what, p.stderr[-1500:])
+        check("%s exits 0" % what, p.returncode == 0, p.stderr[-1500:])
         self.nothing_left(what)
         p = self.lab("down")
-        self.res.check(p.returncode == 0, "%s again is a no-op (exit 0)" % what, p.stderr[-500:])
+        check("%s again is a no-op (exit 0)" % what, p.returncode == 0, p.stderr[-500:])
 
     # ------------------------------------------------------------------ phase 4
     def phase_processes(self):
         log("phase 4: controller and enforcers (stand-ins): certificates, tokens, enrollment, pids")
-        res = self.res
         p = self.lab(*self.up_args("--controller-bin", self.fake_controller, "--enforcer-bin", self.fake_enforcer,
                                    "--ready-timeout", "20", "--stop-timeout", "2"),
                      env={"FAKE_ENFORCER_IGNORE_TERM": "1"})
-        if not res.check(p.returncode == 0, "up with controller and enforcers exits 0", p.stderr[-3000:]):
+        if not check("up with controller and enforcers exits 0", p.returncode == 0, p.stderr[-3000:]):
             return
         doc = json.loads((self.state / "lab.json").read_text())
         c = doc["controller"]
         ctl = doc["mgmt"]["controller_address"]
-        res.check(c["api_url"] == "http://127.0.0.1:%d" % self.api_port and c["tls_url"] == "https://%s:8443" % ctl,
-                  "lab.json: controller URLs", (c["api_url"], c["tls_url"]))
+        check("lab.json: controller URLs",
+                  c["api_url"] == "http://127.0.0.1:%d" % self.api_port and c["tls_url"] == "https://%s:8443" % ctl, (c["api_url"], c["tls_url"]))
         procs = {pr["name"]: pr for pr in doc["processes"]}
-        res.check(sorted(procs) == ["controller", "enforcer-hv1", "enforcer-hv2"], "lab.json: three processes",
+        check("lab.json: three processes", sorted(procs) == ["controller", "enforcer-hv1", "enforcer-hv2"],
                   sorted(procs))
         for name, pr in procs.items():
             pid_text = Path(pr["pid_file"]).read_text().strip() if Path(pr["pid_file"]).exists() else ""
-            res.check(pid_text == str(pr["pid"]) and Path("/proc/%d" % pr["pid"]).exists(),
-                      "%s: pid file matches a running process" % name, pid_text)
-            res.check(Path(pr["log"]).exists(), "%s: log file %s exists" % (name, pr["log"]))
+            check("%s: pid file matches a running process" % name,
+                      pid_text == str(pr["pid"]) and Path("/proc/%d" % pr["pid"]).exists(), pid_text)
+            check("%s: log file %s exists" % (name, pr["log"]), Path(pr["log"]).exists())
         for e in doc["enforcers"]:
             in_ns = [int(x) for x in run(["ip", "netns", "pids", e["namespace"]]).stdout.split()]
-            res.check(e["pid"] in in_ns, "enforcer %s runs in %s" % (e["id"], e["namespace"]))
+            check("enforcer %s runs in %s" % (e["id"], e["namespace"]), e["pid"] in in_ns)
             cred = Path(e["credential"])
-            res.check(cred.exists() and stat.S_IMODE(cred.stat().st_mode) == 0o600,
-                      "enforcer %s enrolled: %s (0600)" % (e["id"], cred))
+            check("enforcer %s enrolled: %s (0600)" % (e["id"], cred),
+                      cred.exists() and stat.S_IMODE(cred.stat().st_mode) == 0o600)
         enrolled = [json.loads(l) for l in (Path(c["data_dir"]) / "enrolled.jsonl").read_text().splitlines()]
         want = sorted((h["id"], h["mgmt_address"]) for h in doc["hypervisors"])
         got = sorted((x["enforcer"], x["peer"]) for x in enrolled if x["tls"])
-        res.check(got == want, "each enforcer enrolled over TLS from its hypervisor's mgmt address", got)
+        check("each enforcer enrolled over TLS from its hypervisor's mgmt address", got == want, got)
         self_pids = [pr["pid"] for pr in doc["processes"] if pr["name"] == "controller"]
         in_any_ns = set()
         for n in list_netns(self.prefix):
             in_any_ns.update(int(x) for x in run(["ip", "netns", "pids", n]).stdout.split())
-        res.check(self_pids and self_pids[0] not in in_any_ns, "the controller runs in the root namespace")
+        check("the controller runs in the root namespace", self_pids and self_pids[0] not in in_any_ns)
         # Tokens and certificates.
         t = doc["tokens"]
         boot = json.loads(Path(t["bootstrap_file"]).read_text())
-        res.check(sorted((x["name"], x["role"]) for x in boot["tokens"]) ==
-                  [("lab-admin", "admin"), ("lab-automation", "automation"), ("lab-soc", "soc")],
-                  "bootstrap-tokens JSON: lab-admin/soc/automation")
+        check("bootstrap-tokens JSON: lab-admin/soc/automation",
+                  sorted((x["name"], x["role"]) for x in boot["tokens"]) ==
+                  [("lab-admin", "admin"), ("lab-automation", "automation"), ("lab-soc", "soc")])
         modes = [stat.S_IMODE(Path(t[k]).stat().st_mode) for k in ("bootstrap_file", "admin", "soc", "automation")]
-        res.check(all(m == 0o600 for m in modes), "token files are 0600", modes)
-        res.check(Path(t["admin"]).read_text().strip() == next(x["token"] for x in boot["tokens"] if x["role"] == "admin"),
-                  "admin token file == bootstrap entry")
+        check("token files are 0600", all(m == 0o600 for m in modes), modes)
+        check("admin token file == bootstrap entry",
+                  Path(t["admin"]).read_text().strip() == next(x["token"] for x in boot["tokens"] if x["role"] == "admin"))
         text = run(["openssl", "x509", "-in", c["tls_cert"], "-noout", "-text"]).stdout
-        res.check("IP Address:%s" % ctl in text and "IP Address:127.0.0.1" in text and "DNS:localhost" in text,
-                  "controller certificate SANs: %s, 127.0.0.1, localhost" % ctl)
+        check("controller certificate SANs: %s, 127.0.0.1, localhost" % ctl,
+                  "IP Address:%s" % ctl in text and "IP Address:127.0.0.1" in text and "DNS:localhost" in text)
         v = run(["openssl", "verify", "-CAfile", doc["ca"]["cert"], c["tls_cert"]])
-        res.check(v.returncode == 0, "controller certificate verifies against the lab CA", v.stdout + v.stderr)
+        check("controller certificate verifies against the lab CA", v.returncode == 0, v.stdout + v.stderr)
         p = self.lab("status")
-        res.check(p.returncode == 0, "status: healthy with all processes running", p.stdout[-1500:])
+        check("status: healthy with all processes running", p.returncode == 0, p.stdout[-1500:])
         # A dead enforcer is reported.
         victim = procs["enforcer-hv2"]["pid"]
         os.kill(victim, signal.SIGKILL)
         poll(lambda: not Path("/proc/%d" % victim).exists() or
              Path("/proc/%d/stat" % victim).read_text().rsplit(")", 1)[1].split()[0] == "Z", 5)
         p = self.lab("status")
-        res.check(p.returncode == 1 and "enforcer-hv2" in p.stdout, "status exits 1 naming the dead enforcer",
+        check("status exits 1 naming the dead enforcer", p.returncode == 1 and "enforcer-hv2" in p.stdout,
                   p.stdout[-800:])
         started = time.monotonic()
         self.phase_down("down with processes (an enforcer ignoring SIGTERM)")
@@ -455,20 +411,19 @@ class LabTest:
     # ------------------------------------------------------------------ phase 5
     def phase_failed_up(self):
         log("phase 5: a failed up cleans up after itself")
-        res = self.res
         p = self.lab(*self.up_args("--no-controller", "--no-enforcers", "--inject-failure", "topology"))
-        res.check(p.returncode == 1, "up --inject-failure topology exits 1", p.returncode)
+        check("up --inject-failure topology exits 1", p.returncode == 1, p.returncode)
         self.nothing_left("after the injected failure")
         p = self.lab(*self.up_args("--controller-bin", self.fake_controller, "--no-enforcers",
                                    "--ready-timeout", "2", "--stop-timeout", "1"),
                      env={"FAKE_CONTROLLER_MODE": "hang"})
-        res.check(p.returncode == 1 and "timed out" in p.stderr,
-                  "up with a controller that never answers exits 1 (timed out)", p.stderr[-800:])
+        check("up with a controller that never answers exits 1 (timed out)",
+                  p.returncode == 1 and "timed out" in p.stderr, p.stderr[-800:])
         self.nothing_left("after the controller timeout (SIGKILL)")
         p = self.lab("down")
-        res.check(p.returncode == 0, "down after a failed up is a no-op (exit 0)")
+        check("down after a failed up is a no-op (exit 0)", p.returncode == 0)
         p = self.lab("status")
-        res.check(p.returncode == 2, "status without a lab exits 2")
+        check("status without a lab exits 2", p.returncode == 2)
 
     def run(self):
         self.phase_topology()
@@ -551,11 +506,8 @@ def main():
         if left:
             log("cleanup LEFT: %s" % left)
             code = code or 1
-    r = test.res
-    log("SUMMARY: %d checks, %d failed (%.0f s)" % (r.total, len(r.failed), time.monotonic() - started))
-    for f in r.failed:
-        log("  FAILED " + f)
-    if code == 0 and r.failed:
+    log("total %.0f s" % (time.monotonic() - started))
+    if report() and code == 0:
         code = 1
     log("result: %s" % {0: "PASS", 1: "FAIL", 2: "ERROR"}[code])
     return code

@@ -1,31 +1,28 @@
 #!/usr/bin/env python3
-"""End to end in the lab (issue 4, acceptance 1): the real controller and enforcers over TLS,
-the lab policy activated through the API, real traffic, a real nmap scan from a VDI, the
-incident, the automatic quarantine in force on the hypervisor, and the release.
+"""End to end in the lab (the controller's acceptance): the real controller and enforcers
+over TLS, the lab policy activated through the API, real traffic, a real nmap scan from a
+VDI, the incident, the automatic quarantine in force on the hypervisor, and the release.
+
+Every "dropped" check (lab_harness.expect_dropped) sees the drop itself: the probe timed
+out, the hypervisor's drop rule counted it, the controller stored its NFLOG drop event, and
+an allowed probe from the same VDI got through just before.
 
 Runs the lab under its own prefix, state directory, management network and API port, so
 it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
-when not root or nmap is missing."""
-import os, shutil, subprocess, sys, tempfile
+when not root or nmap is missing. Last line: "N passed, N failed"."""
+import os, shutil, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
-from lab_harness import api, background, check, configure, failures, in_ns, lab, poll, up_with_lab_policy  # noqa: E402
+from lab_harness import (EDR, FILE_SERVER, api, applied_quarantine, background, check, configure,  # noqa: E402
+                         down_and_verify, expect_dropped, in_ns, incidents_of, kill_children, poll, reaches, report,
+                         up_with_lab_policy)
 
 PREFIX, PORT, MGMT, TLS_PORT = "bhe2e-", 18181, "10.254.77.0/24", 18443
 configure(PREFIX, PORT, MGMT, TLS_PORT)
-
-
-PROBE = ("import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
-         "s.settimeout(2)\ntry:\n s.connect((sys.argv[1],int(sys.argv[2])));print('reached')\n"
-         "except ConnectionRefusedError:\n print('reached')\nexcept OSError:\n print('blocked')\n")
-
-
-def tcp_reaches(state, ns, host, port):
-    """A TCP connect from namespace ns: an answer (accepted or refused) means the packets
-    passed the enforcer; silence until the timeout means they were dropped."""
-    r = in_ns(state, ns, sys.executable, "-c", PROBE, host, str(port))
-    return r.stdout.strip() == "reached"
+DECOY_IP = "10.0.0.66"
+PING_FS = (FILE_SERVER, "icmp", 0)      # the positive control of a VDI: allowed by the policy
+EDR_443 = (EDR, "tcp", 443)             # the positive control of a quarantined VDI: its allow-list
 
 
 def main():
@@ -39,67 +36,72 @@ def main():
             return 1
         _, soc, _, _ = lab_up
         # Allowed and forbidden flows with real packets.
-        check(in_ns(state, "vdi-001", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "vdi-001 -> file server ping passes")
-        check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.0.2").returncode != 0, "vdi-001 -> vdi-002 (same hypervisor) dropped")
-        check(in_ns(state, "vdi-001", "ping", "-c1", "-W1", "10.1.1.1").returncode != 0, "vdi-001 -> vdi-101 (other hypervisor) dropped")
+        check("vdi-001 -> file server ping passes", reaches(state, "vdi-001", FILE_SERVER))
+        expect_dropped("vdi-001 -> vdi-002 (same hypervisor) ping dropped by the vdi -> vdi deny rule on hv1", state,
+                       "vdi-001", "10.1.0.2", "icmp", control=PING_FS, reason="deny", token=soc)
+        expect_dropped("vdi-001 -> vdi-101 (other hypervisor) ping dropped by the vdi -> vdi deny rule on hv1", state,
+                       "vdi-001", "10.1.1.1", "icmp", control=PING_FS, reason="deny", token=soc)
+        expect_dropped("vdi-001 -> file server tcp/80 (no rule) dropped by the default rule on hv1", state,
+                       "vdi-001", FILE_SERVER, "tcp", 80, control=(FILE_SERVER, "tcp", 445), reason="default", token=soc)
         # A long-lived connection from vdi-002 to the file server must die on quarantine.
         holder = background(state, "vdi-002", "ping", "-i", "0.2", "-W", "1", "10.0.0.30")
         try:
             scan = in_ns(state, "vdi-002", "nmap", "-sT", "-Pn", "-n", "--max-retries", "0", "-p", "22,139,445,3389",
                          "10.1.0.0/30", "10.1.1.0/30", timeout=120)
-            check(scan.returncode == 0, "nmap ran in vdi-002")
+            check("nmap ran in vdi-002", scan.returncode == 0)
             drops = poll(lambda: [e for e in api("GET", "/events?workload=vdi-002&type=drop&limit=200", soc)[1]["events"]
                                   if e["reason"] in ("default", "deny")], 15, "drop events of the scan reach the controller")
             if drops:
                 e = drops[0]
-                check(e["enforcer"] == "hv1" and e["src"] == "10.1.0.2" and e["direction"] == "out"
-                      and e["indev"] == "vdi002" and e.get("proto_name") == "tcp",
-                      "drop attributed to vdi-002 on hv1 via its port vdi002")
-            incident = poll(lambda: api("GET", "/incidents?workload=vdi-002", soc)[1]["incidents"], 15, "an incident for vdi-002")
+                check("drop attributed to vdi-002 on hv1 via its port vdi002",
+                      e["enforcer"] == "hv1" and e["src"] == "10.1.0.2" and e["direction"] == "out"
+                      and e["indev"] == "vdi002" and e.get("proto_name") == "tcp")
+            incident = poll(lambda: incidents_of(soc, "vdi-002"), 15, "an incident for vdi-002")
             if incident:
-                check("vdi-002 (user sato) tried" in incident[0]["explanation"], "incident explains: " + incident[0]["explanation"])
-            quarantine = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
-                api("GET", "/quarantines/vdi-002", soc)), 15, "automatic quarantine of vdi-002 applied on hv1")
+                check("incident explains: " + incident[0]["explanation"], "vdi-002 (user sato) tried" in incident[0]["explanation"])
+            quarantine = poll(lambda: applied_quarantine(soc, "vdi-002"), 15, "automatic quarantine of vdi-002 applied on hv1")
             if quarantine:
-                check(quarantine["automatic"] and quarantine["actor"] == "analyzer", "the quarantine is automatic, by the analyzer")
-            check(in_ns(state, "vdi-002", "ping", "-c1", "-W1", "10.0.0.30").returncode != 0, "quarantined vdi-002 cannot reach the file server")
+                check("the quarantine is automatic, by the analyzer", quarantine["automatic"] and quarantine["actor"] == "analyzer")
+            # tcp/445, not ping: the long-running ping to the same address must not stand in for the probe.
+            expect_dropped("quarantined vdi-002 -> file server tcp/445 (allowed before) dropped by its quarantine",
+                           state, "vdi-002", FILE_SERVER, "tcp", 445, control=EDR_443, reason="quarantine", token=soc)
         finally:
             holder.terminate()
             out, _ = holder.communicate(timeout=10)
         # The ping that ran across the quarantine stopped getting replies.
         replies = [line for line in out.splitlines() if "bytes from" in line]
-        check(len(replies) > 0, "the long-running ping had replies before the quarantine (%d)" % len(replies))
+        check("the long-running ping had replies before the quarantine (%d)" % len(replies), len(replies) > 0)
         status, released = api("DELETE", "/quarantines/vdi-002?wait_ms=5000", soc)
-        check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-002, acked by hv1")
-        check(in_ns(state, "vdi-002", "ping", "-c1", "-W2", "10.0.0.30").returncode == 0, "released vdi-002 reaches the file server again")
-        check(in_ns(state, "vdi-002", "ping", "-c1", "-W1", "10.1.0.3").returncode != 0, "and VDI to VDI stays dropped")
+        check("DELETE releases vdi-002, acked by hv1", status == 200 and released["released"] and released["applied"])
+        check("released vdi-002 reaches the file server again", reaches(state, "vdi-002", FILE_SERVER))
+        expect_dropped("and VDI to VDI stays dropped (vdi-002 -> vdi-003 ping, deny rule)", state, "vdi-002",
+                       "10.1.0.3", "icmp", control=PING_FS, reason="deny", token=soc)
         # One packet to the decoy is enough: a critical incident and the automatic quarantine.
-        check(in_ns(state, "vdi-103", "ping", "-c1", "-W1", "10.0.0.66").returncode != 0, "vdi-103 -> decoy 10.0.0.66 dropped")
-        decoy = poll(lambda: [i for i in api("GET", "/incidents?workload=vdi-103", soc)[1]["incidents"]
-                              if i["severity"] == "critical"], 15, "a critical incident for vdi-103's decoy touch")
+        expect_dropped("vdi-103 -> decoy 10.0.0.66 ping dropped by the decoy rule on hv2", state, "vdi-103", DECOY_IP,
+                       "icmp", control=PING_FS, reason="decoy", token=soc)
+        decoy = poll(lambda: [i for i in incidents_of(soc, "vdi-103") if i["severity"] == "critical"], 15, "a critical incident for vdi-103's decoy touch")
         if decoy:
-            check("vdi-103 (user" in decoy[0]["explanation"] and "touched decoy 10.0.0.66" in decoy[0]["explanation"],
-                  "incident explains: " + decoy[0]["explanation"])
-        contained = poll(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["enforcers"][0]["state"] == "applied" else None)(
-            api("GET", "/quarantines/vdi-103", soc)), 15, "automatic quarantine of vdi-103 applied on hv2")
+            check("incident explains: " + decoy[0]["explanation"],
+                  "vdi-103 (user" in decoy[0]["explanation"] and "touched decoy 10.0.0.66" in decoy[0]["explanation"])
+        contained = poll(lambda: applied_quarantine(soc, "vdi-103"), 15, "automatic quarantine of vdi-103 applied on hv2")
         if contained:
-            check(contained["automatic"] and contained["enforcers"][0]["enforcer"] == "hv2", "decoy quarantine is automatic, on hv2")
-        check(in_ns(state, "vdi-103", "ping", "-c1", "-W1", "10.0.0.30").returncode != 0, "quarantined vdi-103 cannot reach the file server")
-        check(not tcp_reaches(state, "vdi-103", "10.0.0.30", 445), "quarantined vdi-103: file server tcp/445 blocked")
-        # Only its quarantine allow-list: the EDR server, and the admin's forensic access.
-        check(tcp_reaches(state, "vdi-103", "10.0.0.20", 443), "quarantined vdi-103 still reaches the EDR server (tcp/443)")
-        check(tcp_reaches(state, "adm-01", "10.1.1.3", 22), "the admin terminal still reaches quarantined vdi-103 on ssh")
-        check(not tcp_reaches(state, "vdi-103", "10.1.1.2", 445), "quarantined vdi-103 -> vdi-102 tcp/445 blocked")
+            check("decoy quarantine is automatic, on hv2", contained["automatic"] and contained["enforcers"][0]["enforcer"] == "hv2")
+        # Only its quarantine allow-list: the EDR server (the positive control), and the admin's forensic access.
+        expect_dropped("quarantined vdi-103 -> file server ping dropped by its quarantine", state, "vdi-103",
+                       FILE_SERVER, "icmp", control=EDR_443, reason="quarantine", token=soc)
+        expect_dropped("quarantined vdi-103 -> file server tcp/445 dropped by its quarantine", state, "vdi-103",
+                       FILE_SERVER, "tcp", 445, control=EDR_443, reason="quarantine", token=soc)
+        check("quarantined vdi-103 still reaches the EDR server (tcp/443)", reaches(state, "vdi-103", EDR, "tcp", 443))
+        check("the admin terminal still reaches quarantined vdi-103 on ssh", reaches(state, "adm-01", "10.1.1.3", "tcp", 22))
+        expect_dropped("quarantined vdi-103 -> vdi-102 tcp/445 dropped by its quarantine", state, "vdi-103", "10.1.1.2",
+                       "tcp", 445, control=EDR_443, reason="quarantine", token=soc)
         status, released = api("DELETE", "/quarantines/vdi-103?wait_ms=5000", soc)
-        check(status == 200 and released["released"] and released["applied"], "DELETE releases vdi-103, acked by hv2")
+        check("DELETE releases vdi-103, acked by hv2", status == 200 and released["released"] and released["applied"])
     finally:
-        down = lab(state, "down", "--purge")
-        check(down.returncode == 0, "lab down")
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        check(PREFIX not in left, "no namespace of the test left")
+        kill_children()
+        down_and_verify(state)
         shutil.rmtree(state, ignore_errors=True)
-    print("%d failures" % len(failures))
-    return 1 if failures else 0
+    return report()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Faults in the lab (controller issue, acceptance 2), with the real controller and enforcers
+"""Faults in the lab (the controller's acceptance of crash safety), with the real controller and enforcers
 over TLS, the real kernel and real packets:
 
   - the controller is SIGKILLed in the middle of a scan and restarted with the same command
@@ -10,18 +10,24 @@ over TLS, the real kernel and real packets:
     resyncs when started again;
   - a policy that fails validation changes nothing anywhere (revision, generations, hashes,
     the kernel's tables byte for byte);
-  - (acceptance 1, strengthened) a TCP connection established before a quarantine carries
-    no more data after it.
+  - (from the end-to-end acceptance, strengthened) a TCP connection established before a
+    quarantine carries no more data after it.
+
+Every "dropped" check sees the drop itself (lab_harness.expect_dropped, or the drop rules'
+counters around a background probe): the probe timed out, the hypervisor's drop rule
+counted it, the controller stored its drop event when it was up to ask, and an allowed
+probe on the same path got through.
 
 Runs the lab under its own prefix, state directory, management network and ports, so it can
 run beside the demo and lab_e2e; tears it down in `finally`, also on failure. Every wait is a
-poll with a deadline. Exit 77 (skipped) when not root."""
-import copy, datetime, json, os, re, shutil, signal, subprocess, sys, tempfile, time
+poll with a deadline. Exit 77 (skipped) when not root. Last line: "N passed, N failed"."""
+import copy, datetime, json, os, re, shutil, signal, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
-from lab_harness import (all_in_sync, api, background, check, children, configure, enforcers,  # noqa: E402
-                         failures, in_ns, lab, poll, up_with_lab_policy)
+from lab_harness import (EDR, all_in_sync, api, background, check, configure, counted_drops,  # noqa: E402
+                         down_and_verify, drop_counters, drop_events, enforcers, expect_dropped, in_ns,
+                         kill_children, lab, poll, reaches, report, up_with_lab_policy)
 
 PREFIX, PORT, MGMT, TLS_PORT = "bhflt-", 18281, "10.254.78.0/24", 18543
 configure(PREFIX, PORT, MGMT, TLS_PORT)
@@ -101,8 +107,7 @@ def metric(state, hv, name):
     return float(m.group(1)) if m else None
 
 
-def ping(state, ns, dst):
-    return in_ns(state, ns, "ping", "-c1", "-W1", dst).returncode == 0
+PING_FS = ("10.0.0.30", "icmp", 0)   # a VDI's positive control: ping to the file server is allowed
 
 
 def scan_events(token, workload, enforcer, sent):
@@ -129,11 +134,12 @@ def epoch_ms(text):
 
 
 def stop_ping(p):
-    """SIGINT a background ping; the icmp_seq numbers that got a reply."""
+    """SIGINT a background ping; (the icmp_seq numbers that got a reply, packets transmitted)."""
     if p.poll() is None:
         p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=10)
-    return sorted(int(m) for m in re.findall(r"bytes from .* icmp_seq=(\d+)", out))
+    sent = re.search(r"(\d+) packets transmitted", out)
+    return sorted(int(m) for m in re.findall(r"bytes from .* icmp_seq=(\d+)", out)), int(sent.group(1)) if sent else 0
 
 
 def main():
@@ -158,20 +164,14 @@ def main():
         # ---- 3. enforcer SIGKILLed ---------------------------------------------------------
         check_enforcer_kill(state, soc)
 
-        # ---- acceptance 1: an established TCP connection dies with the quarantine ----------
+        # ---- (lab_e2e, strengthened) an established TCP connection dies with the quarantine -
         check_connection_dies(state, soc)
     finally:
-        for p in children:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=10)
-        down = lab(state, "down", "--purge")
-        check(down.returncode == 0, "lab down")
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        check(PREFIX not in left, "no namespace of the test left")
+        kill_children()
+        down_and_verify(state)
         shutil.rmtree(state, ignore_errors=True)
-    print("%d failures in %.1fs" % (len(failures), time.monotonic() - started))
-    return 1 if failures else 0
+    print("total %.1fs" % (time.monotonic() - started))
+    return report()
 
 
 def check_invalid_policy(state, admin, soc, policy):
@@ -189,23 +189,23 @@ def check_invalid_policy(state, admin, soc, policy):
         status, body = api("POST", "/policies", admin, bad)
         error = body.get("error", {}) if isinstance(body, dict) else {}
         pointers = [error.get("pointer")] + [d.get("pointer") for d in error.get("errors", [])]
-        check(status is not None and 400 <= status < 500 and where in pointers,
-              "invalid policy (%s) refused: HTTP %s, pointer %s in %s" % (what, status, where, pointers))
+        check("invalid policy (%s) refused: HTTP %s, pointer %s in %s" % (what, status, where, pointers),
+              status is not None and 400 <= status < 500 and where in pointers)
     status, _ = api("POST", "/policies/999999/activate", admin)
-    check(status == 404, "activating a revision that does not exist is 404 (%s)" % status)
+    check("activating a revision that does not exist is 404 (%s)" % status, status == 404)
 
     # Give any push a full heartbeat round to show up: every enforcer reports again.
     poll(lambda: all((enforcers(soc).get(i) or {}).get("last_heartbeat", "") > e["last_heartbeat"]
                      for i, e in enforcers_before.items()), 10, "every enforcer reports after the refused uploads")
-    check(api("GET", "/policies/active", soc) == active_before, "the active revision is unchanged")
-    check(api("GET", "/policies", soc) == revisions_before, "no revision was stored")
+    check("the active revision is unchanged", api("GET", "/policies/active", soc) == active_before)
+    check("no revision was stored", api("GET", "/policies", soc) == revisions_before)
     after = enforcers(soc)
     for i, e in enforcers_before.items():
         keys = ("desired_generation", "desired_hash", "applied_generation", "applied_hash", "in_sync")
-        check(all(after[i][k] == e[k] for k in keys),
-              "%s: desired and applied generation %d, hash %s unchanged" % (i, e["applied_generation"], e["applied_hash"]))
-        check(nft_ruleset(state, i) == rules_before[i] and "table inet bulkhead" in rules_before[i],
-              "%s: the kernel's ruleset is byte-identical" % i)
+        check("%s: desired and applied generation %d, hash %s unchanged" % (i, e["applied_generation"], e["applied_hash"]),
+              all(after[i][k] == e[k] for k in keys))
+        check("%s: the kernel's ruleset is byte-identical" % i,
+              nft_ruleset(state, i) == rules_before[i] and "table inet bulkhead" in rules_before[i])
 
 
 def check_controller_restart(state, admin, soc, policy):
@@ -215,7 +215,7 @@ def check_controller_restart(state, admin, soc, policy):
     quiet["response"]["auto_quarantine"]["mode"] = "off"
     status, revision = api("POST", "/policies", admin, quiet)
     status2, activated = api("POST", "/policies/%d/activate" % revision["id"], admin) if status == 201 else (status, {})
-    if not check(status2 == 200, "activate the lab policy with auto-quarantine off (%s)" % status2):
+    if not check("activate the lab policy with auto-quarantine off (%s)" % status2, status2 == 200):
         return
     generation = activated["generation"]
     if not poll(lambda: all_in_sync(soc, generation), 20, "every enforcer acks generation %d" % generation):
@@ -223,50 +223,56 @@ def check_controller_restart(state, admin, soc, policy):
     rules_before = {hv: nft_ruleset(state, hv) for hv in ("hv1", "hv2")}
 
     # Probes across the whole outage: allowed pings must all be answered, forbidden never.
+    counters_before = {hv: drop_counters(state, hv) for hv in ("hv1", "hv2")}
+    since_ms = int(time.time() * 1000) - 100
+    forbidden_dst = (("vdi-003", "10.1.0.1"), ("vdi-103", "10.1.0.3"))
     allowed = {ns: background(state, ns, "ping", "-i", "0.2", "-W", "1", FS) for ns in ("vdi-001", "vdi-101")}
     forbidden = {ns: background(state, ns, "ping", "-i", "0.2", "-W", "1", dst)
-                 for ns, dst in (("vdi-003", "10.1.0.1"), ("vdi-103", "10.1.0.3"))}
+                 for ns, dst in forbidden_dst}
     scans = {("vdi-002", "hv1"): background(state, "vdi-002", sys.executable, "-c", UDP_SCAN, FS, str(SCAN_BASE),
                                             str(SCAN_MAX), str(SCAN_INTERVAL)),
              ("vdi-102", "hv2"): background(state, "vdi-102", sys.executable, "-c", UDP_SCAN, FS, str(SCAN_BASE),
                                             str(SCAN_MAX), str(SCAN_INTERVAL))}
     stored_before = poll(lambda: all(len(scan_events(soc, w, e, None) or []) >= 20 for w, e in scans),
                          15, "the scans' drop events reach the controller before the kill")
-    check(bool(stored_before), "both scans (vdi-002 on hv1, vdi-102 on hv2) are being stored when the controller dies")
+    check("both scans (vdi-002 on hv1, vdi-102 on hv2) are being stored when the controller dies", bool(stored_before))
     pid = json.loads((Path(state) / "lab.json").read_text())["controller"]["pid"]
     killed = lab(state, "stop", "controller", "--kill")
-    check(killed.returncode == 0 and gone(pid),
-          "controller (pid %d) SIGKILLed mid-scan" % pid)
-    check(api("GET", "/health", soc)[0] is None, "the controller's API is gone")
+    check("controller (pid %d) SIGKILLed mid-scan" % pid,
+          killed.returncode == 0 and gone(pid))
+    check("the controller's API is gone", api("GET", "/health", soc)[0] is None)
     down_at = time.monotonic()
 
     # While it is down: events pile up in each enforcer's disk spool, the rules stay.
     poll(lambda: all((metric(state, hv, "bulkhead_enforcer_spool_events") or 0) >= 100 for hv in ("hv1", "hv2")),
          20, "each enforcer spools >= 100 events on disk while the controller is down")
     for hv in ("hv1", "hv2"):
-        check(nft_ruleset(state, hv) == rules_before[hv], "%s keeps its ruleset while the controller is down" % hv)
-    check(ping(state, "vdi-002", FS) and not ping(state, "vdi-102", "10.1.1.3"),
-          "while the controller is down: allowed passes, forbidden is dropped (one-shot pings)")
+        check("%s keeps its ruleset while the controller is down" % hv, nft_ruleset(state, hv) == rules_before[hv])
+    check("while the controller is down: vdi-002 -> file server ping passes", reaches(state, "vdi-002", FS))
+    # No token: the controller is down, the drop rule's counter is the proof. UDP, not ping: the
+    # background pings between VDIs move hv2's ICMP deny rule, nothing else moves the UDP one.
+    expect_dropped("while the controller is down: vdi-102 -> vdi-103 udp/5000 dropped by hv2's deny rule", state,
+                   "vdi-102", "10.1.1.3", "udp", 5000, control=PING_FS, reason="deny")
 
     restarted = lab(state, "start", "controller")
-    check(restarted.returncode == 0, "controller restarted with the same command line and database (down %.1fs)"
-          % (time.monotonic() - down_at))
+    check("controller restarted with the same command line and database (down %.1fs)"
+          % (time.monotonic() - down_at), restarted.returncode == 0)
     if restarted.returncode != 0:
         print(restarted.stderr[-2000:])
     t0 = time.monotonic()
     synced = poll(lambda: all_in_sync(soc, generation), 30, "every enforcer reconnects and is in sync")
     if synced:
-        check(True, "enforcers reconnected and in sync with generation %d %.1fs after the restart"
-              % (generation, time.monotonic() - t0))
+        check("enforcers reconnected and in sync with generation %d %.1fs after the restart"
+              % (generation, time.monotonic() - t0), True)
     for hv in ("hv1", "hv2"):
-        check(nft_ruleset(state, hv) == rules_before[hv], "%s: ruleset byte-identical after the reconnect" % hv)
+        check("%s: ruleset byte-identical after the reconnect" % hv, nft_ruleset(state, hv) == rules_before[hv])
 
     # Stop the scans; every datagram sent must be exactly one stored event.
     sent = {}
     for key, p in scans.items():
         out, err = p.communicate(input="", timeout=15)
         sent[key] = int(out.strip()) if p.returncode == 0 and out.strip().isdigit() else None
-        check(sent[key] is not None, "scan from %s ran (%s datagrams)" % (key[0], sent[key] or err[-300:]))
+        check("scan from %s ran (%s datagrams)" % (key[0], sent[key] or err[-300:]), sent[key] is not None)
     if any(v is None for v in sent.values()):
         return
     poll(lambda: all(len(scan_events(soc, w, e, n) or []) >= n for (w, e), n in sent.items()), 30,
@@ -277,23 +283,31 @@ def check_controller_restart(state, admin, soc, policy):
         events = scan_events(soc, workload, enforcer, n) or []
         ports = sorted(e["dport"] for e in events)
         seqs = set((e["enforcer"], e["enforcer_seq"]) for e in events)
-        check(len(events) == n and ports == list(range(SCAN_BASE, SCAN_BASE + n)) and len(seqs) == n,
-              "%s: %d datagrams sent, %d drop events stored, one per port, %d distinct (enforcer, seq)"
-              % (workload, n, len(events), len(seqs)))
-        check(all(e["reason"] == "default" and e["workload"] == workload for e in events),
-              "%s: every stored event is a default drop attributed to %s" % (workload, workload))
+        check("%s: %d datagrams sent, %d drop events stored, one per port, %d distinct (enforcer, seq)"
+              % (workload, n, len(events), len(seqs)),
+              len(events) == n and ports == list(range(SCAN_BASE, SCAN_BASE + n)) and len(seqs) == n)
+        check("%s: every stored event is a default drop attributed to %s" % (workload, workload),
+              all(e["reason"] == "default" and e["workload"] == workload for e in events))
         status, body = api("GET", "/events?workload=%s&type=drop_summary&limit=1000" % workload, soc)
         summaries = [e for e in body["events"] if e.get("dst") == FS and e.get("proto_name") == "udp"] \
             if status == 200 else None
-        check(summaries == [], "%s: no repeat summaries (no datagram counted twice)" % workload)
+        check("%s: no repeat summaries (no datagram counted twice)" % workload, summaries == [])
 
     for ns, p in allowed.items():
-        seqs = stop_ping(p)
-        check(len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1)),
-              "%s -> file server: every ping answered across the outage (%d, no gap)" % (ns, len(seqs)))
-    for ns, p in forbidden.items():
-        seqs = stop_ping(p)
-        check(seqs == [], "%s -> another VDI: no ping answered across the outage (%d)" % (ns, len(seqs)))
+        seqs, _ = stop_ping(p)
+        check("%s -> file server: every ping answered across the outage (%d, no gap)" % (ns, len(seqs)),
+              len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1)))
+    stopped = {ns: stop_ping(p) for ns, p in forbidden.items()}
+    counters_after = {hv: drop_counters(state, hv) for hv in ("hv1", "hv2")}   # after the last ping went out
+    for ns, (seqs, transmitted) in stopped.items():
+        hv = "hv1" if ns == "vdi-003" else "hv2"
+        deny = sum(counted_drops(counters_before[hv], counters_after[hv], "deny").values())
+        dst = dict(forbidden_dst)[ns]
+        stored = drop_events(soc, ns, dst, "icmp", 0, since_ms, "deny")
+        check("%s -> another VDI: no ping answered across the outage, each one dropped by %s's deny rule "
+              "(%d sent, %d answered, deny counter +%d, %d stored deny events)" % (ns, hv, transmitted, len(seqs), deny,
+                                                                                len(stored)),
+              transmitted >= 10 and seqs == [] and deny >= transmitted and len(stored) >= 1)
 
 
 def check_enforcer_kill(state, soc):
@@ -314,53 +328,60 @@ def check_enforcer_kill(state, soc):
         return e if e and e["connected"] and e["in_sync"] and e["last_heartbeat"] > before["last_heartbeat"] else None
 
     killed = lab(state, "stop", "enforcer-hv2", "--kill")
-    check(killed.returncode == 0, "enforcer hv2 SIGKILLed")
+    check("enforcer hv2 SIGKILLed", killed.returncode == 0)
     t0 = time.monotonic()
     if poll(hv2_disconnected, 20, "the controller shows hv2 disconnected"):
-        check(True, "the controller shows hv2 connected: false (%.1fs after the kill)" % (time.monotonic() - t0))
+        check("the controller shows hv2 connected: false (%.1fs after the kill)" % (time.monotonic() - t0), True)
     stale = poll(hv2_stale, 15, "hv2's last heartbeat falls behind hv1's by 3 intervals")
     if stale:
-        check(stale["hv2"]["applied_generation"] == before["applied_generation"]
-              and stale["hv2"]["applied_hash"] == before["applied_hash"],
-              "hv2 stale (last heartbeat %s, hv1 %s), last applied generation %d kept"
-              % (stale["hv2"]["last_heartbeat"], stale["hv1"]["last_heartbeat"], before["applied_generation"]))
+        check("hv2 stale (last heartbeat %s, hv1 %s), last applied generation %d kept"
+              % (stale["hv2"]["last_heartbeat"], stale["hv1"]["last_heartbeat"], before["applied_generation"]),
+              stale["hv2"]["applied_generation"] == before["applied_generation"]
+              and stale["hv2"]["applied_hash"] == before["applied_hash"])
     rules = nft_ruleset(state, "hv2")
-    check(rules == rules_before and "table inet bulkhead" in rules,
-          "hv2 without its enforcer keeps the last-known-good ruleset, byte-identical")
-    check(ping(state, "vdi-101", FS), "without its enforcer: vdi-101 -> file server passes")
-    check(not ping(state, "vdi-101", "10.1.1.2"), "without its enforcer: vdi-101 -> vdi-102 (same hypervisor) dropped")
-    check(not ping(state, "vdi-102", "10.1.0.1"), "without its enforcer: vdi-102 -> vdi-001 (other hypervisor) dropped")
+    check("hv2 without its enforcer keeps the last-known-good ruleset, byte-identical",
+          rules == rules_before and "table inet bulkhead" in rules)
+    check("without its enforcer: vdi-101 -> file server passes", reaches(state, "vdi-101", FS))
+    # No token: without its enforcer nobody reads hv2's NFLOG; the drop rule's counter is the proof.
+    expect_dropped("without its enforcer: vdi-101 -> vdi-102 (same hypervisor) dropped by hv2's deny rule", state,
+                   "vdi-101", "10.1.1.2", "icmp", control=PING_FS, reason="deny")
+    expect_dropped("without its enforcer: vdi-102 -> vdi-001 (other hypervisor) dropped by hv2's deny rule", state,
+                   "vdi-102", "10.1.0.1", "icmp", control=PING_FS, reason="deny")
 
     restarted = lab(state, "start", "enforcer-hv2")
-    check(restarted.returncode == 0, "enforcer hv2 started again")
+    check("enforcer hv2 started again", restarted.returncode == 0)
     back = poll(hv2_back, 30, "hv2 reconnects and reports in sync")
     if back:
-        check(back["applied_generation"] == before["applied_generation"],
-              "hv2 back, connected and in sync at generation %d" % back["applied_generation"])
-    check(nft_ruleset(state, "hv2") == rules_before, "hv2 ruleset byte-identical after the restart")
-    check(not ping(state, "vdi-101", "10.1.1.2"), "after the restart: vdi-101 -> vdi-102 still dropped")
+        check("hv2 back, connected and in sync at generation %d" % back["applied_generation"],
+              back["applied_generation"] == before["applied_generation"])
+    check("hv2 ruleset byte-identical after the restart", nft_ruleset(state, "hv2") == rules_before)
+    expect_dropped("after the restart: vdi-101 -> vdi-102 still dropped (deny rule, drop event stored)", state,
+                   "vdi-101", "10.1.1.2", "icmp", control=PING_FS, reason="deny", token=soc)
 
 
 def check_connection_dies(state, soc):
     server = background(state, "fs-01", sys.executable, "-c", ECHO_SERVER, FS, "445")
-    if not check(server.stdout.readline().strip() == "listening", "echo server on %s:445 (SMB, allowed)" % FS):
+    if not check("echo server on %s:445 (SMB, allowed)" % FS, server.stdout.readline().strip() == "listening"):
         return
     client = background(state, "vdi-002", sys.executable, "-c", TCP_CLIENT, FS, "445", "3")
     first = client.stdout.readline().strip()
-    if not check(first == "before b'before\\n'", "vdi-002 opens a TCP connection to %s:445, echo works (%s)" % (FS, first)):
+    if not check("vdi-002 opens a TCP connection to %s:445, echo works (%s)" % (FS, first), first == "before b'before\\n'"):
         return
     status, q = api("POST", "/quarantines?wait_ms=5000", soc, {"workload": "vdi-002", "reason": "fault test"})
-    check(status == 201 and all(e["state"] == "applied" for e in q["enforcers"]),
-          "quarantine vdi-002, applied by hv1 (%s)" % status)
+    check("quarantine vdi-002, applied by hv1 (%s)" % status,
+          status == 201 and all(e["state"] == "applied" for e in q["enforcers"]))
+    before = drop_counters(state, "hv1")
     out, _ = client.communicate(input="go\n", timeout=20)
-    check(out.strip().startswith("after") and "echo" not in out,
-          "the established connection carries nothing after the quarantine (%s)" % out.strip())
+    moved = counted_drops(before, drop_counters(state, "hv1"), "quarantine")
+    check("the established connection carries nothing after the quarantine (%s), hv1's quarantine rule dropped it "
+          "(%s)" % (out.strip(), moved), out.strip().startswith("after") and "echo" not in out and moved)
+    check("quarantined vdi-002 still reaches the EDR server (tcp/443): the path works", reaches(state, "vdi-002", EDR, "tcp", 443))
     server.kill()
     received, _ = server.communicate(timeout=10)
-    check("after" not in received, "the file server never received the data sent after the quarantine")
+    check("the file server never received the data sent after the quarantine", "after" not in received)
     status, released = api("DELETE", "/quarantines/vdi-002?wait_ms=5000", soc)
-    check(status == 200 and released["released"] and released["applied"], "release vdi-002, acked by hv1")
-    check(ping(state, "vdi-002", FS), "released vdi-002 reaches the file server again")
+    check("release vdi-002, acked by hv1", status == 200 and released["released"] and released["applied"])
+    check("released vdi-002 reaches the file server again", reaches(state, "vdi-002", FS))
 
 
 if __name__ == "__main__":
