@@ -450,10 +450,11 @@ def run(state, soc, receiver):
                  and r["body"].get("type") == r["event"] and "data" in r["body"]]
     check("every body is {id, type, data} with the header's delivery id and type (%d of %d)"
           % (len(bodies_ok), len(received)), received and len(bodies_ok) == len(received))
-    check("every body carries \"at\" (webhook.hpp's contract) (%d of %d; members seen: %s)"
-          % (sum(1 for r in received if isinstance(r["body"], dict) and "at" in r["body"]), len(received),
-             sorted({k for r in received if isinstance(r["body"], dict) for k in r["body"]})),
-          received and all(isinstance(r["body"], dict) and "at" in r["body"] for r in received))
+    check("every body carries \"at_ms\", the time the change was committed (webhook.hpp's contract) "
+          "(%d of %d; members seen: %s)"
+          % (sum(1 for r in received if isinstance(r["body"], dict) and isinstance(r["body"].get("at_ms"), int)),
+             len(received), sorted({k for r in received if isinstance(r["body"], dict) for k in r["body"]})),
+          received and all(isinstance(r["body"], dict) and isinstance(r["body"].get("at_ms"), int) for r in received))
     order = []
     first_at = {}
     for r in received:
