@@ -166,6 +166,12 @@ template <class T> class Ring {
         std::vector<T>().swap(buf_);
         head_ = size_ = 0;
     }
+    // Oldest first.
+    template <class F> void for_each(F&& f) const {
+        for (std::size_t i = 0; i < size_; ++i) {
+            f(buf_[(head_ + i) & (buf_.size() - 1)]);
+        }
+    }
     std::size_t memory_bytes() const { return buf_.capacity() * sizeof(T); }
 
   private:

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -142,6 +143,9 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         return exit_usage;
     }
 
+    // A replay reports every incident of the file at its end, resolved ones included: keep
+    // them all (the file bounds them; the live controller keeps its own copies instead).
+    config.limits.max_resolved_incidents = std::numeric_limits<std::uint32_t>::max();
     analyzer::Analyzer engine(std::move(config));
     // With a policy: what the controller would have done about each finding, in event time.
     analyzer::ResponsePlanner planner(response_policy ? response_policy->response
@@ -265,7 +269,8 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
 
     if (options.json) {
         json incidents = json::array();
-        for (const auto& incident : engine.incidents()) {
+        for (const auto* held : engine.incidents()) {
+            const auto& incident = *held;
             json j = analyzer::to_json(incident);
             if (response_policy) {
                 json list = json::array();
@@ -300,7 +305,8 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             << "\n";
         return exit_ok;
     }
-    for (const auto& incident : engine.incidents()) {
+    for (const auto* held : engine.incidents()) {
+        const auto& incident = *held;
         out << "incident " << incident.id << "  " << policy::to_string(incident.severity) << "  "
             << incident.subject;
         if (!incident.user.empty()) {
