@@ -52,21 +52,8 @@ class Interner {
                 return slot.id;
             }
         }
-        std::uint32_t id = 0;
-        if (!free_ids_.empty()) {
-            id = free_ids_.back();
-            free_ids_.pop_back();
-            names_[id] = text;
-            used_[id] = true;
-        } else {
-            id = static_cast<std::uint32_t>(names_.size());
-            names_.emplace_back(text);
-            used_.push_back(true);
-        }
-        slots_[i] = Slot{h, id};
-        ++live_;
         fresh = true;
-        return id;
+        return insert(i, h, text);
     }
     std::uint32_t intern(std::string_view text) {
         bool fresh = false;
@@ -178,6 +165,23 @@ class Interner {
         std::uint64_t hash = 0;
         std::uint32_t id = kNone;
     };
+    // A new name into empty slot `i` (out of line: the per-event lookup stays small).
+    [[gnu::noinline]] std::uint32_t insert(std::size_t i, std::uint64_t h, std::string_view text) {
+        std::uint32_t id = 0;
+        if (!free_ids_.empty()) {
+            id = free_ids_.back();
+            free_ids_.pop_back();
+            names_[id] = text;
+            used_[id] = true;
+        } else {
+            id = static_cast<std::uint32_t>(names_.size());
+            names_.emplace_back(text);
+            used_.push_back(true);
+        }
+        slots_[i] = Slot{h, id};
+        ++live_;
+        return id;
+    }
     // Restore: indexes names_[id] (already stored) under its own id.
     void intern_at(std::uint32_t id, bool& fresh) {
         if ((live_ + 1) * 4 > slots_.size() * 3) {
@@ -408,13 +412,11 @@ struct BeaconState {
     std::array<std::uint16_t, kBeaconRing> intervals{};
 };
 
+// (Hot members first, the bookkeeping of identity reuse last: the per-event path reads the
+// first cache line.)
 struct SourceState {
     bool used = false;   // this id holds a source identity (else it is free for reuse)
     bool active = false; // windows live (not idle)
-    // Bumped each time the id is handed to another identity: fan-in entries and incidents
-    // that name the id by number tell the old identity from the new one.
-    std::uint32_t generation = 0;
-    std::uint64_t key_hash = 0; // identity key's FNV-1a: the repeat-offender record's key
     std::uint32_t enforcer = kNone, workload = kNone, port = kNone, mac = kNone, address = kNone,
                   user = kNone;
     std::uint32_t flags = 0;
@@ -425,6 +427,10 @@ struct SourceState {
     detail::FlatMap<BeaconState> beacons;
     std::array<std::int64_t, rule_count> quiet_until{};
     std::int64_t incident = -1; // slot in Impl::incidents of its open incident
+    // Bumped each time the id is handed to another identity: fan-in entries and incidents
+    // that name the id by number tell the old identity from the new one.
+    std::uint32_t generation = 0;
+    std::uint64_t key_hash = 0; // identity key's FNV-1a: the repeat-offender record's key
 };
 
 struct DestInfo {
@@ -1561,10 +1567,12 @@ struct Analyzer::Impl {
         const std::int64_t window = seconds(c.window_seconds);
         const std::int64_t resolution = std::max<std::int64_t>(window / 16, 1);
         const auto generation = sources[id].generation;
-        if (auto* e = ts->sources.find(id); e != nullptr && e->generation != generation) {
+        auto* e = ts->sources.find(id);
+        if (e != nullptr && e->generation != generation) {
             ts->sources.erase(id); // an earlier identity that held this id: not this source
+            e = nullptr;
         }
-        if (auto* e = ts->sources.find(id)) {
+        if (e != nullptr) {
             if (t - e->last_ns >= seconds(config.beaconing.min_interval_seconds)) {
                 ++e->attempts; // after a silence: a new attempt (as for beaconing)
             }
