@@ -20,9 +20,13 @@ constexpr std::int64_t kSecond = 1'000'000'000;
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::min();
 constexpr std::uint32_t kNone = ~std::uint32_t{0};
 constexpr std::size_t kSamples = 10;
-// Interned addresses and strings below this count are never collected (a collection walks
-// every source's windows; below this it would cost more than the memory it frees).
-constexpr std::size_t kCollectFloor = 65'536;
+// Interned addresses and names are collected once their count grew by a quarter since the
+// last collection, and never below this count (a collection walks every source and, for
+// addresses, every window: a quarter's growth pays for it many times over).
+constexpr std::size_t kCollectFloor = 4'096;
+std::size_t next_collection(std::size_t live) {
+    return std::max(kCollectFloor, live + live / 4);
+}
 
 enum Flag : std::uint32_t { FlagUser = 1, FlagAdmin = 2, FlagVdi = 4, FlagDecoy = 8, FlagIgnored = 16 };
 
@@ -623,7 +627,7 @@ struct Analyzer::Impl {
     // time of the last resolve.
     detail::FlatMap<std::int64_t> resolved_at;
     // Interned addresses and strings are collected (unreferenced ones forgotten) when
-    // their count reaches these marks, doubled after each collection.
+    // their count reaches these marks (next_collection).
     std::size_t address_collect_at = kCollectFloor;
     std::size_t string_collect_at = kCollectFloor;
     std::vector<Finding> emitted;
@@ -1749,11 +1753,11 @@ struct Analyzer::Impl {
         }
         if (addresses.live() >= address_collect_at) {
             collect_addresses();
-            address_collect_at = std::max(kCollectFloor, 2 * addresses.live());
+            address_collect_at = next_collection(addresses.live());
         }
         if (strings.live() >= string_collect_at) {
             collect_strings();
-            string_collect_at = std::max(kCollectFloor, 2 * strings.live());
+            string_collect_at = next_collection(strings.live());
         }
     }
 

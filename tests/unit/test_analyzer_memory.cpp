@@ -161,7 +161,7 @@ TEST_CASE("analyzer memory: repeat-offender records are capped") {
 }
 
 TEST_CASE("analyzer memory: destination addresses no longer referred to are forgotten") {
-    // 80,000 distinct destinations (beyond the collection floor), a quiet hour, then 80,000
+    // 20,000 distinct destinations (beyond the collection floor), a quiet hour, then 20,000
     // others: the second lot reuses the first lot's ids instead of growing the tables, and
     // names come out right.
     AnalyzerConfig c;
@@ -170,7 +170,7 @@ TEST_CASE("analyzer memory: destination addresses no longer referred to are forg
     Analyzer a(c);
     const Source wanderer = numbered(7);
     auto wander = [&](int lot, std::int64_t start) {
-        for (int i = 0; i < 80'000; ++i) {
+        for (int i = 0; i < 20'000; ++i) {
             feed(a, drop(wanderer,
                          std::to_string(172 + lot) + ".16." + std::to_string(i / 250) + "." +
                              std::to_string(i % 250),
