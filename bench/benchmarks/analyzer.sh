@@ -28,8 +28,8 @@ if [ ! -x "$baseline" ]; then
 fi
 rounds=${BENCH_ANALYZER_ROUNDS:-2}
 larger() { printf '%s\n' "$@" | sort -g | tail -n 1; }
-best_current=0
-best_baseline=0
+current_all=()
+baseline_all=()
 for ((round = 1; round <= rounds; round++)); do
   bench_log "analyzer: round $round/$rounds: baseline $baseline"
   # shellcheck disable=SC2086
@@ -38,11 +38,17 @@ for ((round = 1; round <= rounds; round++)); do
   bench_log "analyzer: round $round/$rounds: this build"
   # shellcheck disable=SC2086
   "$BENCH_BIN/bench_analyzer" ${BENCH_ANALYZER_ARGS:-} | tee "$BENCH_WORK/analyzer-current.json"
-  b=$(grep '"metric":"throughput"' "$BENCH_WORK/analyzer-baseline.json" | bench_json_number /dev/stdin value)
-  c=$(grep '"metric":"throughput"' "$BENCH_WORK/analyzer-current.json" | bench_json_number /dev/stdin value)
-  best_baseline=$(larger "$best_baseline" "$b")
-  best_current=$(larger "$best_current" "$c")
+  baseline_all+=("$(grep '"metric":"throughput"' "$BENCH_WORK/analyzer-baseline.json" | bench_json_number /dev/stdin value)")
+  current_all+=("$(grep '"metric":"throughput"' "$BENCH_WORK/analyzer-current.json" | bench_json_number /dev/stdin value)")
 done
-ratio=$(awk -v c="$best_current" -v b="$best_baseline" 'BEGIN { printf "%.3f", (b > 0 ? c / b : 0) }')
+# Best of the rounds (the least disturbed run of each) and median, side by side.
+best_baseline=$(larger "${baseline_all[@]}")
+best_current=$(larger "${current_all[@]}")
+median_baseline=$(bench_median "${baseline_all[@]}")
+median_current=$(bench_median "${current_all[@]}")
+ratio() { awk -v c="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? c / b : 0) }'; }
+base="\"baseline\":\"$(bench_json_escape "$baseline")\""
 bench_emit analyzer throughput_best "$best_current" events/s null \
-  "\"baseline\":\"$(bench_json_escape "$baseline")\",\"baseline_value\":$best_baseline,\"ratio\":$ratio"
+  "$base,\"baseline_value\":$best_baseline,\"ratio\":$(ratio "$best_current" "$best_baseline")"
+bench_emit analyzer throughput_median "$median_current" events/s null \
+  "$base,\"baseline_value\":$median_baseline,\"ratio\":$(ratio "$median_current" "$median_baseline")"
