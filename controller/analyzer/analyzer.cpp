@@ -11,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <tuple>
 
 namespace bulkhead::analyzer {
 
@@ -1615,18 +1616,37 @@ struct Analyzer::Impl {
     // service and at least half the sources are user workloads; else undetermined.
     void fire_fan_in(TargetState& ts, std::uint64_t key, std::int64_t t) {
         const auto& c = config.fan_in;
-        std::vector<std::pair<std::int64_t, std::uint32_t>> list; // (first, source)
+        // Earliest first; sources first seen at the same time in the order they arrived (their
+        // first entry in the target's FIFO), not by source id: ids are reused once a source
+        // leaves memory, so their order says nothing.
+        detail::FlatMap<std::uint32_t> arrival;
+        std::uint32_t position = 0;
+        ts.fifo.for_each([&](const std::pair<std::int64_t, std::uint64_t>& e) {
+            bool inserted = false;
+            auto& first = arrival.get_or_insert(e.second, inserted);
+            if (inserted) {
+                first = position;
+            }
+            ++position;
+        });
+        std::vector<std::tuple<std::int64_t, std::uint32_t, std::uint32_t>> arrived; // first, arrival, source
         ts.sources.for_each([&](std::uint64_t source, const FanSource& e) {
             // (Entries of identities that left memory are not this crowd.)
             if (source < sources.size() && sources[source].used &&
                 sources[source].generation == e.generation) {
-                list.emplace_back(e.first_ns, static_cast<std::uint32_t>(source));
+                const auto* at = arrival.find(source);
+                arrived.emplace_back(e.first_ns, at == nullptr ? position : *at,
+                                     static_cast<std::uint32_t>(source));
             }
         });
-        if (list.empty()) {
+        if (arrived.empty()) {
             return;
         }
-        std::sort(list.begin(), list.end());
+        std::sort(arrived.begin(), arrived.end());
+        std::vector<std::pair<std::int64_t, std::uint32_t>> list; // (first, source)
+        for (const auto& [first, at, source] : arrived) {
+            list.emplace_back(first, source);
+        }
         std::vector<std::uint32_t> common = sources[list.front().second].segments;
         std::size_t retrying = 0, users = 0, roaming = 0;
         for (const auto& [first, source] : list) {

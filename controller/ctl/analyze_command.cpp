@@ -152,6 +152,10 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
                                                       : policy::ResponsePolicy{});
     std::map<std::uint64_t, std::vector<ReplayAction>> actions; // by incident id
     std::set<std::string> quarantined;                          // enforcer/workload
+    // Distinct source identities of the file, as the engine tells sources apart (workload
+    // on its enforcer, else enforcer + port + address). The engine's own count counts an
+    // identity again when it returns after leaving memory; the report counts the file's.
+    std::set<std::string> identities;
     ActionTotals action_totals;
     auto respond = [&](std::span<const analyzer::Finding> findings) {
         for (const auto& finding : findings) {
@@ -217,6 +221,10 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             return true;
         }
         ++drops;
+        const auto& r = **record;
+        identities.insert(r.workload.empty()
+                              ? r.enforcer + '\x1f' + '\x1f' + r.port + '\x1f' + r.address
+                              : r.enforcer + '\x1f' + r.workload);
         auto findings = engine.observe((*record)->view());
         if (response_policy && !findings.empty()) {
             respond(findings);
@@ -295,6 +303,7 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             summary["pages"] = action_totals.pages;
             summary["rate_limited"] = action_totals.rate_limited;
         }
+        summary["sources"] = identities.size();
         summary["lines"] = lines;
         summary["drops"] = drops;
         summary["skipped"] = skipped;
@@ -336,7 +345,7 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         }
     }
     out << "totals: " << lines << " lines, " << drops << " drops analysed, " << skipped
-        << " other events skipped; " << totals.sources << " sources; " << totals.findings
+        << " other events skipped; " << identities.size() << " sources; " << totals.findings
         << " findings (" << totals.suppressed << " suppressed, " << totals.exempted
         << " exempted); " << totals.incidents << " incidents; state " << mib(peak_bytes)
         << " at most\n";
