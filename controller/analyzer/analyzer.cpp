@@ -1,5 +1,6 @@
 #include "controller/analyzer/analyzer.hpp"
 
+#include "controller/analyzer/checkpoint_codec.hpp"
 #include "controller/analyzer/flat_map.hpp"
 #include "policies/net_address.hpp"
 
@@ -10,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <tuple>
 
 namespace bulkhead::analyzer {
 
@@ -19,6 +21,13 @@ constexpr std::int64_t kSecond = 1'000'000'000;
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::min();
 constexpr std::uint32_t kNone = ~std::uint32_t{0};
 constexpr std::size_t kSamples = 10;
+// Interned addresses and names are collected once their count grew by a quarter since the
+// last collection, and never below this count (a collection walks every source and, for
+// addresses, every window: a quarter's growth pays for it many times over).
+constexpr std::size_t kCollectFloor = 4'096;
+std::size_t next_collection(std::size_t live) {
+    return std::max(kCollectFloor, live + live / 4);
+}
 
 enum Flag : std::uint32_t { FlagUser = 1, FlagAdmin = 2, FlagVdi = 4, FlagDecoy = 8, FlagIgnored = 16 };
 
@@ -28,11 +37,12 @@ std::int64_t seconds(std::uint32_t s) {
 
 // Strings to dense integer ids: open addressing over (hash, id) slots, names in a deque
 // (stable: views into them survive later interning). One probe run per lookup, usually one
-// cache line, instead of a node-based map's pointer chase.
+// cache line, instead of a node-based map's pointer chase. Ids of erased names are reused
+// (last erased first), so the id space stays as large as the most names ever held at once.
 class Interner {
   public:
     std::uint32_t intern(std::string_view text, bool& fresh) {
-        if ((names_.size() + 1) * 4 > slots_.size() * 3) {
+        if ((live_ + 1) * 4 > slots_.size() * 3) {
             grow();
         }
         const std::uint64_t h = std::hash<std::string_view>{}(text);
@@ -47,11 +57,8 @@ class Interner {
                 return slot.id;
             }
         }
-        const auto id = static_cast<std::uint32_t>(names_.size());
-        slots_[i] = Slot{h, id};
-        names_.emplace_back(text);
         fresh = true;
-        return id;
+        return insert(i, h, text);
     }
     std::uint32_t intern(std::string_view text) {
         bool fresh = false;
@@ -72,14 +79,90 @@ class Interner {
             }
         }
     }
+    // Forgets `id` (which must be held); the id is handed out again later.
+    void erase(std::uint32_t id) {
+        const std::uint64_t h = std::hash<std::string_view>{}(names_[id]);
+        std::size_t i = static_cast<std::size_t>(h) & mask_;
+        while (slots_[i].id != id) {
+            i = (i + 1) & mask_;
+        }
+        // Backward shift, as in FlatMap: no tombstones.
+        std::size_t j = i;
+        for (;;) {
+            j = (j + 1) & mask_;
+            if (slots_[j].id == kNone) {
+                break;
+            }
+            const std::size_t k = static_cast<std::size_t>(slots_[j].hash) & mask_;
+            const bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+            if (stays) {
+                continue;
+            }
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i] = Slot{};
+        std::string().swap(names_[id]);
+        used_[id] = false;
+        free_ids_.push_back(id);
+        --live_;
+    }
     std::string_view name(std::uint32_t id) const { return names_[id]; }
-    std::size_t size() const { return names_.size(); }
+    bool holds(std::uint32_t id) const { return id < used_.size() && used_[id]; }
+    std::size_t size() const { return names_.size(); } // ids handed out so far (bound of ids)
+    std::size_t live() const { return live_; }
     std::size_t memory_bytes() const {
-        std::size_t bytes = slots_.capacity() * sizeof(Slot) + names_.size() * sizeof(std::string);
+        std::size_t bytes = slots_.capacity() * sizeof(Slot) + names_.size() * sizeof(std::string) +
+                            used_.capacity() / 8 + free_ids_.capacity() * sizeof(std::uint32_t);
         for (const auto& name : names_) {
             bytes += name.capacity() > 15 ? name.capacity() + 1 : 0;
         }
         return bytes;
+    }
+
+    // Checkpoint: every id's name (empty when free) and the free list in its order, so
+    // restored ids, and the ids handed out next, are those the saved engine would use.
+    void save(detail::CheckpointWriter& w) const {
+        w.u(names_.size());
+        for (std::size_t id = 0; id < names_.size(); ++id) {
+            w.u(used_[id] ? 1 : 0);
+            if (used_[id]) {
+                w.str(names_[id]);
+            }
+        }
+        w.u(free_ids_.size());
+        for (const auto id : free_ids_) {
+            w.u(id);
+        }
+    }
+    bool restore(detail::CheckpointReader& r) {
+        const auto n = r.count(1);
+        for (std::size_t id = 0; id < n && r.ok(); ++id) {
+            const bool used = r.flag();
+            names_.emplace_back(used ? r.str() : std::string());
+            used_.push_back(used);
+            if (used) {
+                bool fresh = false;
+                if (intern_at(static_cast<std::uint32_t>(id), fresh); !fresh) {
+                    r.invalid("a name is interned twice");
+                }
+            }
+        }
+        const auto free = r.count(1);
+        std::vector<bool> listed(names_.size(), false);
+        for (std::size_t k = 0; k < free && r.ok(); ++k) {
+            const auto id = r.u32();
+            if (id >= names_.size() || used_[id] || listed[id]) {
+                r.invalid("bad free id");
+                break;
+            }
+            listed[id] = true;
+            free_ids_.push_back(id);
+        }
+        if (r.ok() && live_ + free_ids_.size() != names_.size()) {
+            r.invalid("free ids do not add up");
+        }
+        return r.ok();
     }
 
   private:
@@ -87,6 +170,40 @@ class Interner {
         std::uint64_t hash = 0;
         std::uint32_t id = kNone;
     };
+    // A new name into empty slot `i` (out of line: the per-event lookup stays small).
+    [[gnu::noinline]] std::uint32_t insert(std::size_t i, std::uint64_t h, std::string_view text) {
+        std::uint32_t id = 0;
+        if (!free_ids_.empty()) {
+            id = free_ids_.back();
+            free_ids_.pop_back();
+            names_[id] = text;
+            used_[id] = true;
+        } else {
+            id = static_cast<std::uint32_t>(names_.size());
+            names_.emplace_back(text);
+            used_.push_back(true);
+        }
+        slots_[i] = Slot{h, id};
+        ++live_;
+        return id;
+    }
+    // Restore: indexes names_[id] (already stored) under its own id.
+    void intern_at(std::uint32_t id, bool& fresh) {
+        if ((live_ + 1) * 4 > slots_.size() * 3) {
+            grow();
+        }
+        const std::uint64_t h = std::hash<std::string_view>{}(names_[id]);
+        std::size_t i = static_cast<std::size_t>(h) & mask_;
+        for (; slots_[i].id != kNone; i = (i + 1) & mask_) {
+            if (slots_[i].hash == h && names_[slots_[i].id] == names_[id]) {
+                fresh = false;
+                return;
+            }
+        }
+        slots_[i] = Slot{h, id};
+        ++live_;
+        fresh = true;
+    }
     void grow() {
         std::vector<Slot> bigger(slots_.empty() ? 64 : slots_.size() * 2);
         const std::size_t mask = bigger.size() - 1;
@@ -106,6 +223,9 @@ class Interner {
     std::vector<Slot> slots_;
     std::size_t mask_ = 0;
     std::deque<std::string> names_;
+    std::vector<bool> used_;
+    std::vector<std::uint32_t> free_ids_;
+    std::size_t live_ = 0;
 };
 
 // A target: destination address id, protocol, port, packed into one key.
@@ -224,6 +344,63 @@ struct Window {
         return pairs.memory_bytes() + hosts.memory_bytes() + ports.memory_bytes() +
                fifo.memory_bytes();
     }
+    template <class F> void for_each_key(F&& f) const {
+        pairs.for_each([&](std::uint64_t key, const PairEntry&) { f(key); });
+        fifo.for_each([&](const std::pair<std::int64_t, std::uint64_t>& e) { f(e.second); });
+    }
+
+    // Checkpoint: the targets and the FIFO; the per-host and per-port counts follow from
+    // the targets and are rebuilt (they cannot disagree with them after a restore). Times
+    // are written relative to `base` (the engine's clock) and to each other: a few bytes
+    // each instead of nine.
+    void save(detail::CheckpointWriter& w, std::int64_t base) const {
+        w.u(pairs.size());
+        pairs.for_each([&](std::uint64_t key, const PairEntry& e) {
+            w.u(key);
+            w.i(base - e.first_ns);
+            w.i(e.pushed_ns - e.first_ns);
+        });
+        w.u(fifo.size());
+        std::int64_t previous = base;
+        fifo.for_each([&](const std::pair<std::int64_t, std::uint64_t>& e) {
+            w.i(e.first - previous);
+            previous = e.first;
+            w.u(e.second);
+        });
+    }
+    // `valid_key` says whether a target key refers to a held address.
+    template <class Valid>
+    void restore(detail::CheckpointReader& r, std::int64_t base, Valid&& valid_key) {
+        const auto n = r.count(3);
+        for (std::size_t k = 0; k < n && r.ok(); ++k) {
+            const auto key = r.u();
+            const auto first = static_cast<std::int64_t>(static_cast<std::uint64_t>(base) - static_cast<std::uint64_t>(r.i()));
+            const auto pushed = static_cast<std::int64_t>(static_cast<std::uint64_t>(first) + static_cast<std::uint64_t>(r.i()));
+            bool inserted = false;
+            if (!valid_key(key)) {
+                return r.invalid("a window's target refers to an unknown address");
+            }
+            pairs.get_or_insert(key, inserted) = PairEntry{first, pushed};
+            if (!inserted) {
+                return r.invalid("a window holds a target twice");
+            }
+            if (++hosts.get_or_insert(key_host(key), inserted) == 2) {
+                ++multi_port_hosts;
+            }
+            ++ports.get_or_insert(key_protoport(key), inserted);
+        }
+        const auto queued = r.count(2);
+        std::int64_t previous = base;
+        for (std::size_t k = 0; k < queued && r.ok(); ++k) {
+            const auto t = static_cast<std::int64_t>(static_cast<std::uint64_t>(previous) + static_cast<std::uint64_t>(r.i()));
+            previous = t;
+            const auto key = r.u();
+            if (!valid_key(key)) {
+                return r.invalid("a window's queue refers to an unknown address");
+            }
+            fifo.push_back({t, key});
+        }
+    }
 };
 
 constexpr std::size_t kBeaconRing = 16;
@@ -240,8 +417,11 @@ struct BeaconState {
     std::array<std::uint16_t, kBeaconRing> intervals{};
 };
 
+// (Hot members first, the bookkeeping of identity reuse last: the per-event path reads the
+// first cache line.)
 struct SourceState {
-    bool active = false;
+    bool used = false;   // this id holds a source identity (else it is free for reuse)
+    bool active = false; // windows live (not idle)
     std::uint32_t enforcer = kNone, workload = kNone, port = kNone, mac = kNone, address = kNone,
                   user = kNone;
     std::uint32_t flags = 0;
@@ -251,8 +431,11 @@ struct SourceState {
     Window scan, lateral; // the slow-scan window lives apart (Impl::slow): rarely touched
     detail::FlatMap<BeaconState> beacons;
     std::array<std::int64_t, rule_count> quiet_until{};
-    std::int64_t incident = -1; // index into incidents_
-    std::int64_t last_resolved_ns = kNever;
+    std::int64_t incident = -1; // slot in Impl::incidents of its open incident
+    // Bumped each time the id is handed to another identity: fan-in entries and incidents
+    // that name the id by number tell the old identity from the new one.
+    std::uint32_t generation = 0;
+    std::uint64_t key_hash = 0; // identity key's FNV-1a: the repeat-offender record's key
 };
 
 struct DestInfo {
@@ -265,6 +448,7 @@ struct FanSource {
     std::int64_t pushed_ns = 0;
     std::int64_t last_ns = 0;
     std::uint32_t attempts = 0;
+    std::uint32_t generation = 0; // SourceState::generation when recorded
 };
 struct TargetState {
     bool active = false;
@@ -280,7 +464,17 @@ struct IncidentAux {
     std::uint32_t detector_kinds = 0; // bit per detector name
     std::uint64_t target_key = 0;     // about_target
     std::uint32_t source = kNone;     // source id
+    std::uint32_t source_generation = 0;
 };
+
+// The Totals members that are counters (the gauges are computed), for the checkpoint.
+template <class T> auto counters(T& t) {
+    static_assert(std::is_same_v<std::size_t, std::uint64_t>, "Totals::sources is a size_t");
+    return std::array{&t.observations, &t.findings, &t.suppressed, &t.exempted, &t.saturated,
+                      &t.ignored, &t.incidents, &t.sources, &t.released_sources, &t.evicted_sources,
+                      &t.released_incidents, &t.evicted_incidents,
+                      &t.expired_repeat_offender_records, &t.evicted_repeat_offender_records};
+}
 
 std::uint32_t detector_bit(Rule rule) {
     switch (rule) {
@@ -421,10 +615,22 @@ struct Analyzer::Impl {
     detail::FlatMap<std::uint32_t> target_index; // target key -> index into targets
     std::vector<TargetState> targets;
     std::vector<std::uint32_t> free_targets;
-    detail::FlatMap<std::int64_t> target_incident; // target key -> incident index
+    detail::FlatMap<std::int64_t> target_incident; // target key -> incident slot
+    // Incidents in memory, in slots reused once an incident leaves (aux beside each).
     std::vector<Incident> incidents;
     std::vector<IncidentAux> aux;
-    std::vector<std::size_t> open_incidents;
+    std::vector<std::uint32_t> free_incident_slots;
+    detail::FlatMap<std::uint32_t> incident_slot; // incident id -> slot
+    std::vector<std::size_t> open_incidents;      // slots
+    detail::Ring<std::uint64_t> resolved_ids;     // resolved ids in memory, oldest first
+    std::uint64_t next_incident_id = 1;
+    // Repeat-offender memory that outlives sources and incidents: identity key hash ->
+    // time of the last resolve.
+    detail::FlatMap<std::int64_t> resolved_at;
+    // Interned addresses and strings are collected (unreferenced ones forgotten) when
+    // their count reaches these marks (next_collection).
+    std::size_t address_collect_at = kCollectFloor;
+    std::size_t string_collect_at = kCollectFloor;
     std::vector<Finding> emitted;
     std::vector<std::uint8_t> lateral_index; // (protocol class, port) -> service + 1
     std::vector<std::uint32_t> user_segments, admin_segments, vdi_segments;
@@ -439,6 +645,9 @@ struct Analyzer::Impl {
     Totals totals;
 
     explicit Impl(AnalyzerConfig c) : config(std::move(c)) { derive(); }
+    struct Blank {};
+    // For restore_state: empty interners, derive() once the state is in.
+    Impl(AnalyzerConfig c, Blank) : config(std::move(c)) {}
 
     // What the configuration implies: the lateral service table, segment ids, decoys.
     void derive() {
@@ -492,8 +701,22 @@ struct Analyzer::Impl {
                                      [&](const policy::IpRange& r) { return r.contains(*parsed); });
     }
 
+    // The source of an incident, if that identity is still the one in memory.
+    SourceState* source_of_incident(std::size_t index) {
+        const auto& a = aux[index];
+        if (a.source >= sources.size() || !sources[a.source].used ||
+            sources[a.source].generation != a.source_generation) {
+            return nullptr;
+        }
+        return &sources[a.source];
+    }
+
     void rearm(std::size_t index) {
-        auto& s = sources[aux[index].source];
+        auto* source = source_of_incident(index);
+        if (source == nullptr) {
+            return;
+        }
+        auto& s = *source;
         s.quiet_until.fill(kNever);
         s.last_fast_scan_ns = kNever;
         s.scan.reset();
@@ -563,8 +786,18 @@ struct Analyzer::Impl {
         bool fresh = false;
         const auto id = source_ids.intern(k, fresh);
         if (fresh) {
-            sources.emplace_back();
-            slow.emplace_back();
+            if (id == sources.size()) {
+                sources.emplace_back();
+                slow.emplace_back();
+            }
+            auto& slot = sources[id]; // new, or reset by release_source
+            slot.used = true;
+            slot.key_hash = record_key(k);
+            slot.quiet_until.fill(kNever);
+            ++totals.sources;
+            if (source_ids.live() > config.limits.max_sources) {
+                evict_sources(id);
+            }
         }
         auto& s = sources[id];
         if (!s.active) {
@@ -578,11 +811,47 @@ struct Analyzer::Impl {
             s.user = strings.intern(o.user);
             s.segments.clear();
             s.flags = segment_flags(o.source_segments, &s.segments);
-            if (fresh) {
-                s.quiet_until.fill(kNever);
-            }
         }
         return id;
+    }
+
+    // Never ~0 (FlatMap's empty key).
+    static std::uint64_t record_key(std::string_view identity_key) {
+        const auto h = detail::fnv1a64(identity_key);
+        return h == detail::FlatMap<std::int64_t>::empty_key ? h - 1 : h;
+    }
+
+    // The source leaves memory; its id goes back to the interner for reuse.
+    void release_source(std::uint32_t id) {
+        auto& s = sources[id];
+        if (s.active) {
+            --active_sources;
+        }
+        const auto generation = s.generation + 1;
+        s = SourceState{};
+        s.generation = generation;
+        slow[id].reset();
+        source_ids.erase(id);
+    }
+
+    // Above max_sources: the least recently seen sources without an open incident leave, a
+    // sixteenth of the cap at once so the selection's cost spreads over many new sources.
+    void evict_sources(std::uint32_t keep) {
+        std::vector<std::pair<std::int64_t, std::uint32_t>> candidates;
+        for (std::uint32_t i = 0; i < sources.size(); ++i) {
+            if (sources[i].used && i != keep && sources[i].incident < 0) {
+                candidates.emplace_back(sources[i].last_ns, i);
+            }
+        }
+        const std::size_t target = config.limits.max_sources - config.limits.max_sources / 16;
+        const std::size_t excess = source_ids.live() > target ? source_ids.live() - target : 0;
+        const std::size_t n = std::min(std::max<std::size_t>(excess, 1), candidates.size());
+        std::nth_element(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(n),
+                         candidates.end());
+        for (std::size_t k = 0; k < n; ++k) {
+            release_source(candidates[k].second);
+            ++totals.evicted_sources;
+        }
     }
 
     std::string who(const SourceState& s) const {
@@ -680,15 +949,60 @@ struct Analyzer::Impl {
     }
 
     std::size_t open_incident(std::int64_t t) {
-        Incident incident;
-        incident.id = incidents.size() + 1;
+        if (open_incidents.size() >= std::max<std::uint32_t>(config.limits.max_open_incidents, 1)) {
+            evict_open_incident();
+        }
+        std::size_t index = 0;
+        if (!free_incident_slots.empty()) {
+            index = free_incident_slots.back();
+            free_incident_slots.pop_back();
+        } else {
+            index = incidents.size();
+            incidents.emplace_back();
+            aux.emplace_back();
+        }
+        auto& incident = incidents[index];
+        incident.id = next_incident_id++;
         incident.opened_ns = t;
         incident.last_ns = t;
-        incidents.push_back(std::move(incident));
-        aux.emplace_back();
-        open_incidents.push_back(incidents.size() - 1);
+        bool inserted = false;
+        incident_slot.get_or_insert(incident.id, inserted) = static_cast<std::uint32_t>(index);
+        open_incidents.push_back(index);
         ++totals.incidents;
-        return incidents.size() - 1;
+        return index;
+    }
+
+    std::size_t slot_of(std::uint64_t id) const {
+        const auto* slot = incident_slot.find(id);
+        return slot == nullptr ? kNone : *slot;
+    }
+
+    // The incident leaves memory (its slot is reused).
+    void release_incident(std::size_t index) {
+        incident_slot.erase(incidents[index].id);
+        incidents[index] = Incident{};
+        aux[index] = IncidentAux{};
+        free_incident_slots.push_back(static_cast<std::uint32_t>(index));
+    }
+
+    // At max_open_incidents: the open incident quiet the longest leaves memory unresolved;
+    // its subject is unlinked, so a new finding opens a new incident.
+    void evict_open_incident() {
+        auto oldest = open_incidents.begin();
+        for (auto it = open_incidents.begin(); it != open_incidents.end(); ++it) {
+            if (incidents[*it].last_ns < incidents[*oldest].last_ns) {
+                oldest = it;
+            }
+        }
+        const auto index = *oldest;
+        open_incidents.erase(oldest);
+        if (incidents[index].about_target) {
+            target_incident.erase(aux[index].target_key);
+        } else if (auto* s = source_of_incident(index)) {
+            s->incident = -1;
+        }
+        release_incident(index);
+        ++totals.evicted_incidents;
     }
 
     void record(std::size_t index, Finding&& f) {
@@ -721,10 +1035,12 @@ struct Analyzer::Impl {
             incident.mac = strings.name(s.mac);
             incident.address = strings.name(s.address);
             incident.user = strings.name(s.user);
-            incident.repeat_offender = s.last_resolved_ns != kNever &&
-                                       f.last_ns - s.last_resolved_ns <=
-                                           seconds(config.correlator.repeat_offender_seconds);
+            const auto* resolved = resolved_at.find(s.key_hash);
+            incident.repeat_offender =
+                resolved != nullptr &&
+                f.last_ns - *resolved <= seconds(config.correlator.repeat_offender_seconds);
             aux[index].source = source_id;
+            aux[index].source_generation = s.generation;
             s.incident = static_cast<std::int64_t>(index);
         }
         record(static_cast<std::size_t>(s.incident), std::move(f));
@@ -760,13 +1076,39 @@ struct Analyzer::Impl {
             if (auto* t = target_index.find(key)) {
                 targets[*t].quiet_until = kNever;
             }
-        } else {
-            auto& s = sources[aux[index].source];
-            s.incident = -1;
-            s.last_resolved_ns = at_ns;
-            s.quiet_until.fill(kNever);
+        } else if (auto* s = source_of_incident(index)) {
+            s->incident = -1;
+            s->quiet_until.fill(kNever);
+            bool inserted = false;
+            resolved_at.get_or_insert(s->key_hash, inserted) = at_ns;
+            if (resolved_at.size() > config.limits.max_repeat_offender_records) {
+                evict_repeat_offender_records();
+            }
         }
         std::erase(open_incidents, index);
+        resolved_ids.push_back(incident.id);
+        while (resolved_ids.size() > config.limits.max_resolved_incidents) {
+            const auto released = slot_of(resolved_ids.front());
+            resolved_ids.pop_front();
+            if (released != kNone) {
+                release_incident(released);
+                ++totals.released_incidents;
+            }
+        }
+    }
+
+    // Above max_repeat_offender_records: the oldest records go, a sixteenth of the cap at once.
+    void evict_repeat_offender_records() {
+        std::vector<std::pair<std::int64_t, std::uint64_t>> records;
+        resolved_at.for_each([&](std::uint64_t key, std::int64_t at) { records.emplace_back(at, key); });
+        const std::size_t cap = config.limits.max_repeat_offender_records;
+        const std::size_t target = cap - cap / 16;
+        const std::size_t n = std::min(records.size() - std::min(records.size(), target), records.size());
+        std::nth_element(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(n), records.end());
+        for (std::size_t k = 0; k < n; ++k) {
+            resolved_at.erase(records[k].second);
+            ++totals.evicted_repeat_offender_records;
+        }
     }
 
     // ---- detectors ----
@@ -1229,7 +1571,13 @@ struct Analyzer::Impl {
         expire_target(*ts, t);
         const std::int64_t window = seconds(c.window_seconds);
         const std::int64_t resolution = std::max<std::int64_t>(window / 16, 1);
-        if (auto* e = ts->sources.find(id)) {
+        const auto generation = sources[id].generation;
+        auto* e = ts->sources.find(id);
+        if (e != nullptr && e->generation != generation) {
+            ts->sources.erase(id); // an earlier identity that held this id: not this source
+            e = nullptr;
+        }
+        if (e != nullptr) {
             if (t - e->last_ns >= seconds(config.beaconing.min_interval_seconds)) {
                 ++e->attempts; // after a silence: a new attempt (as for beaconing)
             }
@@ -1245,7 +1593,7 @@ struct Analyzer::Impl {
             return;
         }
         bool inserted = false;
-        ts->sources.get_or_insert(id, inserted) = FanSource{t, t, t, 1};
+        ts->sources.get_or_insert(id, inserted) = FanSource{t, t, t, 1, generation};
         ts->fifo.push_back({t, id});
         if (ts->sources.size() < c.min_sources) {
             return;
@@ -1268,11 +1616,37 @@ struct Analyzer::Impl {
     // service and at least half the sources are user workloads; else undetermined.
     void fire_fan_in(TargetState& ts, std::uint64_t key, std::int64_t t) {
         const auto& c = config.fan_in;
-        std::vector<std::pair<std::int64_t, std::uint32_t>> list; // (first, source)
-        ts.sources.for_each([&](std::uint64_t source, const FanSource& e) {
-            list.emplace_back(e.first_ns, static_cast<std::uint32_t>(source));
+        // Earliest first; sources first seen at the same time in the order they arrived (their
+        // first entry in the target's FIFO), not by source id: ids are reused once a source
+        // leaves memory, so their order says nothing.
+        detail::FlatMap<std::uint32_t> arrival;
+        std::uint32_t position = 0;
+        ts.fifo.for_each([&](const std::pair<std::int64_t, std::uint64_t>& e) {
+            bool inserted = false;
+            auto& first = arrival.get_or_insert(e.second, inserted);
+            if (inserted) {
+                first = position;
+            }
+            ++position;
         });
-        std::sort(list.begin(), list.end());
+        std::vector<std::tuple<std::int64_t, std::uint32_t, std::uint32_t>> arrived; // first, arrival, source
+        ts.sources.for_each([&](std::uint64_t source, const FanSource& e) {
+            // (Entries of identities that left memory are not this crowd.)
+            if (source < sources.size() && sources[source].used &&
+                sources[source].generation == e.generation) {
+                const auto* at = arrival.find(source);
+                arrived.emplace_back(e.first_ns, at == nullptr ? position : *at,
+                                     static_cast<std::uint32_t>(source));
+            }
+        });
+        if (arrived.empty()) {
+            return;
+        }
+        std::sort(arrived.begin(), arrived.end());
+        std::vector<std::pair<std::int64_t, std::uint32_t>> list; // (first, source)
+        for (const auto& [first, at, source] : arrived) {
+            list.emplace_back(first, source);
+        }
         std::vector<std::uint32_t> common = sources[list.front().second].segments;
         std::size_t retrying = 0, users = 0, roaming = 0;
         for (const auto& [first, source] : list) {
@@ -1333,12 +1707,24 @@ struct Analyzer::Impl {
 
     void sweep(std::int64_t now_ns) {
         const std::int64_t idle = source_idle_ns();
-        for (std::size_t i = 0; i < sources.size(); ++i) {
+        for (std::uint32_t i = 0; i < sources.size(); ++i) {
             auto& s = sources[i];
-            if (!s.active) {
+            if (!s.used || now_ns - s.last_ns <= idle) {
+                // An active source's windows expire on its own next event (lazily), bounded
+                // by the caps meanwhile; the pass only frees what went idle.
                 continue;
             }
-            if (now_ns - s.last_ns > idle) {
+            // A source leaving memory forgets its quiet periods: it leaves once they are over
+            // (else, back, it would fire again early) and no open incident names it.
+            if (s.incident < 0 &&
+                *std::max_element(s.quiet_until.begin(), s.quiet_until.end()) <= now_ns) {
+                release_source(i);
+                ++totals.released_sources;
+                continue;
+            }
+            // Idle, but its open incident or a quiet period holds it: the identity stays, the
+            // windows go.
+            if (s.active) {
                 s.scan.reset();
                 s.lateral.reset();
                 slow[i].reset();
@@ -1346,10 +1732,20 @@ struct Analyzer::Impl {
                 std::vector<std::uint32_t>().swap(s.segments);
                 s.active = false;
                 --active_sources;
-                continue;
             }
-            // An active source's windows expire on its own next event (lazily), bounded by
-            // the caps meanwhile; the pass only frees what went idle.
+        }
+        if (!resolved_at.empty()) {
+            const std::int64_t keep = seconds(config.correlator.repeat_offender_seconds);
+            std::vector<std::uint64_t> expired;
+            resolved_at.for_each([&](std::uint64_t key, std::int64_t at) {
+                if (now_ns - at > keep) {
+                    expired.push_back(key);
+                }
+            });
+            for (const auto key : expired) {
+                resolved_at.erase(key);
+            }
+            totals.expired_repeat_offender_records += expired.size();
         }
         const std::int64_t fan_window = seconds(config.fan_in.window_seconds);
         for (std::uint32_t i = 0; i < targets.size(); ++i) {
@@ -1373,6 +1769,88 @@ struct Analyzer::Impl {
                 if (now_ns - incidents[index].last_ns >= after) {
                     close(index, incidents[index].last_ns + after);
                 }
+            }
+        }
+        if (addresses.live() >= address_collect_at) {
+            collect_addresses();
+            address_collect_at = next_collection(addresses.live());
+        }
+        if (strings.live() >= string_collect_at) {
+            collect_strings();
+            string_collect_at = next_collection(strings.live());
+        }
+    }
+
+    // Destination addresses no window, beacon series, fan-in target or incident refers to
+    // any more (nor the configuration's decoys) are forgotten; their ids are reused.
+    void collect_addresses() {
+        std::vector<bool> held(addresses.size(), false);
+        auto mark = [&](std::uint64_t key) { held[key_host(key)] = true; };
+        for (std::uint32_t i = 0; i < sources.size(); ++i) {
+            const auto& s = sources[i];
+            if (!s.used) {
+                continue;
+            }
+            s.scan.for_each_key(mark);
+            s.lateral.for_each_key(mark);
+            slow[i].for_each_key(mark);
+            s.beacons.for_each([&](std::uint64_t key, const BeaconState&) { mark(key); });
+        }
+        for (const auto& ts : targets) {
+            if (ts.active) {
+                mark(ts.key);
+            }
+        }
+        for (std::size_t k = 0; k < incidents.size(); ++k) {
+            if (incidents[k].id != 0 && incidents[k].about_target) {
+                mark(aux[k].target_key);
+            }
+        }
+        for (const auto& a : config.forbidden.decoy_addresses) {
+            if (const auto id = addresses.find(a); id != kNone) {
+                held[id] = true;
+            }
+        }
+        for (std::uint32_t id = 0; id < held.size(); ++id) {
+            if (!held[id] && addresses.holds(id)) {
+                addresses.erase(id);
+                destinations[id] = DestInfo{};
+            }
+        }
+    }
+
+    // Names, users and segments no held source, destination or configuration list uses.
+    void collect_strings() {
+        std::vector<bool> held(strings.size(), false);
+        auto mark = [&](std::uint32_t id) {
+            if (id < held.size()) {
+                held[id] = true;
+            }
+        };
+        for (const auto& s : sources) {
+            if (!s.used) {
+                continue;
+            }
+            for (const auto id : {s.enforcer, s.workload, s.port, s.mac, s.address, s.user}) {
+                mark(id);
+            }
+            for (const auto id : s.segments) {
+                mark(id);
+            }
+        }
+        for (std::uint32_t id = 0; id < destinations.size(); ++id) {
+            if (addresses.holds(id)) {
+                mark(destinations[id].workload);
+            }
+        }
+        for (const auto* list : {&user_segments, &admin_segments, &vdi_segments, &exemption_segments}) {
+            for (const auto id : *list) {
+                mark(id);
+            }
+        }
+        for (std::uint32_t id = 0; id < held.size(); ++id) {
+            if (!held[id] && strings.holds(id)) {
+                strings.erase(id);
             }
         }
     }
@@ -1449,6 +1927,472 @@ struct Analyzer::Impl {
         }
     }
 
+
+    // ---- checkpoint ----
+    // Layout (all varints unless said): the three interners, destinations, sources (with
+    // their windows and beacon series), incidents (with timelines), the open and resolved
+    // lists, fan-in targets, repeat-offender records, clocks and counters. What follows from
+    // other state (per-host counts, target index, free lists of slots) is rebuilt on restore.
+
+    static void save_id(detail::CheckpointWriter& w, std::uint32_t id) { w.u(id == kNone ? 0 : std::uint64_t{id} + 1); }
+
+    static void save_finding(detail::CheckpointWriter& w, const Finding& f) {
+        w.u(static_cast<std::uint64_t>(f.rule));
+        w.u(static_cast<std::uint64_t>(f.severity));
+        w.f64(f.score);
+        w.str(f.explanation);
+        w.str(f.classification);
+        w.u(f.distinct_hosts);
+        w.u(f.distinct_ports);
+        w.u(f.distinct_targets);
+        w.i(f.first_ns);
+        w.i(f.last_ns);
+        w.u(f.sample_targets.size());
+        for (const auto& sample : f.sample_targets) {
+            w.str(sample);
+        }
+        w.u(f.incident_id);
+    }
+
+    void save(detail::CheckpointWriter& w) const {
+        w.i(now); // first: the base of the windows' relative times
+        source_ids.save(w);
+        addresses.save(w);
+        strings.save(w);
+        w.u(destinations.size());
+        for (const auto& d : destinations) {
+            w.u(d.flags);
+            save_id(w, d.workload);
+        }
+        w.u(sources.size());
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+            const auto& s = sources[i];
+            w.u(s.used ? 1 : 0);
+            w.u(s.generation);
+            if (!s.used) {
+                continue;
+            }
+            w.u(s.active ? 1 : 0);
+            w.u(s.key_hash);
+            for (const auto id : {s.enforcer, s.workload, s.port, s.mac, s.address, s.user}) {
+                save_id(w, id);
+            }
+            w.u(s.flags);
+            w.u(s.segments.size());
+            for (const auto id : s.segments) {
+                save_id(w, id);
+            }
+            w.i(s.last_ns);
+            w.i(s.last_fast_scan_ns);
+            s.scan.save(w, now);
+            s.lateral.save(w, now);
+            slow[i].save(w, now);
+            w.u(s.beacons.size());
+            s.beacons.for_each([&](std::uint64_t key, const BeaconState& b) {
+                w.u(key);
+                w.i(now - b.first_ns);
+                w.i(now - b.attempt_ns);
+                w.i(now - b.last_ns);
+                w.u(b.attempts);
+                w.u(b.filled);
+                w.u(b.head);
+                for (const auto v : b.intervals) {
+                    w.u(v);
+                }
+            });
+            for (const auto q : s.quiet_until) {
+                w.i(q);
+            }
+            w.u(s.incident < 0 ? 0 : incidents[static_cast<std::size_t>(s.incident)].id);
+        }
+        const auto held = held_by_id();
+        w.u(held.size());
+        for (const auto index : held) {
+            const auto& incident = incidents[index];
+            const auto& a = aux[index];
+            w.u(incident.id);
+            w.u(incident.about_target ? 1 : 0);
+            for (const auto* text : {&incident.subject, &incident.enforcer, &incident.workload,
+                                     &incident.port, &incident.mac, &incident.address, &incident.user}) {
+                w.str(*text);
+            }
+            w.u(static_cast<std::uint64_t>(incident.severity));
+            w.u(incident.repeat_offender ? 1 : 0);
+            w.u(static_cast<std::uint64_t>(incident.state));
+            w.i(incident.opened_ns);
+            w.i(incident.last_ns);
+            w.i(incident.resolved_ns);
+            w.u(incident.events);
+            for (const auto n : incident.findings) {
+                w.u(n);
+            }
+            for (const auto n : incident.suppressed) {
+                w.u(n);
+            }
+            w.u(incident.timeline.size());
+            for (const auto& f : incident.timeline) {
+                save_finding(w, f);
+            }
+            w.u(incident.timeline_dropped);
+            w.u(static_cast<std::uint64_t>(a.max_finding));
+            w.u(a.detector_kinds);
+            w.u(a.target_key);
+            save_id(w, a.source);
+            w.u(a.source_generation);
+        }
+        w.u(open_incidents.size());
+        for (const auto index : open_incidents) {
+            w.u(incidents[index].id);
+        }
+        w.u(resolved_ids.size());
+        resolved_ids.for_each([&](std::uint64_t id) { w.u(id); });
+        w.u(targets.size());
+        for (const auto& ts : targets) {
+            w.u(ts.active ? 1 : 0);
+            if (!ts.active) {
+                continue;
+            }
+            w.u(ts.key);
+            w.i(ts.last_ns);
+            w.i(ts.quiet_until);
+            w.u(ts.sources.size());
+            ts.sources.for_each([&](std::uint64_t source, const FanSource& e) {
+                w.u(source);
+                w.i(e.first_ns);
+                w.i(e.pushed_ns);
+                w.i(e.last_ns);
+                w.u(e.attempts);
+                w.u(e.generation);
+            });
+            w.u(ts.fifo.size());
+            ts.fifo.for_each([&](const std::pair<std::int64_t, std::uint64_t>& e) {
+                w.i(e.first);
+                w.u(e.second);
+            });
+        }
+        w.u(resolved_at.size());
+        resolved_at.for_each([&](std::uint64_t key, std::int64_t at) {
+            w.u(key);
+            w.i(at);
+        });
+        w.i(last_sweep);
+        w.u(last_incident);
+        w.u(next_incident_id);
+        w.u(address_collect_at);
+        w.u(string_collect_at);
+        for (const auto n : counters(totals)) {
+            w.u(*n);
+        }
+    }
+
+
+    std::vector<std::size_t> held_by_id() const {
+        std::vector<std::size_t> held;
+        for (std::size_t k = 0; k < incidents.size(); ++k) {
+            if (incidents[k].id != 0) {
+                held.push_back(k);
+            }
+        }
+        std::sort(held.begin(), held.end(),
+                  [&](std::size_t a, std::size_t b) { return incidents[a].id < incidents[b].id; });
+        return held;
+    }
+
+    bool valid_key(std::uint64_t key) const {
+        return (key >> 24) <= 0xFFFFFFFFULL && addresses.holds(key_host(key));
+    }
+
+    void restore(detail::CheckpointReader& r) {
+        now = r.i();
+        // Relative times back to absolute ones (wrapping: damaged input must not overflow).
+        auto before_now = [&](std::int64_t delta) {
+            return static_cast<std::int64_t>(static_cast<std::uint64_t>(now) - static_cast<std::uint64_t>(delta));
+        };
+        if (!source_ids.restore(r) || !addresses.restore(r) || !strings.restore(r)) {
+            return;
+        }
+        // A string id: 0 is none (allowed only where `optional`), else id + 1 of a held name.
+        auto string_id = [&](bool optional) -> std::uint32_t {
+            const auto v = r.u();
+            if (v == 0 && optional) {
+                return kNone;
+            }
+            if (v == 0 || v - 1 > 0xFFFFFFFFULL || !strings.holds(static_cast<std::uint32_t>(v - 1))) {
+                r.invalid("a name id refers to no name");
+                return kNone;
+            }
+            return static_cast<std::uint32_t>(v - 1);
+        };
+        const auto destination_count = r.count(2);
+        if (r.ok() && destination_count != addresses.size()) {
+            return r.invalid("destinations do not match the addresses");
+        }
+        destinations.resize(destination_count);
+        for (auto& d : destinations) {
+            d.flags = r.u32();
+            d.workload = string_id(true);
+        }
+        const auto source_count = r.count(2);
+        if (r.ok() && source_count != source_ids.size()) {
+            return r.invalid("sources do not match the source identities");
+        }
+        sources.resize(source_count);
+        slow.resize(source_count);
+        std::vector<std::uint64_t> source_incident(source_count, 0);
+        auto key_ok = [&](std::uint64_t key) { return valid_key(key); };
+        for (std::size_t i = 0; i < source_count && r.ok(); ++i) {
+            auto& s = sources[i];
+            s.used = r.flag();
+            s.generation = r.u32();
+            if (s.used != source_ids.holds(static_cast<std::uint32_t>(i))) {
+                return r.invalid("a source slot disagrees with the source identities");
+            }
+            if (!s.used) {
+                continue;
+            }
+            s.active = r.flag();
+            s.key_hash = r.u();
+            for (auto* id : {&s.enforcer, &s.workload, &s.port, &s.mac, &s.address, &s.user}) {
+                *id = string_id(false);
+            }
+            s.flags = r.u32();
+            const auto segments = r.count(1);
+            for (std::size_t k = 0; k < segments && r.ok(); ++k) {
+                s.segments.push_back(string_id(false));
+            }
+            s.last_ns = r.i();
+            s.last_fast_scan_ns = r.i();
+            s.scan.restore(r, now, key_ok);
+            s.lateral.restore(r, now, key_ok);
+            slow[i].restore(r, now, key_ok);
+            const auto beacons = r.count(1 + 3 + 3 + kBeaconRing);
+            for (std::size_t k = 0; k < beacons && r.ok(); ++k) {
+                const auto key = r.u();
+                BeaconState b;
+                b.first_ns = before_now(r.i());
+                b.attempt_ns = before_now(r.i());
+                b.last_ns = before_now(r.i());
+                b.attempts = r.u32();
+                b.filled = r.u8(kBeaconRing);
+                b.head = r.u8(kBeaconRing - 1);
+                for (auto& v : b.intervals) {
+                    v = static_cast<std::uint16_t>(std::min<std::uint64_t>(r.u(), 0xFFFF));
+                }
+                bool inserted = false;
+                if (!valid_key(key)) {
+                    return r.invalid("a beacon series refers to an unknown address");
+                }
+                s.beacons.get_or_insert(key, inserted) = b;
+                if (!inserted) {
+                    return r.invalid("a beacon series is held twice");
+                }
+            }
+            for (auto& q : s.quiet_until) {
+                q = r.i();
+            }
+            source_incident[i] = r.u();
+            if (s.active) {
+                ++active_sources;
+            }
+        }
+        const auto incident_count = r.count(40);
+        incidents.resize(incident_count);
+        aux.resize(incident_count);
+        for (std::size_t k = 0; k < incident_count && r.ok(); ++k) {
+            auto& incident = incidents[k];
+            auto& a = aux[k];
+            incident.id = r.u();
+            incident.about_target = r.flag();
+            for (auto* text : {&incident.subject, &incident.enforcer, &incident.workload,
+                               &incident.port, &incident.mac, &incident.address, &incident.user}) {
+                *text = r.str();
+            }
+            incident.severity = static_cast<Severity>(r.u8(3));
+            incident.repeat_offender = r.flag();
+            incident.state = static_cast<IncidentState>(r.u8(1));
+            incident.opened_ns = r.i();
+            incident.last_ns = r.i();
+            incident.resolved_ns = r.i();
+            incident.events = r.u();
+            for (auto& n : incident.findings) {
+                n = r.u();
+            }
+            for (auto& n : incident.suppressed) {
+                n = r.u();
+            }
+            const auto timeline = r.count(16);
+            for (std::size_t n = 0; n < timeline && r.ok(); ++n) {
+                Finding f;
+                f.rule = static_cast<Rule>(r.u8(rule_count - 1));
+                f.detector = detector_name(f.rule);
+                f.rule_text = rule_name(f.rule);
+                f.severity = static_cast<Severity>(r.u8(3));
+                f.score = r.f64();
+                f.explanation = r.str();
+                f.classification = r.str();
+                f.distinct_hosts = r.u();
+                f.distinct_ports = r.u();
+                f.distinct_targets = r.u();
+                f.first_ns = r.i();
+                f.last_ns = r.i();
+                const auto samples = r.count(1);
+                for (std::size_t m = 0; m < samples && r.ok(); ++m) {
+                    f.sample_targets.push_back(r.str());
+                }
+                f.incident_id = r.u();
+                incident.timeline.push_back(std::move(f));
+            }
+            incident.timeline_dropped = r.u();
+            a.max_finding = static_cast<Severity>(r.u8(3));
+            a.detector_kinds = r.u32();
+            a.target_key = r.u();
+            const auto source = r.u();
+            a.source = source == 0 || source - 1 >= source_count ? kNone : static_cast<std::uint32_t>(source - 1);
+            a.source_generation = r.u32();
+            bool inserted = false;
+            if (r.ok() && (incident.id == 0 || incident.id == detail::FlatMap<std::uint32_t>::empty_key)) {
+                return r.invalid("an incident id is 0");
+            }
+            if (r.ok()) {
+                incident_slot.get_or_insert(incident.id, inserted) = static_cast<std::uint32_t>(k);
+                if (!inserted) {
+                    return r.invalid("an incident id is used twice");
+                }
+            }
+            if (r.ok() && incident.about_target && !valid_key(a.target_key)) {
+                return r.invalid("a fan-in incident refers to an unknown address");
+            }
+        }
+        if (!r.ok()) {
+            return;
+        }
+        // Sources and their open incidents name each other.
+        std::size_t open_count = 0;
+        for (std::size_t k = 0; k < incidents.size(); ++k) {
+            const auto& incident = incidents[k];
+            if (incident.state != IncidentState::Open) {
+                continue;
+            }
+            ++open_count;
+            if (incident.about_target) {
+                bool inserted = false;
+                target_incident.get_or_insert(aux[k].target_key, inserted) = static_cast<std::int64_t>(k);
+                if (!inserted) {
+                    return r.invalid("two open fan-in incidents about one target");
+                }
+            } else if (auto* s = source_of_incident(k); s == nullptr ||
+                       source_incident[aux[k].source] != incident.id) {
+                return r.invalid("an open incident's source does not name it");
+            }
+        }
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+            if (source_incident[i] == 0) {
+                continue;
+            }
+            const auto slot = slot_of(source_incident[i]);
+            if (slot == kNone || incidents[slot].state != IncidentState::Open ||
+                incidents[slot].about_target || aux[slot].source != i) {
+                return r.invalid("a source names an incident that is not its open incident");
+            }
+            sources[i].incident = static_cast<std::int64_t>(slot);
+        }
+        std::vector<bool> listed(incidents.size(), false);
+        const auto open_listed = r.count(1);
+        for (std::size_t k = 0; k < open_listed && r.ok(); ++k) {
+            const auto slot = slot_of(r.u());
+            if (slot == kNone || listed[slot] || incidents[slot].state != IncidentState::Open) {
+                return r.invalid("the open incident list is wrong");
+            }
+            listed[slot] = true;
+            open_incidents.push_back(slot);
+        }
+        const auto resolved_listed = r.count(1);
+        for (std::size_t k = 0; k < resolved_listed && r.ok(); ++k) {
+            const auto id = r.u();
+            const auto slot = slot_of(id);
+            if (slot == kNone || listed[slot] || incidents[slot].state != IncidentState::Resolved) {
+                return r.invalid("the resolved incident list is wrong");
+            }
+            listed[slot] = true;
+            resolved_ids.push_back(id);
+        }
+        if (r.ok() && (open_listed != open_count || open_listed + resolved_listed != incidents.size())) {
+            return r.invalid("incidents missing from the open and resolved lists");
+        }
+        const auto target_count = r.count(1);
+        targets.resize(target_count);
+        for (std::uint32_t k = 0; k < target_count && r.ok(); ++k) {
+            auto& ts = targets[k];
+            ts.active = r.flag();
+            if (!ts.active) {
+                free_targets.push_back(k);
+                continue;
+            }
+            ts.key = r.u();
+            ts.last_ns = r.i();
+            ts.quiet_until = r.i();
+            bool inserted = false;
+            if (r.ok() && !valid_key(ts.key)) {
+                return r.invalid("a fan-in target refers to an unknown address");
+            }
+            if (r.ok()) {
+                target_index.get_or_insert(ts.key, inserted) = k;
+                if (!inserted) {
+                    return r.invalid("a fan-in target is held twice");
+                }
+            }
+            ++active_targets;
+            const auto fan_sources = r.count(6);
+            for (std::size_t n = 0; n < fan_sources && r.ok(); ++n) {
+                const auto source = r.u();
+                FanSource e;
+                e.first_ns = r.i();
+                e.pushed_ns = r.i();
+                e.last_ns = r.i();
+                e.attempts = r.u32();
+                e.generation = r.u32();
+                if (source >= sources.size()) {
+                    return r.invalid("a fan-in entry names an unknown source");
+                }
+                ts.sources.get_or_insert(source, inserted) = e;
+            }
+            const auto queued = r.count(2);
+            for (std::size_t n = 0; n < queued && r.ok(); ++n) {
+                const auto t = r.i();
+                const auto source = r.u();
+                if (source >= sources.size()) {
+                    return r.invalid("a fan-in queue names an unknown source");
+                }
+                ts.fifo.push_back({t, source});
+            }
+        }
+        const auto records = r.count(2);
+        for (std::size_t k = 0; k < records && r.ok(); ++k) {
+            const auto key = r.u();
+            const auto at = r.i();
+            if (key == detail::FlatMap<std::int64_t>::empty_key) {
+                return r.invalid("a repeat-offender record has the reserved key");
+            }
+            bool inserted = false;
+            resolved_at.get_or_insert(key, inserted) = at;
+        }
+        last_sweep = r.i();
+        last_incident = r.u();
+        next_incident_id = r.u();
+        address_collect_at = std::max<std::size_t>(r.u(), kCollectFloor);
+        string_collect_at = std::max<std::size_t>(r.u(), kCollectFloor);
+        for (auto* n : counters(totals)) {
+            *n = r.u();
+        }
+        if (r.ok() && !incidents.empty() &&
+            incidents[held_by_id().back()].id >= next_incident_id) {
+            return r.invalid("an incident id is beyond the next incident id");
+        }
+        if (r.ok() && !r.at_end()) {
+            return r.invalid("bytes left after the state");
+        }
+    }
+
     std::size_t memory_bytes() const {
         std::size_t bytes =
             source_ids.memory_bytes() + addresses.memory_bytes() + strings.memory_bytes();
@@ -1467,8 +2411,13 @@ struct Analyzer::Impl {
         for (const auto& ts : targets) {
             bytes += ts.sources.memory_bytes() + ts.fifo.memory_bytes();
         }
+        bytes += incidents.capacity() * sizeof(Incident) + aux.capacity() * sizeof(IncidentAux) +
+                 free_incident_slots.capacity() * sizeof(std::uint32_t) +
+                 incident_slot.memory_bytes() + open_incidents.capacity() * sizeof(std::size_t) +
+                 resolved_ids.memory_bytes() + resolved_at.memory_bytes() +
+                 free_targets.capacity() * sizeof(std::uint32_t);
         for (const auto& incident : incidents) {
-            bytes += sizeof(Incident) + incident.timeline.capacity() * sizeof(Finding);
+            bytes += incident.subject.capacity() + incident.timeline.capacity() * sizeof(Finding);
             for (const auto& f : incident.timeline) {
                 bytes += f.explanation.capacity();
                 for (const auto& sample : f.sample_targets) {
@@ -1491,11 +2440,11 @@ std::span<const Finding> Analyzer::observe(const Observation& observation) {
 }
 
 bool Analyzer::resolve(std::uint64_t incident_id, std::int64_t at_ns) {
-    if (incident_id == 0 || incident_id > impl_->incidents.size() ||
-        impl_->incidents[incident_id - 1].state == IncidentState::Resolved) {
+    const auto slot = impl_->slot_of(incident_id);
+    if (slot == kNone || impl_->incidents[slot].state == IncidentState::Resolved) {
         return false;
     }
-    impl_->close(incident_id - 1, at_ns);
+    impl_->close(slot, at_ns);
     return true;
 }
 
@@ -1505,11 +2454,11 @@ void Analyzer::reconfigure(AnalyzerConfig config) {
 }
 
 bool Analyzer::rearm(std::uint64_t incident_id) {
-    if (incident_id == 0 || incident_id > impl_->incidents.size() ||
-        impl_->incidents[incident_id - 1].about_target) {
+    const auto slot = impl_->slot_of(incident_id);
+    if (slot == kNone || impl_->incidents[slot].about_target) {
         return false;
     }
-    impl_->rearm(incident_id - 1);
+    impl_->rearm(slot);
     return true;
 }
 
@@ -1523,22 +2472,30 @@ void Analyzer::add_exemption(Exemption exemption) {
     impl_->config.exemptions.push_back(std::move(exemption));
 }
 
-const std::vector<Incident>& Analyzer::incidents() const {
-    return impl_->incidents;
+std::vector<const Incident*> Analyzer::incidents() const {
+    std::vector<const Incident*> held;
+    for (const auto& incident : impl_->incidents) {
+        if (incident.id != 0) {
+            held.push_back(&incident);
+        }
+    }
+    std::sort(held.begin(), held.end(), [](const Incident* a, const Incident* b) { return a->id < b->id; });
+    return held;
 }
 
 const Incident* Analyzer::incident(std::uint64_t id) const {
-    if (id == 0 || id > impl_->incidents.size()) {
-        return nullptr;
-    }
-    return &impl_->incidents[id - 1];
+    const auto slot = impl_->slot_of(id);
+    return slot == kNone ? nullptr : &impl_->incidents[slot];
 }
 
 Totals Analyzer::totals() const {
     Totals totals = impl_->totals;
-    totals.sources = impl_->source_ids.size();
     totals.active_sources = impl_->active_sources;
     totals.tracked_targets = impl_->active_targets;
+    totals.held_sources = impl_->source_ids.live();
+    totals.open_incidents = impl_->open_incidents.size();
+    totals.held_incidents = impl_->incident_slot.size();
+    totals.repeat_offender_records = impl_->resolved_at.size();
     return totals;
 }
 
@@ -1548,6 +2505,35 @@ std::size_t Analyzer::memory_bytes() const {
 
 const AnalyzerConfig& Analyzer::config() const {
     return impl_->config;
+}
+
+namespace {
+constexpr std::string_view kCheckpointMagic = "BHAE"; // Bulkhead analyzer engine
+// Bump on any change of what save() writes (a rule added changes rule_count, hence the layout).
+constexpr std::uint8_t kCheckpointVersion = 1;
+static_assert(rule_count == 11, "a new rule changes the checkpoint layout: bump its version");
+} // namespace
+
+std::string Analyzer::save_state() const {
+    detail::CheckpointWriter w(kCheckpointMagic, kCheckpointVersion);
+    impl_->save(w);
+    return std::move(w).finish();
+}
+
+std::expected<Analyzer, std::string> Analyzer::restore_state(std::string_view bytes,
+                                                             AnalyzerConfig config) {
+    detail::CheckpointReader r(bytes, kCheckpointMagic, kCheckpointVersion, "analyzer");
+    auto impl = std::make_unique<Impl>(std::move(config), Impl::Blank{});
+    if (r.ok()) {
+        impl->restore(r);
+    }
+    if (!r.ok()) {
+        return std::unexpected(r.error());
+    }
+    impl->derive();
+    Analyzer engine;
+    engine.impl_ = std::move(impl);
+    return engine;
 }
 
 } // namespace bulkhead::analyzer

@@ -1,16 +1,19 @@
-// The analyzer (issue 5): a pure detection engine fed by attributed drop observations.
+// The analyzer: a pure detection engine fed by attributed drop observations.
 //
 // Observation (what one drop event says, as views) -> detectors (host sweep, vertical and
 // box port scans, lateral-movement services, forbidden zones, beaconing, fan-in) -> Findings
 // -> correlator (one incident per source identity, escalation, storm suppression,
 // exemptions, repeat offenders). No I/O, no clock reads (time is the events' kernel time),
-// no threads, no globals. See README.md for the detectors' rules and their defaults.
+// no threads, no globals. Its memory is bounded (MemoryLimits) and its whole state can be
+// saved and restored (save_state / restore_state) so a restarted controller carries on where
+// the last checkpoint left it. See README.md for the detectors' rules and their defaults.
 #pragma once
 
 #include "policies/policy_model.hpp"
 
 #include <array>
 #include <cstdint>
+#include <expected>
 #include <memory>
 #include <optional>
 #include <span>
@@ -162,6 +165,26 @@ struct CorrelatorConfig {
     std::uint32_t auto_resolve_idle_seconds = 3600; // 0 = incidents stay open
     std::uint32_t max_timeline = 100;               // findings kept per incident
 };
+// What the engine holds at most, whatever the traffic (a flood of spoofed senders, a day of
+// incidents). Idle sources and resolved incidents leave memory on their own; these caps
+// decide what goes first when the traffic outruns that, and every eviction is counted in
+// Totals. Defaults sized for a fleet of 100,000 workloads plus unattributed senders.
+struct MemoryLimits {
+    // Source identities held. Beyond: the least recently seen sources without an open
+    // incident are evicted (their windows are lost, the detection of what they were doing
+    // starts over).
+    std::uint32_t max_sources = 200'000;
+    // Open incidents. Beyond: the least recently active open incident leaves memory
+    // unresolved (the controller keeps its stored copy); its subject's next finding opens a
+    // new incident.
+    std::uint32_t max_open_incidents = 10'000;
+    // Resolved incidents kept for incident(id) lookups, the most recently resolved; older
+    // ones leave memory. Repeat-offender escalation does not need them (see below).
+    std::uint32_t max_resolved_incidents = 1'024;
+    // "Resolved at" records of source identities, for repeat-offender escalation; each
+    // expires repeat_offender_seconds after its resolve. Beyond: the oldest are evicted.
+    std::uint32_t max_repeat_offender_records = 200'000;
+};
 // Exempt a known scanner by workload (optionally on one enforcer) or by segment, until
 // `expires_ns` (event time). An exempted source's findings open no incident.
 struct Exemption {
@@ -189,6 +212,7 @@ struct AnalyzerConfig {
     BeaconingConfig beaconing;
     FanInConfig fan_in;
     CorrelatorConfig correlator;
+    MemoryLimits limits;
     std::vector<std::string> user_segments{"role=vdi", "role=user-terminal"};
     std::vector<std::string> admin_segments{"role=admin-terminal"};
     std::vector<std::string> vdi_segments{"role=vdi"};
@@ -260,9 +284,22 @@ struct Totals {
     std::uint64_t saturated = 0;  // targets not tracked because a cap was reached
     std::uint64_t ignored = 0;    // drops toward ignored (broadcast, multicast) destinations
     std::uint64_t incidents = 0;
-    std::size_t sources = 0; // source identities seen
-    std::size_t active_sources = 0;
+    // Source identities seen (one that returns after leaving memory counts again).
+    std::size_t sources = 0;
+    std::size_t active_sources = 0;  // sources held with live windows
     std::size_t tracked_targets = 0; // fan-in
+    // Memory bounds at work (MemoryLimits). Released: left memory in the normal course
+    // (idle, or resolved and beyond the kept ones). Evicted: pushed out early by a cap.
+    std::uint64_t released_sources = 0;  // idle beyond every window
+    std::uint64_t evicted_sources = 0;   // max_sources
+    std::uint64_t released_incidents = 0; // resolved, beyond max_resolved_incidents
+    std::uint64_t evicted_incidents = 0;  // open, beyond max_open_incidents
+    std::uint64_t expired_repeat_offender_records = 0; // older than repeat_offender_seconds
+    std::uint64_t evicted_repeat_offender_records = 0; // max_repeat_offender_records
+    std::size_t held_sources = 0;   // source identities in memory (active or with an incident)
+    std::size_t open_incidents = 0;
+    std::size_t held_incidents = 0; // open and kept resolved ones
+    std::size_t repeat_offender_records = 0;
 };
 
 std::string
@@ -283,6 +320,7 @@ class Analyzer {
 
     // Resolves an incident at `at_ns`: its source is re-armed (quiet periods forgotten),
     // and a new incident of the same subject within repeat_offender_seconds escalates.
+    // False when the incident is unknown, already resolved, or no longer in memory.
     bool resolve(std::uint64_t incident_id, std::int64_t at_ns);
     void add_exemption(Exemption exemption);
     // Replaces thresholds, severities, services, segment lists and exemptions (a new policy
@@ -296,11 +334,23 @@ class Analyzer {
     // else the target's (fan-in).
     std::uint64_t last_incident() const;
 
-    const std::vector<Incident>& incidents() const;
+    // The incidents in memory (open, and the last max_resolved_incidents resolved), by id.
+    // The pointers are valid until the next non-const call.
+    std::vector<const Incident*> incidents() const;
+    // nullptr when unknown or no longer in memory (resolved long ago, or evicted).
     const Incident* incident(std::uint64_t id) const;
     Totals totals() const;
     std::size_t memory_bytes() const; // state held (approximate: containers' capacities)
     const AnalyzerConfig& config() const;
+
+    // Checkpoint: everything the engine holds (sources' windows, fan-in, incidents,
+    // quiet periods, repeat-offender records, totals), not the configuration, in a versioned
+    // binary encoding (README.md, "Checkpoints"). restore_state(save_state(), config) then
+    // the same observations give the same findings as if the engine had never stopped.
+    std::string save_state() const;
+    // Rejects a truncated, damaged or unknown-version checkpoint with a message saying so.
+    static std::expected<Analyzer, std::string> restore_state(std::string_view bytes,
+                                                              AnalyzerConfig config);
 
   private:
     struct Impl;

@@ -462,6 +462,12 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.integer("auto_resolve_idle_seconds", c.correlator.auto_resolve_idle_seconds);
         f.integer("max_timeline", c.correlator.max_timeline);
     });
+    section("limits", [&](Fields& f) {
+        f.integer("max_sources", c.limits.max_sources);
+        f.integer("max_open_incidents", c.limits.max_open_incidents);
+        f.integer("max_resolved_incidents", c.limits.max_resolved_incidents);
+        f.integer("max_repeat_offender_records", c.limits.max_repeat_offender_records);
+    });
     top.strings("user_segments", c.user_segments);
     top.strings("admin_segments", c.admin_segments);
     top.strings("vdi_segments", c.vdi_segments);
@@ -582,7 +588,17 @@ json to_json(const Totals& t) {
                 {"incidents", t.incidents},
                 {"sources", t.sources},
                 {"active_sources", t.active_sources},
-                {"tracked_targets", t.tracked_targets}};
+                {"tracked_targets", t.tracked_targets},
+                {"released_sources", t.released_sources},
+                {"evicted_sources", t.evicted_sources},
+                {"released_incidents", t.released_incidents},
+                {"evicted_incidents", t.evicted_incidents},
+                {"expired_repeat_offender_records", t.expired_repeat_offender_records},
+                {"evicted_repeat_offender_records", t.evicted_repeat_offender_records},
+                {"held_sources", t.held_sources},
+                {"open_incidents", t.open_incidents},
+                {"held_incidents", t.held_incidents},
+                {"repeat_offender_records", t.repeat_offender_records}};
 }
 
 } // namespace bulkhead::analyzer

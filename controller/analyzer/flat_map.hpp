@@ -19,7 +19,9 @@ template <class V> class FlatMap {
     std::size_t size() const { return size_; }
     bool empty() const { return size_ == 0; }
 
-    V* find(std::uint64_t key) {
+    // (Always inlined: the per-event path calls it from many places, and an out-of-line
+    // call there cost the analyzer ~4 % of its throughput.)
+    [[gnu::always_inline]] V* find(std::uint64_t key) {
         if (slots_.empty()) {
             return nullptr;
         }
@@ -32,7 +34,9 @@ template <class V> class FlatMap {
             }
         }
     }
-    const V* find(std::uint64_t key) const { return const_cast<FlatMap*>(this)->find(key); }
+    [[gnu::always_inline]] const V* find(std::uint64_t key) const {
+        return const_cast<FlatMap*>(this)->find(key);
+    }
 
     // The value for `key`, inserted as `V{}` when absent; `inserted` tells which.
     V& get_or_insert(std::uint64_t key, bool& inserted) {
@@ -165,6 +169,12 @@ template <class T> class Ring {
     void release() {
         std::vector<T>().swap(buf_);
         head_ = size_ = 0;
+    }
+    // Oldest first.
+    template <class F> void for_each(F&& f) const {
+        for (std::size_t i = 0; i < size_; ++i) {
+            f(buf_[(head_ + i) & (buf_.size() - 1)]);
+        }
     }
     std::size_t memory_bytes() const { return buf_.capacity() * sizeof(T); }
 

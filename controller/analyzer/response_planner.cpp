@@ -1,5 +1,7 @@
 #include "controller/analyzer/response_planner.hpp"
 
+#include "controller/analyzer/checkpoint_codec.hpp"
+
 #include <algorithm>
 
 namespace bulkhead::analyzer {
@@ -7,6 +9,8 @@ namespace bulkhead::analyzer {
 namespace {
 
 constexpr std::int64_t kMinute = 60'000'000'000;
+constexpr std::string_view kCheckpointMagic = "BHRP"; // Bulkhead response planner
+constexpr std::uint8_t kCheckpointVersion = 1;
 
 bool contains(const std::vector<std::string>& list, std::string_view value) {
     return std::find(list.begin(), list.end(), value) != list.end();
@@ -132,6 +136,36 @@ ResponseDecision ResponsePlanner::decide(const Incident& incident, const Finding
     d.action = ResponseAction::Quarantine;
     d.reason = trigger;
     return d;
+}
+
+std::string ResponsePlanner::save_state() const {
+    detail::CheckpointWriter w(kCheckpointMagic, kCheckpointVersion);
+    w.u(recent_.size());
+    for (const auto t : recent_) {
+        w.i(t);
+    }
+    return std::move(w).finish();
+}
+
+std::expected<void, std::string> ResponsePlanner::restore_state(std::string_view bytes) {
+    detail::CheckpointReader r(bytes, kCheckpointMagic, kCheckpointVersion, "response planner");
+    std::deque<std::int64_t> recent;
+    const auto n = r.count(1);
+    for (std::size_t k = 0; k < n && r.ok(); ++k) {
+        const auto t = r.i();
+        if (!recent.empty() && t < recent.back()) {
+            r.invalid("quarantine times out of order");
+        }
+        recent.push_back(t);
+    }
+    if (r.ok() && !r.at_end()) {
+        r.invalid("bytes left after the state");
+    }
+    if (!r.ok()) {
+        return std::unexpected(r.error());
+    }
+    recent_ = std::move(recent);
+    return {};
 }
 
 } // namespace bulkhead::analyzer

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <expected>
 #include <span>
 #include <string>
 #include <string_view>
@@ -56,6 +57,11 @@ class ResponsePlanner {
 
     // Automatic quarantines in the 60 s before `now_ns`.
     std::size_t recent_quarantines(std::int64_t now_ns);
+
+    // Checkpoint of the rate limit's memory (not the policy), so a restart does not reset
+    // the per-minute count; restore_state replaces it, or leaves it untouched and says why.
+    std::string save_state() const;
+    std::expected<void, std::string> restore_state(std::string_view bytes);
 
   private:
     policy::ResponsePolicy policy_;

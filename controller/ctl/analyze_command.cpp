@@ -12,6 +12,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -142,12 +143,19 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         return exit_usage;
     }
 
+    // A replay reports every incident of the file at its end, resolved ones included: keep
+    // them all (the file bounds them; the live controller keeps its own copies instead).
+    config.limits.max_resolved_incidents = std::numeric_limits<std::uint32_t>::max();
     analyzer::Analyzer engine(std::move(config));
     // With a policy: what the controller would have done about each finding, in event time.
     analyzer::ResponsePlanner planner(response_policy ? response_policy->response
                                                       : policy::ResponsePolicy{});
     std::map<std::uint64_t, std::vector<ReplayAction>> actions; // by incident id
     std::set<std::string> quarantined;                          // enforcer/workload
+    // Distinct source identities of the file, as the engine tells sources apart (workload
+    // on its enforcer, else enforcer + port + address). The engine's own count counts an
+    // identity again when it returns after leaving memory; the report counts the file's.
+    std::set<std::string> identities;
     ActionTotals action_totals;
     auto respond = [&](std::span<const analyzer::Finding> findings) {
         for (const auto& finding : findings) {
@@ -213,6 +221,10 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             return true;
         }
         ++drops;
+        const auto& r = **record;
+        identities.insert(r.workload.empty()
+                              ? r.enforcer + '\x1f' + '\x1f' + r.port + '\x1f' + r.address
+                              : r.enforcer + '\x1f' + r.workload);
         auto findings = engine.observe((*record)->view());
         if (response_policy && !findings.empty()) {
             respond(findings);
@@ -265,7 +277,8 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
 
     if (options.json) {
         json incidents = json::array();
-        for (const auto& incident : engine.incidents()) {
+        for (const auto* held : engine.incidents()) {
+            const auto& incident = *held;
             json j = analyzer::to_json(incident);
             if (response_policy) {
                 json list = json::array();
@@ -290,6 +303,7 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             summary["pages"] = action_totals.pages;
             summary["rate_limited"] = action_totals.rate_limited;
         }
+        summary["sources"] = identities.size();
         summary["lines"] = lines;
         summary["drops"] = drops;
         summary["skipped"] = skipped;
@@ -300,7 +314,8 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
             << "\n";
         return exit_ok;
     }
-    for (const auto& incident : engine.incidents()) {
+    for (const auto* held : engine.incidents()) {
+        const auto& incident = *held;
         out << "incident " << incident.id << "  " << policy::to_string(incident.severity) << "  "
             << incident.subject;
         if (!incident.user.empty()) {
@@ -330,7 +345,7 @@ int analyze_replay(const ReplayOptions& options, std::ostream& out, std::ostream
         }
     }
     out << "totals: " << lines << " lines, " << drops << " drops analysed, " << skipped
-        << " other events skipped; " << totals.sources << " sources; " << totals.findings
+        << " other events skipped; " << identities.size() << " sources; " << totals.findings
         << " findings (" << totals.suppressed << " suppressed, " << totals.exempted
         << " exempted); " << totals.incidents << " incidents; state " << mib(peak_bytes)
         << " at most\n";

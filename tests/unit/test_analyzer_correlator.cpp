@@ -24,7 +24,7 @@ TEST_CASE("analyzer: a storm is one finding per window, its incident keeps count
     auto findings = feed_all(a, sweep(server(), 200, T0)); // 200 hosts in 20 s
     CHECK(count_rule(findings, Rule::HostSweep) == 1);
     REQUIRE(a.incidents().size() == 1);
-    const auto& incident = a.incidents()[0];
+    const auto& incident = *a.incidents()[0];
     CHECK(incident.findings[static_cast<std::size_t>(Rule::HostSweep)] == 1);
     CHECK(incident.suppressed[static_cast<std::size_t>(Rule::HostSweep)] == 200 - 16);
     CHECK(incident.events == 200 - 15); // from the event that opened it
@@ -34,14 +34,14 @@ TEST_CASE("analyzer: a storm is one finding per window, its incident keeps count
         auto more = feed_all(a, sweep(server(), 20, T0 + 120 * S, 300));
         CHECK(count_rule(more, Rule::HostSweep) == 1);
         REQUIRE(a.incidents().size() == 1);
-        CHECK(a.incidents()[0].findings[static_cast<std::size_t>(Rule::HostSweep)] == 2);
-        CHECK(a.incidents()[0].timeline.size() == 2);
+        CHECK(a.incidents()[0]->findings[static_cast<std::size_t>(Rule::HostSweep)] == 2);
+        CHECK(a.incidents()[0]->timeline.size() == 2);
     }
     SUBCASE("counting the enforcer's folded repeats") {
         auto r = drop(server(), host(1), 8080, T0 + 21 * S);
         r.count = 50;
         feed(a, r);
-        CHECK(a.incidents()[0].events == 200 - 15 + 50);
+        CHECK(a.incidents()[0]->events == 200 - 15 + 50);
     }
 }
 
@@ -49,7 +49,7 @@ TEST_CASE("analyzer: escalation by detector kinds and repeat offence") {
     Analyzer a;
     feed_all(a, sweep(server(), 16, T0));
     REQUIRE(a.incidents().size() == 1);
-    CHECK(a.incidents()[0].severity == Severity::Medium);
+    CHECK(a.incidents()[0]->severity == Severity::Medium);
 
     SUBCASE("a second detector kind raises the incident one level") {
         std::vector<DropRecord> ports;
@@ -60,38 +60,38 @@ TEST_CASE("analyzer: escalation by detector kinds and repeat offence") {
         auto findings = feed_all(a, ports);
         CHECK(count_rule(findings, Rule::VerticalScan) == 1);
         REQUIRE(a.incidents().size() == 1);
-        CHECK(a.incidents()[0].severity == Severity::High); // max(medium, medium) + 1
+        CHECK(a.incidents()[0]->severity == Severity::High); // max(medium, medium) + 1
     }
     SUBCASE("a decoy touch makes it critical") {
         auto r = drop(server(), "10.0.99.1", 22, T0 + 3 * S);
         r.reason = DropReason::Decoy;
         feed(a, r);
-        CHECK(a.incidents()[0].severity == Severity::Critical);
+        CHECK(a.incidents()[0]->severity == Severity::Critical);
     }
     SUBCASE("a source whose incident was resolved comes back: repeat offender") {
         REQUIRE(a.resolve(1, T0 + 60 * S));
-        CHECK(a.incidents()[0].state == IncidentState::Resolved);
+        CHECK(a.incidents()[0]->state == IncidentState::Resolved);
         CHECK_FALSE(a.resolve(1, T0 + 61 * S));
         // Re-armed at once: the next sweep inside the old quiet period fires.
         feed_all(a, sweep(server(), 16, T0 + 70 * S, 100));
         REQUIRE(a.incidents().size() == 2);
-        CHECK(a.incidents()[1].repeat_offender);
-        CHECK(a.incidents()[1].severity == Severity::High);
+        CHECK(a.incidents()[1]->repeat_offender);
+        CHECK(a.incidents()[1]->severity == Severity::High);
     }
     SUBCASE("after the repeat-offender period it is a first offence again") {
         REQUIRE(a.resolve(1, T0 + 60 * S));
         feed_all(a, sweep(server(), 16, T0 + 60 * S + 86401 * S, 100));
         REQUIRE(a.incidents().size() == 2);
-        CHECK_FALSE(a.incidents()[1].repeat_offender);
-        CHECK(a.incidents()[1].severity == Severity::Medium);
+        CHECK_FALSE(a.incidents()[1]->repeat_offender);
+        CHECK(a.incidents()[1]->severity == Severity::Medium);
     }
     SUBCASE("an idle incident resolves itself, and the source then counts as a repeat offender") {
         feed(a, drop(server("other"), "10.9.9.9", 80, T0 + 2 * 3600 * S)); // time passes (sweep)
-        CHECK(a.incidents()[0].state == IncidentState::Resolved);
-        CHECK(a.incidents()[0].resolved_ns == T0 + 15 * S / 10 + 3600 * S);
+        CHECK(a.incidents()[0]->state == IncidentState::Resolved);
+        CHECK(a.incidents()[0]->resolved_ns == T0 + 15 * S / 10 + 3600 * S);
         feed_all(a, sweep(server(), 16, T0 + 2 * 3600 * S + S, 100));
         REQUIRE(a.incidents().size() == 2);
-        CHECK(a.incidents()[1].repeat_offender);
+        CHECK(a.incidents()[1]->repeat_offender);
     }
 }
 
@@ -112,7 +112,7 @@ TEST_CASE("analyzer: exemptions silence a known scanner until they expire") {
         auto later = feed_all(a, sweep(server(), 16, T0 + 200 * S, 100));
         CHECK(count_rule(later, Rule::HostSweep) == 1);
         REQUIRE(a.incidents().size() == 2);
-        CHECK(a.incidents()[1].workload == "srv-01");
+        CHECK(a.incidents()[1]->workload == "srv-01");
     }
     SUBCASE("by segment, added at run time") {
         Analyzer a;

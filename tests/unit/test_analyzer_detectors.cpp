@@ -166,7 +166,7 @@ TEST_CASE("analyzer: forbidden zones fire on one event") {
         CHECK(findings[0].detector == "forbidden-zone");
         CHECK(findings[0].severity == Severity::Critical);
         CHECK(findings[0].explanation == "vdi-001 (user kimura) touched decoy 10.0.99.1 on tcp/22");
-        CHECK(a.incidents().at(0).severity == Severity::Critical);
+        CHECK(a.incidents().at(0)->severity == Severity::Critical);
     }
     SUBCASE("a configured decoy address") {
         AnalyzerConfig config;
@@ -376,9 +376,9 @@ TEST_CASE("analyzer: colliding private addresses behind two enforcers stay two s
             feed(a, drop(two, host(100 + i), 8080, T0 + 20 * S));
         }
         REQUIRE(a.incidents().size() == 2);
-        CHECK(a.incidents()[0].subject == "hv1/192.168.0.10");
-        CHECK(a.incidents()[1].subject == "hv2/192.168.0.10");
-        CHECK(a.incidents()[0].timeline.at(0).explanation ==
+        CHECK(a.incidents()[0]->subject == "hv1/192.168.0.10");
+        CHECK(a.incidents()[1]->subject == "hv2/192.168.0.10");
+        CHECK(a.incidents()[0]->timeline.at(0).explanation ==
               "192.168.0.10 (unattributed, hv1/tap0) tried 16 hosts on tcp/8080 in 19 s");
     }
     SUBCASE("the same workload id on two enforcers is two workloads") {

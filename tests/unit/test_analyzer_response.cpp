@@ -70,7 +70,7 @@ TEST_CASE("analyzer: distinct-targets is the policy's rule, off unless turned on
     CHECK(findings.back().explanation ==
           "vdi-001 (user kimura) tried 5 targets on 5 hosts (5 ports (tcp/8000, tcp/8001, "
           "tcp/8002, ...)) in 4.0 s");
-    CHECK(on.incidents()[0].severity == Severity::High);
+    CHECK(on.incidents()[0]->severity == Severity::High);
 
     SUBCASE("beside a sweep it does not count as a second detector (no escalation)") {
         Analyzer both(config);
@@ -81,7 +81,7 @@ TEST_CASE("analyzer: distinct-targets is the policy's rule, off unless turned on
         auto found = feed_all(both, sweep);
         CHECK(count_rule(found, Rule::HostSweep) == 1);
         CHECK(count_rule(found, Rule::DistinctTargets) == 1);
-        CHECK(both.incidents()[0].severity == Severity::High); // max(high, medium), no +1
+        CHECK(both.incidents()[0]->severity == Severity::High); // max(high, medium), no +1
     }
 }
 
