@@ -36,11 +36,11 @@ struct AnalysisService::Engine {
 
 AnalysisService::AnalysisService(AnalysisOptions options, EventRepository& events, VpnSessionRepository& vpn_sessions,
                                  IncidentRepository& incidents, QuarantineRepository& quarantines,
-                                 ExemptionRepository& exemptions, IncidentLedger& ledger,
-                                 QuarantineService& quarantine, EventBus& bus, Clock clock)
+                                 ExemptionRepository& exemptions, AnalysisStateRepository& state,
+                                 IncidentLedger& ledger, QuarantineService& quarantine, EventBus& bus, Clock clock)
     : options_(std::move(options)), events_(events), vpn_sessions_(vpn_sessions), incidents_(incidents),
-      quarantines_(quarantines), exemptions_(exemptions), ledger_(ledger), quarantine_(quarantine), bus_(bus),
-      clock_(std::move(clock)), engine_(std::make_unique<Engine>(options_.analyzer)),
+      quarantines_(quarantines), exemptions_(exemptions), state_(&state), ledger_(ledger), quarantine_(quarantine),
+      bus_(bus), clock_(std::move(clock)), engine_(std::make_unique<Engine>(options_.analyzer)),
       sequencer_(
           [this](std::vector<StoredEvent>& batch) {
               analyse(batch);
@@ -323,17 +323,93 @@ void AnalysisService::act_on(PendingFinding& p) {
     }
 }
 
-// The engine is rebuilt by replaying the events of the horizon before the newest stored
-// event, in id order, through the same path as live ones (idempotent: IncidentLedger).
+// A restart: the checkpoint, if one can be read, then the events stored after it; else the
+// events of the replay horizon. Either way in id order through the same path as live
+// events, which is idempotent (IncidentLedger), so what was already recorded before a crash
+// is joined, not repeated.
+std::optional<std::int64_t> AnalysisService::restore_checkpoint() {
+    auto stored = state_->load_analysis_checkpoint();
+    if (!stored) {
+        spdlog::warn("analysis: cannot read the checkpoint ({}); rebuilding from the replay horizon",
+                     stored.error().message);
+        ++store_errors_;
+        return std::nullopt;
+    }
+    if (!*stored) {
+        return std::nullopt;
+    }
+    const auto& cp = **stored;
+    std::lock_guard lock(mutex_);
+    auto engine = analyzer::Analyzer::restore_state(cp.engine, engine_->engine.config());
+    if (!engine) {
+        spdlog::warn("analysis: checkpoint through event {} not usable ({}); rebuilding from the replay horizon",
+                     cp.through_event_id, engine.error());
+        return std::nullopt;
+    }
+    analyzer::ResponsePlanner planner = engine_->planner;
+    if (auto restored = planner.restore_state(cp.planner); !restored) {
+        spdlog::warn("analysis: the response planner's checkpoint is not usable ({}); its rate limit starts afresh",
+                     restored.error());
+    }
+    auto ledger = json::parse(cp.ledger, nullptr, false);
+    if (ledger.is_discarded()) {
+        spdlog::warn("analysis: checkpoint through event {} has a corrupt incident map; rebuilding from the replay "
+                     "horizon",
+                     cp.through_event_id);
+        return std::nullopt;
+    }
+    engine_->engine = std::move(*engine);
+    engine_->planner = std::move(planner);
+    ledger_.restore(ledger);
+    checkpoint_through_ = cp.through_event_id;
+    return cp.through_event_id + 1;
+}
+
+std::expected<std::size_t, std::string> AnalysisService::replay(EventQuery q) {
+    std::size_t replayed = 0;
+    q.newest_first = false;
+    q.limit = 5000;
+    while (true) {
+        auto page = events_.query_events(q);
+        if (!page) {
+            return std::unexpected("cannot replay the event log: " + page.error().message);
+        }
+        if (page->empty()) {
+            break;
+        }
+        q.after_id = page->back().id;
+        replayed += page->size();
+        for (auto& e : *page) {
+            // The analyzer reads the ingress port and MAC that ingest took from the upload.
+            if (e.document.is_object()) {
+                e.port = string_member(e.document, "physindev").value_or("");
+                if (e.port.empty()) {
+                    e.port = string_member(e.document, "indev").value_or("");
+                }
+                e.mac = string_member(e.document, "src_mac").value_or("");
+            }
+        }
+        const bool last_page = page->size() < q.limit;
+        analyse(*page);
+        if (last_page) {
+            break;
+        }
+    }
+    return replayed;
+}
+
 std::expected<void, std::string> AnalysisService::start() {
     const auto started = std::chrono::steady_clock::now();
     auto newest = events_.last_event_id();
     if (!newest) {
         return std::unexpected("cannot read the event log: " + newest.error().message);
     }
-    std::int64_t from_id = 1;
-    std::size_t replayed = 0;
-    if (*newest > 0) {
+    EventQuery q;
+    q.through_id = *newest;
+    const auto resume_at = restore_checkpoint();
+    if (resume_at) {
+        q.after_id = *resume_at - 1;
+    } else if (*newest > 0) {
         EventQuery last;
         last.limit = 1;
         last.through_id = *newest;
@@ -343,47 +419,62 @@ std::expected<void, std::string> AnalysisService::start() {
         }
         const std::int64_t horizon_ns =
             std::chrono::duration_cast<std::chrono::nanoseconds>(options_.replay_horizon).count();
-        EventQuery q;
         q.from_ns = newest_event->empty() ? 0 : newest_event->front().time_ns - horizon_ns;
-        q.through_id = *newest;
-        q.newest_first = false;
-        q.limit = 5000;
-        while (true) {
-            auto page = events_.query_events(q);
-            if (!page) {
-                return std::unexpected("cannot replay the event log: " + page.error().message);
-            }
-            if (page->empty()) {
-                break;
-            }
-            q.after_id = page->back().id;
-            replayed += page->size();
-            for (auto& e : *page) {
-                // The analyzer reads the ingress port and MAC that ingest took from the upload.
-                if (e.document.is_object()) {
-                    e.port = string_member(e.document, "physindev").value_or("");
-                    if (e.port.empty()) {
-                        e.port = string_member(e.document, "indev").value_or("");
-                    }
-                    e.mac = string_member(e.document, "src_mac").value_or("");
-                }
-            }
-            const bool last_page = page->size() < q.limit;
-            analyse(*page);
-            if (last_page) {
-                break;
-            }
-        }
-        from_id = *newest + 1;
     }
+    std::size_t replayed = 0;
+    if (*newest > 0 && (!resume_at || *resume_at <= *newest)) {
+        auto done = replay(q);
+        if (!done) {
+            return std::unexpected(done.error());
+        }
+        replayed = *done;
+    }
+    const std::int64_t from_id = std::max<std::int64_t>(*newest + 1, resume_at.value_or(1));
     sequencer_.reset(from_id);
     analysed_through_ = from_id - 1;
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    spdlog::info("analysis: replayed {} stored events (horizon {} s) in {} ms; analysing from event {}", replayed,
-                 std::chrono::duration_cast<std::chrono::seconds>(options_.replay_horizon).count(), took.count(),
-                 from_id);
+    restart_ = json{{"from_checkpoint", resume_at.has_value()},
+                    {"checkpoint_through_event", resume_at ? json(*resume_at - 1) : json(nullptr)},
+                    {"replayed_events", replayed},
+                    {"took_ms", took.count()}};
+    spdlog::info("analysis: {}; replayed {} stored events in {} ms; analysing from event {}",
+                 resume_at ? "restored the checkpoint through event " + std::to_string(*resume_at - 1)
+                           : "no usable checkpoint, replay horizon " +
+                                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(options_.replay_horizon)
+                                                    .count()) +
+                                 " s",
+                 replayed, took.count(), from_id);
     maintenance_ = std::thread([this] { maintenance_loop(); });
     return {};
+}
+
+std::expected<void, std::string> AnalysisService::checkpoint() {
+    std::expected<void, std::string> result;
+    sequencer_.at_quiet_point([&](std::int64_t next_id) {
+        const std::int64_t through = next_id - 1;
+        if (through <= checkpoint_through_.load()) {
+            return;  // nothing analysed since the last one
+        }
+        AnalysisCheckpoint cp;
+        cp.through_event_id = through;
+        cp.taken_at = clock_();
+        {
+            std::lock_guard lock(mutex_);
+            cp.engine = engine_->engine.save_state();
+            cp.planner = engine_->planner.save_state();
+        }
+        cp.ledger = ledger_.save().dump();
+        if (auto saved = state_->save_analysis_checkpoint(cp); !saved) {
+            ++store_errors_;
+            result = std::unexpected("cannot save the analysis checkpoint: " + saved.error().message);
+            return;
+        }
+        checkpoint_through_ = through;
+    });
+    if (!result) {
+        spdlog::error("analysis: {}; a restart replays from the previous one", result.error());
+    }
+    return result;
 }
 
 void AnalysisService::shutdown() {
@@ -396,11 +487,14 @@ void AnalysisService::shutdown() {
     maintenance_wake_.notify_all();
     if (maintenance_.joinable()) {
         maintenance_.join();
+        // A clean stop leaves nothing to replay.
+        sequencer_.drain(std::chrono::seconds(5));
+        (void)checkpoint();  // a failure is logged and counted there; the replay covers it
     }
-    sequencer_.drain(std::chrono::seconds(5));
 }
 
 void AnalysisService::maintenance_loop() {
+    auto next_checkpoint = std::chrono::steady_clock::now() + options_.checkpoint_interval;
     std::unique_lock lock(maintenance_mutex_);
     while (!stopping_) {
         maintenance_wake_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stopping_.load(); });
@@ -409,6 +503,10 @@ void AnalysisService::maintenance_loop() {
         }
         lock.unlock();
         sequencer_.close_stale_gaps();
+        if (std::chrono::steady_clock::now() >= next_checkpoint) {
+            (void)checkpoint();  // a failure is logged and counted there; the next one retries
+            next_checkpoint = std::chrono::steady_clock::now() + options_.checkpoint_interval;
+        }
         lock.lock();
     }
 }
@@ -427,6 +525,8 @@ ServiceResult AnalysisService::status() {
     result["analysed_through_event"] = analysed_through_.load();
     result["sequence_gaps_filled"] = sequencer_.gaps_filled();
     result["store_errors"] = store_errors_.load();
+    result["checkpoint_through_event"] = checkpoint_through_.load();
+    result["last_start"] = restart_;
     return result;
 }
 

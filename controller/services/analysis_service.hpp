@@ -29,8 +29,11 @@ struct AnalysisOptions {
     // Detector thresholds and windows (controller/analyzer/README.md); the active policy's
     // "response" section adds its own incident rule and decides automatic quarantine.
     analyzer::AnalyzerConfig analyzer;
-    std::chrono::milliseconds checkpoint_interval{30000};
-    // The engine is rebuilt from the events of this period before the newest stored event.
+    // The engine's state is saved in the store this often when it moved (and at a clean
+    // stop); after a restart only the events stored after the checkpoint are analysed again.
+    std::chrono::milliseconds checkpoint_interval{60000};
+    // Without a usable checkpoint (first start, a version this build cannot read), the engine
+    // is rebuilt from the events of this period before the newest stored event.
     std::chrono::milliseconds replay_horizon{2 * 3600 * 1000};
 };
 
@@ -38,7 +41,8 @@ class AnalysisService {
   public:
     AnalysisService(AnalysisOptions options, EventRepository& events, VpnSessionRepository& vpn_sessions,
                     IncidentRepository& incidents, QuarantineRepository& quarantines, ExemptionRepository& exemptions,
-                    IncidentLedger& ledger, QuarantineService& quarantine, EventBus& bus, Clock clock);
+                    AnalysisStateRepository& state, IncidentLedger& ledger, QuarantineService& quarantine,
+                    EventBus& bus, Clock clock);
     ~AnalysisService();
     AnalysisService(const AnalysisService&) = delete;
     AnalysisService& operator=(const AnalysisService&) = delete;
@@ -51,6 +55,8 @@ class AnalysisService {
     void submit(std::vector<StoredEvent> events) { sequencer_.submit(std::move(events)); }
     // Waits until every submitted event was analysed (tests, shutdown).
     bool drain(std::chrono::milliseconds wait) { return sequencer_.drain(wait); }
+    // Saves the engine, planner and incident map with the last event they have seen.
+    std::expected<void, std::string> checkpoint();
 
     // A new configuration: thresholds, the policy's response section, attribution index.
     std::expected<void, ServiceError> configure(const std::shared_ptr<const CompiledConfiguration>& compiled);
@@ -72,6 +78,9 @@ class AnalysisService {
     void analyse(std::vector<StoredEvent>& fresh);
     void act_on(PendingFinding& pending);
     void maintenance_loop();
+    // Restores the stored checkpoint; the id of the first event still to analyse, or none.
+    std::optional<std::int64_t> restore_checkpoint();
+    std::expected<std::size_t, std::string> replay(EventQuery query);
 
     AnalysisOptions options_;
     EventRepository& events_;
@@ -79,6 +88,7 @@ class AnalysisService {
     IncidentRepository& incidents_;
     QuarantineRepository& quarantines_;
     ExemptionRepository& exemptions_;
+    AnalysisStateRepository* state_;  // where checkpoints go
     IncidentLedger& ledger_;
     QuarantineService& quarantine_;
     EventBus& bus_;
@@ -90,6 +100,8 @@ class AnalysisService {
     EventSequencer sequencer_;
     std::atomic<std::int64_t> analysed_through_{0};
     std::atomic<std::uint64_t> store_errors_{0};
+    std::atomic<std::int64_t> checkpoint_through_{0};
+    nlohmann::json restart_;  // how the last start rebuilt the engine (status)
     std::atomic<bool> stopping_{false};
     std::function<void()> outbox_written_;
     std::thread maintenance_;

@@ -15,7 +15,8 @@ ControllerServices::ControllerServices(std::shared_ptr<Store> store, ControllerO
       quarantines(fleet, *store_, *store_, *store_, *store_, *store_, outbox_, audit_, bus_, clock_),
       inventory(configuration_, fleet, *store_, *store_, *store_, *store_, quarantines, audit_, bus_, clock_),
       ledger(*store_, *store_, *store_, *store_, outbox_, audit_, clock_),
-      analysis(options_.analysis, *store_, *store_, *store_, *store_, *store_, ledger, quarantines, bus_, clock_),
+      analysis(options_.analysis, *store_, *store_, *store_, *store_, *store_, *store_, ledger, quarantines, bus_,
+               clock_),
       events(options_.events, *store_, analysis, bus_, clock_),
       incidents(*store_, *store_, *store_, *store_, *store_, *store_, analysis, quarantines, audit_, bus_, clock_) {
     // A new configuration (activation, inventory change): the fleet recompiles, then the

@@ -55,6 +55,7 @@ void EventSequencer::process_ready(std::unique_lock<std::mutex>& lock) {
         lock.lock();
     }
     processing_ = false;
+    quiet_.notify_all();
     if (parked_.empty()) {
         idle_.notify_all();
     }
@@ -78,6 +79,7 @@ void EventSequencer::close_stale_gaps() {
                  from, to - 1, missing.size());
     lock.lock();
     processing_ = false;
+    quiet_.notify_all();
     ++gaps_filled_;
     if (!missing.empty()) {
         const std::int64_t key = missing.front().id;  // before the move below
@@ -87,6 +89,18 @@ void EventSequencer::close_stale_gaps() {
     if (parked_.begin()->first > next_id_) {
         next_id_ = std::min(to, parked_.begin()->first);
     }
+    process_ready(lock);
+}
+
+void EventSequencer::at_quiet_point(const std::function<void(std::int64_t)>& work) {
+    std::unique_lock lock(mutex_);
+    quiet_.wait(lock, [this] { return !processing_; });
+    processing_ = true;
+    const std::int64_t next = next_id_;
+    lock.unlock();
+    work(next);
+    lock.lock();
+    processing_ = false;
     process_ready(lock);
 }
 

@@ -44,6 +44,9 @@ class EventSequencer {
     bool drain(std::chrono::milliseconds wait);
 
     std::uint64_t gaps_filled() const;
+    // Runs `work` at a quiet point: no batch is being analysed, and every id below the
+    // argument has been. Batches submitted meanwhile wait and are processed after it.
+    void at_quiet_point(const std::function<void(std::int64_t next_id)>& work);
 
   private:
     void process_ready(std::unique_lock<std::mutex>& lock);
@@ -53,6 +56,7 @@ class EventSequencer {
     std::chrono::milliseconds gap_timeout_;
     mutable std::mutex mutex_;
     std::condition_variable idle_;
+    std::condition_variable quiet_;  // processing_ went false
     std::int64_t next_id_ = 1;
     bool processing_ = false;
     struct Parked {
