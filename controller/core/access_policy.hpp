@@ -1,9 +1,9 @@
-// Who may do what through the API. Roles are fixed (issue 4): admin edits policy and
+// Who may do what through the API. Roles are fixed: admin edits policy and
 // inventory; soc reads everything and handles incidents and quarantine; automation
 // quarantines and reads; an enforcer speaks only on its own control channel.
 #pragma once
 
-#include "controller/store/store.hpp"
+#include "controller/domain/fleet.hpp"
 
 #include <string>
 #include <string_view>
