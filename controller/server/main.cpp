@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -57,9 +58,9 @@ std::optional<std::pair<std::string, int>> split_host_port(const std::string& te
         host = host.substr(1, host.size() - 2);
     }
     int port = 0;
-    try {
-        port = std::stoi(text.substr(colon + 1));
-    } catch (...) {
+    const std::string_view digits = std::string_view(text).substr(colon + 1);
+    if (auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+        ec != std::errc{} || end != digits.data() + digits.size()) {
         return std::nullopt;
     }
     if (port <= 0 || port > 65535) {

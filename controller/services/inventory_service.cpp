@@ -260,7 +260,12 @@ ServiceResult InventoryService::delete_workload(const Caller& caller, const std:
     if (!*existing) {
         return std::unexpected(service_error(ErrorKind::NotFound, "not-found", "no workload \"" + id + "\""));
     }
-    if (auto q = quarantines_.active_quarantine(id); q && *q) {
+    auto quarantined = quarantines_.active_quarantine(id);
+    if (!quarantined) {
+        // Deleting a workload whose quarantine state is unknown could drop a quarantine.
+        return std::unexpected(from_store(quarantined.error(), "workload quarantine"));
+    }
+    if (*quarantined) {
         return std::unexpected(service_error(ErrorKind::Conflict, "quarantined",
                                      "workload \"" + id + "\" is quarantined; release it before deleting it"));
     }

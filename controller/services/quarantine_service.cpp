@@ -65,7 +65,11 @@ ServiceResult QuarantineService::quarantine(
     if (!*record) {
         return std::unexpected(service_error(ErrorKind::NotFound, "not-found", "no workload \"" + workload + "\""));
     }
-    if (auto existing = quarantines_.active_quarantine(workload); existing && *existing) {
+    auto existing = quarantines_.active_quarantine(workload);
+    if (!existing) {
+        return std::unexpected(from_store(existing.error(), "quarantine"));
+    }
+    if (*existing) {
         return json{{"created", false}, {"quarantine", **existing}};  // idempotent: already in force
     }
     Quarantine q;
@@ -99,8 +103,8 @@ ServiceResult QuarantineService::quarantine(
     });
     if (!tx) {
         if (tx.error().kind == StoreError::Kind::Conflict) {
-            if (auto existing = quarantines_.active_quarantine(workload); existing && *existing) {
-                return json{{"created", false}, {"quarantine", **existing}};
+            if (auto raced = quarantines_.active_quarantine(workload); raced && *raced) {
+                return json{{"created", false}, {"quarantine", **raced}};
             }
         }
         return std::unexpected(from_store(tx.error()));
