@@ -154,7 +154,7 @@ class SqliteStore final : public Store {
     StoreResult<std::optional<std::string>> get_setting(const std::string& key) override;
     StoreResult<void> put_setting(const std::string& key, const std::string& value) override;
 
-    class Impl; // connections, the write lock, statement caches (sqlite_store.cpp)
+    class Impl; // connections, the write lock, statement caches (sqlite_connection.hpp)
 
   private:
     explicit SqliteStore(std::unique_ptr<Impl> impl);
