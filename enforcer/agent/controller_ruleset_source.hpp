@@ -13,7 +13,7 @@
 #include "enforcer/agent/channel_session.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
-#include "enforcer/daemon/ruleset_source.hpp"
+#include "enforcer/interfaces/ruleset_source.hpp"
 
 #include <atomic>
 #include <condition_variable>

@@ -8,7 +8,7 @@
 #include "enforcer/agent/backoff.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/event_spool.hpp"
-#include "enforcer/daemon/event_sink.hpp"
+#include "enforcer/interfaces/event_sink.hpp"
 
 #include <atomic>
 #include <condition_variable>
