@@ -145,7 +145,7 @@ T median(std::vector<T> v) {
     return v.empty() ? T{} : v[v.size() / 2];
 }
 
-// One figure. `target` is the target text ("< 1 s"); `met` is set with it.
+// One figure. `target` is the requirement it is held to ("< 1 s"); `met` is set with it.
 void emit(const std::string& metric, double value, const std::string& unit,
           std::optional<std::string> target = std::nullopt, std::optional<bool> met = std::nullopt) {
     ordered_json line{{"benchmark", "compile"}, {"metric", metric}};

@@ -7,7 +7,25 @@
 #   * environment from run.sh: BULKHEAD_BUILD_DIR, BENCH_BIN (built executables),
 #     BENCH_WORK (a scratch directory shared by the benchmarks of one run, removed after),
 #     BENCH_DIR (bench/);
-#   * exit 0 when it printed its figures (or a "skipped" line), non-zero on failure.
+#   * exit 0 when it printed its figures (or a "skipped" line), non-zero on failure;
+#   * a smoke size: one bench_smoke_size line (below) before it reads its size variables.
+
+# bench_smoke_size VAR=VALUE...: the benchmark's size under `bench/run.sh --smoke` (CI's
+# bench_smoke test): with BENCH_SMOKE=1 each VAR not already in the environment is set to
+# VALUE and exported; otherwise nothing happens. Smoke sizes are small enough to finish in
+# seconds and still go through every step (a smoke run checks that the benchmark works, its
+# figures mean nothing). A benchmark that is fast as it is says so with no arguments.
+# run.sh --smoke refuses a benchmark without this line, so a new one cannot slow CI unseen.
+bench_smoke_size() {
+  [ "${BENCH_SMOKE:-0}" = 1 ] || return 0
+  local assignment name
+  for assignment in "$@"; do
+    name=${assignment%%=*}
+    [ -n "${!name+set}" ] && continue
+    printf -v "$name" '%s' "${assignment#*=}"
+    export "${name?}"
+  done
+}
 
 # bench_emit BENCHMARK METRIC VALUE UNIT TARGET [EXTRA]
 #   TARGET "null" (or empty) for a figure without a target; EXTRA is raw JSON members

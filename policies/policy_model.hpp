@@ -91,7 +91,8 @@ struct QuarantinePolicy {
     std::vector<QuarantineGrant> allow_from;
 };
 
-// How the controller answers blocked traffic (the analyzer of issue 5 refines the rule).
+// How the controller answers blocked traffic: the policy's incident rule, and automatic
+// quarantine of what the controller's analyzer (controller/analyzer/) finds.
 enum class Severity : std::uint8_t { Low, Medium, High, Critical };
 enum class AutoQuarantineMode : std::uint8_t {
     Off,     // incidents only

@@ -11,6 +11,8 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_ANALYZER_MEMORY_HOURS=3 BENCH_ANALYZER_MEMORY_EVENTS_PER_HOUR=50000 \
+  BENCH_ANALYZER_CHECKPOINT_EVENTS=200000
 
 if [ ! -x "$BENCH_BIN/bench_analyzer" ]; then
   bench_skip analyzer-memory memory "bench_analyzer is not built"

@@ -11,6 +11,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_ANALYZER_ARGS="--events 100000 --sources 1000"
 
 if [ ! -x "$BENCH_BIN/bench_analyzer" ]; then
   bench_skip analyzer throughput "bench_analyzer is not built"

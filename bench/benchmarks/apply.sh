@@ -12,6 +12,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_KERNEL_VDIS=500 BENCH_APPLY_REPS=1
 BENCH_NAME=apply
 # shellcheck source=../kernel_lib.sh
 . "$BENCH_DIR/kernel_lib.sh"

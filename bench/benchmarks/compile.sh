@@ -7,6 +7,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_COMPILE_ARGS="--vdis 1000 --hypervisors 5 --reps 1 --scale 500,1000"
 
 out=$BENCH_WORK/compile
 mkdir -p "$out"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# contain: time to contain (issue 4, acceptance 4), end to end in the namespace lab
+# contain: time to contain, end to end in the namespace lab
 # (examples/lab) with the real bulkhead-controller and bulkhead-enforcers over TLS:
 #   * scan:  a VDI sends one UDP datagram to each of N distinct blocked targets (N = the
 #            policy's incident.distinct_targets, 10); from the kernel timestamp of the N-th
@@ -20,6 +20,9 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+# Six detection runs of each kind: twelve automatic quarantines within a minute, more than
+# the lab policy's default guardrail (max_per_minute 10), so a smoke run meets it too.
+bench_smoke_size BENCH_CONTAIN_RUNS=6 BENCH_CONTAIN_API_RUNS=2
 
 B=contain
 REPO=$(dirname "$BENCH_DIR")

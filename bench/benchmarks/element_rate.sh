@@ -14,11 +14,13 @@
 #   * 10,000-element diffs: 10,000 addresses added to and removed from the shared segment
 #     set seg_vdi_4 (42,240 elements), 3 times; baseline `nft -f` of the same diffs (nft's
 #     removal gets one attempt bounded by BENCH_NFT_REMOVE_TIMEOUT (10 s), then a 50-element
-#     sample).
+#     sample); BENCH_ELEMENT_BULK (10,000) addresses, BENCH_ELEMENT_REPS (3) times.
 # Target >= 200,000 elements/s.
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_KERNEL_VDIS=500 BENCH_QUARANTINE_CHANGES=20 BENCH_QUARANTINE_BURST=20 BENCH_NFT_CHANGES=2 \
+  BENCH_ELEMENT_BULK=200 BENCH_ELEMENT_REPS=1
 BENCH_NAME=element_rate
 # shellcheck source=../kernel_lib.sh
 . "$BENCH_DIR/kernel_lib.sh"
@@ -30,4 +32,5 @@ bench_log "element_rate: namespace $ns"
 timeout --foreground "${BENCH_ELEMENT_RATE_TIMEOUT:-600}" ip netns exec "$ns" "$BENCH_BIN/bench_element_rate" \
   --netns "$ns" --ruleset "$ruleset" --work-dir "$BENCH_WORK/kernel" \
   --changes "${BENCH_QUARANTINE_CHANGES:-1000}" --burst "${BENCH_QUARANTINE_BURST:-1000}" --nft-changes "${BENCH_NFT_CHANGES:-20}" \
+  --bulk "${BENCH_ELEMENT_BULK:-10000}" --reps "${BENCH_ELEMENT_REPS:-3}" \
   --nft-timeout "${BENCH_NFT_REMOVE_TIMEOUT:-10}" --nft-remove-sample 50

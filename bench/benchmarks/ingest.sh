@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# ingest: drop-event ingest rate through the controller's real API into SQLite (issue 4,
-# target >= 100,000 events/s). Starts bulkhead-controller on a fresh data directory with a
+# ingest: drop-event ingest rate through the controller's real API into SQLite (target
+# >= 100,000 events/s). Starts bulkhead-controller on a fresh data directory with a
 # plain loopback listener and an admin bootstrap token, then bench_ingest enrolls
 # BENCH_INGEST_ENFORCERS (8) enforcers and has each upload its share of BENCH_INGEST_EVENTS
 # (1,000,000) events in batches of BENCH_INGEST_BATCH (5,000: what the agent sends while it
@@ -11,6 +11,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_INGEST_EVENTS=20000 BENCH_INGEST_ENFORCERS=2 BENCH_INGEST_BATCH=1000 BENCH_INGEST_REPS=1
 
 B=ingest
 controller=$BENCH_BIN/bulkhead-controller

@@ -19,6 +19,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_NFLOG_PACKETS=5000 BENCH_NFLOG_DRAIN_PACKETS=5000
 BENCH_NAME=nflog
 # shellcheck source=../kernel_lib.sh
 . "$BENCH_DIR/kernel_lib.sh"

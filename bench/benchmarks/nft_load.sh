@@ -12,6 +12,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_NFT_LOADS=1
 
 B=nft_load
 loads=${BENCH_NFT_LOADS:-3}

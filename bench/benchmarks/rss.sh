@@ -10,6 +10,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_KERNEL_VDIS=500 BENCH_RSS_SETTLE_S=0.2
 BENCH_NAME=rss
 # shellcheck source=../kernel_lib.sh
 . "$BENCH_DIR/kernel_lib.sh"

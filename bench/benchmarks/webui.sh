@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# webui: the SOC dashboard (issue 6). Bundle size gzipped (app code, target < 500 KiB; the
+# webui: the SOC dashboard. Bundle size gzipped (app code, target < 500 KiB; the
 # uPlot and Cytoscape chunks counted apart), time to first render against a local
 # controller (sign-in page and the signed-in overview with its data, median of
 # BENCH_WEBUI_RUNS (5) cold loads), and the live drop view's frame rate while a fake
@@ -9,6 +9,7 @@
 set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
+bench_smoke_size BENCH_WEBUI_RUNS=1 BENCH_WEBUI_SECONDS=2 BENCH_WEBUI_RATE=500
 
 B=webui
 REPO=$(dirname "$BENCH_DIR")

@@ -15,8 +15,6 @@
 
 namespace bulkhead::enforcer::agent {
 
-using Logger = std::function<void(const std::string&)>;
-
 struct ControllerEndpoint {
     std::string scheme;  // "https", or "http" (loopback only)
     std::string host;    // without brackets

@@ -4,6 +4,7 @@
 #include "enforcer/agent/ndjson.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -24,7 +25,7 @@ std::filesystem::path channel_state_path(const ControllerClient& client) {
 
 std::expected<std::unique_ptr<ControllerRulesetSource>, std::string> ControllerRulesetSource::open(
     std::shared_ptr<ControllerClient> client, const ruleset::Ruleset* in_force, ChannelConfig config,
-    const SpoolingEventSink* sink, Logger log) {
+    const SpoolingEventSink* sink) {
     HeldRuleset held;
     if (in_force != nullptr) {
         held.ruleset = std::make_shared<const ruleset::Ruleset>(*in_force);
@@ -44,13 +45,13 @@ std::expected<std::unique_ptr<ControllerRulesetSource>, std::string> ControllerR
         return std::unexpected(std::string("eventfd: ") + std::strerror(errno));
     }
     return std::unique_ptr<ControllerRulesetSource>(new ControllerRulesetSource(
-        std::move(client), std::move(held), config, sink, std::move(log), fd));
+        std::move(client), std::move(held), config, sink, fd));
 }
 
 ControllerRulesetSource::ControllerRulesetSource(std::shared_ptr<ControllerClient> client, HeldRuleset in_force,
                                                  ChannelConfig config, const SpoolingEventSink* sink,
-                                                 Logger log, int event_fd)
-    : client_(std::move(client)), config_(config), sink_(sink), log_(std::move(log)), event_fd_(event_fd) {
+                                                 int event_fd)
+    : client_(std::move(client)), config_(config), sink_(sink), event_fd_(event_fd) {
     in_force_ = in_force;
     handed_ = in_force;
     last_apply_.generation = in_force.generation;
@@ -86,12 +87,6 @@ ControllerRulesetSource::~ControllerRulesetSource() {
     channel_thread_.join();
     status_thread_.join();
     ::close(event_fd_);
-}
-
-void ControllerRulesetSource::log(const std::string& line) const {
-    if (log_) {
-        log_(line);
-    }
 }
 
 void ControllerRulesetSource::wake_status() { status_wake_.notify_all(); }
@@ -154,7 +149,9 @@ void ControllerRulesetSource::report_applied(const ApplyReport& report) {
     if (report.ok) {
         const nlohmann::json position = {{"generation", handed.generation}, {"hash", handed.hash}};
         if (auto saved = write_durably(channel_state_path(*client_), position.dump() + "\n", 0600); !saved) {
-            log("bulkhead-enforcer: channel position: " + saved.error());
+            // Only costs a full ruleset instead of a diff at the next start.
+            spdlog::warn("agent: enforcer {}: channel position not saved: {}", client_->config().enforcer_id,
+                         saved.error());
         }
     }
 }
@@ -186,12 +183,12 @@ void ControllerRulesetSource::channel_loop() {
         bool ready = client_->has_credential();
         if (!ready) {
             if (auto enrolled = client_->enroll_if_needed(); !enrolled) {
-                log("bulkhead-enforcer: " + enrolled.error());
+                spdlog::warn("agent: enforcer {}: {}", client_->config().enforcer_id, enrolled.error());
                 std::lock_guard lock(mutex_);
                 stats_.last_error = enrolled.error();
             } else {
-                log("bulkhead-enforcer: enrolled with the controller; credential stored in " +
-                    client_->credential_path().string());
+                spdlog::info("agent: enforcer {}: enrolled with the controller; credential stored in {}",
+                             client_->config().enforcer_id, client_->credential_path().string());
                 ready = true;
                 backoff.reset();
             }
@@ -253,8 +250,8 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
                 ++stats_.connects;
                 stats_.heartbeat_interval_ms = action.heartbeat_interval_ms;
             }
-            log("bulkhead-enforcer: control channel connected to " + client_->config().endpoint.url() +
-                " (holding generation " + std::to_string(base.generation) + ")");
+            spdlog::info("agent: enforcer {}: control channel connected to {} (holding generation {})",
+                         client_->config().enforcer_id, client_->config().endpoint.url(), base.generation);
             wake_status();
             break;
         }
@@ -267,7 +264,8 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
             break;
         }
         case ChannelAction::Kind::Reject: {
-            log("bulkhead-enforcer: controller ruleset refused: " + action.reason);
+            spdlog::warn("agent: enforcer {}: controller ruleset generation {} refused: {}",
+                         client_->config().enforcer_id, action.generation, action.reason);
             {
                 std::lock_guard lock(mutex_);
                 ++stats_.rejected;
@@ -328,7 +326,10 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
         stopping = stopping_;
     }
     if (!stopping) {
-        log(std::string("bulkhead-enforcer: control channel ") + (resync ? "resync: " : "closed: ") + reason);
+        // A resync is the protocol working (the controller restarted, or lost our place); a
+        // closed channel is a fault the channel thread retries with backoff.
+        spdlog::log(resync ? spdlog::level::info : spdlog::level::warn, "agent: enforcer {}: control channel {}: {}",
+                    client_->config().enforcer_id, resync ? "resync" : "closed", reason);
     }
 }
 
@@ -375,8 +376,8 @@ void ControllerRulesetSource::status_loop() {
         if (streaming_ && now - last_line_ > heartbeat * 3) {
             last_line_ = now;
             lock.unlock();
-            log("bulkhead-enforcer: control channel silent for " + std::to_string(3 * heartbeat.count()) +
-                " ms; reconnecting");
+            spdlog::warn("agent: enforcer {}: control channel silent for {} ms; reconnecting",
+                         client_->config().enforcer_id, 3 * heartbeat.count());
             channel_request_.interrupt_current();
             lock.lock();
         }

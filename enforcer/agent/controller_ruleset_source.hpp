@@ -13,7 +13,7 @@
 #include "enforcer/agent/channel_session.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
-#include "enforcer/daemon/ruleset_source.hpp"
+#include "enforcer/interfaces/ruleset_source.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -57,7 +57,7 @@ public:
     // matches. `sink` (optional) supplies the spool figures of the status message.
     static std::expected<std::unique_ptr<ControllerRulesetSource>, std::string> open(
         std::shared_ptr<ControllerClient> client, const ruleset::Ruleset* in_force,
-        ChannelConfig config = {}, const SpoolingEventSink* sink = nullptr, Logger log = {});
+        ChannelConfig config = {}, const SpoolingEventSink* sink = nullptr);
     ~ControllerRulesetSource() override;
 
     int fd() const override { return event_fd_; }
@@ -76,19 +76,17 @@ private:
     using Item = std::variant<HeldRuleset, Rejection>;
 
     ControllerRulesetSource(std::shared_ptr<ControllerClient> client, HeldRuleset in_force,
-                            ChannelConfig config, const SpoolingEventSink* sink, Logger log, int event_fd);
+                            ChannelConfig config, const SpoolingEventSink* sink, int event_fd);
     void channel_loop();
     void status_loop();
     void run_one_stream(Backoff& backoff);
     void push(Item item);
-    void log(const std::string& line) const;
     nlohmann::json status_body(double rtt_ms) const;
     void wake_status();
 
     std::shared_ptr<ControllerClient> client_;
     ChannelConfig config_;
     const SpoolingEventSink* sink_;
-    Logger log_;
     int event_fd_ = -1;
 
     mutable std::mutex mutex_;  // everything below up to the threads

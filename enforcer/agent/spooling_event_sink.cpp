@@ -1,22 +1,23 @@
 #include "enforcer/agent/spooling_event_sink.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 namespace bulkhead::enforcer::agent {
 
 std::expected<std::unique_ptr<SpoolingEventSink>, std::string> SpoolingEventSink::open(
-    SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client, Logger log) {
+    SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client) {
     auto spool = EventSpool::open(config.spool);
     if (!spool) {
         return std::unexpected(spool.error());
     }
     return std::unique_ptr<SpoolingEventSink>(
-        new SpoolingEventSink(std::move(config), std::move(*spool), std::move(client), std::move(log)));
+        new SpoolingEventSink(std::move(config), std::move(*spool), std::move(client)));
 }
 
 SpoolingEventSink::SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
-                                     std::shared_ptr<ControllerClient> client, Logger log)
-    : config_(std::move(config)), spool_(std::move(spool)), client_(std::move(client)), log_(std::move(log)) {
+                                     std::shared_ptr<ControllerClient> client)
+    : config_(std::move(config)), spool_(std::move(spool)), client_(std::move(client)) {
     writer_ = std::thread([this] { writer_loop(); });
     if (client_) {
         uploader_ = std::thread([this] { uploader_loop(); });
@@ -47,10 +48,8 @@ SpoolingEventSink::~SpoolingEventSink() {
     }
 }
 
-void SpoolingEventSink::log(const std::string& line) const {
-    if (log_) {
-        log_(line);
-    }
+std::string SpoolingEventSink::log_subject() const {
+    return client_ ? "enforcer " + client_->config().enforcer_id : "spool " + config_.spool.directory.string();
 }
 
 void SpoolingEventSink::emit(const nlohmann::json& event) { pending_.push_back(event); }
@@ -127,8 +126,8 @@ void SpoolingEventSink::writer_loop() {
         const auto count_before = batch.size();
         auto appended = spool_->append(batch);
         if (!appended) {
-            log("bulkhead-enforcer: event spool: " + appended.error() + " (" + std::to_string(count_before) +
-                " events lost)");
+            spdlog::error("agent: {}: event spool: {} ({} events lost)", log_subject(), appended.error(),
+                          count_before);
             std::lock_guard lock(stats_mutex_);
             stats_.dropped_in_memory += count_before;
         }
@@ -149,9 +148,9 @@ void SpoolingEventSink::writer_loop() {
                 gap["first_seq"] = appended->evicted_first_seq;
                 gap["last_seq"] = appended->evicted_last_seq;
             }
-            log("bulkhead-enforcer: event spool full: " + std::to_string(evicted_now) + " events evicted");
+            spdlog::warn("agent: {}: event spool full: {} events evicted", log_subject(), evicted_now);
             if (auto noted = spool_->append({gap}); !noted) {
-                log("bulkhead-enforcer: event spool: " + noted.error());
+                spdlog::error("agent: {}: event spool: {}", log_subject(), noted.error());
             }
         }
         {
@@ -259,9 +258,8 @@ void SpoolingEventSink::uploader_loop() {
             connection.reset();
             const auto wait = backoff.next();
             retry_at = std::chrono::steady_clock::now() + wait;
-            log("bulkhead-enforcer: event upload failed (" + problem + "); " +
-                std::to_string(spool_->stats().events) + " events spooled, retry in " +
-                std::to_string(wait.count()) + " ms");
+            spdlog::warn("agent: {}: event upload failed: {}; {} events spooled, retry in {} ms", log_subject(),
+                         problem, spool_->stats().events, wait.count());
         }
     }
 }

@@ -8,7 +8,7 @@
 #include "enforcer/agent/backoff.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/event_spool.hpp"
-#include "enforcer/daemon/event_sink.hpp"
+#include "enforcer/interfaces/event_sink.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -47,7 +47,7 @@ class SpoolingEventSink final : public EventSink {
 public:
     // `client` may be null: spool only (nothing is uploaded).
     static std::expected<std::unique_ptr<SpoolingEventSink>, std::string> open(
-        SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client, Logger log = {});
+        SpoolingSinkConfig config, std::shared_ptr<ControllerClient> client);
     ~SpoolingEventSink() override;  // writes what is queued, then stops both threads
 
     void emit(const nlohmann::json& event) override;
@@ -61,15 +61,16 @@ public:
 
 private:
     SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
-                      std::shared_ptr<ControllerClient> client, Logger log);
+                      std::shared_ptr<ControllerClient> client);
     void writer_loop();
     void uploader_loop();
-    void log(const std::string& line) const;
+    // "enforcer hv1", or the spool directory when there is no controller: what log lines
+    // are about.
+    std::string log_subject() const;
 
     SpoolingSinkConfig config_;
     std::unique_ptr<EventSpool> spool_;
     std::shared_ptr<ControllerClient> client_;
-    Logger log_;
 
     std::vector<nlohmann::json> pending_;  // daemon thread only
 

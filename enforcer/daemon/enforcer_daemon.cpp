@@ -4,17 +4,20 @@
 #include "enforcer/agent/controller_ruleset_source.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
 
-#include "enforcer/daemon/event_sink.hpp"
+#include "enforcer/daemon/file_ruleset_source.hpp"
+#include "enforcer/daemon/json_lines_sink.hpp"
 #include "enforcer/daemon/metrics.hpp"
 #include "enforcer/daemon/ruleset_keeper.hpp"
-#include "enforcer/daemon/ruleset_source.hpp"
 #include "enforcer/daemon/state_store.hpp"
+#include "enforcer/interfaces/event_sink.hpp"
+#include "enforcer/interfaces/ruleset_source.hpp"
 #include "enforcer/netlink/ruleset_backend.hpp"
 #include "enforcer/nflog/attribution.hpp"
 #include "enforcer/nflog/event_aggregator.hpp"
 #include "enforcer/nflog/nflog_source.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <malloc.h>
 #include <poll.h>
@@ -26,8 +29,6 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
-#include <mutex>
-#include <ostream>
 
 namespace bulkhead::enforcer {
 namespace {
@@ -110,7 +111,7 @@ void describe_agent_metrics(Metrics& metrics) {
 
 }  // namespace
 
-int run_daemon(const DaemonOptions& options, std::ostream& log) {
+int run_daemon(const DaemonOptions& options) {
     // Block the signals we handle before anything can be interrupted by them, and before
     // any thread starts (the controller agent's threads inherit the mask; a SIGUSR1 or
     // SIGTERM delivered to one of them would otherwise kill the process).
@@ -125,21 +126,14 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
 
     const bool with_controller = !options.controller_url.empty();
     if (with_controller == !options.ruleset_path.empty()) {
-        log << "bulkhead-enforcer: give exactly one of --ruleset and --controller\n";
+        spdlog::error("daemon: enforcer {}: give exactly one of --ruleset and --controller", options.enforcer_id);
         return 2;
     }
-    // Threads of the controller connection log whole lines through this.
-    auto log_mutex = std::make_shared<std::mutex>();
-    agent::Logger agent_log = [&log, log_mutex](const std::string& line) {
-        std::lock_guard lock(*log_mutex);
-        log << line << "\n" << std::flush;
-    };
-
     std::optional<JsonLinesSink> tee;
     if (!options.events_path.empty()) {
         auto opened = JsonLinesSink::open(options.events_path);
         if (!opened) {
-            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            spdlog::error("daemon: enforcer {}: {}", options.enforcer_id, opened.error());
             return 2;
         }
         tee.emplace(std::move(*opened));
@@ -149,7 +143,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     if (with_controller) {
         auto endpoint = agent::parse_controller_url(options.controller_url);
         if (!endpoint) {
-            log << "bulkhead-enforcer: " << endpoint.error() << "\n";
+            spdlog::error("daemon: enforcer {}: {}", options.enforcer_id, endpoint.error());
             return 2;
         }
         std::error_code ec;
@@ -163,16 +157,16 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         config.version = options.version;
         auto client = agent::ControllerClient::create(std::move(config));
         if (!client) {
-            log << "bulkhead-enforcer: " << client.error() << "\n";
+            spdlog::error("daemon: enforcer {}: {}", options.enforcer_id, client.error());
             return 2;
         }
         controller = std::move(*client);
         agent::SpoolingSinkConfig spool_config;
         spool_config.spool.directory = std::filesystem::path(options.state_dir) / "spool";
         spool_config.spool.max_bytes = options.spool_max_bytes;
-        auto opened = agent::SpoolingEventSink::open(spool_config, controller, agent_log);
+        auto opened = agent::SpoolingEventSink::open(spool_config, controller);
         if (!opened) {
-            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            spdlog::error("daemon: enforcer {}: event spool: {}", options.enforcer_id, opened.error());
             return 2;
         }
         spool = std::move(*opened);
@@ -195,7 +189,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     FileDescriptor signals(::signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC));
     FileDescriptor ticker(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
     if (signals.get() < 0 || ticker.get() < 0) {
-        log << "bulkhead-enforcer: signalfd/timerfd: " << std::strerror(errno) << "\n";
+        spdlog::error("daemon: enforcer {}: signalfd/timerfd: {}", options.enforcer_id, std::strerror(errno));
         return 1;
     }
     itimerspec every_second{{1, 0}, {1, 0}};
@@ -211,9 +205,9 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     if (with_controller) {
         // What is in force (last-known-good) is what the first connect asks with.
         auto opened = agent::ControllerRulesetSource::open(
-            controller, keeper.applied() ? &*keeper.applied() : nullptr, {}, spool.get(), agent_log);
+            controller, keeper.applied() ? &*keeper.applied() : nullptr, {}, spool.get());
         if (!opened) {
-            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            spdlog::error("daemon: enforcer {}: control channel: {}", options.enforcer_id, opened.error());
             return 1;
         }
         channel = opened->get();
@@ -222,7 +216,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     } else {
         auto opened = FileRulesetSource::open(options.ruleset_path, options.enforcer_id);
         if (!opened) {
-            log << "bulkhead-enforcer: " << opened.error() << "\n";
+            spdlog::error("daemon: enforcer {}: ruleset source: {}", options.enforcer_id, opened.error());
             return 2;
         }
         source = std::make_unique<FileRulesetSource>(std::move(*opened));
@@ -261,7 +255,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         }
         auto opened = nflog::NflogSource::open(config);
         if (!opened) {
-            log << "bulkhead-enforcer: NFLOG: " << opened.error() << "\n";
+            spdlog::error("daemon: enforcer {}: NFLOG: {}", options.enforcer_id, opened.error());
             return 1;
         }
         nflog_source.emplace(std::move(*opened));
@@ -286,8 +280,11 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         const auto now = now_unix_ms();
         auto drift = keeper.check_drift(now);
         if (!drift) {
-            log << "bulkhead-enforcer: " << drift.error() << "\n";
+            spdlog::error("daemon: enforcer {}: drift check: {}", options.enforcer_id, drift.error());
         } else if (*drift) {
+            // Someone or something changed table inet bulkhead behind the daemon's back.
+            spdlog::warn("daemon: enforcer {}: drift found in table inet bulkhead, repaired (generation {})",
+                         options.enforcer_id, keeper.generation());
             last_drift_at_ms = now;
         }
     };
@@ -295,8 +292,8 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         auto next = source->poll();
         if (!next) {
             sink->emit({{"type", "ruleset_rejected"}, {"time_unix_ms", now_unix_ms()}, {"error", next.error()}});
-            log << "bulkhead-enforcer: ruleset refused, keeping generation " << keeper.generation()
-                << ": " << next.error() << "\n";
+            spdlog::warn("daemon: enforcer {}: ruleset refused, keeping generation {}: {}", options.enforcer_id,
+                         keeper.generation(), next.error());
             return;
         }
         if (!next->has_value()) {
@@ -310,8 +307,11 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
         report.ok = applied.has_value();
         if (!applied) {
             report.error = applied.error();
-            log << "bulkhead-enforcer: apply failed, keeping generation " << keeper.generation()
-                << ": " << applied.error() << "\n";
+            spdlog::error("daemon: enforcer {}: apply failed, keeping generation {}: {}", options.enforcer_id,
+                          keeper.generation(), applied.error());
+        } else {
+            spdlog::info("daemon: enforcer {}: applied generation {} in {:.1f} ms", options.enforcer_id,
+                         keeper.generation(), report.apply_ms);
         }
         report.local_generation = keeper.generation();
         report.counters = counters();
@@ -323,8 +323,9 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     };
     take_from_source();
     sink->flush();
-    log << "bulkhead-enforcer: " << options.enforcer_id << " running, generation "
-        << keeper.generation() << (nflog_source ? ", reading NFLOG" : "") << "\n";
+    // Test harnesses wait for " running, generation" before they act on the daemon.
+    spdlog::info("daemon: enforcer {}: running, generation {}{}", options.enforcer_id, keeper.generation(),
+                 nflog_source ? ", reading NFLOG" : "");
 
     const std::string metrics_path = options.metrics_path;
     auto write_metrics = [&] {
@@ -353,7 +354,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
             metrics.set("bulkhead_enforcer_event_upload_failures_total", static_cast<double>(s.upload_failures));
         }
         if (auto written = write_file_atomically(metrics_path, metrics.render()); !written) {
-            log << "bulkhead-enforcer: metrics: " << written.error() << "\n";
+            spdlog::warn("daemon: enforcer {}: metrics file: {}", options.enforcer_id, written.error());
         }
     };
     write_metrics();
@@ -369,7 +370,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
             if (errno == EINTR) {
                 continue;
             }
-            log << "bulkhead-enforcer: poll: " << std::strerror(errno) << "\n";
+            spdlog::critical("daemon: enforcer {}: poll: {}", options.enforcer_id, std::strerror(errno));
             break;
         }
         if ((fds[0].revents & POLLIN) != 0) {
@@ -395,7 +396,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
                 aggregator.add(attributed, now, records);
             });
             if (!read) {
-                log << "bulkhead-enforcer: NFLOG read: " << read.error() << "\n";
+                spdlog::warn("daemon: enforcer {}: NFLOG read: {}", options.enforcer_id, read.error());
             }
             emit_records();
         }
@@ -425,7 +426,7 @@ int run_daemon(const DaemonOptions& options, std::ostream& log) {
     source.reset();
     spool.reset();
     // The table stays in force: stopping the daemon must not unprotect the host.
-    log << "bulkhead-enforcer: stopped; table inet bulkhead stays in force\n";
+    spdlog::info("daemon: enforcer {}: stopped; table inet bulkhead stays in force", options.enforcer_id);
     return 0;
 }
 

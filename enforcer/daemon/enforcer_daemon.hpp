@@ -4,14 +4,13 @@
 #pragma once
 
 #include <cstdint>
-#include <iosfwd>
 #include <string>
 
 namespace bulkhead::enforcer {
 
 struct DaemonOptions {
     std::string enforcer_id;
-    // Exactly one ruleset source: a watched file (issue 3) or the controller (issue 4).
+    // Exactly one ruleset source: a watched ruleset file or the controller's push channel.
     std::string ruleset_path;
     std::string controller_url;         // https://HOST:PORT (http:// on loopback only)
     std::string ca_file;                // the CA the controller's certificate must chain to
@@ -32,7 +31,8 @@ struct DaemonOptions {
 };
 
 // Runs until SIGINT/SIGTERM. SIGHUP re-reads the ruleset source, SIGUSR1 checks drift now.
-// Returns the process exit code; start-up errors are explained on `log`.
-int run_daemon(const DaemonOptions& options, std::ostream& log);
+// Returns the process exit code. Logs through spdlog's default logger (main() sets it up):
+// start-up errors, refused rulesets, failed applies, drift, the controller connection.
+int run_daemon(const DaemonOptions& options);
 
 }  // namespace bulkhead::enforcer

@@ -1,12 +1,15 @@
 // bulkhead-enforcer: keeps table inet bulkhead in force on this host and turns NFLOG drops
 // into drop events. One thread, one poll loop: the ruleset source, NFLOG, signals and
-// timers are file descriptors.
+// timers are file descriptors. Events go to --events (stdout by default) or the controller;
+// the log (spdlog, levels) goes to stderr.
+#include "common/logging/logging.hpp"
 #include "enforcer/daemon/enforcer_daemon.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
-#include <iostream>
+#include <cstdio>
+#include <string>
 
 int main(int argc, char** argv) {
     bulkhead::enforcer::DaemonOptions options;
@@ -53,6 +56,10 @@ int main(int argc, char** argv) {
                    "Seconds per allowed-flow summary")
         ->capture_default_str();
     app.add_flag("--no-nflog", options.no_nflog, "Apply rulesets only; do not read NFLOG");
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level,
+                   "Least severe log record written to stderr: trace, debug, info, warn, error, critical, off")
+        ->capture_default_str();
     try {
         app.parse(argc, argv);
         if (ruleset->count() == 0 && controller->count() == 0) {
@@ -65,5 +72,9 @@ int main(int argc, char** argv) {
     if (controller->count() > 0 && events->count() == 0) {
         options.events_path.clear();  // no tee unless asked for
     }
-    return bulkhead::enforcer::run_daemon(options, std::cerr);
+    if (auto configured = bulkhead::logging::setup("bulkhead-enforcer", log_level); !configured) {
+        std::fprintf(stderr, "bulkhead-enforcer: --log-level: %s\n", configured.error().c_str());
+        return 2;
+    }
+    return bulkhead::enforcer::run_daemon(options);
 }

@@ -1,5 +1,5 @@
 // The enforcer's metrics as Prometheus text (exposition format 0.0.4), written to a file
-// that node_exporter's textfile collector or the controller (issue 4) can read.
+// that node_exporter's textfile collector can read.
 #pragma once
 
 #include <map>

@@ -4,9 +4,9 @@
 // from outside (RulesetBackend, StateStore, `now` parameters), so tests drive it with fakes.
 #pragma once
 
-#include "enforcer/daemon/event_sink.hpp"
 #include "enforcer/daemon/metrics.hpp"
 #include "enforcer/daemon/state_store.hpp"
+#include "enforcer/interfaces/event_sink.hpp"
 #include "enforcer/netlink/ruleset_backend.hpp"
 
 #include <cstdint>

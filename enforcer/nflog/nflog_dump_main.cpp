@@ -1,6 +1,7 @@
 // bulkhead-nflog-dump: reads NFLOG groups with NflogSource and prints one JSON object per
-// event (or per aggregated record with --aggregate) on stdout; counters go to stderr every
-// --counters-every seconds and at exit (SIGINT/SIGTERM). A debugging tool, also handy to
+// event (or per aggregated record with --aggregate) on stdout; counters go to stderr as one
+// JSON object per line every --counters-every seconds and at exit (SIGINT/SIGTERM), and
+// diagnostics go to stderr through spdlog (--log-level). A debugging tool, also handy to
 // look at what a compiled ruleset logs:
 //
 //   bulkhead-nflog-dump --group 10 --group 11 --ruleset /var/lib/bulkhead/ruleset.json
@@ -10,6 +11,7 @@
 // for the CMake lines.
 #ifdef BULKHEAD_NFLOG_DUMP_MAIN
 
+#include "common/logging/logging.hpp"
 #include "enforcer/nflog/attribution.hpp"
 #include "enforcer/nflog/event_aggregator.hpp"
 #include "enforcer/nflog/nflog_source.hpp"
@@ -19,8 +21,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <iostream>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 #include <poll.h>
 #include <signal.h>
 #include <time.h>
@@ -71,7 +73,15 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--rcvbuf", config.rcvbuf_bytes, "socket receive buffer (bytes)")
         ->capture_default_str();
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level,
+                   "Least severe diagnostic written to stderr: trace, debug, info, warn, error, critical, off")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    if (auto configured = logging::setup("bulkhead-nflog-dump", log_level); !configured) {
+        std::fprintf(stderr, "bulkhead-nflog-dump: --log-level: %s\n", configured.error().c_str());
+        return 2;
+    }
     if (!groups.empty()) {
         config.groups.assign(groups.begin(), groups.end());
     }
@@ -86,7 +96,7 @@ int main(int argc, char** argv) {
                 ? std::expected<ruleset::Ruleset, std::string>(std::unexpected("not JSON"))
                 : ruleset::ruleset_from_json(document);
         if (!ruleset) {
-            std::cerr << "bulkhead-nflog-dump: " << ruleset_path << ": " << ruleset.error() << "\n";
+            spdlog::error("nflog-dump: ruleset {}: {}", ruleset_path, ruleset.error());
             return 2;
         }
         attributor = nflog::Attributor(ruleset->ports, generation);
@@ -94,7 +104,7 @@ int main(int argc, char** argv) {
 
     auto source = nflog::NflogSource::open(config);
     if (!source) {
-        std::cerr << "bulkhead-nflog-dump: " << source.error() << "\n";
+        spdlog::error("nflog-dump: NFLOG groups: {}", source.error());
         return 1;
     }
     struct sigaction action {};
@@ -115,6 +125,7 @@ int main(int argc, char** argv) {
         records.clear();
         std::fflush(stdout);
     };
+    // Counters stay plain JSON lines (not log records) so a script can parse them.
     auto print_counters = [&] {
         auto j = nflog::to_json(source->counters());
         j["rcvbuf_bytes"] = source->rcvbuf_bytes();
@@ -136,7 +147,7 @@ int main(int argc, char** argv) {
             }
         });
         if (!read) {
-            std::cerr << "bulkhead-nflog-dump: " << read.error() << "\n";
+            spdlog::error("nflog-dump: NFLOG read: {}", read.error());
             return 1;
         }
         aggregator.advance(clock_ns(CLOCK_REALTIME), records);

@@ -248,6 +248,17 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
         CHECK(drained);
         CHECK(daemon.stop() == 0);
     }
+    // The log: spdlog records on stderr, component and enforcer first, at the default level
+    // (info) the milestones a person looks for.
+    const auto first_log = read_text(log);
+    for (const char* line : {" info bulkhead-enforcer: agent: enforcer hv1: enrolled with the controller",
+                             " info bulkhead-enforcer: agent: enforcer hv1: control channel connected to ",
+                             " info bulkhead-enforcer: daemon: enforcer hv1: running, generation ",
+                             " info bulkhead-enforcer: daemon: enforcer hv1: applied generation ",
+                             " warning bulkhead-enforcer: daemon: enforcer hv1: drift found in table inet bulkhead",
+                             " info bulkhead-enforcer: daemon: enforcer hv1: stopped; table inet bulkhead stays"}) {
+        CHECK_MESSAGE(first_log.find(line) != std::string::npos, "no \"" << line << "\" in:\n" << first_log);
+    }
     // Stopping the daemon leaves the table in force.
     CHECK(run("nft list set inet bulkhead quarantined_ports").second.find("vdi002") != std::string::npos);
 
@@ -255,8 +266,10 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
     // and the "stopped" event spooled at shutdown arrives with the next seq.
     const auto before = fake.events().size();
     const auto connects = fake.connects().size();
+    auto quiet_args = args;
+    quiet_args.insert(quiet_args.end(), {"--log-level", "warn"});
     {
-        Daemon daemon(args, log);
+        Daemon daemon(quiet_args, log);
         REQUIRE(eventually([&] { return fake.connects().size() > connects; }, 20s));
         CHECK(fake.connects().back().generation == 2);
         CHECK(fake.connects().back().hash == ruleset::ruleset_hash(quarantined));
@@ -267,6 +280,9 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
         }));
         CHECK(daemon.stop() == 0);
     }
+    // --log-level warn: the restart ran and stopped without writing an info record.
+    const auto restart_log = read_text(log).substr(first_log.size());
+    CHECK_MESSAGE(restart_log.find(" info ") == std::string::npos, "info records at --log-level warn:\n" << restart_log);
     CHECK(fake.duplicates() == 0);
     const auto metrics = read_text((dir / "metrics.prom").string());
     CHECK(metrics.find("bulkhead_enforcer_spool_evicted_events_total 0") != std::string::npos);

@@ -18,7 +18,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <set>
 
 using namespace bulkhead;
@@ -63,14 +62,6 @@ struct Scratch {
         std::filesystem::remove_all(path, ec);
     }
 };
-
-Logger test_log() {
-    static std::mutex m;
-    return [](const std::string& line) {
-        std::lock_guard lock(m);
-        std::cerr << "  [agent] " << line << "\n";
-    };
-}
 
 std::shared_ptr<ControllerClient> make_client(const FakeController& fake, const std::filesystem::path& state,
                                               const std::string& token_file) {
@@ -149,7 +140,7 @@ TEST_CASE("agent channel: enroll, full ruleset, diff, mismatch resync, acks, hea
     ChannelConfig config;
     config.reconnect_initial = 50ms;
     config.reconnect_max = 400ms;
-    auto opened = ControllerRulesetSource::open(client, nullptr, config, nullptr, test_log());
+    auto opened = ControllerRulesetSource::open(client, nullptr, config, nullptr);
     REQUIRE(opened);
     auto& source = **opened;
 
@@ -269,7 +260,7 @@ TEST_CASE("agent channel: a rejected full ruleset is acked as failed and surface
     fake.set_desired(other);  // compiled for another enforcer
     std::ofstream(scratch.path / "token") << "t";
     auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
-    auto opened = ControllerRulesetSource::open(client, nullptr, {}, nullptr, test_log());
+    auto opened = ControllerRulesetSource::open(client, nullptr, {}, nullptr);
     REQUIRE(opened);
     auto& source = **opened;
     std::optional<std::string> error;
@@ -314,7 +305,7 @@ TEST_CASE("agent events: nothing lost across a controller restart and an enforce
         sink.flush();
     };
     {
-        auto sink = SpoolingEventSink::open(config, client, test_log());
+        auto sink = SpoolingEventSink::open(config, client);
         REQUIRE(sink);
         emit(**sink, 300);
         REQUIRE(eventually([&] { return fake.events().size() == 300; }));
@@ -329,7 +320,7 @@ TEST_CASE("agent events: nothing lost across a controller restart and an enforce
         // The enforcer restarts too, with everything still spooled.
     }
     {
-        auto sink = SpoolingEventSink::open(config, client, test_log());
+        auto sink = SpoolingEventSink::open(config, client);
         REQUIRE(sink);
         CHECK((*sink)->stats().spool.events == 700);
         emit(**sink, 200);  // seqs continue after the restart
@@ -359,7 +350,7 @@ TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells th
     config.spool = {scratch.path / "spool", 32 * 1024, 4 * 1024};
     config.retry_initial = 50ms;
     config.retry_max = 300ms;
-    auto sink = SpoolingEventSink::open(config, client, test_log());
+    auto sink = SpoolingEventSink::open(config, client);
     REQUIRE(sink);
     const int total = 200;
     for (int i = 0; i < total; ++i) {
@@ -373,7 +364,7 @@ TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells th
 
     // The status message carries the spool figures.
     fake.start(fake.port());
-    auto source = ControllerRulesetSource::open(client, nullptr, {}, sink->get(), test_log());
+    auto source = ControllerRulesetSource::open(client, nullptr, {}, sink->get());
     REQUIRE(source);
     REQUIRE(eventually([&] {
         return fake.last_status_matching([](const json& b) { return b.contains("spool"); }).has_value();

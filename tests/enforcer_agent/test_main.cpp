@@ -1,4 +1,6 @@
 #define DOCTEST_CONFIG_IMPLEMENT
+#include "common/logging/logging.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -21,6 +23,10 @@ int main(int argc, char** argv) {
             }
             break;
         }
+    }
+    // The agent logs through spdlog; on stderr at debug, its lines sit beside a failing check.
+    if (auto configured = bulkhead::logging::setup("enforcer_agent_tests", "debug"); !configured) {
+        return 2;
     }
     context.applyCommandLine(doctest_argc, argv);
     return context.run();

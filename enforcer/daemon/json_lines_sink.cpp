@@ -1,4 +1,4 @@
-#include "enforcer/daemon/event_sink.hpp"
+#include "enforcer/daemon/json_lines_sink.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include "enforcer/daemon/ruleset_source.hpp"
+#include "enforcer/daemon/file_ruleset_source.hpp"
 
 #include "policies/json_reader.hpp"
 

@@ -1,23 +1,17 @@
-// Where the enforcer's events go: drop events, allowed-flow summaries and its own
-// lifecycle events (ruleset applied, drift repaired, state corrupt). JSON lines today;
-// the controller's upload channel implements the same interface in issue 4.
+// The daemon's own event sink: JSON lines on stdout or appended to a file (alone when the
+// daemon runs from a ruleset file, a tee beside the agent's spool when it has a controller).
 #pragma once
+
+#include "enforcer/interfaces/event_sink.hpp"
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <expected>
 #include <string>
-#include <vector>
 
 namespace bulkhead::enforcer {
-
-class EventSink {
-public:
-    virtual ~EventSink() = default;
-    virtual void emit(const nlohmann::json& event) = 0;
-    virtual void flush() {}
-};
 
 // One JSON object per line on stdout or appended to a file; flushed once per loop turn so
 // a burst costs one write, not one per event.
@@ -38,25 +32,6 @@ private:
     std::FILE* file_ = nullptr;
     bool owned_ = false;
     std::uint64_t write_errors_ = 0;
-};
-
-// Hands every event to several sinks (the controller's spool and a JSON-lines tee).
-class TeeEventSink final : public EventSink {
-public:
-    explicit TeeEventSink(std::vector<EventSink*> sinks) : sinks_(std::move(sinks)) {}
-    void emit(const nlohmann::json& event) override {
-        for (auto* sink : sinks_) {
-            sink->emit(event);
-        }
-    }
-    void flush() override {
-        for (auto* sink : sinks_) {
-            sink->flush();
-        }
-    }
-
-private:
-    std::vector<EventSink*> sinks_;
 };
 
 }  // namespace bulkhead::enforcer
