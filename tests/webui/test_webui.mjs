@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The SOC dashboard in a real browser (issue 6, acceptance 1): Debian's Chromium, headless,
+// The SOC dashboard in a real browser: Debian's Chromium, headless,
 // driven by playwright-core, against the real controller and enforcers of a lab of our own
 // (prefix bhui-). Sign in; live drops while a VDI scans; the incident with its explanation
 // and scope; release and quarantine from the UI, applied on the enforcer and in force in the
