@@ -14,7 +14,7 @@ packages=(
   # libraries named by the design
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   libsqlite3-dev libssl-dev
-  # simdjson: the controller parses event uploads with it (controller/server/event_batch.hpp)
+  # simdjson: the controller parses event uploads with it (controller/services/event_batch.hpp)
   libsimdjson-dev
   # logging with levels for every program (common/logging)
   libspdlog-dev
