@@ -8,6 +8,10 @@
 // it goes on with any later batches that were waiting for it. A batch whose predecessor never
 // arrives (its thread failed between commit and submit) does not wait forever: after
 // `gap_timeout` the missing ids are read back from the store by `fill_gap`.
+//
+// This relies on the store handing out event ids in commit order without holes, which
+// SQLite's single writer does. PostgreSQL sequences do not (a transaction can commit a lower
+// id after a higher one): a PostgreSQL backend needs a commit-ordered cursor here instead.
 #pragma once
 
 #include "controller/domain/events.hpp"
