@@ -49,10 +49,11 @@ automatically for any finding of medium severity or more.
 Lab prefix bhrst-, a temporary state directory, mgmt 10.254.81.0/24, API 127.0.0.1:18591,
 TLS 18843. About 5 minutes. Torn down in `finally` (also on failure or SIGTERM); no
 namespace left. Exit 77 (skipped) when not root. Last line: "N passed, N failed"."""
-import http.server, json, os, random, shutil, signal, socket, sys, tempfile, threading, time
+import http.server, json, os, random, shutil, signal, sys, tempfile, threading, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
+from harness import free_port  # noqa: E402
 from lab_harness import (DECOY, FILE_SERVER, api, applied_quarantine, background, check, configure,  # noqa: E402
                          down_and_verify, expect_dropped, figure, incidents_of, kill_children, lab, poll, report,
                          section, up_with_lab_policy)
@@ -142,14 +143,6 @@ class Receiver:
     def snapshot(self):
         with self.lock:
             return list(self.received)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def incident(token, iid):
