@@ -13,6 +13,8 @@
 //      batch and checks it is recognised as duplicates (at-least-once delivery).
 // Prints one JSON object: events, seconds, events_per_second, batches, and the check results.
 // Exit 1 when a request fails or a check does not hold.
+#include "bench/drop_event_batches.hpp"
+
 #include <CLI/CLI.hpp>
 #include <httplib.h>
 
@@ -23,7 +25,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,66 +106,17 @@ json inventory(const Options& o) {
     return {{"enforcers", enforcers}, {"workloads", workloads}};
 }
 
-// Blocked services ordinary workloads try (and scanners sweep with many more).
-constexpr int kCommonPorts[] = {22, 135, 139, 445, 3389, 5985, 389, 1433, 8080, 443};
-
 // One enforcer's upload bodies, `seq` counting from 1 as the agent's spool does.
 std::vector<std::string> upload_bodies(const Options& o, int e, std::uint64_t events, std::int64_t start_ns) {
-    std::mt19937_64 random(o.seed * 1000003 + static_cast<std::uint64_t>(e));
-    std::vector<std::string> bodies;
-    std::uint64_t seq = 0;
-    while (seq < events) {
-        json batch = json::array();
-        for (std::size_t i = 0; i < o.batch && seq < events; ++i) {
-            ++seq;
-            // Two scanners per enforcer make 70% of its drops, sweeping 4,096 hosts on 1,024
-            // ports; the rest is background noise: every other workload retrying the two
-            // blocked services it is configured for (a backup job, a stale drive mapping).
-            const bool scanner = random() % 10 < 7;
-            const int w = scanner ? static_cast<int>(random() % 2)
-                                  : 2 + static_cast<int>(random() % static_cast<std::uint64_t>(o.workloads_per_enforcer - 2));
-            const std::uint64_t habit = random() % 2;
-            const std::uint64_t host = scanner ? random() % 4096 : (static_cast<std::uint64_t>(w) * 7 + habit * 13) % 4096;
-            const int dport = scanner ? static_cast<int>(1 + random() % 1024) : kCommonPorts[(w + habit) % 10];
-            const std::int64_t time_ns = start_ns + static_cast<std::int64_t>(seq) * 10'000;
-            char port[16];
-            std::snprintf(port, sizeof port, "vdi%02d%03d", e + 1, w + 1);
-            char destination[24];
-            std::snprintf(destination, sizeof destination, "10.0.%d.%d", static_cast<int>(host / 256),
-                          static_cast<int>(host % 256));
-            json event = {{"type", "drop"},
-                          {"count", 1},
-                          {"time_ns", time_ns},
-                          {"time_unix_ms", time_ns / 1'000'000},
-                          {"time_source", "kernel"},
-                          {"group", 10},
-                          {"seq", seq},
-                          {"hook", "forward"},
-                          {"prefix", "bh:d:default"},
-                          {"mode", "enforce"},
-                          {"direction", "out"},
-                          {"reason", "default"},
-                          {"subject", workload_id(e, w)},
-                          {"indev_ifindex", 100 + w},
-                          {"indev", port},
-                          {"family", 4},
-                          {"src", workload_address(e, w)},
-                          {"dst", destination},
-                          {"proto", 6},
-                          {"proto_name", "tcp"},
-                          {"sport", 32768 + random() % 28000},
-                          {"dport", dport},
-                          {"tcp_flags", "S"},
-                          {"tcp_flags_raw", 2},
-                          {"ip_len", 60},
-                          {"workload", workload_id(e, w)},
-                          {"would_drop", true},
-                          {"policy_generation", 1}};
-            batch.push_back({{"seq", seq}, {"event", std::move(event)}});
-        }
-        bodies.push_back(json{{"events", std::move(batch)}}.dump());
+    bulkhead::bench::DropBatchSpec spec;
+    spec.batch = o.batch;
+    spec.seed = o.seed * 1000003 + static_cast<std::uint64_t>(e);
+    for (int w = 0; w < o.workloads_per_enforcer; ++w) {
+        char port[16];
+        std::snprintf(port, sizeof port, "vdi%02d%03d", e + 1, w + 1);
+        spec.sources.push_back({workload_id(e, w), workload_address(e, w), port});
     }
-    return bodies;
+    return bulkhead::bench::drop_event_upload_bodies(spec, 1, events, start_ns);
 }
 
 } // namespace

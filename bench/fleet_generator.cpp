@@ -53,20 +53,23 @@ IpRange cidr(const std::string& text) {
     return *r;
 }
 
-// VDI k on hypervisor h: 10.64.0.0/10 holds 1024 hypervisors x 4095 VDIs.
-constexpr std::size_t max_hypervisors = 1024;
+// VDI k on hypervisor h: 10.64.0.0/10 holds hypervisors 0-1023 x 4095 VDIs, 10.128.0.0/10
+// the next 1024 (a fleet of up to 2,048 hypervisors, as a large NSX or Illumio site).
+constexpr std::size_t max_hypervisors = 2048;
 constexpr std::size_t max_vdis_per_host = 4095;
 
 std::vector<IpAddress> vdi_addresses(std::size_t h, std::size_t k) {
-    const std::uint32_t v4 = (10u << 24) + (64u << 16) + static_cast<std::uint32_t>(h) * 4096u +
+    const std::uint32_t block = h < 1024 ? 64u : 128u;
+    const std::uint32_t v4 = (10u << 24) + (block << 16) + static_cast<std::uint32_t>(h % 1024) * 4096u +
                              static_cast<std::uint32_t>(k) + 1u;
     return {address(format("%u.%u.%u.%u", v4 >> 24, (v4 >> 16) & 0xffu, (v4 >> 8) & 0xffu,
                            v4 & 0xffu)),
             address(format("fd00:0:1:%zx::%zx", h, k + 1))};
 }
 
+// Admin terminals of hypervisor h: 10.32.0.0/16 for hypervisors 0-1023, 10.33.0.0/16 after.
 std::vector<IpAddress> admin_addresses(std::size_t h, std::size_t j) {
-    return {address(format("10.32.%zu.%zu", h / 4, (h % 4) * 64 + j + 1)),
+    return {address(format("10.%zu.%zu.%zu", 32 + h / 1024, (h % 1024) / 4, (h % 4) * 64 + j + 1)),
             address(format("fd00:0:2:%zx::%zx", h, j + 1))};
 }
 

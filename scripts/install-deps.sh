@@ -18,6 +18,9 @@ packages=(
   libsimdjson-dev
   # logging with levels for every program (common/logging)
   libspdlog-dev
+  # Boost.Asio and Beast (headers): event-driven HTTP for thousands of enforcer connections
+  # (the fleet benchmark's simulator)
+  libboost-dev
   # openssl: the lab makes its CA and certificates with it
   openssl
   # kernel tooling: nft for the reference loads in tests/benchmarks, iproute2 for namespaces

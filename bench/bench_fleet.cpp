@@ -1,0 +1,416 @@
+// bench_fleet: one controller holding a fleet of simulated enforcers (bench/benchmarks/fleet.sh).
+//
+// Against a running bulkhead-controller (TLS listener for the fleet, plain loopback listener
+// for the admin side, a fresh data directory):
+//   1. puts a generated inventory (bench/fleet_generator: by default 100,000 VDIs on 2,000
+//      hypervisors) and its policy, and activates it;
+//   2. creates an enrollment token per enforcer; the simulated enforcers redeem them over TLS;
+//   3. ingest alone: a few enforcers upload drop events as the agent does (the baseline of
+//      the ingest ratio);
+//   4. starts the fleet: every enforcer opens its channel and status connections, applies its
+//      ruleset and acks it; then the controller's RSS and threads, and /api/v1/health over TLS;
+//   5. policy change: a new revision whose rule touches every VDI is activated; time from the
+//      activation request to each enforcer's ack of its new desired hash;
+//   6. quarantines through the API: time from the request to the ack of the workload's
+//      enforcer, then the release;
+//   7. ingest again with the whole fleet heart-beating: the ratio to step 3, and the
+//      heartbeats the controller absorbed meanwhile.
+// Every phase has a deadline: a controller that cannot hold the fleet yields figures of what
+// was reached ("acked": how many) rather than a hang.
+// Prints one JSON line per figure on stdout (the bench/lib.sh format); logs on stderr.
+#include "bench/drop_event_batches.hpp"
+#include "bench/fleet_generator.hpp"
+#include "bench/fleet_json.hpp"
+#include "bench/fleet_simulator.hpp"
+#include "common/logging/logging.hpp"
+#include "policies/net_address.hpp"
+
+#include <CLI/CLI.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
+
+namespace {
+
+using nlohmann::json;
+using bulkhead::bench::FleetSimulator;
+using SteadyClock = std::chrono::steady_clock;
+
+struct Options {
+    std::string host = "127.0.0.1";
+    std::string tls_port;
+    int plain_port = 0;
+    std::string ca_file;
+    std::string server_name = "localhost";
+    std::string admin_token;
+    int controller_pid = 0;
+    std::size_t enforcers = 2000;
+    std::size_t vdis = 100'000;
+    std::size_t quarantines = 50;
+    std::uint64_t ingest_events = 200'000;
+    std::size_t ingest_enforcers = 8;
+    int io_threads = 2;
+    int phase_seconds = 120;
+    int health_probes = 50;
+};
+
+[[noreturn]] void fail(const std::string& what) {
+    spdlog::critical("bench_fleet: {}", what);
+    std::exit(1);
+}
+
+json call(httplib::Client& client, const std::string& method, const std::string& path, const std::string& token,
+          const json& body, int expect) {
+    const httplib::Headers headers{{"Authorization", "Bearer " + token}};
+    const std::string text = body.is_null() ? std::string() : body.dump();
+    httplib::Result r = method == "PUT"      ? client.Put(path, headers, text, "application/json")
+                        : method == "GET"    ? client.Get(path, headers)
+                        : method == "DELETE" ? client.Delete(path, headers)
+                                             : client.Post(path, headers, text, "application/json");
+    if (!r) {
+        fail(method + " " + path + ": " + httplib::to_string(r.error()));
+    }
+    if (r->status != expect) {
+        fail(method + " " + path + ": HTTP " + std::to_string(r->status) + " " + r->body.substr(0, 400));
+    }
+    return r->body.empty() ? json() : json::parse(r->body);
+}
+
+void emit(const std::string& metric, double value, const std::string& unit, const std::string& target,
+          json extra = json::object()) {
+    json line = {{"benchmark", "fleet"}, {"metric", metric}, {"value", value}, {"unit", unit},
+                 {"target", target.empty() ? json() : json(target)}};
+    for (auto& [k, v] : extra.items()) {
+        line[k] = v;
+    }
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+}
+
+double percentile(std::vector<double> values, double p) {
+    if (values.empty()) {
+        return 0;
+    }
+    std::sort(values.begin(), values.end());
+    const auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(values.size() - 1) + 0.5);
+    return values[std::min(rank, values.size() - 1)];
+}
+
+double ms_since(SteadyClock::time_point from, SteadyClock::time_point to) {
+    return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// The controller's resident memory (MiB) and thread count from /proc.
+std::pair<double, long> process_facts(int pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string key;
+    double rss_mib = 0;
+    long threads = 0;
+    while (status >> key) {
+        if (key == "VmRSS:") {
+            long kib = 0;
+            status >> kib;
+            rss_mib = static_cast<double>(kib) / 1024.0;
+        } else if (key == "Threads:") {
+            status >> threads;
+        }
+        status.ignore(1 << 20, '\n');
+    }
+    return {rss_mib, threads};
+}
+
+std::map<std::string, std::string> desired_hashes(httplib::Client& admin, const std::string& token) {
+    std::map<std::string, std::string> hashes;
+    const json listed = call(admin, "GET", "/api/v1/enforcers", token, json(), 200);
+    for (const auto& e : listed.at("enforcers")) {
+        hashes[e.at("id").get<std::string>()] = e.value("desired_hash", "");
+    }
+    return hashes;
+}
+
+// Waits until every enforcer acked its desired hash or the deadline; returns each one's
+// latency from `t0` (ms), for those that acked.
+std::vector<double> wait_for_acks(const FleetSimulator& fleet, const std::map<std::string, std::string>& desired,
+                                  SteadyClock::time_point t0, SteadyClock::time_point deadline) {
+    std::vector<std::optional<double>> latency(fleet.size());
+    std::size_t done = 0;
+    while (done < fleet.size() && SteadyClock::now() < deadline) {
+        for (std::size_t i = 0; i < fleet.size(); ++i) {
+            if (latency[i]) {
+                continue;
+            }
+            const auto it = desired.find(fleet.id(i));
+            const auto ack = fleet.last_ack(i);
+            if (it != desired.end() && ack && ack->hash == it->second && ack->at >= t0) {
+                latency[i] = ms_since(t0, ack->at);
+                ++done;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (done < fleet.size()) {
+        for (std::size_t i = 0; i < fleet.size(); ++i) {
+            if (!latency[i]) {
+                const auto it = desired.find(fleet.id(i));
+                const auto ack = fleet.last_ack(i);
+                spdlog::info("bench_fleet: {} did not ack its desired {} (last ack: {})", fleet.id(i),
+                             it == desired.end() ? std::string("(none)") : it->second, ack ? ack->hash : std::string("none"));
+                break;  // one example is enough
+            }
+        }
+    }
+    std::vector<double> out;
+    for (const auto& l : latency) {
+        if (l) {
+            out.push_back(*l);
+        }
+    }
+    return out;
+}
+
+// Uploads `events` events from each of the first `n` enforcers at once; events/s.
+double ingest(FleetSimulator& fleet, const bulkhead::bench::Fleet& model, const Options& o, std::uint64_t first_seq,
+              std::uint64_t& accepted) {
+    std::vector<std::vector<std::string>> bodies(o.ingest_enforcers);
+    const std::uint64_t share = o.ingest_events / o.ingest_enforcers;
+    const auto start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count() - 3'600'000'000'000;
+    for (std::size_t e = 0; e < o.ingest_enforcers; ++e) {
+        bulkhead::bench::DropBatchSpec spec;
+        spec.seed = 1000003 + e;
+        for (const auto& w : model.inventory.workloads) {
+            if (w.enforcer == fleet.id(e) && !w.addresses.empty() && w.attachment &&
+                !w.attachment->interfaces.empty() && spec.sources.size() < 64) {
+                spec.sources.push_back({w.id, bulkhead::policy::to_string(w.addresses.front()),
+                                        w.attachment->interfaces.front()});
+            }
+        }
+        bodies[e] = bulkhead::bench::drop_event_upload_bodies(spec, first_seq, share, start_ns);
+    }
+    std::vector<std::uint64_t> counts(o.ingest_enforcers);
+    std::vector<std::thread> uploaders;
+    const auto t0 = SteadyClock::now();
+    const auto deadline = t0 + std::chrono::seconds(o.phase_seconds);
+    for (std::size_t e = 0; e < o.ingest_enforcers; ++e) {
+        uploaders.emplace_back([&, e] { counts[e] = fleet.upload(e, bodies[e], deadline); });
+    }
+    for (auto& t : uploaders) {
+        t.join();
+    }
+    const double seconds = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    accepted = 0;
+    for (auto c : counts) {
+        accepted += c;
+    }
+    return static_cast<double>(accepted) / seconds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"One controller holding a fleet of simulated enforcers (bench/benchmarks/fleet.sh)"};
+    app.add_option("--host", o.host, "controller address");
+    app.add_option("--tls-port", o.tls_port, "the controller's TLS listener port (the fleet's)")->required();
+    app.add_option("--plain-port", o.plain_port, "the controller's plain loopback port (admin)")->required();
+    app.add_option("--ca", o.ca_file, "the controller's CA (PEM)")->required();
+    app.add_option("--server-name", o.server_name, "the name in the controller's certificate");
+    app.add_option("--admin-token", o.admin_token, "an admin bearer token")->required();
+    app.add_option("--controller-pid", o.controller_pid, "the controller's process id (RSS, threads)")->required();
+    app.add_option("--enforcers", o.enforcers, "simulated enforcers (hypervisors)");
+    app.add_option("--vdis", o.vdis, "VDIs in the inventory");
+    app.add_option("--quarantines", o.quarantines, "quarantines measured");
+    app.add_option("--ingest-events", o.ingest_events, "events per ingest phase");
+    app.add_option("--ingest-enforcers", o.ingest_enforcers, "enforcers uploading in the ingest phases");
+    app.add_option("--io-threads", o.io_threads, "simulator threads");
+    app.add_option("--phase-seconds", o.phase_seconds, "deadline of each phase");
+    app.add_option("--health-probes", o.health_probes, "health requests measured");
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level, "spdlog level (debug shows every simulated enforcer's errors)");
+    CLI11_PARSE(app, argc, argv);
+    if (auto logging = bulkhead::logging::setup("bench_fleet", log_level); !logging) {
+        std::fprintf(stderr, "bench_fleet: --log-level: %s\n", logging.error().c_str());
+        return 2;
+    }
+    if (o.ingest_enforcers == 0 || o.ingest_enforcers > o.enforcers) {
+        fail("--ingest-enforcers must be 1..--enforcers");
+    }
+
+    bulkhead::bench::FleetSpec spec;
+    spec.vdis = o.vdis;
+    spec.hypervisors = o.enforcers;
+    const auto model = bulkhead::bench::generate_fleet(spec);
+    json policy = bulkhead::bench::policy_to_json(model.policy);
+    const json inventory = bulkhead::bench::inventory_to_json(model.inventory);
+
+    httplib::Client admin(o.host, o.plain_port);
+    admin.set_read_timeout(600, 0);
+    admin.set_write_timeout(600, 0);
+    auto t = SteadyClock::now();
+    call(admin, "PUT", "/api/v1/inventory", o.admin_token, inventory, 200);
+    const double inventory_ms = ms_since(t, SteadyClock::now());
+    auto revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
+    t = SteadyClock::now();
+    call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
+         o.admin_token, json::object(), 200);
+    const double activate_ms = ms_since(t, SteadyClock::now());
+    spdlog::info("bench_fleet: inventory of {} VDIs on {} enforcers put in {:.0f} ms, policy activated in {:.0f} ms",
+                 o.vdis, o.enforcers, inventory_ms, activate_ms);
+
+    std::vector<bulkhead::bench::SimulatedEnforcerIdentity> identities;
+    std::vector<std::string> tokens;
+    for (const auto& e : model.inventory.enforcers) {
+        identities.push_back({e.id, ""});
+        tokens.push_back(call(admin, "POST", "/api/v1/enforcers/" + e.id + "/enrollment-token", o.admin_token, json(),
+                              201)["token"].get<std::string>());
+        if (identities.size() == o.enforcers) {
+            break;
+        }
+    }
+    bulkhead::bench::SimulatorOptions sim_options;
+    sim_options.host = o.host;
+    sim_options.port = o.tls_port;
+    sim_options.ca_file = o.ca_file;
+    sim_options.server_name = o.server_name;
+    sim_options.io_threads = o.io_threads;
+    FleetSimulator fleet(sim_options, identities);
+    const auto enrolled = fleet.enroll_all(tokens, 16, std::chrono::seconds(o.phase_seconds));
+    if (enrolled != identities.size()) {
+        fail(std::to_string(enrolled) + " of " + std::to_string(identities.size()) + " enforcers enrolled");
+    }
+    spdlog::info("bench_fleet: {} enforcers enrolled over TLS", enrolled);
+
+    // 3. Ingest alone.
+    std::uint64_t accepted_alone = 0;
+    const double ingest_alone = ingest(fleet, model, o, 1, accepted_alone);
+    spdlog::info("bench_fleet: ingest alone {:.0f} events/s ({} accepted)", ingest_alone, accepted_alone);
+
+    // 4. The fleet connects.
+    auto desired = desired_hashes(admin, o.admin_token);
+    t = SteadyClock::now();
+    fleet.start();
+    auto connected = wait_for_acks(fleet, desired, t, t + std::chrono::seconds(o.phase_seconds));
+    const double connect_ms = ms_since(t, SteadyClock::now());
+    spdlog::info("bench_fleet: {} of {} enforcers acked their first ruleset ({} channels open) after {:.0f} ms",
+                 connected.size(), o.enforcers, fleet.channels_open(), connect_ms);
+    emit("connect_all_acked", connected.size() == o.enforcers ? percentile(connected, 100) : -1, "ms", "",
+         {{"acked", connected.size()}, {"enforcers", o.enforcers}, {"vdis", o.vdis},
+          {"channels_open", fleet.channels_open()}, {"p50_ms", percentile(connected, 50)},
+          {"inventory_put_ms", inventory_ms}, {"first_activation_ms", activate_ms}});
+    const auto [rss_mib, threads] = process_facts(o.controller_pid);
+    emit("controller_rss", rss_mib, "MiB", "", {{"enforcers_connected", fleet.channels_open()}});
+    emit("controller_threads", static_cast<double>(threads), "threads", "",
+         {{"enforcers_connected", fleet.channels_open()}});
+
+    std::vector<double> health;
+    std::size_t health_failures = 0;
+    for (int i = 0; i < o.health_probes; ++i) {
+        const auto h0 = SteadyClock::now();
+        const auto status = fleet.probe("/api/v1/health", std::chrono::milliseconds(5000));
+        if (status && *status == 200) {
+            health.push_back(ms_since(h0, SteadyClock::now()));
+        } else {
+            ++health_failures;
+        }
+    }
+    emit("health_p99_with_fleet", health_failures == 0 ? percentile(health, 99) : -1, "ms", "< 100",
+         {{"probes", o.health_probes}, {"failed_or_over_5s", health_failures}, {"p50_ms", percentile(health, 50)}});
+
+    // 5. A policy change that touches every VDI: a new rule from all VDIs to a new address.
+    policy["services"].push_back({{"name", "bench-change"}, {"entries", {{{"protocol", "tcp"}, {"ports", {7001}}}}}});
+    policy["segments"].push_back({{"name", "bench-all-vdis"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
+    policy["segments"].push_back({{"name", "bench-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
+    policy["rules"].push_back({{"name", "bench-change"}, {"action", "allow"}, {"from", {"bench-all-vdis"}},
+                               {"to", {"bench-change-target"}}, {"services", {"bench-change"}}});
+    revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
+    t = SteadyClock::now();
+    call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
+         o.admin_token, json::object(), 200);
+    desired = desired_hashes(admin, o.admin_token);
+    auto changed = wait_for_acks(fleet, desired, t, t + std::chrono::seconds(o.phase_seconds));
+    spdlog::info("bench_fleet: policy change acked by {} of {} enforcers", changed.size(), o.enforcers);
+    emit("policy_change_all_acked_p99", changed.size() == o.enforcers ? percentile(changed, 99) : -1, "ms", "< 5000",
+         {{"acked", changed.size()}, {"enforcers", o.enforcers}, {"p50_ms", percentile(changed, 50)},
+          {"max_ms", percentile(changed, 100)}});
+
+    // 6. Quarantines of workloads on enforcers that are in sync.
+    std::vector<double> quarantine_ms;
+    std::size_t quarantine_missed = 0;
+    std::map<std::string, std::size_t> index_of;
+    for (std::size_t i = 0; i < fleet.size(); ++i) {
+        index_of[fleet.id(i)] = i;
+    }
+    std::vector<const bulkhead::policy::Workload*> managed;
+    for (const auto& w : model.inventory.workloads) {
+        if (!w.enforcer.empty() && !w.critical) {
+            managed.push_back(&w);
+        }
+    }
+    bulkhead::bench::Prng pick(7);
+    for (std::size_t q = 0; q < o.quarantines && !managed.empty(); ++q) {
+        const auto& w = *managed[pick.below(managed.size())];
+        const auto where = index_of.find(w.enforcer);
+        if (where == index_of.end() || !fleet.last_ack(where->second)) {
+            ++quarantine_missed;
+            continue;
+        }
+        const std::string path = "/api/v1/enforcers/" + w.enforcer;
+        for (const bool release : {false, true}) {
+            t = SteadyClock::now();
+            if (release) {
+                call(admin, "DELETE", "/api/v1/quarantines/" + w.id, o.admin_token, json(), 200);
+            } else {
+                call(admin, "POST", "/api/v1/quarantines", o.admin_token, {{"workload", w.id}, {"reason", "bench"}}, 201);
+            }
+            const std::string hash = call(admin, "GET", path, o.admin_token, json(), 200).value("desired_hash", "");
+            bool acked = false;
+            while (SteadyClock::now() < t + std::chrono::seconds(10)) {
+                const auto ack = fleet.last_ack(where->second);
+                if (ack && ack->hash == hash && ack->at >= t) {
+                    if (!release) {
+                        quarantine_ms.push_back(ms_since(t, ack->at));
+                    }
+                    acked = true;
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            if (!acked) {
+                ++quarantine_missed;
+                break;
+            }
+        }
+    }
+    emit("quarantine_acked_p99", quarantine_missed == 0 ? percentile(quarantine_ms, 99) : -1, "ms", "< 10",
+         {{"quarantines", o.quarantines}, {"missed", quarantine_missed}, {"p50_ms", percentile(quarantine_ms, 50)},
+          {"enforcers_connected", fleet.channels_open()}});
+
+    // 7. Ingest while the fleet heart-beats.
+    const auto status_before = fleet.counters().status_ok;
+    const auto i0 = SteadyClock::now();
+    std::uint64_t accepted_with = 0;
+    const double ingest_with = ingest(fleet, model, o, 1 + o.ingest_events, accepted_with);
+    const double window = std::chrono::duration<double>(SteadyClock::now() - i0).count();
+    const double heartbeats = static_cast<double>(fleet.counters().status_ok - status_before) / window;
+    emit("heartbeats_absorbed_during_ingest", heartbeats, "heartbeats/s", "",
+         {{"enforcers", o.enforcers}, {"heartbeat_interval_ms", 5000}, {"nominal", static_cast<double>(o.enforcers) / 5.0}});
+    emit("ingest_with_fleet_ratio", ingest_alone > 0 ? ingest_with / ingest_alone : 0, "ratio", ">= 0.9",
+         {{"baseline", "ingest_alone"}, {"baseline_value", ingest_alone}, {"value_events_per_second", ingest_with},
+          {"accepted_alone", accepted_alone}, {"accepted_with_fleet", accepted_with},
+          {"events_per_phase", o.ingest_events}});
+
+    const auto c = fleet.counters();
+    spdlog::info("bench_fleet: channels opened {}, channel failures {}, resyncs {}, rulesets {}, diffs {}, status ok {}, "
+                 "status failures {}, upload failures {}",
+                 c.channels_opened, c.channel_failures, c.resyncs, c.rulesets, c.diffs, c.status_ok, c.status_failures,
+                 c.upload_failures);
+    fleet.stop();
+    return 0;
+}

@@ -1,0 +1,507 @@
+#include "bench/fleet_simulator.hpp"
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include "enforcer/agent/channel_session.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace bulkhead::bench {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+using nlohmann::json;
+
+namespace {
+
+std::int64_t unix_ms_now() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+// What one simulated enforcer holds. Touched only on its strand, except `ack` (mutex).
+struct SimulatedEnforcer {
+    std::size_t index = 0;
+    std::string id;
+    std::string credential;
+    asio::strand<asio::io_context::executor_type> strand;
+    enforcer::agent::HeldRuleset held;
+    std::chrono::milliseconds heartbeat{5000};
+    bool ack_pending = false;
+    bool channel_open = false;
+    asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
+
+    mutable std::mutex ack_mutex;
+    std::optional<FleetSimulator::Ack> ack;
+
+    SimulatedEnforcer(asio::io_context& io, std::size_t i, SimulatedEnforcerIdentity identity)
+        : index(i), id(std::move(identity.id)), credential(std::move(identity.credential)), strand(asio::make_strand(io)) {}
+};
+
+struct FleetSimulator::Impl {
+    SimulatorOptions options;
+    asio::ssl::context tls{asio::ssl::context::tls_client};
+    tcp::resolver::results_type endpoints;
+    std::vector<std::unique_ptr<SimulatedEnforcer>> enforcers;
+    std::atomic<bool> stopping{false};
+    std::atomic<std::size_t> channels_open{0};
+
+    std::atomic<std::uint64_t> channels_opened{0}, channel_failures{0}, resyncs{0}, rulesets{0}, diffs{0},
+        status_ok{0}, status_failures{0}, events_accepted{0}, upload_failures{0};
+
+    // Declared last: destroyed first, so that coroutine frames (which hold connections and
+    // executors) go before what they point at.
+    std::unique_ptr<asio::io_context> io = std::make_unique<asio::io_context>();
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+    std::vector<std::thread> threads;
+
+    // ---- one keep-alive HTTPS connection ------------------------------------------------
+    class Connection {
+      public:
+        Connection(Impl& sim, asio::any_io_executor executor)
+            : sim_(sim), executor_(std::move(executor)), timeout_(sim.options.request_timeout) {}
+        Connection(Impl& sim, asio::any_io_executor executor, std::chrono::milliseconds timeout)
+            : sim_(sim), executor_(std::move(executor)), timeout_(timeout) {}
+        ~Connection() { close(); }
+
+        asio::awaitable<void> open() {
+            close();
+            stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(executor_, sim_.tls);
+            const std::string& name = sim_.options.server_name;
+            // SSL_set_tlsext_host_name is a macro with a C cast; this is what it expands to.
+            if (SSL_ctrl(stream_->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                         const_cast<char*>(name.c_str())) != 1) {
+                throw std::runtime_error("cannot set the TLS server name");
+            }
+            stream_->set_verify_callback(asio::ssl::host_name_verification(name));
+            auto& layer = beast::get_lowest_layer(*stream_);
+            layer.expires_after(timeout_);
+            co_await layer.async_connect(sim_.endpoints, asio::use_awaitable);
+            co_await stream_->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+        }
+
+        // Sends a request with a body (or none) and reads the whole answer.
+        asio::awaitable<http::response<http::string_body>> request(http::verb verb, const std::string& target,
+                                                                  const std::string& token, std::string body) {
+            if (!stream_) {
+                co_await open();
+            }
+            co_await write_request(verb, target, token, std::move(body));
+            http::response_parser<http::string_body> parser;
+            parser.body_limit(256ULL << 20);
+            beast::get_lowest_layer(*stream_).expires_after(timeout_);
+            co_await http::async_read(*stream_, buffer_, parser, asio::use_awaitable);
+            auto response = parser.release();
+            if (!response.keep_alive()) {
+                close();
+            }
+            co_return response;
+        }
+
+        asio::awaitable<void> write_request(http::verb verb, const std::string& target, const std::string& token,
+                                            std::string body) {
+            http::request<http::string_body> request{verb, target, 11};
+            request.set(http::field::host, sim_.options.server_name);
+            request.set(http::field::user_agent, "bulkhead-bench-fleet");
+            if (!token.empty()) {
+                request.set(http::field::authorization, "Bearer " + token);
+            }
+            if (!body.empty()) {
+                request.set(http::field::content_type, "application/json");
+                request.body() = std::move(body);
+            }
+            request.keep_alive(true);
+            request.prepare_payload();
+            beast::get_lowest_layer(*stream_).expires_after(timeout_);
+            co_await http::async_write(*stream_, request, asio::use_awaitable);
+        }
+
+        beast::ssl_stream<beast::tcp_stream>& stream() { return *stream_; }
+        beast::flat_buffer& buffer() { return buffer_; }
+
+        void close() {
+            if (stream_) {
+                beast::error_code ignored;
+                beast::get_lowest_layer(*stream_).socket().close(ignored);
+                stream_.reset();
+            }
+            buffer_.clear();
+        }
+
+      private:
+        Impl& sim_;
+        asio::any_io_executor executor_;
+        std::chrono::milliseconds timeout_;
+        std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> stream_;
+        beast::flat_buffer buffer_;
+    };
+
+    explicit Impl(SimulatorOptions o) : options(std::move(o)) {
+        if (options.server_name.empty()) {
+            options.server_name = options.host;
+        }
+        tls.set_verify_mode(asio::ssl::verify_peer);
+        tls.load_verify_file(options.ca_file);
+        tcp::resolver resolver(*io);
+        endpoints = resolver.resolve(options.host, options.port);
+    }
+
+    void run_threads() {
+        if (!threads.empty()) {
+            return;
+        }
+        work.emplace(io->get_executor());
+        for (int i = 0; i < std::max(1, options.io_threads); ++i) {
+            threads.emplace_back([this] { io->run(); });
+        }
+    }
+
+    void stop_threads() {
+        stopping = true;
+        work.reset();
+        io->stop();
+        for (auto& t : threads) {
+            t.join();
+        }
+        threads.clear();
+        io.reset();  // destroys the suspended coroutines while what they use still exists
+    }
+
+    static asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        timer.expires_after(d);
+        beast::error_code ec;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+
+    void wake_status(SimulatedEnforcer& e) {
+        e.ack_pending = true;
+        if (e.status_wake != nullptr) {
+            e.status_wake->cancel();
+        }
+    }
+
+    // The channel stream: reconnects with jittered exponential backoff as the agent does;
+    // a resync (diff that does not fit) reconnects at once with what is held.
+    asio::awaitable<void> run_channel(SimulatedEnforcer& e) {
+        std::mt19937 jitter(static_cast<unsigned>(e.index * 7919 + 1));
+        auto backoff = std::chrono::milliseconds(200);
+        std::vector<char> chunk(64 * 1024);
+        while (!stopping) {
+            const auto started = SteadyClock::now();
+            bool resync = false;
+            Connection connection(*this, e.strand);
+            try {
+                co_await connection.open();
+                const std::string target = "/api/v1/enforcers/" + e.id + "/channel?generation=" +
+                                           std::to_string(e.held.generation) + "&hash=" + e.held.hash;
+                co_await connection.write_request(http::verb::get, target, e.credential, {});
+                http::response_parser<http::buffer_body> parser;
+                parser.body_limit(boost::none);
+                auto& layer = beast::get_lowest_layer(connection.stream());
+                layer.expires_after(options.request_timeout);
+                co_await http::async_read_header(connection.stream(), connection.buffer(), parser, asio::use_awaitable);
+                if (parser.get().result() != http::status::ok) {
+                    throw std::runtime_error("channel answered HTTP " + std::to_string(parser.get().result_int()));
+                }
+                ++channels_opened;
+                ++channels_open;
+                e.channel_open = true;
+                enforcer::agent::ChannelSession session(e.id, e.held);
+                std::string pending;
+                while (!parser.is_done() && !stopping && !resync) {
+                    parser.get().body().data = chunk.data();
+                    parser.get().body().size = chunk.size();
+                    layer.expires_after(e.heartbeat * 3);
+                    try {
+                        co_await http::async_read_some(connection.stream(), connection.buffer(), parser, asio::use_awaitable);
+                    } catch (const boost::system::system_error& error) {
+                        if (error.code() != http::error::need_buffer) {
+                            throw;
+                        }
+                    }
+                    pending.append(chunk.data(), chunk.size() - parser.get().body().size);
+                    std::size_t start = 0;
+                    for (auto newline = pending.find('\n'); newline != std::string::npos;
+                         newline = pending.find('\n', start)) {
+                        const std::string_view line(pending.data() + start, newline - start);
+                        start = newline + 1;
+                        if (line.empty()) {
+                            continue;
+                        }
+                        const auto action = session.handle_line(line);
+                        using Kind = enforcer::agent::ChannelAction::Kind;
+                        if (action.kind == Kind::Hello) {
+                            e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
+                        } else if (action.kind == Kind::Apply) {
+                            e.held = action.next;
+                            ++(action.from_diff ? diffs : rulesets);
+                            wake_status(e);
+                        } else if (action.kind == Kind::Reject) {
+                            spdlog::warn("fleet: {}: rejected a ruleset: {}", e.id, action.reason);
+                        } else if (action.kind == Kind::Resync) {
+                            spdlog::debug("fleet: {}: resync: {}", e.id, action.reason);
+                            ++resyncs;
+                            resync = true;
+                            break;
+                        }
+                    }
+                    pending.erase(0, start);
+                }
+            } catch (const std::exception& error) {
+                if (!stopping) {
+                    ++channel_failures;
+                    spdlog::debug("fleet: {}: channel: {}", e.id, error.what());
+                }
+            }
+            if (e.channel_open) {
+                e.channel_open = false;
+                --channels_open;
+            }
+            connection.close();
+            if (stopping) {
+                break;
+            }
+            if (resync) {
+                continue;
+            }
+            if (SteadyClock::now() - started > std::chrono::minutes(1)) {
+                backoff = std::chrono::milliseconds(200);
+            }
+            const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+            co_await sleep_for(wait);
+            backoff = std::min(backoff * 2, options.max_backoff);
+        }
+    }
+
+    json status_body(const SimulatedEnforcer& e) const {
+        return json{{"generation", e.held.generation},
+                    {"hash", e.held.hash},
+                    {"state", "applied"},
+                    {"error", ""},
+                    {"applied_at_ms", unix_ms_now()},
+                    {"apply_ms", 0.0},
+                    {"enforcer_time_ms", unix_ms_now()},
+                    {"version", options.version},
+                    {"drift_repairs", 0},
+                    {"last_drift_at_ms", 0},
+                    {"elements", 0},
+                    {"nflog", {{"received", 0}, {"lost", 0}}}};
+    }
+
+    // Acks right after every apply, heartbeats every interval otherwise (as the agent).
+    asio::awaitable<void> run_status(SimulatedEnforcer& e) {
+        Connection connection(*this, e.strand);
+        asio::steady_timer timer(e.strand);
+        auto next_heartbeat = SteadyClock::now();
+        auto retry = std::chrono::milliseconds(200);
+        while (!stopping) {
+            if (!e.ack_pending && SteadyClock::now() < next_heartbeat) {
+                timer.expires_at(next_heartbeat);
+                e.status_wake = &timer;
+                beast::error_code ec;
+                co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                e.status_wake = nullptr;
+                continue;
+            }
+            const bool was_ack = e.ack_pending;
+            e.ack_pending = false;
+            const std::string hash = e.held.hash;
+            const std::uint64_t generation = e.held.generation;
+            bool ok = false;
+            try {
+                auto response = co_await connection.request(http::verb::post, "/api/v1/enforcers/" + e.id + "/status",
+                                                            e.credential, status_body(e).dump());
+                ok = response.result() == http::status::ok;
+                if (!ok) {
+                    spdlog::debug("fleet: {}: status answered HTTP {}", e.id, response.result_int());
+                }
+            } catch (const std::exception& error) {
+                connection.close();
+                if (!stopping) {
+                    spdlog::debug("fleet: {}: status: {}", e.id, error.what());
+                }
+            }
+            if (ok) {
+                ++status_ok;
+                retry = std::chrono::milliseconds(200);
+                if (!hash.empty()) {
+                    std::lock_guard lock(e.ack_mutex);
+                    e.ack = Ack{hash, generation, SteadyClock::now()};
+                }
+                next_heartbeat = SteadyClock::now() + e.heartbeat;
+            } else if (!stopping) {
+                ++status_failures;
+                e.ack_pending = e.ack_pending || was_ack;
+                co_await sleep_for(retry);
+                retry = std::min(retry * 2, options.max_backoff);
+            }
+        }
+    }
+
+    // Runs `make()` on `executor` and waits for it on the calling thread.
+    template <typename T, typename Make>
+    T run_and_wait(asio::any_io_executor executor, Make make) {
+        std::promise<T> promise;
+        auto future = promise.get_future();
+        asio::co_spawn(executor, make(), [&promise](std::exception_ptr error, T value) {
+            if (error) {
+                promise.set_exception(error);
+            } else {
+                promise.set_value(std::move(value));
+            }
+        });
+        return future.get();
+    }
+};
+
+FleetSimulator::FleetSimulator(SimulatorOptions options, std::vector<SimulatedEnforcerIdentity> enforcers)
+    : impl_(std::make_unique<Impl>(std::move(options))) {
+    for (std::size_t i = 0; i < enforcers.size(); ++i) {
+        impl_->enforcers.push_back(std::make_unique<SimulatedEnforcer>(*impl_->io, i, std::move(enforcers[i])));
+    }
+    impl_->run_threads();
+}
+
+FleetSimulator::~FleetSimulator() { stop(); }
+
+void FleetSimulator::stop() {
+    if (impl_->io) {
+        impl_->stop_threads();
+    }
+}
+
+std::size_t FleetSimulator::enroll_all(const std::vector<std::string>& tokens, int concurrency,
+                                       std::chrono::seconds deadline) {
+    Impl& sim = *impl_;
+    std::atomic<std::size_t> next{0}, enrolled{0};
+    const auto until = SteadyClock::now() + deadline;
+    auto worker = [&sim, &tokens, &next, &enrolled, until]() -> asio::awaitable<int> {
+        Impl::Connection connection(sim, co_await asio::this_coro::executor);
+        for (std::size_t i = next++; i < sim.enforcers.size() && i < tokens.size() && SteadyClock::now() < until;
+             i = next++) {
+            SimulatedEnforcer& e = *sim.enforcers[i];
+            try {
+                const json body{{"enforcer", e.id}, {"token", tokens[i]}, {"version", sim.options.version}, {"hostname", e.id}};
+                auto response = co_await connection.request(http::verb::post, "/api/v1/enforcers/enroll", "", body.dump());
+                if (response.result() != http::status::created) {
+                    spdlog::warn("fleet: {}: enrollment answered HTTP {}: {}", e.id, response.result_int(),
+                                 response.body().substr(0, 200));
+                    continue;
+                }
+                e.credential = json::parse(response.body()).at("credential").get<std::string>();
+                ++enrolled;
+            } catch (const std::exception& error) {
+                connection.close();
+                spdlog::warn("fleet: {}: enrollment: {}", e.id, error.what());
+            }
+        }
+        co_return 0;
+    };
+    std::vector<std::future<int>> done;
+    for (int w = 0; w < std::max(1, concurrency); ++w) {
+        auto promise = std::make_shared<std::promise<int>>();
+        done.push_back(promise->get_future());
+        asio::co_spawn(asio::make_strand(*sim.io), worker(), [promise](std::exception_ptr error, int value) {
+            if (error) {
+                promise->set_exception(error);
+            } else {
+                promise->set_value(value);
+            }
+        });
+    }
+    for (auto& f : done) {
+        f.get();
+    }
+    return enrolled;
+}
+
+void FleetSimulator::start() {
+    Impl& sim = *impl_;
+    for (auto& e : sim.enforcers) {
+        asio::co_spawn(e->strand, sim.run_channel(*e), asio::detached);
+        asio::co_spawn(e->strand, sim.run_status(*e), asio::detached);
+    }
+}
+
+std::size_t FleetSimulator::size() const { return impl_->enforcers.size(); }
+const std::string& FleetSimulator::id(std::size_t index) const { return impl_->enforcers.at(index)->id; }
+std::size_t FleetSimulator::channels_open() const { return impl_->channels_open; }
+
+FleetCounters FleetSimulator::counters() const {
+    const Impl& s = *impl_;
+    return FleetCounters{s.channels_opened, s.channel_failures, s.resyncs,         s.rulesets,       s.diffs,
+                         s.status_ok,       s.status_failures,  s.events_accepted, s.upload_failures};
+}
+
+std::optional<FleetSimulator::Ack> FleetSimulator::last_ack(std::size_t index) const {
+    const auto& e = *impl_->enforcers.at(index);
+    std::lock_guard lock(e.ack_mutex);
+    return e.ack;
+}
+
+std::uint64_t FleetSimulator::upload(std::size_t index, const std::vector<std::string>& bodies,
+                                     SteadyClock::time_point deadline) {
+    Impl& sim = *impl_;
+    SimulatedEnforcer& e = *sim.enforcers.at(index);
+    return sim.run_and_wait<std::uint64_t>(e.strand, [&sim, &e, &bodies, deadline]() -> asio::awaitable<std::uint64_t> {
+        Impl::Connection connection(sim, e.strand);
+        std::uint64_t accepted = 0;
+        for (const auto& body : bodies) {
+            if (SteadyClock::now() >= deadline || sim.stopping) {
+                break;
+            }
+            try {
+                auto response =
+                    co_await connection.request(http::verb::post, "/api/v1/enforcers/" + e.id + "/events", e.credential, body);
+                if (response.result() != http::status::ok) {
+                    ++sim.upload_failures;
+                    spdlog::warn("fleet: {}: upload answered HTTP {}: {}", e.id, response.result_int(),
+                                 response.body().substr(0, 200));
+                    break;
+                }
+                const auto n = json::parse(response.body()).value("accepted", std::uint64_t{0});
+                accepted += n;
+                sim.events_accepted += n;
+            } catch (const std::exception& error) {
+                ++sim.upload_failures;
+                spdlog::warn("fleet: {}: upload: {}", e.id, error.what());
+                break;
+            }
+        }
+        co_return accepted;
+    });
+}
+
+std::optional<int> FleetSimulator::probe(const std::string& target, std::chrono::milliseconds timeout) {
+    Impl& sim = *impl_;
+    return sim.run_and_wait<std::optional<int>>(
+        asio::make_strand(*sim.io), [&sim, &target, timeout]() -> asio::awaitable<std::optional<int>> {
+            Impl::Connection connection(sim, co_await asio::this_coro::executor, timeout);
+            try {
+                auto response = co_await connection.request(http::verb::get, target, "", {});
+                co_return response.result_int();
+            } catch (const std::exception&) {
+                co_return std::nullopt;
+            }
+        });
+}
+
+}  // namespace bulkhead::bench
