@@ -253,8 +253,24 @@ int main(int argc, char** argv) {
     httplib::Client admin(o.host, o.plain_port);
     admin.set_read_timeout(600, 0);
     admin.set_write_timeout(600, 0);
+    // 100,000 workloads are more than one request may carry (16 MiB): the enforcers and the
+    // first workloads in one PUT, the rest in bulk upserts of 10,000.
     auto t = SteadyClock::now();
-    call(admin, "PUT", "/api/v1/inventory", o.admin_token, inventory, 200);
+    constexpr std::size_t kWorkloadsPerRequest = 10'000;
+    const auto& workloads = inventory.at("workloads");
+    json first = inventory;
+    first["workloads"] = json::array();
+    for (std::size_t i = 0; i < std::min(workloads.size(), kWorkloadsPerRequest); ++i) {
+        first["workloads"].push_back(workloads[i]);
+    }
+    call(admin, "PUT", "/api/v1/inventory", o.admin_token, first, 200);
+    for (std::size_t start = kWorkloadsPerRequest; start < workloads.size(); start += kWorkloadsPerRequest) {
+        json chunk = json::array();
+        for (std::size_t i = start; i < std::min(workloads.size(), start + kWorkloadsPerRequest); ++i) {
+            chunk.push_back(workloads[i]);
+        }
+        call(admin, "POST", "/api/v1/workloads/bulk", o.admin_token, json{{"upsert", std::move(chunk)}}, 200);
+    }
     const double inventory_ms = ms_since(t, SteadyClock::now());
     auto revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
     t = SteadyClock::now();
