@@ -94,6 +94,7 @@ struct FleetSimulator::Impl {
             auto& layer = beast::get_lowest_layer(*stream_);
             layer.expires_after(timeout_);
             co_await layer.async_connect(sim_.endpoints, asio::use_awaitable);
+            layer.socket().set_option(tcp::no_delay(true));  // as the agent: no Nagle wait on small writes
             co_await stream_->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
         }
 
