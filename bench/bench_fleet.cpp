@@ -90,6 +90,11 @@ void emit(const std::string& metric, double value, const std::string& unit, cons
     for (auto& [k, v] : extra.items()) {
         line[k] = v;
     }
+    // "< N" and ">= N" targets; a phase that did not complete (-1) misses its target.
+    if (!target.empty()) {
+        const double bound = std::stod(target.substr(target.find_first_of("0123456789")));
+        line["met"] = value >= 0 && (target.rfind(">=", 0) == 0 ? value >= bound : value < bound);
+    }
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
 }
