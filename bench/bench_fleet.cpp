@@ -59,6 +59,8 @@ struct Options {
     int io_threads = 2;
     int phase_seconds = 120;
     int health_probes = 50;
+    std::size_t abuse_streams = 500;
+    std::size_t abuse_slow = 500;
 };
 
 [[noreturn]] void fail(const std::string& what) {
@@ -217,6 +219,89 @@ double ingest(FleetSimulator& fleet, const bulkhead::bench::Fleet& model, const 
     return static_cast<double>(accepted) / seconds;
 }
 
+struct QuarantineTimes {
+    std::vector<double> ms;
+    std::size_t missed = 0;
+};
+
+// Quarantines `count` random managed workloads through the API, each timed from the request
+// to its enforcer's ack of the new desired hash, and releases each (the release waits for its
+// ack too, untimed).
+QuarantineTimes measure_quarantines(httplib::Client& admin, const Options& o, const bulkhead::bench::Fleet& model,
+                                    const FleetSimulator& fleet, std::size_t count, std::uint64_t seed) {
+    QuarantineTimes out;
+    std::map<std::string, std::size_t> index_of;
+    for (std::size_t i = 0; i < fleet.size(); ++i) {
+        index_of[fleet.id(i)] = i;
+    }
+    std::vector<const bulkhead::policy::Workload*> managed;
+    for (const auto& w : model.inventory.workloads) {
+        if (!w.enforcer.empty() && !w.critical) {
+            managed.push_back(&w);
+        }
+    }
+    bulkhead::bench::Prng pick(seed);
+    for (std::size_t q = 0; q < count && !managed.empty(); ++q) {
+        const auto& w = *managed[pick.below(managed.size())];
+        const auto where = index_of.find(w.enforcer);
+        if (where == index_of.end() || !fleet.last_ack(where->second)) {
+            ++out.missed;
+            continue;
+        }
+        const std::string path = "/api/v1/enforcers/" + w.enforcer;
+        for (const bool release : {false, true}) {
+            const auto t = SteadyClock::now();
+            if (release) {
+                call(admin, "DELETE", "/api/v1/quarantines/" + w.id, o.admin_token, json(), 200);
+            } else {
+                call(admin, "POST", "/api/v1/quarantines", o.admin_token, {{"workload", w.id}, {"reason", "bench"}}, 201);
+            }
+            const std::string hash = call(admin, "GET", path, o.admin_token, json(), 200).value("desired_hash", "");
+            bool acked = false;
+            while (SteadyClock::now() < t + std::chrono::seconds(10)) {
+                const auto ack = fleet.last_ack(where->second);
+                if (ack && ack->hash == hash && ack->at >= t) {
+                    if (!release) {
+                        out.ms.push_back(ms_since(t, ack->at));
+                    }
+                    acked = true;
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            if (!acked) {
+                ++out.missed;
+                break;
+            }
+        }
+        if (out.missed >= 3 && out.ms.empty()) {
+            out.missed += count - q - 1;  // none goes through: the rest would not either
+            break;
+        }
+    }
+    return out;
+}
+
+// Health over TLS: latencies of the probes answered 200 within 5 s, and how many were not.
+std::pair<std::vector<double>, std::size_t> probe_health(FleetSimulator& fleet, int probes) {
+    std::vector<double> health;
+    std::size_t failures = 0;
+    for (int i = 0; i < probes; ++i) {
+        const auto h0 = SteadyClock::now();
+        const auto status = fleet.probe("/api/v1/health", std::chrono::milliseconds(5000));
+        if (status && *status == 200) {
+            health.push_back(ms_since(h0, SteadyClock::now()));
+        } else {
+            ++failures;
+            if (health.empty() && failures == 3) {
+                failures = static_cast<std::size_t>(probes);  // not answering at all: do not wait out every probe
+                break;
+            }
+        }
+    }
+    return {health, failures};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,6 +322,8 @@ int main(int argc, char** argv) {
     app.add_option("--io-threads", o.io_threads, "simulator threads");
     app.add_option("--phase-seconds", o.phase_seconds, "deadline of each phase");
     app.add_option("--health-probes", o.health_probes, "health requests measured");
+    app.add_option("--abuse-streams", o.abuse_streams, "dashboard streams opened in the abuse phase");
+    app.add_option("--abuse-slow", o.abuse_slow, "slow-header connections in the abuse phase");
     std::string log_level = "info";
     app.add_option("--log-level", log_level, "spdlog level (debug shows every simulated enforcer's errors)");
     CLI11_PARSE(app, argc, argv);
@@ -331,17 +418,7 @@ int main(int argc, char** argv) {
     emit("controller_threads", static_cast<double>(threads), "threads", "",
          {{"enforcers_connected", fleet.channels_open()}});
 
-    std::vector<double> health;
-    std::size_t health_failures = 0;
-    for (int i = 0; i < o.health_probes; ++i) {
-        const auto h0 = SteadyClock::now();
-        const auto status = fleet.probe("/api/v1/health", std::chrono::milliseconds(5000));
-        if (status && *status == 200) {
-            health.push_back(ms_since(h0, SteadyClock::now()));
-        } else {
-            ++health_failures;
-        }
-    }
+    const auto [health, health_failures] = probe_health(fleet, o.health_probes);
     emit("health_p99_with_fleet", health_failures == 0 ? percentile(health, 99) : -1, "ms", "< 100",
          {{"probes", o.health_probes}, {"failed_or_over_5s", health_failures}, {"p50_ms", percentile(health, 50)}});
 
@@ -363,55 +440,9 @@ int main(int argc, char** argv) {
           {"max_ms", percentile(changed, 100)}});
 
     // 6. Quarantines of workloads on enforcers that are in sync.
-    std::vector<double> quarantine_ms;
-    std::size_t quarantine_missed = 0;
-    std::map<std::string, std::size_t> index_of;
-    for (std::size_t i = 0; i < fleet.size(); ++i) {
-        index_of[fleet.id(i)] = i;
-    }
-    std::vector<const bulkhead::policy::Workload*> managed;
-    for (const auto& w : model.inventory.workloads) {
-        if (!w.enforcer.empty() && !w.critical) {
-            managed.push_back(&w);
-        }
-    }
-    bulkhead::bench::Prng pick(7);
-    for (std::size_t q = 0; q < o.quarantines && !managed.empty(); ++q) {
-        const auto& w = *managed[pick.below(managed.size())];
-        const auto where = index_of.find(w.enforcer);
-        if (where == index_of.end() || !fleet.last_ack(where->second)) {
-            ++quarantine_missed;
-            continue;
-        }
-        const std::string path = "/api/v1/enforcers/" + w.enforcer;
-        for (const bool release : {false, true}) {
-            t = SteadyClock::now();
-            if (release) {
-                call(admin, "DELETE", "/api/v1/quarantines/" + w.id, o.admin_token, json(), 200);
-            } else {
-                call(admin, "POST", "/api/v1/quarantines", o.admin_token, {{"workload", w.id}, {"reason", "bench"}}, 201);
-            }
-            const std::string hash = call(admin, "GET", path, o.admin_token, json(), 200).value("desired_hash", "");
-            bool acked = false;
-            while (SteadyClock::now() < t + std::chrono::seconds(10)) {
-                const auto ack = fleet.last_ack(where->second);
-                if (ack && ack->hash == hash && ack->at >= t) {
-                    if (!release) {
-                        quarantine_ms.push_back(ms_since(t, ack->at));
-                    }
-                    acked = true;
-                    break;
-                }
-                std::this_thread::sleep_for(std::chrono::microseconds(200));
-            }
-            if (!acked) {
-                ++quarantine_missed;
-                break;
-            }
-        }
-    }
-    emit("quarantine_acked_p99", quarantine_missed == 0 ? percentile(quarantine_ms, 99) : -1, "ms", "< 10",
-         {{"quarantines", o.quarantines}, {"missed", quarantine_missed}, {"p50_ms", percentile(quarantine_ms, 50)},
+    const auto quarantines = measure_quarantines(admin, o, model, fleet, o.quarantines, 7);
+    emit("quarantine_acked_p99", quarantines.missed == 0 ? percentile(quarantines.ms, 99) : -1, "ms", "< 10",
+         {{"quarantines", o.quarantines}, {"missed", quarantines.missed}, {"p50_ms", percentile(quarantines.ms, 50)},
           {"enforcers_connected", fleet.channels_open()}});
 
     // 7. Ingest while the fleet heart-beats.
@@ -427,6 +458,37 @@ int main(int argc, char** argv) {
          {{"baseline", "ingest_alone"}, {"baseline_value", ingest_alone}, {"value_events_per_second", ingest_with},
           {"accepted_alone", accepted_alone}, {"accepted_with_fleet", accepted_with},
           {"events_per_phase", o.ingest_events}});
+
+    // 8. Abuse: dashboard streams and slow unauthenticated heads on top of the fleet.
+    if (o.abuse_streams + o.abuse_slow > 0) {
+        const auto before = fleet.counters();
+        const std::string soc_token = o.admin_token;
+        fleet.open_abuse(o.abuse_streams, soc_token, o.abuse_slow, std::chrono::milliseconds(2000));
+        const auto until = SteadyClock::now() + std::chrono::seconds(o.phase_seconds);
+        while (SteadyClock::now() < until &&
+               (fleet.abuse().streams_open < o.abuse_streams || fleet.abuse().slow_open < o.abuse_slow)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(5));  // the slow heads are mid-way
+        const auto abuse = fleet.abuse();
+        const auto [abused_health, abused_failures] = probe_health(fleet, o.health_probes);
+        const auto abused_quarantines = measure_quarantines(admin, o, model, fleet, 10, 11);
+        const auto after = fleet.counters();
+        const json figures{{"dashboard_streams", o.abuse_streams}, {"streams_open", abuse.streams_open},
+                           {"slow_heads", o.abuse_slow}, {"slow_open", abuse.slow_open},
+                           {"slow_cut_by_server", fleet.abuse().slow_cut}, {"enforcers", o.enforcers}};
+        json health_extra = figures;
+        health_extra["failed_or_over_5s"] = abused_failures;
+        health_extra["p50_ms"] = percentile(abused_health, 50);
+        emit("health_p99_under_abuse", abused_failures == 0 ? percentile(abused_health, 99) : -1, "ms", "< 100",
+             health_extra);
+        emit("quarantine_acked_p99_under_abuse",
+             abused_quarantines.missed == 0 ? percentile(abused_quarantines.ms, 99) : -1, "ms", "",
+             {{"quarantines", 10}, {"missed", abused_quarantines.missed}});
+        emit("channels_lost_under_abuse",
+             static_cast<double>(after.channel_failures - before.channel_failures), "channels", "< 1",
+             {{"channels_open", fleet.channels_open()}, {"enforcers", o.enforcers}});
+    }
 
     const auto c = fleet.counters();
     spdlog::info("bench_fleet: channels opened {}, channel failures {}, resyncs {}, rulesets {}, diffs {}, status ok {}, "

@@ -47,12 +47,15 @@ struct SimulatedEnforcer {
     bool ack_pending = false;
     bool channel_open = false;
     asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
+    asio::ip::address source;                   // 127.1.x.y: one loopback address per enforcer
 
     mutable std::mutex ack_mutex;
     std::optional<FleetSimulator::Ack> ack;
 
     SimulatedEnforcer(asio::io_context& io, std::size_t i, SimulatedEnforcerIdentity identity)
-        : index(i), id(std::move(identity.id)), credential(std::move(identity.credential)), strand(asio::make_strand(io)) {}
+        : index(i), id(std::move(identity.id)), credential(std::move(identity.credential)), strand(asio::make_strand(io)),
+          source(asio::ip::make_address_v4(static_cast<asio::ip::address_v4::uint_type>(
+              (127u << 24) | (1u << 16) | static_cast<unsigned>(i / 250) << 8 | static_cast<unsigned>(i % 250 + 1)))) {}
 };
 
 struct FleetSimulator::Impl {
@@ -63,6 +66,8 @@ struct FleetSimulator::Impl {
     std::atomic<bool> stopping{false};
     std::atomic<std::size_t> channels_open{0};
 
+    std::atomic<std::size_t> abuse_streams_open{0}, abuse_slow_open{0};
+    std::atomic<std::uint64_t> abuse_slow_cut{0}, abuse_streams_failed{0};
     std::atomic<std::uint64_t> channels_opened{0}, channel_failures{0}, resyncs{0}, rulesets{0}, diffs{0},
         status_ok{0}, status_failures{0}, events_accepted{0}, upload_failures{0};
 
@@ -81,6 +86,10 @@ struct FleetSimulator::Impl {
             : sim_(sim), executor_(std::move(executor)), timeout_(timeout) {}
         ~Connection() { close(); }
 
+        // Connections leave from `source` (a loopback address of their own), as enforcers on
+        // distinct hosts would, so that per-client limits see distinct clients.
+        void set_source(asio::ip::address source) { source_ = source; }
+
         asio::awaitable<void> open() {
             close();
             stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(executor_, sim_.tls);
@@ -93,7 +102,12 @@ struct FleetSimulator::Impl {
             stream_->set_verify_callback(asio::ssl::host_name_verification(name));
             auto& layer = beast::get_lowest_layer(*stream_);
             layer.expires_after(timeout_);
-            co_await layer.async_connect(sim_.endpoints, asio::use_awaitable);
+            const tcp::endpoint server = *sim_.endpoints.begin();
+            if (source_) {
+                layer.socket().open(server.protocol());
+                layer.socket().bind(tcp::endpoint(*source_, 0));
+            }
+            co_await layer.async_connect(server, asio::use_awaitable);
             layer.socket().set_option(tcp::no_delay(true));  // as the agent: no Nagle wait on small writes
             co_await stream_->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
         }
@@ -150,6 +164,7 @@ struct FleetSimulator::Impl {
         Impl& sim_;
         asio::any_io_executor executor_;
         std::chrono::milliseconds timeout_;
+        std::optional<asio::ip::address> source_;
         std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> stream_;
         beast::flat_buffer buffer_;
     };
@@ -209,6 +224,7 @@ struct FleetSimulator::Impl {
             const auto started = SteadyClock::now();
             bool resync = false;
             Connection connection(*this, e.strand);
+            connection.set_source(e.source);
             try {
                 co_await connection.open();
                 const std::string target = "/api/v1/enforcers/" + e.id + "/channel?generation=" +
@@ -310,6 +326,7 @@ struct FleetSimulator::Impl {
     // Acks right after every apply, heartbeats every interval otherwise (as the agent).
     asio::awaitable<void> run_status(SimulatedEnforcer& e) {
         Connection connection(*this, e.strand);
+        connection.set_source(e.source);
         asio::steady_timer timer(e.strand);
         auto next_heartbeat = SteadyClock::now();
         auto retry = std::chrono::milliseconds(200);
@@ -353,6 +370,78 @@ struct FleetSimulator::Impl {
                 e.ack_pending = e.ack_pending || was_ack;
                 co_await sleep_for(retry);
                 retry = std::min(retry * 2, options.max_backoff);
+            }
+        }
+    }
+
+    asio::awaitable<void> hold_stream(std::string token, asio::ip::address source) {
+        Connection connection(*this, co_await asio::this_coro::executor);
+        connection.set_source(source);
+        bool open = false;
+        try {
+            co_await connection.open();
+            co_await connection.write_request(http::verb::get, "/api/v1/stream", token, {});
+            http::response_parser<http::buffer_body> parser;
+            parser.body_limit(boost::none);
+            beast::get_lowest_layer(connection.stream()).expires_after(options.request_timeout);
+            co_await http::async_read_header(connection.stream(), connection.buffer(), parser, asio::use_awaitable);
+            if (parser.get().result() != http::status::ok) {
+                throw std::runtime_error("stream answered HTTP " + std::to_string(parser.get().result_int()));
+            }
+            open = true;
+            ++abuse_streams_open;
+            std::vector<char> chunk(16 * 1024);
+            while (!stopping && !parser.is_done()) {
+                parser.get().body().data = chunk.data();
+                parser.get().body().size = chunk.size();
+                beast::get_lowest_layer(connection.stream()).expires_never();
+                try {
+                    co_await http::async_read_some(connection.stream(), connection.buffer(), parser, asio::use_awaitable);
+                } catch (const boost::system::system_error& error) {
+                    if (error.code() != http::error::need_buffer) {
+                        throw;
+                    }
+                }
+            }
+        } catch (const std::exception& error) {
+            if (!stopping) {
+                ++abuse_streams_failed;
+                spdlog::debug("fleet: abuse stream: {}", error.what());
+            }
+        }
+        if (open) {
+            --abuse_streams_open;
+        }
+    }
+
+    // A client that sends its request head one line at a time and never finishes it; cut off,
+    // it connects again (an attacker keeps the pressure on).
+    asio::awaitable<void> hold_slow_head(std::chrono::milliseconds interval, asio::ip::address source) {
+        while (!stopping) {
+            Connection connection(*this, co_await asio::this_coro::executor);
+            connection.set_source(source);
+            bool open = false;
+            try {
+                co_await connection.open();
+                open = true;
+                ++abuse_slow_open;
+                auto& layer = beast::get_lowest_layer(connection.stream());
+                std::string line = "GET /api/v1/health HTTP/1.1\r\n";
+                for (int i = 0; !stopping; ++i) {
+                    layer.expires_after(options.request_timeout);
+                    co_await asio::async_write(connection.stream(), asio::buffer(line), asio::use_awaitable);
+                    line = "X-Slow-" + std::to_string(i) + ": a\r\n";
+                    co_await sleep_for(interval);
+                }
+            } catch (const std::exception&) {
+                if (!stopping && open) {
+                    ++abuse_slow_cut;
+                }
+            }
+            if (open) {
+                --abuse_slow_open;
+            } else if (!stopping) {
+                co_await sleep_for(interval);  // refused: try again later
             }
         }
     }
@@ -464,6 +553,7 @@ std::uint64_t FleetSimulator::upload(std::size_t index, const std::vector<std::s
     SimulatedEnforcer& e = *sim.enforcers.at(index);
     return sim.run_and_wait<std::uint64_t>(e.strand, [&sim, &e, &bodies, deadline]() -> asio::awaitable<std::uint64_t> {
         Impl::Connection connection(sim, e.strand);
+        connection.set_source(e.source);
         std::uint64_t accepted = 0;
         for (const auto& body : bodies) {
             if (SteadyClock::now() >= deadline || sim.stopping) {
@@ -489,6 +579,25 @@ std::uint64_t FleetSimulator::upload(std::size_t index, const std::vector<std::s
         }
         co_return accepted;
     });
+}
+
+void FleetSimulator::open_abuse(std::size_t streams, const std::string& token, std::size_t slow,
+                                std::chrono::milliseconds line_interval) {
+    Impl& sim = *impl_;
+    // Dashboards from ten SOC desks (127.2.0.1-10), slow heads from five hosts (127.3.0.1-5).
+    for (std::size_t i = 0; i < streams; ++i) {
+        const auto desk = asio::ip::make_address_v4(static_cast<asio::ip::address_v4::uint_type>((127u << 24) | (2u << 16) | (i % 10 + 1)));
+        asio::co_spawn(asio::make_strand(*sim.io), sim.hold_stream(token, desk), asio::detached);
+    }
+    for (std::size_t i = 0; i < slow; ++i) {
+        const auto host = asio::ip::make_address_v4(static_cast<asio::ip::address_v4::uint_type>((127u << 24) | (3u << 16) | (i % 5 + 1)));
+        asio::co_spawn(asio::make_strand(*sim.io), sim.hold_slow_head(line_interval, host), asio::detached);
+    }
+}
+
+FleetSimulator::AbuseFigures FleetSimulator::abuse() const {
+    const Impl& s = *impl_;
+    return AbuseFigures{s.abuse_streams_open, s.abuse_slow_open, s.abuse_slow_cut, s.abuse_streams_failed};
 }
 
 std::optional<int> FleetSimulator::probe(const std::string& target, std::chrono::milliseconds timeout) {

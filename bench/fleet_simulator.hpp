@@ -83,6 +83,19 @@ class FleetSimulator {
     // or `deadline`; returns the events the controller accepted.
     std::uint64_t upload(std::size_t index, const std::vector<std::string>& bodies, std::chrono::steady_clock::time_point deadline);
 
+    // Abuse, held until stop(): `streams` dashboard event streams (GET /api/v1/stream with
+    // `token`, read and discarded) and `slow` unauthenticated connections that send a request
+    // head one line every `line_interval` (never finishing it). Returns at once.
+    void open_abuse(std::size_t streams, const std::string& token, std::size_t slow,
+                    std::chrono::milliseconds line_interval);
+    struct AbuseFigures {
+        std::size_t streams_open = 0;   // answered 200 and still open
+        std::size_t slow_open = 0;      // still connected
+        std::uint64_t slow_cut = 0;     // closed by the server
+        std::uint64_t streams_failed = 0;
+    };
+    AbuseFigures abuse() const;
+
     // One request on a fresh TLS connection (the benchmark's health probe): the HTTP status,
     // or nothing on a transport error or timeout.
     std::optional<int> probe(const std::string& target, std::chrono::milliseconds timeout);

@@ -15,7 +15,8 @@ set -euo pipefail
 # shellcheck source=../lib.sh
 . "$BENCH_DIR/lib.sh"
 bench_smoke_size BENCH_FLEET_ENFORCERS=20 BENCH_FLEET_VDIS=400 BENCH_FLEET_QUARANTINES=3 \
-  BENCH_FLEET_INGEST_EVENTS=4000 BENCH_FLEET_INGEST_ENFORCERS=2 BENCH_FLEET_PHASE_SECONDS=20
+  BENCH_FLEET_INGEST_EVENTS=4000 BENCH_FLEET_INGEST_ENFORCERS=2 BENCH_FLEET_PHASE_SECONDS=20 \
+  BENCH_FLEET_ABUSE_STREAMS=20 BENCH_FLEET_ABUSE_SLOW=20
 
 B=fleet
 controller=$BENCH_BIN/bulkhead-controller
@@ -68,5 +69,6 @@ timeout --foreground "${BENCH_FLEET_TIMEOUT:-1500}" "$tool" --tls-port "$tls_por
   --enforcers "${BENCH_FLEET_ENFORCERS:-2000}" --vdis "${BENCH_FLEET_VDIS:-100000}" \
   --quarantines "${BENCH_FLEET_QUARANTINES:-50}" --ingest-events "${BENCH_FLEET_INGEST_EVENTS:-200000}" \
   --ingest-enforcers "${BENCH_FLEET_INGEST_ENFORCERS:-8}" --phase-seconds "${BENCH_FLEET_PHASE_SECONDS:-120}" \
+  --abuse-streams "${BENCH_FLEET_ABUSE_STREAMS:-500}" --abuse-slow "${BENCH_FLEET_ABUSE_SLOW:-500}" \
   --log-level "${BENCH_FLEET_LOG_LEVEL:-info}"
 kill -0 "$pid" 2>/dev/null || { bench_log "fleet: the controller died"; tail -20 "$dir/controller.log" >&2; exit 1; }
