@@ -53,6 +53,10 @@ struct Options {
     int controller_pid = 0;
     std::size_t enforcers = 2000;
     std::size_t vdis = 100'000;
+    std::size_t segments = 200;  // the generated policy's size (bench/fleet_generator.hpp)
+    std::size_t rules = 1'000;
+    std::size_t departments = 12;
+    std::size_t teams = 96;
     std::size_t quarantines = 50;
     std::uint64_t ingest_events = 200'000;
     std::size_t ingest_enforcers = 8;
@@ -316,6 +320,10 @@ int main(int argc, char** argv) {
     app.add_option("--controller-pid", o.controller_pid, "the controller's process id (RSS, threads)")->required();
     app.add_option("--enforcers", o.enforcers, "simulated enforcers (hypervisors)");
     app.add_option("--vdis", o.vdis, "VDIs in the inventory");
+    app.add_option("--segments", o.segments, "segments in the generated policy");
+    app.add_option("--rules", o.rules, "rules in the generated policy");
+    app.add_option("--departments", o.departments, "departments (VDI pools) in the generated fleet");
+    app.add_option("--teams", o.teams, "teams over the departments");
     app.add_option("--quarantines", o.quarantines, "quarantines measured");
     app.add_option("--ingest-events", o.ingest_events, "events per ingest phase");
     app.add_option("--ingest-enforcers", o.ingest_enforcers, "enforcers uploading in the ingest phases");
@@ -338,7 +346,16 @@ int main(int argc, char** argv) {
     bulkhead::bench::FleetSpec spec;
     spec.vdis = o.vdis;
     spec.hypervisors = o.enforcers;
-    const auto model = bulkhead::bench::generate_fleet(spec);
+    spec.segments = o.segments;
+    spec.rules = o.rules;
+    spec.departments = o.departments;
+    spec.teams = o.teams;
+    bulkhead::bench::Fleet model;
+    try {
+        model = bulkhead::bench::generate_fleet(spec);
+    } catch (const std::invalid_argument& e) {
+        fail(e.what());
+    }
     json policy = bulkhead::bench::policy_to_json(model.policy);
     const json inventory = bulkhead::bench::inventory_to_json(model.inventory);
 
@@ -410,7 +427,8 @@ int main(int argc, char** argv) {
     spdlog::info("bench_fleet: {} of {} enforcers acked their first ruleset ({} channels open) after {:.0f} ms",
                  connected.size(), o.enforcers, fleet.channels_open(), connect_ms);
     emit("connect_all_acked", connected.size() == o.enforcers ? percentile(connected, 100) : -1, "ms", "",
-         {{"acked", connected.size()}, {"enforcers", o.enforcers}, {"vdis", o.vdis},
+         {{"acked", connected.size()}, {"enforcers", o.enforcers}, {"vdis", o.vdis}, {"segments", o.segments},
+          {"rules", o.rules},
           {"channels_open", fleet.channels_open()}, {"p50_ms", percentile(connected, 50)},
           {"inventory_put_ms", inventory_ms}, {"first_activation_ms", activate_ms}});
     const auto [rss_mib, threads] = process_facts(o.controller_pid);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fleet: one controller holding a fleet of simulated enforcers over TLS (bench_fleet with
 # bench/fleet_simulator: the real protocol, no kernel). BENCH_FLEET_ENFORCERS (2,000)
-# hypervisors carrying BENCH_FLEET_VDIS (100,000) VDIs from the fleet generator. Figures:
+# hypervisors carrying BENCH_FLEET_VDIS (100,000) VDIs from the fleet generator, its policy of
+# BENCH_FLEET_SEGMENTS (200) segments and BENCH_FLEET_RULES (1,000) rules. Figures:
 # time until every enforcer acked its first ruleset; the controller's RSS and threads holding
 # them; /api/v1/health p99 over TLS meanwhile (target < 100 ms); policy change -> all acked
 # p99 (target < 5 s); quarantine -> acked by its enforcer p99 (target < 10 ms); heartbeats
@@ -67,6 +68,8 @@ done
 timeout --foreground "${BENCH_FLEET_TIMEOUT:-1500}" "$tool" --tls-port "$tls_port" --plain-port "$plain_port" \
   --ca "$dir/ca.crt" --server-name localhost --admin-token "$token" --controller-pid "$pid" \
   --enforcers "${BENCH_FLEET_ENFORCERS:-2000}" --vdis "${BENCH_FLEET_VDIS:-100000}" \
+  --segments "${BENCH_FLEET_SEGMENTS:-200}" --rules "${BENCH_FLEET_RULES:-1000}" \
+  --departments "${BENCH_FLEET_DEPARTMENTS:-12}" --teams "${BENCH_FLEET_TEAMS:-96}" \
   --quarantines "${BENCH_FLEET_QUARANTINES:-50}" --ingest-events "${BENCH_FLEET_INGEST_EVENTS:-200000}" \
   --ingest-enforcers "${BENCH_FLEET_INGEST_ENFORCERS:-8}" --phase-seconds "${BENCH_FLEET_PHASE_SECONDS:-120}" \
   --abuse-streams "${BENCH_FLEET_ABUSE_STREAMS:-500}" --abuse-slow "${BENCH_FLEET_ABUSE_SLOW:-500}" \
