@@ -450,12 +450,15 @@ int main(int argc, char** argv) {
     t = SteadyClock::now();
     call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
          o.admin_token, json::object(), 200);
+    const double change_activation_ms = ms_since(t, SteadyClock::now());
     desired = desired_hashes(admin, o.admin_token);
-    auto changed = wait_for_acks(fleet, desired, t, t + std::chrono::seconds(o.phase_seconds));
+    // The deadline runs from the answer: the activation itself (compiling every enforcer) is
+    // part of the latency but may be long on its own.
+    auto changed = wait_for_acks(fleet, desired, t, SteadyClock::now() + std::chrono::seconds(o.phase_seconds));
     spdlog::info("bench_fleet: policy change acked by {} of {} enforcers", changed.size(), o.enforcers);
     emit("policy_change_all_acked_p99", changed.size() == o.enforcers ? percentile(changed, 99) : -1, "ms", "< 5000",
          {{"acked", changed.size()}, {"enforcers", o.enforcers}, {"p50_ms", percentile(changed, 50)},
-          {"max_ms", percentile(changed, 100)}});
+          {"max_ms", percentile(changed, 100)}, {"activation_answer_ms", change_activation_ms}});
 
     // 6. Quarantines of workloads on enforcers that are in sync.
     const auto quarantines = measure_quarantines(admin, o, model, fleet, o.quarantines, 7);
