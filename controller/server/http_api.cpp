@@ -4,6 +4,7 @@
 #include "policies/diagnostics.hpp"
 #include "policies/json_reader.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <filesystem>
@@ -60,9 +61,32 @@ void send_result(httplib::Response& res, const ServiceResult& result, int succes
 
 // Request bodies go through the same strict reader as policy files: duplicate keys, depth
 // and size limits, and errors with a JSON pointer and a line/column.
+// JSON endpoints take application/json only (parameters such as charset allowed): a policy
+// sent as text/plain, a form or XML is refused, never stored as a draft.
+bool json_content_type(const httplib::Request& req, httplib::Response& res) {
+    std::string type = req.get_header_value("Content-Type");
+    type = type.substr(0, type.find(';'));
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) {
+        type.pop_back();
+    }
+    std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (type == "application/json") {
+        return true;
+    }
+    send_json(res, 415,
+              json{{"error", json{{"code", "unsupported-media-type"},
+                                  {"message", "the body must be JSON sent as Content-Type: application/json" +
+                                                  std::string(type.empty() ? " (the request has no Content-Type)"
+                                                                           : ", not " + type)}}}});
+    return false;
+}
+
 std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
     if (req.body.empty()) {
         send_error(res, ServiceError{ErrorKind::BadRequest, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
+        return std::nullopt;
+    }
+    if (!json_content_type(req, res)) {
         return std::nullopt;
     }
     auto parsed = policy::read_json(req.body, "body");
@@ -303,8 +327,9 @@ struct HttpApi::CompiledRoute {
     std::regex pattern;
 };
 
-HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir)
-    : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)) {
+HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir, RateLimit api_rate)
+    : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)),
+      rate_limiter_(api_rate) {
     build_routes();
     for (const auto& route : routes_) {
         compiled_.push_back(std::make_unique<CompiledRoute>(CompiledRoute{route, std::regex(template_to_regex(route.path))}));
@@ -490,7 +515,9 @@ void HttpApi::build_routes() {
         }
     });
     add("POST", "/api/v1/enforcers/{id}/events", Permission::EnforcerChannel, [&s](RouteContext& c) {
-        send_result(c.response, s.events.ingest_events(c.caller, c.params.at(0), c.request.body));
+        if (json_content_type(c.request, c.response)) {
+            send_result(c.response, s.events.ingest_events(c.caller, c.params.at(0), c.request.body));
+        }
     });
 
     // Events.
@@ -697,6 +724,16 @@ void HttpApi::handle(const httplib::Request& request, httplib::Response& respons
                 }
                 send_error(response, authenticated.error());
                 return;
+            }
+            if (authenticated->role != Role::Enforcer) {
+                if (auto wait = rate_limiter_.admit(authenticated->name, std::chrono::steady_clock::now())) {
+                    response.set_header("Retry-After", std::to_string((wait->count() + 999) / 1000));
+                    send_json(response, 429,
+                              json{{"error", json{{"code", "rate-limited"},
+                                                  {"message", "too many requests with this token; retry in " +
+                                                                  std::to_string(wait->count()) + " ms"}}}});
+                    return;
+                }
             }
             if (!role_allows(authenticated->role, *route.permission)) {
                 send_error(response, ServiceError{ErrorKind::Forbidden, "forbidden",

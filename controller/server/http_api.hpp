@@ -6,6 +6,7 @@
 #pragma once
 
 #include "controller/core/access_policy.hpp"
+#include "controller/core/request_rate_limiter.hpp"
 #include "controller/services/controller_services.hpp"
 
 #include <httplib.h>
@@ -50,10 +51,14 @@ struct Route {
 
 class HttpApi {
 public:
-    HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir = {});
+    // `api_rate` limits each API token (not enforcer credentials, whose channel traffic is
+    // paced by the protocol) to a request rate; 0 per second: no limit.
+    HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir = {},
+            RateLimit api_rate = {});
     ~HttpApi();
 
     const std::vector<Route>& routes() const { return routes_; }
+    std::uint64_t rate_limited() const { return rate_limiter_.refused(); }
 
     // Answers one request: the route (or the dashboard's files outside /api/), the caller's
     // authentication and permission, the handler. A streaming route answers with its status
@@ -76,6 +81,7 @@ private:
     std::vector<Route> routes_;
     std::vector<std::unique_ptr<CompiledRoute>> compiled_;  // routes_ with their patterns
     std::unique_ptr<class StaticFiles> static_files_;
+    mutable RequestRateLimiter rate_limiter_;
 };
 
 // The OpenAPI document compiled into the binary (controller/server/openapi.json).

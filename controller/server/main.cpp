@@ -46,6 +46,7 @@ struct ControllerConfig {
     int max_connections = 20000;             // per listener
     int max_connections_per_client = 256;    // per client address, per listener
     int header_timeout_ms = 10000;           // TLS handshake and each request head
+    int api_rate_per_second = 200;           // per API token (0: none); burst 10 seconds' worth
     std::string analyzer_config;             // detector thresholds (controller/analyzer/README.md)
     std::vector<std::string> webhooks;       // SOAR receivers, http(s) URLs
     std::string webhook_secret_file;         // HMAC key for X-Bulkhead-Signature
@@ -137,6 +138,7 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "max_connections") problem = int_field(config.max_connections, 16, 1000000);
         else if (key == "max_connections_per_client") problem = int_field(config.max_connections_per_client, 4, 1000000);
         else if (key == "header_timeout_ms") problem = int_field(config.header_timeout_ms, 100, 600000);
+        else if (key == "api_rate_per_second") problem = int_field(config.api_rate_per_second, 0, 1000000);
         else if (key == "analyzer_config") problem = string_field(config.analyzer_config);
         else if (key == "webhook_secret_file") problem = string_field(config.webhook_secret_file);
         else if (key == "webhook_ca") problem = string_field(config.webhook_ca);
@@ -217,6 +219,9 @@ int main(int argc, char** argv) {
     auto* header_timeout = app.add_option("--header-timeout-ms", flags.header_timeout_ms,
                                           "Time a client has for the TLS handshake and for each request head")
                                ->check(CLI::Range(100, 600000));
+    auto* api_rate = app.add_option("--api-rate-per-second", flags.api_rate_per_second,
+                                    "Requests per second per API token, bursts of ten seconds' worth (0: no limit)")
+                         ->check(CLI::Range(0, 1000000));
     auto* analyzer_config = app.add_option("--analyzer-config", flags.analyzer_config,
                                            "Analyzer thresholds and exemptions, JSON (controller/analyzer/README.md)");
     auto* webhooks = app.add_option("--webhook", flags.webhooks,
@@ -251,6 +256,7 @@ int main(int argc, char** argv) {
     if (*max_connections) config.max_connections = flags.max_connections;
     if (*max_per_client) config.max_connections_per_client = flags.max_connections_per_client;
     if (*header_timeout) config.header_timeout_ms = flags.header_timeout_ms;
+    if (*api_rate) config.api_rate_per_second = flags.api_rate_per_second;
     if (*analyzer_config) config.analyzer_config = flags.analyzer_config;
     if (*webhooks) config.webhooks = flags.webhooks;
     if (*webhook_secret) config.webhook_secret_file = flags.webhook_secret_file;
@@ -348,7 +354,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
-                                      config.webui_dir);
+                                      config.webui_dir,
+                                      bulkhead::controller::RateLimit{static_cast<double>(config.api_rate_per_second),
+                                                                      10.0 * config.api_rate_per_second});
 
     bulkhead::controller::HttpServerLimits limits;
     limits.worker_threads = static_cast<std::size_t>(config.threads);
