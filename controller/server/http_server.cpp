@@ -156,7 +156,9 @@ struct HttpServer::Impl {
 
     static http::response<http::string_body> to_message(const httplib::Response& response, unsigned version,
                                                         bool keep_alive, bool head) {
-        http::response<http::string_body> message{static_cast<http::status>(response.status), version};
+        // cpp-httplib leaves the status at -1 for "whatever the server's default is": 200.
+        const int status = response.status < 0 ? 200 : response.status;
+        http::response<http::string_body> message{static_cast<http::status>(status), version};
         for (const auto& [key, value] : response.headers) {
             message.insert(key, value);
         }
@@ -221,7 +223,8 @@ struct HttpServer::Impl {
             }
         });
         try {
-            http::response<http::empty_body> message{static_cast<http::status>(head.status), version};
+            http::response<http::empty_body> message{static_cast<http::status>(head.status < 0 ? 200 : head.status),
+                                                      version};
             for (const auto& [key, value] : head.headers) {
                 message.insert(key, value);
             }
@@ -287,6 +290,11 @@ struct HttpServer::Impl {
             co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
             if (ec == beast::error::timeout) {
                 ++header_timeouts;
+                co_return;
+            }
+            if (ec == http::error::body_limit) {  // a Content-Length over the limit, seen with the head
+                ++oversized;
+                co_await write_error(stream, transport, 413, "too-large", "the request body is over 16 MiB", 11);
                 co_return;
             }
             if (ec == http::error::header_limit) {
