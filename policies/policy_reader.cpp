@@ -203,8 +203,12 @@ private:
 
 // Names of services, segments, rules, enforcers and workloads: they end up in logs,
 // URLs and nft comments, so keep them to a safe alphabet.
+bool dots_only(std::string_view name) {
+    return !name.empty() && name.find_first_not_of('.') == std::string_view::npos;
+}
+
 bool valid_name(std::string_view name) {
-    if (name.empty() || name.size() > 64) {
+    if (name.empty() || name.size() > 64 || dots_only(name)) {
         return false;
     }
     return std::all_of(name.begin(), name.end(), [](char c) {
@@ -214,6 +218,13 @@ bool valid_name(std::string_view name) {
 }
 
 void check_name(const std::string& name, const std::string& pointer, DiagnosticSink& sink) {
+    if (dots_only(name)) {
+        // "." and ".." are resolved away by browsers, curl and proxies before the request
+        // leaves: a workload so named could never be fetched or deleted by its URL.
+        sink.add(pointer, DiagnosticCode::InvalidValue,
+                 "\"" + name + "\" is not a valid name: a name of dots only is not safe as one URL path segment");
+        return;
+    }
     if (!valid_name(name)) {
         sink.add(pointer, DiagnosticCode::InvalidValue,
                  "\"" + name + "\" is not a valid name (1-64 characters of A-Z a-z 0-9 - _ .)");

@@ -4,6 +4,7 @@
 #include "policies/diagnostics.hpp"
 #include "policies/json_reader.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <filesystem>
@@ -60,9 +61,32 @@ void send_result(httplib::Response& res, const ServiceResult& result, int succes
 
 // Request bodies go through the same strict reader as policy files: duplicate keys, depth
 // and size limits, and errors with a JSON pointer and a line/column.
+// JSON endpoints take application/json only (parameters such as charset allowed): a policy
+// sent as text/plain, a form or XML is refused, never stored as a draft.
+bool json_content_type(const httplib::Request& req, httplib::Response& res) {
+    std::string type = req.get_header_value("Content-Type");
+    type = type.substr(0, type.find(';'));
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) {
+        type.pop_back();
+    }
+    std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (type == "application/json") {
+        return true;
+    }
+    send_json(res, 415,
+              json{{"error", json{{"code", "unsupported-media-type"},
+                                  {"message", "the body must be JSON sent as Content-Type: application/json" +
+                                                  std::string(type.empty() ? " (the request has no Content-Type)"
+                                                                           : ", not " + type)}}}});
+    return false;
+}
+
 std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
     if (req.body.empty()) {
         send_error(res, ServiceError{ErrorKind::BadRequest, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
+        return std::nullopt;
+    }
+    if (!json_content_type(req, res)) {
         return std::nullopt;
     }
     auto parsed = policy::read_json(req.body, "body");
@@ -114,6 +138,62 @@ std::optional<std::int64_t> parse_time_ms(const std::string& text) {
     }
     return static_cast<std::int64_t>(timegm(&tm)) * 1000 + fraction_ms;
 }
+
+// The control channel as a LiveBody: one NDJSON line per poll.
+class ChannelBody final : public LiveBody {
+public:
+    explicit ChannelBody(std::unique_ptr<ChannelStream> stream) : stream_(std::move(stream)) {}
+    std::optional<std::string> poll() override { return stream_->poll_line(); }
+    void set_wake(std::function<void()> wake) override { stream_->set_wake(std::move(wake)); }
+    std::chrono::steady_clock::time_point next_due() const override { return stream_->next_heartbeat(); }
+
+private:
+    std::unique_ptr<ChannelStream> stream_;
+};
+
+// The dashboard's Server-Sent Events: what the bus queued since the last poll, a note of
+// how many were lost when the browser fell behind, and a comment line every 15 s so that
+// proxies and the browser see a live stream.
+class EventStreamBody final : public LiveBody {
+public:
+    explicit EventStreamBody(EventBus& bus) : bus_(bus), subscription_(bus.subscribe()) {}
+    ~EventStreamBody() override { bus_.unsubscribe(subscription_); }
+
+    std::optional<std::string> poll() override {
+        if (!hello_sent_) {
+            hello_sent_ = true;
+            return sent("retry: 2000\nevent: hello\ndata: {}\n\n");
+        }
+        std::uint64_t lost = 0;
+        auto messages = subscription_->next(std::chrono::milliseconds(0), lost);
+        if (subscription_->closed() && messages.empty()) {
+            return std::nullopt;
+        }
+        std::string out;
+        if (lost > 0) {
+            out += "event: lost\ndata: {\"messages\":" + std::to_string(lost) + "}\n\n";
+        }
+        for (const auto& m : messages) {
+            out += "id: " + std::to_string(m.id) + "\nevent: " + m.event + "\ndata: " + m.data + "\n\n";
+        }
+        if (out.empty() && std::chrono::steady_clock::now() >= next_due()) {
+            out = ": keep-alive\n\n";
+        }
+        return out.empty() ? out : sent(std::move(out));
+    }
+    void set_wake(std::function<void()> wake) override { subscription_->set_wake(std::move(wake)); }
+    std::chrono::steady_clock::time_point next_due() const override { return last_sent_ + std::chrono::seconds(15); }
+
+private:
+    std::string sent(std::string text) {
+        last_sent_ = std::chrono::steady_clock::now();
+        return text;
+    }
+    EventBus& bus_;
+    std::shared_ptr<EventBus::Subscription> subscription_;
+    bool hello_sent_ = false;
+    std::chrono::steady_clock::time_point last_sent_ = std::chrono::steady_clock::now();
+};
 
 struct QueryError {
     std::string parameter;
@@ -242,10 +322,24 @@ EventQuery event_query(QueryReader& query) {
 
 }  // namespace
 
-HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir)
-    : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)) {
+struct HttpApi::CompiledRoute {
+    const Route& route;
+    std::regex pattern;
+};
+
+HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir, RateLimit api_rate)
+    : service_(service), openapi_document_(std::move(openapi_document)), webui_dir_(std::move(webui_dir)),
+      rate_limiter_(api_rate) {
     build_routes();
+    for (const auto& route : routes_) {
+        compiled_.push_back(std::make_unique<CompiledRoute>(CompiledRoute{route, std::regex(template_to_regex(route.path))}));
+    }
+    if (!webui_dir_.empty()) {
+        static_files_ = std::make_unique<StaticFiles>(webui_dir_);
+    }
 }
+
+HttpApi::~HttpApi() = default;
 
 void HttpApi::add(std::string method, std::string path, std::optional<Permission> permission,
                   std::function<void(RouteContext&)> handler) {
@@ -410,17 +504,10 @@ void HttpApi::build_routes() {
             send_error(c.response, stream.error());
             return;
         }
-        std::shared_ptr<ChannelStream> shared(std::move(*stream));
+        c.response.status = 200;
+        c.response.set_header("Content-Type", "application/x-ndjson");
         c.response.set_header("Cache-Control", "no-store");
-        c.response.set_chunked_content_provider(
-            "application/x-ndjson", [shared](std::size_t, httplib::DataSink& sink) {
-                auto line = shared->next_line();
-                if (!line) {
-                    sink.done();
-                    return true;
-                }
-                return sink.write(line->data(), line->size());
-            });
+        c.live = std::make_shared<ChannelBody>(std::move(*stream));
     });
     add("POST", "/api/v1/enforcers/{id}/status", Permission::EnforcerChannel, [&s](RouteContext& c) {
         if (auto body = read_body(c.request, c.response)) {
@@ -428,7 +515,9 @@ void HttpApi::build_routes() {
         }
     });
     add("POST", "/api/v1/enforcers/{id}/events", Permission::EnforcerChannel, [&s](RouteContext& c) {
-        send_result(c.response, s.events.ingest_events(c.caller, c.params.at(0), c.request.body));
+        if (json_content_type(c.request, c.response)) {
+            send_result(c.response, s.events.ingest_events(c.caller, c.params.at(0), c.request.body));
+        }
     });
 
     // Events.
@@ -581,109 +670,91 @@ void HttpApi::build_routes() {
         }
     });
     add("GET", "/api/v1/stream", Permission::Read, [&s](RouteContext& c) {
-        auto subscription = s.bus().subscribe();
-        auto& bus = s.bus();
+        c.response.status = 200;
+        c.response.set_header("Content-Type", "text/event-stream");
         c.response.set_header("Cache-Control", "no-store");
         c.response.set_header("X-Accel-Buffering", "no");
-        c.response.set_chunked_content_provider(
-            "text/event-stream",
-            [subscription, first = std::make_shared<bool>(true)](std::size_t, httplib::DataSink& sink) {
-                if (*first) {
-                    *first = false;
-                    static constexpr std::string_view hello = "retry: 2000\nevent: hello\ndata: {}\n\n";
-                    return sink.write(hello.data(), hello.size());
-                }
-                std::uint64_t lost = 0;
-                auto messages = subscription->next(std::chrono::seconds(15), lost);
-                if (subscription->closed() && messages.empty()) {
-                    sink.done();
-                    return true;
-                }
-                std::string out;
-                if (lost > 0) {
-                    out += "event: lost\ndata: {\"messages\":" + std::to_string(lost) + "}\n\n";
-                }
-                for (const auto& m : messages) {
-                    out += "id: " + std::to_string(m.id) + "\nevent: " + m.event + "\ndata: " + m.data + "\n\n";
-                }
-                if (out.empty()) {
-                    out = ": keep-alive\n\n";  // lets proxies and the browser see a live stream
-                }
-                return sink.write(out.data(), out.size());
-            },
-            [subscription, &bus](bool) { bus.unsubscribe(subscription); });
+        c.live = std::make_shared<EventStreamBody>(s.bus());
     });
 }
 
-void HttpApi::install(httplib::Server& server) const {
-    server.set_payload_max_length(max_body_bytes);
-    for (const auto& route : routes_) {
-        const std::regex pattern(template_to_regex(route.path));
-        auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
-            Caller caller;
-            if (route.permission) {
-                const bool is_stream = route.path == "/api/v1/stream";
-                auto authenticated = service_.access.authenticate(bearer_token(req, is_stream));
-                if (!authenticated) {
-                    if (authenticated.error().kind == ErrorKind::Unauthenticated) {
-                        res.set_header("WWW-Authenticate", "Bearer");
-                    }
-                    send_error(res, authenticated.error());
+void HttpApi::transport_error(httplib::Response& response, int status, const std::string& code,
+                              const std::string& message) {
+    send_json(response, status, json{{"error", json{{"code", code}, {"message", message}}}});
+}
+
+void HttpApi::handle(const httplib::Request& request, httplib::Response& response,
+                     std::shared_ptr<LiveBody>& live) const {
+    try {
+        const std::string& method = request.method == "HEAD" ? std::string("GET") : request.method;
+        const CompiledRoute* found = nullptr;
+        std::smatch matches;
+        bool path_known = false;
+        for (const auto& compiled : compiled_) {
+            if (std::regex_match(request.path, matches, compiled->pattern)) {
+                path_known = true;
+                if (compiled->route.method == method) {
+                    found = compiled.get();
+                    break;
+                }
+            }
+        }
+        if (found == nullptr) {
+            const bool api = request.path == "/api" || request.path.rfind("/api/", 0) == 0;
+            if (!api && static_files_ && method == "GET") {
+                static_files_->serve(request, response);
+            } else if (path_known) {
+                send_json(response, 405, json{{"error", json{{"code", "method-not-allowed"},
+                                                              {"message", "no route " + request.method + " " +
+                                                                              request.path + " (other methods exist)"}}}});
+            } else {
+                send_error(response, ServiceError{ErrorKind::NotFound, "no-such-route",
+                                                  "no route " + request.method + " " + request.path});
+            }
+            return;
+        }
+        const Route& route = found->route;
+        Caller caller;
+        if (route.permission) {
+            const bool is_stream = route.path == "/api/v1/stream";
+            auto authenticated = service_.access.authenticate(bearer_token(request, is_stream));
+            if (!authenticated) {
+                if (authenticated.error().kind == ErrorKind::Unauthenticated) {
+                    response.set_header("WWW-Authenticate", "Bearer");
+                }
+                send_error(response, authenticated.error());
+                return;
+            }
+            if (authenticated->role != Role::Enforcer) {
+                if (auto wait = rate_limiter_.admit(authenticated->name, std::chrono::steady_clock::now())) {
+                    response.set_header("Retry-After", std::to_string((wait->count() + 999) / 1000));
+                    send_json(response, 429,
+                              json{{"error", json{{"code", "rate-limited"},
+                                                  {"message", "too many requests with this token; retry in " +
+                                                                  std::to_string(wait->count()) + " ms"}}}});
                     return;
                 }
-                if (!role_allows(authenticated->role, *route.permission)) {
-                    send_error(res, ServiceError{ErrorKind::Forbidden, "forbidden",
-                                             "role " + std::string(to_string(authenticated->role)) + " may not " +
-                                                 std::string(to_string(*route.permission))});
-                    return;
-                }
-                caller = *authenticated;
             }
-            RouteContext context{req, res, caller, {}};
-            for (std::size_t i = 1; i < req.matches.size(); ++i) {
-                context.params.push_back(req.matches[i].str());
+            if (!role_allows(authenticated->role, *route.permission)) {
+                send_error(response, ServiceError{ErrorKind::Forbidden, "forbidden",
+                                                  "role " + std::string(to_string(authenticated->role)) + " may not " +
+                                                      std::string(to_string(*route.permission))});
+                return;
             }
-            route.handler(context);
-        };
-        if (route.method == "GET") {
-            server.Get(template_to_regex(route.path), handler);
-        } else if (route.method == "POST") {
-            server.Post(template_to_regex(route.path), handler);
-        } else if (route.method == "PUT") {
-            server.Put(template_to_regex(route.path), handler);
-        } else if (route.method == "DELETE") {
-            server.Delete(template_to_regex(route.path), handler);
+            caller = *authenticated;
         }
-        (void)pattern;
+        RouteContext context{request, response, caller, {}, nullptr};
+        for (std::size_t i = 1; i < matches.size(); ++i) {
+            context.params.push_back(matches[i].str());
+        }
+        route.handler(context);
+        live = std::move(context.live);
+    } catch (const std::exception& e) {
+        spdlog::error("{} {}: internal error: {}", request.method, request.path, e.what());
+        live.reset();
+        response.headers.clear();
+        send_error(response, ServiceError{ErrorKind::Internal, "internal-error", "internal error; see the controller's log"});
     }
-    if (!webui_dir_.empty()) {
-        StaticFiles(webui_dir_).install(server);  // the dashboard: after the API routes
-    }
-    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "unknown";
-        try {
-            std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-            what = e.what();
-        } catch (...) {
-        }
-        spdlog::error("{} {}: internal error: {}", req.method, req.path, what);
-        send_error(res, ServiceError{ErrorKind::Internal, "internal-error", "internal error; see the controller's log"});
-    });
-    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty()) {
-            return;  // a handler already explained itself
-        }
-        if (res.status == 404) {
-            send_error(res, ServiceError{ErrorKind::NotFound, "no-such-route", "no route " + req.method + " " + req.path});
-        } else if (res.status == 413) {
-            send_error(res, ServiceError{ErrorKind::TooLarge, "too-large", "the request body is over 16 MiB"});
-        } else if (res.status == 405 || res.status == 400) {
-            // Transport-level: the status cpp-httplib chose stays.
-            const int status = res.status;
-            send_json(res, status, json{{"error", json{{"code", "bad-request"}, {"message", "malformed request"}}}});
-        }
-    });
 }
 
 }  // namespace bulkhead::controller

@@ -1,26 +1,45 @@
 // HttpApi: the REST API v1, the enforcers' control channel and the dashboard's event
-// stream on cpp-httplib. One route table is the single source of truth: it registers the
-// handlers, carries each route's permission, and a test compares it with the OpenAPI
-// document both ways.
+// stream. One route table is the single source of truth: it dispatches requests, carries
+// each route's permission, and a test compares it with the OpenAPI document both ways.
+// Requests and responses are cpp-httplib's plain value types; the transport is HttpServer
+// (controller/server/http_server.hpp).
 #pragma once
 
 #include "controller/core/access_policy.hpp"
+#include "controller/core/request_rate_limiter.hpp"
 #include "controller/services/controller_services.hpp"
 
 #include <httplib.h>
 
+#include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace bulkhead::controller {
 
+// A response body produced over time (the control channel, the dashboard's event stream):
+// the server polls it when woken and when due, so a stream holds no thread while it waits.
+class LiveBody {
+public:
+    virtual ~LiveBody() = default;
+    // The next bytes to send, "" when nothing is due now, nothing at the end. May do real
+    // work (serialise a ruleset): the server calls it on a worker thread.
+    virtual std::optional<std::string> poll() = 0;
+    // Called from any thread when poll() may have something new; it must only schedule.
+    virtual void set_wake(std::function<void()> wake) = 0;
+    // When poll() must be called again if nothing wakes the server first.
+    virtual std::chrono::steady_clock::time_point next_due() const = 0;
+};
+
 struct RouteContext {
     const httplib::Request& request;
     httplib::Response& response;
     const Caller& caller;               // empty name for public routes
     std::vector<std::string> params;    // path parameters in template order
+    std::shared_ptr<LiveBody> live;     // set by streaming routes; headers stay in `response`
 };
 
 struct Route {
@@ -32,15 +51,26 @@ struct Route {
 
 class HttpApi {
 public:
-    HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir = {});
+    // `api_rate` limits each API token (not enforcer credentials, whose channel traffic is
+    // paced by the protocol) to a request rate; 0 per second: no limit.
+    HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir = {},
+            RateLimit api_rate = {});
+    ~HttpApi();
 
     const std::vector<Route>& routes() const { return routes_; }
+    std::uint64_t rate_limited() const { return rate_limiter_.refused(); }
 
-    // Registers every route, error handling and (when a web UI directory exists) static
-    // files on `server`. Call once per listener.
-    void install(httplib::Server& server) const;
+    // Answers one request: the route (or the dashboard's files outside /api/), the caller's
+    // authentication and permission, the handler. A streaming route answers with its status
+    // and headers in `response` and its body in `live`. Thread-safe.
+    void handle(const httplib::Request& request, httplib::Response& response, std::shared_ptr<LiveBody>& live) const;
+
+    // The JSON error body the API uses, for errors found by the transport (413, 408, 503).
+    static void transport_error(httplib::Response& response, int status, const std::string& code,
+                                const std::string& message);
 
 private:
+    struct CompiledRoute;
     void add(std::string method, std::string path, std::optional<Permission> permission,
              std::function<void(RouteContext&)> handler);
     void build_routes();
@@ -49,6 +79,9 @@ private:
     std::string openapi_document_;
     std::string webui_dir_;
     std::vector<Route> routes_;
+    std::vector<std::unique_ptr<CompiledRoute>> compiled_;  // routes_ with their patterns
+    std::unique_ptr<class StaticFiles> static_files_;
+    mutable RequestRateLimiter rate_limiter_;
 };
 
 // The OpenAPI document compiled into the binary (controller/server/openapi.json).

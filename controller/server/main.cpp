@@ -3,6 +3,7 @@
 #include "controller/analyzer/drop_record.hpp"
 #include "common/logging/logging.hpp"
 #include "controller/server/http_api.hpp"
+#include "controller/server/http_server.hpp"
 #include "controller/services/controller_services.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
@@ -41,7 +42,11 @@ struct ControllerConfig {
     std::string bootstrap_tokens;
     std::string webui_dir = BULKHEAD_DEFAULT_WEBUI_DIR;  // "" serves no dashboard
     int heartbeat_interval_ms = 5000;
-    int threads = 64;
+    int threads = 16;                        // route handler workers per listener
+    int max_connections = 20000;             // per listener
+    int max_connections_per_client = 256;    // per client address, per listener
+    int header_timeout_ms = 10000;           // TLS handshake and each request head
+    int api_rate_per_second = 200;           // per API token (0: none); burst 10 seconds' worth
     std::string analyzer_config;             // detector thresholds (controller/analyzer/README.md)
     std::vector<std::string> webhooks;       // SOAR receivers, http(s) URLs
     std::string webhook_secret_file;         // HMAC key for X-Bulkhead-Signature
@@ -130,6 +135,10 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "webui_dir") problem = string_field(config.webui_dir);
         else if (key == "heartbeat_interval_ms") problem = int_field(config.heartbeat_interval_ms, 100, 60000);
         else if (key == "threads") problem = int_field(config.threads, 4, 1024);
+        else if (key == "max_connections") problem = int_field(config.max_connections, 16, 1000000);
+        else if (key == "max_connections_per_client") problem = int_field(config.max_connections_per_client, 4, 1000000);
+        else if (key == "header_timeout_ms") problem = int_field(config.header_timeout_ms, 100, 600000);
+        else if (key == "api_rate_per_second") problem = int_field(config.api_rate_per_second, 0, 1000000);
         else if (key == "analyzer_config") problem = string_field(config.analyzer_config);
         else if (key == "webhook_secret_file") problem = string_field(config.webhook_secret_file);
         else if (key == "webhook_ca") problem = string_field(config.webhook_ca);
@@ -181,27 +190,6 @@ std::optional<std::string> load_bootstrap_tokens(const std::string& path, Contro
     return std::nullopt;
 }
 
-void configure(httplib::Server& server, int threads) {
-    // Channel and dashboard streams each hold a thread for their lifetime.
-    server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
-    server.set_keep_alive_max_count(100000);
-    server.set_keep_alive_timeout(60);
-    server.set_read_timeout(30, 0);
-    server.set_write_timeout(30, 0);
-    // cpp-httplib writes a response's headers and body in two sends; with Nagle on, the body
-    // waits for the client's delayed ACK of the headers (~40 ms): an enforcer's status or
-    // upload thread then waited ~40 ms for every answer, and so did the next ack or event
-    // batch queued behind it (bench/benchmarks/contain.sh, docs/benchmarks.md).
-    server.set_tcp_nodelay(true);
-    // cpp-httplib's default adds SO_REUSEPORT, with which a second controller started on the
-    // same address binds too and the kernel splits connections between the two. Only
-    // SO_REUSEADDR: a restart still binds at once, a duplicate fails to start.
-    server.set_socket_options([](socket_t sock) {
-        int yes = 1;
-        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -221,7 +209,19 @@ int main(int argc, char** argv) {
                       ->default_str(BULKHEAD_DEFAULT_WEBUI_DIR);
     auto* heartbeat = app.add_option("--heartbeat-interval-ms", flags.heartbeat_interval_ms, "Control channel heartbeat")
                           ->check(CLI::Range(100, 60000));
-    auto* threads = app.add_option("--threads", flags.threads, "HTTP worker threads per listener")->check(CLI::Range(4, 1024));
+    auto* threads = app.add_option("--threads", flags.threads, "Request handler threads per listener (connections and streams need none)")
+                        ->check(CLI::Range(4, 1024));
+    auto* max_connections = app.add_option("--max-connections", flags.max_connections, "Open connections per listener")
+                                ->check(CLI::Range(16, 1000000));
+    auto* max_per_client = app.add_option("--max-connections-per-client", flags.max_connections_per_client,
+                                          "Open connections per client address and listener")
+                               ->check(CLI::Range(4, 1000000));
+    auto* header_timeout = app.add_option("--header-timeout-ms", flags.header_timeout_ms,
+                                          "Time a client has for the TLS handshake and for each request head")
+                               ->check(CLI::Range(100, 600000));
+    auto* api_rate = app.add_option("--api-rate-per-second", flags.api_rate_per_second,
+                                    "Requests per second per API token, bursts of ten seconds' worth (0: no limit)")
+                         ->check(CLI::Range(0, 1000000));
     auto* analyzer_config = app.add_option("--analyzer-config", flags.analyzer_config,
                                            "Analyzer thresholds and exemptions, JSON (controller/analyzer/README.md)");
     auto* webhooks = app.add_option("--webhook", flags.webhooks,
@@ -253,6 +253,10 @@ int main(int argc, char** argv) {
     if (*webui) config.webui_dir = flags.webui_dir;
     if (*heartbeat) config.heartbeat_interval_ms = flags.heartbeat_interval_ms;
     if (*threads) config.threads = flags.threads;
+    if (*max_connections) config.max_connections = flags.max_connections;
+    if (*max_per_client) config.max_connections_per_client = flags.max_connections_per_client;
+    if (*header_timeout) config.header_timeout_ms = flags.header_timeout_ms;
+    if (*api_rate) config.api_rate_per_second = flags.api_rate_per_second;
     if (*analyzer_config) config.analyzer_config = flags.analyzer_config;
     if (*webhooks) config.webhooks = flags.webhooks;
     if (*webhook_secret) config.webhook_secret_file = flags.webhook_secret_file;
@@ -350,49 +354,45 @@ int main(int argc, char** argv) {
         return 1;
     }
     bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
-                                      config.webui_dir);
+                                      config.webui_dir,
+                                      bulkhead::controller::RateLimit{static_cast<double>(config.api_rate_per_second),
+                                                                      10.0 * config.api_rate_per_second});
 
-    std::unique_ptr<httplib::SSLServer> tls_server;
-    std::unique_ptr<httplib::Server> plain_server;
+    bulkhead::controller::HttpServerLimits limits;
+    limits.worker_threads = static_cast<std::size_t>(config.threads);
+    limits.max_connections = static_cast<std::size_t>(config.max_connections);
+    limits.max_connections_per_client = static_cast<std::size_t>(config.max_connections_per_client);
+    limits.header_timeout = std::chrono::milliseconds(config.header_timeout_ms);
+    std::unique_ptr<bulkhead::controller::HttpServer> tls_server;
+    std::unique_ptr<bulkhead::controller::HttpServer> plain_server;
     if (tls_address) {
-        tls_server = std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
-        if (!tls_server->is_valid()) {
-            spdlog::error("cannot load TLS certificate {} / key {}", config.tls_cert, config.tls_key);
+        try {
+            tls_server = std::make_unique<bulkhead::controller::HttpServer>(
+                "tls", api, limits, bulkhead::controller::TlsFiles{config.tls_cert, config.tls_key});
+        } catch (const std::exception& e) {
+            spdlog::error("cannot load TLS certificate {} / key {}: {}", config.tls_cert, config.tls_key, e.what());
             return 1;
         }
-        configure(*tls_server, config.threads);
-        api.install(*tls_server);
-        if (!tls_server->bind_to_port(tls_address->first.c_str(), tls_address->second)) {
-            spdlog::error("cannot listen on {}", config.listen);
+        if (auto listening = tls_server->listen(tls_address->first, tls_address->second); !listening) {
+            spdlog::error("cannot listen on {}: {}", config.listen, listening.error());
             return 1;
         }
     }
     if (plain_address) {
-        plain_server = std::make_unique<httplib::Server>();
-        configure(*plain_server, config.threads);
-        api.install(*plain_server);
-        if (!plain_server->bind_to_port(plain_address->first.c_str(), plain_address->second)) {
-            spdlog::error("cannot listen on {}", config.plain_listen);
+        plain_server = std::make_unique<bulkhead::controller::HttpServer>("plain", api, limits, std::nullopt);
+        if (auto listening = plain_server->listen(plain_address->first, plain_address->second); !listening) {
+            spdlog::error("cannot listen on {}: {}", config.plain_listen, listening.error());
             return 1;
         }
     }
-    // SIGINT/SIGTERM are taken by one thread with sigwait: it ends the long-lived streams
-    // first (they hold worker threads the servers join on stop), then stops the listeners.
+    // SIGINT/SIGTERM are taken here with sigwait: the services end the long-lived streams
+    // first, then the listeners stop.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
-    std::thread signal_thread([&] {
-        int received = 0;
-        sigwait(&stop_signals, &received);
-        spdlog::info("signal {}, stopping", received);
-        service.shutdown();
-        if (tls_server) tls_server->stop();
-        if (plain_server) plain_server->stop();
-    });
-    signal_thread.detach();
 
     spdlog::info("serving{}{} (data {})", tls_address ? " https://" + config.listen : std::string(),
                  plain_address ? " http://" + config.plain_listen : std::string(), config.data_dir);
@@ -401,18 +401,22 @@ int main(int argc, char** argv) {
         spdlog::info("dashboard at / from {}{}", config.webui_dir, (built ? "" : " (not built yet: / explains how to build it)"));
     }
 
-    std::thread tls_thread;
     if (tls_server) {
-        tls_thread = std::thread([&] { tls_server->listen_after_bind(); });
+        tls_server->start();
     }
     if (plain_server) {
-        plain_server->listen_after_bind();
+        plain_server->start();
     }
-    if (tls_thread.joinable()) {
-        tls_thread.join();
-    }
-    // Streams end before the servers' thread pools are joined.
+    int received = 0;
+    sigwait(&stop_signals, &received);
+    spdlog::info("signal {}, stopping", received);
     service.shutdown();
+    if (tls_server) {
+        tls_server->stop();
+    }
+    if (plain_server) {
+        plain_server->stop();
+    }
     spdlog::info("stopped");
     return 0;
 }

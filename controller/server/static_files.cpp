@@ -181,19 +181,16 @@ StaticAnswer StaticFiles::answer(std::string_view request_path) const {
                         std::string(is_hashed_asset(relative_text) ? kImmutable : kRevalidate), std::move(*body)};
 }
 
-void StaticFiles::install(httplib::Server& server) const {
-    // The handler keeps its own copy: the server may outlive this object.
-    server.Get(R"(/(?!api(?:/|$)).*)", [files = *this](const httplib::Request& req, httplib::Response& res) {
-        auto answer = files.answer(req.path);
-        res.status = answer.status;
-        res.set_header("Cache-Control", answer.cache_control);
-        res.set_header("X-Content-Type-Options", "nosniff");
-        if (answer.content_type.rfind("text/html", 0) == 0) {
-            res.set_header("Content-Security-Policy", std::string(kContentSecurityPolicy));
-            res.set_header("Referrer-Policy", "no-referrer");
-        }
-        res.set_content(answer.body, answer.content_type);
-    });
+void StaticFiles::serve(const httplib::Request& request, httplib::Response& response) const {
+    auto answer = this->answer(request.path);
+    response.status = answer.status;
+    response.set_header("Cache-Control", answer.cache_control);
+    response.set_header("X-Content-Type-Options", "nosniff");
+    if (answer.content_type.rfind("text/html", 0) == 0) {
+        response.set_header("Content-Security-Policy", std::string(kContentSecurityPolicy));
+        response.set_header("Referrer-Policy", "no-referrer");
+    }
+    response.set_content(answer.body, answer.content_type);
 }
 
 }  // namespace bulkhead::controller

@@ -28,10 +28,8 @@ public:
     // The answer to GET `request_path` (the decoded URL path, starting with '/').
     StaticAnswer answer(std::string_view request_path) const;
 
-    // Registers GET (and so HEAD) for every path outside /api/ on `server`. Call after the
-    // API routes: cpp-httplib tries handlers in registration order. The handler holds a
-    // copy of this object.
-    void install(httplib::Server& server) const;
+    // Answers a GET (or HEAD) of a path outside /api/ into `response`.
+    void serve(const httplib::Request& request, httplib::Response& response) const;
 
     const std::filesystem::path& root() const { return root_; }
 

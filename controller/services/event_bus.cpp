@@ -15,11 +15,21 @@ std::vector<BusMessage> EventBus::Subscription::next(std::chrono::milliseconds t
 }
 
 void EventBus::Subscription::close() {
+    std::function<void()> wake;
     {
         std::lock_guard lock(mutex_);
         closed_ = true;
+        wake = wake_;
     }
     ready_.notify_all();
+    if (wake) {
+        wake();
+    }
+}
+
+void EventBus::Subscription::set_wake(std::function<void()> wake) {
+    std::lock_guard lock(mutex_);
+    wake_ = std::move(wake);
 }
 
 bool EventBus::Subscription::closed() const {
@@ -28,6 +38,7 @@ bool EventBus::Subscription::closed() const {
 }
 
 void EventBus::Subscription::push(const BusMessage& message) {
+    std::function<void()> wake;
     {
         std::lock_guard lock(mutex_);
         if (closed_) {
@@ -38,8 +49,12 @@ void EventBus::Subscription::push(const BusMessage& message) {
             ++lost_;
         }
         queue_.push_back(message);
+        wake = wake_;
     }
     ready_.notify_one();
+    if (wake) {
+        wake();
+    }
 }
 
 std::shared_ptr<EventBus::Subscription> EventBus::subscribe(std::size_t capacity) {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -33,6 +34,9 @@ public:
         std::vector<BusMessage> next(std::chrono::milliseconds timeout, std::uint64_t& lost);
         void close();
         bool closed() const;
+        // Called (from the publishing thread, outside the queue's lock) after each message
+        // and on close, so an event-driven server need not wait in next(). Must only schedule.
+        void set_wake(std::function<void()> wake);
 
     private:
         friend class EventBus;
@@ -43,6 +47,7 @@ public:
         std::size_t capacity_;
         std::uint64_t lost_ = 0;
         bool closed_ = false;
+        std::function<void()> wake_;
     };
 
     std::shared_ptr<Subscription> subscribe(std::size_t capacity = 4096);

@@ -17,7 +17,7 @@ FleetService::FleetService(FleetOptions options, ActiveConfiguration& configurat
                            EventBus& bus, Clock clock)
     : options_(options), configuration_(configuration), transactions_(transactions), inventory_(inventory),
       enforcers_(enforcers), credentials_(credentials), quarantines_(quarantines), audit_(audit), bus_(bus),
-      clock_(std::move(clock)) {}
+      clock_(std::move(clock)), statuses_(transactions, enforcers), hub_(*this, options.heartbeat_interval, clock_) {}
 
 FleetService::~FleetService() { shutdown(); }
 
@@ -26,30 +26,65 @@ std::expected<void, std::string> FleetService::start() {
     if (!counter) {
         return std::unexpected(counter.error().message);
     }
-    std::lock_guard lock(mutex_);
-    generation_counter_ = *counter;
-    if (auto rc = recompile_locked(true, {}); !rc) {
-        return std::unexpected(rc.error().message);
-    }
-    // An enforcer that already holds what we just compiled keeps its generation number.
-    auto statuses = enforcers_.list_enforcer_status();
+    auto statuses = statuses_.load();
     if (!statuses) {
         return std::unexpected(statuses.error().message);
     }
-    for (const auto& status : *statuses) {
-        desired_.adopt_generation(status.id, status.applied_hash, status.applied_generation);
-        acked_hash_[status.id] = status.applied_hash;
-        generation_counter_ = std::max(generation_counter_, status.applied_generation);
+    {
+        std::lock_guard lock(mutex_);
+        generation_counter_ = *counter;
+        if (auto rc = recompile_locked(true, {}); !rc) {
+            return std::unexpected(rc.error().message);
+        }
+        // An enforcer that already holds what we just compiled keeps its generation number.
+        for (const auto& status : *statuses) {
+            desired_.adopt_generation(status.id, status.applied_hash, status.applied_generation);
+            generation_counter_ = std::max(generation_counter_, status.applied_generation);
+        }
     }
+    flusher_ = std::thread([this] { flush_loop(); });
     return {};
 }
 
 void FleetService::shutdown() {
-    stopping_ = true;
     {
-        std::lock_guard lock(mutex_);
+        std::lock_guard lock(flush_mutex_);
+        stopping_ = true;
     }
-    changed_.notify_all();
+    flush_wake_.notify_all();
+    if (flusher_.joinable()) {
+        flusher_.join();
+    }
+    hub_.shutdown();
+    statuses_.close();
+    if (auto flushed = statuses_.flush(); !flushed) {
+        spdlog::error("fleet: {} enforcer statuses not written at shutdown: {}", statuses_.pending(),
+                      flushed.error().message);
+    }
+}
+
+void FleetService::flush_loop() {
+    std::unique_lock lock(flush_mutex_);
+    bool failing = false;
+    while (!stopping_) {
+        flush_wake_.wait_for(lock, options_.status_flush_interval, [&] { return stopping_; });
+        if (stopping_) {
+            break;
+        }
+        lock.unlock();
+        auto flushed = statuses_.flush();
+        if (!flushed && !failing) {
+            spdlog::error("fleet: writing enforcer statuses failed (kept in memory, retried): {}", flushed.error().message);
+        } else if (flushed && failing) {
+            spdlog::info("fleet: enforcer statuses written again");
+        }
+        failing = !flushed;
+        lock.lock();
+    }
+}
+
+FleetService::ChannelFigures FleetService::channel_figures() const {
+    return ChannelFigures{hub_.open_streams(), statuses_.pending(), hub_.diff_cache_stats()};
 }
 
 std::expected<void, ServiceError> FleetService::recompile_all() {
@@ -67,10 +102,16 @@ std::optional<RulesetVersion> FleetService::desired(const std::string& enforcer)
     return desired_.current(enforcer);
 }
 
-bool FleetService::acked(const std::string& enforcer, const std::string& hash) const {
+std::optional<RulesetVersion> FleetService::current(const std::string& enforcer) const { return desired(enforcer); }
+
+std::optional<RulesetVersion> FleetService::find(const std::string& enforcer, std::uint64_t generation,
+                                                 const std::string& hash) const {
     std::lock_guard lock(mutex_);
-    auto it = acked_hash_.find(enforcer);
-    return it != acked_hash_.end() && it->second == hash;
+    return desired_.find(enforcer, generation, hash);
+}
+
+bool FleetService::acked(const std::string& enforcer, const std::string& hash) const {
+    return statuses_.acked(enforcer, hash);
 }
 
 std::uint64_t FleetService::generation() const {
@@ -143,7 +184,7 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
                                           {"desired_generation", version ? version->generation : 0},
                                           {"desired_hash", version ? version->hash : ""}});
         }
-        changed_.notify_all();  // streams compare their enforcer's desired hash themselves
+        hub_.changed(changed);  // wakes those enforcers' streams only
     }
     return {};
 }
@@ -158,8 +199,8 @@ nlohmann::json FleetService::enforcer_json(const std::string& id, const std::opt
         auto desired = desired_.current(id);
         j["desired_generation"] = desired ? desired->generation : 0;
         j["desired_hash"] = desired ? desired->hash : "";
-        j["connected"] = stream_epoch_.contains(id) && stream_epoch_.at(id) > 0;
     }
+    j["connected"] = hub_.connected(id);
     if (status) {
         j["enrolled_at"] = optional_time(status->enrolled_at);
         j["last_heartbeat"] = optional_time(status->last_heartbeat);
@@ -187,17 +228,19 @@ ServiceResult FleetService::list_enforcers() {
     if (!definitions) {
         return std::unexpected(from_store(definitions.error()));
     }
-    auto statuses = enforcers_.list_enforcer_status();
+    auto statuses = statuses_.list();
     if (!statuses) {
         return std::unexpected(from_store(statuses.error()));
+    }
+    std::map<std::string, const EnforcerStatus*> by_id;
+    for (const auto& s : *statuses) {
+        by_id[s.id] = &s;
     }
     json list = json::array();
     for (const auto& d : *definitions) {
         std::optional<EnforcerStatus> status;
-        for (const auto& s : *statuses) {
-            if (s.id == d.id) {
-                status = s;
-            }
+        if (auto it = by_id.find(d.id); it != by_id.end()) {
+            status = *it->second;
         }
         json j = enforcer_json(d.id, status);
         j["description"] = d.document.value("description", "");
@@ -215,7 +258,7 @@ ServiceResult FleetService::get_enforcer(const std::string& id) {
     if (it == definitions->end()) {
         return std::unexpected(service_error(ErrorKind::NotFound, "not-found", "no enforcer \"" + id + "\" in the inventory"));
     }
-    auto status = enforcers_.get_enforcer_status(id);
+    auto status = statuses_.get(id);
     if (!status) {
         return std::unexpected(from_store(status.error()));
     }
@@ -297,97 +340,25 @@ ServiceResult FleetService::enroll(const json& body) {
         }
         return std::unexpected(from_store(tx.error()));
     }
+    EnforcerStatus enrolled;
+    enrolled.id = *enforcer;
+    enrolled.enrolled_at = api_token.created_at;
+    enrolled.version = string_member(body, "version").value_or("");
+    enrolled.hostname = string_member(body, "hostname").value_or("");
+    statuses_.enrolled(enrolled);
     return json{{"enforcer", *enforcer}, {"credential", credential}};
 }
 
 
-
-class FleetService::Stream final : public ChannelStream {
-public:
-    Stream(FleetService& service, std::string enforcer, std::uint64_t epoch, std::uint64_t generation,
-           std::string hash)
-        : service_(service), enforcer_(std::move(enforcer)), epoch_(epoch), sent_generation_(generation),
-          sent_hash_(std::move(hash)) {}
-
-    ~Stream() override {
-        std::lock_guard lock(service_.mutex_);
-        auto it = service_.stream_epoch_.find(enforcer_);
-        if (it != service_.stream_epoch_.end() && it->second == epoch_) {
-            service_.stream_epoch_.erase(it);
-        }
-    }
-
-    std::optional<std::string> next_line() override {
-        std::unique_lock lock(service_.mutex_);
-        if (!hello_sent_) {
-            hello_sent_ = true;
-            auto desired = service_.desired_.current(enforcer_);
-            return json{{"type", "hello"},
-                        {"controller_time_ms", service_.clock_()},
-                        {"heartbeat_interval_ms", service_.options_.heartbeat_interval.count()},
-                        {"desired_generation", desired ? desired->generation : 0}}
-                       .dump() + "\n";
-        }
-        const auto deadline = std::chrono::steady_clock::now() + service_.options_.heartbeat_interval;
-        while (true) {
-            if (service_.stopping_ || service_.stream_epoch_[enforcer_] != epoch_) {
-                return std::nullopt;
-            }
-            auto desired = service_.desired_.current(enforcer_);
-            if (desired && (desired->hash != sent_hash_ || desired->generation != sent_generation_)) {
-                return update_line(*desired);
-            }
-            if (service_.changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
-                return json{{"type", "heartbeat"}, {"controller_time_ms", service_.clock_()}}.dump() + "\n";
-            }
-        }
-    }
-
-private:
-    // Caller holds the service mutex.
-    std::string update_line(const RulesetVersion& desired) {
-        json message;
-        auto base = service_.desired_.find(enforcer_, sent_generation_, sent_hash_);
-        if (base && base->ruleset) {
-            auto diff = ruleset::diff_rulesets(*base->ruleset, *desired.ruleset);
-            message = json{{"type", "diff"},
-                           {"base_generation", base->generation},
-                           {"base_hash", base->hash},
-                           {"generation", desired.generation},
-                           {"hash", desired.hash},
-                           {"diff", ruleset::diff_to_wire(diff, *base->ruleset, *desired.ruleset)}};
-        } else {
-            message = json{{"type", "ruleset"},
-                           {"generation", desired.generation},
-                           {"hash", desired.hash},
-                           {"ruleset", ruleset::to_json(*desired.ruleset)}};
-        }
-        sent_generation_ = desired.generation;
-        sent_hash_ = desired.hash;
-        return message.dump() + "\n";
-    }
-
-    FleetService& service_;
-    std::string enforcer_;
-    std::uint64_t epoch_;
-    std::uint64_t sent_generation_;
-    std::string sent_hash_;
-    bool hello_sent_ = false;
-};
 
 std::expected<std::unique_ptr<ChannelStream>, ServiceError> FleetService::open_channel(
     const Caller& caller, const std::string& id, std::uint64_t generation, const std::string& hash) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
     }
-    const std::uint64_t epoch = ++epochs_;
-    {
-        std::lock_guard lock(mutex_);
-        stream_epoch_[id] = epoch;  // an older stream of this enforcer ends at its next wake-up
-    }
-    changed_.notify_all();
+    auto stream = hub_.open(id, generation, hash);  // an older stream of this enforcer ends
     bus_.publish("enforcer", json{{"enforcer", id}, {"connected", true}});
-    return std::make_unique<Stream>(*this, id, epoch, generation, hash);
+    return stream;
 }
 
 ServiceResult FleetService::report_status(const Caller& caller, const std::string& id, const json& body) {
@@ -425,7 +396,7 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
         return std::unexpected(service_error(ErrorKind::BadRequest, "invalid-value", "\"state\" must be applied or failed", json{{"pointer", "/state"}}));
     }
     const TimeMs now = clock_();
-    auto current = enforcers_.get_enforcer_status(id);
+    auto current = statuses_.get(id);
     if (!current) {
         return std::unexpected(from_store(current.error()));
     }
@@ -453,17 +424,8 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
     }
     status.version = string_member(body, "version").value_or(status.version);
     status.details = body;
-    if (auto put = enforcers_.put_enforcer_status(status); !put) {
-        return std::unexpected(from_store(put.error()));
-    }
-    bool acked_change = false;
-    {
-        std::lock_guard lock(mutex_);
-        auto& acked = acked_hash_[id];
-        acked_change = acked != status.applied_hash;
-        acked = status.applied_hash;
-    }
-    changed_.notify_all();
+    // In memory now (acks wake their waiters), in the store with the next batch.
+    const bool acked_change = statuses_.record(status);
     if (acked_change || status.apply_state == "failed") {
         bus_.publish("enforcer", enforcer_json(id, status));
     }
@@ -472,12 +434,8 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
 
 
 bool FleetService::wait_for_ack(const std::string& enforcer, const std::string& hash,
-                                     std::chrono::milliseconds wait) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, wait, [&] {
-        return stopping_ || (acked_hash_.contains(enforcer) && acked_hash_.at(enforcer) == hash);
-    }) && !stopping_;
+                                std::chrono::milliseconds wait) {
+    return statuses_.wait_for_ack(enforcer, hash, wait);
 }
-
 
 }  // namespace bulkhead::controller

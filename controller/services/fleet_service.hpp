@@ -10,6 +10,8 @@
 #include "controller/core/desired_state.hpp"
 #include "controller/services/active_configuration.hpp"
 #include "controller/services/audit_log.hpp"
+#include "controller/services/channel_hub.hpp"
+#include "controller/services/enforcer_status_book.hpp"
 #include "controller/services/event_bus.hpp"
 
 #include <atomic>
@@ -19,37 +21,31 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 
 namespace bulkhead::controller {
 
 struct FleetOptions {
     std::chrono::milliseconds heartbeat_interval{5000};
+    // How often reported statuses (acks, heartbeats) are written to the store in one batch.
+    std::chrono::milliseconds status_flush_interval{1000};
     std::chrono::seconds enrollment_token_lifetime{3600};
 };
 
-// One enforcer's open channel stream: the HTTP layer pulls lines from it until it ends.
-class ChannelStream {
-  public:
-    virtual ~ChannelStream() = default;
-    // Blocks until there is something to send (a ruleset, a diff or a heartbeat) and
-    // returns the NDJSON line; nothing when the stream must end (replaced by a newer
-    // stream of the same enforcer, or shutdown).
-    virtual std::optional<std::string> next_line() = 0;
-};
-
-class FleetService {
+class FleetService final : public DesiredVersions {
   public:
     FleetService(FleetOptions options, ActiveConfiguration& configuration, Transactions& transactions,
                  InventoryRepository& inventory, EnforcerRepository& enforcers, CredentialRepository& credentials,
                  QuarantineRepository& quarantines, AuditLog& audit, EventBus& bus, Clock clock);
-    ~FleetService();
+    ~FleetService() override;
     FleetService(const FleetService&) = delete;
     FleetService& operator=(const FleetService&) = delete;
 
     // Compiles every enforcer, then adopts the generations enforcers already hold (a
     // restarted controller that compiles what an enforcer has does not renumber it).
     std::expected<void, std::string> start();
-    // Ends every channel stream (so server threads return) and wakes every waiter.
+    // Ends every channel stream (so server threads return), wakes every waiter and writes
+    // the statuses not yet written.
     void shutdown();
 
     // Recompiles every enforcer (a new configuration) or some (a quarantine touches one).
@@ -69,16 +65,27 @@ class FleetService {
 
     // The enforcer's desired version now, and whether it acked it.
     std::optional<RulesetVersion> desired(const std::string& enforcer) const;
+    // DesiredVersions, for the channel streams.
+    std::optional<RulesetVersion> current(const std::string& enforcer) const override;
+    std::optional<RulesetVersion> find(const std::string& enforcer, std::uint64_t generation,
+                                       const std::string& hash) const override;
     bool acked(const std::string& enforcer, const std::string& hash) const;
     // Waits until `enforcer` acked `hash` (true) or `wait` ended or shutdown (false).
     bool wait_for_ack(const std::string& enforcer, const std::string& hash, std::chrono::milliseconds wait);
     std::uint64_t generation() const;
 
+    struct ChannelFigures {
+        std::size_t open_streams = 0;
+        std::size_t statuses_pending = 0;  // reported, not yet written
+        ChannelHub::DiffCacheStats diff_cache;
+    };
+    ChannelFigures channel_figures() const;
+
   private:
-    class Stream;
     std::expected<void, ServiceError> recompile_locked(bool everything, const std::set<std::string>& only);
     std::expected<std::uint64_t, ServiceError> next_generation_locked();
     nlohmann::json enforcer_json(const std::string& id, const std::optional<EnforcerStatus>& status);
+    void flush_loop();
 
     FleetOptions options_;
     ActiveConfiguration& configuration_;
@@ -91,15 +98,18 @@ class FleetService {
     EventBus& bus_;
     Clock clock_;
 
-    // Guards everything below. A stream waits on `changed_` for its own enforcer's change.
+    // Guards the desired state and the generation counter (not the streams: ChannelHub).
     mutable std::mutex mutex_;
-    std::condition_variable changed_;  // desired ruleset changed, an ack arrived, or shutdown
     DesiredState desired_;
     std::uint64_t generation_counter_ = 0;
-    std::map<std::string, std::uint64_t> stream_epoch_;  // newest stream per enforcer
-    std::map<std::string, std::string> acked_hash_;      // last hash each enforcer acked
-    std::atomic<std::uint64_t> epochs_{0};
-    std::atomic<bool> stopping_{false};
+
+    EnforcerStatusBook statuses_;
+    ChannelHub hub_;
+
+    std::mutex flush_mutex_;
+    std::condition_variable flush_wake_;
+    bool stopping_ = false;  // guarded by flush_mutex_
+    std::thread flusher_;
 };
 
 }  // namespace bulkhead::controller

@@ -740,6 +740,15 @@ class Suite:
                               pointer="/response/incident/distinct_targets")
             r = self.c.post(path, None, t)
             self.expect_error(f"policy {short}: empty body -> 400", r, 400, "empty-body")
+            # A valid policy with anything but a JSON type is refused, not stored as a draft.
+            for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/xml", None):
+                h = {"Content-Type": content_type} if content_type else {"Content-Type": ""}
+                r = self.c.post(path, self.policy, t, headers=h)
+                self.expect_error(f"policy {short}: sent as {content_type or 'no type'} -> 415", r, 415,
+                                  "unsupported-media-type")
+            if short == "validate":  # the positive control (validate stores nothing)
+                r = self.c.post(path, self.policy, t, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+                check("policy validate: application/json with a charset is JSON", r.status == 200, r)
         self.unchanged("policy: refused uploads and rollback change nothing", before)
 
         r = self.c.post("/api/v1/policies/validate", self.policy, t)

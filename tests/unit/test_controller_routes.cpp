@@ -194,7 +194,7 @@ TEST_CASE("controller routes: the served /api/v1/openapi.json is the embedded do
     httplib::Request request;
     httplib::Response response;
     Caller nobody;
-    RouteContext context{request, response, nobody, {}};
+    RouteContext context{request, response, nobody, {}, nullptr};
     it->handler(context);
     CHECK(response.body == std::string(embedded_openapi_document()));
     CHECK(response.get_header_value("Content-Type") == "application/json");

@@ -944,6 +944,16 @@ TEST_CASE("policy reader: every error in a document is reported, not just the fi
 // ---------------------------------------------------------------------------------------
 // Inventory validation
 
+TEST_CASE("inventory reader: ids of dots only are refused (URLs resolve them away)") {
+    for (const char* id : {".", "..", "..."}) {
+        check_only(inventory_errors(set("/workloads/0/id", id)), "/workloads/0/id: invalid-value",
+                   "not safe as one URL path segment");
+    }
+    check_only(inventory_errors(append("/enforcers", {{"id", ".."}})), "/enforcers/2/id: invalid-value",
+               "not safe as one URL path segment");
+    CHECK(inventory_errors(set("/workloads/0/id", "vdi.001")).empty());  // a dot inside is fine
+}
+
 TEST_CASE("inventory reader: missing required members are reported at the object that lacks them") {
     SUBCASE("enforcers and workloads") {
         check_only(inventory_text_errors(R"({"workloads": []})"), "(document root): missing-field",

@@ -1,0 +1,232 @@
+#include "controller/services/channel_hub.hpp"
+
+#include "policies/ruleset_diff.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+constexpr std::size_t kDiffCacheEntries = 4096;
+}
+
+// One enforcer's current stream: what wakes it and whether it must end.
+struct ChannelHub::Mailbox {
+    std::mutex mutex;
+    std::condition_variable condition;  // next_line() waits here
+    bool pending = true;                // something may be due (a change, or the hello)
+    bool closed = false;
+    std::function<void()> wake;
+
+    void notify(bool close) {
+        std::function<void()> call;
+        {
+            std::lock_guard lock(mutex);
+            pending = true;
+            closed = closed || close;
+            call = wake;
+        }
+        condition.notify_all();
+        if (call) {
+            call();
+        }
+    }
+};
+
+class ChannelHub::Stream final : public ChannelStream {
+  public:
+    Stream(ChannelHub& hub, std::string enforcer, std::shared_ptr<Mailbox> mailbox, std::uint64_t generation,
+           std::string hash)
+        : hub_(hub), enforcer_(std::move(enforcer)), mailbox_(std::move(mailbox)), sent_generation_(generation),
+          sent_hash_(std::move(hash)), last_sent_(SteadyClock::now()) {}
+
+    ~Stream() override {
+        std::lock_guard lock(hub_.mutex_);
+        auto it = hub_.mailboxes_.find(enforcer_);
+        if (it != hub_.mailboxes_.end() && it->second == mailbox_) {
+            hub_.mailboxes_.erase(it);
+        }
+    }
+
+    void set_wake(std::function<void()> wake) override {
+        std::lock_guard lock(mailbox_->mutex);
+        mailbox_->wake = std::move(wake);
+    }
+
+    std::chrono::steady_clock::time_point next_heartbeat() const override {
+        return last_sent_ + hub_.heartbeat_interval_;
+    }
+
+    std::optional<std::string> poll_line() override {
+        {
+            std::lock_guard lock(mailbox_->mutex);
+            if (mailbox_->closed || hub_.stopping_) {
+                return std::nullopt;
+            }
+            mailbox_->pending = false;  // a change after this point marks it again
+        }
+        if (!hello_sent_) {
+            hello_sent_ = true;
+            auto desired = hub_.desired_.current(enforcer_);
+            {
+                std::lock_guard lock(mailbox_->mutex);
+                mailbox_->pending = true;  // the ruleset or diff may follow at once
+            }
+            return sent(json{{"type", "hello"},
+                             {"controller_time_ms", hub_.clock_()},
+                             {"heartbeat_interval_ms", hub_.heartbeat_interval_.count()},
+                             {"desired_generation", desired ? desired->generation : 0}}
+                            .dump() +
+                        "\n");
+        }
+        auto desired = hub_.desired_.current(enforcer_);
+        if (desired && (desired->hash != sent_hash_ || desired->generation != sent_generation_)) {
+            auto base = hub_.desired_.find(enforcer_, sent_generation_, sent_hash_);
+            auto line = hub_.update_line(base, *desired);
+            sent_generation_ = desired->generation;
+            sent_hash_ = desired->hash;
+            return sent(*line);
+        }
+        if (SteadyClock::now() >= next_heartbeat()) {
+            return sent(json{{"type", "heartbeat"}, {"controller_time_ms", hub_.clock_()}}.dump() + "\n");
+        }
+        return std::string();
+    }
+
+    std::optional<std::string> next_line() override {
+        for (;;) {
+            auto line = poll_line();
+            if (!line || !line->empty()) {
+                return line;
+            }
+            std::unique_lock lock(mailbox_->mutex);
+            mailbox_->condition.wait_until(lock, next_heartbeat(),
+                                           [&] { return mailbox_->pending || mailbox_->closed || hub_.stopping_; });
+        }
+    }
+
+  private:
+    std::string sent(std::string line) {
+        last_sent_ = SteadyClock::now();
+        return line;
+    }
+
+    ChannelHub& hub_;
+    std::string enforcer_;
+    std::shared_ptr<Mailbox> mailbox_;
+    std::uint64_t sent_generation_;
+    std::string sent_hash_;
+    bool hello_sent_ = false;
+    SteadyClock::time_point last_sent_;
+};
+
+ChannelHub::ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock)
+    : desired_(desired), heartbeat_interval_(heartbeat_interval), clock_(std::move(clock)) {}
+
+ChannelHub::~ChannelHub() { shutdown(); }
+
+std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std::uint64_t generation,
+                                                const std::string& hash) {
+    auto mailbox = std::make_shared<Mailbox>();
+    std::shared_ptr<Mailbox> replaced;
+    {
+        std::lock_guard lock(mutex_);
+        auto& slot = mailboxes_[enforcer];
+        replaced = std::exchange(slot, mailbox);
+    }
+    if (replaced) {
+        replaced->notify(true);
+    }
+    return std::make_unique<Stream>(*this, enforcer, std::move(mailbox), generation, hash);
+}
+
+void ChannelHub::changed(const std::vector<std::string>& enforcers) {
+    std::vector<std::shared_ptr<Mailbox>> woken;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& id : enforcers) {
+            if (auto it = mailboxes_.find(id); it != mailboxes_.end()) {
+                woken.push_back(it->second);
+            }
+        }
+    }
+    for (auto& mailbox : woken) {
+        mailbox->notify(false);
+    }
+}
+
+void ChannelHub::shutdown() {
+    stopping_ = true;
+    std::vector<std::shared_ptr<Mailbox>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, mailbox] : mailboxes_) {
+            all.push_back(mailbox);
+        }
+    }
+    for (auto& mailbox : all) {
+        mailbox->notify(true);
+    }
+}
+
+bool ChannelHub::connected(const std::string& enforcer) const {
+    std::lock_guard lock(mutex_);
+    return mailboxes_.contains(enforcer);
+}
+
+std::size_t ChannelHub::open_streams() const {
+    std::lock_guard lock(mutex_);
+    return mailboxes_.size();
+}
+
+ChannelHub::DiffCacheStats ChannelHub::diff_cache_stats() const {
+    std::lock_guard lock(cache_mutex_);
+    return {cache_hits_, cache_misses_, diff_cache_.size()};
+}
+
+std::shared_ptr<const std::string> ChannelHub::update_line(const std::optional<RulesetVersion>& base,
+                                                           const RulesetVersion& target) {
+    if (!base || !base->ruleset) {
+        // A full ruleset (first connection, unknown base) names its enforcer inside and is
+        // large: built for this stream, not kept.
+        json message{{"type", "ruleset"},
+                     {"generation", target.generation},
+                     {"hash", target.hash},
+                     {"ruleset", ruleset::to_json(*target.ruleset)}};
+        return std::make_shared<const std::string>(message.dump() + "\n");
+    }
+    // A diff is the same for every stream that holds the base (the same enforcer
+    // reconnecting, identical hosts).
+    const std::string key = std::to_string(base->generation) + "/" + base->hash + ">" +
+                            std::to_string(target.generation) + "/" + target.hash;
+    {
+        std::lock_guard lock(cache_mutex_);
+        if (auto it = diff_cache_.find(key); it != diff_cache_.end()) {
+            ++cache_hits_;
+            return it->second;
+        }
+        ++cache_misses_;
+    }
+    auto diff = ruleset::diff_rulesets(*base->ruleset, *target.ruleset);
+    json message{{"type", "diff"},
+                 {"base_generation", base->generation},
+                 {"base_hash", base->hash},
+                 {"generation", target.generation},
+                 {"hash", target.hash},
+                 {"diff", ruleset::diff_to_wire(diff, *base->ruleset, *target.ruleset)}};
+    auto line = std::make_shared<const std::string>(message.dump() + "\n");
+    std::lock_guard lock(cache_mutex_);
+    if (diff_cache_.emplace(key, line).second) {
+        diff_cache_order_.push_back(key);
+        while (diff_cache_order_.size() > kDiffCacheEntries) {
+            diff_cache_.erase(diff_cache_order_.front());
+            diff_cache_order_.pop_front();
+        }
+    }
+    return line;
+}
+
+}  // namespace bulkhead::controller

@@ -1,0 +1,100 @@
+// ChannelHub: the open control-channel streams, one mailbox per enforcer.
+//
+// A change of one enforcer's desired ruleset marks that enforcer's mailbox and wakes that
+// stream only (not every stream in the fleet); the stream then builds its message outside any
+// fleet-wide lock, from a diff cache shared by every stream: the diff from a (generation,
+// hash) to another is computed and serialised once however many streams need it (the same
+// enforcer reconnecting, or identical hosts). Full rulesets are built per stream, not kept.
+//
+// Streams are pulled, never pushing by themselves: poll_line() answers at once (the event-
+// driven server calls it when woken and on its heartbeat timer); next_line() blocks for the
+// thread-per-connection server.
+#pragma once
+
+#include "controller/core/desired_state.hpp"
+#include "controller/services/service_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace bulkhead::controller {
+
+class ChannelStream {
+  public:
+    virtual ~ChannelStream() = default;
+    // The next NDJSON line if one is due (hello, ruleset, diff or heartbeat), "" when nothing
+    // is due now, nothing when the stream must end (replaced by a newer stream of the same
+    // enforcer, or shutdown). Never blocks on other streams.
+    virtual std::optional<std::string> poll_line() = 0;
+    // Like poll_line() but waits until a line is due.
+    virtual std::optional<std::string> next_line() = 0;
+    // Called from any thread when poll_line() may have something new. It must only schedule
+    // work (it may run under the hub's locks). Set before the first poll_line().
+    virtual void set_wake(std::function<void()> wake) = 0;
+    // When poll_line() will next have a heartbeat to send if nothing else happens.
+    virtual std::chrono::steady_clock::time_point next_heartbeat() const = 0;
+};
+
+// Where the hub reads what an enforcer should have (the fleet service's DesiredState).
+class DesiredVersions {
+  public:
+    virtual ~DesiredVersions() = default;
+    virtual std::optional<RulesetVersion> current(const std::string& enforcer) const = 0;
+    virtual std::optional<RulesetVersion> find(const std::string& enforcer, std::uint64_t generation,
+                                               const std::string& hash) const = 0;
+};
+
+class ChannelHub {
+  public:
+    ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock);
+    ~ChannelHub();
+    ChannelHub(const ChannelHub&) = delete;
+    ChannelHub& operator=(const ChannelHub&) = delete;
+
+    // Opens the stream of `enforcer`, which holds (generation, hash); an older stream of the
+    // same enforcer ends.
+    std::unique_ptr<ChannelStream> open(const std::string& enforcer, std::uint64_t generation, const std::string& hash);
+    // The desired ruleset of these enforcers changed: wake their streams.
+    void changed(const std::vector<std::string>& enforcers);
+    // Ends every stream.
+    void shutdown();
+
+    bool connected(const std::string& enforcer) const;
+    std::size_t open_streams() const;
+    struct DiffCacheStats {
+        std::uint64_t hits = 0;
+        std::uint64_t misses = 0;
+        std::size_t entries = 0;
+    };
+    DiffCacheStats diff_cache_stats() const;
+
+  private:
+    struct Mailbox;
+    class Stream;
+    std::shared_ptr<const std::string> update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
+
+    const DesiredVersions& desired_;
+    std::chrono::milliseconds heartbeat_interval_;
+    Clock clock_;
+    std::atomic<bool> stopping_{false};
+
+    mutable std::mutex mutex_;  // guards mailboxes_ only
+    std::map<std::string, std::shared_ptr<Mailbox>> mailboxes_;
+
+    // (base generation, base hash, generation, hash) -> the serialised diff line.
+    mutable std::mutex cache_mutex_;
+    std::map<std::string, std::shared_ptr<const std::string>> diff_cache_;
+    std::deque<std::string> diff_cache_order_;  // oldest first, for eviction
+    std::uint64_t cache_hits_ = 0;
+    std::uint64_t cache_misses_ = 0;
+};
+
+}  // namespace bulkhead::controller

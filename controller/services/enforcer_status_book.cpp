@@ -1,0 +1,136 @@
+#include "controller/services/enforcer_status_book.hpp"
+
+namespace bulkhead::controller {
+
+EnforcerStatusBook::EnforcerStatusBook(Transactions& transactions, EnforcerRepository& enforcers)
+    : transactions_(transactions), enforcers_(enforcers) {}
+
+StoreResult<std::vector<EnforcerStatus>> EnforcerStatusBook::load() {
+    auto stored = enforcers_.list_enforcer_status();
+    if (!stored) {
+        return stored;
+    }
+    std::lock_guard lock(mutex_);
+    for (const auto& status : *stored) {
+        statuses_[status.id] = status;
+    }
+    return stored;
+}
+
+StoreResult<std::optional<EnforcerStatus>> EnforcerStatusBook::get(const std::string& id) {
+    {
+        std::lock_guard lock(mutex_);
+        if (auto it = statuses_.find(id); it != statuses_.end()) {
+            return it->second;
+        }
+    }
+    return enforcers_.get_enforcer_status(id);
+}
+
+StoreResult<std::vector<EnforcerStatus>> EnforcerStatusBook::list() {
+    auto stored = enforcers_.list_enforcer_status();
+    if (!stored) {
+        return stored;
+    }
+    std::lock_guard lock(mutex_);
+    std::map<std::string, EnforcerStatus> merged;
+    for (auto& status : *stored) {
+        merged[status.id] = std::move(status);
+    }
+    for (const auto& [id, status] : statuses_) {
+        merged[id] = status;
+    }
+    std::vector<EnforcerStatus> out;
+    out.reserve(merged.size());
+    for (auto& [id, status] : merged) {
+        out.push_back(std::move(status));
+    }
+    return out;
+}
+
+bool EnforcerStatusBook::record(const EnforcerStatus& status) {
+    bool changed = false;
+    {
+        std::lock_guard lock(mutex_);
+        auto& held = statuses_[status.id];
+        changed = held.applied_hash != status.applied_hash;
+        held = status;
+        dirty_.insert(status.id);
+    }
+    if (changed) {
+        acked_changed_.notify_all();
+    }
+    return changed;
+}
+
+void EnforcerStatusBook::enrolled(const EnforcerStatus& status) {
+    std::lock_guard lock(mutex_);
+    auto [it, added] = statuses_.try_emplace(status.id, status);
+    if (!added) {
+        it->second.enrolled_at = status.enrolled_at;
+        it->second.version = status.version;
+        it->second.hostname = status.hostname;
+    }
+}
+
+StoreResult<std::size_t> EnforcerStatusBook::flush() {
+    std::vector<EnforcerStatus> batch;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& id : dirty_) {
+            batch.push_back(statuses_.at(id));
+        }
+        dirty_.clear();
+    }
+    if (batch.empty()) {
+        return std::size_t{0};
+    }
+    auto written = transactions_.in_transaction([&]() -> StoreResult<void> {
+        for (const auto& status : batch) {
+            if (auto put = enforcers_.put_enforcer_status(status); !put) {
+                return put;
+            }
+        }
+        return {};
+    });
+    if (!written) {
+        std::lock_guard lock(mutex_);
+        for (const auto& status : batch) {
+            dirty_.insert(status.id);  // newer reports meanwhile are in memory already
+        }
+        return std::unexpected(written.error());
+    }
+    return batch.size();
+}
+
+std::size_t EnforcerStatusBook::pending() const {
+    std::lock_guard lock(mutex_);
+    return dirty_.size();
+}
+
+bool EnforcerStatusBook::acked(const std::string& id, const std::string& hash) const {
+    std::lock_guard lock(mutex_);
+    auto it = statuses_.find(id);
+    return it != statuses_.end() && it->second.applied_hash == hash;
+}
+
+bool EnforcerStatusBook::wait_for_ack(const std::string& id, const std::string& hash, std::chrono::milliseconds wait) {
+    std::unique_lock lock(mutex_);
+    return acked_changed_.wait_for(lock, wait, [&] {
+        if (closed_) {
+            return true;
+        }
+        auto it = statuses_.find(id);
+        return it != statuses_.end() && it->second.applied_hash == hash;
+    }) && !closed_;
+}
+
+void EnforcerStatusBook::close() {
+    {
+        std::lock_guard lock(mutex_);
+        closed_ = true;
+    }
+    acked_changed_.notify_all();
+}
+
+}  // namespace bulkhead::controller
