@@ -14,8 +14,9 @@
    bulkhead; the inventory and a policy go in through the API; `bulkheadctl enforcer
    enroll` enrols the enforcer over TLS pinned to the CA the package made; the policy is
    in force (the enforcer acks the generation, table inet bulkhead is in the kernel);
-   `systemctl restart` of the enforcer and of the controller keeps the very same table
-   (same kernel handle: never deleted, not even for a moment); `systemctl stop
+   `systemctl restart` of the enforcer and of the controller and `reload` keep the ruleset
+   in force (a tight loop listing the table never sees it absent, and it is the same
+   ruleset afterwards); `systemctl stop
    bulkhead-enforcer` leaves it; a configuration error names the member; `systemd-analyze
    security` figures; `apt-get purge` removes the packages' files, configuration and state.
 """
@@ -105,13 +106,19 @@ class Container:
         except ValueError:
             return None, r.stdout + r.stderr
 
-    def table_handle(self):
-        """table inet bulkhead's kernel handle (a new table gets a new one), or None."""
-        r = self.host_tool(["nft", "-a", "list", "table", "inet", "bulkhead"])
-        if r.returncode != 0:
-            return None
-        first = r.stdout.split("\n", 1)[0]
-        return first.split("# handle")[-1].strip() if "# handle" in first else None
+    def table(self):
+        """table inet bulkhead as the container's kernel holds it (stateless: no counters), or None."""
+        r = self.host_tool(["nft", "-s", "list", "table", "inet", "bulkhead"])
+        return r.stdout if r.returncode == 0 and "chain" in r.stdout else None
+
+    def watch_table(self, stop_file):
+        """Lists the table in a tight loop until stop_file exists; prints one line per moment
+        it was absent, then the number of samples. nft's listing is a netlink dump of one
+        committed generation: an atomic replace is never seen absent, a delete-then-add is."""
+        loop = ('n=0; while [ ! -e "$0" ]; do if nft list table inet bulkhead >/dev/null 2>&1; '
+                'then n=$((n+1)); else echo absent; fi; done; echo "samples $n"')
+        return subprocess.Popen(["nsenter", "-t", str(self.pid1), "-n", "sh", "-c", loop, str(stop_file)],
+                                stdout=subprocess.PIPE, text=True)
 
     def poweroff(self):
         if self.nspawn is None:
@@ -234,13 +241,13 @@ def main():
         check("activate the policy", status == 200, activated)
         status, issued = container.api("POST", "/enforcers/hv1/enrollment-token", token)
         check("an enrollment token for hv1", status == 201, issued)
-        r = sh("bulkheadctl enforcer enroll --controller https://localhost:8443 --ca /etc/bulkhead/pki/ca.crt "
+        r = sh("bulkheadctl enforcer enroll --controller https://127.0.0.1:8443 --ca /etc/bulkhead/pki/ca.crt "
                "--enforcer-id hv1 --token-file - <<EOF\n%s\nEOF" % (issued or {}).get("token", ""), timeout=90)
         check("bulkheadctl enforcer enroll: one command, TLS pinned to the controller's CA", r.returncode == 0,
               r.stdout + r.stderr + sh("journalctl -b --no-pager -u bulkhead-enforcer | tail -30").stdout)
         check("the token file is 0600, the enforcer's configuration names the controller",
               oct((root / "etc/bulkhead/enrollment.token").stat().st_mode & 0o777) == "0o600" and
-              json.loads((root / "etc/bulkhead/enforcer.json").read_text()).get("controller") == "https://localhost:8443")
+              json.loads((root / "etc/bulkhead/enforcer.json").read_text()).get("controller") == "https://127.0.0.1:8443")
 
         def in_sync():
             status, body = container.api("GET", "/enforcers/hv1", token)
@@ -248,25 +255,31 @@ def main():
                 body.get("applied_generation", 0) >= 1 else None
         check("the enforcer acks the active policy (connected, in sync)", poll(in_sync, 30), container.api(
             "GET", "/enforcers/hv1", token))
-        handle = container.table_handle()
-        check("table inet bulkhead is in the container's kernel namespace", handle is not None)
+        in_force = container.table()
+        check("table inet bulkhead is in the container's kernel namespace", in_force is not None)
         check("and not in this machine's", run(["nft", "list", "table", "inet", "bulkhead"]).returncode != 0)
 
         section("restarts keep enforcement")
-        for unit in ("bulkhead-enforcer", "bulkhead-controller"):
-            r = sh("systemctl restart %s" % unit)
-            check("systemctl restart %s" % unit, r.returncode == 0 and
+        for action, unit in (("restart", "bulkhead-enforcer"), ("restart", "bulkhead-controller"),
+                             ("reload", "bulkhead-enforcer")):
+            stop_file = WORK / "watch.stop"
+            stop_file.unlink(missing_ok=True)
+            watcher = container.watch_table(stop_file)
+            r = sh("systemctl %s %s" % (action, unit))
+            check("systemctl %s %s" % (action, unit), r.returncode == 0 and
                   sh("systemctl is-active %s" % unit).stdout.strip() == "active", r.stderr)
-            check("  the same table stays in force (handle %s)" % handle, container.table_handle() == handle,
-                  container.table_handle())
-            check("  the enforcer is in sync again", poll(in_sync, 30), container.api("GET", "/enforcers/hv1", token))
-        r = sh("systemctl reload bulkhead-enforcer")
-        check("systemctl reload bulkhead-enforcer keeps the table", r.returncode == 0 and
-              container.table_handle() == handle, r.stderr)
+            synced = poll(in_sync, 30)
+            stop_file.touch()
+            watched = watcher.communicate(timeout=30)[0].split("\n")
+            samples = [w for w in watched if w.startswith("samples")]
+            check("  the table was never absent meanwhile (%s)" % (samples[0] if samples else "?"),
+                  samples and "absent" not in watched and int(samples[0].split()[1]) > 0, watched[-5:])
+            check("  the enforcer is in sync again", synced, container.api("GET", "/enforcers/hv1", token))
+            check("  the same ruleset is in force", container.table() == in_force)
         r = sh("systemctl stop bulkhead-enforcer")
         check("systemctl stop bulkhead-enforcer leaves the ruleset in force", r.returncode == 0 and
               sh("systemctl is-active bulkhead-enforcer").stdout.strip() == "inactive" and
-              container.table_handle() == handle, [r.stderr, container.table_handle()])
+              container.table() == in_force, [r.stderr, container.table()])
 
         section("configuration errors name the member")
         config = root / "etc/bulkhead/enforcer.json"
@@ -277,7 +290,7 @@ def main():
         check("an unknown member in /etc/bulkhead/enforcer.json: the start fails naming /log_levle",
               poll(lambda: "/etc/bulkhead/enforcer.json: /log_levle: unknown member" in journal(), 15),
               journal()[-1500:])
-        check("  and the ruleset is still in force", container.table_handle() == handle)
+        check("  and the ruleset is still in force", container.table() == in_force)
         sh("systemctl stop bulkhead-enforcer; systemctl reset-failed bulkhead-enforcer")
         config.write_text(good)
 
