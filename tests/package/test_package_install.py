@@ -191,7 +191,7 @@ def main():
         started = time.monotonic()
         r = run(["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit", "--", "/bin/sh", "-c",
                  "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-                 "apt-get install -y -qq --no-install-recommends " + " ".join("./tmp/debs/" + n for n in names)],
+                 "apt-get install -y -qq --no-install-recommends " + " ".join("/tmp/debs/" + n for n in names)],
                 timeout=1200, cwd="/")
         figure("apt-get install (s)", round(time.monotonic() - started))
         if not check("apt-get install ./bulkhead-*.deb", r.returncode == 0, (r.stdout + r.stderr)[-3000:]):

@@ -29,10 +29,10 @@ def leftovers():
 
 
 def alive(pid):
+    """Running (a zombie has exited: it only waits for its new parent, here PID 1, to reap it)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
@@ -81,7 +81,7 @@ def main():
         check("quickstart.sh exited after Ctrl-C", script.returncode is not None, "still running")
         figure("Ctrl-C to exit (s)", round(time.monotonic() - interrupted, 1))
         check("no namespace or root link of the demo is left", not leftovers(), leftovers())
-        check("every daemon the demo started has exited", not any(alive(p) for p in pids),
+        check("every daemon the demo started has exited", poll(lambda: not any(alive(p) for p in pids), 10),
               [p for p in pids if alive(p)])
     finally:
         for p in (script, tee):
