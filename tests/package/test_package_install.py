@@ -185,13 +185,13 @@ def main():
         section("install into a pristine Debian 12 root")
         if not pristine_root(root):
             return report()
-        (root / "tmp/debs").mkdir(parents=True, exist_ok=True)
+        (root / "var/tmp/debs").mkdir(parents=True, exist_ok=True)
         for n in names:
-            shutil.copy(debs / n, root / "tmp/debs" / n)
+            shutil.copy(debs / n, root / "var/tmp/debs" / n)
         started = time.monotonic()
         r = run(["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit", "--", "/bin/sh", "-c",
                  "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-                 "apt-get install -y -qq --no-install-recommends " + " ".join("/tmp/debs/" + n for n in names)],
+                 "apt-get install -y -qq --no-install-recommends " + " ".join("/var/tmp/debs/" + n for n in names)],
                 timeout=1200, cwd="/")
         figure("apt-get install (s)", round(time.monotonic() - started))
         if not check("apt-get install ./bulkhead-*.deb", r.returncode == 0, (r.stdout + r.stderr)[-3000:]):
@@ -213,7 +213,7 @@ def main():
               sh("systemctl status --no-pager bulkhead-controller; journalctl -b --no-pager -u bulkhead-controller")
               .stdout[-3000:])
         main_pid = sh("systemctl show -p MainPID --value bulkhead-controller").stdout.strip()
-        check("the controller runs as user bulkhead", sh("stat -c %U /proc/%s" % main_pid).stdout.strip() == "bulkhead",
+        check("the controller runs as user bulkhead", sh("stat -c %%U /proc/%s" % main_pid).stdout.strip() == "bulkhead",
               main_pid)
         check("bulkhead-enforcer waits for enrollment (condition: no /etc/bulkhead/enforcer.json)",
               sh("systemctl is-active bulkhead-enforcer").stdout.strip() == "inactive",
