@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Configures and builds Bulkhead into build/ (or $BULKHEAD_BUILD_DIR). Extra arguments go
 # to cmake's configure step, e.g. scripts/build.sh -DBULKHEAD_SANITIZE=ON.
-# BULKHEAD_BUILD_TARGETS="a b" builds only those targets (the sanitizer pass needs few).
+# BULKHEAD_BUILD_TARGETS="a b" builds only those targets (the sanitizer pass and the demo need
+# few); the dashboard is then built only with BULKHEAD_BUILD_WEBUI=1 (the demo serves it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BULKHEAD_BUILD_DIR:-build}
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=${BULKHEAD_BUILD_TYPE:-RelWithDebInfo} "$@" >/dev/null
+# Warnings are errors here (development and CI); a distribution build leaves them warnings.
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=${BULKHEAD_BUILD_TYPE:-RelWithDebInfo} -DBULKHEAD_WERROR=ON "$@" >/dev/null
 targets=()
 for target in ${BULKHEAD_BUILD_TARGETS:-}; do
   targets+=(--target "$target")
@@ -42,6 +44,6 @@ build_webui() {
     (cd $w && npm run --silent build)
   fi
 }
-if [ -z "${BULKHEAD_BUILD_TARGETS:-}" ]; then
+if [ -z "${BULKHEAD_BUILD_TARGETS:-}" ] || [ "${BULKHEAD_BUILD_WEBUI:-0}" = 1 ]; then
   build_webui
 fi

@@ -35,6 +35,9 @@ packages=(
   nmap curl
   # the dashboard's browser tests and benchmark drive Debian's Chromium (headless)
   chromium
+  # the Debian packages (scripts/build-packages.sh) and their install test (tests/package:
+  # debootstrap a Debian 12 root, boot it with systemd-nspawn)
+  debhelper help2man lintian debootstrap systemd-container
 )
 # The dashboard (webui/) is built with npm (Vite, TypeScript): Debian 12 has Node 18. A
 # Node.js that already brings npm (e.g. NodeSource's nodejs, which conflicts with Debian's

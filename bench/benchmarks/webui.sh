@@ -39,7 +39,7 @@ trap stop_controller EXIT
 rm -rf "$dir"
 mkdir -p "$dir/data"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '{"tokens":[{"name":"bench-admin","role":"admin","token":"%s"}]}\n' "$token" >"$dir/tokens.json"
+(umask 077; printf '{"tokens":[{"name":"bench-admin","role":"admin","token":"%s"}]}\n' "$token" >"$dir/tokens.json")
 "$controller" --data-dir "$dir/data" --plain-listen "127.0.0.1:$port" --bootstrap-tokens "$dir/tokens.json" \
   --webui-dir "$REPO/webui/dist" 2>"$dir/controller.log" &
 pid=$!

@@ -1,5 +1,8 @@
-// bulkheadctl: validate, compile and diff segment policies; replay drop events through the analyzer.
+// bulkheadctl: validate, compile and diff segment policies; replay drop events through the analyzer;
+// enrol this host's enforcer with a controller.
+#include "common/version.hpp"
 #include "controller/ctl/ctl_commands.hpp"
+#include "controller/ctl/enroll_command.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -18,7 +21,7 @@ const std::map<std::string, OutputFormat> format_names{
 int main(int argc, char** argv) {
     CLI::App app{"bulkheadctl: Bulkhead microsegmentation policy tool"};
     app.require_subcommand(1);
-    app.set_version_flag("--version", "bulkheadctl 0.1.0");
+    app.set_version_flag("--version", "bulkheadctl " + std::string(bulkhead::product_version));
 
     auto* policy_cmd = app.add_subcommand("policy", "Validate, compile and diff segment policies");
     policy_cmd->require_subcommand(1);
@@ -85,6 +88,26 @@ int main(int argc, char** argv) {
         "workloads' segments");
     replay_cmd->add_flag("--json", replay.json, "Print incidents and totals as JSON");
 
+    auto* enforcer_cmd = app.add_subcommand("enforcer", "This host's bulkhead-enforcer");
+    enforcer_cmd->require_subcommand(1);
+    bulkhead::ctl::EnrollOptions enroll;
+    auto* enroll_cmd = enforcer_cmd->add_subcommand(
+        "enroll", "Enrol this host's enforcer: write /etc/bulkhead/enforcer.json, the pinned CA and the token, "
+                  "start bulkhead-enforcer.service and wait until it has enrolled");
+    enroll_cmd->add_option("--controller", enroll.controller_url, "Controller URL https://HOST:PORT")->required();
+    enroll_cmd->add_option("--ca", enroll.ca_file, "The controller's CA certificate (PEM) to pin")->required();
+    auto* token_opt = enroll_cmd->add_option("--token", enroll.token,
+                                             "One-time enrollment token (POST /api/v1/enforcers/{id}/enrollment-token)");
+    auto* token_file_opt = enroll_cmd->add_option("--token-file", enroll.token_file, "File holding the token (- for stdin)");
+    token_opt->excludes(token_file_opt);
+    enroll_cmd->add_option("--enforcer-id", enroll.enforcer_id, "This enforcer's id in the inventory (default: host name)");
+    enroll_cmd->add_option("--config-dir", enroll.config_dir, "Where enforcer.json goes")->capture_default_str();
+    enroll_cmd->add_option("--wait", enroll.wait_seconds, "Seconds to wait for the enrollment")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    bool no_start = false;
+    enroll_cmd->add_flag("--no-start", no_start, "Only write the files; do not start the service");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -92,6 +115,10 @@ int main(int argc, char** argv) {
         return code == 0 ? 0 : bulkhead::ctl::exit_usage;
     }
 
+    if (*enroll_cmd) {
+        enroll.start = !no_start;
+        return bulkhead::ctl::enroll_enforcer(enroll, std::cout, std::cerr);
+    }
     if (*validate_cmd) {
         validate.format = format_names.at(validate_format);
         return bulkhead::ctl::validate_policy(validate, std::cout, std::cerr);

@@ -1,7 +1,9 @@
 // bulkhead-controller: REST API, enforcer control channel and dashboard on one process,
 // SQLite in a data directory. Configuration: a JSON file (--config) and flags, flags win.
 #include "controller/analyzer/drop_record.hpp"
+#include "common/files/secret_file.hpp"
 #include "common/logging/logging.hpp"
+#include "common/version.hpp"
 #include "controller/server/http_api.hpp"
 #include "controller/server/http_server.hpp"
 #include "controller/services/controller_services.hpp"
@@ -51,6 +53,7 @@ struct ControllerConfig {
     std::vector<std::string> webhooks;       // SOAR receivers, http(s) URLs
     std::string webhook_secret_file;         // HMAC key for X-Bulkhead-Signature
     std::string webhook_ca;                  // CA bundle for https receivers
+    std::string log_level;                   // "" = the flag's (info)
 };
 
 std::optional<std::pair<std::string, int>> split_host_port(const std::string& text) {
@@ -142,6 +145,7 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "analyzer_config") problem = string_field(config.analyzer_config);
         else if (key == "webhook_secret_file") problem = string_field(config.webhook_secret_file);
         else if (key == "webhook_ca") problem = string_field(config.webhook_ca);
+        else if (key == "log_level") problem = string_field(config.log_level);
         else if (key == "webhooks") {
             if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_string(); })) {
                 problem = path + ": /webhooks: must be an array of URLs";
@@ -230,8 +234,8 @@ int main(int argc, char** argv) {
                                           "File holding the HMAC-SHA256 key that signs webhook bodies");
     auto* webhook_ca = app.add_option("--webhook-ca", flags.webhook_ca, "CA bundle to verify https webhook receivers");
     std::string log_level = "info";
-    app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
-    app.set_version_flag("--version", "bulkhead-controller 0.4.0");
+    auto* log_level_flag = app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
+    app.set_version_flag("--version", "bulkhead-controller " + std::string(bulkhead::product_version));
     CLI11_PARSE(app, argc, argv);
     if (auto logging = bulkhead::logging::setup("bulkhead-controller", log_level); !logging) {
         std::fprintf(stderr, "bulkhead-controller: --log-level: %s\n", logging.error().c_str());
@@ -242,6 +246,12 @@ int main(int argc, char** argv) {
         if (auto problem = load_config(config_file, config)) {
             spdlog::error("{}", *problem);
             return 2;
+        }
+        if (!config.log_level.empty() && log_level_flag->count() == 0) {
+            if (auto logging = bulkhead::logging::setup("bulkhead-controller", config.log_level); !logging) {
+                spdlog::error("{}: /log_level: {}", config_file, logging.error());
+                return 2;
+            }
         }
     }
     if (*data_dir) config.data_dir = flags.data_dir;
@@ -261,6 +271,18 @@ int main(int argc, char** argv) {
     if (*webhooks) config.webhooks = flags.webhooks;
     if (*webhook_secret) config.webhook_secret_file = flags.webhook_secret_file;
     if (*webhook_ca) config.webhook_ca = flags.webhook_ca;
+
+    // Secrets are refused when other users can read them (common/files/secret_file.hpp).
+    for (const auto& [file, what] : {std::pair{config.tls_key, "TLS key"}, std::pair{config.bootstrap_tokens, "bootstrap tokens"},
+                                     std::pair{config.webhook_secret_file, "webhook secret"}}) {
+        if (file.empty()) {
+            continue;
+        }
+        if (auto safe = bulkhead::files::check_secret_file(file, what); !safe) {
+            spdlog::error("{}", safe.error());
+            return 2;
+        }
+    }
 
     bulkhead::controller::ControllerOptions options;
     options.fleet.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_interval_ms);

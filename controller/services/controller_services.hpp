@@ -24,13 +24,14 @@
 #include "controller/services/quarantine_service.hpp"
 #include "controller/services/webhook.hpp"
 #include "controller/store/store.hpp"
+#include "common/version.hpp"
 
 #include <memory>
 
 namespace bulkhead::controller {
 
 struct ControllerOptions {
-    std::string version = "0.4.0";
+    std::string version{product_version};
     FleetOptions fleet;
     EventOptions events;
     AnalysisOptions analysis;

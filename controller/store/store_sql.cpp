@@ -11,7 +11,11 @@ class Builder {
   public:
     std::string param(Value value) {
         params_.push_back(std::move(value));
-        return "$" + std::to_string(params_.size());
+        // Appended, not `"$" + std::to_string(...)`: GCC 12 at -O2/-O3 reports a false
+        // -Wrestrict on operator+(const char*, std::string&&) (GCC PR 105329).
+        std::string placeholder = "$";
+        placeholder += std::to_string(params_.size());
+        return placeholder;
     }
     void where(std::string condition) { conditions_.push_back(std::move(condition)); }
     std::string where_clause() const {

@@ -3,6 +3,8 @@
 // connection per thread. cpp-httplib stays inside the .cpp files.
 #pragma once
 
+#include "common/version.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <expected>
@@ -83,7 +85,7 @@ struct ControllerConfig {
     std::string enforcer_id;
     std::filesystem::path state_dir;   // <state_dir>/credential
     std::string enrollment_token_file; // may be empty when a credential exists
-    std::string version = "0.1.0";
+    std::string version{product_version};
     std::string hostname;              // default: gethostname()
     HttpConnection::Timeouts timeouts{};
 };

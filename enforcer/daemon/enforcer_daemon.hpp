@@ -3,6 +3,8 @@
 // — JSON lines and/or the controller's spool —, metrics file) and runs the poll loop.
 #pragma once
 
+#include "common/version.hpp"
+
 #include <cstdint>
 #include <string>
 
@@ -16,7 +18,7 @@ struct DaemonOptions {
     std::string ca_file;                // the CA the controller's certificate must chain to
     std::string enrollment_token_file;  // one-time token; unused once a credential is stored
     std::uint64_t spool_max_bytes = 64ull * 1024 * 1024;
-    std::string version = "0.1.0";
+    std::string version{product_version};
     std::string state_dir = "/var/lib/bulkhead-enforcer";
     // JSON-lines event output ("-" = stdout). With a controller, events go to the spool and
     // are uploaded; this is then an optional tee (empty: none).

@@ -450,6 +450,7 @@ def main():
     webhook = WebhookReceiver(failures=2)
     secret_file = Path(workdir) / "webhook.secret"
     secret_file.write_text(WEBHOOK_SECRET + "\n")
+    secret_file.chmod(0o600)  # the controller refuses a secret other users can read
     controller = api.Controller(args.controller, workdir,
                                 ["--webhook", f"http://127.0.0.1:{webhook.port}/soar/bulkhead",
                                  "--webhook-secret-file", str(secret_file)])

@@ -277,6 +277,7 @@ class Controller:
     def start(self):
         self.tokens_file.write_text(json.dumps({"tokens": [
             {"name": role + "-user", "role": role, "token": token} for role, token in TOKENS.items()]}))
+        self.tokens_file.chmod(0o600)  # the controller refuses a token file other users can read
         for attempt in range(5):
             self.port = free_port()
             log = open(self.log_file, "ab")
