@@ -177,6 +177,8 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
     const auto quarantined = compile({"vdi-002"});
     fake.set_desired(base);
     std::ofstream(dir / "token") << "daemon-token\n";
+    // The enforcer refuses a secret file other users can read, as an installed one would be.
+    std::filesystem::permissions(dir / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     const std::vector<std::string> args = {"--enforcer-id", "hv1", "--controller", fake.url(),
                                            "--enrollment-token", (dir / "token").string(),
                                            "--state-dir", (dir / "state").string(), "--no-nflog",
