@@ -45,6 +45,7 @@ stop_controller() {
 trap stop_controller EXIT
 
 # A CA and a server certificate for localhost (what an enforcer pins at enrollment).
+umask 077  # the keys, like the token file, readable by their owner only
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=bench-fleet-ca" \
   -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
@@ -54,7 +55,8 @@ openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -
   -extfile "$dir/san.ext" -out "$dir/server.crt" 2>/dev/null
 
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '{"tokens":[{"name":"bench-admin","role":"admin","token":"%s"}]}\n' "$token" >"$dir/tokens.json"
+# The controller refuses a token file other users can read.
+(umask 077; printf '{"tokens":[{"name":"bench-admin","role":"admin","token":"%s"}]}\n' "$token" >"$dir/tokens.json")
 "$controller" --data-dir "$dir/data" --listen "127.0.0.1:$tls_port" --tls-cert "$dir/server.crt" \
   --tls-key "$dir/server.key" --plain-listen "127.0.0.1:$plain_port" --bootstrap-tokens "$dir/tokens.json" \
   --log-level warn 2>"$dir/controller.log" &
