@@ -366,11 +366,9 @@ std::size_t Ruleset::rule_count() const {
     return n;
 }
 
-namespace {
-
-json chains_to_json(const Ruleset& ruleset) {
+json chains_to_json(const std::vector<Chain>& chain_list) {
     json chains = json::array();
-    for (const auto& chain : ruleset.chains) {
+    for (const auto& chain : chain_list) {
         json rules = json::array();
         for (const auto& rule : chain.rules) {
             json r = json::object();
@@ -409,10 +407,9 @@ json chains_to_json(const Ruleset& ruleset) {
     return chains;
 }
 
-// The kernel-relevant part of a ruleset (no hash, no port bindings).
-json ruleset_body(const Ruleset& ruleset) {
+json sets_to_json(const std::vector<SetDefinition>& set_list) {
     json sets = json::array();
-    for (const auto& set : ruleset.sets) {
+    for (const auto& set : set_list) {
         json key = json::array();
         for (auto type : set.key) {
             key.push_back(std::string(nft_name(type)));
@@ -450,7 +447,15 @@ json ruleset_body(const Ruleset& ruleset) {
         }
         sets.push_back(std::move(s));
     }
-    json chains = chains_to_json(ruleset);
+    return sets;
+}
+
+namespace {
+
+// The kernel-relevant part of a ruleset (no hash, no port bindings).
+json ruleset_body(const Ruleset& ruleset) {
+    json sets = sets_to_json(ruleset.sets);
+    json chains = chains_to_json(ruleset.chains);
     return {{"format", "bulkhead-ruleset/1"},
             {"family", "inet"},
             {"table", std::string(table_name)},
@@ -549,7 +554,7 @@ std::string body_text(const Ruleset& ruleset, ElementsAs as, const std::string* 
     }
     out.reserve(reserve);
     out += "{\"chains\":";
-    out += chains_to_json(ruleset).dump();
+    out += chains_to_json(ruleset.chains).dump();
     out += ",\"enforcer\":";
     append_json_string(out, ruleset.enforcer);
     out += ",\"family\":\"inet\",\"format\":\"bulkhead-ruleset/1\"";

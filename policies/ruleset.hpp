@@ -239,6 +239,10 @@ nlohmann::json to_json(const Ruleset& ruleset);
 // Exactly to_json(ruleset).dump() with `hash` as the "hash" member, written from the
 // lists' cached texts (a full ruleset of 100,000 elements costs a copy, not a rebuild).
 std::string to_json_text(const Ruleset& ruleset, const std::string& hash);
+// The document's encodings of sets (with their elements) and of chains, for documents
+// assembled from pieces (the wire diff).
+nlohmann::json sets_to_json(const std::vector<SetDefinition>& sets);
+nlohmann::json chains_to_json(const std::vector<Chain>& chains);
 std::expected<Ruleset, std::string> ruleset_from_json(const nlohmann::json& document);
 
 std::string key_part_to_string(const KeyPart& part, KeyType type);
