@@ -45,6 +45,7 @@ struct SimulatedEnforcer {
     enforcer::agent::HeldRuleset held;
     std::chrono::milliseconds heartbeat{5000};
     bool ack_pending = false;
+    std::chrono::steady_clock::time_point applied_at;
     bool channel_open = false;
     asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
     asio::ip::address source;                   // 127.1.x.y: one loopback address per enforcer
@@ -270,6 +271,7 @@ struct FleetSimulator::Impl {
                             e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
                         } else if (action.kind == Kind::Apply) {
                             e.held = action.next;
+                            e.applied_at = SteadyClock::now();
                             ++(action.from_diff ? diffs : rulesets);
                             wake_status(e);
                         } else if (action.kind == Kind::Reject) {
@@ -367,7 +369,7 @@ struct FleetSimulator::Impl {
                 retry = std::chrono::milliseconds(200);
                 if (!hash.empty()) {
                     std::lock_guard lock(e.ack_mutex);
-                    e.ack = Ack{hash, generation, SteadyClock::now()};
+                    e.ack = Ack{hash, generation, SteadyClock::now(), e.applied_at};
                 }
                 next_heartbeat = SteadyClock::now() + e.heartbeat;
             } else if (!stopping) {
