@@ -495,11 +495,6 @@ void append_json_string(std::string& out, std::string_view text) {
     }
 }
 
-// The members of a non-empty object without its braces.
-void append_members(std::string& out, const json& object) {
-    const auto text = object.dump();
-    out.append(text, 1, text.size() - 2);
-}
 
 // chains_to_json(chains).dump(), written directly: hashing a ruleset writes its chains
 // every time (the lists are cached, chains are not), so this is on the quarantine path.
@@ -640,28 +635,14 @@ enum class ElementsAs { Text, Digest };
 void append_set(std::string& out, const SetDefinition& set, ElementsAs as) {
     // Members in nlohmann's (sorted) order: comment, dynamic, elements, interval, key, name,
     // verdict_map.
-    json before = json::object();
+    out += '{';
     if (!set.comment.empty()) {
-        before["comment"] = set.comment;
+        out += "\"comment\":";
+        append_json_string(out, set.comment);
+        out += ',';
     }
     if (set.dynamic) {
-        before["dynamic"] = true;
-    }
-    json key = json::array();
-    for (auto type : set.key) {
-        key.push_back(std::string(nft_name(type)));
-    }
-    json after = {{"key", std::move(key)}, {"name", set.name}};
-    if (set.interval) {
-        after["interval"] = true;
-    }
-    if (set.verdict_map) {
-        after["verdict_map"] = true;
-    }
-    out += '{';
-    if (!before.empty()) {
-        append_members(out, before);
-        out += ',';
+        out += "\"dynamic\":true,";
     }
     out += "\"elements\":";
     if (as == ElementsAs::Text) {
@@ -671,8 +652,19 @@ void append_set(std::string& out, const SetDefinition& set, ElementsAs as) {
         out += hex16(set.elements->digest(set.verdict_map));
         out += '"';
     }
-    out += ',';
-    append_members(out, after);
+    if (set.interval) {
+        out += ",\"interval\":true";
+    }
+    out += ",\"key\":[";
+    for (std::size_t i = 0; i < set.key.size(); ++i) {
+        out += i == 0 ? "" : ",";
+        append_json_string(out, nft_name(set.key[i]));
+    }
+    out += "],\"name\":";
+    append_json_string(out, set.name);
+    if (set.verdict_map) {
+        out += ",\"verdict_map\":true";
+    }
     out += '}';
 }
 
