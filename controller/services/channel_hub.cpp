@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace bulkhead::controller {
 
 using nlohmann::json;
@@ -35,6 +37,7 @@ struct ChannelHub::Mailbox {
     std::condition_variable condition;  // next_line() waits here
     bool pending = true;                // something may be due (a change, or the hello)
     bool closed = false;
+    bool waiting_full = false;  // queued for a full-ruleset turn (guarded by the hub's full_mutex_)
     std::function<void()> wake;
 
     void notify(bool close) {
@@ -60,6 +63,9 @@ class ChannelHub::Stream final : public ChannelStream {
           sent_hash_(std::move(hash)), format1_(format1), last_sent_(SteadyClock::now()) {}
 
     ~Stream() override {
+        if (holding_full_) {
+            hub_.release_full();
+        }
         std::lock_guard lock(hub_.mutex_);
         auto it = hub_.mailboxes_.find(enforcer_);
         if (it != hub_.mailboxes_.end() && it->second == mailbox_) {
@@ -77,6 +83,11 @@ class ChannelHub::Stream final : public ChannelStream {
     }
 
     std::optional<std::string> poll_line() override {
+        if (holding_full_) {
+            // Polled again: the full ruleset sent last time has been written.
+            holding_full_ = false;
+            hub_.release_full();
+        }
         {
             std::lock_guard lock(mailbox_->mutex);
             if (mailbox_->closed || hub_.stopping_) {
@@ -101,12 +112,17 @@ class ChannelHub::Stream final : public ChannelStream {
         auto desired = hub_.desired_.current(enforcer_);
         if (desired && (desired->hash != sent_hash_ || desired->generation != sent_generation_)) {
             auto base = hub_.desired_.find(enforcer_, sent_generation_, sent_hash_);
-            sent_generation_ = desired->generation;
-            sent_hash_ = desired->hash;
-            if (format1_) {
-                return sent(format1_update_line(base, *desired));
+            const bool full = !base || !base->ruleset;
+            if (!full || hub_.acquire_full(mailbox_)) {
+                holding_full_ = full;
+                sent_generation_ = desired->generation;
+                sent_hash_ = desired->hash;
+                if (format1_) {
+                    return sent(format1_update_line(base, *desired));
+                }
+                return sent(*hub_.update_line(base, *desired));
             }
-            return sent(*hub_.update_line(base, *desired));
+            // Waiting for a full-ruleset turn: heartbeats still go out meanwhile.
         }
         if (SteadyClock::now() >= next_heartbeat()) {
             return sent(json{{"type", "heartbeat"}, {"controller_time_ms", hub_.clock_()}}.dump() + "\n");
@@ -138,12 +154,52 @@ class ChannelHub::Stream final : public ChannelStream {
     std::uint64_t sent_generation_;
     std::string sent_hash_;  // format 2
     bool format1_;
+    bool holding_full_ = false;  // a full-ruleset turn, returned at the next poll
     bool hello_sent_ = false;
     SteadyClock::time_point last_sent_;
 };
 
-ChannelHub::ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock)
-    : desired_(desired), heartbeat_interval_(heartbeat_interval), clock_(std::move(clock)) {}
+ChannelHub::ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock,
+                       std::size_t full_rulesets_in_flight)
+    : desired_(desired), heartbeat_interval_(heartbeat_interval), clock_(std::move(clock)),
+      full_limit_(std::max<std::size_t>(1, full_rulesets_in_flight)) {}
+
+bool ChannelHub::acquire_full(const std::shared_ptr<Mailbox>& mailbox) {
+    std::lock_guard lock(full_mutex_);
+    if (full_in_flight_ < full_limit_) {
+        ++full_in_flight_;
+        mailbox->waiting_full = false;
+        return true;
+    }
+    if (!mailbox->waiting_full) {
+        mailbox->waiting_full = true;
+        full_waiting_.push_back(mailbox);
+    }
+    return false;
+}
+
+void ChannelHub::release_full() {
+    std::shared_ptr<Mailbox> next;
+    {
+        std::lock_guard lock(full_mutex_);
+        --full_in_flight_;
+        while (!full_waiting_.empty() && !next) {
+            next = full_waiting_.front().lock();
+            full_waiting_.pop_front();
+        }
+        if (next) {
+            next->waiting_full = false;
+        }
+    }
+    if (next) {
+        next->notify(false);  // its stream polls again and takes the turn
+    }
+}
+
+std::pair<std::size_t, std::size_t> ChannelHub::full_rulesets() const {
+    std::lock_guard lock(full_mutex_);
+    return {full_in_flight_, full_waiting_.size()};
+}
 
 ChannelHub::~ChannelHub() { shutdown(); }
 

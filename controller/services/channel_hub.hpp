@@ -58,7 +58,12 @@ class DesiredVersions {
 
 class ChannelHub {
   public:
-    ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock);
+    // `full_rulesets_in_flight`: how many streams may be writing a full ruleset at once. In a
+    // large fleet a host's full ruleset is megabytes (every segment's members), and 2,000
+    // enforcers connecting together would otherwise hold 2,000 of them in memory while slow
+    // peers read; the others wait their turn (a diff, a heartbeat never waits).
+    ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds heartbeat_interval, Clock clock,
+               std::size_t full_rulesets_in_flight = 32);
     ~ChannelHub();
     ChannelHub(const ChannelHub&) = delete;
     ChannelHub& operator=(const ChannelHub&) = delete;
@@ -82,12 +87,18 @@ class ChannelHub {
         std::size_t entries = 0;
     };
     DiffCacheStats diff_cache_stats() const;
+    // Streams writing a full ruleset now, and streams waiting for their turn.
+    std::pair<std::size_t, std::size_t> full_rulesets() const;
 
   private:
     struct Mailbox;
     class Stream;
     std::shared_ptr<const std::string> update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
     static std::string format1_update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
+
+    // A full-ruleset turn; false: `mailbox` is queued and notified when a turn frees.
+    bool acquire_full(const std::shared_ptr<Mailbox>& mailbox);
+    void release_full();
 
     const DesiredVersions& desired_;
     std::chrono::milliseconds heartbeat_interval_;
@@ -103,6 +114,11 @@ class ChannelHub {
     std::deque<std::string> diff_cache_order_;  // oldest first, for eviction
     std::uint64_t cache_hits_ = 0;
     std::uint64_t cache_misses_ = 0;
+
+    std::size_t full_limit_;
+    mutable std::mutex full_mutex_;
+    std::size_t full_in_flight_ = 0;
+    std::deque<std::weak_ptr<Mailbox>> full_waiting_;
 };
 
 }  // namespace bulkhead::controller

@@ -152,6 +152,34 @@ TEST_CASE("channel hub: an enforcer of the previous release (format-1 hashes) ge
     CHECK(full[1]["type"] == "ruleset");
 }
 
+TEST_CASE("channel hub: full rulesets take turns, diffs and heartbeats never wait") {
+    Desired desired;
+    desired.update(compile_all());
+    const auto hv1_base = *desired.current("hv1");
+    ChannelHub hub(desired, std::chrono::milliseconds(0), fixed_clock, 1);  // one at a time
+    auto first = hub.open("hv2", 0, "");
+    auto second = hub.open("hv1", 0, "");
+    std::atomic<int> second_wakes{0};
+    second->set_wake([&] { ++second_wakes; });
+    auto line = [](ChannelStream& stream) { return json::parse(*stream.poll_line()); };
+    CHECK(line(*first)["type"] == "hello");
+    CHECK(line(*first)["type"] == "ruleset");  // takes the one turn
+    CHECK(line(*second)["type"] == "hello");
+    // No turn: a heartbeat (due at once with a 0 ms interval) instead of the ruleset.
+    CHECK(line(*second)["type"] == "heartbeat");
+    CHECK(hub.full_rulesets() == std::pair<std::size_t, std::size_t>{1, 1});
+    // The first stream is polled again once its ruleset is written: the turn passes on.
+    CHECK(line(*first)["type"] == "heartbeat");
+    CHECK(second_wakes == 1);
+    CHECK(line(*second)["type"] == "ruleset");
+    // A diff needs no turn even while a full ruleset holds it.
+    auto third = hub.open("hv1", hv1_base.generation, hv1_base.hash);
+    CHECK(line(*third)["type"] == "hello");
+    desired.update(compile_all({"vdi-001"}));
+    hub.changed({"hv1"});
+    CHECK(line(*third)["type"] == "diff");
+}
+
 TEST_CASE("channel hub: the diff from one version to another is built once and shared") {
     Desired desired;
     desired.update(compile_all());
