@@ -419,6 +419,13 @@ json ruleset_body(const Ruleset& ruleset) {
                 matches.push_back(match_to_json(m));
             }
             r["matches"] = std::move(matches);
+            if (rule.update) {
+                json fields = json::array();
+                for (auto f : rule.update->fields) {
+                    fields.push_back(std::string(nft_name(f)));
+                }
+                r["update"] = {{"fields", fields}, {"set", rule.update->set}};
+            }
             if (rule.counter) {
                 r["counter"] = true;
             }
@@ -571,6 +578,23 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
                     }
                     rule.matches.push_back(std::move(*match));
                 }
+                if (r.contains("update")) {
+                    const auto& u = r["update"];
+                    if (!u.is_object() || !u.contains("fields") || !u["fields"].is_array() ||
+                        u["fields"].empty() || !u.contains("set") || !u["set"].is_string()) {
+                        return fail<Ruleset>("chain " + chain.name + ": update needs \"fields\" and \"set\"");
+                    }
+                    SetUpdate update;
+                    for (const auto& f : u["fields"]) {
+                        auto field = field_from_json(f);
+                        if (!field) {
+                            return fail<Ruleset>("chain " + chain.name + ": " + field.error());
+                        }
+                        update.fields.push_back(*field);
+                    }
+                    update.set = u["set"].get<std::string>();
+                    rule.update = std::move(update);
+                }
                 rule.counter = r.value("counter", false);
                 if (r.contains("log")) {
                     rule.log = LogAction{r["log"].at("prefix").get<std::string>(),
@@ -609,6 +633,16 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
                             return fail<Ruleset>("chain " + chain.name + " looks up missing set " +
                                                  lookup->set);
                         }
+                    }
+                }
+                if (rule.update) {
+                    // Only a dynamic set may be written from the packet path; the kernel
+                    // would refuse anything else half-way through an apply.
+                    const auto* target = ruleset.find_set(rule.update->set);
+                    if (target == nullptr || !target->dynamic || target->verdict_map ||
+                        target->key.size() != rule.update->fields.size()) {
+                        return fail<Ruleset>("chain " + chain.name + " adds to " + rule.update->set +
+                                             ", which is not a dynamic set with that key");
                     }
                 }
                 if (rule.dispatch && ruleset.find_set(rule.dispatch->map) == nullptr) {

@@ -3,6 +3,7 @@
 #include "enforcer/daemon/ruleset_keeper.hpp"
 #include "enforcer/daemon/state_store.hpp"
 #include "enforcer/interfaces/event_sink.hpp"
+#include "enforcer/netlink/fake_ruleset_backend.hpp"
 #include "policies/policy_reader.hpp"
 #include "policies/ruleset_compiler.hpp"
 #include "policies/ruleset_diff.hpp"
@@ -11,6 +12,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <unistd.h>
@@ -270,8 +272,8 @@ TEST_CASE("state store: a corrupt state file is set aside and the previous one u
     TempDir dir;
     StateStore state(dir.path);
     auto compiled = compile_example();
-    REQUIRE(state.save({1, 10, compiled.plain}));
-    REQUIRE(state.save({2, 20, compiled.quarantined}));
+    REQUIRE(state.save({1, 10, compiled.plain, {}}));
+    REQUIRE(state.save({2, 20, compiled.quarantined, {}}));
     SUBCASE("truncated") {
         std::filesystem::resize_file(state.current_path(),
                                      std::filesystem::file_size(state.current_path()) / 2);
@@ -351,4 +353,65 @@ TEST_CASE("metrics: Prometheus text with help, type and labels") {
     CHECK(text.find("# HELP bulkhead_x_total Things\n# TYPE bulkhead_x_total counter\n") != std::string::npos);
     CHECK(text.find("bulkhead_x_total{mode=\"diff\"} 3\n") != std::string::npos);
     CHECK(text.find("bulkhead_latency_seconds 0.00125\n") != std::string::npos);
+}
+
+TEST_CASE("ruleset keeper: a port the kernel quarantined on a tripwire is held until the source owns it") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    auto compiled = compile_example();  // vdi-001 behind port vdi001
+    auto kernel_adds = [&](const std::string& port) {
+        // What `add @quarantined_ports { iifname }` does from the packet path.
+        for (auto& set : kernel.table()->sets) {
+            if (set.name == "quarantined_ports") {
+                auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+                elements->push_back(ruleset::Element{{port}, ""});
+                set.elements = std::move(elements);
+            }
+        }
+    };
+    auto kernel_holds = [&](const std::string& port) {
+        const auto* set = kernel.table()->find_set("quarantined_ports");
+        return std::any_of(set->elements->begin(), set->elements->end(),
+                           [&](const auto& e) { return std::get<std::string>(e.key[0]) == port; });
+    };
+    {
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        REQUIRE(keeper.apply(compiled.plain, 1));
+        kernel_adds("vdi001");
+        SUBCASE("seen by its NFLOG message") {
+            CHECK(keeper.note_kernel_contained("vdi001", "nflog", 2));
+            CHECK_FALSE(keeper.note_kernel_contained("vdi001", "nflog", 2));  // reported once
+            CHECK(keeper.check_drift(3) == false);
+        }
+        SUBCASE("seen by a read-back only (NFLOG lost)") {
+            CHECK(keeper.check_drift(3) == false);  // adopted, not repaired away
+            CHECK(metrics.get("bulkhead_enforcer_drift_repairs_total") == 0);
+        }
+        CHECK(keeper.held_ports() == std::set<std::string>{"vdi001"});
+        const auto types = events.types();
+        CHECK(std::count(types.begin(), types.end(), "kernel_contained") == 1);
+        // A ruleset from the source that does not know yet keeps it; so does drift repair.
+        REQUIRE(keeper.apply(compiled.plain, 4));
+        CHECK(kernel_holds("vdi001"));
+        kernel.table().reset();  // nft flush ruleset
+        CHECK(keeper.check_drift(5) == true);
+        CHECK(kernel_holds("vdi001"));
+    }
+    // Restart: the held port comes back from the state file and stays held.
+    RulesetKeeper restarted(kernel, state, events, metrics);
+    restarted.restore(6);
+    CHECK(restarted.held_ports() == std::set<std::string>{"vdi001"});
+    REQUIRE(restarted.apply(compiled.plain, 7));
+    CHECK(kernel_holds("vdi001"));
+    // The controller recorded the quarantine: its ruleset holds the port, the keeper lets go.
+    REQUIRE(restarted.apply(compiled.quarantined, 8));
+    CHECK(restarted.held_ports().empty());
+    CHECK(events.types().back() == "kernel_containment_adopted");
+    CHECK(state.load()->state->kernel_contained.empty());
+    // Release: a ruleset without it removes it from the kernel.
+    REQUIRE(restarted.apply(compiled.plain, 9));
+    CHECK_FALSE(kernel_holds("vdi001"));
 }

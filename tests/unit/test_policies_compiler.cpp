@@ -309,8 +309,10 @@ TEST_CASE("compiler: decoy addresses are caught before any allow and logged as d
     const auto cls = compiler.class_of("pc-001");
     const auto* out = floor.find_chain(cls + "_out");
     REQUIRE(out);
-    CHECK(index_of_rule(*out, "decoys4") == 0);
-    CHECK(out->rules[0].log->prefix == "bh:enf:out:decoy:" + cls);
+    // First the jump of armed ports into the class's tripwires, then the decoys.
+    CHECK(index_of_rule(*out, "tripwire_ports") == 0);
+    CHECK(index_of_rule(*out, "decoys4") == 1);
+    CHECK(out->rules[1].log->prefix == "bh:enf:out:decoy:" + cls);
 }
 
 TEST_CASE("compiler: host mode uses input/output hooks on the listed interfaces") {
@@ -545,4 +547,95 @@ TEST_CASE("element builder: address unions merge overlaps and keep neighbours ap
     // hosts stay separate so that adding a neighbour is one new element.
     CHECK(rendered == std::vector<std::string>{"10.0.0.0/25", "10.0.0.128/25", "192.168.1.1",
                                                "192.168.1.2"});
+}
+
+TEST_CASE("compiler: an armed tripwire adds its port to the quarantined ports on the packet") {
+    auto example = load_example("segmentation");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto ruleset = compiler.compile("floor-1");
+    REQUIRE(ruleset);
+    const auto* armed = ruleset->find_set("tripwire_ports");
+    REQUIRE(armed != nullptr);
+    // pc-001/pc-002: user terminals, auto quarantine on. adm-001: the policy's rule puts
+    // admin terminals' tripwires in dry-run, so the kernel never contains it (logs only).
+    CHECK(contains_element(*armed, "\"pc001\""));
+    CHECK(contains_element(*armed, "\"pc002\""));
+    CHECK_FALSE(contains_element(*armed, "\"adm001\""));
+    CHECK(ruleset->find_set("quarantined_ports")->dynamic);
+    const auto user_class = compiler.class_of("pc-001");
+    const auto* out = ruleset->find_chain(user_class + "_out");
+    REQUIRE(out != nullptr);
+    REQUIRE(!out->rules.empty());
+    // One lookup for every port: armed ones enter the class's tripwires, before the decoys.
+    CHECK(render_rule(out->rules[0]) == "iifname @tripwire_ports jump " + user_class + "_out_tripwire");
+    const auto* chain = ruleset->find_chain(user_class + "_out_tripwire");
+    REQUIRE(chain != nullptr);
+    const auto decoy_trip = index_of_rule(*chain, "tripwire_decoys4");
+    REQUIRE(decoy_trip < chain->rules.size());
+    const auto& rule = chain->rules[decoy_trip];
+    REQUIRE(rule.update);
+    CHECK(rule.update->set == "quarantined_ports");
+    CHECK(rule.update->fields == std::vector<Field>{Field::Iifname});
+    CHECK(rule.verdict.kind == VerdictKind::Drop);
+    REQUIRE(rule.log);
+    CHECK(rule.log->prefix == "bh:enf:out:tripwire:" + user_class);
+    CHECK(render_rule(rule) == "ip daddr @tripwire_decoys4 add @quarantined_ports { iifname } "
+                               "counter log prefix \"bh:enf:out:tripwire:" + user_class + "\" group 10 drop");
+    // The SMB tripwire rule names a shared segment (user-terminals): its own services set.
+    const std::string smb = user_class + "_out_tripwire_seg_user_terminals_ca7fbe";
+    const auto smb_rule = index_of_rule(*chain, smb);
+    REQUIRE(smb_rule < chain->rules.size());
+    CHECK(chain->rules[smb_rule].update == rule.update);
+    CHECK(contains_element(*ruleset->find_set(smb), "tcp . 445"));
+    // A tripwire rule stays a deny rule for the ports it is not armed on.
+    CHECK(contains_element(*ruleset->find_set(user_class + "_out_deny_seg_user_terminals_ca7fbe"), "tcp . 445"));
+    // JSON round trip keeps the update (the enforcer loads this form).
+    auto back = ruleset_from_json(to_json(*ruleset));
+    REQUIRE(back);
+    CHECK(ruleset_hash(*back) == ruleset_hash(*ruleset));
+    CHECK(back->find_chain(user_class + "_out_tripwire")->rules[decoy_trip] == rule);
+}
+
+TEST_CASE("compiler: tripwire guardrails: critical, monitor, dry-run and off only log") {
+    auto example = load_example("segmentation");
+    SUBCASE("critical workload") {
+        for (auto& w : example.inventory.workloads) {
+            w.critical = w.critical || w.id == "pc-001";
+        }
+    }
+    SUBCASE("monitor mode") { example.policy.defaults.mode = policy::Mode::Monitor; }
+    SUBCASE("automatic quarantine off") { example.policy.response.auto_quarantine = policy::AutoQuarantineMode::Off; }
+    SUBCASE("dry-run section caps the rules") {
+        example.policy.response.auto_quarantine = policy::AutoQuarantineMode::DryRun;
+    }
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto ruleset = compiler.compile("floor-1");
+    REQUIRE(ruleset);
+    CHECK_FALSE(contains_element(*ruleset->find_set("tripwire_ports"), "\"pc001\""));
+    // Still dropped and logged as a decoy touch.
+    const auto* chain = ruleset->find_chain(compiler.class_of("pc-001") + "_out");
+    CHECK(index_of_rule(*chain, "decoys4") < chain->rules.size());
+}
+
+TEST_CASE("compiler: tripwires cost the same lookups whatever the number of workloads") {
+    // Per-packet cost = the rules a packet can traverse: compile with 3 and with 300 user
+    // terminals and compare the rule count of every chain (sets grow, chains do not).
+    auto example = load_example("segmentation");
+    auto small = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    const auto base = *std::find_if(example.inventory.workloads.begin(), example.inventory.workloads.end(),
+                                    [](const auto& w) { return w.id == "pc-001"; });
+    for (int i = 0; i < 300; ++i) {
+        const std::string address = "10.20." + std::to_string(3 + i / 200) + "." + std::to_string(i % 200 + 1);
+        example.inventory.workloads.push_back(
+            clone_vdi(base, "pc-x" + std::to_string(i), address, "pcx" + std::to_string(i)));
+    }
+    auto large = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    REQUIRE(small);
+    REQUIRE(large);
+    REQUIRE(small->chains.size() == large->chains.size());
+    for (std::size_t c = 0; c < small->chains.size(); ++c) {
+        CAPTURE(small->chains[c].name);
+        CHECK(small->chains[c].rules.size() == large->chains[c].rules.size());
+    }
+    CHECK(large->find_set("tripwire_ports")->elements->size() == 302);
 }
