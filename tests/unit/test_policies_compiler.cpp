@@ -238,7 +238,9 @@ TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, 
                 REQUIRE(parts);
                 CHECK(parts->mode == policy::Mode::Enforce);
                 CHECK(rule.counter);
-                if (parts->reason != "quarantine") {
+                if (parts->reason == "tripwire") {
+                    CHECK(chain.name == parts->subject + "_out_tripwire");
+                } else if (parts->reason != "quarantine") {
                     CHECK(chain.name == parts->subject + "_" + parts->direction);
                 }
             }
@@ -586,9 +588,9 @@ TEST_CASE("compiler: an armed tripwire adds its port to the quarantined ports on
     const auto smb_rule = index_of_rule(*chain, smb);
     REQUIRE(smb_rule < chain->rules.size());
     CHECK(chain->rules[smb_rule].update == rule.update);
-    CHECK(contains_element(*ruleset->find_set(smb), "tcp . 445"));
+    CHECK(contains_element(*ruleset->find_set(smb), "6 . 445"));
     // A tripwire rule stays a deny rule for the ports it is not armed on.
-    CHECK(contains_element(*ruleset->find_set(user_class + "_out_deny_seg_user_terminals_ca7fbe"), "tcp . 445"));
+    CHECK(contains_element(*ruleset->find_set(user_class + "_out_deny_seg_user_terminals_ca7fbe"), "6 . 445"));
     // JSON round trip keeps the update (the enforcer loads this form).
     auto back = ruleset_from_json(to_json(*ruleset));
     REQUIRE(back);
