@@ -98,6 +98,13 @@ bool holds(const ruleset::SetDefinition& set, const std::string& interface) {
     });
 }
 
+// Whether the ruleset has ports whose tripwires the kernel may fire (the compiler's
+// `tripwire_ports`): only then can the kernel add to quarantined_ports by itself.
+bool arms_tripwires(const ruleset::Ruleset& ruleset) {
+    const auto* armed = ruleset.find_set("tripwire_ports");
+    return armed != nullptr && armed->elements && !armed->elements->empty();
+}
+
 }  // namespace
 
 ruleset::Ruleset RulesetKeeper::with_held(const ruleset::Ruleset& desired, std::int64_t now_unix_ms) {
@@ -256,7 +263,7 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
 std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& from_source,
                                                       std::int64_t now_unix_ms) {
     const auto held_before = held_.size();
-    const ruleset::Ruleset desired = with_held(from_source, now_unix_ms);
+    ruleset::Ruleset desired = with_held(from_source, now_unix_ms);
     if (applied_) {
         auto diff = ruleset::diff_rulesets(*applied_, desired);
         if (diff.empty()) {
@@ -278,6 +285,15 @@ std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& fr
             auto event = base_event("diff_rejected", now_unix_ms);
             event["error"] = describe(stats.error());
             events_.emit(event);
+        }
+    }
+    if (applied_ && arms_tripwires(*applied_)) {
+        // A replace rewrites every set. A tripwire may have fired since the last read and
+        // its NFLOG message not be read yet: take the kernel's additions in first, so the
+        // replace cannot release what the kernel contained.
+        if (auto report = backend_.check(*applied_);
+            report && !report->dynamic_additions.empty() && adopt(*report, now_unix_ms)) {
+            desired = with_held(from_source, now_unix_ms);
         }
     }
     auto stats = replace(desired);

@@ -415,3 +415,51 @@ TEST_CASE("ruleset keeper: a port the kernel quarantined on a tripwire is held u
     REQUIRE(restarted.apply(compiled.plain, 9));
     CHECK_FALSE(kernel_holds("vdi001"));
 }
+
+TEST_CASE("ruleset keeper: a full replace first takes in what a tripwire added and was not read yet") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    auto p = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
+    auto i = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
+    REQUIRE(p);
+    REQUIRE(i);
+    for (auto& rule : p->rules) {
+        rule.tripwire = rule.action == policy::RuleAction::Deny;
+    }
+    p->response.auto_quarantine = policy::AutoQuarantineMode::On;
+    ruleset::RulesetCompiler compiler(*p, *i);
+    const auto armed = *compiler.compile("hv1");
+    REQUIRE(armed.find_set("tripwire_ports") != nullptr);
+    REQUIRE(!armed.find_set("tripwire_ports")->elements->empty());
+    // A structural change (a base chain's priority): the next apply is a full replace.
+    auto restructured = armed;
+    for (auto& chain : restructured.chains) {
+        if (chain.base) {
+            chain.base->priority = 1;
+        }
+    }
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    REQUIRE(keeper.apply(armed, 1));
+    for (auto& set : kernel.table()->sets) {
+        if (set.name == "quarantined_ports") {  // the packet path: add @quarantined_ports { iifname }
+            auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+            elements->push_back(ruleset::Element{{std::string("vdi001")}, ""});
+            set.elements = std::move(elements);
+        }
+    }
+    // The tripwire's NFLOG message has not been read when the new ruleset arrives.
+    REQUIRE(keeper.apply(restructured, 2));
+    CHECK(events.events.back()["mode"] == "replace");
+    const auto* set = kernel.table()->find_set("quarantined_ports");
+    CHECK(std::any_of(set->elements->begin(), set->elements->end(),
+                      [](const auto& e) { return std::get<std::string>(e.key[0]) == "vdi001"; }));
+    CHECK(keeper.held_ports() == std::set<std::string>{"vdi001"});
+    const auto contained = std::find_if(events.events.begin(), events.events.end(),
+                                        [](const auto& e) { return e["type"] == "kernel_contained"; });
+    REQUIRE(contained != events.events.end());
+    CHECK((*contained)["seen_by"] == "read-back");
+    CHECK((*contained)["workload"] == "vdi-001");
+}
