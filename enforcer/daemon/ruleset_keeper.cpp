@@ -174,10 +174,15 @@ bool RulesetKeeper::note_kernel_contained(const std::string& interface, std::str
 
 bool RulesetKeeper::adopt(const DriftReport& report, std::int64_t now_unix_ms) {
     bool any = false;
+    // Only an armed port can have been added by the kernel (the tripwire chains are entered
+    // from `@tripwire_ports` only); anything else in the set was put there by someone else
+    // and is drift, repaired like any other.
+    const auto* armed = applied_ ? applied_->find_set("tripwire_ports") : nullptr;
     if (auto it = report.dynamic_additions.find(std::string(contained_set));
-        it != report.dynamic_additions.end()) {
+        armed != nullptr && it != report.dynamic_additions.end()) {
         for (const auto& e : it->second) {
-            if (e.key.size() == 1 && std::get_if<std::string>(&e.key[0]) != nullptr) {
+            if (e.key.size() == 1 && std::get_if<std::string>(&e.key[0]) != nullptr &&
+                holds(*armed, std::get<std::string>(e.key[0]))) {
                 any = note_kernel_contained(std::get<std::string>(e.key[0]), "read-back", now_unix_ms) || any;
             }
         }

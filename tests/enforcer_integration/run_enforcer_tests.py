@@ -1661,6 +1661,15 @@ def scenario_tripwire(h, specs):
         check("table deleted + restart: the restore keeps both held ports", ok, detail)
         ok, _ = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, False, []), 4)
         check("after the restore vdi2 -> fs tcp/445 still dropped", not ok)
+        # Someone else's element for a port no tripwire arms (vdi3) is drift, repaired away.
+        mark = d.events.mark()
+        run(["ip", "netns", "exec", hv, "nft", "add", "element", "inet", "bulkhead", "quarantined_ports", "{ vdi3 }"])
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
+        members = set_members(hv, "quarantined_ports")
+        check("an element added by hand for unarmed vdi3 is drift: repaired, vdi1 and vdi2 kept",
+              rev is not None and rev.get("type") == "drift_repaired" and members == ["vdi1", "vdi2"],
+              (rev, members))
         # Release: the source takes the quarantines over, then lifts them.
         # (The same elements as in force: an empty diff, so no ruleset_applied, only the adoption.)
         mark = d.events.mark()

@@ -95,11 +95,19 @@ struct Compiled {
     ruleset::Ruleset quarantined;
 };
 
-Compiled compile_example() {
+// vdi-pool on hv1; `tripwires`: its deny rules are tripwires and automatic quarantine is
+// on, so every VDI port is armed (in tripwire_ports).
+Compiled compile_example(bool tripwires = false) {
     auto p = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
     auto i = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
     REQUIRE(p);
     REQUIRE(i);
+    if (tripwires) {
+        for (auto& rule : p->rules) {
+            rule.tripwire = rule.action == policy::RuleAction::Deny;
+        }
+        p->response.auto_quarantine = policy::AutoQuarantineMode::On;
+    }
     ruleset::RulesetCompiler compiler(*p, *i);
     return {*compiler.compile("hv1"), *compiler.compile("hv1", {"vdi-001"})};
 }
@@ -361,7 +369,7 @@ TEST_CASE("ruleset keeper: a port the kernel quarantined on a tripwire is held u
     FakeRulesetBackend kernel;
     CollectingSink events;
     Metrics metrics;
-    auto compiled = compile_example();  // vdi-001 behind port vdi001
+    auto compiled = compile_example(true);  // vdi-001 behind port vdi001, armed
     auto kernel_adds = [&](const std::string& port) {
         // What `add @quarantined_ports { iifname }` does from the packet path.
         for (auto& set : kernel.table()->sets) {
@@ -422,16 +430,7 @@ TEST_CASE("ruleset keeper: a full replace first takes in what a tripwire added a
     FakeRulesetBackend kernel;
     CollectingSink events;
     Metrics metrics;
-    auto p = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
-    auto i = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
-    REQUIRE(p);
-    REQUIRE(i);
-    for (auto& rule : p->rules) {
-        rule.tripwire = rule.action == policy::RuleAction::Deny;
-    }
-    p->response.auto_quarantine = policy::AutoQuarantineMode::On;
-    ruleset::RulesetCompiler compiler(*p, *i);
-    const auto armed = *compiler.compile("hv1");
+    const auto armed = compile_example(true).plain;
     REQUIRE(armed.find_set("tripwire_ports") != nullptr);
     REQUIRE(!armed.find_set("tripwire_ports")->elements->empty());
     // A structural change (a base chain's priority): the next apply is a full replace.
@@ -462,4 +461,31 @@ TEST_CASE("ruleset keeper: a full replace first takes in what a tripwire added a
     REQUIRE(contained != events.events.end());
     CHECK((*contained)["seen_by"] == "read-back");
     CHECK((*contained)["workload"] == "vdi-001");
+}
+
+TEST_CASE("ruleset keeper: a port someone else put into quarantined_ports is drift, not a kernel containment") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    for (const bool tripwires : {false, true}) {
+        CAPTURE(tripwires);
+        const auto ruleset = compile_example(tripwires).plain;
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        REQUIRE(keeper.apply(ruleset, 1));
+        // Without tripwires no port is armed; with them, "adm9" is no armed port of this ruleset.
+        const std::string port = tripwires ? "adm9" : "vdi001";
+        for (auto& set : kernel.table()->sets) {
+            if (set.name == "quarantined_ports") {  // `nft add element ... quarantined_ports { ... }`
+                auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+                elements->push_back(ruleset::Element{{port}, ""});
+                set.elements = std::move(elements);
+            }
+        }
+        CHECK(keeper.check_drift(2) == true);  // repaired
+        CHECK(keeper.held_ports().empty());
+        CHECK(kernel.table()->find_set("quarantined_ports")->elements->empty());
+        kernel.table().reset();
+    }
 }
