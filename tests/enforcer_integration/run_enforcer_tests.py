@@ -1641,9 +1641,10 @@ def scenario_tripwire(h, specs):
         state = json.loads((Path(st) / "state.json").read_text())
         check("state.json records the kernel's containment", state.get("kernel_contained") == ["vdi2"],
               state.get("kernel_contained"))
-        # While the daemon is down, vdi1 trips too: the kernel contains it with nobody listening.
-        one_datagram(lab, "vdi1", lab.endpoints["vdi1"].v4, decoy.v4, 137)
-        check("daemon down: the kernel still contains vdi1 on its tripwire",
+        # While the daemon is down, vdi1 trips too (over IPv6): the kernel contains it with
+        # nobody listening.
+        one_datagram(lab, "vdi1", lab.endpoints["vdi1"].v6, decoy.v6, 137)
+        check("daemon down: the kernel still contains vdi1 on its IPv6 tripwire",
               set_members(hv, "quarantined_ports") == ["vdi1", "vdi2"], set_members(hv, "quarantined_ports"))
         d = Daemon(h, hv, rsdir, st, drift=3600).start()
         d.wait_running()
