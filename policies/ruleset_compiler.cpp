@@ -580,6 +580,27 @@ struct ChainBuilder {
         return r;
     }
 
+    // A packet from a port whose source is not its workload's (entered from
+    // `@guarded_ports`): dropped and logged with reason spoof (a would-drop in monitor mode).
+    Chain spoof_guard_chain() const {
+        Chain chain;
+        chain.name = "spoof_guard";
+        auto own = [](std::vector<Field> fields, std::string set) {
+            Rule r = lookup_rule(std::move(fields), std::move(set));
+            r.verdict = {VerdictKind::Return, ""};
+            return r;
+        };
+        chain.rules.push_back(own({Field::Iifname, Field::Ip4Saddr}, "port_sources4"));
+        chain.rules.push_back(own({Field::Iifname, Field::Ip6Saddr}, "port_sources6"));
+        chain.rules.push_back(own({Field::Ip6Saddr}, "link_sources6"));
+        Rule dhcp = own({Field::Ip4Saddr}, "dhcp_sources4");
+        dhcp.matches.push_back(ValueMatch{Field::L4proto, {{17, 17}}});
+        dhcp.matches.push_back(ValueMatch{Field::ThDport, {{67, 67}}});
+        chain.rules.push_back(std::move(dhcp));
+        chain.rules.push_back(finish_drop(Rule{}, "out", "spoof", "q"));
+        return chain;
+    }
+
     // Every tripwire of a class, outbound; reached only from armed ports.
     Chain tripwire_chain(const PolicyClass& c) const {
         Chain chain;
@@ -714,6 +735,7 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
 
     ElementList egress_ports, ingress_ports, host_egress, host_ingress;
     ElementList quarantined_ports, quarantined_host, tripwire_ports;
+    ElementList guarded_ports, port_sources4, port_sources6;  // the spoof guard
     std::set<std::size_t> local_classes;
     bool has_host = false;
     for (std::size_t w = 0; w < r.inventory.workloads.size(); ++w) {
@@ -735,6 +757,13 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             }
             if (!host && r.workload_armed[w]) {
                 tripwire_ports.push_back({{interface}, ""});
+            }
+            if (!host) {
+                guarded_ports.push_back({{interface}, ""});
+                for (const auto& a : workload.addresses) {
+                    (a.family == Family::Ipv4 ? port_sources4 : port_sources6)
+                        .push_back({{interface, policy::host_range(a)}, ""});
+                }
             }
         }
     }
@@ -771,6 +800,20 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
         sets.push_back(make_set("tripwire_decoys4", {KeyType::Ipv4Addr}, true, r.tripwire_decoys4));
         sets.push_back(make_set("tripwire_decoys6", {KeyType::Ipv6Addr}, true, r.tripwire_decoys6));
     }
+    // Spoof guard: a port-mode workload sends only from its own addresses. Link-local and
+    // unspecified IPv6 sources (neighbour discovery, DHCPv6) never leave the link, and an
+    // IPv4 DHCP request comes from 0.0.0.0.
+    sets.push_back(make_set("guarded_ports", {KeyType::Ifname}, false, share(std::move(guarded_ports)),
+                            "ports whose source addresses are checked (spoof guard)"));
+    sets.push_back(make_set("port_sources4", {KeyType::Ifname, KeyType::Ipv4Addr}, false,
+                            share(std::move(port_sources4)), "each port's own IPv4 addresses"));
+    sets.push_back(make_set("port_sources6", {KeyType::Ifname, KeyType::Ipv6Addr}, false,
+                            share(std::move(port_sources6)), "each port's own IPv6 addresses"));
+    sets.push_back(make_set("link_sources6", {KeyType::Ipv6Addr}, true,
+                            share({{{*policy::parse_cidr("::/128")}, ""}, {{*policy::parse_cidr("fe80::/10")}, ""}}),
+                            "link-scope IPv6 sources (never forwarded)"));
+    sets.push_back(make_set("dhcp_sources4", {KeyType::Ipv4Addr}, false,
+                            share({{{*policy::parse_cidr("0.0.0.0/32")}, ""}}), "a DHCP client without an address"));
     if (has_host) {
         sets.push_back(verdict_map("host_egress", std::move(host_egress)));
         sets.push_back(verdict_map("host_ingress", std::move(host_ingress)));
@@ -780,6 +823,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     const bool tripwire_decoys = r.tripwire_decoys4 && (!r.tripwire_decoys4->empty() || !r.tripwire_decoys6->empty());
     const ChainBuilder builder{r.defaults, r.tripwires, tripwire_decoys};
     Chain forward{"forward", BaseChain{Hook::Forward, 0}, {}};
+    // Every packet from a port, established connections included: a forged source could
+    // otherwise ride another workload's connection.
+    forward.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     forward.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     forward.rules.push_back(jump_if_in(Field::Oifname, "quarantined_ports", "quarantine_in"));
     forward.rules.push_back(established_accept());
@@ -792,6 +838,7 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     // workload-to-host traffic is the same (drop).
     Chain input{"input", BaseChain{Hook::Input, 0}, {}};
     input.rules.push_back(neighbour_discovery_accept());
+    input.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     if (has_host) {
         input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_host", "quarantine_in"));
@@ -818,6 +865,7 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     std::vector<Chain> regular;
     regular.push_back(builder.quarantine_chain(true));
     regular.push_back(builder.quarantine_chain(false));
+    regular.push_back(builder.spoof_guard_chain());
     for (auto index : local_classes) {
         const auto& c = r.classes[index];
         add_group(sets, c.name + "_out_allow", c.out_allow, c.comment);

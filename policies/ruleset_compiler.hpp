@@ -2,7 +2,8 @@
 // enforcer. Pure: values in, values out.
 //
 // Shape of every compiled table (see docs/ruleset-design.md for the why):
-//   forward (hook)   quarantined port? -> quarantine chains; established/related accept;
+//   forward (hook)   port? -> spoof guard (its own source addresses, every packet);
+//                    quarantined port? -> quarantine chains; established/related accept;
 //                    iifname vmap @egress_ports; oifname vmap @ingress_ports
 //   input/output     the same for host-mode workloads (@host_ingress / @host_egress)
 //   <class>_out/_in  one chain pair per policy class (workloads with identical segment
@@ -31,7 +32,7 @@ namespace bulkhead::ruleset {
 //                           in: to the workload behind the packet's output interface)
 //   reason  default | deny | decoy | tripwire | quarantine | spoof | allow
 //           (tripwire: the kernel contained the source on this packet)
-//   subject the policy class name, or "q" for the quarantine chains
+//   subject the policy class name, or "q" for the host-wide chains (quarantine, spoof guard)
 // The workload is the one bound to that interface in Ruleset::ports.
 std::string log_prefix(policy::Mode mode, std::string_view direction, std::string_view reason,
                        std::string_view subject);

@@ -662,6 +662,7 @@ SC5D = "5d corrupt state file"
 SC5E = "5e invalid ruleset file"
 SC6 = "6 drop events"
 SC7 = "7 tripwire: same-packet containment"
+SC8 = "8 spoof guard"
 
 
 def start_with(h, lab, rsdir, statedir, spec, **kw):
@@ -1694,6 +1695,52 @@ def scenario_tripwire(h, specs):
         lab.destroy()
 
 
+# --------------------------------------------------------------------------- scenario 8
+
+def scenario_spoof(h, specs):
+    section(SC8)
+    lab = EnfLab(h, "s8")
+    try:
+        lab.build_full()
+        hv = lab.hv()
+        rsdir, st = h.new_dir("s8-rs"), h.new_dir("s8-state")
+        d, ev = start_with(h, lab, rsdir, st, specs["enforce"], drift=3600)
+        prober = rr.Prober(lab)
+        vdi1, vdi2, adm1, fs = (lab.endpoints[k] for k in ("vdi1", "vdi2", "adm1", "fs"))
+        # Neighbour discovery through the guard: caches flushed on both ends, then IPv6 works.
+        run(["ip", "-n", lab.ns("vdi2"), "-6", "neigh", "flush", "dev", "eth0"])
+        run(["ip", "-n", hv, "-6", "neigh", "flush", "dev", "vdi2"])
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), family)
+            check("v%d control: vdi2's own traffic passes the guard (vdi2 -> fs tcp/445; v6 after fresh "
+                  "neighbour discovery)" % family, ok, why)
+        prefix = "bh:enf:out:spoof:q"
+        for what, forged in (("another VDI's address (vdi1)", vdi1.v4), ("the admin terminal's address", adm1.v4),
+                             ("another VDI's IPv6 address (vdi1)", vdi1.v6)):
+            h.tick()
+            before = prefix_counter(hv, "spoof_guard", prefix)
+            mark = d.events.mark()
+            # A real forged packet: the address is added on vdi2's own interface for one send.
+            plen = "128" if ":" in forged else "32"
+            run(["ip", "-n", lab.ns("vdi2"), "addr", "add", "%s/%s" % (forged, plen), "dev", "eth0", "nodad"])
+            try:
+                one_datagram(lab, "vdi2", forged, fs.v6 if ":" in forged else fs.v4, 5000)
+            finally:
+                run(["ip", "-n", lab.ns("vdi2"), "addr", "del", "%s/%s" % (forged, plen), "dev", "eth0"])
+            after = prefix_counter(hv, "spoof_guard", prefix)
+            _, sev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and e.get("reason") == "spoof"
+                                   and norm(e.get("src")) == norm(forged), mark, 5)
+            check("vdi2 sending from %s: dropped by the spoof guard (counter %d -> %d), logged as spoof, "
+                  "workload vdi-2 on vdi2" % (what, before, after),
+                  after == before + 1 and sev is not None and sev.get("workload") == "vdi-2"
+                  and sev.get("indev") == "vdi2" and sev.get("prefix") == prefix, sev)
+        ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), 4)
+        check("vdi2's own traffic still passes after the forged packets", ok, why)
+        d.stop()
+    finally:
+        lab.destroy()
+
+
 # --------------------------------------------------------------------------- feature probe, main
 
 def probe_features(args):
@@ -1728,7 +1775,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--enforcer", required=True, help="path of the bulkhead-enforcer binary")
     ap.add_argument("--bulkheadctl", required=True, help="path of the bulkheadctl binary")
-    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6,7")
+    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6,7,8")
     ap.add_argument("--ns-prefix", default=PREFIX,
                     help="prefix of namespaces and the temp dir (default %s; runs beside other labs use their own)"
                     % PREFIX)
@@ -1801,7 +1848,7 @@ def main():
     scenarios = [("1", scenario_apply), ("2", scenario_diffs), ("3", scenario_quarantine),
                  ("4", scenario_coexistence), ("5a", scenario_kill), ("5b", scenario_reboot),
                  ("5c", scenario_drift), ("5d", scenario_corrupt), ("5e", scenario_invalid),
-                 ("6", scenario_drops), ("7", scenario_tripwire)]
+                 ("6", scenario_drops), ("7", scenario_tripwire), ("8", scenario_spoof)]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     code = 0
     try:

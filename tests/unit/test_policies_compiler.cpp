@@ -106,7 +106,8 @@ TEST_CASE("compiler: workloads with identical segment membership share one polic
     const auto cls = compiler.class_of("vdi-001");
     CHECK(hv1.find_chain(cls + "_out") != nullptr);
     CHECK(hv1.find_chain(cls + "_in") != nullptr);
-    CHECK(hv1.chains.size() == 3 + 2 + 2);  // forward/input/output, quarantine pair, one class pair
+    // forward/input/output, quarantine pair, spoof guard, one class pair
+    CHECK(hv1.chains.size() == 3 + 2 + 1 + 2);
 }
 
 TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
@@ -210,11 +211,13 @@ TEST_CASE("compiler: traffic from a VDI to the hypervisor itself passes the VDI'
     REQUIRE(input);
     REQUIRE(input->base);
     CHECK(input->base->hook == Hook::Input);
-    // Neighbour discovery first, then quarantine, then the established shortcut, then the
-    // same egress dispatch as in forward.
+    // Neighbour discovery first, then the spoof guard, quarantine, the established
+    // shortcut, then the same egress dispatch as in forward.
     CHECK(std::holds_alternative<ValueMatch>(input->rules[0].matches[0]));
-    CHECK(index_of_rule(*input, "quarantined_ports") == 1);
-    CHECK(input->rules[1].verdict.chain == "quarantine_out");
+    CHECK(index_of_rule(*input, "guarded_ports") == 1);
+    CHECK(input->rules[1].verdict.chain == "spoof_guard");
+    CHECK(index_of_rule(*input, "quarantined_ports") == 2);
+    CHECK(input->rules[2].verdict.chain == "quarantine_out");
     REQUIRE(input->rules.back().dispatch);
     CHECK(input->rules.back().dispatch->map == "egress_ports");
     const auto* output = hv1.find_chain("output");
@@ -240,6 +243,9 @@ TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, 
                 CHECK(rule.counter);
                 if (parts->reason == "tripwire") {
                     CHECK(chain.name == parts->subject + "_out_tripwire");
+                } else if (parts->reason == "spoof") {
+                    CHECK(chain.name == "spoof_guard");
+                    CHECK(parts->subject == "q");
                 } else if (parts->reason != "quarantine") {
                     CHECK(chain.name == parts->subject + "_" + parts->direction);
                 }
@@ -369,9 +375,11 @@ TEST_CASE("compiler: adding a VDI of an existing class changes a handful of elem
         CHECK(diff.elements_removed() == 0);
         if (enforcer == "hv1") {
             // Two verdict-map entries for the port, and the new address in the shared
-            // address set of its segment "vdi" (IPv4 only: the clone has no IPv6 address).
-            CHECK(diff.elements_added() == 3);
-            CHECK(diff.set_changes.size() == 3);  // egress_ports, ingress_ports, seg_vdi_4
+            // address set of its segment "vdi" (IPv4 only: the clone has no IPv6 address);
+            // the spoof guard's port and its own address.
+            CHECK(diff.elements_added() == 5);
+            // egress_ports, ingress_ports, seg_vdi_4, guarded_ports, port_sources4
+            CHECK(diff.set_changes.size() == 5);
         } else {
             // hv2 names segment "vdi" too (VDI deny, admin RDP): one element, whatever the
             // number of classes that look the segment up.
@@ -640,4 +648,34 @@ TEST_CASE("compiler: tripwires cost the same lookups whatever the number of work
         CHECK(small->chains[c].rules.size() == large->chains[c].rules.size());
     }
     CHECK(large->find_set("tripwire_ports")->elements->size() == 302);
+}
+
+TEST_CASE("compiler: spoof guard: each port sends only from its workload's addresses") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto* v4 = hv1.find_set("port_sources4");
+    const auto* v6 = hv1.find_set("port_sources6");
+    REQUIRE(v4 != nullptr);
+    REQUIRE(v6 != nullptr);
+    CHECK(contains_element(*v4, "\"vdi001\" . 10.1.0.1"));
+    CHECK(contains_element(*v6, "\"vdi001\" . fd00:0:0:10::1"));
+    CHECK_FALSE(contains_element(*v4, "\"vdi001\" . 10.1.0.2"));  // vdi-002's address
+    CHECK(contains_element(*hv1.find_set("guarded_ports"), "\"vdi001\""));
+    // Every packet from a port meets it first, before the quarantine and established shortcuts.
+    const auto* forward = hv1.find_chain("forward");
+    REQUIRE(forward != nullptr);
+    CHECK(render_rule(forward->rules[0]) == "iifname @guarded_ports jump spoof_guard");
+    const auto* guard = hv1.find_chain("spoof_guard");
+    REQUIRE(guard != nullptr);
+    REQUIRE(guard->rules.size() == 5);
+    CHECK(render_rule(guard->rules[0]) == "iifname . ip saddr @port_sources4 return");
+    CHECK(render_rule(guard->rules[2]) == "ip6 saddr @link_sources6 return");
+    CHECK(render_rule(guard->rules[4]) == "counter log prefix \"bh:enf:out:spoof:q\" group 10 drop");
+    // A host-mode workload protects itself: no port, nothing guarded.
+    auto host = load_example("host-mode");
+    RulesetCompiler host_compiler(host.policy, host.inventory);
+    for (const auto& enforcer : host_compiler.enforcers()) {
+        CHECK(host_compiler.compile(enforcer)->find_set("guarded_ports")->elements->empty());
+    }
 }
