@@ -65,6 +65,7 @@ struct Options {
     int health_probes = 50;
     std::size_t abuse_streams = 500;
     std::size_t abuse_slow = 500;
+    int hash_format = 2;
 };
 
 [[noreturn]] void fail(const std::string& what) {
@@ -135,6 +136,25 @@ std::pair<double, long> process_facts(int pid) {
         status.ignore(1 << 20, '\n');
     }
     return {rss_mib, threads};
+}
+
+// Enforcers the controller reports in sync (applied hash == desired hash), polled until all
+// of them are or the deadline passes.
+std::size_t wait_for_in_sync(httplib::Client& admin, const std::string& token, std::size_t enforcers,
+                             SteadyClock::time_point deadline) {
+    std::size_t in_sync = 0;
+    while (SteadyClock::now() < deadline) {
+        const json listed = call(admin, "GET", "/api/v1/enforcers", token, json(), 200);
+        in_sync = 0;
+        for (const auto& e : listed.at("enforcers")) {
+            in_sync += e.value("in_sync", false) ? 1 : 0;
+        }
+        if (in_sync >= enforcers) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return in_sync;
 }
 
 std::map<std::string, std::string> desired_hashes(httplib::Client& admin, const std::string& token) {
@@ -332,6 +352,10 @@ int main(int argc, char** argv) {
     app.add_option("--health-probes", o.health_probes, "health requests measured");
     app.add_option("--abuse-streams", o.abuse_streams, "dashboard streams opened in the abuse phase");
     app.add_option("--abuse-slow", o.abuse_slow, "slow-header connections in the abuse phase");
+    app.add_option("--hash-format", o.hash_format,
+                   "1: the simulated enforcers speak the previous release's protocol (format-1 hashes); "
+                   "the run then checks only that they get in sync and follow a policy change")
+        ->check(CLI::Range(1, 2));
     std::string log_level = "info";
     app.add_option("--log-level", log_level, "spdlog level (debug shows every simulated enforcer's errors)");
     CLI11_PARSE(app, argc, argv);
@@ -406,6 +430,7 @@ int main(int argc, char** argv) {
     sim_options.ca_file = o.ca_file;
     sim_options.server_name = o.server_name;
     sim_options.io_threads = o.io_threads;
+    sim_options.hash_format = o.hash_format;
     FleetSimulator fleet(sim_options, identities);
     const auto enrolled = fleet.enroll_all(tokens, 16, std::chrono::seconds(o.phase_seconds));
     if (enrolled != identities.size()) {
@@ -417,6 +442,37 @@ int main(int argc, char** argv) {
     std::uint64_t accepted_alone = 0;
     const double ingest_alone = ingest(fleet, model, o, 1, accepted_alone);
     spdlog::info("bench_fleet: ingest alone {:.0f} events/s ({} accepted)", ingest_alone, accepted_alone);
+
+    if (o.hash_format == 1) {
+        // Enforcers of the previous release: hashes of their own format, which only the
+        // controller translates; so the check is the controller's own view (in_sync).
+        t = SteadyClock::now();
+        fleet.start();
+        auto deadline = t + std::chrono::seconds(o.phase_seconds);
+        const auto in_sync_first = wait_for_in_sync(admin, o.admin_token, o.enforcers, deadline);
+        emit("previous_release_in_sync", static_cast<double>(in_sync_first), "enforcers", "",
+             {{"enforcers", o.enforcers}, {"ms", ms_since(t, SteadyClock::now())}});
+        policy["services"].push_back({{"name", "bench-change"}, {"entries", {{{"protocol", "tcp"}, {"ports", {7001}}}}}});
+        policy["segments"].push_back({{"name", "bench-all-vdis"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
+        policy["segments"].push_back({{"name", "bench-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
+        policy["rules"].push_back({{"name", "bench-change"}, {"action", "allow"}, {"from", {"bench-all-vdis"}},
+                                   {"to", {"bench-change-target"}}, {"services", {"bench-change"}}});
+        revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
+        t = SteadyClock::now();
+        call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
+             o.admin_token, json::object(), 200);
+        const auto after_change = wait_for_in_sync(admin, o.admin_token, o.enforcers,
+                                                   SteadyClock::now() + std::chrono::seconds(o.phase_seconds));
+        emit("previous_release_in_sync_after_change", static_cast<double>(after_change), "enforcers", "",
+             {{"enforcers", o.enforcers}, {"ms", ms_since(t, SteadyClock::now())},
+              {"diffs", fleet.counters().diffs}, {"resyncs", fleet.counters().resyncs}});
+        fleet.stop();
+        if (in_sync_first < o.enforcers || after_change < o.enforcers) {
+            fail("enforcers of the previous release not in sync: " + std::to_string(in_sync_first) + " then " +
+                 std::to_string(after_change) + " of " + std::to_string(o.enforcers));
+        }
+        return 0;
+    }
 
     // 4. The fleet connects.
     auto desired = desired_hashes(admin, o.admin_token);

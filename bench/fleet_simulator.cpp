@@ -228,7 +228,8 @@ struct FleetSimulator::Impl {
             try {
                 co_await connection.open();
                 const std::string target = "/api/v1/enforcers/" + e.id + "/channel?generation=" +
-                                           std::to_string(e.held.generation) + "&hash=" + e.held.hash;
+                                           std::to_string(e.held.generation) + "&hash=" + e.held.hash +
+                                           (options.hash_format == 1 ? "" : "&hash_format=" + std::to_string(options.hash_format));
                 co_await connection.write_request(http::verb::get, target, e.credential, {});
                 http::response_parser<http::buffer_body> parser;
                 parser.body_limit(boost::none);
@@ -241,7 +242,7 @@ struct FleetSimulator::Impl {
                 ++channels_opened;
                 ++channels_open;
                 e.channel_open = true;
-                enforcer::agent::ChannelSession session(e.id, e.held);
+                enforcer::agent::ChannelSession session(e.id, e.held, options.hash_format);
                 std::string pending;
                 while (!parser.is_done() && !stopping && !resync) {
                     parser.get().body().data = chunk.data();
@@ -309,7 +310,7 @@ struct FleetSimulator::Impl {
     }
 
     json status_body(const SimulatedEnforcer& e) const {
-        return json{{"generation", e.held.generation},
+        json body{{"generation", e.held.generation},
                     {"hash", e.held.hash},
                     {"state", "applied"},
                     {"error", ""},
@@ -321,6 +322,10 @@ struct FleetSimulator::Impl {
                     {"last_drift_at_ms", 0},
                     {"elements", 0},
                     {"nflog", {{"received", 0}, {"lost", 0}}}};
+        if (options.hash_format != 1) {
+            body["hash_format"] = options.hash_format;
+        }
+        return body;
     }
 
     // Acks right after every apply, heartbeats every interval otherwise (as the agent).

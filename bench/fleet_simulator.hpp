@@ -30,6 +30,9 @@ struct SimulatorOptions {
     std::chrono::milliseconds default_heartbeat{5'000};
     std::chrono::milliseconds max_backoff{10'000};
     std::string version = "bench-fleet";
+    // The ruleset hash format the simulated enforcers announce: 2 (this release) or 1 (an
+    // enforcer of the previous release: no hash_format on the stream or in status).
+    int hash_format = 2;
 };
 
 struct SimulatedEnforcerIdentity {

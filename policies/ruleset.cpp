@@ -366,51 +366,9 @@ std::size_t Ruleset::rule_count() const {
     return n;
 }
 
-namespace {
-
-// The kernel-relevant part of a ruleset (no hash, no port bindings).
-json ruleset_body(const Ruleset& ruleset) {
-    json sets = json::array();
-    for (const auto& set : ruleset.sets) {
-        json key = json::array();
-        for (auto type : set.key) {
-            key.push_back(std::string(nft_name(type)));
-        }
-        json elements = json::array();
-        for (const auto& element : *set.elements) {
-            json parts = json::array();
-            for (const auto& part : element.key) {
-                if (const auto* name = std::get_if<std::string>(&part)) {
-                    parts.push_back(*name);
-                } else if (const auto* range = std::get_if<IpRange>(&part)) {
-                    parts.push_back(policy::to_string(*range));
-                } else {
-                    parts.push_back(number_range_to_json(std::get<NumberRange>(part)));
-                }
-            }
-            json e = {{"key", parts}};
-            if (set.verdict_map) {
-                e["jump"] = element.jump;
-            }
-            elements.push_back(std::move(e));
-        }
-        json s = {{"name", set.name}, {"key", key}, {"elements", elements}};
-        if (set.interval) {
-            s["interval"] = true;
-        }
-        if (set.verdict_map) {
-            s["verdict_map"] = true;
-        }
-        if (set.dynamic) {
-            s["dynamic"] = true;
-        }
-        if (!set.comment.empty()) {
-            s["comment"] = set.comment;
-        }
-        sets.push_back(std::move(s));
-    }
+json chains_to_json(const std::vector<Chain>& chain_list) {
     json chains = json::array();
-    for (const auto& chain : ruleset.chains) {
+    for (const auto& chain : chain_list) {
         json rules = json::array();
         for (const auto& rule : chain.rules) {
             json r = json::object();
@@ -453,6 +411,58 @@ json ruleset_body(const Ruleset& ruleset) {
         }
         chains.push_back(std::move(c));
     }
+    return chains;
+}
+
+json sets_to_json(const std::vector<SetDefinition>& set_list) {
+    json sets = json::array();
+    for (const auto& set : set_list) {
+        json key = json::array();
+        for (auto type : set.key) {
+            key.push_back(std::string(nft_name(type)));
+        }
+        json elements = json::array();
+        for (const auto& element : *set.elements) {
+            json parts = json::array();
+            for (const auto& part : element.key) {
+                if (const auto* name = std::get_if<std::string>(&part)) {
+                    parts.push_back(*name);
+                } else if (const auto* range = std::get_if<IpRange>(&part)) {
+                    parts.push_back(policy::to_string(*range));
+                } else {
+                    parts.push_back(number_range_to_json(std::get<NumberRange>(part)));
+                }
+            }
+            json e = {{"key", parts}};
+            if (set.verdict_map) {
+                e["jump"] = element.jump;
+            }
+            elements.push_back(std::move(e));
+        }
+        json s = {{"name", set.name}, {"key", key}, {"elements", elements}};
+        if (set.interval) {
+            s["interval"] = true;
+        }
+        if (set.verdict_map) {
+            s["verdict_map"] = true;
+        }
+        if (set.dynamic) {
+            s["dynamic"] = true;
+        }
+        if (!set.comment.empty()) {
+            s["comment"] = set.comment;
+        }
+        sets.push_back(std::move(s));
+    }
+    return sets;
+}
+
+namespace {
+
+// The kernel-relevant part of a ruleset (no hash, no port bindings).
+json ruleset_body(const Ruleset& ruleset) {
+    json sets = sets_to_json(ruleset.sets);
+    json chains = chains_to_json(ruleset.chains);
     return {{"format", "bulkhead-ruleset/1"},
             {"family", "inet"},
             {"table", std::string(table_name)},
@@ -462,25 +472,125 @@ json ruleset_body(const Ruleset& ruleset) {
             {"chains", chains}};
 }
 
-std::string hash_of_body(const json& body) {
-    // FNV-1a over the canonical JSON of what the kernel sees; the enforcer and the
-    // controller compute it independently and compare.
-    const auto text = body.dump();
+std::uint64_t fnv1a64(std::string_view text) {
     std::uint64_t h = 14695981039346656037ULL;  // FNV-1a 64-bit offset basis
     for (unsigned char c : text) {
         h ^= c;
         h *= 1099511628211ULL;
     }
+    return h;
+}
+
+std::string hex16(std::uint64_t value) {
     char buffer[17];
-    std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(h));
+    std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
     return buffer;
 }
 
-}  // namespace
+// Appends `text` as a JSON string exactly as nlohmann::json::dump() writes it.
+void append_json_string(std::string& out, std::string_view text) {
+    const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+    });
+    if (plain) {
+        out += '"';
+        out += text;
+        out += '"';
+    } else {
+        out += json(std::string(text)).dump();
+    }
+}
 
-json to_json(const Ruleset& ruleset) {
-    json document = ruleset_body(ruleset);
-    document["hash"] = hash_of_body(document);
+// The members of a non-empty object without its braces.
+void append_members(std::string& out, const json& object) {
+    const auto text = object.dump();
+    out.append(text, 1, text.size() - 2);
+}
+
+enum class ElementsAs { Text, Digest };
+
+void append_set(std::string& out, const SetDefinition& set, ElementsAs as) {
+    // Members in nlohmann's (sorted) order: comment, dynamic, elements, interval, key, name,
+    // verdict_map.
+    json before = json::object();
+    if (!set.comment.empty()) {
+        before["comment"] = set.comment;
+    }
+    if (set.dynamic) {
+        before["dynamic"] = true;
+    }
+    json key = json::array();
+    for (auto type : set.key) {
+        key.push_back(std::string(nft_name(type)));
+    }
+    json after = {{"key", std::move(key)}, {"name", set.name}};
+    if (set.interval) {
+        after["interval"] = true;
+    }
+    if (set.verdict_map) {
+        after["verdict_map"] = true;
+    }
+    out += '{';
+    if (!before.empty()) {
+        append_members(out, before);
+        out += ',';
+    }
+    out += "\"elements\":";
+    if (as == ElementsAs::Text) {
+        out += *set.elements->canonical_text(set.verdict_map);
+    } else {
+        out += '"';
+        out += hex16(set.elements->digest(set.verdict_map));
+        out += '"';
+    }
+    out += ',';
+    append_members(out, after);
+    out += '}';
+}
+
+// The canonical body text (what ruleset_body(ruleset).dump() writes), optionally with the
+// "hash" and "ports" members of the full document.
+std::string body_text(const Ruleset& ruleset, ElementsAs as, const std::string* hash, const json* ports) {
+    std::string out;
+    std::size_t reserve = 4096;
+    if (as == ElementsAs::Text) {
+        for (const auto& set : ruleset.sets) {
+            reserve += set.elements->canonical_text(set.verdict_map)->size() + 256;
+        }
+    }
+    out.reserve(reserve);
+    out += "{\"chains\":";
+    out += chains_to_json(ruleset.chains).dump();
+    out += ",\"enforcer\":";
+    append_json_string(out, ruleset.enforcer);
+    out += ",\"family\":\"inet\",\"format\":\"bulkhead-ruleset/1\"";
+    if (hash != nullptr) {
+        out += ",\"hash\":";
+        append_json_string(out, *hash);
+    }
+    out += ",\"policy\":";
+    append_json_string(out, ruleset.policy_name);
+    if (ports != nullptr) {
+        out += ",\"ports\":";
+        out += ports->dump();
+    }
+    out += ",\"sets\":[";
+    bool first = true;
+    for (const auto& set : ruleset.sets) {
+        if (!first) {
+            out += ',';
+        }
+        first = false;
+        append_set(out, set, as);
+    }
+    out += "],\"table\":";
+    append_json_string(out, table_name);
+    out += '}';
+    return out;
+}
+
+json ports_to_json(const Ruleset& ruleset) {
     json ports = json::array();
     for (const auto& p : ruleset.ports) {
         ports.push_back({{"interface", p.interface},
@@ -488,8 +598,83 @@ json to_json(const Ruleset& ruleset) {
                          {"mode", p.mode == policy::AttachmentMode::Port ? "port" : "host"},
                          {"class", p.policy_class}});
     }
-    document["ports"] = std::move(ports);
+    return ports;
+}
+
+std::string element_text(const Element& element, bool with_jump) {
+    std::string out = "{";
+    if (with_jump) {
+        out += "\"jump\":";
+        append_json_string(out, element.jump);
+        out += ',';
+    }
+    out += "\"key\":[";
+    bool first = true;
+    for (const auto& part : element.key) {
+        if (!first) {
+            out += ',';
+        }
+        first = false;
+        if (const auto* name = std::get_if<std::string>(&part)) {
+            append_json_string(out, *name);
+        } else if (const auto* range = std::get_if<IpRange>(&part)) {
+            append_json_string(out, policy::to_string(*range));
+        } else {
+            out += number_range_to_json(std::get<NumberRange>(part)).dump();
+        }
+    }
+    out += "]}";
+    return out;
+}
+
+}  // namespace
+
+std::shared_ptr<const ElementList::Cache> ElementList::cache(bool with_jump) const {
+    {
+        std::lock_guard lock(cache_mutex_);
+        if (cache_ && cache_->with_jump == with_jump) {
+            return cache_;
+        }
+    }
+    // Built outside the lock: two threads may both build it, and get the same text.
+    auto fresh = std::make_shared<Cache>();
+    fresh->with_jump = with_jump;
+    std::string text = "[";
+    text.reserve(size() * 24 + 2);
+    bool first = true;
+    for (const auto& element : *this) {
+        if (!first) {
+            text += ',';
+        }
+        first = false;
+        text += element_text(element, with_jump);
+    }
+    text += ']';
+    fresh->digest = fnv1a64(text);
+    fresh->text = std::make_shared<const std::string>(std::move(text));
+    std::lock_guard lock(cache_mutex_);
+    if (!cache_) {
+        cache_ = fresh;
+    }
+    return fresh;
+}
+
+std::shared_ptr<const std::string> ElementList::canonical_text(bool with_jump) const {
+    return cache(with_jump)->text;
+}
+
+std::uint64_t ElementList::digest(bool with_jump) const { return cache(with_jump)->digest; }
+
+json to_json(const Ruleset& ruleset) {
+    json document = ruleset_body(ruleset);
+    document["hash"] = ruleset_hash(ruleset);
+    document["ports"] = ports_to_json(ruleset);
     return document;
+}
+
+std::string to_json_text(const Ruleset& ruleset, const std::string& hash) {
+    const json ports = ports_to_json(ruleset);
+    return body_text(ruleset, ElementsAs::Text, &hash, &ports);
 }
 
 std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
@@ -669,6 +854,12 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
     }
 }
 
-std::string ruleset_hash(const Ruleset& ruleset) { return hash_of_body(ruleset_body(ruleset)); }
+std::string ruleset_hash(const Ruleset& ruleset) {
+    return hex16(fnv1a64(body_text(ruleset, ElementsAs::Digest, nullptr, nullptr)));
+}
+
+std::string ruleset_hash_format1(const Ruleset& ruleset) {
+    return hex16(fnv1a64(body_text(ruleset, ElementsAs::Text, nullptr, nullptr)));
+}
 
 }  // namespace bulkhead::ruleset

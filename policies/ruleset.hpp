@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <variant>
@@ -65,7 +66,48 @@ struct Element {
     auto operator<=>(const Element&) const = default;
 };
 
-using ElementList = std::vector<Element>;
+// A set's elements, sorted. Once shared through SetDefinition::elements it is immutable,
+// and then remembers its canonical text (the "elements" array of a bulkhead-ruleset/1
+// document) and that text's digest: a fleet compile shares one list among every host of a
+// segment, so serialising or hashing 2,000 rulesets touches each list once, not 2,000
+// times. Only call canonical_text()/digest() on a list nobody modifies any more.
+class ElementList : public std::vector<Element> {
+public:
+    using std::vector<Element>::vector;
+    ElementList() = default;
+    ElementList(std::vector<Element> elements) : std::vector<Element>(std::move(elements)) {}
+    // The cache belongs to one object: copies and moves start without it.
+    ElementList(const ElementList& other) : std::vector<Element>(other) {}
+    ElementList(ElementList&& other) noexcept : std::vector<Element>(std::move(other)) {}
+    ElementList& operator=(const ElementList& other) {
+        std::vector<Element>::operator=(other);
+        forget();
+        return *this;
+    }
+    ElementList& operator=(ElementList&& other) noexcept {
+        std::vector<Element>::operator=(std::move(other));
+        forget();
+        return *this;
+    }
+
+    // `with_jump`: the set is a verdict map (each element carries its "jump").
+    std::shared_ptr<const std::string> canonical_text(bool with_jump) const;
+    std::uint64_t digest(bool with_jump) const;
+
+private:
+    struct Cache {
+        bool with_jump = false;
+        std::shared_ptr<const std::string> text;
+        std::uint64_t digest = 0;
+    };
+    std::shared_ptr<const Cache> cache(bool with_jump) const;
+    void forget() {
+        std::lock_guard lock(cache_mutex_);
+        cache_.reset();
+    }
+    mutable std::mutex cache_mutex_;
+    mutable std::shared_ptr<const Cache> cache_;
+};
 
 struct SetDefinition {
     std::string name;
@@ -191,10 +233,26 @@ struct Ruleset {
 
 // Content hash of the kernel-relevant parts (sets, elements, chains), hex. Two rulesets
 // with the same hash program the same table.
+//
+// Format 2 (this release): FNV-1a 64 over the canonical body in which each set's
+// "elements" array is replaced by its list's digest (FNV-1a 64 of the array's canonical
+// text, as a 16-digit hex string); shared lists are hashed once for the whole fleet.
+// Format 1 (releases up to 0.6): FNV-1a 64 over the whole canonical body; the controller
+// still computes it for enforcers that announce no hash format (docs/control-channel.md).
+inline constexpr int ruleset_hash_format = 2;
 std::string ruleset_hash(const Ruleset& ruleset);
+std::string ruleset_hash_format1(const Ruleset& ruleset);
 
 // The interchange format between controller and enforcer, and the on-disk state format.
+// Its "hash" member is ruleset_hash().
 nlohmann::json to_json(const Ruleset& ruleset);
+// Exactly to_json(ruleset).dump() with `hash` as the "hash" member, written from the
+// lists' cached texts (a full ruleset of 100,000 elements costs a copy, not a rebuild).
+std::string to_json_text(const Ruleset& ruleset, const std::string& hash);
+// The document's encodings of sets (with their elements) and of chains, for documents
+// assembled from pieces (the wire diff).
+nlohmann::json sets_to_json(const std::vector<SetDefinition>& sets);
+nlohmann::json chains_to_json(const std::vector<Chain>& chains);
 std::expected<Ruleset, std::string> ruleset_from_json(const nlohmann::json& document);
 
 std::string key_part_to_string(const KeyPart& part, KeyType type);

@@ -63,6 +63,13 @@ RulesetDiff diff_rulesets(const Ruleset& old, const Ruleset& updated) {
         if (before->elements == set.elements) {
             continue;  // shared list: unchanged by construction
         }
+        // Lists of two compiles are different objects; equal digests mean equal content
+        // with the very confidence the ruleset hash (built on these digests) gives. Each
+        // list is digested once, however many hosts share it.
+        if (before->elements->size() == set.elements->size() &&
+            before->elements->digest(set.verdict_map) == set.elements->digest(set.verdict_map)) {
+            continue;
+        }
         SetDelta delta{set.name, {}, {}};
         std::set_difference(before->elements->begin(), before->elements->end(),
                             set.elements->begin(), set.elements->end(),
@@ -260,19 +267,10 @@ using nlohmann::json;
 
 constexpr std::string_view wire_format = "bulkhead-ruleset-diff/1";
 
-// The encodings of sets, elements and chains are those of the ruleset document; they are
-// produced by to_json(Ruleset) on a small ruleset holding just the pieces.
-json sets_json(std::vector<SetDefinition> sets) {
-    Ruleset mini;
-    mini.sets = std::move(sets);
-    return to_json(mini).at("sets");
-}
+// The encodings of sets, elements and chains are those of the ruleset document.
+json sets_json(const std::vector<SetDefinition>& sets) { return sets_to_json(sets); }
 
-json chains_json(std::vector<Chain> chains) {
-    Ruleset mini;
-    mini.chains = std::move(chains);
-    return to_json(mini).at("chains");
-}
+json chains_json(const std::vector<Chain>& chains) { return chains_to_json(chains); }
 
 json elements_json(const ElementList& elements) {
     // An element's encoding depends only on its parts and on whether it carries a verdict.

@@ -75,5 +75,5 @@ timeout --foreground "${BENCH_FLEET_TIMEOUT:-1500}" "$tool" --tls-port "$tls_por
   --quarantines "${BENCH_FLEET_QUARANTINES:-50}" --ingest-events "${BENCH_FLEET_INGEST_EVENTS:-200000}" \
   --ingest-enforcers "${BENCH_FLEET_INGEST_ENFORCERS:-8}" --phase-seconds "${BENCH_FLEET_PHASE_SECONDS:-120}" \
   --abuse-streams "${BENCH_FLEET_ABUSE_STREAMS:-500}" --abuse-slow "${BENCH_FLEET_ABUSE_SLOW:-500}" \
-  --log-level "${BENCH_FLEET_LOG_LEVEL:-info}"
+  --hash-format "${BENCH_FLEET_HASH_FORMAT:-2}" --log-level "${BENCH_FLEET_LOG_LEVEL:-info}"
 kill -0 "$pid" 2>/dev/null || { bench_log "fleet: the controller died"; tail -20 "$dir/controller.log" >&2; exit 1; }

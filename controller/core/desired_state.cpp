@@ -73,6 +73,25 @@ std::optional<RulesetVersion> DesiredState::find(const std::string& enforcer, st
     return std::nullopt;
 }
 
+std::optional<RulesetVersion> DesiredState::find_format1(const std::string& enforcer, std::uint64_t generation,
+                                                         const std::string& format1_hash) const {
+    auto it = versions_.find(enforcer);
+    if (it == versions_.end()) {
+        return std::nullopt;
+    }
+    for (const auto& version : it->second) {
+        if (version.generation == generation && version.format1_hash() == format1_hash) {
+            return version;
+        }
+    }
+    return std::nullopt;
+}
+
+const std::string& RulesetVersion::format1_hash() const {
+    std::call_once(format1->once, [&] { format1->value = ruleset ? ruleset::ruleset_hash_format1(*ruleset) : ""; });
+    return format1->value;
+}
+
 std::vector<std::string> DesiredState::enforcers() const {
     std::vector<std::string> ids;
     for (const auto& [id, history] : versions_) {

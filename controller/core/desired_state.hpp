@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,16 @@ struct RulesetVersion {
     std::uint64_t generation = 0;
     std::string hash;  // ruleset_hash: what the enforcer acks
     std::shared_ptr<const ruleset::Ruleset> ruleset;
+
+    // The format-1 hash an enforcer of the previous release computes for this ruleset;
+    // computed on first use (a full pass over the ruleset's text) and kept.
+    const std::string& format1_hash() const;
+
+    struct Format1Hash {
+        std::once_flag once;
+        std::string value;
+    };
+    std::shared_ptr<Format1Hash> format1 = std::make_shared<Format1Hash>();
 };
 
 class DesiredState {
@@ -51,6 +62,9 @@ public:
     // A version the enforcer may hold, by generation and hash, for diffs.
     std::optional<RulesetVersion> find(const std::string& enforcer, std::uint64_t generation,
                                        const std::string& hash) const;
+    // The same, by the format-1 hash an enforcer of the previous release reports.
+    std::optional<RulesetVersion> find_format1(const std::string& enforcer, std::uint64_t generation,
+                                               const std::string& format1_hash) const;
     std::vector<std::string> enforcers() const;
     std::uint64_t highest_generation() const;
 

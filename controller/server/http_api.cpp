@@ -495,11 +495,13 @@ void HttpApi::build_routes() {
         QueryReader q(c.request);
         auto generation = q.integer("generation", 0, INT64_MAX);
         auto hash = q.text("hash", 128);
+        // Absent: an enforcer of the previous release (format-1 hashes).
+        auto hash_format = q.integer("hash_format", 1, ruleset::ruleset_hash_format);
         if (q.failed(c.response)) {
             return;
         }
         auto stream = s.fleet.open_channel(c.caller, c.params.at(0), static_cast<std::uint64_t>(generation.value_or(0)),
-                                     hash.value_or(""));
+                                     hash.value_or(""), static_cast<int>(hash_format.value_or(1)));
         if (!stream) {
             send_error(c.response, stream.error());
             return;

@@ -11,7 +11,23 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 constexpr std::size_t kDiffCacheEntries = 4096;
+
+// {"generation":G,"hash":H,"ruleset":{...},"type":"ruleset"} as nlohmann would write it (its
+// members sorted), with the document written from the element lists' cached texts.
+std::string full_ruleset_line(std::uint64_t generation, const std::string& hash, const ruleset::Ruleset& ruleset) {
+    const std::string document = ruleset::to_json_text(ruleset, hash);
+    std::string line;
+    line.reserve(document.size() + hash.size() + 64);
+    line += "{\"generation\":";
+    line += std::to_string(generation);
+    line += ",\"hash\":";
+    line += json(hash).dump();
+    line += ",\"ruleset\":";
+    line += document;
+    line += ",\"type\":\"ruleset\"}\n";
+    return line;
 }
+}  // namespace
 
 // One enforcer's current stream: what wakes it and whether it must end.
 struct ChannelHub::Mailbox {
@@ -39,9 +55,9 @@ struct ChannelHub::Mailbox {
 class ChannelHub::Stream final : public ChannelStream {
   public:
     Stream(ChannelHub& hub, std::string enforcer, std::shared_ptr<Mailbox> mailbox, std::uint64_t generation,
-           std::string hash)
+           std::string hash, bool format1)
         : hub_(hub), enforcer_(std::move(enforcer)), mailbox_(std::move(mailbox)), sent_generation_(generation),
-          sent_hash_(std::move(hash)), last_sent_(SteadyClock::now()) {}
+          sent_hash_(std::move(hash)), format1_(format1), last_sent_(SteadyClock::now()) {}
 
     ~Stream() override {
         std::lock_guard lock(hub_.mutex_);
@@ -85,10 +101,12 @@ class ChannelHub::Stream final : public ChannelStream {
         auto desired = hub_.desired_.current(enforcer_);
         if (desired && (desired->hash != sent_hash_ || desired->generation != sent_generation_)) {
             auto base = hub_.desired_.find(enforcer_, sent_generation_, sent_hash_);
-            auto line = hub_.update_line(base, *desired);
             sent_generation_ = desired->generation;
             sent_hash_ = desired->hash;
-            return sent(*line);
+            if (format1_) {
+                return sent(format1_update_line(base, *desired));
+            }
+            return sent(*hub_.update_line(base, *desired));
         }
         if (SteadyClock::now() >= next_heartbeat()) {
             return sent(json{{"type", "heartbeat"}, {"controller_time_ms", hub_.clock_()}}.dump() + "\n");
@@ -118,7 +136,8 @@ class ChannelHub::Stream final : public ChannelStream {
     std::string enforcer_;
     std::shared_ptr<Mailbox> mailbox_;
     std::uint64_t sent_generation_;
-    std::string sent_hash_;
+    std::string sent_hash_;  // format 2
+    bool format1_;
     bool hello_sent_ = false;
     SteadyClock::time_point last_sent_;
 };
@@ -129,7 +148,15 @@ ChannelHub::ChannelHub(const DesiredVersions& desired, std::chrono::milliseconds
 ChannelHub::~ChannelHub() { shutdown(); }
 
 std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std::uint64_t generation,
-                                                const std::string& hash) {
+                                                const std::string& hash, int hash_format) {
+    std::string held_hash = hash;
+    const bool format1 = hash_format == 1;
+    if (format1 && !hash.empty()) {
+        // What the previous release holds, as a format-2 hash; unknown: nothing matches and
+        // the enforcer gets a full ruleset.
+        auto held = desired_.find_format1(enforcer, generation, hash);
+        held_hash = held ? held->hash : "format1:" + hash;
+    }
     auto mailbox = std::make_shared<Mailbox>();
     std::shared_ptr<Mailbox> replaced;
     {
@@ -140,7 +167,7 @@ std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std
     if (replaced) {
         replaced->notify(true);
     }
-    return std::make_unique<Stream>(*this, enforcer, std::move(mailbox), generation, hash);
+    return std::make_unique<Stream>(*this, enforcer, std::move(mailbox), generation, held_hash, format1);
 }
 
 void ChannelHub::changed(const std::vector<std::string>& enforcers) {
@@ -192,11 +219,7 @@ std::shared_ptr<const std::string> ChannelHub::update_line(const std::optional<R
     if (!base || !base->ruleset) {
         // A full ruleset (first connection, unknown base) names its enforcer inside and is
         // large: built for this stream, not kept.
-        json message{{"type", "ruleset"},
-                     {"generation", target.generation},
-                     {"hash", target.hash},
-                     {"ruleset", ruleset::to_json(*target.ruleset)}};
-        return std::make_shared<const std::string>(message.dump() + "\n");
+        return std::make_shared<const std::string>(full_ruleset_line(target.generation, target.hash, *target.ruleset));
     }
     // A diff is the same for every stream that holds the base (the same enforcer
     // reconnecting, identical hosts).
@@ -227,6 +250,22 @@ std::shared_ptr<const std::string> ChannelHub::update_line(const std::optional<R
         }
     }
     return line;
+}
+
+std::string ChannelHub::format1_update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target) {
+    // An enforcer of the previous release: the same messages with format-1 hashes. Built
+    // for it alone (not cached): a mixed fleet is a transition, not a steady state.
+    if (!base || !base->ruleset) {
+        return full_ruleset_line(target.generation, target.format1_hash(), *target.ruleset);
+    }
+    auto diff = ruleset::diff_rulesets(*base->ruleset, *target.ruleset);
+    json message{{"type", "diff"},
+                 {"base_generation", base->generation},
+                 {"base_hash", base->format1_hash()},
+                 {"generation", target.generation},
+                 {"hash", target.format1_hash()},
+                 {"diff", ruleset::diff_to_wire(diff, *base->ruleset, *target.ruleset)}};
+    return message.dump() + "\n";
 }
 
 }  // namespace bulkhead::controller

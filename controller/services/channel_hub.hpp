@@ -4,7 +4,8 @@
 // stream only (not every stream in the fleet); the stream then builds its message outside any
 // fleet-wide lock, from a diff cache shared by every stream: the diff from a (generation,
 // hash) to another is computed and serialised once however many streams need it (the same
-// enforcer reconnecting, or identical hosts). Full rulesets are built per stream, not kept.
+// enforcer reconnecting, or identical hosts). Full rulesets are written per stream from the
+// element lists' cached texts (policies/ruleset.hpp), not rebuilt.
 //
 // Streams are pulled, never pushing by themselves: poll_line() answers at once (the event-
 // driven server calls it when woken and on its heartbeat timer); next_line() blocks for the
@@ -50,6 +51,9 @@ class DesiredVersions {
     virtual std::optional<RulesetVersion> current(const std::string& enforcer) const = 0;
     virtual std::optional<RulesetVersion> find(const std::string& enforcer, std::uint64_t generation,
                                                const std::string& hash) const = 0;
+    // By the format-1 hash of an enforcer of the previous release.
+    virtual std::optional<RulesetVersion> find_format1(const std::string& enforcer, std::uint64_t generation,
+                                                       const std::string& format1_hash) const = 0;
 };
 
 class ChannelHub {
@@ -60,8 +64,11 @@ class ChannelHub {
     ChannelHub& operator=(const ChannelHub&) = delete;
 
     // Opens the stream of `enforcer`, which holds (generation, hash); an older stream of the
-    // same enforcer ends.
-    std::unique_ptr<ChannelStream> open(const std::string& enforcer, std::uint64_t generation, const std::string& hash);
+    // same enforcer ends. `hash_format` is what the enforcer announced (1: an enforcer of
+    // the previous release, whose hashes are translated at this edge and whose messages
+    // are built for it alone; inside, every hash is format 2).
+    std::unique_ptr<ChannelStream> open(const std::string& enforcer, std::uint64_t generation, const std::string& hash,
+                                        int hash_format = ruleset::ruleset_hash_format);
     // The desired ruleset of these enforcers changed: wake their streams.
     void changed(const std::vector<std::string>& enforcers);
     // Ends every stream.
@@ -80,6 +87,7 @@ class ChannelHub {
     struct Mailbox;
     class Stream;
     std::shared_ptr<const std::string> update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
+    static std::string format1_update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
 
     const DesiredVersions& desired_;
     std::chrono::milliseconds heartbeat_interval_;

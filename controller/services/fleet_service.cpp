@@ -110,6 +110,12 @@ std::optional<RulesetVersion> FleetService::find(const std::string& enforcer, st
     return desired_.find(enforcer, generation, hash);
 }
 
+std::optional<RulesetVersion> FleetService::find_format1(const std::string& enforcer, std::uint64_t generation,
+                                                         const std::string& format1_hash) const {
+    std::lock_guard lock(mutex_);
+    return desired_.find_format1(enforcer, generation, format1_hash);
+}
+
 bool FleetService::acked(const std::string& enforcer, const std::string& hash) const {
     return statuses_.acked(enforcer, hash);
 }
@@ -352,11 +358,11 @@ ServiceResult FleetService::enroll(const json& body) {
 
 
 std::expected<std::unique_ptr<ChannelStream>, ServiceError> FleetService::open_channel(
-    const Caller& caller, const std::string& id, std::uint64_t generation, const std::string& hash) {
+    const Caller& caller, const std::string& id, std::uint64_t generation, const std::string& hash, int hash_format) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
     }
-    auto stream = hub_.open(id, generation, hash);  // an older stream of this enforcer ends
+    auto stream = hub_.open(id, generation, hash, hash_format);  // an older stream of this enforcer ends
     bus_.publish("enforcer", json{{"enforcer", id}, {"connected", true}});
     return stream;
 }
@@ -375,7 +381,8 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
         {"state", json::value_t::string},               {"error", json::value_t::string},
         {"applied_at_ms", json::value_t::number_unsigned}, {"enforcer_time_ms", json::value_t::number_unsigned},
         {"version", json::value_t::string},             {"drift_repairs", json::value_t::number_unsigned},
-        {"last_drift_at_ms", json::value_t::number_unsigned}, {"elements", json::value_t::number_unsigned}};
+        {"last_drift_at_ms", json::value_t::number_unsigned}, {"elements", json::value_t::number_unsigned},
+        {"hash_format", json::value_t::number_unsigned}};
     for (const char* key : {"rtt_ms", "apply_ms"}) {  // measured durations: fractions allowed
         if (const json* v = member(body, key); v != nullptr && !v->is_null() && !(v->is_number() && v->get<double>() >= 0)) {
             return std::unexpected(service_error(ErrorKind::BadRequest, "wrong-type", "\"" + std::string(key) + "\" must be a non-negative number",
@@ -408,6 +415,15 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
     }
     if (auto hash = string_member(body, "hash")) {
         status.applied_hash = *hash;
+        const json* format = member(body, "hash_format");
+        const bool format1 = format == nullptr || format->is_null() || format->get<std::uint64_t>() == 1;
+        if (format1 && !hash->empty()) {
+            // An enforcer of the previous release: its format-1 hash, translated to the one
+            // every other part of the controller compares.
+            if (auto version = find_format1(id, status.applied_generation, *hash)) {
+                status.applied_hash = version->hash;
+            }
+        }
     }
     status.apply_state = string_member(body, "state").value_or(status.apply_state);
     status.last_error = string_member(body, "error").value_or("");

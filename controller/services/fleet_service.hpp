@@ -60,7 +60,8 @@ class FleetService final : public DesiredVersions {
     ServiceResult enroll(const nlohmann::json& body);
     std::expected<std::unique_ptr<ChannelStream>, ServiceError> open_channel(const Caller& caller, const std::string& id,
                                                                              std::uint64_t generation,
-                                                                             const std::string& hash);
+                                                                             const std::string& hash,
+                                                                             int hash_format = ruleset::ruleset_hash_format);
     ServiceResult report_status(const Caller& caller, const std::string& id, const nlohmann::json& body);
 
     // The enforcer's desired version now, and whether it acked it.
@@ -69,6 +70,8 @@ class FleetService final : public DesiredVersions {
     std::optional<RulesetVersion> current(const std::string& enforcer) const override;
     std::optional<RulesetVersion> find(const std::string& enforcer, std::uint64_t generation,
                                        const std::string& hash) const override;
+    std::optional<RulesetVersion> find_format1(const std::string& enforcer, std::uint64_t generation,
+                                               const std::string& format1_hash) const override;
     bool acked(const std::string& enforcer, const std::string& hash) const;
     // Waits until `enforcer` acked `hash` (true) or `wait` ended or shutdown (false).
     bool wait_for_ack(const std::string& enforcer, const std::string& hash, std::chrono::milliseconds wait);

@@ -66,7 +66,7 @@ ChannelAction ChannelSession::handle_line(std::string_view line) {
                        parsed->enforcer + "\", this is \"" + enforcer_id_ + "\"";
             return a;
         }
-        const auto hash = ruleset::ruleset_hash(*parsed);
+        const auto hash = hash_of(*parsed);
         if (hash != a.hash) {
             a.kind = ChannelAction::Kind::Reject;
             a.reason = "ruleset generation " + std::to_string(a.generation) + " hashes to " + hash +
@@ -96,7 +96,7 @@ ChannelAction ChannelSession::handle_line(std::string_view line) {
         if (!applied) {
             return resync("diff to generation " + std::to_string(generation) + " does not apply: " + applied.error());
         }
-        const auto result_hash = ruleset::ruleset_hash(*applied);
+        const auto result_hash = hash_of(*applied);
         if (result_hash != hash) {
             return resync("diff to generation " + std::to_string(generation) + " gives hash " + result_hash +
                           ", expected " + hash);
@@ -109,6 +109,10 @@ ChannelAction ChannelSession::handle_line(std::string_view line) {
         return a;
     }
     return ChannelAction{};  // a newer controller's message: ignored
+}
+
+std::string ChannelSession::hash_of(const ruleset::Ruleset& ruleset) const {
+    return hash_format_ == 1 ? ruleset::ruleset_hash_format1(ruleset) : ruleset::ruleset_hash(ruleset);
 }
 
 }  // namespace bulkhead::enforcer::agent

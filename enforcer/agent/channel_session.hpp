@@ -40,8 +40,10 @@ struct ChannelAction {
 class ChannelSession {
 public:
     // `held` is what the enforcer asked with (what it has in force): diffs apply to it.
-    ChannelSession(std::string enforcer_id, HeldRuleset held)
-        : enforcer_id_(std::move(enforcer_id)), held_(std::move(held)) {}
+    // `hash_format`: the ruleset hash the enforcer announced on the stream (1 is what an
+    // enforcer of the previous release speaks; the fleet simulator uses it to test that).
+    ChannelSession(std::string enforcer_id, HeldRuleset held, int hash_format = ruleset::ruleset_hash_format)
+        : enforcer_id_(std::move(enforcer_id)), held_(std::move(held)), hash_format_(hash_format) {}
 
     ChannelAction handle_line(std::string_view line);
 
@@ -50,7 +52,10 @@ public:
 
 private:
     std::string enforcer_id_;
+    std::string hash_of(const ruleset::Ruleset& ruleset) const;
+
     HeldRuleset held_;
+    int hash_format_;
     bool greeted_ = false;
 };
 

@@ -224,7 +224,8 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
     ChannelSession session(client_->config().enforcer_id, base);
     NdjsonFramer framer;
     const auto path = client_->enforcer_path("channel") + "?generation=" + std::to_string(base.generation) +
-                      "&hash=" + base.hash;
+                      "&hash=" + base.hash +
+                      "&hash_format=" + std::to_string(ruleset::ruleset_hash_format);
     const auto started = Clock::now();
     {
         std::lock_guard lock(mutex_);
@@ -343,6 +344,7 @@ nlohmann::json ControllerRulesetSource::status_body(double rtt_ms) const {
                            {"apply_ms", last_apply_.apply_ms},
                            {"enforcer_time_ms", unix_ms_now()},
                            {"version", client_->config().version},
+                           {"hash_format", ruleset::ruleset_hash_format},
                            {"drift_repairs", counters_.drift_repairs},
                            {"last_drift_at_ms", counters_.last_drift_at_ms},
                            {"elements", counters_.elements},

@@ -42,7 +42,9 @@ std::expected<AppliedState, std::string> read_state(const std::filesystem::path&
     if (!ruleset) {
         return std::unexpected(path.string() + " holds an invalid ruleset: " + ruleset.error());
     }
-    if (doc.contains("hash") && doc["hash"] != ruleset::ruleset_hash(*ruleset)) {
+    // A state file written by a release before hash format 2 carries a format-1 hash.
+    if (doc.contains("hash") && doc["hash"] != ruleset::ruleset_hash(*ruleset) &&
+        doc["hash"] != ruleset::ruleset_hash_format1(*ruleset)) {
         return std::unexpected(path.string() + " fails its hash check (file altered or truncated)");
     }
     AppliedState state;

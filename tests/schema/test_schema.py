@@ -861,9 +861,12 @@ class Ruleset(unittest.TestCase):
     def check_ruleset(self, document, label):
         errors = schema_errors("ruleset", document)
         self.assertFalse(errors, f"{label}: {describe(errors)}")
+        # Hash format 2 (docs/control-channel.md): each set's elements by their own digest.
+        def compact(value):
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         body = {k: v for k, v in document.items() if k not in ("hash", "ports")}
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        self.assertEqual(document["hash"], self.fnv1a64(text.encode("utf-8")), f"{label}: hash")
+        body["sets"] = [dict(s, elements=self.fnv1a64(compact(s["elements"]))) for s in body["sets"]]
+        self.assertEqual(document["hash"], self.fnv1a64(compact(body)), f"{label}: hash")
 
     def compile(self, policy, inventory, *extra):
         proc = self.reader.run(["policy", "compile", "--policy", policy, "--inventory", inventory,

@@ -49,6 +49,11 @@ class Desired final : public DesiredVersions {
         std::lock_guard lock(mutex_);
         return state_.find(enforcer, generation, hash);
     }
+    std::optional<RulesetVersion> find_format1(const std::string& enforcer, std::uint64_t generation,
+                                               const std::string& format1_hash) const override {
+        std::lock_guard lock(mutex_);
+        return state_.find_format1(enforcer, generation, format1_hash);
+    }
 
   private:
     mutable std::mutex mutex_;
@@ -107,6 +112,44 @@ TEST_CASE("channel hub: a change wakes only the changed enforcer's stream, which
     CHECK(update[0]["type"] == "diff");
     CHECK(session.held().hash == desired.current("hv1")->hash);
     CHECK(drain(*hv2).empty());
+}
+
+TEST_CASE("channel hub: an enforcer of the previous release (format-1 hashes) gets its ruleset and diffs") {
+    Desired desired;
+    desired.update(compile_all());
+    ChannelHub hub(desired, std::chrono::hours(1), fixed_clock);
+    // It announces no hash format: the hub speaks format 1 to it, and its session checks
+    // format-1 hashes as the previous release does.
+    auto stream = hub.open("hv1", 0, "", 1);
+    enforcer::agent::ChannelSession session("hv1", {}, 1);
+    auto first = drain(*stream, &session);
+    REQUIRE(first.size() == 2);
+    REQUIRE(first[1]["type"] == "ruleset");
+    const auto current = *desired.current("hv1");
+    CHECK(first[1]["hash"] == current.format1_hash());
+    CHECK(session.held().hash == current.format1_hash());
+    CHECK(current.format1_hash() != current.hash);
+
+    desired.update(compile_all({"vdi-001"}));
+    hub.changed({"hv1"});
+    auto update = drain(*stream, &session);
+    REQUIRE(update.size() == 1);
+    CHECK(update[0]["type"] == "diff");
+    CHECK(update[0]["base_hash"] == current.format1_hash());
+    CHECK(session.held().hash == desired.current("hv1")->format1_hash());
+
+    // Reconnecting with what it holds (a format-1 hash) yields nothing to send: the hub
+    // found the version it names.
+    const auto held = session.held();
+    auto again = hub.open("hv1", held.generation, held.hash, 1);
+    const auto lines = drain(*again);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0]["type"] == "hello");
+    // An unknown format-1 hash: a full ruleset, as for any unknown base.
+    auto unknown = hub.open("hv1", held.generation, "0123456789abcdef", 1);
+    const auto full = drain(*unknown);
+    REQUIRE(full.size() == 2);
+    CHECK(full[1]["type"] == "ruleset");
 }
 
 TEST_CASE("channel hub: the diff from one version to another is built once and shared") {

@@ -308,3 +308,56 @@ TEST_CASE("wire diff: what does not fit the base is refused, naming it") {
         CHECK(error_of(old, bad) == "wire diff: removes port binding x9 -> w which the base does not hold");
     }
 }
+
+namespace {
+std::string fnv1a64_hex(const std::string& text) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : text) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    char buffer[17];
+    std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(h));
+    return buffer;
+}
+}  // namespace
+
+TEST_CASE("ruleset hashes: format 1 is the previous release's, format 2 follows content, the fast text is the document") {
+    std::size_t checked = 0;
+    for (const std::string example : {"vdi-pool", "segmentation", "host-mode"}) {
+        for (const auto& [enforcer, variants] : variants_of(example)) {
+            std::map<std::string, std::string> body_by_hash;
+            for (const auto& variant : variants) {
+                CAPTURE(example);
+                CAPTURE(variant.label);
+                const auto& r = variant.ruleset;
+                json document = to_json(r);
+                CHECK(document["hash"] == ruleset_hash(r));
+                // The text written from the lists' cached texts is the document, byte for byte.
+                CHECK(to_json_text(r, "h-1") == [&] {
+                    json d = document;
+                    d["hash"] = "h-1";
+                    return d.dump();
+                }());
+                // Format 1: FNV-1a over the canonical body, as releases up to 0.6 compute it.
+                json body = document;
+                body.erase("hash");
+                body.erase("ports");
+                CHECK(ruleset_hash_format1(r) == fnv1a64_hex(body.dump()));
+                // Both formats are properties of the content, not of the (cached) objects.
+                auto copy = ruleset_from_json(document);
+                REQUIRE(copy);
+                CHECK(ruleset_hash(*copy) == ruleset_hash(r));
+                CHECK(ruleset_hash_format1(*copy) == ruleset_hash_format1(r));
+                // Different content, different format-2 hash.
+                auto [it, inserted] = body_by_hash.emplace(ruleset_hash(r), body.dump());
+                if (!inserted) {
+                    CHECK(it->second == body.dump());
+                }
+                ++checked;
+            }
+            CHECK(body_by_hash.size() > 1);
+        }
+    }
+    CHECK(checked > 20);
+}
