@@ -245,6 +245,7 @@ double ingest(FleetSimulator& fleet, const bulkhead::bench::Fleet& model, const 
 
 struct QuarantineTimes {
     std::vector<double> ms;
+    std::vector<double> pushed_ms;  // request -> the diff verified on the channel
     std::size_t missed = 0;
 };
 
@@ -287,6 +288,7 @@ QuarantineTimes measure_quarantines(httplib::Client& admin, const Options& o, co
                 if (ack && ack->hash == hash && ack->at >= t) {
                     if (!release) {
                         out.ms.push_back(ms_since(t, ack->at));
+                        out.pushed_ms.push_back(ms_since(t, ack->applied_at));
                     }
                     acked = true;
                     break;
@@ -520,6 +522,7 @@ int main(int argc, char** argv) {
     const auto quarantines = measure_quarantines(admin, o, model, fleet, o.quarantines, 7);
     emit("quarantine_acked_p99", quarantines.missed == 0 ? percentile(quarantines.ms, 99) : -1, "ms", "< 10",
          {{"quarantines", o.quarantines}, {"missed", quarantines.missed}, {"p50_ms", percentile(quarantines.ms, 50)},
+          {"pushed_p50_ms", percentile(quarantines.pushed_ms, 50)}, {"pushed_p99_ms", percentile(quarantines.pushed_ms, 99)},
           {"enforcers_connected", fleet.channels_open()}});
 
     // 7. Ingest while the fleet heart-beats.

@@ -45,6 +45,7 @@ struct SimulatedEnforcer {
     enforcer::agent::HeldRuleset held;
     std::chrono::milliseconds heartbeat{5000};
     bool ack_pending = false;
+    std::chrono::steady_clock::time_point applied_at;
     bool channel_open = false;
     asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
     asio::ip::address source;                   // 127.1.x.y: one loopback address per enforcer
@@ -68,6 +69,32 @@ struct FleetSimulator::Impl {
 
     std::atomic<std::size_t> abuse_streams_open{0}, abuse_slow_open{0};
     std::atomic<std::uint64_t> abuse_slow_cut{0}, abuse_streams_failed{0};
+    // Simulated enforcers share identical element lists (a segment's members are the same
+    // on every host): one process holding 2,000 separately parsed copies of 100,000
+    // elements would need tens of GiB, which real enforcers, one per host, never do.
+    std::mutex list_pool_mutex;
+    std::map<std::pair<std::uint64_t, std::size_t>, std::weak_ptr<const ruleset::ElementList>> list_pool;
+
+    enforcer::agent::HeldRuleset interned(enforcer::agent::HeldRuleset held) {
+        if (!held.ruleset) {
+            return held;
+        }
+        auto copy = std::make_shared<ruleset::Ruleset>(*held.ruleset);
+        std::lock_guard lock(list_pool_mutex);
+        for (auto& set : copy->sets) {
+            const auto key = std::make_pair(set.elements->digest(set.verdict_map), set.elements->size());
+            auto& slot = list_pool[key];
+            if (auto shared = slot.lock(); shared && *shared == *set.elements) {
+                set.elements = shared;
+            } else {
+                slot = set.elements;
+            }
+        }
+        std::erase_if(list_pool, [](const auto& entry) { return entry.second.expired(); });
+        held.ruleset = std::move(copy);
+        return held;
+    }
+
     std::atomic<std::uint64_t> channels_opened{0}, channel_failures{0}, resyncs{0}, rulesets{0}, diffs{0},
         status_ok{0}, status_failures{0}, events_accepted{0}, upload_failures{0};
 
@@ -269,7 +296,9 @@ struct FleetSimulator::Impl {
                         if (action.kind == Kind::Hello) {
                             e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
                         } else if (action.kind == Kind::Apply) {
-                            e.held = action.next;
+                            e.held = interned(action.next);
+                            session.hold_equal(e.held);
+                            e.applied_at = SteadyClock::now();
                             ++(action.from_diff ? diffs : rulesets);
                             wake_status(e);
                         } else if (action.kind == Kind::Reject) {
@@ -367,7 +396,7 @@ struct FleetSimulator::Impl {
                 retry = std::chrono::milliseconds(200);
                 if (!hash.empty()) {
                     std::lock_guard lock(e.ack_mutex);
-                    e.ack = Ack{hash, generation, SteadyClock::now()};
+                    e.ack = Ack{hash, generation, SteadyClock::now(), e.applied_at};
                 }
                 next_heartbeat = SteadyClock::now() + e.heartbeat;
             } else if (!stopping) {

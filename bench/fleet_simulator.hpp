@@ -78,6 +78,9 @@ class FleetSimulator {
         std::string hash;
         std::uint64_t generation = 0;
         std::chrono::steady_clock::time_point at;
+        // When the ruleset acked here arrived on the channel and was verified: splits a
+        // latency into the push (controller -> stream) and the ack (status round trip).
+        std::chrono::steady_clock::time_point applied_at;
     };
     std::optional<Ack> last_ack(std::size_t index) const;
 

@@ -502,10 +502,151 @@ void append_json_string(std::string& out, std::string_view text) {
     }
 }
 
-// The members of a non-empty object without its braces.
-void append_members(std::string& out, const json& object) {
-    const auto text = object.dump();
-    out.append(text, 1, text.size() - 2);
+
+// chains_to_json(chains).dump(), written directly: hashing a ruleset writes its chains
+// every time (the lists are cached, chains are not), so this is on the quarantine path.
+void append_number_range(std::string& out, const NumberRange& r) {
+    if (r.low == r.high) {
+        out += std::to_string(r.low);
+    } else {
+        out += '"';
+        out += std::to_string(r.low);
+        out += '-';
+        out += std::to_string(r.high);
+        out += '"';
+    }
+}
+
+void append_match(std::string& out, const Match& match) {
+    std::visit(
+        [&](const auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, SetLookup>) {
+                out += "{\"lookup\":{\"fields\":[";
+                for (std::size_t i = 0; i < m.fields.size(); ++i) {
+                    out += i == 0 ? "" : ",";
+                    append_json_string(out, nft_name(m.fields[i]));
+                }
+                out += "],\"set\":";
+                append_json_string(out, m.set);
+                out += "}}";
+            } else if constexpr (std::is_same_v<T, ValueMatch>) {
+                out += "{\"values\":{\"field\":";
+                append_json_string(out, nft_name(m.field));
+                out += ",\"values\":[";
+                for (std::size_t i = 0; i < m.values.size(); ++i) {
+                    out += i == 0 ? "" : ",";
+                    append_number_range(out, m.values[i]);
+                }
+                out += "]}}";
+            } else if constexpr (std::is_same_v<T, CtStateMatch>) {
+                out += "{\"ct_state\":[";
+                bool first = true;
+                for (const auto& [bit, name] : ct_state_names) {
+                    if ((m.states & bit) != 0) {
+                        out += first ? "" : ",";
+                        first = false;
+                        append_json_string(out, name);
+                    }
+                }
+                out += "]}";
+            } else {
+                out += "{\"ct_direction\":\"reply\"}";
+            }
+        },
+        match);
+}
+
+void append_verdict(std::string& out, const Verdict& verdict) {
+    for (const auto& [kind, name] : verdict_names) {
+        if (kind == verdict.kind) {
+            if (kind == VerdictKind::Jump || kind == VerdictKind::Goto) {
+                out += '{';
+                append_json_string(out, name);
+                out += ':';
+                append_json_string(out, verdict.chain);
+                out += '}';
+            } else {
+                append_json_string(out, name);
+            }
+            return;
+        }
+    }
+    out += "null";
+}
+
+void append_chains(std::string& out, const std::vector<Chain>& chains) {
+    out += '[';
+    for (std::size_t c = 0; c < chains.size(); ++c) {
+        const auto& chain = chains[c];
+        out += c == 0 ? "{" : ",{";
+        // Members sorted as nlohmann writes them: hook, name, priority, rules.
+        if (chain.base) {
+            for (const auto& [hook, name] : hook_names) {
+                if (hook == chain.base->hook) {
+                    out += "\"hook\":";
+                    append_json_string(out, name);
+                    out += ',';
+                }
+            }
+        }
+        out += "\"name\":";
+        append_json_string(out, chain.name);
+        if (chain.base) {
+            out += ",\"priority\":";
+            out += std::to_string(chain.base->priority);
+        }
+        out += ",\"rules\":[";
+        for (std::size_t r = 0; r < chain.rules.size(); ++r) {
+            const auto& rule = chain.rules[r];
+            out += r == 0 ? "{" : ",{";
+            // comment, counter, dispatch, log, matches, update, verdict.
+            if (!rule.comment.empty()) {
+                out += "\"comment\":";
+                append_json_string(out, rule.comment);
+                out += ',';
+            }
+            if (rule.counter) {
+                out += "\"counter\":true,";
+            }
+            if (rule.dispatch) {
+                out += "\"dispatch\":{\"field\":";
+                append_json_string(out, nft_name(rule.dispatch->field));
+                out += ",\"map\":";
+                append_json_string(out, rule.dispatch->map);
+                out += "},";
+            }
+            if (rule.log) {
+                out += "\"log\":{\"group\":";
+                out += std::to_string(rule.log->group);
+                out += ",\"prefix\":";
+                append_json_string(out, rule.log->prefix);
+                out += "},";
+            }
+            out += "\"matches\":[";
+            for (std::size_t m = 0; m < rule.matches.size(); ++m) {
+                out += m == 0 ? "" : ",";
+                append_match(out, rule.matches[m]);
+            }
+            out += ']';
+            if (rule.update) {
+                // A tripwire's `add @set { fields }` (sorted: fields, set).
+                out += ",\"update\":{\"fields\":[";
+                for (std::size_t f = 0; f < rule.update->fields.size(); ++f) {
+                    out += f == 0 ? "" : ",";
+                    append_json_string(out, nft_name(rule.update->fields[f]));
+                }
+                out += "],\"set\":";
+                append_json_string(out, rule.update->set);
+                out += '}';
+            }
+            out += ",\"verdict\":";
+            append_verdict(out, rule.verdict);
+            out += '}';
+        }
+        out += "]}";
+    }
+    out += ']';
 }
 
 enum class ElementsAs { Text, Digest };
@@ -513,28 +654,14 @@ enum class ElementsAs { Text, Digest };
 void append_set(std::string& out, const SetDefinition& set, ElementsAs as) {
     // Members in nlohmann's (sorted) order: comment, dynamic, elements, interval, key, name,
     // verdict_map.
-    json before = json::object();
+    out += '{';
     if (!set.comment.empty()) {
-        before["comment"] = set.comment;
+        out += "\"comment\":";
+        append_json_string(out, set.comment);
+        out += ',';
     }
     if (set.dynamic) {
-        before["dynamic"] = true;
-    }
-    json key = json::array();
-    for (auto type : set.key) {
-        key.push_back(std::string(nft_name(type)));
-    }
-    json after = {{"key", std::move(key)}, {"name", set.name}};
-    if (set.interval) {
-        after["interval"] = true;
-    }
-    if (set.verdict_map) {
-        after["verdict_map"] = true;
-    }
-    out += '{';
-    if (!before.empty()) {
-        append_members(out, before);
-        out += ',';
+        out += "\"dynamic\":true,";
     }
     out += "\"elements\":";
     if (as == ElementsAs::Text) {
@@ -544,8 +671,19 @@ void append_set(std::string& out, const SetDefinition& set, ElementsAs as) {
         out += hex16(set.elements->digest(set.verdict_map));
         out += '"';
     }
-    out += ',';
-    append_members(out, after);
+    if (set.interval) {
+        out += ",\"interval\":true";
+    }
+    out += ",\"key\":[";
+    for (std::size_t i = 0; i < set.key.size(); ++i) {
+        out += i == 0 ? "" : ",";
+        append_json_string(out, nft_name(set.key[i]));
+    }
+    out += "],\"name\":";
+    append_json_string(out, set.name);
+    if (set.verdict_map) {
+        out += ",\"verdict_map\":true";
+    }
     out += '}';
 }
 
@@ -561,7 +699,7 @@ std::string body_text(const Ruleset& ruleset, ElementsAs as, const std::string* 
     }
     out.reserve(reserve);
     out += "{\"chains\":";
-    out += chains_to_json(ruleset.chains).dump();
+    append_chains(out, ruleset.chains);
     out += ",\"enforcer\":";
     append_json_string(out, ruleset.enforcer);
     out += ",\"family\":\"inet\",\"format\":\"bulkhead-ruleset/1\"";

@@ -366,6 +366,9 @@ std::expected<ElementList, std::string> decode_elements(const SetDefinition& def
 std::expected<std::vector<Chain>, std::string> decode_chains(const json& chains,
                                                              const std::vector<SetDefinition>& sets,
                                                              const std::set<std::string>& chain_names) {
+    if (chains.is_array() && chains.empty()) {
+        return std::vector<Chain>{};  // most diffs (a quarantine, a new VDI) change no chain
+    }
     std::vector<SetDefinition> shapes;
     for (const auto& s : sets) {
         SetDefinition shape = s;

@@ -22,9 +22,25 @@ std::vector<std::string> DesiredState::update(std::map<std::string, ruleset::Rul
 
 std::vector<std::string> DesiredState::update_some(std::map<std::string, ruleset::Ruleset> compiled,
                                                    std::uint64_t next_generation) {
-    std::vector<std::string> changed;
+    std::map<std::string, HashedRuleset> hashed;
     for (auto& [enforcer, ruleset] : compiled) {
         std::string hash = ruleset::ruleset_hash(ruleset);
+        hashed.emplace(enforcer, HashedRuleset{std::move(ruleset), std::move(hash)});
+    }
+    return update_some_hashed(std::move(hashed), next_generation);
+}
+
+std::vector<std::string> DesiredState::update_hashed(std::map<std::string, HashedRuleset> compiled,
+                                                     std::uint64_t next_generation) {
+    std::erase_if(versions_, [&](const auto& entry) { return !compiled.contains(entry.first); });
+    return update_some_hashed(std::move(compiled), next_generation);
+}
+
+std::vector<std::string> DesiredState::update_some_hashed(std::map<std::string, HashedRuleset> compiled,
+                                                          std::uint64_t next_generation) {
+    std::vector<std::string> changed;
+    for (auto& [enforcer, entry] : compiled) {
+        auto& [ruleset, hash] = entry;
         auto& history = versions_[enforcer];
         if (!history.empty() && same_ruleset(*history.back().ruleset, history.back().hash, ruleset, hash)) {
             continue;

@@ -53,6 +53,14 @@ public:
     std::vector<std::string> update_some(std::map<std::string, ruleset::Ruleset> compiled,
                                          std::uint64_t next_generation);
 
+    // The same with each ruleset's ruleset_hash() already computed (by the caller's
+    // threads: hashing 2,000 rulesets is most of a fleet-wide update).
+    using HashedRuleset = std::pair<ruleset::Ruleset, std::string>;
+    std::vector<std::string> update_hashed(std::map<std::string, HashedRuleset> compiled,
+                                           std::uint64_t next_generation);
+    std::vector<std::string> update_some_hashed(std::map<std::string, HashedRuleset> compiled,
+                                                std::uint64_t next_generation);
+
     // Seeds an enforcer's generation from what it reported, so a restarted controller that
     // compiles the very ruleset an enforcer already holds does not renumber it.
     void adopt_generation(const std::string& enforcer, const std::string& hash,

@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 namespace bulkhead::controller {
 
@@ -147,6 +149,47 @@ std::expected<std::uint64_t, ServiceError> FleetService::next_generation_locked(
     return generation_counter_;
 }
 
+std::expected<std::map<std::string, DesiredState::HashedRuleset>, ServiceError> FleetService::compile_and_hash(
+    const ruleset::RulesetCompiler& compiler, const std::vector<std::string>& enforcers,
+    const std::set<std::string>& quarantined) const {
+    // Compiling and hashing one enforcer reads only the compiler and the shared element
+    // lists (whose caches lock themselves), so a fleet-wide change runs on every core; one
+    // enforcer (a quarantine) stays on the caller's thread.
+    const std::size_t workers =
+        std::min<std::size_t>(enforcers.size(), std::clamp<std::size_t>(options_.compile_threads, 1, 64));
+    std::vector<std::map<std::string, DesiredState::HashedRuleset>> parts(std::max<std::size_t>(workers, 1));
+    std::vector<std::string> errors(parts.size());
+    std::atomic<std::size_t> next{0};
+    auto work = [&](std::size_t part) {
+        for (std::size_t i = next++; i < enforcers.size(); i = next++) {
+            auto compiled = compiler.compile(enforcers[i], quarantined);
+            if (!compiled) {
+                errors[part] = enforcers[i] + ": " + compiled.error();
+                return;
+            }
+            std::string hash = ruleset::ruleset_hash(*compiled);
+            parts[part].emplace(enforcers[i], DesiredState::HashedRuleset{std::move(*compiled), std::move(hash)});
+        }
+    };
+    if (workers <= 1) {
+        work(0);
+    } else {
+        std::vector<std::jthread> pool;
+        for (std::size_t part = 1; part < workers; ++part) {
+            pool.emplace_back(work, part);
+        }
+        work(0);
+    }
+    std::map<std::string, DesiredState::HashedRuleset> all;
+    for (std::size_t part = 0; part < parts.size(); ++part) {
+        if (!errors[part].empty()) {
+            return std::unexpected(service_error(ErrorKind::Internal, "compile-failed", errors[part]));
+        }
+        all.merge(parts[part]);
+    }
+    return all;
+}
+
 std::expected<void, ServiceError> FleetService::recompile_locked(bool everything,
                                                                   const std::set<std::string>& only_enforcers) {
     const auto compiled_ = configuration_.current();
@@ -161,22 +204,16 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
         return std::unexpected(quarantined_or_error.error());
     }
     const auto& quarantined = *quarantined_or_error;
-    std::map<std::string, ruleset::Ruleset> rulesets;
-    if (everything) {
-        rulesets = compiled_->compiler->compile_all(quarantined);
-    } else {
-        for (const auto& enforcer : only_enforcers) {
-            auto compiled = compiled_->compiler->compile(enforcer, quarantined);
-            if (!compiled) {
-                return std::unexpected(service_error(ErrorKind::Internal, "compile-failed", compiled.error()));
-            }
-            rulesets.emplace(enforcer, std::move(*compiled));
-        }
+    const auto enforcers = everything ? compiled_->compiler->enforcers()
+                                      : std::vector<std::string>(only_enforcers.begin(), only_enforcers.end());
+    auto rulesets = compile_and_hash(*compiled_->compiler, enforcers, quarantined);
+    if (!rulesets) {
+        return std::unexpected(rulesets.error());
     }
     // The generation number is only spent when something changed.
     const std::uint64_t candidate = generation_counter_ + 1;
-    auto changed = everything ? desired_.update(std::move(rulesets), candidate)
-                              : desired_.update_some(std::move(rulesets), candidate);
+    auto changed = everything ? desired_.update_hashed(std::move(*rulesets), candidate)
+                              : desired_.update_some_hashed(std::move(*rulesets), candidate);
     if (!changed.empty()) {
         // The pushed ruleset is right either way; a number that could not be stored may be
         // handed out again after a restart, which the enforcers' hash check tolerates.

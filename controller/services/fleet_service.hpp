@@ -14,6 +14,7 @@
 #include "controller/services/enforcer_status_book.hpp"
 #include "controller/services/event_bus.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -29,6 +30,9 @@ struct FleetOptions {
     std::chrono::milliseconds heartbeat_interval{5000};
     // How often reported statuses (acks, heartbeats) are written to the store in one batch.
     std::chrono::milliseconds status_flush_interval{1000};
+    // Threads that compile and hash a fleet-wide change (a policy activation, an inventory
+    // change); 0 is taken as 1.
+    std::size_t compile_threads = std::max(1u, std::thread::hardware_concurrency());
     std::chrono::seconds enrollment_token_lifetime{3600};
 };
 
@@ -86,6 +90,9 @@ class FleetService final : public DesiredVersions {
 
   private:
     std::expected<void, ServiceError> recompile_locked(bool everything, const std::set<std::string>& only);
+    std::expected<std::map<std::string, DesiredState::HashedRuleset>, ServiceError> compile_and_hash(
+        const ruleset::RulesetCompiler& compiler, const std::vector<std::string>& enforcers,
+        const std::set<std::string>& quarantined) const;
     std::expected<std::uint64_t, ServiceError> next_generation_locked();
     nlohmann::json enforcer_json(const std::string& id, const std::optional<EnforcerStatus>& status);
     void flush_loop();

@@ -48,6 +48,13 @@ public:
     ChannelAction handle_line(std::string_view line);
 
     const HeldRuleset& held() const { return held_; }
+    // Replaces what is held by an equal ruleset (same generation and hash) whose memory is
+    // shared elsewhere; the fleet simulator keeps thousands of sessions in one process.
+    void hold_equal(HeldRuleset equal) {
+        if (equal.generation == held_.generation && equal.hash == held_.hash) {
+            held_ = std::move(equal);
+        }
+    }
     bool greeted() const { return greeted_; }
 
 private:

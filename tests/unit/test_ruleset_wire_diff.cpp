@@ -361,3 +361,64 @@ TEST_CASE("ruleset hashes: format 1 is the previous release's, format 2 follows 
     }
     CHECK(checked > 20);
 }
+
+TEST_CASE("ruleset text: every match, verdict and chain shape, and strings that need escaping, as nlohmann writes them") {
+    Ruleset r;
+    r.enforcer = "hv-\"quoted\"";
+    r.policy_name = "policy \\ with \u00e9 and \x01 control";
+    SetDefinition ports;
+    ports.name = "egress_ports";
+    ports.key = {KeyType::Ifname};
+    ports.verdict_map = true;
+    ports.comment = "tab\there";
+    ports.elements = std::make_shared<const ElementList>(ElementList{Element{{std::string("vdi\"1")}, "c1_out"}});
+    SetDefinition ranges;
+    ranges.name = "services";
+    ranges.key = {KeyType::InetProto, KeyType::InetService};
+    ranges.interval = true;
+    ranges.dynamic = true;
+    ranges.elements = std::make_shared<const ElementList>(
+        ElementList{Element{{NumberRange{6, 6}, NumberRange{1000, 2000}}, ""},
+                    Element{{NumberRange{17, 17}, NumberRange{53, 53}}, ""}});
+    r.sets = {ports, ranges};
+    Chain forward{"forward", BaseChain{Hook::Forward, -5}, {}};
+    Rule all;
+    all.matches = {SetLookup{{Field::Iifname, Field::ThDport}, "egress_ports"},
+                   ValueMatch{Field::ThDport, {NumberRange{22, 22}, NumberRange{8000, 8080}}},
+                   CtStateMatch{static_cast<std::uint8_t>(CtEstablished | CtRelated | CtNew | CtInvalid)},
+                   CtDirectionReply{}};
+    all.counter = true;
+    all.log = LogAction{"bh:enf:out:deny:c\"1", 7};
+    all.verdict = Verdict{VerdictKind::Drop, ""};
+    all.comment = "c\\omment";
+    Rule dispatch;
+    dispatch.dispatch = VerdictMapDispatch{Field::Iifname, "egress_ports"};
+    Rule jump;
+    jump.verdict = Verdict{VerdictKind::Jump, "c1_out"};
+    Rule go;
+    go.verdict = Verdict{VerdictKind::Goto, "c1_out"};
+    Rule ret;
+    ret.verdict = Verdict{VerdictKind::Return, ""};
+    Rule accept;
+    accept.verdict = Verdict{VerdictKind::Accept, ""};
+    Rule trip;  // a tripwire's packet-path set update (into the dynamic set)
+    trip.update = SetUpdate{{Field::L4proto, Field::ThDport}, "services"};
+    trip.verdict = Verdict{VerdictKind::Drop, ""};
+    forward.rules = {all, dispatch, jump, go, ret, accept, trip};
+    Chain input{"input", BaseChain{Hook::Input, 0}, {}};
+    Chain output{"output", BaseChain{Hook::Output, 10}, {accept}};
+    Chain regular{"c1_out", std::nullopt, {ret}};
+    r.chains = {forward, input, output, regular};
+    r.ports = {PortBinding{"vdi\"1", "vdi-1", policy::AttachmentMode::Port, "c1"}};
+
+    json document = to_json(r);
+    document["hash"] = "x";
+    CHECK(to_json_text(r, "x") == document.dump());
+    json body = to_json(r);
+    body.erase("hash");
+    body.erase("ports");
+    CHECK(ruleset_hash_format1(r) == fnv1a64_hex(body.dump()));
+    auto back = ruleset_from_json(to_json(r));
+    REQUIRE_MESSAGE(back, back.error());
+    CHECK(ruleset_hash(*back) == ruleset_hash(r));
+}
