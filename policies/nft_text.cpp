@@ -63,6 +63,13 @@ std::string render_rule(const Rule& rule) {
     for (const auto& m : rule.matches) {
         add(render_match(m));
     }
+    if (rule.update) {
+        std::string key;
+        for (std::size_t i = 0; i < rule.update->fields.size(); ++i) {
+            key += (i == 0 ? "" : " . ") + std::string(nft_name(rule.update->fields[i]));
+        }
+        add("add @" + rule.update->set + " { " + key + " }");
+    }
     if (rule.counter) {
         add("counter");
     }

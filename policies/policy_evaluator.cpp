@@ -89,12 +89,14 @@ private:
 struct SegmentInfo {
     std::string name;
     bool decoy = false;
+    bool tripwire = false;  // a decoy whose touch the kernel contains on the packet
     AddressSet addresses;  // member workloads' addresses and the selector's CIDRs
 };
 
 struct RuleInfo {
     std::string name;
     RuleAction action = RuleAction::Allow;
+    bool tripwire = false;  // deny rules only
     std::vector<std::size_t> from, to;
     Services services;
 };
@@ -117,6 +119,8 @@ struct WorkloadInfo {
     bool managed = false;
     AttachmentMode mode = AttachmentMode::Port;
     std::size_t policy_class = none;
+    // Its tripwires contain it in the kernel (the compiler's tripwire_ports; port mode only).
+    bool armed = false;
 };
 
 bool intersects(const std::vector<std::size_t>& sorted, const std::vector<std::size_t>& any) {
@@ -241,6 +245,31 @@ struct Evaluation {
             sort_unique(c.rules);
             return c;
         };
+        if (out && m.workloads[w].armed) {
+            // <class>_out_tripwire, entered first from an armed port: a tripwire decoy, then
+            // a tripwire deny rule. Always a drop (armed only in enforce mode).
+            for (const auto& s : m.segments) {
+                if (s.decoy && s.tripwire && s.addresses.contains(peer)) {
+                    c.rules.push_back(s.name);
+                }
+            }
+            if (c.rules.empty()) {
+                for (const auto& r : m.rules) {
+                    if (r.tripwire && r.action == RuleAction::Deny && intersects(cls.segments, r.from) &&
+                        m.in_segments(peer, r.to) && r.services.matches(family, attempt.protocol, attempt.port)) {
+                        c.rules.push_back(r.name);
+                    }
+                }
+            }
+            if (!c.rules.empty()) {
+                c.chain = cls.name + "_out_tripwire";
+                c.verdict = Verdict::Drop;
+                c.reason = Reason::Tripwire;
+                c.log_prefix = ruleset::log_prefix(Mode::Enforce, dir_name, "tripwire", cls.name);
+                sort_unique(c.rules);
+                return c;
+            }
+        }
         if (out) {
             for (const auto& s : m.segments) {
                 if (s.decoy && s.addresses.contains(peer)) {
@@ -483,6 +512,7 @@ std::string_view to_string(Reason reason) {
     case Reason::Default: return "default";
     case Reason::Deny: return "deny";
     case Reason::Decoy: return "decoy";
+    case Reason::Tripwire: return "tripwire";
     case Reason::Quarantine: return "quarantine";
     case Reason::Allow: return "allow";
     }
@@ -530,7 +560,8 @@ PolicyEvaluator::PolicyEvaluator(const Policy& policy, const Inventory& inventor
     std::unordered_map<std::string, std::size_t> segment_index;
     for (std::size_t s = 0; s < policy.segments.size(); ++s) {
         segment_index.emplace(policy.segments[s].name, s);
-        m->segments.push_back({policy.segments[s].name, policy.segments[s].decoy, {}});
+        m->segments.push_back({policy.segments[s].name, policy.segments[s].decoy,
+                               policy.segments[s].decoy && policy.segments[s].tripwire, {}});
         for (const auto& cidr : policy.segments[s].selector.cidrs) {
             m->segments[s].addresses.add(cidr);
         }
@@ -565,6 +596,21 @@ PolicyEvaluator::PolicyEvaluator(const Policy& policy, const Inventory& inventor
     }
     for (auto& s : m->segments) {
         s.addresses.finish();
+    }
+    // Armed tripwires, as the compiler decides them (tripwire_arming, port mode only).
+    const bool tripwires =
+        std::any_of(policy.segments.begin(), policy.segments.end(), [](const Segment& s) { return s.decoy && s.tripwire; }) ||
+        std::any_of(policy.rules.begin(), policy.rules.end(),
+                    [](const Rule& r) { return r.tripwire && r.action == RuleAction::Deny; });
+    for (std::size_t w = 0; tripwires && w < inventory.workloads.size(); ++w) {
+        auto& info = m->workloads[w];
+        if (info.managed && info.mode == AttachmentMode::Port) {
+            std::vector<std::string> names;
+            for (auto s : workload_segments[w]) {
+                names.push_back(policy.segments[s].name);
+            }
+            info.armed = ruleset::tripwire_arming(policy, inventory.workloads[w], names).armed;
+        }
     }
     auto indices = [&](const std::vector<std::string>& names) {
         std::vector<std::size_t> out;
@@ -618,7 +664,8 @@ PolicyEvaluator::PolicyEvaluator(const Policy& policy, const Inventory& inventor
         return merged;
     };
     for (const auto& rule : policy.rules) {
-        m->rules.push_back({rule.name, rule.action, indices(rule.from), indices(rule.to), services_of(rule.services)});
+        m->rules.push_back({rule.name, rule.action, rule.tripwire && rule.action == RuleAction::Deny,
+                            indices(rule.from), indices(rule.to), services_of(rule.services)});
     }
     for (std::size_t i = 0; i < policy.quarantine.allow.size(); ++i) {
         const auto& g = policy.quarantine.allow[i];

@@ -10,7 +10,8 @@
 //   - within a hook: IPv6 ND/MLD accept (input/output only), quarantine chains (always
 //     enforced; a grant accepts for the whole hook), then the source's egress class chain
 //     and the destination's ingress class chain;
-//   - a class chain: decoy, deny rules, allow rules, default action (deny beats allow);
+//   - a class chain: (from a port whose tripwires are armed) tripwire decoys and tripwire
+//     rules, then decoy, deny rules, allow rules, default action (deny beats allow);
 //     in monitor mode a drop is a would-drop and the packet continues.
 // tests/unit/test_policy_evaluator_crosscheck.cpp interprets the compiled Ruleset IR for
 // many attempts and checks that both agree, log prefix by log prefix.
@@ -42,12 +43,13 @@ enum class Verdict : std::uint8_t {
 };
 // The compiler's log-prefix vocabulary, plus None: no Bulkhead chain decided (both ends
 // unmanaged, a workload talking to itself, IPv6 neighbour discovery).
-enum class Reason : std::uint8_t { None, Default, Deny, Decoy, Quarantine, Allow };
+// Tripwire: an armed tripwire dropped it and put the source's port into quarantine.
+enum class Reason : std::uint8_t { None, Default, Deny, Decoy, Quarantine, Allow, Tripwire };
 // Out: the source workload's side (egress, quarantine_out); In: the destination's side.
 enum class Direction : std::uint8_t { Out, In };
 
 std::string_view to_string(Verdict verdict);      // allow | drop | would-drop
-std::string_view to_string(Reason reason);        // none | default | deny | decoy | quarantine | allow
+std::string_view to_string(Reason reason);  // none | default | deny | decoy | quarantine | allow | tripwire
 std::string_view to_string(Direction direction);  // out | in
 
 // "tcp", "udp", "sctp", "icmp", "icmpv6" or a decimal protocol number 0..255.

@@ -52,6 +52,9 @@ struct Segment {
     bool decoy = false;  // any touch from a protected workload is dropped and logged as "decoy"
     Selector selector;
     std::string pointer;
+    // Decoys only: the touch is conclusive, so the kernel contains the source on that very
+    // packet (adds its port to the quarantined ports) where the guardrails allow it.
+    bool tripwire = false;
 };
 
 enum class RuleAction : std::uint8_t { Allow, Deny };
@@ -64,6 +67,9 @@ struct Rule {
     std::vector<std::string> to;
     std::vector<std::string> services;  // "any" is built in
     std::string pointer;
+    // Deny rules only: a first match is proof (SMB between desktops of a pool that never
+    // talk to each other), so the kernel contains the source on that packet.
+    bool tripwire = false;
 };
 
 enum class DefaultAction : std::uint8_t { Deny, Allow };

@@ -563,6 +563,7 @@ void read_segments(const json* list, const std::string& pointer, Policy& policy,
         segment.name = segment_name.value_or("");
         segment.description = r.string("description", false).value_or("");
         segment.decoy = r.boolean("decoy").value_or(false);
+        segment.tripwire = r.boolean("tripwire").value_or(false);
         const json* selector = r.member("selector", true);
         r.finish();
         if (segment_name) {
@@ -602,6 +603,7 @@ void read_rules(const json* list, const std::string& pointer, Policy& policy,
         rule.from = r.string_array("from", true, true);
         rule.to = r.string_array("to", true, true);
         rule.services = r.string_array("services", true, true);
+        rule.tripwire = r.boolean("tripwire").value_or(false);
         r.finish();
         if (rule_name) {
             check_name(rule.name, r.at("name"), sink);
@@ -689,10 +691,11 @@ constexpr std::array auto_quarantine_words{
 };
 
 // The analyzer's detector and rule names (controller/analyzer/analyzer.hpp).
-constexpr std::array<std::string_view, 12> auto_quarantine_detector_words{
+// "tripwire" selects what the kernel contains on the packet itself (decided at compile time).
+constexpr std::array<std::string_view, 13> auto_quarantine_detector_words{
     "host-sweep", "port-scan-vertical", "port-scan-box", "slow-scan", "distinct-targets",
     "lateral-movement", "forbidden-zone", "decoy", "user-to-admin", "vdi-file-sharing",
-    "beaconing", "fan-in"};
+    "beaconing", "fan-in", "tripwire"};
 
 void read_response(const json* value, const std::string& pointer, Policy& policy,
                    DiagnosticSink& sink) {
@@ -793,7 +796,19 @@ void check_policy_references(const Policy& policy, DiagnosticSink& sink) {
             }
         }
     };
+    for (const auto& segment : policy.segments) {
+        if (segment.tripwire && !segment.decoy) {
+            sink.add(pointer_append(segment.pointer, "tripwire"), DiagnosticCode::Conflict,
+                     "only a decoy segment can be a tripwire: touching \"" + segment.name +
+                         "\" is not proof of anything");
+        }
+    }
     for (const auto& rule : policy.rules) {
+        if (rule.tripwire && rule.action != RuleAction::Deny) {
+            sink.add(pointer_append(rule.pointer, "tripwire"), DiagnosticCode::Conflict,
+                     "only a deny rule can be a tripwire: rule \"" + rule.name +
+                         "\" allows what it matches");
+        }
         check_segments(rule.from, pointer_append(rule.pointer, "from"));
         check_segments(rule.to, pointer_append(rule.pointer, "to"));
         check_services(rule.services, pointer_append(rule.pointer, "services"));

@@ -377,6 +377,13 @@ json chains_to_json(const std::vector<Chain>& chain_list) {
                 matches.push_back(match_to_json(m));
             }
             r["matches"] = std::move(matches);
+            if (rule.update) {
+                json fields = json::array();
+                for (auto f : rule.update->fields) {
+                    fields.push_back(std::string(nft_name(f)));
+                }
+                r["update"] = {{"fields", fields}, {"set", rule.update->set}};
+            }
             if (rule.counter) {
                 r["counter"] = true;
             }
@@ -593,7 +600,7 @@ void append_chains(std::string& out, const std::vector<Chain>& chains) {
         for (std::size_t r = 0; r < chain.rules.size(); ++r) {
             const auto& rule = chain.rules[r];
             out += r == 0 ? "{" : ",{";
-            // comment, counter, dispatch, log, matches, verdict.
+            // comment, counter, dispatch, log, matches, update, verdict.
             if (!rule.comment.empty()) {
                 out += "\"comment\":";
                 append_json_string(out, rule.comment);
@@ -621,7 +628,19 @@ void append_chains(std::string& out, const std::vector<Chain>& chains) {
                 out += m == 0 ? "" : ",";
                 append_match(out, rule.matches[m]);
             }
-            out += "],\"verdict\":";
+            out += ']';
+            if (rule.update) {
+                // A tripwire's `add @set { fields }` (sorted: fields, set).
+                out += ",\"update\":{\"fields\":[";
+                for (std::size_t f = 0; f < rule.update->fields.size(); ++f) {
+                    out += f == 0 ? "" : ",";
+                    append_json_string(out, nft_name(rule.update->fields[f]));
+                }
+                out += "],\"set\":";
+                append_json_string(out, rule.update->set);
+                out += '}';
+            }
+            out += ",\"verdict\":";
             append_verdict(out, rule.verdict);
             out += '}';
         }
@@ -882,6 +901,23 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
                     }
                     rule.matches.push_back(std::move(*match));
                 }
+                if (r.contains("update")) {
+                    const auto& u = r["update"];
+                    if (!u.is_object() || !u.contains("fields") || !u["fields"].is_array() ||
+                        u["fields"].empty() || !u.contains("set") || !u["set"].is_string()) {
+                        return fail<Ruleset>("chain " + chain.name + ": update needs \"fields\" and \"set\"");
+                    }
+                    SetUpdate update;
+                    for (const auto& f : u["fields"]) {
+                        auto field = field_from_json(f);
+                        if (!field) {
+                            return fail<Ruleset>("chain " + chain.name + ": " + field.error());
+                        }
+                        update.fields.push_back(*field);
+                    }
+                    update.set = u["set"].get<std::string>();
+                    rule.update = std::move(update);
+                }
                 rule.counter = r.value("counter", false);
                 if (r.contains("log")) {
                     rule.log = LogAction{r["log"].at("prefix").get<std::string>(),
@@ -920,6 +956,16 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
                             return fail<Ruleset>("chain " + chain.name + " looks up missing set " +
                                                  lookup->set);
                         }
+                    }
+                }
+                if (rule.update) {
+                    // Only a dynamic set may be written from the packet path; the kernel
+                    // would refuse anything else half-way through an apply.
+                    const auto* target = ruleset.find_set(rule.update->set);
+                    if (target == nullptr || !target->dynamic || target->verdict_map ||
+                        target->key.size() != rule.update->fields.size()) {
+                        return fail<Ruleset>("chain " + chain.name + " adds to " + rule.update->set +
+                                             ", which is not a dynamic set with that key");
                     }
                 }
                 if (rule.dispatch && ruleset.find_set(rule.dispatch->map) == nullptr) {

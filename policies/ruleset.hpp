@@ -174,8 +174,18 @@ struct VerdictMapDispatch {
     bool operator==(const VerdictMapDispatch&) const = default;
 };
 
+// `add @set { fields }`: the packet path adds its own key to a `dynamic` set. This is how a
+// tripwire contains its source on the packet that tripped it (the port, or in host mode the
+// remote address, joins a quarantine set before the next packet is looked at).
+struct SetUpdate {
+    std::vector<Field> fields;
+    std::string set;
+    bool operator==(const SetUpdate&) const = default;
+};
+
 struct Rule {
     std::vector<Match> matches;
+    std::optional<SetUpdate> update;  // runs after the matches, before counter and log
     bool counter = false;
     std::optional<LogAction> log;
     std::optional<VerdictMapDispatch> dispatch;

@@ -64,6 +64,7 @@ SetGroup build(BoxLists lists) {
 struct SegmentReference {
     bool outbound = true;
     bool deny = false;
+    bool tripwire = false;  // a deny reference of tripwire rules only (also present as deny)
     std::size_t segment = 0;
     std::string segment_name;
     std::shared_ptr<const ElementList> services;  // inet_proto . inet_service
@@ -76,6 +77,7 @@ struct PolicyClass {
     bool decoy = false;                 // contains a decoy segment: every touch is logged
     std::string comment;
     SetGroup out_allow, out_deny, in_allow, in_deny;
+    SetGroup out_tripwire;  // what tripwire rules deny this class outbound (also in out_deny)
     std::vector<SegmentReference> references;  // sorted: direction, verdict, segment name
 };
 
@@ -159,7 +161,8 @@ std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix) {
         (parts[2] != "out" && parts[2] != "in") || parts[3].empty() || parts[4].empty()) {
         return std::nullopt;
     }
-    static constexpr std::array reasons{"default", "deny", "decoy", "quarantine", "allow"};
+    static constexpr std::array reasons{"default", "deny",  "decoy", "tripwire",
+                                        "quarantine", "spoof", "allow"};
     if (std::find(reasons.begin(), reasons.end(), parts[3]) == reasons.end()) {
         return std::nullopt;
     }
@@ -176,6 +179,11 @@ struct RulesetCompiler::Resolved {
     std::vector<PolicyClass> classes;
     std::unordered_map<std::string, std::size_t> workload_index;
     std::shared_ptr<const ElementList> decoys4, decoys6;
+    // Tripwires: whether the policy declares any, the decoy addresses that are tripwires,
+    // and per workload whether the guardrails let the kernel contain it.
+    bool tripwires = false;
+    std::shared_ptr<const ElementList> tripwire_decoys4, tripwire_decoys6;
+    std::vector<bool> workload_armed;
     std::vector<std::string> segment_names;
     // Host-wide address sets of shared (large) segments, by segment index; null if small.
     std::vector<std::shared_ptr<const ElementList>> segment_addresses4, segment_addresses6;
@@ -297,12 +305,15 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     };
     struct ExpandedRule {
         RuleAction action;
+        bool tripwire;
         std::vector<std::size_t> from, to;
         ServiceRects services;
     };
     std::vector<ExpandedRule> rules;
     for (const auto& rule : policy.rules) {
-        ExpandedRule e{rule.action, {}, {}, rule_services(rule.services)};
+        const bool tripwire = rule.tripwire && rule.action == RuleAction::Deny;
+        r.tripwires = r.tripwires || tripwire;
+        ExpandedRule e{rule.action, tripwire, {}, {}, rule_services(rule.services)};
         for (const auto& n : rule.from) {
             if (auto it = segment_index.find(n); it != segment_index.end()) {
                 e.from.push_back(it->second);
@@ -340,20 +351,21 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
             c.comment += (c.comment.empty() ? "" : ", ") + policy.segments[s].name;
         }
         c.comment = c.comment.empty() ? "in no segment" : "segments: " + c.comment;
-        BoxLists out_allow, out_deny, in_allow, in_deny;
+        BoxLists out_allow, out_deny, in_allow, in_deny, out_tripwire;
         auto member = [&](const std::vector<std::size_t>& list) {
             return std::any_of(list.begin(), list.end(), [&](std::size_t s) {
                 return std::binary_search(segments.begin(), segments.end(), s);
             });
         };
         // (outbound, deny, segment) -> the services of every rule reaching that segment.
-        std::map<std::tuple<bool, bool, std::string>, std::pair<std::size_t, ServiceRects>> references;
+        std::map<std::tuple<bool, bool, bool, std::string>, std::pair<std::size_t, ServiceRects>>
+            references;
         auto add_peers = [&](const std::vector<std::size_t>& peers, const ServiceRects& granted,
-                             bool outbound, bool deny, BoxLists& crossed) {
+                             bool outbound, bool deny, BoxLists& crossed, bool tripwire = false) {
             for (auto peer : peers) {
                 if (r.segment_addresses4[peer]) {
                     auto& [segment_index_of_ref, merged] =
-                        references[{outbound, deny, policy.segments[peer].name}];
+                        references[{outbound, deny, tripwire, policy.segments[peer].name}];
                     segment_index_of_ref = peer;
                     merged.ports.insert(merged.ports.end(), granted.ports.begin(), granted.ports.end());
                     merged.icmp4.insert(merged.icmp4.end(), granted.icmp4.begin(), granted.icmp4.end());
@@ -367,6 +379,9 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
             const bool deny = rule.action == RuleAction::Deny;
             if (member(rule.from)) {
                 add_peers(rule.to, rule.services, true, deny, deny ? out_deny : out_allow);
+                if (rule.tripwire) {
+                    add_peers(rule.to, rule.services, true, true, out_tripwire, true);
+                }
             }
             if (member(rule.to)) {
                 add_peers(rule.from, rule.services, false, deny, deny ? in_deny : in_allow);
@@ -375,8 +390,8 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         for (auto& [reference_key, value] : references) {
             auto& [referenced_segment, merged] = value;
             c.references.push_back(SegmentReference{
-                std::get<0>(reference_key), std::get<1>(reference_key), referenced_segment,
-                std::get<2>(reference_key),
+                std::get<0>(reference_key), std::get<1>(reference_key), std::get<2>(reference_key),
+                referenced_segment, std::get<3>(reference_key),
                 std::make_shared<const ElementList>(service_elements(merged.ports)),
                 std::make_shared<const ElementList>(number_elements(merged.icmp4)),
                 std::make_shared<const ElementList>(number_elements(merged.icmp6))});
@@ -385,6 +400,7 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         c.out_deny = build(std::move(out_deny));
         c.in_allow = build(std::move(in_allow));
         c.in_deny = build(std::move(in_deny));
+        c.out_tripwire = build(std::move(out_tripwire));
         r.classes.push_back(std::move(c));
     }
     for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
@@ -402,6 +418,26 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     }
     r.decoys4 = share(merged_address_elements(split_family(decoys, Family::Ipv4)));
     r.decoys6 = share(merged_address_elements(split_family(decoys, Family::Ipv6)));
+    std::vector<IpRange> tripwire_decoys;
+    for (std::size_t s = 0; s < policy.segments.size(); ++s) {
+        if (policy.segments[s].decoy && policy.segments[s].tripwire) {
+            r.tripwires = true;
+            tripwire_decoys.insert(tripwire_decoys.end(), segment_addresses[s].begin(),
+                                   segment_addresses[s].end());
+        }
+    }
+    r.tripwire_decoys4 = share(merged_address_elements(split_family(tripwire_decoys, Family::Ipv4)));
+    r.tripwire_decoys6 = share(merged_address_elements(split_family(tripwire_decoys, Family::Ipv6)));
+    r.workload_armed.assign(inventory.workloads.size(), false);
+    if (r.tripwires) {
+        for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
+            std::vector<std::string> names;
+            for (auto s : workload_segments[w]) {
+                names.push_back(policy.segments[s].name);
+            }
+            r.workload_armed[w] = tripwire_arming(policy, inventory.workloads[w], names).armed;
+        }
+    }
     BoxLists to, from;
     std::vector<IpRange> to_hosts, from_hosts;
     for (const auto& grant : policy.quarantine.allow) {
@@ -480,8 +516,9 @@ std::string segment_set_name(const std::string& segment, bool v6) {
 }
 
 std::string reference_stem(const std::string& class_name, const SegmentReference& ref) {
-    return class_name + (ref.outbound ? "_out_" : "_in_") + (ref.deny ? "deny" : "allow") +
-           "_seg_" + identifier_for(ref.segment_name);
+    return class_name + (ref.outbound ? "_out_" : "_in_") +
+           (ref.tripwire ? "tripwire" : ref.deny ? "deny" : "allow") + "_seg_" +
+           identifier_for(ref.segment_name);
 }
 
 // The four lookups against a shared segment: the peer's address in the segment's
@@ -505,6 +542,25 @@ std::vector<Rule> segment_lookups(const std::string& class_name, const SegmentRe
 
 struct ChainBuilder {
     const policy::Defaults& defaults;
+    bool tripwires = false;  // the policy declares tripwires: emit the armed rules
+    bool tripwire_decoys = false;
+
+    // A tripwire (in <class>_out_tripwire, entered only from a port the guardrails armed,
+    // `@tripwire_ports`): the matching packet puts its own input port into
+    // `@quarantined_ports`, is logged as "tripwire" and dropped. The port's next packet, to
+    // anything and on any connection, meets the quarantine chain. Unarmed ports pay one
+    // lookup and go on to the ordinary decoy or deny rules.
+    Rule tripwire(Rule lookup, std::string_view subject) const {
+        Rule r;
+        for (auto& m : lookup.matches) {
+            r.matches.push_back(std::move(m));
+        }
+        r.update = SetUpdate{{Field::Iifname}, "quarantined_ports"};
+        r.counter = true;
+        r.log = LogAction{log_prefix(Mode::Enforce, "out", "tripwire", subject), defaults.log_group};
+        r.verdict = {VerdictKind::Drop, ""};
+        return r;
+    }
 
     // A drop (or, in monitor mode, a would-drop that logs and returns).
     Rule finish_drop(Rule r, std::string_view direction, std::string_view reason,
@@ -518,11 +574,63 @@ struct ChainBuilder {
         return r;
     }
 
+    static Rule jump_to(Field field, std::string set, std::string target) {
+        Rule r = lookup_rule({field}, std::move(set));
+        r.verdict = {VerdictKind::Jump, std::move(target)};
+        return r;
+    }
+
+    // A packet from a port whose source is not its workload's (entered from
+    // `@guarded_ports`): dropped and logged with reason spoof (a would-drop in monitor mode).
+    Chain spoof_guard_chain() const {
+        Chain chain;
+        chain.name = "spoof_guard";
+        auto own = [](std::vector<Field> fields, std::string set) {
+            Rule r = lookup_rule(std::move(fields), std::move(set));
+            r.verdict = {VerdictKind::Return, ""};
+            return r;
+        };
+        chain.rules.push_back(own({Field::Iifname, Field::Ip4Saddr}, "port_sources4"));
+        chain.rules.push_back(own({Field::Iifname, Field::Ip6Saddr}, "port_sources6"));
+        chain.rules.push_back(own({Field::Ip6Saddr}, "link_sources6"));
+        Rule dhcp = own({Field::Ip4Saddr}, "dhcp_sources4");
+        dhcp.matches.push_back(ValueMatch{Field::L4proto, {{17, 17}}});
+        dhcp.matches.push_back(ValueMatch{Field::ThDport, {{67, 67}}});
+        chain.rules.push_back(std::move(dhcp));
+        chain.rules.push_back(finish_drop(Rule{}, "out", "spoof", "q"));
+        return chain;
+    }
+
+    // Every tripwire of a class, outbound; reached only from armed ports.
+    Chain tripwire_chain(const PolicyClass& c) const {
+        Chain chain;
+        chain.name = c.name + "_out_tripwire";
+        if (tripwire_decoys) {
+            chain.rules.push_back(tripwire(lookup_rule({Field::Ip4Daddr}, "tripwire_decoys4"), c.name));
+            chain.rules.push_back(tripwire(lookup_rule({Field::Ip6Daddr}, "tripwire_decoys6"), c.name));
+        }
+        auto rules = group_lookups(chain.name, true);
+        for (const auto& ref : c.references) {
+            if (ref.outbound && ref.tripwire) {
+                for (auto& r : segment_lookups(c.name, ref)) {
+                    rules.push_back(std::move(r));
+                }
+            }
+        }
+        for (auto& r : rules) {
+            chain.rules.push_back(tripwire(std::move(r), c.name));
+        }
+        return chain;
+    }
+
     Chain class_chain(const PolicyClass& c, bool outbound) const {
         const std::string direction = outbound ? "out" : "in";
         const std::string stem = c.name + "_" + direction;
         Chain chain;
         chain.name = stem;
+        if (outbound && tripwires) {
+            chain.rules.push_back(jump_to(Field::Iifname, "tripwire_ports", stem + "_tripwire"));
+        }
         if (outbound) {
             chain.rules.push_back(
                 finish_drop(lookup_rule({Field::Ip4Daddr}, "decoys4"), direction, "decoy", c.name));
@@ -534,7 +642,7 @@ struct ChainBuilder {
         auto lookups = [&](bool deny) {
             auto rules = group_lookups(stem + (deny ? "_deny" : "_allow"), outbound);
             for (const auto& ref : c.references) {
-                if (ref.outbound == outbound && ref.deny == deny) {
+                if (ref.outbound == outbound && ref.deny == deny && !ref.tripwire) {
                     for (auto& r : segment_lookups(c.name, ref)) {
                         rules.push_back(std::move(r));
                     }
@@ -626,7 +734,8 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     out.policy_name = r.policy_name;
 
     ElementList egress_ports, ingress_ports, host_egress, host_ingress;
-    ElementList quarantined_ports, quarantined_host;
+    ElementList quarantined_ports, quarantined_host, tripwire_ports;
+    ElementList guarded_ports, port_sources4, port_sources6;  // the spoof guard
     std::set<std::size_t> local_classes;
     bool has_host = false;
     for (std::size_t w = 0; w < r.inventory.workloads.size(); ++w) {
@@ -645,6 +754,16 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             (host ? host_ingress : ingress_ports).push_back({{interface}, c.name + "_in"});
             if (is_quarantined) {
                 (host ? quarantined_host : quarantined_ports).push_back({{interface}, ""});
+            }
+            if (!host && r.workload_armed[w]) {
+                tripwire_ports.push_back({{interface}, ""});
+            }
+            if (!host) {
+                guarded_ports.push_back({{interface}, ""});
+                for (const auto& a : workload.addresses) {
+                    (a.family == Family::Ipv4 ? port_sources4 : port_sources6)
+                        .push_back({{interface, policy::host_range(a)}, ""});
+                }
             }
         }
     }
@@ -675,14 +794,38 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     sets.push_back(make_set("quarantine_to_hosts6", {KeyType::Ipv6Addr}, true, r.quarantine_to_hosts6));
     sets.push_back(make_set("quarantine_from_hosts4", {KeyType::Ipv4Addr}, true, r.quarantine_from_hosts4));
     sets.push_back(make_set("quarantine_from_hosts6", {KeyType::Ipv6Addr}, true, r.quarantine_from_hosts6));
+    if (r.tripwires) {
+        sets.push_back(make_set("tripwire_ports", {KeyType::Ifname}, false, share(std::move(tripwire_ports)),
+                                "ports the kernel contains on a tripwire (guardrails of response.auto_quarantine)"));
+        sets.push_back(make_set("tripwire_decoys4", {KeyType::Ipv4Addr}, true, r.tripwire_decoys4));
+        sets.push_back(make_set("tripwire_decoys6", {KeyType::Ipv6Addr}, true, r.tripwire_decoys6));
+    }
+    // Spoof guard: a port-mode workload sends only from its own addresses. Link-local and
+    // unspecified IPv6 sources (neighbour discovery, DHCPv6) never leave the link, and an
+    // IPv4 DHCP request comes from 0.0.0.0.
+    sets.push_back(make_set("guarded_ports", {KeyType::Ifname}, false, share(std::move(guarded_ports)),
+                            "ports whose source addresses are checked (spoof guard)"));
+    sets.push_back(make_set("port_sources4", {KeyType::Ifname, KeyType::Ipv4Addr}, false,
+                            share(std::move(port_sources4)), "each port's own IPv4 addresses"));
+    sets.push_back(make_set("port_sources6", {KeyType::Ifname, KeyType::Ipv6Addr}, false,
+                            share(std::move(port_sources6)), "each port's own IPv6 addresses"));
+    sets.push_back(make_set("link_sources6", {KeyType::Ipv6Addr}, true,
+                            share({{{*policy::parse_cidr("::/128")}, ""}, {{*policy::parse_cidr("fe80::/10")}, ""}}),
+                            "link-scope IPv6 sources (never forwarded)"));
+    sets.push_back(make_set("dhcp_sources4", {KeyType::Ipv4Addr}, false,
+                            share({{{*policy::parse_cidr("0.0.0.0/32")}, ""}}), "a DHCP client without an address"));
     if (has_host) {
         sets.push_back(verdict_map("host_egress", std::move(host_egress)));
         sets.push_back(verdict_map("host_ingress", std::move(host_ingress)));
         sets.push_back(port_set("quarantined_host", std::move(quarantined_host)));
     }
 
-    const ChainBuilder builder{r.defaults};
+    const bool tripwire_decoys = r.tripwire_decoys4 && (!r.tripwire_decoys4->empty() || !r.tripwire_decoys6->empty());
+    const ChainBuilder builder{r.defaults, r.tripwires, tripwire_decoys};
     Chain forward{"forward", BaseChain{Hook::Forward, 0}, {}};
+    // Every packet from a port, established connections included: a forged source could
+    // otherwise ride another workload's connection.
+    forward.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     forward.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     forward.rules.push_back(jump_if_in(Field::Oifname, "quarantined_ports", "quarantine_in"));
     forward.rules.push_back(established_accept());
@@ -695,6 +838,7 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     // workload-to-host traffic is the same (drop).
     Chain input{"input", BaseChain{Hook::Input, 0}, {}};
     input.rules.push_back(neighbour_discovery_accept());
+    input.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     if (has_host) {
         input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_host", "quarantine_in"));
@@ -721,12 +865,16 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     std::vector<Chain> regular;
     regular.push_back(builder.quarantine_chain(true));
     regular.push_back(builder.quarantine_chain(false));
+    regular.push_back(builder.spoof_guard_chain());
     for (auto index : local_classes) {
         const auto& c = r.classes[index];
         add_group(sets, c.name + "_out_allow", c.out_allow, c.comment);
         add_group(sets, c.name + "_out_deny", c.out_deny, c.comment);
         add_group(sets, c.name + "_in_allow", c.in_allow, c.comment);
         add_group(sets, c.name + "_in_deny", c.in_deny, c.comment);
+        if (r.tripwires) {
+            add_group(sets, c.name + "_out_tripwire", c.out_tripwire, c.comment + "; tripwire rules");
+        }
         for (const auto& ref : c.references) {
             const auto stem = reference_stem(c.name, ref);
             const auto comment = c.comment + "; services towards segment " + ref.segment_name;
@@ -737,6 +885,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
         }
         regular.push_back(builder.class_chain(c, true));
         regular.push_back(builder.class_chain(c, false));
+        if (r.tripwires) {
+            regular.push_back(builder.tripwire_chain(c));
+        }
     }
     for (auto segment : shared_segments) {
         const auto& name = r.segment_names[segment];
@@ -753,6 +904,43 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
               [](const SetDefinition& a, const SetDefinition& b) { return a.name < b.name; });
     std::sort(out.ports.begin(), out.ports.end());
     return out;
+}
+
+TripwireArming tripwire_arming(const policy::Policy& policy, const policy::Workload& workload,
+                               const std::vector<std::string>& segment_names) {
+    using policy::AutoQuarantineMode;
+    if (policy.defaults.mode == Mode::Monitor) {
+        return {false, "the policy is in monitor mode"};
+    }
+    if (workload.critical) {
+        return {false, "the workload is critical"};
+    }
+    const auto& response = policy.response;
+    // off < dry-run < on; the section's mode caps every rule (as the response planner does).
+    auto rank = [](AutoQuarantineMode m) {
+        return m == AutoQuarantineMode::On ? 2 : m == AutoQuarantineMode::DryRun ? 1 : 0;
+    };
+    AutoQuarantineMode mode = response.auto_quarantine;
+    std::string which = "response.auto_quarantine";
+    for (const auto& rule : response.auto_quarantine_rules) {
+        const bool segment_matches =
+            rule.segments.empty() ||
+            std::any_of(segment_names.begin(), segment_names.end(), [&](const std::string& s) {
+                return std::find(rule.segments.begin(), rule.segments.end(), s) != rule.segments.end();
+            });
+        const bool detector_matches =
+            rule.detectors.empty() ||
+            std::find(rule.detectors.begin(), rule.detectors.end(), "tripwire") != rule.detectors.end();
+        if (segment_matches && detector_matches) {
+            mode = rank(rule.mode) < rank(mode) ? rule.mode : mode;
+            which = rule.pointer;
+            break;
+        }
+    }
+    if (mode != AutoQuarantineMode::On) {
+        return {false, "automatic quarantine is " + std::string(policy::to_string(mode)) + " by " + which};
+    }
+    return {true, ""};
 }
 
 std::map<std::string, Ruleset> RulesetCompiler::compile_all(

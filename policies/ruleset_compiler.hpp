@@ -2,7 +2,8 @@
 // enforcer. Pure: values in, values out.
 //
 // Shape of every compiled table (see docs/ruleset-design.md for the why):
-//   forward (hook)   quarantined port? -> quarantine chains; established/related accept;
+//   forward (hook)   port? -> spoof guard (its own source addresses, every packet);
+//                    quarantined port? -> quarantine chains; established/related accept;
 //                    iifname vmap @egress_ports; oifname vmap @ingress_ports
 //   input/output     the same for host-mode workloads (@host_ingress / @host_egress)
 //   <class>_out/_in  one chain pair per policy class (workloads with identical segment
@@ -29,8 +30,9 @@ namespace bulkhead::ruleset {
 //   mode    enf | mon      (mon: monitor mode, logged as would-drop and not dropped)
 //   dir     out | in       (out: from the workload behind the packet's input interface;
 //                           in: to the workload behind the packet's output interface)
-//   reason  default | deny | decoy | quarantine | allow
-//   subject the policy class name, or "q" for the quarantine chains
+//   reason  default | deny | decoy | tripwire | quarantine | spoof | allow
+//           (tripwire: the kernel contained the source on this packet)
+//   subject the policy class name, or "q" for the host-wide chains (quarantine, spoof guard)
 // The workload is the one bound to that interface in Ruleset::ports.
 std::string log_prefix(policy::Mode mode, std::string_view direction, std::string_view reason,
                        std::string_view subject);
@@ -42,6 +44,18 @@ struct LogPrefixParts {
     std::string subject;
 };
 std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix);
+
+// The guardrails of response.auto_quarantine applied to the kernel's own containment: a
+// workload is contained by a tripwire only in enforce mode, when it is not critical and when
+// the first automatic-quarantine rule for its segments and the detector "tripwire" (as the
+// controller's response planner picks it, capped by the section's mode) resolves to "on".
+// Anything else (off, dry-run, critical, monitor) only logs.
+struct TripwireArming {
+    bool armed = false;
+    std::string reason;  // why not, for `bulkheadctl` and the docs
+};
+TripwireArming tripwire_arming(const policy::Policy& policy, const policy::Workload& workload,
+                               const std::vector<std::string>& segment_names);
 
 struct CompilerOptions {
     // Segments whose membership comes from the inventory (labels, workload ids) become one

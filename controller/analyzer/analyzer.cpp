@@ -19,13 +19,16 @@ std::string_view to_string(DropReason reason) {
         return "decoy";
     case DropReason::Quarantine:
         return "quarantine";
+    case DropReason::Tripwire:
+        return "tripwire";
     }
     return "?";
 }
 
 std::optional<DropReason> drop_reason_from_string(std::string_view text) {
     for (auto r :
-         {DropReason::Default, DropReason::Deny, DropReason::Decoy, DropReason::Quarantine}) {
+         {DropReason::Default, DropReason::Deny, DropReason::Decoy, DropReason::Quarantine,
+          DropReason::Tripwire}) {
         if (to_string(r) == text) {
             return r;
         }
@@ -301,7 +304,8 @@ void Analyzer::Impl::observe(const Observation& o) {
     }
     const std::uint16_t port = has_ports(o.protocol) ? o.dport.value_or(0) : 0;
     const auto key = target_key(host, o.protocol, port);
-    if ((d.flags & FlagIgnored) != 0 && o.reason != DropReason::Decoy) {
+    if ((d.flags & FlagIgnored) != 0 && o.reason != DropReason::Decoy &&
+        o.reason != DropReason::Tripwire) {
         ++totals.ignored;
         count_on_incidents(id, key, t, o.count);
         return;

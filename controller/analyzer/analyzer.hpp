@@ -26,7 +26,8 @@ namespace bulkhead::analyzer {
 using policy::Severity;
 
 // The drop reasons of the enforcer's prefix (allowed flows are not analysed).
-enum class DropReason : std::uint8_t { Default, Deny, Decoy, Quarantine };
+// Tripwire: a decoy touch or a tripwire rule's match the kernel contained on the packet.
+enum class DropReason : std::uint8_t { Default, Deny, Decoy, Quarantine, Tripwire };
 std::string_view to_string(DropReason reason);
 std::optional<DropReason> drop_reason_from_string(std::string_view text);
 

@@ -72,7 +72,12 @@ void Analyzer::Impl::forbidden_detector(std::uint32_t id, const Observation& o, 
         f.sample_targets.push_back(target_text(key));
         accept(id, std::move(f));
     };
-    if (o.reason == DropReason::Decoy || (d.flags & FlagDecoy) != 0) {
+    if (o.reason == DropReason::Tripwire) {
+        // One packet is proof, and the kernel has already contained the source.
+        fire(Rule::Decoy, config.forbidden.decoy_severity,
+             "tripped a tripwire towards " + host_text(host) + " on " + protoport_text(pp) +
+                 " (contained by the kernel on that packet)");
+    } else if (o.reason == DropReason::Decoy || (d.flags & FlagDecoy) != 0) {
         fire(Rule::Decoy, config.forbidden.decoy_severity,
              "touched decoy " + host_text(host) + " on " + protoport_text(pp));
     }

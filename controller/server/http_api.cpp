@@ -300,8 +300,8 @@ EventQuery event_query(QueryReader& query) {
     }
     q.reason = query.text("reason", 32);
     if (q.reason && *q.reason != "default" && *q.reason != "deny" && *q.reason != "decoy" &&
-        *q.reason != "quarantine" && *q.reason != "allow") {
-        query.fail("reason", "must be one of default, deny, decoy, quarantine, allow");
+        *q.reason != "tripwire" && *q.reason != "quarantine" && *q.reason != "spoof" && *q.reason != "allow") {
+        query.fail("reason", "must be one of default, deny, decoy, tripwire, quarantine, spoof, allow");
     }
     q.type = query.text("type", 64);
     q.enforcer = query.text("enforcer", 128);

@@ -222,6 +222,7 @@ void AnalysisService::analyse(std::vector<StoredEvent>& fresh) {
                 p.incident.timeline.clear();
                 p.key = incident_key(*incident);
                 p.event_id = e.id;
+                p.kernel_contained = e.reason == "tripwire";
                 if (!incident->about_target) {
                     const analyzer::WorkloadFacts* facts =
                         incident->workload.empty() || inventory == nullptr
@@ -256,6 +257,24 @@ void AnalysisService::analyse(std::vector<StoredEvent>& fresh) {
     }
     for (auto& p : pending) {
         act_on(p);
+    }
+    // An enforcer's report that its kernel quarantined a port on a tripwire. Normally the
+    // tripwire's drop (same batch) has recorded the quarantine with its incident above; this
+    // catches a drop that was lost or analysed earlier, so the record never misses what is
+    // in force on the host.
+    for (const auto& e : fresh) {
+        if (e.type != "kernel_contained" || e.workload.empty()) {
+            continue;
+        }
+        const auto detail = json::parse(e.document_text, nullptr, false);
+        const std::string where = e.enforcer + "/" + (detail.is_object() ? detail.value("interface", "") : "");
+        if (auto done = quarantine_.quarantine_automatically(
+                e.workload, "contained by the kernel: tripwire on " + where, std::nullopt, nullptr, std::string(kernel_actor));
+            !done) {
+            ++store_errors_;
+            spdlog::error("analysis: kernel containment of {} on {} not recorded: {}", e.workload, where,
+                          done.error().message);
+        }
     }
     if (auto done = ledger_.count(counted, contained); !done) {
         // The events are stored (the upload is answered as accepted, so the enforcer does
@@ -310,6 +329,19 @@ void AnalysisService::act_on(PendingFinding& p) {
         if (outbox_written_) {
             outbox_written_();
         }
+    }
+    if (p.kernel_contained && p.managed && !ai.about_target) {
+        // In force on the host already: record it whatever the planner says (the compiler
+        // armed this tripwire only where the guardrails allow automatic quarantine).
+        const std::string reason = "contained by the kernel: incident " + std::to_string(recorded->incident.id) +
+                                   ": " + p.finding.explanation;
+        if (auto done = quarantine_.quarantine_automatically(ai.workload, reason, recorded->incident.id,
+                                                             incident_view, std::string(kernel_actor));
+            !done) {
+            spdlog::error("analysis: kernel containment of {} (incident {}) not recorded: {}", ai.workload,
+                          recorded->incident.id, done.error().message);
+        }
+        return;
     }
     if (!recorded->first_of_kind || p.decision.action != analyzer::ResponseAction::Quarantine) {
         return;

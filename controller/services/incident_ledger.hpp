@@ -34,6 +34,7 @@ struct PendingFinding {
     std::vector<std::string> policy_segments;
     bool managed = false;
     bool critical = false;
+    bool kernel_contained = false;  // raised by a tripwire drop: the kernel already quarantined it
     analyzer::ResponseDecision decision;
 };
 

@@ -17,11 +17,12 @@ QuarantineService::QuarantineService(FleetService& fleet, Transactions& transact
       clock_(std::move(clock)) {}
 
 ServiceResult QuarantineService::quarantine_automatically(const std::string& workload, const std::string& reason,
-                                                          std::int64_t incident, const json& incident_view) {
+                                                          std::optional<std::int64_t> incident, const json& incident_view,
+                                                          const std::string& actor) {
     ServiceResult done;
     {
         std::lock_guard lock(mutex_);
-        done = quarantine(workload, reason, "analyzer", "automation", true, incident, incident_view);
+        done = quarantine(workload, reason, actor, "automation", true, incident, incident_view);
     }
     if (done && (*done)["created"].get<bool>()) {
         bus_.publish("quarantine", json{{"action", "created"},

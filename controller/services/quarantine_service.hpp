@@ -35,7 +35,8 @@ class QuarantineService {
     // The analyzer's response: quarantine `workload` for `incident`; idempotent ({"created":
     // false} when it is already quarantined). `incident_view` goes to the SOAR with it.
     ServiceResult quarantine_automatically(const std::string& workload, const std::string& reason,
-                                           std::int64_t incident, const nlohmann::json& incident_view);
+                                           std::optional<std::int64_t> incident, const nlohmann::json& incident_view,
+                                           const std::string& actor = "analyzer");
     // The quarantine with its enforcer's applied state.
     nlohmann::json quarantine_json(const Quarantine& quarantine);
 

@@ -105,6 +105,9 @@ json quarantine_record_json(const Quarantine& q) {
                 {"reason", q.reason},
                 {"actor", q.actor},
                 {"automatic", q.automatic},
+                // A tripwire's quarantine was put in force by the enforcer's kernel on the
+                // packet itself; the controller recorded it afterwards.
+                {"contained_by", q.actor == kernel_actor ? "kernel" : "controller"},
                 {"incident", q.incident_id ? json(*q.incident_id) : json(nullptr)},
                 {"created_at", format_time_ms(q.created_at)},
                 {"released_at", optional_time(q.released_at)},

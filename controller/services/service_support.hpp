@@ -76,6 +76,8 @@ nlohmann::json optional_time(const std::optional<TimeMs>& ms);
 nlohmann::json revision_json(const PolicyRevision& r, bool with_document);
 nlohmann::json event_json(const StoredEvent& e);
 nlohmann::json incident_json(const Incident& i);
+// The actor of a quarantine a tripwire put in force in the kernel before anyone decided it.
+inline constexpr std::string_view kernel_actor = "kernel";
 nlohmann::json quarantine_record_json(const Quarantine& q);  // without the enforcers' applied state
 nlohmann::json vpn_session_json(const VpnSession& s);
 nlohmann::json audit_json(const AuditEntry& a);

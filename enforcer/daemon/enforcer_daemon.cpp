@@ -390,15 +390,25 @@ int run_daemon(const DaemonOptions& options) {
         }
         if (nflog_source && (fds[3].revents & POLLIN) != 0) {
             const auto now = now_unix_ns();
+            bool contained = false;
             auto read = nflog_source->read_available([&](const nflog::DropEvent& event) {
                 nflog::DropEvent attributed = event;
                 attributor.attribute(attributed);
+                if (attributed.reason == nflog::Reason::Tripwire && !attributed.indev_name.empty()) {
+                    // The kernel has already quarantined the port; hold it and tell the source.
+                    contained = keeper.note_kernel_contained(attributed.indev_name, "nflog", now / 1'000'000) ||
+                                contained;
+                }
                 aggregator.add(attributed, now, records);
             });
             if (!read) {
                 spdlog::warn("daemon: enforcer {}: NFLOG read: {}", options.enforcer_id, read.error());
             }
             emit_records();
+            if (contained) {
+                spdlog::warn("daemon: enforcer {}: the kernel contained {} port(s) on a tripwire",
+                             options.enforcer_id, keeper.held_ports().size());
+            }
         }
         if ((fds[1].revents & POLLIN) != 0) {
             std::uint64_t expirations = 0;

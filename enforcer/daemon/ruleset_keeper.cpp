@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace bulkhead::enforcer {
 namespace {
 
@@ -70,12 +72,122 @@ void RulesetKeeper::record_applied(const ruleset::Ruleset& desired, const ApplyS
     event["kernel_generation"] = stats.generation;
     events_.emit(event);
     // Persist only what the kernel accepted: last-known-good means exactly that.
-    auto saved = state_.save({generation_, now_unix_ms, desired});
+    save_state(now_unix_ms);
+}
+
+void RulesetKeeper::save_state(std::int64_t now_unix_ms) {
+    if (!applied_) {
+        return;
+    }
+    auto saved = state_.save({generation_, now_unix_ms, *applied_, {held_.begin(), held_.end()}});
     if (!saved) {
         auto error = base_event("state_write_failed", now_unix_ms);
         error["error"] = saved.error();
         events_.emit(error);
     }
+}
+
+namespace {
+
+constexpr std::string_view contained_set = "quarantined_ports";
+
+bool holds(const ruleset::SetDefinition& set, const std::string& interface) {
+    return std::any_of(set.elements->begin(), set.elements->end(), [&](const ruleset::Element& e) {
+        return e.key.size() == 1 && std::get_if<std::string>(&e.key[0]) != nullptr &&
+               std::get<std::string>(e.key[0]) == interface;
+    });
+}
+
+// Whether the ruleset has ports whose tripwires the kernel may fire (the compiler's
+// `tripwire_ports`): only then can the kernel add to quarantined_ports by itself.
+bool arms_tripwires(const ruleset::Ruleset& ruleset) {
+    const auto* armed = ruleset.find_set("tripwire_ports");
+    return armed != nullptr && armed->elements && !armed->elements->empty();
+}
+
+}  // namespace
+
+ruleset::Ruleset RulesetKeeper::with_held(const ruleset::Ruleset& desired, std::int64_t now_unix_ms) {
+    if (held_.empty()) {
+        return desired;
+    }
+    ruleset::Ruleset out = desired;
+    auto set = std::find_if(out.sets.begin(), out.sets.end(),
+                            [](const ruleset::SetDefinition& s) { return s.name == contained_set; });
+    for (auto it = held_.begin(); it != held_.end();) {
+        const bool is_port = std::any_of(desired.ports.begin(), desired.ports.end(), [&](const auto& p) {
+            return p.interface == *it && p.mode == policy::AttachmentMode::Port;
+        });
+        const bool owned = set != out.sets.end() && holds(*set, *it);
+        if (!is_port || owned || set == out.sets.end()) {
+            // The source holds it now (its release will remove it), or it names no port here.
+            auto event = base_event(owned ? "kernel_containment_adopted" : "kernel_containment_dropped",
+                                    now_unix_ms);
+            event["interface"] = *it;
+            events_.emit(event);
+            it = held_.erase(it);
+            continue;
+        }
+        ++it;
+    }
+    if (set != out.sets.end() && !held_.empty()) {
+        auto elements = std::make_shared<ruleset::ElementList>(*set->elements);
+        for (const auto& port : held_) {
+            elements->push_back(ruleset::Element{{port}, ""});
+        }
+        std::sort(elements->begin(), elements->end());
+        set->elements = std::move(elements);
+    }
+    return out;
+}
+
+bool RulesetKeeper::note_kernel_contained(const std::string& interface, std::string_view how,
+                                          std::int64_t now_unix_ms) {
+    if (!applied_) {
+        return false;
+    }
+    auto set = std::find_if(applied_->sets.begin(), applied_->sets.end(),
+                            [](const ruleset::SetDefinition& s) { return s.name == contained_set; });
+    if (set == applied_->sets.end() || holds(*set, interface)) {
+        return false;  // already quarantined (by the source, or noted before)
+    }
+    const auto port = std::find_if(applied_->ports.begin(), applied_->ports.end(),
+                                   [&](const auto& p) { return p.interface == interface; });
+    if (port == applied_->ports.end()) {
+        return false;
+    }
+    held_.insert(interface);
+    auto elements = std::make_shared<ruleset::ElementList>(*set->elements);
+    elements->push_back(ruleset::Element{{interface}, ""});
+    std::sort(elements->begin(), elements->end());
+    set->elements = std::move(elements);
+    auto event = base_event("kernel_contained", now_unix_ms);
+    event["workload"] = port->workload;
+    event["interface"] = interface;
+    event["set"] = std::string(contained_set);
+    event["seen_by"] = std::string(how);
+    event["generation"] = generation_;
+    events_.emit(event);
+    save_state(now_unix_ms);
+    return true;
+}
+
+bool RulesetKeeper::adopt(const DriftReport& report, std::int64_t now_unix_ms) {
+    bool any = false;
+    // Only an armed port can have been added by the kernel (the tripwire chains are entered
+    // from `@tripwire_ports` only); anything else in the set was put there by someone else
+    // and is drift, repaired like any other.
+    const auto* armed = applied_ ? applied_->find_set("tripwire_ports") : nullptr;
+    if (auto it = report.dynamic_additions.find(std::string(contained_set));
+        armed != nullptr && it != report.dynamic_additions.end()) {
+        for (const auto& e : it->second) {
+            if (e.key.size() == 1 && std::get_if<std::string>(&e.key[0]) != nullptr &&
+                holds(*armed, std::get<std::string>(e.key[0]))) {
+                any = note_kernel_contained(std::get<std::string>(e.key[0]), "read-back", now_unix_ms) || any;
+            }
+        }
+    }
+    return any;
 }
 
 void RulesetKeeper::restore(std::int64_t now_unix_ms) {
@@ -96,6 +208,7 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
     }
     generation_ = loaded->state->generation;
     auto& lkg = loaded->state->ruleset;
+    held_.insert(loaded->state->kernel_contained.begin(), loaded->state->kernel_contained.end());
     if (!loaded->warning.empty()) {
         // The newest state was corrupt and this is the one before it. The kernel may well
         // hold that newer ruleset (a quarantine, say): rolling it back would release what
@@ -114,8 +227,18 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
             return;
         }
     }
-    // A daemon restart (not a reboot) finds its table intact: do not rewrite it.
-    if (auto report = backend_.check(lkg); report && report->clean()) {
+    // A daemon restart (not a reboot) finds its table intact: do not rewrite it. Ports a
+    // tripwire quarantined while the daemon was down are adopted, not repaired away.
+    auto report = backend_.check(lkg);
+    if (report && !report->dynamic_additions.empty()) {
+        applied_ = lkg;
+        if (adopt(*report, now_unix_ms)) {
+            report = backend_.check(*applied_);
+        }
+        lkg = *applied_;
+        applied_.reset();
+    }
+    if (report && report->clean()) {
         applied_ = lkg;
         metrics_.set("bulkhead_enforcer_applied_generation", static_cast<double>(generation_));
         metrics_.set("bulkhead_enforcer_ruleset_elements", static_cast<double>(lkg.element_count()));
@@ -142,11 +265,16 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
     record_applied(lkg, *stats, "restore", now_unix_ms, lkg.element_count(), 0);
 }
 
-std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& desired,
+std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& from_source,
                                                       std::int64_t now_unix_ms) {
+    const auto held_before = held_.size();
+    ruleset::Ruleset desired = with_held(from_source, now_unix_ms);
     if (applied_) {
         auto diff = ruleset::diff_rulesets(*applied_, desired);
         if (diff.empty()) {
+            if (held_.size() != held_before) {
+                save_state(now_unix_ms);  // the source took a held port over: forget it on disk too
+            }
             return {};
         }
         if (!diff.full_replace) {
@@ -162,6 +290,15 @@ std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& de
             auto event = base_event("diff_rejected", now_unix_ms);
             event["error"] = describe(stats.error());
             events_.emit(event);
+        }
+    }
+    if (applied_ && arms_tripwires(*applied_)) {
+        // A replace rewrites every set. A tripwire may have fired since the last read and
+        // its NFLOG message not be read yet: take the kernel's additions in first, so the
+        // replace cannot release what the kernel contained.
+        if (auto report = backend_.check(*applied_);
+            report && !report->dynamic_additions.empty() && adopt(*report, now_unix_ms)) {
+            desired = with_held(from_source, now_unix_ms);
         }
     }
     auto stats = replace(desired);
@@ -185,6 +322,13 @@ std::expected<bool, std::string> RulesetKeeper::check_drift(std::int64_t now_uni
     auto report = backend_.check(*applied_);
     if (!report) {
         return std::unexpected("drift check failed: " + describe(report.error()));
+    }
+    if (!report->dynamic_additions.empty() && adopt(*report, now_unix_ms)) {
+        // The kernel's own containments are not drift: hold them and look again.
+        report = backend_.check(*applied_);
+        if (!report) {
+            return std::unexpected("drift check failed: " + describe(report.error()));
+        }
     }
     if (report->clean()) {
         return false;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <expected>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace bulkhead::enforcer {
@@ -35,6 +36,19 @@ public:
     // Returns true when drift was found.
     std::expected<bool, std::string> check_drift(std::int64_t now_unix_ms);
 
+    // Same-packet containment. A tripwire rule adds its packet's port to the dynamic set
+    // `quarantined_ports` in the kernel; nobody tells the keeper (the kernel sends no
+    // netlink notification for packet-path additions, checked on 6.18), so it learns of it
+    // from the tripwire's own NFLOG message (`note_kernel_contained`) or from a read-back
+    // (drift check, restore), whichever comes first. Such a port is *held*: every ruleset
+    // applied keeps it in the set, drift repair and a restart included, until a ruleset
+    // from the source contains it itself; from then on the source owns it and a release
+    // (a ruleset without it) removes it. Returns true when the port is news, after emitting
+    // a `kernel_contained` event.
+    bool note_kernel_contained(const std::string& interface, std::string_view how,
+                               std::int64_t now_unix_ms);
+    const std::set<std::string>& held_ports() const { return held_; }
+
     const std::optional<ruleset::Ruleset>& applied() const { return applied_; }
     std::uint64_t generation() const { return generation_; }
 
@@ -48,7 +62,15 @@ private:
     const StateStore& state_;
     EventSink& events_;
     Metrics& metrics_;
+    // `desired` with the held ports added to quarantined_ports; drops held ports the source
+    // now holds itself or that no longer name a port of this enforcer.
+    ruleset::Ruleset with_held(const ruleset::Ruleset& desired, std::int64_t now_unix_ms);
+    // Adopts what a read-back found the kernel added to a dynamic set; true if any.
+    bool adopt(const DriftReport& report, std::int64_t now_unix_ms);
+    void save_state(std::int64_t now_unix_ms);
+
     std::optional<ruleset::Ruleset> applied_;
+    std::set<std::string> held_;
     std::uint64_t generation_ = 0;
 };
 

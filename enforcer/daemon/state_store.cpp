@@ -51,6 +51,13 @@ std::expected<AppliedState, std::string> read_state(const std::filesystem::path&
     state.generation = doc["generation"].get<std::uint64_t>();
     state.applied_at_unix_ms = doc.value("applied_at_unix_ms", std::int64_t{0});
     state.ruleset = std::move(*ruleset);
+    if (auto it = doc.find("kernel_contained"); it != doc.end() && it->is_array()) {
+        for (const auto& port : *it) {
+            if (port.is_string()) {
+                state.kernel_contained.push_back(port.get<std::string>());
+            }
+        }
+    }
     return state;
 }
 
@@ -153,6 +160,9 @@ std::expected<void, std::string> StateStore::save(const AppliedState& state) con
                                 {"applied_at_unix_ms", state.applied_at_unix_ms},
                                 {"hash", ruleset::ruleset_hash(state.ruleset)},
                                 {"ruleset", ruleset::to_json(state.ruleset)}};
+    if (!state.kernel_contained.empty()) {
+        document["kernel_contained"] = state.kernel_contained;
+    }
     if (std::filesystem::exists(current_, ec)) {
         // A hard link keeps the old good file as .prev without copying it.
         std::filesystem::remove(previous_, ec);

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace bulkhead::enforcer {
 
@@ -17,6 +18,9 @@ struct AppliedState {
     std::uint64_t generation = 0;  // the enforcer's applied generation, monotonic
     std::int64_t applied_at_unix_ms = 0;
     ruleset::Ruleset ruleset;
+    // Ports the kernel quarantined itself (tripwires) that the source has not taken over
+    // yet: a restart must keep holding them (RulesetKeeper::note_kernel_contained).
+    std::vector<std::string> kernel_contained;
 };
 
 class StateStore {

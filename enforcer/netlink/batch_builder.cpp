@@ -708,6 +708,27 @@ private:
                 cmp(r, NFT_CMP_EQ, Bytes{1});  // IP_CT_DIR_REPLY
             }
         }
+        if (rule.update) {
+            const auto* set = desired_.find_set(rule.update->set);
+            if (set == nullptr || !set->dynamic || set->key.size() != rule.update->fields.size()) {
+                return fail("adds to " + rule.update->set + ", which the ruleset does not define "
+                            "as a dynamic set with that key");
+            }
+            if (auto d = dependencies(r, rule.update->fields, have); !d) {
+                return fail(d.error());
+            }
+            load_key(r, rule.update->fields, set->interval);
+            // What nft emits for `add @set { key }`: dynset op add, key from register 1,
+            // no timeout; the set is found by name (or by id when created in this batch).
+            auto* e = expr("dynset");
+            nftnl_expr_set_u32(e, NFTNL_EXPR_DYNSET_SREG_KEY, NFT_REG_1);
+            nftnl_expr_set_u32(e, NFTNL_EXPR_DYNSET_OP, NFT_DYNSET_OP_ADD);
+            nftnl_expr_set_str(e, NFTNL_EXPR_DYNSET_SET_NAME, rule.update->set.c_str());
+            if (const auto id = set_id(rule.update->set); id != 0) {
+                nftnl_expr_set_u32(e, NFTNL_EXPR_DYNSET_SET_ID, id);
+            }
+            nftnl_rule_add_expr(r, e);
+        }
         if (rule.counter) {
             nftnl_rule_add_expr(r, expr("counter"));
         }

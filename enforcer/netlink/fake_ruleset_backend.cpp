@@ -170,6 +170,9 @@ std::expected<DriftReport, KernelError> FakeRulesetBackend::check(const ruleset:
             }
             for (const auto& e : got) {
                 report.unexpected_elements += want.count(e) == 0 ? 1 : 0;
+                if (set.dynamic && want.count(e) == 0) {
+                    report.dynamic_additions[set.name].push_back(e);
+                }
             }
         }
     }

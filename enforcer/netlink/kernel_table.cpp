@@ -327,6 +327,9 @@ DriftReport compare(const KernelTable& kernel, const ruleset::Ruleset& desired) 
                             want.end(), std::back_inserter(unexpected));
         report.missing_elements += missing.size();
         report.unexpected_elements += unexpected.size() + decoded.undecodable.size();
+        if (set.dynamic && !unexpected.empty()) {
+            report.dynamic_additions[set.name] = unexpected;
+        }
     }
     for (const auto& [name, s] : sets) {
         if (desired.find_set(name) == nullptr) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,6 +52,9 @@ struct DriftReport {
     // Same name, different type or flags (a kernel set cannot be altered in place).
     std::vector<std::string> changed_sets;
     std::size_t missing_elements = 0, unexpected_elements = 0;
+    // Unexpected elements of sets flagged dynamic (the packet path adds to them), by set:
+    // the kernel's own containments. Counted in unexpected_elements too.
+    std::map<std::string, ruleset::ElementList> dynamic_additions;
 
     bool clean() const;
     std::string summary() const;  // "clean" or "table missing" or "2 missing elements; ..."

@@ -25,6 +25,10 @@ std::string_view to_string(Reason reason) {
         return "quarantine";
     case Reason::Allow:
         return "allow";
+    case Reason::Tripwire:
+        return "tripwire";
+    case Reason::Spoof:
+        return "spoof";
     }
     return "default";
 }
@@ -52,6 +56,10 @@ std::optional<Reason> reason_from_string(std::string_view text) {
         return Reason::Quarantine;
     if (text == "allow")
         return Reason::Allow;
+    if (text == "tripwire")
+        return Reason::Tripwire;
+    if (text == "spoof")
+        return Reason::Spoof;
     return std::nullopt;
 }
 

@@ -25,7 +25,9 @@ namespace bulkhead::nflog {
 enum class Direction : std::uint8_t { Out, In };
 // The prefix reasons of policies/ruleset_compiler.hpp: default deny, explicit deny, decoy,
 // quarantine, and allow (an accepted new connection, logged to the allowed-flow group).
-enum class Reason : std::uint8_t { Default, Deny, Decoy, Quarantine, Allow };
+// Tripwire: dropped, and the kernel put the source's port into the quarantined ports on
+// this very packet. Spoof: a managed port sent from an address or MAC not its workload's.
+enum class Reason : std::uint8_t { Default, Deny, Decoy, Quarantine, Allow, Tripwire, Spoof };
 enum class TimestampSource : std::uint8_t {
     Kernel,  // NFULA_TIMESTAMP (hooks prerouting, input, forward)
     Receive, // absent (output/postrouting hooks) or invalid: the time the enforcer read it

@@ -1337,6 +1337,31 @@ class Suite:
         check("incident: acknowledge, note, resolve audited", {"incident.acknowledge", "incident.note", "incident.resolve"} <=
               {e["action"] for e in audit}, [e["action"] for e in audit])
 
+        # A tripwire: hv2's kernel quarantined vdi-102 on the packet itself (policy rev1, auto
+        # quarantine on). The enforcer reports the drop (reason tripwire) and kernel_contained;
+        # the controller records the quarantine as contained by the kernel, with its incident.
+        base = time.time_ns()
+        contained = {"type": "kernel_contained", "time_unix_ms": base // 1_000_000, "workload": "vdi-102",
+                     "interface": "vdi102", "set": "quarantined_ports", "seen_by": "nflog", "generation": 1}
+        r, _ = self.upload("hv2", [self.drop("vdi-102", "10.1.1.1", 445, reason="tripwire", time_ns=base), contained])
+        check("tripwire: the drop and kernel_contained ingested", r.status == 200 and r.json.get("accepted") == 2, r)
+        q = self.c.get("/api/v1/quarantines/vdi-102", TOKENS["soc"])
+        check("tripwire: vdi-102 quarantined, contained_by kernel (actor kernel, automatic), linked to an incident",
+              q.status == 200 and q.json.get("contained_by") == "kernel" and q.json.get("actor") == "kernel"
+              and q.json.get("automatic") is True and isinstance(q.json.get("incident"), int), q)
+        if q.status == 200 and isinstance(q.json.get("incident"), int):
+            d = self.c.get(f"/api/v1/incidents/{q.json['incident']}", TOKENS["soc"])
+            check("tripwire: its incident is vdi-102's and shows the quarantine",
+                  d.status == 200 and d.json.get("source", {}).get("id") == "vdi-102"
+                  and d.json.get("quarantine", {}).get("contained_by") == "kernel", d)
+        lst = self.c.get("/api/v1/quarantines", TOKENS["soc"])
+        check("tripwire: the quarantine list shows it as contained by the kernel",
+              lst.status == 200 and any(x["workload"] == "vdi-102" and x.get("contained_by") == "kernel"
+                                        for x in lst.json["quarantines"]), lst)
+        r = self.c.delete("/api/v1/quarantines/vdi-102", TOKENS["soc"])
+        check("tripwire: a release lifts it like any other -> 200 released", r.status == 200 and r.json.get("released") is True, r)
+        check("tripwire: released -> 404", self.c.get("/api/v1/quarantines/vdi-102", TOKENS["soc"]).status == 404)
+
     def test_exemptions(self):
         # The full behaviour is in tests/controller_analyzer; here: the round trip, for the
         # document's every-operation and response-schema checks.

@@ -661,6 +661,8 @@ SC5C = "5c drift repair"
 SC5D = "5d corrupt state file"
 SC5E = "5e invalid ruleset file"
 SC6 = "6 drop events"
+SC7 = "7 tripwire: same-packet containment"
+SC8 = "8 spoof guard"
 
 
 def start_with(h, lab, rsdir, statedir, spec, **kw):
@@ -1499,6 +1501,246 @@ def scenario_drops(h, specs):
         lab.destroy()
 
 
+# --------------------------------------------------------------------------- scenario 7
+
+def tripwire_specs(h):
+    """The lab policy with its honeypot as a tripwire and automatic quarantine on, except for
+    the dev pool (vdi3, vdi4), whose tripwires only log (dry-run guardrail)."""
+    doc = copy.deepcopy(h.policy)
+    for segment in doc["segments"]:
+        if segment["name"] == "honeypot":
+            segment["tripwire"] = True
+    doc["response"] = {"auto_quarantine": {"mode": "on", "rules": [
+        {"segments": ["dev-vdi"], "detectors": ["tripwire"], "mode": "dry-run"}]}}
+    policy = h.write_json("policy-tripwire.json", doc)
+    inventory = str(rr.HERE / "lab-inventory.json")
+    S = rr.Spec
+    return {"trip": S("tripwire policy", policy, inventory),
+            "trip-q2": S("tripwire policy, vdi-2 quarantined", policy, inventory, ("vdi-2",)),
+            "trip-q12": S("tripwire policy, vdi-1 and vdi-2 quarantined", policy, inventory, ("vdi-1", "vdi-2"))}
+
+
+def set_members(ns, set_name):
+    """The interface names in a set of ifnames (nft -j list set)."""
+    text = nft_raw(ns, "-j", "list", "set", "inet", "bulkhead", set_name)
+    if text is None:
+        return None
+    for item in json.loads(text)["nftables"]:
+        if "set" in item:
+            return sorted(e if isinstance(e, str) else json.dumps(e) for e in item["set"].get("elem", []))
+    return []
+
+
+ONE_DATAGRAM = ("import socket,sys\n"
+                "f=socket.AF_INET6 if ':' in sys.argv[2] else socket.AF_INET\n"
+                "s=socket.socket(f,socket.SOCK_DGRAM)\n"
+                "s.bind((sys.argv[1],0))\n"
+                "s.sendto(b'tripwire',(sys.argv[2],int(sys.argv[3])))\n")
+
+
+def one_datagram(lab, role, src, dst, port):
+    """Exactly one UDP packet from `role` (the tripwire's single conclusive packet)."""
+    run(["ip", "netns", "exec", lab.ns(role), sys.executable, "-c", ONE_DATAGRAM, src, dst, str(port)])
+
+
+def scenario_tripwire(h, specs):
+    section(SC7)
+    lab = EnfLab(h, "s7")
+    holders = []
+    try:
+        lab.build_full()
+        hv = lab.hv()
+        t = tripwire_specs(h)
+        rsdir, st = h.new_dir("s7-rs"), h.new_dir("s7-state")
+        d, ev = start_with(h, lab, rsdir, st, t["trip"], drift=3600)
+        ok, detail = table_matches(h, hv, t["trip"])
+        check("tripwire ruleset applied; kernel table == nft -f oracle (dynset `add @quarantined_ports "
+              "{ iifname }` byte-compatible)", ok, detail)
+        armed = set_members(hv, "tripwire_ports")
+        check("armed ports: vdi1, vdi2, adm1 (dev pool vdi3/vdi4 in dry-run: not armed)",
+              armed == ["adm1", "vdi1", "vdi2"], armed)
+        check("quarantined_ports empty before the tripwire", set_members(hv, "quarantined_ports") == [])
+        classes = h.classes(t["trip"])
+        prober = rr.Prober(lab)
+        fs, vdi2, decoy = lab.endpoints["fs"], lab.endpoints["vdi2"], lab.endpoints["decoy"]
+        # Positive controls: vdi2 reaches the file server (new connection), and holds one.
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), family)
+            check("v%d control before the tripwire: vdi2 -> fs tcp/445 accepted" % family, ok, why)
+        p = lab.spawn("vdi2", [sys.executable, LAB_AGENT, "hold", fs.v4, "445", "--bind", vdi2.v4])
+        holders.append(p)
+        if not (rr.read_line(p, 10) or "").startswith("connected"):
+            raise HarnessError("vdi2 cannot open a TCP connection to fs:445")
+
+        def send(token, wait):
+            p.stdin.write("send %s %s\n" % (token, wait))
+            p.stdin.flush()
+            return (rr.read_line(p, wait + 5) or "").split()[:2] == ["echo", token]
+
+        check("vdi2's established connection to fs:445 passes data", send("before", 3))
+        c2 = classes["vdi2"]
+        trip_prefix = "bh:enf:out:tripwire:%s" % c2
+        q_prefix = "bh:enf:out:quarantine:q"
+        trip0 = prefix_counter(hv, c2 + "_out_tripwire", trip_prefix)
+        q0 = prefix_counter(hv, "quarantine_out", q_prefix)
+        mark = d.events.mark()
+        # The single conclusive packet: one UDP datagram to the honeypot.
+        one_datagram(lab, "vdi2", vdi2.v4, decoy.v4, 137)
+        trip1 = prefix_counter(hv, c2 + "_out_tripwire", trip_prefix)
+        check("the tripwire rule matched exactly the one packet (counter %d -> %d)" % (trip0, trip1),
+              trip1 == trip0 + 1)
+        members = set_members(hv, "quarantined_ports")
+        check("the kernel itself put vdi2 into quarantined_ports on that packet", members == ["vdi2"], members)
+        # The very next packets of vdi2, to a destination it was allowed to reach.
+        nexts = {}
+        for family in (4, 6):
+            nexts[family] = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, False, []), family)[0]
+        q1 = prefix_counter(hv, "quarantine_out", q_prefix)
+        check("next packets vdi2 -> fs tcp/445 (v4, v6; accepted before) dropped in the quarantine chain "
+              "(counter %d -> %d)" % (q0, q1), not nexts[4] and not nexts[6] and q1 >= q0 + 2, nexts)
+        held_through = send("after", 1.5)
+        q2 = prefix_counter(hv, "quarantine_out", q_prefix)
+        check("the established connection stops passing data (quarantine counter %d -> %d)" % (q1, q2),
+              not held_through and q2 > q1)
+        _, tev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                               e.get("reason") == "tripwire" and e.get("indev") == "vdi2", mark, 5)
+        check("drop event: reason tripwire, workload vdi-2, prefix %s" % trip_prefix,
+              tev is not None and tev.get("workload") == "vdi-2" and tev.get("prefix") == trip_prefix, tev)
+        _, kev = d.events.wait(lambda e: e.get("type") == "kernel_contained", mark, 5)
+        check("event kernel_contained: vdi-2 on vdi2, learnt from the NFLOG message",
+              kev is not None and kev.get("workload") == "vdi-2" and kev.get("interface") == "vdi2"
+              and kev.get("seen_by") == "nflog", kev)
+        ok, detail = table_matches(h, hv, t["trip-q2"])
+        check("kernel table == oracle of the same policy with vdi-2 quarantined", ok, detail)
+        # Guardrail: vdi3 (dev pool, dry-run) touching the honeypot is only dropped and logged.
+        mark3 = d.events.mark()
+        one_datagram(lab, "vdi3", lab.endpoints["vdi3"].v4, decoy.v4, 137)
+        _, dev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                               e.get("indev") == "vdi3", mark3, 5)
+        check("guardrail: vdi3 (tripwire in dry-run) -> honeypot logged as decoy, not contained",
+              dev is not None and dev.get("reason") == "decoy" and set_members(hv, "quarantined_ports") == ["vdi2"],
+              dev)
+        ok, why = prober.attempt(rr.Row("vdi3", "fs", "tcp", 445, True, []), 4)
+        check("guardrail: vdi3 still reaches fs tcp/445", ok, why)
+        # Drift: the kernel's own addition is not drift; a real drift repair keeps it.
+        mark = d.events.mark()
+        checks0 = d.metrics().get("bulkhead_enforcer_drift_checks_total", 0)
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        d.wait_metric("bulkhead_enforcer_drift_checks_total", lambda v: v > checks0, 5)
+        check("drift check: the kernel-added port is not drift",
+              not any(e.get("type") == "drift_detected" for e in d.events.since(mark)),
+              d.events.since(mark))
+        elem = first_element_text(hv, "decoys4")
+        run(["ip", "netns", "exec", hv, "nft", "delete", "element", "inet", "bulkhead", "decoys4", "{ %s }" % elem])
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
+        ok, detail = table_matches(h, hv, t["trip-q2"])
+        check("real drift (element of decoys4 deleted) repaired; vdi2 still quarantined (table == oracle)",
+              rev is not None and rev.get("type") == "drift_repaired" and ok, "%s\n%s" % (rev, detail))
+        # Restart: the daemon keeps holding the port (state.json), the table is not rewritten.
+        d.stop()
+        state = json.loads((Path(st) / "state.json").read_text())
+        check("state.json records the kernel's containment", state.get("kernel_contained") == ["vdi2"],
+              state.get("kernel_contained"))
+        # While the daemon is down, vdi1 trips too (over IPv6): the kernel contains it with
+        # nobody listening.
+        one_datagram(lab, "vdi1", lab.endpoints["vdi1"].v6, decoy.v6, 137)
+        check("daemon down: the kernel still contains vdi1 on its IPv6 tripwire",
+              set_members(hv, "quarantined_ports") == ["vdi1", "vdi2"], set_members(hv, "quarantined_ports"))
+        d = Daemon(h, hv, rsdir, st, drift=3600).start()
+        d.wait_running()
+        _, kev = d.events.wait(lambda e: e.get("type") == "kernel_contained" and e.get("interface") == "vdi1", 0, 5)
+        check("restart: vdi1's containment found by reading the set back and reported (kernel_contained)",
+              kev is not None and kev.get("seen_by") == "read-back" and kev.get("workload") == "vdi-1", kev)
+        ok, detail = table_matches(h, hv, t["trip-q12"])
+        check("restart: both kept (table == oracle with vdi-1 and vdi-2 quarantined)", ok, detail)
+        d.stop()
+        # Reboot-like: the table is gone; the restore puts the held ports back.
+        run(["ip", "netns", "exec", hv, "nft", "delete", "table", "inet", "bulkhead"])
+        d = Daemon(h, hv, rsdir, st, drift=3600).start()
+        d.wait_running()
+        ok, detail = table_matches(h, hv, t["trip-q12"])
+        check("table deleted + restart: the restore keeps both held ports", ok, detail)
+        ok, _ = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, False, []), 4)
+        check("after the restore vdi2 -> fs tcp/445 still dropped", not ok)
+        # Someone else's element for a port no tripwire arms (vdi3) is drift, repaired away.
+        mark = d.events.mark()
+        run(["ip", "netns", "exec", hv, "nft", "add", "element", "inet", "bulkhead", "quarantined_ports", "{ vdi3 }"])
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
+        members = set_members(hv, "quarantined_ports")
+        check("an element added by hand for unarmed vdi3 is drift: repaired, vdi1 and vdi2 kept",
+              rev is not None and rev.get("type") == "drift_repaired" and members == ["vdi1", "vdi2"],
+              (rev, members))
+        # Release: the source takes the quarantines over, then lifts them.
+        # (The same elements as in force: an empty diff, so no ruleset_applied, only the adoption.)
+        mark = d.events.mark()
+        put_ruleset(rsdir, h.compile(t["trip-q12"], "json"))
+        d.events.wait(lambda e: e.get("type") == "kernel_containment_adopted" and e.get("interface") == "vdi2",
+                      mark, 10)
+        adopted = sorted(e.get("interface") for e in d.events.since(mark)
+                         if e.get("type") == "kernel_containment_adopted")
+        check("the source's quarantine adopts the held ports", adopted == ["vdi1", "vdi2"], adopted)
+        ev = switch(h, d, rsdir, t["trip"])
+        check("release: diff, 2 elements removed", ev is not None and ev.get("mode") == "diff" and
+              ev.get("elements_removed") == 2, ev)
+        ok, detail = table_matches(h, hv, t["trip"])
+        check("release: table == oracle of the unquarantined ruleset", ok, detail)
+        ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), 4)
+        check("release: vdi2 -> fs tcp/445 accepted again", ok, why)
+        d.stop()
+    finally:
+        for p in holders:
+            lab.stop_process(p)
+        lab.destroy()
+
+
+# --------------------------------------------------------------------------- scenario 8
+
+def scenario_spoof(h, specs):
+    section(SC8)
+    lab = EnfLab(h, "s8")
+    try:
+        lab.build_full()
+        hv = lab.hv()
+        rsdir, st = h.new_dir("s8-rs"), h.new_dir("s8-state")
+        d, ev = start_with(h, lab, rsdir, st, specs["enforce"], drift=3600)
+        prober = rr.Prober(lab)
+        vdi1, vdi2, adm1, fs = (lab.endpoints[k] for k in ("vdi1", "vdi2", "adm1", "fs"))
+        # Neighbour discovery through the guard: caches flushed on both ends, then IPv6 works.
+        run(["ip", "-n", lab.ns("vdi2"), "-6", "neigh", "flush", "dev", "eth0"])
+        run(["ip", "-n", hv, "-6", "neigh", "flush", "dev", "vdi2"])
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), family)
+            check("v%d control: vdi2's own traffic passes the guard (vdi2 -> fs tcp/445; v6 after fresh "
+                  "neighbour discovery)" % family, ok, why)
+        prefix = "bh:enf:out:spoof:q"
+        for what, forged in (("another VDI's address (vdi1)", vdi1.v4), ("the admin terminal's address", adm1.v4),
+                             ("another VDI's IPv6 address (vdi1)", vdi1.v6)):
+            h.tick()
+            before = prefix_counter(hv, "spoof_guard", prefix)
+            mark = d.events.mark()
+            # A real forged packet: the address is added on vdi2's own interface for one send.
+            plen = "128" if ":" in forged else "32"
+            run(["ip", "-n", lab.ns("vdi2"), "addr", "add", "%s/%s" % (forged, plen), "dev", "eth0", "nodad"])
+            try:
+                one_datagram(lab, "vdi2", forged, fs.v6 if ":" in forged else fs.v4, 5000)
+            finally:
+                run(["ip", "-n", lab.ns("vdi2"), "addr", "del", "%s/%s" % (forged, plen), "dev", "eth0"])
+            after = prefix_counter(hv, "spoof_guard", prefix)
+            _, sev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and e.get("reason") == "spoof"
+                                   and norm(e.get("src")) == norm(forged), mark, 5)
+            check("vdi2 sending from %s: dropped by the spoof guard (counter %d -> %d), logged as spoof, "
+                  "workload vdi-2 on vdi2" % (what, before, after),
+                  after == before + 1 and sev is not None and sev.get("workload") == "vdi-2"
+                  and sev.get("indev") == "vdi2" and sev.get("prefix") == prefix, sev)
+        ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), 4)
+        check("vdi2's own traffic still passes after the forged packets", ok, why)
+        d.stop()
+    finally:
+        lab.destroy()
+
+
 # --------------------------------------------------------------------------- feature probe, main
 
 def probe_features(args):
@@ -1529,10 +1771,14 @@ def leftovers(h):
 
 
 def main():
+    global PREFIX
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--enforcer", required=True, help="path of the bulkhead-enforcer binary")
     ap.add_argument("--bulkheadctl", required=True, help="path of the bulkheadctl binary")
-    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6")
+    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6,7,8")
+    ap.add_argument("--ns-prefix", default=PREFIX,
+                    help="prefix of namespaces and the temp dir (default %s; runs beside other labs use their own)"
+                    % PREFIX)
     ap.add_argument("-v", "--verbose", action="store_true", help="print every passing check too")
     ap.add_argument("--time-limit", type=float, default=420, help="abort (and clean up) after S seconds")
     ap.add_argument("--kill-trials", type=int, default=10)
@@ -1550,6 +1796,7 @@ def main():
                     default=os.environ.get("BULKHEAD_ENFIT_INJECT_FAILURE") or None,
                     help="fail on purpose in scenario 1 (to check the cleanup)")
     args = ap.parse_args()
+    PREFIX = args.ns_prefix
     for path in (args.enforcer, args.bulkheadctl):
         if not os.access(path, os.X_OK):
             log("error: not executable: %s" % path)
@@ -1601,7 +1848,7 @@ def main():
     scenarios = [("1", scenario_apply), ("2", scenario_diffs), ("3", scenario_quarantine),
                  ("4", scenario_coexistence), ("5a", scenario_kill), ("5b", scenario_reboot),
                  ("5c", scenario_drift), ("5d", scenario_corrupt), ("5e", scenario_invalid),
-                 ("6", scenario_drops)]
+                 ("6", scenario_drops), ("7", scenario_tripwire), ("8", scenario_spoof)]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     code = 0
     try:

@@ -10,11 +10,11 @@ an allowed probe from the same VDI got through just before.
 Runs the lab under its own prefix, state directory, management network and API port, so
 it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
 when not root or nmap is missing. Last line: "N passed, N failed"."""
-import os, shutil, sys, tempfile
+import json, os, shutil, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
-from lab_harness import (EDR, FILE_SERVER, api, applied_quarantine, background, check, configure,  # noqa: E402
+from lab_harness import (EDR, FILE_SERVER, all_in_sync, api, applied_quarantine, background, check, configure,  # noqa: E402
                          down_and_verify, expect_dropped, in_ns, incidents_of, kill_children, poll, reaches, report,
                          up_with_lab_policy)
 
@@ -34,7 +34,7 @@ def main():
         lab_up = up_with_lab_policy(state)
         if lab_up is None:
             return 1
-        _, soc, _, _ = lab_up
+        admin, soc, policy, _ = lab_up
         # Allowed and forbidden flows with real packets.
         check("vdi-001 -> file server ping passes", reaches(state, "vdi-001", FILE_SERVER))
         expect_dropped("vdi-001 -> vdi-002 (same hypervisor) ping dropped by the vdi -> vdi deny rule on hv1", state,
@@ -97,6 +97,28 @@ def main():
                        "tcp", 445, control=EDR_443, reason="quarantine", token=soc)
         status, released = api("DELETE", "/quarantines/vdi-103?wait_ms=5000", soc)
         check("DELETE releases vdi-103, acked by hv2", status == 200 and released["released"] and released["applied"])
+        # The decoys as a tripwire: the kernel contains the VDI on that packet; the controller
+        # records it ("contained by the kernel", with its incident) and a release lifts it.
+        tripwired = json.loads(json.dumps(policy))
+        for segment in tripwired["segments"]:
+            if segment.get("decoy"):
+                segment["tripwire"] = True
+        status, revision = api("POST", "/policies", admin, tripwired)
+        status2, activated = api("POST", "/policies/%d/activate" % revision["id"], admin) if status == 201 else (status, {})
+        check("the lab policy with its decoys as tripwires activated", status == 201 and status2 == 200, activated)
+        poll(lambda: all_in_sync(soc, activated.get("generation")), 20, "every enforcer acks the tripwire policy")
+        expect_dropped("vdi-102 -> decoy 10.0.0.66 ping dropped by the tripwire rule on hv2", state, "vdi-102", DECOY_IP,
+                       "icmp", control=PING_FS, reason="tripwire", token=soc)
+        expect_dropped("vdi-102's next packets to the file server (allowed before) dropped by the quarantine the kernel "
+                       "put in force", state, "vdi-102", FILE_SERVER, "icmp", control=EDR_443, reason="quarantine", token=soc)
+        kernel = poll(lambda: applied_quarantine(soc, "vdi-102"), 15, "vdi-102's kernel containment recorded and applied")
+        if kernel:
+            check("the quarantine says contained by the kernel, with its incident",
+                  kernel.get("contained_by") == "kernel" and kernel.get("actor") == "kernel"
+                  and isinstance(kernel.get("incident"), int), kernel)
+        status, released = api("DELETE", "/quarantines/vdi-102?wait_ms=5000", soc)
+        check("DELETE releases vdi-102, acked by hv2", status == 200 and released["released"] and released["applied"], released)
+        check("released vdi-102 reaches the file server again", poll(lambda: reaches(state, "vdi-102", FILE_SERVER), 10))
     finally:
         kill_children()
         down_and_verify(state)

@@ -3,6 +3,7 @@
 #include "enforcer/daemon/ruleset_keeper.hpp"
 #include "enforcer/daemon/state_store.hpp"
 #include "enforcer/interfaces/event_sink.hpp"
+#include "enforcer/netlink/fake_ruleset_backend.hpp"
 #include "policies/policy_reader.hpp"
 #include "policies/ruleset_compiler.hpp"
 #include "policies/ruleset_diff.hpp"
@@ -11,6 +12,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <unistd.h>
@@ -93,11 +95,19 @@ struct Compiled {
     ruleset::Ruleset quarantined;
 };
 
-Compiled compile_example() {
+// vdi-pool on hv1; `tripwires`: its deny rules are tripwires and automatic quarantine is
+// on, so every VDI port is armed (in tripwire_ports).
+Compiled compile_example(bool tripwires = false) {
     auto p = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
     auto i = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
     REQUIRE(p);
     REQUIRE(i);
+    if (tripwires) {
+        for (auto& rule : p->rules) {
+            rule.tripwire = rule.action == policy::RuleAction::Deny;
+        }
+        p->response.auto_quarantine = policy::AutoQuarantineMode::On;
+    }
     ruleset::RulesetCompiler compiler(*p, *i);
     return {*compiler.compile("hv1"), *compiler.compile("hv1", {"vdi-001"})};
 }
@@ -270,8 +280,8 @@ TEST_CASE("state store: a corrupt state file is set aside and the previous one u
     TempDir dir;
     StateStore state(dir.path);
     auto compiled = compile_example();
-    REQUIRE(state.save({1, 10, compiled.plain}));
-    REQUIRE(state.save({2, 20, compiled.quarantined}));
+    REQUIRE(state.save({1, 10, compiled.plain, {}}));
+    REQUIRE(state.save({2, 20, compiled.quarantined, {}}));
     SUBCASE("truncated") {
         std::filesystem::resize_file(state.current_path(),
                                      std::filesystem::file_size(state.current_path()) / 2);
@@ -351,4 +361,131 @@ TEST_CASE("metrics: Prometheus text with help, type and labels") {
     CHECK(text.find("# HELP bulkhead_x_total Things\n# TYPE bulkhead_x_total counter\n") != std::string::npos);
     CHECK(text.find("bulkhead_x_total{mode=\"diff\"} 3\n") != std::string::npos);
     CHECK(text.find("bulkhead_latency_seconds 0.00125\n") != std::string::npos);
+}
+
+TEST_CASE("ruleset keeper: a port the kernel quarantined on a tripwire is held until the source owns it") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    auto compiled = compile_example(true);  // vdi-001 behind port vdi001, armed
+    auto kernel_adds = [&](const std::string& port) {
+        // What `add @quarantined_ports { iifname }` does from the packet path.
+        for (auto& set : kernel.table()->sets) {
+            if (set.name == "quarantined_ports") {
+                auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+                elements->push_back(ruleset::Element{{port}, ""});
+                set.elements = std::move(elements);
+            }
+        }
+    };
+    auto kernel_holds = [&](const std::string& port) {
+        const auto* set = kernel.table()->find_set("quarantined_ports");
+        return std::any_of(set->elements->begin(), set->elements->end(),
+                           [&](const auto& e) { return std::get<std::string>(e.key[0]) == port; });
+    };
+    {
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        REQUIRE(keeper.apply(compiled.plain, 1));
+        kernel_adds("vdi001");
+        SUBCASE("seen by its NFLOG message") {
+            CHECK(keeper.note_kernel_contained("vdi001", "nflog", 2));
+            CHECK_FALSE(keeper.note_kernel_contained("vdi001", "nflog", 2));  // reported once
+            CHECK(keeper.check_drift(3) == false);
+        }
+        SUBCASE("seen by a read-back only (NFLOG lost)") {
+            CHECK(keeper.check_drift(3) == false);  // adopted, not repaired away
+            CHECK(metrics.get("bulkhead_enforcer_drift_repairs_total") == 0);
+        }
+        CHECK(keeper.held_ports() == std::set<std::string>{"vdi001"});
+        const auto types = events.types();
+        CHECK(std::count(types.begin(), types.end(), "kernel_contained") == 1);
+        // A ruleset from the source that does not know yet keeps it; so does drift repair.
+        REQUIRE(keeper.apply(compiled.plain, 4));
+        CHECK(kernel_holds("vdi001"));
+        kernel.table().reset();  // nft flush ruleset
+        CHECK(keeper.check_drift(5) == true);
+        CHECK(kernel_holds("vdi001"));
+    }
+    // Restart: the held port comes back from the state file and stays held.
+    RulesetKeeper restarted(kernel, state, events, metrics);
+    restarted.restore(6);
+    CHECK(restarted.held_ports() == std::set<std::string>{"vdi001"});
+    REQUIRE(restarted.apply(compiled.plain, 7));
+    CHECK(kernel_holds("vdi001"));
+    // The controller recorded the quarantine: its ruleset holds the port, the keeper lets go.
+    REQUIRE(restarted.apply(compiled.quarantined, 8));
+    CHECK(restarted.held_ports().empty());
+    CHECK(events.types().back() == "kernel_containment_adopted");
+    CHECK(state.load()->state->kernel_contained.empty());
+    // Release: a ruleset without it removes it from the kernel.
+    REQUIRE(restarted.apply(compiled.plain, 9));
+    CHECK_FALSE(kernel_holds("vdi001"));
+}
+
+TEST_CASE("ruleset keeper: a full replace first takes in what a tripwire added and was not read yet") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    const auto armed = compile_example(true).plain;
+    REQUIRE(armed.find_set("tripwire_ports") != nullptr);
+    REQUIRE(!armed.find_set("tripwire_ports")->elements->empty());
+    // A structural change (a base chain's priority): the next apply is a full replace.
+    auto restructured = armed;
+    for (auto& chain : restructured.chains) {
+        if (chain.base) {
+            chain.base->priority = 1;
+        }
+    }
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    REQUIRE(keeper.apply(armed, 1));
+    for (auto& set : kernel.table()->sets) {
+        if (set.name == "quarantined_ports") {  // the packet path: add @quarantined_ports { iifname }
+            auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+            elements->push_back(ruleset::Element{{std::string("vdi001")}, ""});
+            set.elements = std::move(elements);
+        }
+    }
+    // The tripwire's NFLOG message has not been read when the new ruleset arrives.
+    REQUIRE(keeper.apply(restructured, 2));
+    CHECK(events.events.back()["mode"] == "replace");
+    const auto* set = kernel.table()->find_set("quarantined_ports");
+    CHECK(std::any_of(set->elements->begin(), set->elements->end(),
+                      [](const auto& e) { return std::get<std::string>(e.key[0]) == "vdi001"; }));
+    CHECK(keeper.held_ports() == std::set<std::string>{"vdi001"});
+    const auto contained = std::find_if(events.events.begin(), events.events.end(),
+                                        [](const auto& e) { return e["type"] == "kernel_contained"; });
+    REQUIRE(contained != events.events.end());
+    CHECK((*contained)["seen_by"] == "read-back");
+    CHECK((*contained)["workload"] == "vdi-001");
+}
+
+TEST_CASE("ruleset keeper: a port someone else put into quarantined_ports is drift, not a kernel containment") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    for (const bool tripwires : {false, true}) {
+        CAPTURE(tripwires);
+        const auto ruleset = compile_example(tripwires).plain;
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        REQUIRE(keeper.apply(ruleset, 1));
+        // Without tripwires no port is armed; with them, "adm9" is no armed port of this ruleset.
+        const std::string port = tripwires ? "adm9" : "vdi001";
+        for (auto& set : kernel.table()->sets) {
+            if (set.name == "quarantined_ports") {  // `nft add element ... quarantined_ports { ... }`
+                auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+                elements->push_back(ruleset::Element{{port}, ""});
+                set.elements = std::move(elements);
+            }
+        }
+        CHECK(keeper.check_drift(2) == true);  // repaired
+        CHECK(keeper.held_ports().empty());
+        CHECK(kernel.table()->find_set("quarantined_ports")->elements->empty());
+        kernel.table().reset();
+    }
 }

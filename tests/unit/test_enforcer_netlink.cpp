@@ -1022,3 +1022,49 @@ TEST_CASE("enforcer netlink: element changes on the fake fail one by one") {
         CHECK(fake.apply_element_changes(undo, ruleset, mode).failed() == 0);
     }
 }
+
+TEST_CASE("enforcer netlink: a tripwire's packet-path set update is nft's dynset") {
+    // nft --debug=netlink (nftables 1.0.6) for:
+    //   iifname @armed ip daddr @trap4 add @quarantined { iifname } counter
+    //     log prefix "bh:enf:out:tripwire:c" group 10 drop
+    auto r = ruleset::ruleset_from_json(nlohmann::json::parse(R"json({
+     "format": "bulkhead-ruleset/1", "table": "bulkhead", "family": "inet",
+     "enforcer": "unit", "policy": "unit", "ports": [],
+     "sets": [
+      {"name": "armed", "key": ["ifname"], "elements": [{"key": ["vdi001"]}]},
+      {"name": "quarantined", "key": ["ifname"], "dynamic": true, "elements": []},
+      {"name": "trap4", "key": ["ipv4_addr"], "interval": true, "elements": [{"key": ["10.0.0.66"]}]}
+     ],
+     "chains": [
+      {"name": "c_out", "rules": [
+       {"matches": [{"lookup": {"fields": ["iifname"], "set": "armed"}},
+                    {"lookup": {"fields": ["ip daddr"], "set": "trap4"}}],
+        "update": {"fields": ["iifname"], "set": "quarantined"},
+        "counter": true, "log": {"prefix": "bh:enf:out:tripwire:c", "group": 10}, "verdict": "drop"}
+      ]}
+     ]})json"));
+    REQUIRE_MESSAGE(r, (r ? "" : r.error()));
+    auto batch = build_replace_batch(*r);
+    REQUIRE(batch);
+    CHECK(render_batch_rules(*batch) == R"text(inet bulkhead c_out
+  [ meta load iifname => reg 1 ]
+  [ lookup reg 1 set armed ]
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x00000002 ]
+  [ payload load 4b @ network header + 16 => reg 1 ]
+  [ lookup reg 1 set trap4 ]
+  [ meta load iifname => reg 1 ]
+  [ dynset add reg_key 1 set quarantined ]
+  [ counter pkts 0 bytes 0 ]
+  [ log prefix bh:enf:out:tripwire:c group 10 snaplen 0 qthreshold 0 ]
+  [ immediate reg 0 drop ]
+
+)text");
+    SUBCASE("only a dynamic set may be written from the packet path") {
+        auto bad = ruleset::to_json(*r);
+        bad["sets"][1]["dynamic"] = false;
+        auto refused = ruleset::ruleset_from_json(bad);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error().find("not a dynamic set") != std::string::npos);
+    }
+}

@@ -106,7 +106,8 @@ TEST_CASE("compiler: workloads with identical segment membership share one polic
     const auto cls = compiler.class_of("vdi-001");
     CHECK(hv1.find_chain(cls + "_out") != nullptr);
     CHECK(hv1.find_chain(cls + "_in") != nullptr);
-    CHECK(hv1.chains.size() == 3 + 2 + 2);  // forward/input/output, quarantine pair, one class pair
+    // forward/input/output, quarantine pair, spoof guard, one class pair
+    CHECK(hv1.chains.size() == 3 + 2 + 1 + 2);
 }
 
 TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
@@ -210,11 +211,13 @@ TEST_CASE("compiler: traffic from a VDI to the hypervisor itself passes the VDI'
     REQUIRE(input);
     REQUIRE(input->base);
     CHECK(input->base->hook == Hook::Input);
-    // Neighbour discovery first, then quarantine, then the established shortcut, then the
-    // same egress dispatch as in forward.
+    // Neighbour discovery first, then the spoof guard, quarantine, the established
+    // shortcut, then the same egress dispatch as in forward.
     CHECK(std::holds_alternative<ValueMatch>(input->rules[0].matches[0]));
-    CHECK(index_of_rule(*input, "quarantined_ports") == 1);
-    CHECK(input->rules[1].verdict.chain == "quarantine_out");
+    CHECK(index_of_rule(*input, "guarded_ports") == 1);
+    CHECK(input->rules[1].verdict.chain == "spoof_guard");
+    CHECK(index_of_rule(*input, "quarantined_ports") == 2);
+    CHECK(input->rules[2].verdict.chain == "quarantine_out");
     REQUIRE(input->rules.back().dispatch);
     CHECK(input->rules.back().dispatch->map == "egress_ports");
     const auto* output = hv1.find_chain("output");
@@ -238,7 +241,12 @@ TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, 
                 REQUIRE(parts);
                 CHECK(parts->mode == policy::Mode::Enforce);
                 CHECK(rule.counter);
-                if (parts->reason != "quarantine") {
+                if (parts->reason == "tripwire") {
+                    CHECK(chain.name == parts->subject + "_out_tripwire");
+                } else if (parts->reason == "spoof") {
+                    CHECK(chain.name == "spoof_guard");
+                    CHECK(parts->subject == "q");
+                } else if (parts->reason != "quarantine") {
                     CHECK(chain.name == parts->subject + "_" + parts->direction);
                 }
             }
@@ -309,8 +317,10 @@ TEST_CASE("compiler: decoy addresses are caught before any allow and logged as d
     const auto cls = compiler.class_of("pc-001");
     const auto* out = floor.find_chain(cls + "_out");
     REQUIRE(out);
-    CHECK(index_of_rule(*out, "decoys4") == 0);
-    CHECK(out->rules[0].log->prefix == "bh:enf:out:decoy:" + cls);
+    // First the jump of armed ports into the class's tripwires, then the decoys.
+    CHECK(index_of_rule(*out, "tripwire_ports") == 0);
+    CHECK(index_of_rule(*out, "decoys4") == 1);
+    CHECK(out->rules[1].log->prefix == "bh:enf:out:decoy:" + cls);
 }
 
 TEST_CASE("compiler: host mode uses input/output hooks on the listed interfaces") {
@@ -365,9 +375,11 @@ TEST_CASE("compiler: adding a VDI of an existing class changes a handful of elem
         CHECK(diff.elements_removed() == 0);
         if (enforcer == "hv1") {
             // Two verdict-map entries for the port, and the new address in the shared
-            // address set of its segment "vdi" (IPv4 only: the clone has no IPv6 address).
-            CHECK(diff.elements_added() == 3);
-            CHECK(diff.set_changes.size() == 3);  // egress_ports, ingress_ports, seg_vdi_4
+            // address set of its segment "vdi" (IPv4 only: the clone has no IPv6 address);
+            // the spoof guard's port and its own address.
+            CHECK(diff.elements_added() == 5);
+            // egress_ports, ingress_ports, seg_vdi_4, guarded_ports, port_sources4
+            CHECK(diff.set_changes.size() == 5);
         } else {
             // hv2 names segment "vdi" too (VDI deny, admin RDP): one element, whatever the
             // number of classes that look the segment up.
@@ -545,4 +557,125 @@ TEST_CASE("element builder: address unions merge overlaps and keep neighbours ap
     // hosts stay separate so that adding a neighbour is one new element.
     CHECK(rendered == std::vector<std::string>{"10.0.0.0/25", "10.0.0.128/25", "192.168.1.1",
                                                "192.168.1.2"});
+}
+
+TEST_CASE("compiler: an armed tripwire adds its port to the quarantined ports on the packet") {
+    auto example = load_example("segmentation");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto ruleset = compiler.compile("floor-1");
+    REQUIRE(ruleset);
+    const auto* armed = ruleset->find_set("tripwire_ports");
+    REQUIRE(armed != nullptr);
+    // pc-001/pc-002: user terminals, auto quarantine on. adm-001: the policy's rule puts
+    // admin terminals' tripwires in dry-run, so the kernel never contains it (logs only).
+    CHECK(contains_element(*armed, "\"pc001\""));
+    CHECK(contains_element(*armed, "\"pc002\""));
+    CHECK_FALSE(contains_element(*armed, "\"adm001\""));
+    CHECK(ruleset->find_set("quarantined_ports")->dynamic);
+    const auto user_class = compiler.class_of("pc-001");
+    const auto* out = ruleset->find_chain(user_class + "_out");
+    REQUIRE(out != nullptr);
+    REQUIRE(!out->rules.empty());
+    // One lookup for every port: armed ones enter the class's tripwires, before the decoys.
+    CHECK(render_rule(out->rules[0]) == "iifname @tripwire_ports jump " + user_class + "_out_tripwire");
+    const auto* chain = ruleset->find_chain(user_class + "_out_tripwire");
+    REQUIRE(chain != nullptr);
+    const auto decoy_trip = index_of_rule(*chain, "tripwire_decoys4");
+    REQUIRE(decoy_trip < chain->rules.size());
+    const auto& rule = chain->rules[decoy_trip];
+    REQUIRE(rule.update);
+    CHECK(rule.update->set == "quarantined_ports");
+    CHECK(rule.update->fields == std::vector<Field>{Field::Iifname});
+    CHECK(rule.verdict.kind == VerdictKind::Drop);
+    REQUIRE(rule.log);
+    CHECK(rule.log->prefix == "bh:enf:out:tripwire:" + user_class);
+    CHECK(render_rule(rule) == "ip daddr @tripwire_decoys4 add @quarantined_ports { iifname } "
+                               "counter log prefix \"bh:enf:out:tripwire:" + user_class + "\" group 10 drop");
+    // The SMB tripwire rule names a shared segment (user-terminals): its own services set.
+    const std::string smb = user_class + "_out_tripwire_seg_user_terminals_ca7fbe";
+    const auto smb_rule = index_of_rule(*chain, smb);
+    REQUIRE(smb_rule < chain->rules.size());
+    CHECK(chain->rules[smb_rule].update == rule.update);
+    CHECK(contains_element(*ruleset->find_set(smb), "6 . 445"));
+    // A tripwire rule stays a deny rule for the ports it is not armed on.
+    CHECK(contains_element(*ruleset->find_set(user_class + "_out_deny_seg_user_terminals_ca7fbe"), "6 . 445"));
+    // JSON round trip keeps the update (the enforcer loads this form).
+    auto back = ruleset_from_json(to_json(*ruleset));
+    REQUIRE(back);
+    CHECK(ruleset_hash(*back) == ruleset_hash(*ruleset));
+    CHECK(back->find_chain(user_class + "_out_tripwire")->rules[decoy_trip] == rule);
+}
+
+TEST_CASE("compiler: tripwire guardrails: critical, monitor, dry-run and off only log") {
+    auto example = load_example("segmentation");
+    SUBCASE("critical workload") {
+        for (auto& w : example.inventory.workloads) {
+            w.critical = w.critical || w.id == "pc-001";
+        }
+    }
+    SUBCASE("monitor mode") { example.policy.defaults.mode = policy::Mode::Monitor; }
+    SUBCASE("automatic quarantine off") { example.policy.response.auto_quarantine = policy::AutoQuarantineMode::Off; }
+    SUBCASE("dry-run section caps the rules") {
+        example.policy.response.auto_quarantine = policy::AutoQuarantineMode::DryRun;
+    }
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto ruleset = compiler.compile("floor-1");
+    REQUIRE(ruleset);
+    CHECK_FALSE(contains_element(*ruleset->find_set("tripwire_ports"), "\"pc001\""));
+    // Still dropped and logged as a decoy touch.
+    const auto* chain = ruleset->find_chain(compiler.class_of("pc-001") + "_out");
+    CHECK(index_of_rule(*chain, "decoys4") < chain->rules.size());
+}
+
+TEST_CASE("compiler: tripwires cost the same lookups whatever the number of workloads") {
+    // Per-packet cost = the rules a packet can traverse: compile with 3 and with 300 user
+    // terminals and compare the rule count of every chain (sets grow, chains do not).
+    auto example = load_example("segmentation");
+    auto small = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    const auto base = *std::find_if(example.inventory.workloads.begin(), example.inventory.workloads.end(),
+                                    [](const auto& w) { return w.id == "pc-001"; });
+    for (int i = 0; i < 300; ++i) {
+        const std::string address = "10.20." + std::to_string(3 + i / 200) + "." + std::to_string(i % 200 + 1);
+        example.inventory.workloads.push_back(
+            clone_vdi(base, "pc-x" + std::to_string(i), address, "pcx" + std::to_string(i)));
+    }
+    auto large = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    REQUIRE(small);
+    REQUIRE(large);
+    REQUIRE(small->chains.size() == large->chains.size());
+    for (std::size_t c = 0; c < small->chains.size(); ++c) {
+        CAPTURE(small->chains[c].name);
+        CHECK(small->chains[c].rules.size() == large->chains[c].rules.size());
+    }
+    CHECK(large->find_set("tripwire_ports")->elements->size() == 302);
+}
+
+TEST_CASE("compiler: spoof guard: each port sends only from its workload's addresses") {
+    auto example = load_example("vdi-pool");
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto* v4 = hv1.find_set("port_sources4");
+    const auto* v6 = hv1.find_set("port_sources6");
+    REQUIRE(v4 != nullptr);
+    REQUIRE(v6 != nullptr);
+    CHECK(contains_element(*v4, "\"vdi001\" . 10.1.0.1"));
+    CHECK(contains_element(*v6, "\"vdi001\" . fd00:0:0:10::1"));
+    CHECK_FALSE(contains_element(*v4, "\"vdi001\" . 10.1.0.2"));  // vdi-002's address
+    CHECK(contains_element(*hv1.find_set("guarded_ports"), "\"vdi001\""));
+    // Every packet from a port meets it first, before the quarantine and established shortcuts.
+    const auto* forward = hv1.find_chain("forward");
+    REQUIRE(forward != nullptr);
+    CHECK(render_rule(forward->rules[0]) == "iifname @guarded_ports jump spoof_guard");
+    const auto* guard = hv1.find_chain("spoof_guard");
+    REQUIRE(guard != nullptr);
+    REQUIRE(guard->rules.size() == 5);
+    CHECK(render_rule(guard->rules[0]) == "iifname . ip saddr @port_sources4 return");
+    CHECK(render_rule(guard->rules[2]) == "ip6 saddr @link_sources6 return");
+    CHECK(render_rule(guard->rules[4]) == "counter log prefix \"bh:enf:out:spoof:q\" group 10 drop");
+    // A host-mode workload protects itself: no port, nothing guarded.
+    auto host = load_example("host-mode");
+    RulesetCompiler host_compiler(host.policy, host.inventory);
+    for (const auto& enforcer : host_compiler.enforcers()) {
+        CHECK(host_compiler.compile(enforcer)->find_set("guarded_ports")->elements->empty());
+    }
 }

@@ -1272,3 +1272,21 @@ TEST_CASE("cross check: a segment naming a workload the inventory lacks is unkno
         CHECK(cross_check(*policy, Inventory{}).size() == 4);
     }
 }
+
+TEST_CASE("policy reader: a tripwire only on a decoy segment or a deny rule") {
+    // vdi-pool: segment 0 is "vdi" (not a decoy); rule 0 allows, rule 5 denies vdi -> vdi.
+    check_only(policy_errors(set("/segments/0/tripwire", true)), "/segments/0/tripwire: conflict",
+               "only a decoy segment");
+    check_only(policy_errors(set("/rules/0/tripwire", true)), "/rules/0/tripwire: conflict",
+               "only a deny rule");
+    check_none(policy_errors(set("/rules/5/tripwire", true)));
+    check_only(policy_errors(set("/rules/5/tripwire", "yes")), "/rules/5/tripwire: wrong-type", "true or false");
+    auto parsed = parse_policy([] {
+        ordered_json doc = example_policy();
+        doc["rules"][5]["tripwire"] = true;
+        return doc.dump();
+    }());
+    REQUIRE(parsed);
+    CHECK(parsed->rules[5].tripwire);
+    CHECK_FALSE(parsed->rules[0].tripwire);
+}

@@ -255,11 +255,19 @@ TEST_CASE("evaluator: decoys and deny beats allow (segmentation)") {
     const PolicyEvaluator e(ex.policy, ex.inventory);
     const auto pc = e.class_of("pc-001");
 
+    // The decoy is a tripwire and pc-001's tripwires are armed (auto quarantine on).
     auto decoy = eval(e, wl("pc-001", "10.20.1.1"), addr("10.20.0.66"), tcp, 445);
     CHECK(decoy.verdict == Verdict::Drop);
-    CHECK(decoy.reason == Reason::Decoy);
+    CHECK(decoy.reason == Reason::Tripwire);
     CHECK(decoy.rules == Names{"decoy"});
-    CHECK(decoy.log_prefix == "bh:enf:out:decoy:" + pc);
+    CHECK(decoy.log_prefix == "bh:enf:out:tripwire:" + pc);
+    REQUIRE(!decoy.checks.empty());
+    CHECK(decoy.checks[0].chain == pc + "_out_tripwire");
+    // Admin terminals' tripwires are in dry-run: the same touch is an ordinary decoy drop.
+    const auto adm = e.class_of("adm-001");
+    auto admin_decoy = eval(e, wl("adm-001", "10.20.2.1"), addr("10.20.0.66"), tcp, 445);
+    CHECK(admin_decoy.reason == Reason::Decoy);
+    CHECK(admin_decoy.log_prefix == "bh:enf:out:decoy:" + adm);
 
     auto users_to_admins = eval(e, wl("pc-001", "10.20.1.1"), wl("adm-001", "10.20.2.1"), tcp, 445);
     CHECK(users_to_admins.reason == Reason::Deny);
@@ -271,7 +279,7 @@ TEST_CASE("evaluator: decoys and deny beats allow (segmentation)") {
         const PolicyEvaluator overlapping(ex.policy, ex.inventory);
         auto smb = eval(overlapping, wl("pc-001", "10.20.1.1"), wl("pc-002", "10.20.1.2"), tcp, 445);
         CHECK(smb.verdict == Verdict::Drop);
-        CHECK(smb.reason == Reason::Deny);
+        CHECK(smb.reason == Reason::Tripwire);  // no-peer-file-sharing is a tripwire rule
         CHECK(smb.rules == Names{"no-peer-file-sharing"});
         auto ssh = eval(overlapping, wl("pc-001", "10.20.1.1"), wl("pc-002", "10.20.1.2"), tcp, 22);
         CHECK(ssh.verdict == Verdict::Allow);

@@ -551,5 +551,5 @@ TEST_CASE("evaluator cross-check: agrees with the compiled rulesets on every exa
     CHECK(total.allowed > 0);
     CHECK(total.reasons == std::set<policy::Reason>{policy::Reason::None, policy::Reason::Default,
                                                     policy::Reason::Deny, policy::Reason::Decoy,
-                                                    policy::Reason::Quarantine, policy::Reason::Allow});
+                                                    policy::Reason::Quarantine, policy::Reason::Allow, policy::Reason::Tripwire});
 }

@@ -401,7 +401,10 @@ TEST_CASE("ruleset text: every match, verdict and chain shape, and strings that 
     ret.verdict = Verdict{VerdictKind::Return, ""};
     Rule accept;
     accept.verdict = Verdict{VerdictKind::Accept, ""};
-    forward.rules = {all, dispatch, jump, go, ret, accept};
+    Rule trip;  // a tripwire's packet-path set update (into the dynamic set)
+    trip.update = SetUpdate{{Field::L4proto, Field::ThDport}, "services"};
+    trip.verdict = Verdict{VerdictKind::Drop, ""};
+    forward.rules = {all, dispatch, jump, go, ret, accept, trip};
     Chain input{"input", BaseChain{Hook::Input, 0}, {}};
     Chain output{"output", BaseChain{Hook::Output, 10}, {accept}};
     Chain regular{"c1_out", std::nullopt, {ret}};

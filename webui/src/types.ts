@@ -136,6 +136,8 @@ export interface Quarantine {
   reason: string;
   actor: string;
   automatic: boolean;
+  /** "kernel": a tripwire quarantined it on the packet itself; the controller recorded it. */
+  contained_by?: "kernel" | "controller";
   incident: number | null;
   created_at: string;
   released_at: string | null;

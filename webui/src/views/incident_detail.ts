@@ -156,7 +156,7 @@ export const incidentDetailView: View = (container, context, route) => {
     }
     replaceChildren(
       quarantineBox,
-      h("p", {}, `In quarantine since ${formatTime(q.created_at)} by ${q.actor}${q.automatic ? " (automatic)" : ""}: ${q.reason}`),
+      h("p", {}, `In quarantine since ${formatTime(q.created_at)} by ${q.contained_by === "kernel" ? "the kernel (contained by the kernel on the tripwire's packet)" : q.actor}${q.automatic && q.contained_by !== "kernel" ? " (automatic)" : ""}: ${q.reason}`),
       h("ul", { class: "enforcer-states" }, q.enforcers.map((e) => h("li", { "data-enforcer": e.enforcer, "data-state": e.state }, badge(`${e.enforcer}: ${e.state}`, e.state === "applied" ? "ok" : "warn"), ` generation ${e.desired_generation}`))),
     );
   }

@@ -175,7 +175,15 @@ export const overviewView: View = (container, context) => {
             : table<Quarantine>(
                 [
                   { header: "Workload", cell: (q) => link(`#/workloads/${encodeURIComponent(q.workload)}`, q.workload) },
-                  { header: "By", cell: (q) => (q.automatic ? `${q.actor} (automatic)` : q.actor) },
+                  {
+                    header: "By",
+                    cell: (q) =>
+                      q.contained_by === "kernel"
+                        ? "contained by the kernel"
+                        : q.automatic
+                          ? `${q.actor} (automatic)`
+                          : q.actor,
+                  },
                   { header: "Since", cell: (q) => formatTime(q.created_at) },
                   { header: "Applied", cell: (q) => q.enforcers.map((e) => badge(`${e.enforcer}: ${e.state}`, e.state === "applied" ? "ok" : "warn")) },
                 ],

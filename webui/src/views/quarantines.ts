@@ -67,7 +67,15 @@ export const quarantinesView: View = (container, context) => {
           : table<Quarantine>(
               [
                 { header: "Workload", cell: (q) => link(`#/workloads/${encodeURIComponent(q.workload)}`, q.workload) },
-                { header: "Who", cell: (q) => (q.automatic ? [q.actor, " ", badge("automatic", "info")] : q.actor) },
+                {
+                  header: "Who",
+                  cell: (q) =>
+                    q.contained_by === "kernel"
+                      ? [q.actor, " ", badge("contained by the kernel", "info")]
+                      : q.automatic
+                        ? [q.actor, " ", badge("automatic", "info")]
+                        : q.actor,
+                },
                 { header: "Why", cell: (q) => q.reason, className: "wide" },
                 { header: "Incident", cell: (q) => (q.incident !== null ? link(`#/incidents/${q.incident}`, `#${q.incident}`) : "–") },
                 { header: "Since", cell: (q) => [formatTime(q.created_at), h("br", {}), h("span", { class: "hint" }, formatAge(q.created_at))] },
