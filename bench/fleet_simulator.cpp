@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "enforcer/agent/channel_session.hpp"
+#include "enforcer/agent/ndjson.hpp"
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -270,7 +271,9 @@ struct FleetSimulator::Impl {
                 ++channels_open;
                 e.channel_open = true;
                 enforcer::agent::ChannelSession session(e.id, e.held, options.hash_format);
-                std::string pending;
+                // The agent's own framer: it scans each chunk once (a full ruleset of a large
+                // fleet is megabytes arriving in 16 KiB pieces).
+                enforcer::agent::NdjsonFramer framer;
                 while (!parser.is_done() && !stopping && !resync) {
                     parser.get().body().data = chunk.data();
                     parser.get().body().size = chunk.size();
@@ -282,15 +285,8 @@ struct FleetSimulator::Impl {
                             throw;
                         }
                     }
-                    pending.append(chunk.data(), chunk.size() - parser.get().body().size);
-                    std::size_t start = 0;
-                    for (auto newline = pending.find('\n'); newline != std::string::npos;
-                         newline = pending.find('\n', start)) {
-                        const std::string_view line(pending.data() + start, newline - start);
-                        start = newline + 1;
-                        if (line.empty()) {
-                            continue;
-                        }
+                    const std::string_view received(chunk.data(), chunk.size() - parser.get().body().size);
+                    auto fed = framer.feed(received, [&](std::string_view line) {
                         const auto action = session.handle_line(line);
                         using Kind = enforcer::agent::ChannelAction::Kind;
                         if (action.kind == Kind::Hello) {
@@ -307,10 +303,13 @@ struct FleetSimulator::Impl {
                             spdlog::debug("fleet: {}: resync: {}", e.id, action.reason);
                             ++resyncs;
                             resync = true;
-                            break;
+                            return false;
                         }
+                        return true;
+                    });
+                    if (!fed) {
+                        throw std::runtime_error("channel: " + fed.error());
                     }
-                    pending.erase(0, start);
                 }
             } catch (const std::exception& error) {
                 if (!stopping) {

@@ -50,6 +50,8 @@ class ActiveConfiguration {
     std::unique_lock<std::recursive_mutex> lock_changes() { return std::unique_lock(change_mutex_); }
 
   private:
+    static void release_freed_memory();
+
     InventoryRepository& inventory_;
     mutable std::mutex mutex_;
     std::recursive_mutex change_mutex_;
