@@ -157,6 +157,22 @@ std::size_t wait_for_in_sync(httplib::Client& admin, const std::string& token, s
     return in_sync;
 }
 
+// Stores and activates `policy` plus a new rule from every VDI to a new address: a change
+// of every enforcer's ruleset. Returns when the activation request was sent.
+SteadyClock::time_point activate_change_touching_every_vdi(httplib::Client& admin, const std::string& token,
+                                                           json policy) {
+    policy["services"].push_back({{"name", "bench-change"}, {"entries", {{{"protocol", "tcp"}, {"ports", {7001}}}}}});
+    policy["segments"].push_back({{"name", "bench-all-vdis"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
+    policy["segments"].push_back({{"name", "bench-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
+    policy["rules"].push_back({{"name", "bench-change"}, {"action", "allow"}, {"from", {"bench-all-vdis"}},
+                               {"to", {"bench-change-target"}}, {"services", {"bench-change"}}});
+    const json revision = call(admin, "POST", "/api/v1/policies", token, policy, 201);
+    const auto sent = SteadyClock::now();
+    call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
+         token, json::object(), 200);
+    return sent;
+}
+
 std::map<std::string, std::string> desired_hashes(httplib::Client& admin, const std::string& token) {
     std::map<std::string, std::string> hashes;
     const json listed = call(admin, "GET", "/api/v1/enforcers", token, json(), 200);
@@ -454,15 +470,7 @@ int main(int argc, char** argv) {
         const auto in_sync_first = wait_for_in_sync(admin, o.admin_token, o.enforcers, deadline);
         emit("previous_release_in_sync", static_cast<double>(in_sync_first), "enforcers", "",
              {{"enforcers", o.enforcers}, {"ms", ms_since(t, SteadyClock::now())}});
-        policy["services"].push_back({{"name", "bench-change"}, {"entries", {{{"protocol", "tcp"}, {"ports", {7001}}}}}});
-        policy["segments"].push_back({{"name", "bench-all-vdis"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
-        policy["segments"].push_back({{"name", "bench-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
-        policy["rules"].push_back({{"name", "bench-change"}, {"action", "allow"}, {"from", {"bench-all-vdis"}},
-                                   {"to", {"bench-change-target"}}, {"services", {"bench-change"}}});
-        revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
-        t = SteadyClock::now();
-        call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
-             o.admin_token, json::object(), 200);
+        t = activate_change_touching_every_vdi(admin, o.admin_token, policy);
         const auto after_change = wait_for_in_sync(admin, o.admin_token, o.enforcers,
                                                    SteadyClock::now() + std::chrono::seconds(o.phase_seconds));
         emit("previous_release_in_sync_after_change", static_cast<double>(after_change), "enforcers", "",
@@ -499,15 +507,7 @@ int main(int argc, char** argv) {
          {{"probes", o.health_probes}, {"failed_or_over_5s", health_failures}, {"p50_ms", percentile(health, 50)}});
 
     // 5. A policy change that touches every VDI: a new rule from all VDIs to a new address.
-    policy["services"].push_back({{"name", "bench-change"}, {"entries", {{{"protocol", "tcp"}, {"ports", {7001}}}}}});
-    policy["segments"].push_back({{"name", "bench-all-vdis"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
-    policy["segments"].push_back({{"name", "bench-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
-    policy["rules"].push_back({{"name", "bench-change"}, {"action", "allow"}, {"from", {"bench-all-vdis"}},
-                               {"to", {"bench-change-target"}}, {"services", {"bench-change"}}});
-    revision = call(admin, "POST", "/api/v1/policies", o.admin_token, policy, 201);
-    t = SteadyClock::now();
-    call(admin, "POST", "/api/v1/policies/" + std::to_string(revision["id"].get<std::int64_t>()) + "/activate",
-         o.admin_token, json::object(), 200);
+    t = activate_change_touching_every_vdi(admin, o.admin_token, policy);
     const double change_activation_ms = ms_since(t, SteadyClock::now());
     desired = desired_hashes(admin, o.admin_token);
     // The deadline runs from the answer: the activation itself (compiling every enforcer) is
