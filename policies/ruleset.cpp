@@ -803,6 +803,14 @@ std::shared_ptr<const std::string> ElementList::canonical_text(bool with_jump) c
 
 std::uint64_t ElementList::digest(bool with_jump) const { return cache(with_jump)->digest; }
 
+std::optional<std::uint64_t> ElementList::digest_if_known(bool with_jump) const {
+    std::lock_guard lock(cache_mutex_);
+    if (cache_ && cache_->with_jump == with_jump) {
+        return cache_->digest;
+    }
+    return std::nullopt;
+}
+
 json to_json(const Ruleset& ruleset) {
     json document = ruleset_body(ruleset);
     document["hash"] = ruleset_hash(ruleset);

@@ -93,6 +93,8 @@ public:
     // `with_jump`: the set is a verdict map (each element carries its "jump").
     std::shared_ptr<const std::string> canonical_text(bool with_jump) const;
     std::uint64_t digest(bool with_jump) const;
+    // The digest if it was already computed (for that form), without computing it.
+    std::optional<std::uint64_t> digest_if_known(bool with_jump) const;
 
 private:
     struct Cache {

@@ -64,10 +64,13 @@ RulesetDiff diff_rulesets(const Ruleset& old, const Ruleset& updated) {
             continue;  // shared list: unchanged by construction
         }
         // Lists of two compiles are different objects; equal digests mean equal content
-        // with the very confidence the ruleset hash (built on these digests) gives. Each
-        // list is digested once, however many hosts share it.
-        if (before->elements->size() == set.elements->size() &&
-            before->elements->digest(set.verdict_map) == set.elements->digest(set.verdict_map)) {
+        // with the very confidence the ruleset hash (built on these digests) gives. Only
+        // digests the hash already computed are used: computing one here costs more than
+        // the element comparison below.
+        const auto before_digest = before->elements->digest_if_known(set.verdict_map);
+        const auto digest = set.elements->digest_if_known(set.verdict_map);
+        if (before_digest && digest && *before_digest == *digest &&
+            before->elements->size() == set.elements->size()) {
             continue;
         }
         SetDelta delta{set.name, {}, {}};
