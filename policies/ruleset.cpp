@@ -823,6 +823,203 @@ std::string to_json_text(const Ruleset& ruleset, const std::string& hash) {
     return body_text(ruleset, ElementsAs::Text, &hash, &ports);
 }
 
+namespace {
+
+// The pieces below throw json::exception on a wrong JSON type; their public wrappers and
+// ruleset_from_json turn that into "malformed ruleset: ...".
+std::expected<ElementList, std::string> decode_elements(const std::string& set_name, const std::vector<KeyType>& key,
+                                                        bool verdict_map, const json& list) {
+    ElementList elements;
+    elements.reserve(list.size());
+    for (const auto& e : list) {
+        const auto& parts = e.at("key");
+        if (!parts.is_array() || parts.size() != key.size()) {
+            return fail<ElementList>("set " + set_name + ": element " + e.dump() + " does not match the key");
+        }
+        Element element;
+        element.key.reserve(parts.size());
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            const auto type = key[i];
+            if (type == KeyType::Ifname) {
+                element.key.emplace_back(parts[i].get<std::string>());
+            } else if (type == KeyType::Ipv4Addr || type == KeyType::Ipv6Addr) {
+                auto range = ip_range_from_string(parts[i].get<std::string>(), type);
+                if (!range) {
+                    return fail<ElementList>("set " + set_name + ": " + range.error());
+                }
+                element.key.emplace_back(*range);
+            } else {
+                auto range = number_range_from_json(parts[i], max_of(type));
+                if (!range) {
+                    return fail<ElementList>("set " + set_name + ": " + range.error());
+                }
+                element.key.emplace_back(*range);
+            }
+        }
+        if (verdict_map) {
+            element.jump = e.at("jump").get<std::string>();
+        }
+        elements.push_back(std::move(element));
+    }
+    std::sort(elements.begin(), elements.end());
+    return elements;
+}
+
+std::expected<SetDefinition, std::string> decode_set(const json& s) {
+    SetDefinition set;
+    set.name = s.at("name").get<std::string>();
+    for (const auto& k : s.at("key")) {
+        auto type = key_type_from_name(k.get<std::string>());
+        if (!type) {
+            return fail<SetDefinition>("set " + set.name + ": unknown key type " + k.dump());
+        }
+        set.key.push_back(*type);
+    }
+    if (set.key.empty()) {
+        return fail<SetDefinition>("set " + set.name + ": empty key");
+    }
+    set.interval = s.value("interval", false);
+    set.verdict_map = s.value("verdict_map", false);
+    set.dynamic = s.value("dynamic", false);
+    set.comment = s.value("comment", "");
+    auto elements = decode_elements(set.name, set.key, set.verdict_map, s.at("elements"));
+    if (!elements) {
+        return std::unexpected(elements.error());
+    }
+    set.elements = std::make_shared<const ElementList>(std::move(*elements));
+    return set;
+}
+
+std::expected<Chain, std::string> decode_chain(const json& c) {
+    Chain chain;
+    chain.name = c.at("name").get<std::string>();
+    if (c.contains("hook")) {
+        bool found = false;
+        for (const auto& [hook, name] : hook_names) {
+            if (c["hook"] == name) {
+                chain.base = BaseChain{hook, c.value("priority", 0)};
+                found = true;
+            }
+        }
+        if (!found) {
+            return fail<Chain>("chain " + chain.name + ": unknown hook");
+        }
+    }
+    for (const auto& r : c.at("rules")) {
+        Rule rule;
+        for (const auto& m : r.at("matches")) {
+            auto match = match_from_json(m);
+            if (!match) {
+                return fail<Chain>("chain " + chain.name + ": " + match.error());
+            }
+            rule.matches.push_back(std::move(*match));
+        }
+        if (r.contains("update")) {
+            const auto& u = r["update"];
+            if (!u.is_object() || !u.contains("fields") || !u["fields"].is_array() || u["fields"].empty() ||
+                !u.contains("set") || !u["set"].is_string()) {
+                return fail<Chain>("chain " + chain.name + ": update needs \"fields\" and \"set\"");
+            }
+            SetUpdate update;
+            for (const auto& f : u["fields"]) {
+                auto field = field_from_json(f);
+                if (!field) {
+                    return fail<Chain>("chain " + chain.name + ": " + field.error());
+                }
+                update.fields.push_back(*field);
+            }
+            update.set = u["set"].get<std::string>();
+            rule.update = std::move(update);
+        }
+        rule.counter = r.value("counter", false);
+        if (r.contains("log")) {
+            rule.log = LogAction{r["log"].at("prefix").get<std::string>(), r["log"].at("group").get<std::uint16_t>()};
+        }
+        if (r.contains("dispatch")) {
+            auto field = field_from_json(r["dispatch"].at("field"));
+            if (!field) {
+                return fail<Chain>("chain " + chain.name + ": " + field.error());
+            }
+            rule.dispatch = VerdictMapDispatch{*field, r["dispatch"].at("map").get<std::string>()};
+        }
+        auto verdict = verdict_from_json(r.value("verdict", json()));
+        if (!verdict) {
+            return fail<Chain>("chain " + chain.name + ": " + verdict.error());
+        }
+        rule.verdict = *verdict;
+        rule.comment = r.value("comment", "");
+        chain.rules.push_back(std::move(rule));
+    }
+    return chain;
+}
+
+template <typename Decode>
+auto guarded(Decode decode) -> decltype(decode()) {
+    try {
+        return decode();
+    } catch (const json::exception& e) {
+        return std::unexpected(std::string("malformed ruleset: ") + e.what());
+    }
+}
+
+}  // namespace
+
+std::expected<SetDefinition, std::string> set_from_json(const json& set) {
+    return guarded([&] { return decode_set(set); });
+}
+
+std::expected<ElementList, std::string> elements_from_json(const SetDefinition& set, const json& elements) {
+    return guarded([&] { return decode_elements(set.name, set.key, set.verdict_map, elements); });
+}
+
+std::expected<Chain, std::string> chain_from_json(const json& chain) {
+    return guarded([&] { return decode_chain(chain); });
+}
+
+std::optional<std::string> unresolved_reference(const Ruleset& ruleset) {
+    // A ruleset that names a missing set or chain would be rejected by the kernel half-way
+    // through an apply.
+    for (const auto& chain : ruleset.chains) {
+        for (const auto& rule : chain.rules) {
+            for (const auto& m : rule.matches) {
+                if (const auto* lookup = std::get_if<SetLookup>(&m)) {
+                    if (ruleset.find_set(lookup->set) == nullptr) {
+                        return "chain " + chain.name + " looks up missing set " + lookup->set;
+                    }
+                }
+            }
+            if (rule.update) {
+                // Only a dynamic set may be written from the packet path; the kernel would
+                // refuse anything else half-way through an apply.
+                const auto* target = ruleset.find_set(rule.update->set);
+                if (target == nullptr || !target->dynamic || target->verdict_map ||
+                    target->key.size() != rule.update->fields.size()) {
+                    return "chain " + chain.name + " adds to " + rule.update->set +
+                           ", which is not a dynamic set with that key";
+                }
+            }
+            if (rule.dispatch && ruleset.find_set(rule.dispatch->map) == nullptr) {
+                return "chain " + chain.name + " dispatches on missing map " + rule.dispatch->map;
+            }
+            if ((rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) &&
+                ruleset.find_chain(rule.verdict.chain) == nullptr) {
+                return "chain " + chain.name + " jumps to missing chain " + rule.verdict.chain;
+            }
+        }
+    }
+    for (const auto& set : ruleset.sets) {
+        if (!set.verdict_map) {
+            continue;
+        }
+        for (const auto& e : *set.elements) {
+            if (ruleset.find_chain(e.jump) == nullptr) {
+                return "map " + set.name + " jumps to missing chain " + e.jump;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
 std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
     try {
         if (!document.is_object() || document.value("format", "") != "bulkhead-ruleset/1") {
@@ -832,121 +1029,20 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
         ruleset.enforcer = document.at("enforcer").get<std::string>();
         ruleset.policy_name = document.at("policy").get<std::string>();
         for (const auto& s : document.at("sets")) {
-            SetDefinition set;
-            set.name = s.at("name").get<std::string>();
-            for (const auto& k : s.at("key")) {
-                auto type = key_type_from_name(k.get<std::string>());
-                if (!type) {
-                    return fail<Ruleset>("set " + set.name + ": unknown key type " + k.dump());
-                }
-                set.key.push_back(*type);
+            auto set = decode_set(s);
+            if (!set) {
+                return std::unexpected(set.error());
             }
-            if (set.key.empty()) {
-                return fail<Ruleset>("set " + set.name + ": empty key");
-            }
-            set.interval = s.value("interval", false);
-            set.verdict_map = s.value("verdict_map", false);
-            set.dynamic = s.value("dynamic", false);
-            set.comment = s.value("comment", "");
-            ElementList elements;
-            for (const auto& e : s.at("elements")) {
-                const auto& parts = e.at("key");
-                if (!parts.is_array() || parts.size() != set.key.size()) {
-                    return fail<Ruleset>("set " + set.name + ": element " + e.dump() +
-                                         " does not match the key");
-                }
-                Element element;
-                for (std::size_t i = 0; i < parts.size(); ++i) {
-                    const auto type = set.key[i];
-                    if (type == KeyType::Ifname) {
-                        element.key.emplace_back(parts[i].get<std::string>());
-                    } else if (type == KeyType::Ipv4Addr || type == KeyType::Ipv6Addr) {
-                        auto range = ip_range_from_string(parts[i].get<std::string>(), type);
-                        if (!range) {
-                            return fail<Ruleset>("set " + set.name + ": " + range.error());
-                        }
-                        element.key.emplace_back(*range);
-                    } else {
-                        auto range = number_range_from_json(parts[i], max_of(type));
-                        if (!range) {
-                            return fail<Ruleset>("set " + set.name + ": " + range.error());
-                        }
-                        element.key.emplace_back(*range);
-                    }
-                }
-                if (set.verdict_map) {
-                    element.jump = e.at("jump").get<std::string>();
-                }
-                elements.push_back(std::move(element));
-            }
-            std::sort(elements.begin(), elements.end());
-            set.elements = std::make_shared<const ElementList>(std::move(elements));
-            ruleset.sets.push_back(std::move(set));
+            ruleset.sets.push_back(std::move(*set));
         }
         std::sort(ruleset.sets.begin(), ruleset.sets.end(),
                   [](const auto& a, const auto& b) { return a.name < b.name; });
         for (const auto& c : document.at("chains")) {
-            Chain chain;
-            chain.name = c.at("name").get<std::string>();
-            if (c.contains("hook")) {
-                bool found = false;
-                for (const auto& [hook, name] : hook_names) {
-                    if (c["hook"] == name) {
-                        chain.base = BaseChain{hook, c.value("priority", 0)};
-                        found = true;
-                    }
-                }
-                if (!found) {
-                    return fail<Ruleset>("chain " + chain.name + ": unknown hook");
-                }
+            auto chain = decode_chain(c);
+            if (!chain) {
+                return std::unexpected(chain.error());
             }
-            for (const auto& r : c.at("rules")) {
-                Rule rule;
-                for (const auto& m : r.at("matches")) {
-                    auto match = match_from_json(m);
-                    if (!match) {
-                        return fail<Ruleset>("chain " + chain.name + ": " + match.error());
-                    }
-                    rule.matches.push_back(std::move(*match));
-                }
-                if (r.contains("update")) {
-                    const auto& u = r["update"];
-                    if (!u.is_object() || !u.contains("fields") || !u["fields"].is_array() ||
-                        u["fields"].empty() || !u.contains("set") || !u["set"].is_string()) {
-                        return fail<Ruleset>("chain " + chain.name + ": update needs \"fields\" and \"set\"");
-                    }
-                    SetUpdate update;
-                    for (const auto& f : u["fields"]) {
-                        auto field = field_from_json(f);
-                        if (!field) {
-                            return fail<Ruleset>("chain " + chain.name + ": " + field.error());
-                        }
-                        update.fields.push_back(*field);
-                    }
-                    update.set = u["set"].get<std::string>();
-                    rule.update = std::move(update);
-                }
-                rule.counter = r.value("counter", false);
-                if (r.contains("log")) {
-                    rule.log = LogAction{r["log"].at("prefix").get<std::string>(),
-                                         r["log"].at("group").get<std::uint16_t>()};
-                }
-                if (r.contains("dispatch")) {
-                    auto field = field_from_json(r["dispatch"].at("field"));
-                    if (!field) {
-                        return fail<Ruleset>("chain " + chain.name + ": " + field.error());
-                    }
-                    rule.dispatch = VerdictMapDispatch{*field, r["dispatch"].at("map").get<std::string>()};
-                }
-                auto verdict = verdict_from_json(r.value("verdict", json()));
-                if (!verdict) {
-                    return fail<Ruleset>("chain " + chain.name + ": " + verdict.error());
-                }
-                rule.verdict = *verdict;
-                rule.comment = r.value("comment", "");
-                chain.rules.push_back(std::move(rule));
-            }
-            ruleset.chains.push_back(std::move(chain));
+            ruleset.chains.push_back(std::move(*chain));
         }
         for (const auto& p : document.at("ports")) {
             ruleset.ports.push_back(PortBinding{
@@ -954,45 +1050,8 @@ std::expected<Ruleset, std::string> ruleset_from_json(const json& document) {
                 p.at("mode") == "host" ? policy::AttachmentMode::Host : policy::AttachmentMode::Port,
                 p.at("class").get<std::string>()});
         }
-        // Every reference must resolve: a ruleset that names a missing set or chain would be
-        // rejected by the kernel half-way through an apply.
-        for (const auto& chain : ruleset.chains) {
-            for (const auto& rule : chain.rules) {
-                for (const auto& m : rule.matches) {
-                    if (const auto* lookup = std::get_if<SetLookup>(&m)) {
-                        if (ruleset.find_set(lookup->set) == nullptr) {
-                            return fail<Ruleset>("chain " + chain.name + " looks up missing set " +
-                                                 lookup->set);
-                        }
-                    }
-                }
-                if (rule.update) {
-                    // Only a dynamic set may be written from the packet path; the kernel
-                    // would refuse anything else half-way through an apply.
-                    const auto* target = ruleset.find_set(rule.update->set);
-                    if (target == nullptr || !target->dynamic || target->verdict_map ||
-                        target->key.size() != rule.update->fields.size()) {
-                        return fail<Ruleset>("chain " + chain.name + " adds to " + rule.update->set +
-                                             ", which is not a dynamic set with that key");
-                    }
-                }
-                if (rule.dispatch && ruleset.find_set(rule.dispatch->map) == nullptr) {
-                    return fail<Ruleset>("chain " + chain.name + " dispatches on missing map " +
-                                         rule.dispatch->map);
-                }
-                if ((rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) &&
-                    ruleset.find_chain(rule.verdict.chain) == nullptr) {
-                    return fail<Ruleset>("chain " + chain.name + " jumps to missing chain " +
-                                         rule.verdict.chain);
-                }
-            }
-        }
-        for (const auto& set : ruleset.sets) {
-            for (const auto& e : *set.elements) {
-                if (set.verdict_map && ruleset.find_chain(e.jump) == nullptr) {
-                    return fail<Ruleset>("map " + set.name + " jumps to missing chain " + e.jump);
-                }
-            }
+        if (auto unresolved = unresolved_reference(ruleset)) {
+            return fail<Ruleset>(*unresolved);
         }
         return ruleset;
     } catch (const json::exception& e) {

@@ -256,6 +256,15 @@ std::string to_json_text(const Ruleset& ruleset, const std::string& hash);
 nlohmann::json sets_to_json(const std::vector<SetDefinition>& sets);
 nlohmann::json chains_to_json(const std::vector<Chain>& chains);
 std::expected<Ruleset, std::string> ruleset_from_json(const nlohmann::json& document);
+// The document's pieces decoded on their own, with ruleset_from_json's checks and messages
+// (the wire diff carries pieces). Elements come back sorted. References are not checked
+// here: check the assembled ruleset with unresolved_reference().
+std::expected<SetDefinition, std::string> set_from_json(const nlohmann::json& set);
+std::expected<ElementList, std::string> elements_from_json(const SetDefinition& set, const nlohmann::json& elements);
+std::expected<Chain, std::string> chain_from_json(const nlohmann::json& chain);
+// The first reference that does not resolve: a lookup or dispatch on a missing set, a jump
+// to a missing chain, a packet-path update of a set that is not dynamic with that key.
+std::optional<std::string> unresolved_reference(const Ruleset& ruleset);
 
 std::string key_part_to_string(const KeyPart& part, KeyType type);
 

@@ -311,98 +311,36 @@ const json& array_member(const json& wire, const char* name, bool& ok, std::stri
     return value;
 }
 
-json base_document(json sets, json chains) {
-    return {{"format", "bulkhead-ruleset/1"}, {"enforcer", ""}, {"policy", ""},
-            {"sets", std::move(sets)}, {"chains", std::move(chains)}, {"ports", json::array()}};
-}
-
-// Stub chains for every verdict a map element names, so that decoding a set on its own does
-// not trip ruleset_from_json's reference check (references are checked on the result).
-json stub_chains_for(const json& sets) {
-    std::set<std::string> names;
-    for (const auto& s : sets) {
-        if (!s.is_object() || !s.contains("elements") || !s["elements"].is_array()) {
-            continue;
-        }
-        for (const auto& e : s["elements"]) {
-            if (e.is_object() && e.contains("jump") && e["jump"].is_string()) {
-                names.insert(e["jump"].get<std::string>());
-            }
-        }
-    }
-    json chains = json::array();
-    for (const auto& n : names) {
-        chains.push_back({{"name", n}, {"rules", json::array()}});
-    }
-    return chains;
-}
-
 std::expected<std::vector<SetDefinition>, std::string> decode_sets(const json& sets) {
-    auto parsed = ruleset_from_json(base_document(sets, stub_chains_for(sets)));
-    if (!parsed) {
-        return std::unexpected(parsed.error());
-    }
+    std::vector<SetDefinition> out;
     std::set<std::string> seen;
-    for (const auto& s : parsed->sets) {
-        if (!seen.insert(s.name).second) {
-            return std::unexpected("set " + s.name + " appears twice");
-        }
-    }
-    return std::move(parsed->sets);
-}
-
-std::expected<ElementList, std::string> decode_elements(const SetDefinition& definition,
-                                                        const json& elements) {
-    SetDefinition shape = definition;
-    shape.elements = std::make_shared<const ElementList>();
-    json set = sets_json({shape}).at(0);
-    set["elements"] = elements;
-    auto sets = decode_sets(json::array({set}));
-    if (!sets) {
-        return std::unexpected(sets.error());
-    }
-    return *sets->front().elements;
-}
-
-// Chains are decoded against stubs of the result's sets and chains; whether the references
-// resolve in the result is checked once the result is assembled.
-std::expected<std::vector<Chain>, std::string> decode_chains(const json& chains,
-                                                             const std::vector<SetDefinition>& sets,
-                                                             const std::set<std::string>& chain_names) {
-    if (chains.is_array() && chains.empty()) {
-        return std::vector<Chain>{};  // most diffs (a quarantine, a new VDI) change no chain
-    }
-    std::vector<SetDefinition> shapes;
     for (const auto& s : sets) {
-        SetDefinition shape = s;
-        shape.elements = std::make_shared<const ElementList>();
-        shapes.push_back(std::move(shape));
-    }
-    json all_chains = chains;
-    std::set<std::string> given;
-    for (const auto& c : chains) {
-        if (c.is_object() && c.contains("name") && c["name"].is_string()) {
-            given.insert(c["name"].get<std::string>());
+        auto set = set_from_json(s);
+        if (!set) {
+            return std::unexpected(set.error());
         }
-    }
-    for (const auto& n : chain_names) {
-        if (!given.contains(n)) {
-            all_chains.push_back({{"name", n}, {"rules", json::array()}});
+        if (!seen.insert(set->name).second) {
+            return std::unexpected("set " + set->name + " appears twice");
         }
+        out.push_back(std::move(*set));
     }
-    auto parsed = ruleset_from_json(base_document(sets_json(std::move(shapes)), all_chains));
-    if (!parsed) {
-        return std::unexpected(parsed.error());
-    }
+    return out;
+}
+
+// Chains are decoded on their own; whether their references resolve is checked once the
+// result is assembled.
+std::expected<std::vector<Chain>, std::string> decode_chains(const json& chains) {
     std::vector<Chain> out;
     std::set<std::string> seen;
-    for (auto& c : parsed->chains) {
-        if (given.contains(c.name)) {
-            if (!seen.insert(c.name).second) {
-                return std::unexpected("chain " + c.name + " appears twice");
-            }
-            out.push_back(std::move(c));
+    for (const auto& c : chains) {
+        auto chain = chain_from_json(c);
+        if (!chain) {
+            return std::unexpected(chain.error());
         }
+        if (!seen.insert(chain->name).second) {
+            return std::unexpected("chain " + chain->name + " appears twice");
+        }
+        out.push_back(std::move(*chain));
     }
     return out;
 }
@@ -436,37 +374,6 @@ bool canonical_chain_less(const Chain& a, const Chain& b) {
         return a.base.has_value();
     }
     return a.name < b.name;
-}
-
-std::optional<std::string> dangling_reference(const Ruleset& r) {
-    for (const auto& chain : r.chains) {
-        for (const auto& rule : chain.rules) {
-            for (const auto& m : rule.matches) {
-                if (const auto* lookup = std::get_if<SetLookup>(&m);
-                    lookup && r.find_set(lookup->set) == nullptr) {
-                    return "chain " + chain.name + " looks up missing set " + lookup->set;
-                }
-            }
-            if (rule.dispatch && r.find_set(rule.dispatch->map) == nullptr) {
-                return "chain " + chain.name + " dispatches on missing map " + rule.dispatch->map;
-            }
-            if ((rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) &&
-                r.find_chain(rule.verdict.chain) == nullptr) {
-                return "chain " + chain.name + " jumps to missing chain " + rule.verdict.chain;
-            }
-        }
-    }
-    for (const auto& set : r.sets) {
-        if (!set.verdict_map) {
-            continue;
-        }
-        for (const auto& e : *set.elements) {
-            if (r.find_chain(e.jump) == nullptr) {
-                return "map " + set.name + " jumps to missing chain " + e.jump;
-            }
-        }
-    }
-    return std::nullopt;
 }
 
 }  // namespace
@@ -533,7 +440,254 @@ json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& up
     return wire;
 }
 
-std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const json& wire) {
+namespace {
+
+// A name's class part: the text before its first '_', or the whole name.
+std::string_view class_part(std::string_view name) { return name.substr(0, name.find('_')); }
+
+bool is_class_token(const std::string& name) {
+    return !name.empty() && name.find('_') == std::string::npos;
+}
+
+struct CommentRewrite {
+    std::string from;
+    std::string to;
+};
+
+// A comment that starts with a rewrite's `from` gets its `to` instead; of several, the
+// longest `from` wins.
+std::string rewritten_comment(const std::string& comment, const std::vector<CommentRewrite>& rewrites) {
+    const CommentRewrite* best = nullptr;
+    for (const auto& r : rewrites) {
+        if (comment.starts_with(r.from) && (best == nullptr || r.from.size() > best->from.size())) {
+            best = &r;
+        }
+    }
+    return best == nullptr ? comment : best->to + comment.substr(best->from.size());
+}
+
+}  // namespace
+
+std::vector<ClassRename> class_renames(const Ruleset& old, const Ruleset& updated) {
+    std::map<std::string, std::string> old_class;  // interface -> class
+    std::set<std::string> old_classes;
+    std::set<std::string> new_classes;
+    for (const auto& p : old.ports) {
+        old_class[p.interface] = p.policy_class;
+        old_classes.insert(p.policy_class);
+    }
+    for (const auto& p : updated.ports) {
+        new_classes.insert(p.policy_class);
+    }
+    std::map<std::string, std::set<std::string>> forward;   // old class -> new classes
+    std::map<std::string, std::set<std::string>> backward;  // new class -> old classes
+    for (const auto& p : updated.ports) {
+        auto it = old_class.find(p.interface);
+        if (it != old_class.end()) {
+            forward[it->second].insert(p.policy_class);
+            backward[p.policy_class].insert(it->second);
+        }
+    }
+    std::set<std::string> old_tokens;
+    for (const auto& set : old.sets) {
+        old_tokens.insert(std::string(class_part(set.name)));
+    }
+    for (const auto& chain : old.chains) {
+        old_tokens.insert(std::string(class_part(chain.name)));
+    }
+    std::vector<ClassRename> renames;
+    for (const auto& [from, targets] : forward) {
+        if (targets.size() != 1) {
+            continue;  // the class split
+        }
+        const auto& to = *targets.begin();
+        // Only a one-to-one change of name: the old name is gone, the new one is new, and no
+        // other class merged into it.
+        if (to == from || !is_class_token(from) || !is_class_token(to) || new_classes.contains(from) ||
+            old_classes.contains(to) || old_tokens.contains(to) || !old_tokens.contains(from) ||
+            backward[to].size() != 1) {
+            continue;
+        }
+        renames.push_back({from, to});
+    }
+    return renames;
+}
+
+std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const std::vector<ClassRename>& renames) {
+    std::map<std::string, std::string, std::less<>> to_of;
+    for (const auto& r : renames) {
+        if (!is_class_token(r.from) || !is_class_token(r.to)) {
+            return std::unexpected("rename " + r.from + " -> " + r.to + ": a class name is non-empty without '_'");
+        }
+        if (!to_of.emplace(r.from, r.to).second) {
+            return std::unexpected("class " + r.from + " is renamed twice");
+        }
+    }
+    std::set<std::string> used;
+    auto renamed = [&](const std::string& name) -> std::string {
+        const auto token = class_part(name);
+        auto it = to_of.find(token);
+        if (it == to_of.end()) {
+            return name;
+        }
+        used.insert(it->first);
+        return it->second + name.substr(token.size());
+    };
+    Ruleset out;
+    out.enforcer = ruleset.enforcer;
+    out.policy_name = ruleset.policy_name;
+    out.sets.reserve(ruleset.sets.size());
+    for (const auto& set : ruleset.sets) {
+        SetDefinition copy = set;
+        copy.name = renamed(set.name);
+        if (set.verdict_map) {
+            ElementList elements = *set.elements;
+            bool changed = false;
+            for (auto& e : elements) {
+                auto jump = renamed(e.jump);
+                changed = changed || jump != e.jump;
+                e.jump = std::move(jump);
+            }
+            if (changed) {
+                std::sort(elements.begin(), elements.end());
+                copy.elements = std::make_shared<const ElementList>(std::move(elements));
+            }
+        }
+        out.sets.push_back(std::move(copy));
+    }
+    std::sort(out.sets.begin(), out.sets.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    out.chains = ruleset.chains;
+    for (auto& chain : out.chains) {
+        chain.name = renamed(chain.name);
+        for (auto& rule : chain.rules) {
+            for (auto& m : rule.matches) {
+                if (auto* lookup = std::get_if<SetLookup>(&m)) {
+                    lookup->set = renamed(lookup->set);
+                }
+            }
+            if (rule.update) {
+                rule.update->set = renamed(rule.update->set);
+            }
+            if (rule.dispatch) {
+                rule.dispatch->map = renamed(rule.dispatch->map);
+            }
+            if (rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) {
+                rule.verdict.chain = renamed(rule.verdict.chain);
+            }
+            if (rule.log) {
+                // Log prefixes name the class as one ':'-separated part
+                // ("bh:enf:in:deny:c39efdf1a"); drop attribution reads it.
+                std::string prefix;
+                std::size_t start = 0;
+                for (;;) {
+                    const auto end = rule.log->prefix.find(':', start);
+                    const auto part = std::string_view(rule.log->prefix).substr(start, end - start);
+                    auto it = to_of.find(part);
+                    prefix += it == to_of.end() ? std::string(part) : it->second;
+                    if (end == std::string::npos) {
+                        break;
+                    }
+                    prefix += ':';
+                    start = end + 1;
+                }
+                rule.log->prefix = std::move(prefix);
+            }
+        }
+    }
+    // The compiler's order: base chains first (kept as they are), then regular chains by name.
+    std::stable_sort(out.chains.begin(), out.chains.end(), canonical_chain_less);
+    out.ports = ruleset.ports;
+    for (auto& port : out.ports) {
+        if (auto it = to_of.find(port.policy_class); it != to_of.end()) {
+            port.policy_class = it->second;
+            used.insert(it->first);
+        }
+    }
+    for (const auto& r : renames) {
+        if (!used.contains(r.from)) {
+            return std::unexpected("renames class " + r.from + " which the base does not hold");
+        }
+    }
+    for (std::size_t i = 1; i < out.sets.size(); ++i) {
+        if (out.sets[i].name == out.sets[i - 1].name) {
+            return std::unexpected("renaming classes gives two sets named " + out.sets[i].name);
+        }
+    }
+    std::set<std::string> chain_names;
+    for (const auto& chain : out.chains) {
+        if (!chain_names.insert(chain.name).second) {
+            return std::unexpected("renaming classes gives two chains named " + chain.name);
+        }
+    }
+    return out;
+}
+
+json wire_diff(const Ruleset& old, const Ruleset& updated) {
+    const auto renames = class_renames(old, updated);
+    std::optional<Ruleset> renamed;
+    if (!renames.empty()) {
+        if (auto result = rename_classes(old, renames)) {
+            renamed = std::move(*result);
+        }
+    }
+    const Ruleset& base = renamed ? *renamed : old;
+    json wire = diff_to_wire(diff_rulesets(base, updated), base, updated);
+    if (renamed) {
+        json list = json::array();
+        for (const auto& r : renames) {
+            list.push_back({{"from", r.from}, {"to", r.to}});
+        }
+        wire["renames"] = std::move(list);
+    }
+    // diff_rulesets looks at what the kernel holds; a set's comment is only in the document
+    // (and its hash). A class's sets share the class's comment ("segments: a, b"), so a
+    // change of membership changes the start of dozens of comments the same way: sent as
+    // one rewrite each, and per set only where the rewrites do not give the new comment.
+    std::map<std::string, std::string> rewrite_to;
+    for (const auto& set : updated.sets) {
+        const auto* before = base.find_set(set.name);
+        if (before == nullptr || !before->same_definition(set) || before->comment == set.comment) {
+            continue;
+        }
+        // Strip the common ending: what is left is the part that changed.
+        std::size_t common = 0;
+        while (common < before->comment.size() && common < set.comment.size() &&
+               before->comment[before->comment.size() - 1 - common] == set.comment[set.comment.size() - 1 - common]) {
+            ++common;
+        }
+        auto from = before->comment.substr(0, before->comment.size() - common);
+        if (!from.empty()) {
+            rewrite_to.emplace(std::move(from), set.comment.substr(0, set.comment.size() - common));
+        }
+    }
+    std::vector<CommentRewrite> rewrites;
+    for (auto& [from, to] : rewrite_to) {
+        rewrites.push_back({from, to});
+    }
+    json explicit_comments = json::array();
+    for (const auto& set : updated.sets) {
+        const auto* before = base.find_set(set.name);
+        if (before == nullptr || !before->same_definition(set)) {
+            continue;  // added or redefined: carried whole
+        }
+        if (rewritten_comment(before->comment, rewrites) != set.comment) {
+            explicit_comments.push_back({{"set", set.name}, {"comment", set.comment}});
+        }
+    }
+    if (!rewrites.empty()) {
+        json list = json::array();
+        for (const auto& r : rewrites) {
+            list.push_back({{"from", r.from}, {"to", r.to}});
+        }
+        wire["comment_rewrites"] = std::move(list);
+    }
+    if (!explicit_comments.empty()) {
+        wire["set_comments"] = std::move(explicit_comments);
+    }
+    return wire;
+}
+
+std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset, const json& wire) {
     try {
         if (!wire.is_object() || wire.value("format", "") != wire_format) {
             return wire_error<Ruleset>("not a " + std::string(wire_format) + " document");
@@ -541,9 +695,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         if (!wire.contains("enforcer") || !wire["enforcer"].is_string()) {
             return wire_error<Ruleset>("\"enforcer\" missing");
         }
-        if (wire["enforcer"] != base.enforcer) {
+        if (wire["enforcer"] != base_ruleset.enforcer) {
             return wire_error<Ruleset>("diff is for enforcer \"" + wire["enforcer"].get<std::string>() +
-                                       "\", the base ruleset is for \"" + base.enforcer + "\"");
+                                       "\", the base ruleset is for \"" + base_ruleset.enforcer + "\"");
         }
         const bool full_replace = wire.value("full_replace", false);
         if (full_replace && !wire.contains("sets_redefined") && !wire.contains("chains_redefined")) {
@@ -552,6 +706,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         }
         bool ok = true;
         std::string shape_error;
+        const auto& renames = array_member(wire, "renames", ok, shape_error);
+        const auto& set_comments = array_member(wire, "set_comments", ok, shape_error);
+        const auto& comment_rewrites = array_member(wire, "comment_rewrites", ok, shape_error);
         const auto& sets_added = array_member(wire, "sets_added", ok, shape_error);
         const auto& sets_removed = array_member(wire, "sets_removed", ok, shape_error);
         const auto& sets_redefined = array_member(wire, "sets_redefined", ok, shape_error);
@@ -565,6 +722,25 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         if (!ok) {
             return wire_error<Ruleset>(shape_error);
         }
+
+        // Renamed classes first: the rest of the diff is relative to the renamed base.
+        Ruleset renamed;
+        if (!renames.empty()) {
+            std::vector<ClassRename> list;
+            for (const auto& r : renames) {
+                if (!r.is_object() || !r.contains("from") || !r["from"].is_string() || !r.contains("to") ||
+                    !r["to"].is_string()) {
+                    return wire_error<Ruleset>("malformed rename " + r.dump().substr(0, 200));
+                }
+                list.push_back({r["from"].get<std::string>(), r["to"].get<std::string>()});
+            }
+            auto result = rename_classes(base_ruleset, list);
+            if (!result) {
+                return wire_error<Ruleset>(result.error());
+            }
+            renamed = std::move(*result);
+        }
+        const Ruleset& base = renames.empty() ? base_ruleset : renamed;
 
         Ruleset out;
         out.enforcer = base.enforcer;
@@ -594,7 +770,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         if (!redefined) {
             return wire_error<Ruleset>("sets_redefined: " + redefined.error());
         }
+        std::set<std::string> added_names;  // carried whole, with their comment
         for (auto& s : *redefined) {
+            added_names.insert(s.name);
             auto it = sets.find(s.name);
             if (it == sets.end()) {
                 return wire_error<Ruleset>("redefines set " + s.name + " which the base does not hold");
@@ -607,6 +785,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         }
         for (auto& s : *added) {
             const auto name = s.name;
+            added_names.insert(name);
             if (!sets.emplace(name, std::move(s)).second) {
                 return wire_error<Ruleset>("adds set " + name + " which the base already holds");
             }
@@ -625,8 +804,8 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
                 return wire_error<Ruleset>("set " + name + " is changed twice");
             }
             SetDefinition& set = it->second;
-            auto removed = decode_elements(set, change.value("removed", json::array()));
-            auto added_elements = decode_elements(set, change.value("added", json::array()));
+            auto removed = elements_from_json(set, change.value("removed", json::array()));
+            auto added_elements = elements_from_json(set, change.value("added", json::array()));
             if (!removed || !added_elements) {
                 return wire_error<Ruleset>("set " + name + ": " + (!removed ? removed.error() : added_elements.error()));
             }
@@ -660,6 +839,33 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
             merged.insert(merged.end(), std::make_move_iterator(kept), std::make_move_iterator(result.end()));
             set.elements = std::make_shared<const ElementList>(std::move(merged));
         }
+        if (!comment_rewrites.empty()) {
+            std::vector<CommentRewrite> rewrites;
+            for (const auto& r : comment_rewrites) {
+                if (!r.is_object() || !r.contains("from") || !r["from"].is_string() || r["from"].get<std::string>().empty() ||
+                    !r.contains("to") || !r["to"].is_string()) {
+                    return wire_error<Ruleset>("malformed comment rewrite " + r.dump().substr(0, 200));
+                }
+                rewrites.push_back({r["from"].get<std::string>(), r["to"].get<std::string>()});
+            }
+            for (auto& [name, set] : sets) {
+                if (base.find_set(name) != nullptr && !added_names.contains(name)) {
+                    set.comment = rewritten_comment(set.comment, rewrites);
+                }
+            }
+        }
+        for (const auto& c : set_comments) {
+            if (!c.is_object() || !c.contains("set") || !c["set"].is_string() || !c.contains("comment") ||
+                !c["comment"].is_string()) {
+                return wire_error<Ruleset>("malformed set comment " + c.dump().substr(0, 200));
+            }
+            auto it = sets.find(c["set"].get<std::string>());
+            if (it == sets.end()) {
+                return wire_error<Ruleset>("comments set " + c["set"].get<std::string>() +
+                                           " which the result does not hold");
+            }
+            it->second.comment = c["comment"].get<std::string>();
+        }
         for (auto& [name, set] : sets) {
             out.sets.push_back(std::move(set));  // std::map: already sorted by name
         }
@@ -677,17 +883,8 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
             }
             chains.erase(it);
         }
-        std::set<std::string> result_chain_names;
-        for (const auto& c : chains) {
-            result_chain_names.insert(c.name);
-        }
-        for (const auto& c : chains_added) {
-            if (c.is_object() && c.contains("name") && c["name"].is_string()) {
-                result_chain_names.insert(c["name"].get<std::string>());
-            }
-        }
         auto replace_chains = [&](const json& list, const char* what) -> std::optional<std::string> {
-            auto decoded = decode_chains(list, out.sets, result_chain_names);
+            auto decoded = decode_chains(list);
             if (!decoded) {
                 return std::string(what) + ": " + decoded.error();
             }
@@ -706,7 +903,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         if (auto error = replace_chains(chains_changed, "chains_changed")) {
             return wire_error<Ruleset>(*error);
         }
-        auto new_chains = decode_chains(chains_added, out.sets, result_chain_names);
+        auto new_chains = decode_chains(chains_added);
         if (!new_chains) {
             return wire_error<Ruleset>("chains_added: " + new_chains.error());
         }
@@ -748,7 +945,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const j
         }
         out.ports = std::move(ports);
 
-        if (auto dangling = dangling_reference(out)) {
+        if (auto dangling = unresolved_reference(out)) {
             return wire_error<Ruleset>("result is inconsistent: " + *dangling);
         }
         return out;

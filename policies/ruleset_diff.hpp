@@ -64,7 +64,9 @@ namespace bulkhead::ruleset {
 //    "chains_added": [<chain>...], "chains_changed": [<chain>...], "chains_removed": [...],
 //  and, only from the three-argument overload:
 //    "policy": P, "ports_removed": [<port>...], "ports_added": [<port>...],
-//    "sets_redefined": [<set>...], "chains_redefined": [<chain>...]}
+//    "sets_redefined": [<set>...], "chains_redefined": [<chain>...],
+//  and, only from wire_diff() (below):
+//    "renames": [{"from": C, "to": D}...], "set_comments": [{"set": S, "comment": T}...]}
 //
 // diff_to_wire(diff) carries exactly what RulesetDiff holds. RulesetDiff does not hold the
 // policy name, the port bindings (interface -> workload, used for drop attribution and not
@@ -84,5 +86,34 @@ nlohmann::json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const R
 // added chains are placed like the compiler places them (base chains first, then by name).
 // Without "policy"/"ports_*" the base's policy name and port bindings are kept.
 std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base, const nlohmann::json& wire);
+
+// A policy class whose name changed between two compiles. A class is named by a hash of
+// its segment membership (policies/policy_classes.hpp), so a new segment that holds every
+// VDI renames every VDI class although its sets and chains ("<class>_out_allow4", ...) keep
+// their content: sent as removals and additions, that is every class set and chain of
+// every host.
+struct ClassRename {
+    std::string from;
+    std::string to;
+    bool operator==(const ClassRename&) const = default;
+};
+
+// Renames read from the port bindings: every port of class `from` in `old` is of class
+// `to` in `updated` and every port of `to` was of `from`; `from` is gone from `updated`
+// and `to` was not in `old`.
+std::vector<ClassRename> class_renames(const Ruleset& old, const Ruleset& updated);
+
+// `ruleset` with every set and chain whose class part (the name up to its first '_', or the
+// whole name) is a `from` renamed to `to`, every reference to them (lookups, updates,
+// dispatches, jumps, map verdicts) and the port bindings' classes, in the compiler's order.
+// Fails when a `from` names nothing or two names would become one.
+std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const std::vector<ClassRename>& renames);
+
+// The wire diff the controller sends to enforcers that announce hash format 2: the renamed
+// classes ("renames": [{"from", "to"}], applied to the base first), the diff of the renamed
+// base against `updated` (diff_to_wire's three-argument form), and the sets whose comment
+// changed ("set_comments": [{"set", "comment"}]). apply_wire_diff(old, wire_diff(old,
+// updated)) equals `updated` exactly.
+nlohmann::json wire_diff(const Ruleset& old, const Ruleset& updated);
 
 }  // namespace bulkhead::ruleset

@@ -289,13 +289,12 @@ std::shared_ptr<const std::string> ChannelHub::update_line(const std::optional<R
         }
         ++cache_misses_;
     }
-    auto diff = ruleset::diff_rulesets(*base->ruleset, *target.ruleset);
     json message{{"type", "diff"},
                  {"base_generation", base->generation},
                  {"base_hash", base->hash},
                  {"generation", target.generation},
                  {"hash", target.hash},
-                 {"diff", ruleset::diff_to_wire(diff, *base->ruleset, *target.ruleset)}};
+                 {"diff", ruleset::wire_diff(*base->ruleset, *target.ruleset)}};
     auto line = std::make_shared<const std::string>(message.dump() + "\n");
     std::lock_guard lock(cache_mutex_);
     if (diff_cache_.emplace(key, line).second) {

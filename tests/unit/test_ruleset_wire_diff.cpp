@@ -106,6 +106,27 @@ std::map<std::string, std::vector<Variant>> variants_of(const std::string& examp
         }
         add_all(*changed, *inventory, "without rule " + std::to_string(r), {});
     }
+    // A new segment holding every managed workload, and a rule from it: every class of
+    // those workloads gets a new name (class names hash the membership).
+    {
+        auto mutated = document;
+        json every = json::array();
+        for (const auto& id : managed) {
+            every.push_back(id);
+        }
+        mutated["services"].push_back(json::parse(R"({"name":"test-change","entries":[{"protocol":"tcp","ports":[7001]}]})"));
+        mutated["segments"].push_back({{"name", "test-every-managed"}, {"selector", {{"workloads", every}}}});
+        mutated["segments"].push_back({{"name", "test-change-target"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
+        mutated["rules"].push_back({{"name", "test-change"}, {"action", "allow"}, {"from", {"test-every-managed"}},
+                                    {"to", {"test-change-target"}}, {"services", {"test-change"}}});
+        auto changed = policy::parse_policy(mutated.dump());
+        REQUIRE(changed);
+        add_all(*changed, *inventory, "with a segment of every managed workload", {});
+        if (!managed.empty()) {
+            add_all(*changed, *inventory, "with a segment of every managed workload, quarantine " + managed[0],
+                    {managed[0]});
+        }
+    }
     return out;
 }
 
@@ -117,6 +138,12 @@ void check_round_trip(const Ruleset& old, const Ruleset& updated) {
     REQUIRE_MESSAGE(applied, applied.error());
     CHECK(ruleset_hash(*applied) == ruleset_hash(updated));
     CHECK(to_json(*applied) == to_json(updated));
+    // What the controller sends enforcers of this release: renamed classes and comment
+    // rewrites, then the diff of the renamed base.
+    auto compact = apply_wire_diff(old, json::parse(wire_diff(old, updated).dump()));
+    REQUIRE_MESSAGE(compact, compact.error());
+    CHECK(ruleset_hash(*compact) == ruleset_hash(updated));
+    CHECK(to_json(*compact) == to_json(updated));
     // The form that holds only what RulesetDiff holds gives the same kernel ruleset when the
     // diff is not a full replace.
     if (!diff.full_replace && old.policy_name == updated.policy_name) {
@@ -234,6 +261,87 @@ TEST_CASE("wire diff: quarantine is one element and names the set") {
     CHECK(wire["sets_added"].empty());
     CHECK(wire["chains_changed"].empty());
     CHECK(wire["ports_added"].empty());
+}
+
+TEST_CASE("wire diff: a class renamed by a new segment travels as a rename, not as its sets and chains") {
+    const auto document = json::parse(test::read_source_file("examples/vdi-pool/policy.json"));
+    auto inventory = policy::parse_inventory(test::read_source_file("examples/vdi-pool/inventory.json"));
+    REQUIRE(inventory);
+    auto mutated = document;
+    mutated["segments"].push_back({{"name", "every-vdi"}, {"selector", {{"labels", {{"role", "vdi"}}}}}});
+    mutated["segments"].push_back({{"name", "new-proxy"}, {"selector", {{"cidrs", {"198.18.0.1/32"}}}}});
+    mutated["rules"].push_back({{"name", "to-new-proxy"}, {"action", "allow"}, {"from", {"every-vdi"}},
+                                {"to", {"new-proxy"}}, {"services", {"smb"}}});
+    auto before_policy = policy::parse_policy(document.dump());
+    auto after_policy = policy::parse_policy(mutated.dump());
+    REQUIRE(before_policy);
+    REQUIRE(after_policy);
+    auto old = *RulesetCompiler(*before_policy, *inventory).compile("hv1");
+    auto updated = *RulesetCompiler(*after_policy, *inventory).compile("hv1");
+
+    const auto renames = class_renames(old, updated);
+    REQUIRE_FALSE(renames.empty());
+    for (const auto& r : renames) {
+        CHECK(old.find_chain(r.from + "_out") != nullptr);
+        CHECK(updated.find_chain(r.to + "_out") != nullptr);
+        CHECK(updated.find_chain(r.from + "_out") == nullptr);
+    }
+    // Without renames, every set and chain of those classes would be removed and re-added.
+    const auto plain = diff_rulesets(old, updated);
+    CHECK(plain.sets_added.size() >= 4 * renames.size());
+    CHECK(plain.chains_added.size() >= 2 * renames.size());
+
+    const auto wire = wire_diff(old, updated);
+    REQUIRE(wire.contains("renames"));
+    CHECK(wire["renames"].size() == renames.size());
+    CHECK(wire["sets_added"].empty());
+    CHECK(wire["sets_removed"].empty());
+    CHECK(wire["chains_added"].empty());
+    CHECK(wire["chains_removed"].empty());
+    CHECK(wire["ports_added"].empty());
+    CHECK(wire["ports_removed"].empty());
+    CHECK(wire.contains("comment_rewrites"));  // "segments: ..." now names every-vdi too
+    CHECK_FALSE(wire.contains("set_comments"));
+    // The new rule is one element in each renamed class's outbound allow set.
+    std::size_t added = 0;
+    for (const auto& change : wire["set_changes"]) {
+        added += change["added"].size();
+    }
+    CHECK(added == renames.size());
+    CHECK(wire.dump().size() * 10 < diff_to_wire(plain, old, updated).dump().size());
+
+    auto applied = apply_wire_diff(old, wire);
+    REQUIRE_MESSAGE(applied, applied.error());
+    CHECK(ruleset_hash(*applied) == ruleset_hash(updated));
+    CHECK(to_json(*applied) == to_json(updated));
+}
+
+TEST_CASE("wire diff: renames that do not fit the base are refused, naming them") {
+    const auto old = compiled("segmentation", "floor-1");  // two classes on one host
+    std::set<std::string> classes;
+    for (const auto& p : old.ports) {
+        classes.insert(p.policy_class);
+    }
+    REQUIRE(classes.size() >= 2);
+    const auto some_class = *classes.begin();
+    const auto other_class = *std::next(classes.begin());
+    json wire = diff_to_wire(diff_rulesets(old, old), old, old);
+    wire["renames"] = json::array({{{"from", "c00000000"}, {"to", "c11111111"}}});
+    CHECK(error_of(old, wire).find("renames class c00000000 which the base does not hold") != std::string::npos);
+    wire["renames"] = json::array({{{"from", some_class}, {"to", other_class}}});
+    CHECK(error_of(old, wire).find("renaming classes gives two sets named " + other_class + "_") != std::string::npos);
+    wire["renames"] = json::array({{{"from", some_class}, {"to", "cx"}}, {{"from", some_class}, {"to", "cy"}}});
+    CHECK(error_of(old, wire).find("renamed twice") != std::string::npos);
+    wire["renames"] = json::array({{{"from", some_class}, {"to", "a_b"}}});
+    CHECK(error_of(old, wire).find("without '_'") != std::string::npos);
+    wire["renames"] = json::array({"c1"});
+    CHECK(error_of(old, wire).find("malformed rename") != std::string::npos);
+    wire.erase("renames");
+    wire["set_comments"] = json::array({{{"set", "no_such_set"}, {"comment", "x"}}});
+    CHECK(error_of(old, wire).find("comments set no_such_set") != std::string::npos);
+    wire.erase("set_comments");
+    wire["comment_rewrites"] = json::array({{{"from", ""}, {"to", "x"}}});
+    CHECK(error_of(old, wire).find("malformed comment rewrite") != std::string::npos);
 }
 
 TEST_CASE("wire diff: what does not fit the base is refused, naming it") {
