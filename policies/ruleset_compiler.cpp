@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <mutex>
 #include <unordered_map>
 
 namespace bulkhead::ruleset {
@@ -170,6 +171,12 @@ std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix) {
                           std::string(parts[3]), std::string(parts[4])};
 }
 
+// Lets the by-enforcer index be searched with the string_view compile() receives.
+struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
 struct RulesetCompiler::Resolved {
     policy::Defaults defaults;
     std::string policy_name;
@@ -190,6 +197,17 @@ struct RulesetCompiler::Resolved {
     SetGroup quarantine_to, quarantine_from;
     std::shared_ptr<const ElementList> quarantine_to_hosts4, quarantine_to_hosts6;
     std::shared_ptr<const ElementList> quarantine_from_hosts4, quarantine_from_hosts6;
+    // Workload indices by enforcer, in inventory order: a host's compile visits its own
+    // workloads, not the fleet's.
+    std::unordered_map<std::string, std::vector<std::size_t>, StringHash, std::equal_to<>> workloads_by_enforcer;
+    // A class's sets and chains are the same on every host that holds it: built once, on
+    // first use, and copied into each host's ruleset.
+    struct ClassPieces {
+        std::once_flag built;
+        std::vector<SetDefinition> sets;
+        std::vector<Chain> chains;
+    };
+    std::vector<std::unique_ptr<ClassPieces>> class_pieces;  // by class index
 };
 
 RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inventory& inventory,
@@ -456,6 +474,16 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     r.quarantine_to_hosts6 = share(merged_address_elements(split_family(to_hosts, Family::Ipv6)));
     r.quarantine_from_hosts4 = share(merged_address_elements(split_family(from_hosts, Family::Ipv4)));
     r.quarantine_from_hosts6 = share(merged_address_elements(split_family(from_hosts, Family::Ipv6)));
+
+    for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
+        if (!inventory.workloads[w].enforcer.empty()) {
+            r.workloads_by_enforcer[inventory.workloads[w].enforcer].push_back(w);
+        }
+    }
+    r.class_pieces.resize(r.classes.size());
+    for (auto& pieces : r.class_pieces) {
+        pieces = std::make_unique<Resolved::ClassPieces>();
+    }
 }
 
 RulesetCompiler::~RulesetCompiler() = default;
@@ -738,9 +766,11 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     ElementList guarded_ports, port_sources4, port_sources6;  // the spoof guard
     std::set<std::size_t> local_classes;
     bool has_host = false;
-    for (std::size_t w = 0; w < r.inventory.workloads.size(); ++w) {
+    static const std::vector<std::size_t> none;
+    const auto local = r.workloads_by_enforcer.find(enforcer);
+    for (const std::size_t w : local == r.workloads_by_enforcer.end() ? none : local->second) {
         const auto& workload = r.inventory.workloads[w];
-        if (workload.enforcer != enforcer || r.workload_class[w] == std::string::npos) {
+        if (r.workload_class[w] == std::string::npos) {
             continue;
         }
         const auto& c = r.classes[r.workload_class[w]];
@@ -868,25 +898,33 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     regular.push_back(builder.spoof_guard_chain());
     for (auto index : local_classes) {
         const auto& c = r.classes[index];
-        add_group(sets, c.name + "_out_allow", c.out_allow, c.comment);
-        add_group(sets, c.name + "_out_deny", c.out_deny, c.comment);
-        add_group(sets, c.name + "_in_allow", c.in_allow, c.comment);
-        add_group(sets, c.name + "_in_deny", c.in_deny, c.comment);
-        if (r.tripwires) {
-            add_group(sets, c.name + "_out_tripwire", c.out_tripwire, c.comment + "; tripwire rules");
-        }
+        auto& pieces = *r.class_pieces[index];
+        std::call_once(pieces.built, [&] {
+            auto& own = pieces.sets;
+            add_group(own, c.name + "_out_allow", c.out_allow, c.comment);
+            add_group(own, c.name + "_out_deny", c.out_deny, c.comment);
+            add_group(own, c.name + "_in_allow", c.in_allow, c.comment);
+            add_group(own, c.name + "_in_deny", c.in_deny, c.comment);
+            if (r.tripwires) {
+                add_group(own, c.name + "_out_tripwire", c.out_tripwire, c.comment + "; tripwire rules");
+            }
+            for (const auto& ref : c.references) {
+                const auto stem = reference_stem(c.name, ref);
+                const auto comment = c.comment + "; services towards segment " + ref.segment_name;
+                own.push_back(make_set(stem, {KeyType::InetProto, KeyType::InetService}, true, ref.services, comment));
+                own.push_back(make_set(stem + "_icmp4", {KeyType::IcmpType}, true, ref.icmp4, comment));
+                own.push_back(make_set(stem + "_icmp6", {KeyType::Icmpv6Type}, true, ref.icmp6, comment));
+            }
+            pieces.chains.push_back(builder.class_chain(c, true));
+            pieces.chains.push_back(builder.class_chain(c, false));
+            if (r.tripwires) {
+                pieces.chains.push_back(builder.tripwire_chain(c));
+            }
+        });
+        sets.insert(sets.end(), pieces.sets.begin(), pieces.sets.end());
+        regular.insert(regular.end(), pieces.chains.begin(), pieces.chains.end());
         for (const auto& ref : c.references) {
-            const auto stem = reference_stem(c.name, ref);
-            const auto comment = c.comment + "; services towards segment " + ref.segment_name;
-            sets.push_back(make_set(stem, {KeyType::InetProto, KeyType::InetService}, true, ref.services, comment));
-            sets.push_back(make_set(stem + "_icmp4", {KeyType::IcmpType}, true, ref.icmp4, comment));
-            sets.push_back(make_set(stem + "_icmp6", {KeyType::Icmpv6Type}, true, ref.icmp6, comment));
             shared_segments.insert(ref.segment);
-        }
-        regular.push_back(builder.class_chain(c, true));
-        regular.push_back(builder.class_chain(c, false));
-        if (r.tripwires) {
-            regular.push_back(builder.tripwire_chain(c));
         }
     }
     for (auto segment : shared_segments) {
