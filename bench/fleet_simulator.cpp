@@ -75,6 +75,7 @@ struct FleetSimulator::Impl {
     // elements would need tens of GiB, which real enforcers, one per host, never do.
     std::mutex list_pool_mutex;
     std::map<std::pair<std::uint64_t, std::size_t>, std::weak_ptr<const ruleset::ElementList>> list_pool;
+    std::size_t list_pool_after_sweep = 0;
 
     enforcer::agent::HeldRuleset interned(enforcer::agent::HeldRuleset held) {
         if (!held.ruleset) {
@@ -85,13 +86,22 @@ struct FleetSimulator::Impl {
         for (auto& set : copy->sets) {
             const auto key = std::make_pair(set.elements->digest(set.verdict_map), set.elements->size());
             auto& slot = list_pool[key];
-            if (auto shared = slot.lock(); shared && *shared == *set.elements) {
+            auto shared = slot.lock();
+            if (shared == set.elements) {
+                continue;  // already the pooled list (a diff keeps the lists it does not change)
+            }
+            if (shared && *shared == *set.elements) {
                 set.elements = shared;
             } else {
                 slot = set.elements;
             }
         }
-        std::erase_if(list_pool, [](const auto& entry) { return entry.second.expired(); });
+        // Sweep expired entries when the pool has doubled since the last sweep: a sweep per
+        // ruleset would walk every list of the fleet 2,000 times per policy change.
+        if (list_pool.size() > 2 * list_pool_after_sweep + 1024) {
+            std::erase_if(list_pool, [](const auto& entry) { return entry.second.expired(); });
+            list_pool_after_sweep = list_pool.size();
+        }
         held.ruleset = std::move(copy);
         return held;
     }

@@ -740,7 +740,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
             }
             renamed = std::move(*result);
         }
-        const Ruleset& base = renames.empty() ? base_ruleset : renamed;
+        // The renamed copy is ours: its pieces are moved into the result, not copied again.
+        const bool owned = !renames.empty();
+        const Ruleset& base = owned ? renamed : base_ruleset;
 
         Ruleset out;
         out.enforcer = base.enforcer;
@@ -754,8 +756,13 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
 
         // Sets, by name.
         std::map<std::string, SetDefinition> sets;
-        for (const auto& s : base.sets) {
-            sets.emplace(s.name, s);
+        for (std::size_t i = 0; i < base.sets.size(); ++i) {
+            if (owned) {
+                auto name = renamed.sets[i].name;
+                sets.emplace(std::move(name), std::move(renamed.sets[i]));
+            } else {
+                sets.emplace(base.sets[i].name, base.sets[i]);
+            }
         }
         auto removed_sets = decode_names(sets_removed, "sets_removed");
         if (!removed_sets) {
@@ -849,7 +856,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
                 rewrites.push_back({r["from"].get<std::string>(), r["to"].get<std::string>()});
             }
             for (auto& [name, set] : sets) {
-                if (base.find_set(name) != nullptr && !added_names.contains(name)) {
+                if (!added_names.contains(name)) {
                     set.comment = rewritten_comment(set.comment, rewrites);
                 }
             }
@@ -871,7 +878,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
         }
 
         // Chains, keeping the base's order; new chains go where the compiler puts them.
-        std::vector<Chain> chains = base.chains;
+        std::vector<Chain> chains = owned ? std::move(renamed.chains) : base.chains;
         auto removed_chains = decode_names(chains_removed, "chains_removed");
         if (!removed_chains) {
             return wire_error<Ruleset>(removed_chains.error());
@@ -918,7 +925,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
         out.chains = std::move(chains);
 
         // Port bindings.
-        std::vector<PortBinding> ports = base.ports;
+        std::vector<PortBinding> ports = owned ? std::move(renamed.ports) : base.ports;
         for (const auto& p : ports_removed) {
             auto port = decode_port(p);
             if (!port) {
