@@ -46,6 +46,7 @@ struct SimulatedEnforcer {
     enforcer::agent::HeldRuleset held;
     std::chrono::milliseconds heartbeat{5000};
     bool ack_pending = false;
+    std::chrono::steady_clock::time_point received_at;
     std::chrono::steady_clock::time_point applied_at;
     bool channel_open = false;
     asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
@@ -297,13 +298,21 @@ struct FleetSimulator::Impl {
                     }
                     const std::string_view received(chunk.data(), chunk.size() - parser.get().body().size);
                     auto fed = framer.feed(received, [&](std::string_view line) {
+                        const auto line_received = SteadyClock::now();
                         const auto action = session.handle_line(line);
                         using Kind = enforcer::agent::ChannelAction::Kind;
                         if (action.kind == Kind::Hello) {
                             e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
                         } else if (action.kind == Kind::Apply) {
-                            e.held = interned(action.next);
-                            session.hold_equal(e.held);
+                            // A diff keeps the (pooled) lists it does not change and brings
+                            // a few small ones: only full rulesets need pooling.
+                            if (!action.from_diff) {
+                                e.held = interned(action.next);
+                                session.hold_equal(e.held);
+                            } else {
+                                e.held = action.next;
+                            }
+                            e.received_at = line_received;
                             e.applied_at = SteadyClock::now();
                             ++(action.from_diff ? diffs : rulesets);
                             wake_status(e);
@@ -405,7 +414,7 @@ struct FleetSimulator::Impl {
                 retry = std::chrono::milliseconds(200);
                 if (!hash.empty()) {
                     std::lock_guard lock(e.ack_mutex);
-                    e.ack = Ack{hash, generation, SteadyClock::now(), e.applied_at};
+                    e.ack = Ack{hash, generation, SteadyClock::now(), e.received_at, e.applied_at};
                 }
                 next_heartbeat = SteadyClock::now() + e.heartbeat;
             } else if (!stopping) {

@@ -78,8 +78,10 @@ class FleetSimulator {
         std::string hash;
         std::uint64_t generation = 0;
         std::chrono::steady_clock::time_point at;
-        // When the ruleset acked here arrived on the channel and was verified: splits a
-        // latency into the push (controller -> stream) and the ack (status round trip).
+        // When the message that brought the ruleset acked here had arrived whole on the
+        // channel, and when it was applied and verified: they split a latency into the
+        // controller's push, the enforcer's apply and the status round trip.
+        std::chrono::steady_clock::time_point received_at;
         std::chrono::steady_clock::time_point applied_at;
     };
     std::optional<Ack> last_ack(std::size_t index) const;

@@ -37,6 +37,9 @@ dir=$BENCH_WORK/fleet
 rm -rf "$dir"
 mkdir -p "$dir/data"
 pid=""
+# BENCH_FLEET_CONTROLLER_LOG: where the controller logs (kept after the run), with
+# BENCH_FLEET_CONTROLLER_LOG_LEVEL (warn) to see its timings at info.
+controller_log=${BENCH_FLEET_CONTROLLER_LOG:-$dir/controller.log}
 stop_controller() {
   [ -n "$pid" ] || return 0
   bench_stop_pid "$pid"
@@ -59,11 +62,11 @@ token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; printf '{"tokens":[{"name":"bench-admin","role":"admin","token":"%s"}]}\n' "$token" >"$dir/tokens.json")
 "$controller" --data-dir "$dir/data" --listen "127.0.0.1:$tls_port" --tls-cert "$dir/server.crt" \
   --tls-key "$dir/server.key" --plain-listen "127.0.0.1:$plain_port" --bootstrap-tokens "$dir/tokens.json" \
-  --log-level warn 2>"$dir/controller.log" &
+  --log-level "${BENCH_FLEET_CONTROLLER_LOG_LEVEL:-warn}" 2>"$controller_log" &
 pid=$!
 for ((i = 0; i < 100; i++)); do
   curl -sf "http://127.0.0.1:$plain_port/api/v1/health" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { cat "$dir/controller.log" >&2; exit 1; }
+  kill -0 "$pid" 2>/dev/null || { cat "$controller_log" >&2; exit 1; }
   sleep 0.1
 done
 
@@ -76,4 +79,4 @@ timeout --foreground "${BENCH_FLEET_TIMEOUT:-1500}" "$tool" --tls-port "$tls_por
   --ingest-enforcers "${BENCH_FLEET_INGEST_ENFORCERS:-8}" --phase-seconds "${BENCH_FLEET_PHASE_SECONDS:-120}" \
   --abuse-streams "${BENCH_FLEET_ABUSE_STREAMS:-500}" --abuse-slow "${BENCH_FLEET_ABUSE_SLOW:-500}" \
   --hash-format "${BENCH_FLEET_HASH_FORMAT:-2}" --log-level "${BENCH_FLEET_LOG_LEVEL:-info}"
-kill -0 "$pid" 2>/dev/null || { bench_log "fleet: the controller died"; tail -20 "$dir/controller.log" >&2; exit 1; }
+kill -0 "$pid" 2>/dev/null || { bench_log "fleet: the controller died"; tail -20 "$controller_log" >&2; exit 1; }
