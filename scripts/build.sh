@@ -6,8 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BULKHEAD_BUILD_DIR:-build}
+# ccache when installed (scripts/install-deps.sh installs it; BULKHEAD_CCACHE=0 turns it off):
+# CI builds a fresh clone in a new directory each time, so paths are taken relative to the
+# checkout and the working directory is left out of the hash (debug information may then name
+# the directory of the build that filled the cache).
+launcher=()
+if [ "${BULKHEAD_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null; then
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+  export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 # Warnings are errors here (development and CI); a distribution build leaves them warnings.
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=${BULKHEAD_BUILD_TYPE:-RelWithDebInfo} -DBULKHEAD_WERROR=ON "$@" >/dev/null
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=${BULKHEAD_BUILD_TYPE:-RelWithDebInfo} -DBULKHEAD_WERROR=ON \
+  "${launcher[@]}" "$@" >/dev/null
 targets=()
 for target in ${BULKHEAD_BUILD_TARGETS:-}; do
   targets+=(--target "$target")

@@ -11,6 +11,8 @@ fi
 packages=(
   # build
   build-essential cmake pkg-config git ca-certificates
+  # a rebuild of what did not change (CI runs a fresh clone each time) costs a cache lookup
+  ccache
   # libraries named by the design
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   libsqlite3-dev libssl-dev
