@@ -33,8 +33,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 namespace {
@@ -66,6 +68,8 @@ struct Options {
     std::size_t abuse_streams = 500;
     std::size_t abuse_slow = 500;
     int hash_format = 2;
+    std::string tls_host;  // the fleet's listener when not `host` (the lab's management address)
+    bool join = false;
 };
 
 [[noreturn]] void fail(const std::string& what) {
@@ -353,6 +357,118 @@ std::pair<std::vector<double>, std::size_t> probe_health(FleetSimulator& fleet, 
 
 }  // namespace
 
+// The simulated fleet, every enforcer enrolled over TLS (not connected yet).
+std::unique_ptr<FleetSimulator> enrolled_fleet(const Options& o, const bulkhead::bench::Fleet& model,
+                                               httplib::Client& admin) {
+    std::vector<bulkhead::bench::SimulatedEnforcerIdentity> identities;
+    std::vector<std::string> tokens;
+    for (const auto& e : model.inventory.enforcers) {
+        identities.push_back({e.id, ""});
+        tokens.push_back(call(admin, "POST", "/api/v1/enforcers/" + e.id + "/enrollment-token", o.admin_token, json(),
+                              201)["token"].get<std::string>());
+        if (identities.size() == o.enforcers) {
+            break;
+        }
+    }
+    bulkhead::bench::SimulatorOptions sim_options;
+    sim_options.host = o.tls_host.empty() ? o.host : o.tls_host;
+    sim_options.port = o.tls_port;
+    sim_options.ca_file = o.ca_file;
+    sim_options.server_name = o.server_name;
+    sim_options.io_threads = o.io_threads;
+    sim_options.hash_format = o.hash_format;
+    auto fleet = std::make_unique<FleetSimulator>(sim_options, identities);
+    const auto enrolled = fleet->enroll_all(tokens, 16, std::chrono::seconds(o.phase_seconds));
+    if (enrolled != identities.size()) {
+        fail(std::to_string(enrolled) + " of " + std::to_string(identities.size()) + " enforcers enrolled");
+    }
+    spdlog::info("bench_fleet: {} enforcers enrolled over TLS", enrolled);
+    return fleet;
+}
+
+// --join: the abuse acceptance on a controller that already runs a site (tests/lab_fleet).
+// The generated hypervisors and VDIs join its inventory under its active policy; the fleet
+// connects and every enforcer acks; dashboard streams and slow unauthenticated heads pile
+// on; health is probed; `{"ready":true}` on stdout tells the caller, which checks a
+// quarantine on a real enforcer meanwhile and then writes a line (or closes stdin); health
+// is probed again and no simulated enforcer may have lost its channel. Exit 0 only when
+// every enforcer acked, every stream and slow head was held open, every health probe
+// answered within 5 s with p99 < 100 ms, and no channel was lost.
+int run_join(const Options& o, const bulkhead::bench::Fleet& model, httplib::Client& admin) {
+    json site = call(admin, "GET", "/api/v1/inventory", o.admin_token, json(), 200);
+    const json generated = bulkhead::bench::inventory_to_json(model.inventory);
+    for (const auto& e : generated.at("enforcers")) {
+        site["enforcers"].push_back(e);
+    }
+    // The site's own workloads keep their MACs and addresses; a generated workload that
+    // would share one is left out (the fleet generator numbers MACs from the same prefix).
+    std::set<std::string> taken;
+    for (const auto& w : site["workloads"]) {
+        taken.insert(w.value("mac", ""));
+        for (const auto& a : w.value("addresses", json::array())) {
+            taken.insert(a.get<std::string>());
+        }
+    }
+    std::size_t left_out = 0;
+    for (const auto& w : generated.at("workloads")) {
+        bool clash = taken.contains(w.value("mac", "-"));
+        for (const auto& a : w.value("addresses", json::array())) {
+            clash = clash || taken.contains(a.get<std::string>());
+        }
+        if (clash) {
+            ++left_out;
+            continue;
+        }
+        site["workloads"].push_back(w);
+    }
+    spdlog::info("bench_fleet: joining the site's {} workloads with {} generated ({} left out: MAC or address in use)",
+                 site["workloads"].size() - (generated.at("workloads").size() - left_out),
+                 generated.at("workloads").size() - left_out, left_out);
+    call(admin, "PUT", "/api/v1/inventory", o.admin_token, site, 200);
+    auto fleet = enrolled_fleet(o, model, admin);
+
+    const auto desired = desired_hashes(admin, o.admin_token);
+    auto t = SteadyClock::now();
+    fleet->start();
+    const auto connected = wait_for_acks(*fleet, desired, t, t + std::chrono::seconds(o.phase_seconds)).acked;
+    emit("join_all_acked", connected.size() == o.enforcers ? percentile(connected, 100) : -1, "ms", "",
+         {{"acked", connected.size()}, {"enforcers", o.enforcers}, {"vdis", o.vdis}});
+    bool ok = connected.size() == o.enforcers;
+
+    const auto before = fleet->counters();
+    fleet->open_abuse(o.abuse_streams, o.admin_token, o.abuse_slow, std::chrono::milliseconds(2000));
+    const auto until = SteadyClock::now() + std::chrono::seconds(o.phase_seconds);
+    while (SteadyClock::now() < until &&
+           (fleet->abuse().streams_open < o.abuse_streams || fleet->abuse().slow_open < o.abuse_slow)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const auto opened = fleet->abuse();
+    ok = ok && opened.streams_open == o.abuse_streams && opened.slow_open == o.abuse_slow;
+    auto [health, failures] = probe_health(*fleet, o.health_probes);
+
+    std::cout << json{{"ready", true}}.dump() << std::endl;
+    std::string line;
+    std::getline(std::cin, line);  // the caller's quarantine on a real enforcer is done
+
+    auto [more, more_failures] = probe_health(*fleet, o.health_probes);
+    health.insert(health.end(), more.begin(), more.end());
+    failures += more_failures;
+    const auto after = fleet->counters();
+    const auto held = fleet->abuse();
+    const double lost = static_cast<double>(after.channel_failures - before.channel_failures);
+    const double p99 = failures == 0 ? percentile(health, 99) : -1;
+    emit("health_p99_under_abuse", p99, "ms", "< 100",
+         {{"probes", health.size()}, {"failed_or_over_5s", failures}, {"p50_ms", percentile(health, 50)},
+          {"dashboard_streams", o.abuse_streams}, {"streams_open", held.streams_open},
+          {"slow_heads", o.abuse_slow}, {"slow_open", held.slow_open}, {"slow_cut_by_server", held.slow_cut},
+          {"enforcers", o.enforcers}});
+    emit("channels_lost_under_abuse", lost, "channels", "< 1",
+         {{"channels_open", fleet->channels_open()}, {"enforcers", o.enforcers}});
+    ok = ok && failures == 0 && p99 >= 0 && p99 < 100 && lost == 0 && fleet->channels_open() == o.enforcers;
+    fleet->stop();
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
     Options o;
     CLI::App app{"One controller holding a fleet of simulated enforcers (bench/benchmarks/fleet.sh)"};
@@ -382,6 +498,10 @@ int main(int argc, char** argv) {
                    "the run then checks only that they get in sync and follow a policy change")
         ->check(CLI::Range(1, 2));
     std::string log_level = "info";
+    app.add_option("--tls-host", o.tls_host, "the controller's TLS listener address when not --host");
+    app.add_flag("--join", o.join,
+                 "join the controller's site (its inventory and active policy) and check that the fleet is held "
+                 "under abuse (tests/lab_fleet); see run_join");
     app.add_option("--log-level", log_level, "spdlog level (debug shows every simulated enforcer's errors)");
     CLI11_PARSE(app, argc, argv);
     if (auto logging = bulkhead::logging::setup("bench_fleet", log_level); !logging) {
@@ -412,6 +532,9 @@ int main(int argc, char** argv) {
     admin.set_read_timeout(600, 0);
     admin.set_tcp_nodelay(true);  // else a request's head and body may wait on a delayed ACK (~40 ms)
     admin.set_write_timeout(600, 0);
+    if (o.join) {
+        return run_join(o, model, admin);
+    }
     // 100,000 workloads are more than one request may carry (16 MiB): the enforcers and the
     // first workloads in one PUT, the rest in bulk upserts of 10,000.
     auto t = SteadyClock::now();
@@ -439,29 +562,8 @@ int main(int argc, char** argv) {
     spdlog::info("bench_fleet: inventory of {} VDIs on {} enforcers put in {:.0f} ms, policy activated in {:.0f} ms",
                  o.vdis, o.enforcers, inventory_ms, activate_ms);
 
-    std::vector<bulkhead::bench::SimulatedEnforcerIdentity> identities;
-    std::vector<std::string> tokens;
-    for (const auto& e : model.inventory.enforcers) {
-        identities.push_back({e.id, ""});
-        tokens.push_back(call(admin, "POST", "/api/v1/enforcers/" + e.id + "/enrollment-token", o.admin_token, json(),
-                              201)["token"].get<std::string>());
-        if (identities.size() == o.enforcers) {
-            break;
-        }
-    }
-    bulkhead::bench::SimulatorOptions sim_options;
-    sim_options.host = o.host;
-    sim_options.port = o.tls_port;
-    sim_options.ca_file = o.ca_file;
-    sim_options.server_name = o.server_name;
-    sim_options.io_threads = o.io_threads;
-    sim_options.hash_format = o.hash_format;
-    FleetSimulator fleet(sim_options, identities);
-    const auto enrolled = fleet.enroll_all(tokens, 16, std::chrono::seconds(o.phase_seconds));
-    if (enrolled != identities.size()) {
-        fail(std::to_string(enrolled) + " of " + std::to_string(identities.size()) + " enforcers enrolled");
-    }
-    spdlog::info("bench_fleet: {} enforcers enrolled over TLS", enrolled);
+    auto fleet_holder = enrolled_fleet(o, model, admin);
+    FleetSimulator& fleet = *fleet_holder;
 
     // 3. Ingest alone.
     std::uint64_t accepted_alone = 0;
