@@ -351,7 +351,8 @@ nlohmann::json ControllerRulesetSource::status_body(double rtt_ms) const {
                            {"nflog", {{"received", counters_.nflog_received}, {"lost", counters_.nflog_lost}}}};
     if (sink_ != nullptr) {
         const auto s = sink_->stats();
-        body["spool"] = {{"bytes", s.spool.bytes}, {"events", s.spool.events}, {"evicted", s.spool.evicted}};
+        body["spool"] = {{"bytes", s.spool.bytes}, {"events", s.spool.events}, {"evicted", s.spool.evicted},
+                         {"set_aside", s.spool.set_aside}};
     }
     if (rtt_ms > 0) {
         body["rtt_ms"] = rtt_ms;

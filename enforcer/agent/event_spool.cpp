@@ -339,6 +339,75 @@ std::expected<void, std::string> EventSpool::acknowledge(std::uint64_t seq) {
     return {};
 }
 
+std::expected<void, std::string> EventSpool::set_aside(std::uint64_t seq, std::string_view reason, std::int64_t now_ms) {
+    std::lock_guard lock(mutex_);
+    if (seq <= acked_through_ || seq > last_seq_) {
+        return std::unexpected("set aside: event " + std::to_string(seq) + " is not waiting in the spool");
+    }
+    // The event itself, kept for whoever investigates why the controller refused it.
+    std::string line;
+    for (const auto& segment : segments_) {
+        if (segment.last_seq < seq || segment.first_seq > seq) {
+            continue;
+        }
+        auto contents = read_file(segment.path);
+        if (!contents) {
+            ++counters_.write_errors;
+            return std::unexpected("set aside: " + contents.error());
+        }
+        std::string_view rest(*contents);
+        while (!rest.empty() && line.empty()) {
+            const auto newline = rest.find('\n');
+            if (newline == std::string_view::npos) {
+                break;
+            }
+            const auto candidate = rest.substr(0, newline);
+            rest.remove_prefix(newline + 1);
+            if (seq_of(candidate) == seq) {
+                line = std::string(candidate);
+            }
+        }
+    }
+    if (line.empty()) {
+        return std::unexpected("set aside: event " + std::to_string(seq) + " not found in the spool");
+    }
+    const auto path = config_.directory / "set-aside.ndjson";
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && size > std::max<std::uint64_t>(config_.max_bytes / 8, 64 * 1024)) {
+        std::filesystem::rename(path, config_.directory / "set-aside.ndjson.1", ec);
+    }
+    nlohmann::json record{{"seq", seq}, {"reason", std::string(reason)}, {"at_ms", now_ms}};
+    auto event = nlohmann::json::parse(line, nullptr, false);
+    if (event.is_discarded()) {
+        record["spooled_text"] = line;  // kept as it was, whatever it is
+    } else {
+        record["spooled"] = std::move(event);  // the spool's line: {"seq", "event"}
+    }
+    const std::string text = record.dump() + "\n";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ++counters_.write_errors;
+        return std::unexpected("set aside: cannot open " + path.string() + ": " + std::strerror(errno));
+    }
+    const bool written = write_all(fd, text) && ::fdatasync(fd) == 0;
+    const int saved_errno = errno;
+    ::close(fd);
+    if (!written) {
+        ++counters_.write_errors;
+        return std::unexpected("set aside: cannot write " + path.string() + ": " + std::strerror(saved_errno));
+    }
+    // Only now does it leave the spool: a crash before this line keeps it spooled.
+    acked_through_ = std::max(acked_through_, seq);
+    ++counters_.set_aside;
+    while (!segments_.empty() && segments_.front().last_seq <= acked_through_) {
+        if (auto dropped = drop_oldest_segment(nullptr); !dropped) {
+            return dropped;
+        }
+    }
+    return {};
+}
+
 SpoolStats EventSpool::stats() const {
     std::lock_guard lock(mutex_);
     SpoolStats s = counters_;

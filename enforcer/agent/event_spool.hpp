@@ -36,6 +36,7 @@ struct SpoolStats {
     std::uint64_t acked_through = 0;   // highest seq the controller confirmed (this run)
     std::uint64_t write_errors = 0;
     std::uint64_t recovered_truncations = 0;  // torn tails cut at start
+    std::uint64_t set_aside = 0;       // events the controller refused for good (since start)
 };
 
 struct AppendResult {
@@ -69,6 +70,13 @@ public:
 
     // The controller committed everything through `seq`: segments wholly at or below it go.
     std::expected<void, std::string> acknowledge(std::uint64_t seq);
+
+    // The oldest unacknowledged event, `seq`, was refused by the controller for good (a
+    // malformed or oversized body, not an outage): it is moved, with `reason`, to
+    // <directory>/set-aside.ndjson (one JSON line each, {"seq","reason","at_ms","spooled"};
+    // the file is rotated to set-aside.ndjson.1 past max_bytes / 8) and the spool goes on
+    // with the next one. A poison event must never block the events behind it.
+    std::expected<void, std::string> set_aside(std::uint64_t seq, std::string_view reason, std::int64_t now_ms);
 
     SpoolStats stats() const;
     bool has_unacknowledged() const;

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <limits>
+
 namespace bulkhead::enforcer::agent {
 
 std::expected<std::unique_ptr<SpoolingEventSink>, std::string> SpoolingEventSink::open(
@@ -162,6 +164,13 @@ void SpoolingEventSink::writer_loop() {
     }
 }
 
+namespace {
+// What the controller answers for a body it will never accept, however often it is sent:
+// malformed (400), too large (413), not JSON (415), or not a valid event (422). Everything
+// else (no answer, 5xx, 429, an unknown or not yet enrolled enforcer) may pass later.
+bool refused_for_good(int status) { return status == 400 || status == 413 || status == 415 || status == 422; }
+}  // namespace
+
 void SpoolingEventSink::uploader_loop() {
     Backoff backoff(config_.retry_initial, config_.retry_max);
     auto retry_at = std::chrono::steady_clock::now();
@@ -169,6 +178,8 @@ void SpoolingEventSink::uploader_loop() {
     // cost ~5 ms on the path from a drop to its detection. Dropped after any failure, so a
     // retry starts on a fresh connection (and with a new credential after re-enrollment).
     std::shared_ptr<HttpConnection> connection;
+    // Events per batch while a refused batch is being halved down to its bad event.
+    std::size_t batch_limit = std::numeric_limits<std::size_t>::max();
     struct Exited {
         SpoolingEventSink& sink;
         ~Exited() {
@@ -204,7 +215,7 @@ void SpoolingEventSink::uploader_loop() {
             retry_at = now + backoff.next();
             continue;  // the channel enrolls; events wait in the spool meanwhile
         }
-        auto batch = spool_->next_batch(config_.max_batch_events, config_.max_batch_bytes);
+        auto batch = spool_->next_batch(std::min(config_.max_batch_events, batch_limit), config_.max_batch_bytes);
         if (!batch) {
             continue;
         }
@@ -217,11 +228,13 @@ void SpoolingEventSink::uploader_loop() {
         auto response = connection->post_json(client_->enforcer_path("events"), batch->body);
         upload_request_.clear();
         bool ok = false;
+        bool refused = false;  // for good: this body will never be accepted
         std::string problem;
         if (!response) {
             problem = response.error();
         } else if (response->status != 200) {
             problem = "HTTP " + std::to_string(response->status) + " " + response->body.substr(0, 200);
+            refused = refused_for_good(response->status);
         } else {
             auto answer = nlohmann::json::parse(response->body, nullptr, false);
             if (!answer.is_object() || !answer.contains("through_seq") || !answer["through_seq"].is_number_unsigned()) {
@@ -252,8 +265,30 @@ void SpoolingEventSink::uploader_loop() {
         }
         if (ok) {
             backoff.reset();
+            batch_limit = std::numeric_limits<std::size_t>::max();
             retry_at = std::chrono::steady_clock::now();
             kick();  // more may be waiting
+        } else if (refused && batch->count > 1) {
+            // Something in the batch is poison: halve until it is alone, at once (no outage
+            // to wait for); the good events before it go through meanwhile.
+            batch_limit = batch->count / 2;
+            retry_at = std::chrono::steady_clock::now();
+            spdlog::warn("agent: {}: the controller refused a batch of {} events for good ({}); retrying in halves "
+                         "to set the bad event aside", log_subject(), batch->count, problem);
+            kick();
+        } else if (refused) {
+            if (auto aside = spool_->set_aside(batch->first_seq, problem, unix_ms_now()); !aside) {
+                const auto wait = backoff.next();
+                retry_at = std::chrono::steady_clock::now() + wait;
+                spdlog::error("agent: {}: event {} refused for good and cannot be set aside: {}; retry in {} ms",
+                              log_subject(), batch->first_seq, aside.error(), wait.count());
+            } else {
+                spdlog::error("agent: {}: event {} refused by the controller for good ({}); set aside in the "
+                              "spool's set-aside.ndjson, the rest goes on", log_subject(), batch->first_seq, problem);
+                batch_limit = std::numeric_limits<std::size_t>::max();
+                retry_at = std::chrono::steady_clock::now();
+                kick();
+            }
         } else {
             connection.reset();
             const auto wait = backoff.next();

@@ -93,6 +93,9 @@ void describe_agent_metrics(Metrics& metrics) {
                      "Events spooled and not yet confirmed by the controller");
     metrics.describe("bulkhead_enforcer_spool_evicted_events_total", Metrics::Kind::Counter,
                      "Events evicted from the full spool before they were uploaded");
+    metrics.describe("bulkhead_enforcer_events_set_aside_total", Metrics::Kind::Counter,
+                     "Events the controller refused for good (HTTP 400/413/415/422), moved to the spool's "
+                     "set-aside.ndjson so that the rest goes on");
     metrics.describe("bulkhead_enforcer_events_uploaded_total", Metrics::Kind::Counter,
                      "Events the controller confirmed (through_seq)");
     metrics.describe("bulkhead_enforcer_event_upload_failures_total", Metrics::Kind::Counter,
@@ -350,6 +353,7 @@ int run_daemon(const DaemonOptions& options) {
             metrics.set("bulkhead_enforcer_spool_bytes", static_cast<double>(s.spool.bytes));
             metrics.set("bulkhead_enforcer_spool_events", static_cast<double>(s.spool.events));
             metrics.set("bulkhead_enforcer_spool_evicted_events_total", static_cast<double>(s.spool.evicted));
+            metrics.set("bulkhead_enforcer_events_set_aside_total", static_cast<double>(s.spool.set_aside));
             metrics.set("bulkhead_enforcer_events_uploaded_total", static_cast<double>(s.uploaded));
             metrics.set("bulkhead_enforcer_event_upload_failures_total", static_cast<double>(s.upload_failures));
         }

@@ -181,6 +181,10 @@ public:
         std::lock_guard lock(mutex_);
         return statuses_;
     }
+    std::uint64_t refused_batches() const {
+        std::lock_guard lock(mutex_);
+        return refused_batches_;
+    }
     std::map<std::uint64_t, nlohmann::json> events() const {
         std::lock_guard lock(mutex_);
         return events_;
@@ -367,6 +371,21 @@ private:
                 res.set_content(R"({"error":"bad events"})", "application/json");
                 return;
             }
+            // A batch holding an event marked "poison" is refused whole, as the real
+            // controller refuses a batch with one invalid event (422, nothing stored).
+            for (std::size_t i = 0; i < body["events"].size(); ++i) {
+                const auto& e = body["events"][i];
+                if (e.contains("event") && e["event"].is_object() && e["event"].value("poison", false)) {
+                    ++refused_batches_;
+                    res.status = 422;
+                    res.set_content(nlohmann::json{{"error", {{"code", "invalid-document"},
+                                                              {"message", "poison event"},
+                                                              {"pointer", "/events/" + std::to_string(i)}}}}
+                                        .dump(),
+                                    "application/json");
+                    return;
+                }
+            }
             std::uint64_t accepted = 0;
             std::uint64_t dups = 0;
             std::uint64_t through = 0;
@@ -397,6 +416,7 @@ private:
     bool stopping_ = false;
     bool silent_ = false;
     bool fail_events_ = false;
+    std::uint64_t refused_batches_ = 0;
     std::map<std::string, bool> tokens_;  // token -> used
     std::string credential_;
     int enrollments_ = 0;

@@ -336,6 +336,78 @@ TEST_CASE("agent events: nothing lost across a controller restart and an enforce
     }
 }
 
+TEST_CASE("agent events: an event the controller refuses for good is set aside, the rest goes on") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.add_token("t");
+    fake.start();
+    std::ofstream(scratch.path / "token") << "t";
+    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
+    REQUIRE(client->enroll_if_needed());
+
+    SpoolingSinkConfig config;
+    config.spool.directory = scratch.path / "spool";
+    config.retry_initial = 50ms;
+    config.retry_max = 300ms;
+    config.max_batch_events = 40;
+    // Written while the controller is away, so that the first batches hold the poison.
+    fake.stop();
+    auto sink = SpoolingEventSink::open(config, client);
+    REQUIRE(sink);
+    const std::set<int> poison{17, 33, 34};
+    for (int n = 0; n < 100; ++n) {
+        json event{{"type", "drop"}, {"n", n}};
+        if (poison.contains(n)) {
+            event["poison"] = true;
+        }
+        (*sink)->emit(event);
+    }
+    (*sink)->flush();
+    (*sink)->wait_written();
+    fake.start(fake.port());
+
+    // Every good event arrives, in order, each exactly once; the three refused ones do not.
+    REQUIRE(eventually([&] { return fake.events().size() == 97 && (*sink)->stats().spool.events == 0; }, 20s));
+    std::vector<int> stored;
+    for (const auto& [seq, event] : fake.events()) {
+        CHECK(event["n"] == seq - 1);
+        stored.push_back(event["n"].get<int>());
+    }
+    std::vector<int> expected;
+    for (int n = 0; n < 100; ++n) {
+        if (!poison.contains(n)) {
+            expected.push_back(n);
+        }
+    }
+    CHECK(stored == expected);
+    CHECK(fake.refused_batches() >= 3);
+    const auto stats = (*sink)->stats();
+    CHECK(stats.spool.set_aside == 3);
+
+    // Set aside with the controller's answer as the reason, one line each, in order.
+    std::ifstream aside(scratch.path / "spool" / "set-aside.ndjson");
+    std::vector<json> records;
+    for (std::string line; std::getline(aside, line);) {
+        records.push_back(json::parse(line));
+    }
+    REQUIRE(records.size() == 3);
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        const int n = *std::next(poison.begin(), static_cast<std::ptrdiff_t>(i));
+        CHECK(records[i]["seq"] == n + 1);
+        CHECK(records[i]["spooled"]["event"]["n"] == n);
+        CHECK(records[i]["reason"].get<std::string>().find("HTTP 422") != std::string::npos);
+    }
+
+    // The status carries the count.
+    auto source = ControllerRulesetSource::open(client, nullptr, {}, sink->get());
+    REQUIRE(source);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([](const json& b) { return b.contains("spool"); }).has_value();
+    }));
+    CHECK(fake.last_status_matching([](const json& b) { return b.contains("spool"); })->body["spool"]["set_aside"] ==
+          3);
+}
+
 TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells the controller") {
     Scratch scratch;
     FakeController fake("hv1");
