@@ -20,6 +20,8 @@ packages=(
   libsimdjson-dev
   # logging with levels for every program (common/logging)
   libspdlog-dev
+  # the controller's /api/v1/metrics (Prometheus text format)
+  prometheus-cpp-dev
   # Boost.Asio and Beast (headers): event-driven HTTP for thousands of enforcer connections
   # (the fleet benchmark's simulator)
   libboost-dev

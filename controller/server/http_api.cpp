@@ -362,6 +362,14 @@ void HttpApi::build_routes() {
     add("GET", "/api/v1/openapi.json", std::nullopt, [this](RouteContext& c) {
         c.response.set_content(openapi_document_, "application/json");
     });
+    add("GET", "/api/v1/metrics", Permission::Read, [this](RouteContext& c) {
+        if (!metrics_) {
+            transport_error(c.response, 503, "unavailable", "metrics are not served by this process");
+            return;
+        }
+        c.response.status = 200;
+        c.response.set_content(metrics_(), "text/plain; version=0.0.4; charset=utf-8");
+    });
     add("GET", "/api/v1/whoami", Permission::Read, [](RouteContext& c) {
         send_json(c.response, 200, json{{"name", c.caller.name}, {"role", std::string(to_string(c.caller.role))}});
     });

@@ -58,6 +58,8 @@ public:
     ~HttpApi();
 
     const std::vector<Route>& routes() const { return routes_; }
+    // What GET /api/v1/metrics answers (the Prometheus text); set before the listeners start.
+    void set_metrics(std::function<std::string()> render) { metrics_ = std::move(render); }
     std::uint64_t rate_limited() const { return rate_limiter_.refused(); }
 
     // Answers one request: the route (or the dashboard's files outside /api/), the caller's
@@ -82,6 +84,7 @@ private:
     std::vector<std::unique_ptr<CompiledRoute>> compiled_;  // routes_ with their patterns
     std::unique_ptr<class StaticFiles> static_files_;
     mutable RequestRateLimiter rate_limiter_;
+    std::function<std::string()> metrics_;
 };
 
 // The OpenAPI document compiled into the binary (controller/server/openapi.json).

@@ -4,6 +4,7 @@
 #include "common/files/secret_file.hpp"
 #include "common/logging/logging.hpp"
 #include "common/version.hpp"
+#include "controller/server/controller_metrics.hpp"
 #include "controller/server/http_api.hpp"
 #include "controller/server/http_server.hpp"
 #include "controller/services/controller_services.hpp"
@@ -422,6 +423,18 @@ int main(int argc, char** argv) {
         const bool built = std::filesystem::is_regular_file(std::filesystem::path(config.webui_dir) / "index.html");
         spdlog::info("dashboard at / from {}{}", config.webui_dir, (built ? "" : " (not built yet: / explains how to build it)"));
     }
+
+    std::vector<bulkhead::controller::ControllerMetrics::Listener> metric_listeners;
+    if (tls_server) {
+        metric_listeners.push_back({"tls", tls_server.get(), limits});
+    }
+    if (plain_server) {
+        metric_listeners.push_back({"plain", plain_server.get(), limits});
+    }
+    bulkhead::controller::ControllerMetrics metrics(
+        service, api, std::move(metric_listeners),
+        bulkhead::controller::RateLimit{static_cast<double>(config.api_rate_per_second), 10.0 * config.api_rate_per_second});
+    api.set_metrics([&metrics] { return metrics.render(); });
 
     if (tls_server) {
         tls_server->start();

@@ -546,6 +546,31 @@ class Suite:
         check("whoami: 401 carries WWW-Authenticate: Bearer", r.headers.get("www-authenticate", "").startswith("Bearer"), r.headers)
         r = self.c.get("/api/v1/whoami", query={"access_token": TOKENS["soc"]})
         self.expect_error("whoami: access_token query parameter is not accepted outside /stream -> 401", r, 401, "unauthenticated")
+        # Metrics: the Prometheus text format for any API token, the limits among them.
+        self.expect_error("metrics: without a token -> 401", self.c.get("/api/v1/metrics"), 401, "unauthenticated")
+        r = self.c.get("/api/v1/metrics", TOKENS["soc"])
+        text = r.raw.decode(errors="replace")
+        check("metrics: 200 text/plain version 0.0.4",
+              r.status == 200 and r.headers.get("content-type", "").startswith("text/plain; version=0.0.4"), r.headers)
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        check("metrics: the plain listener's open connections (this one among them)",
+              samples.get('bulkhead_controller_connections_open{listener="plain"}', 0) >= 1, text[:2000])
+        check("metrics: its configured limits",
+              samples.get('bulkhead_controller_limit{limit="max_connections_per_client",listener="plain"}', 0) > 0 and
+              samples.get('bulkhead_controller_limit{limit="header_timeout_seconds",listener="plain"}', 0) > 0,
+              [k for k in samples if "limit" in k])
+        check("metrics: requests counted, channels and the outbox reported",
+              samples.get('bulkhead_controller_requests_total{listener="plain"}', 0) >= 1 and
+              "bulkhead_controller_channels_open" in samples and "bulkhead_controller_outbox_depth" in samples and
+              samples.get("bulkhead_controller_store_readable") == 1, sorted(samples)[:80])
+        check("metrics: each family described with HELP and TYPE",
+              "# TYPE bulkhead_controller_requests_total counter" in text and
+              "# TYPE bulkhead_controller_connections_open gauge" in text and
+              "# HELP bulkhead_controller_limit " in text, text[:1500])
         # A second controller on the same address must fail to start, not share the port
         # (SO_REUSEPORT would let the kernel split connections between the two).
         other = self.controller.workdir / "second"
