@@ -376,10 +376,10 @@ int main(int argc, char** argv) {
         spdlog::error("start-up failed: {}", started.error());
         return 1;
     }
+    const bulkhead::controller::RateLimit api_rate_limit{static_cast<double>(config.api_rate_per_second),
+                                                         10.0 * config.api_rate_per_second};
     bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
-                                      config.webui_dir,
-                                      bulkhead::controller::RateLimit{static_cast<double>(config.api_rate_per_second),
-                                                                      10.0 * config.api_rate_per_second});
+                                      config.webui_dir, api_rate_limit);
 
     bulkhead::controller::HttpServerLimits limits;
     limits.worker_threads = static_cast<std::size_t>(config.threads);
@@ -431,9 +431,7 @@ int main(int argc, char** argv) {
     if (plain_server) {
         metric_listeners.push_back({"plain", plain_server.get(), limits});
     }
-    bulkhead::controller::ControllerMetrics metrics(
-        service, api, std::move(metric_listeners),
-        bulkhead::controller::RateLimit{static_cast<double>(config.api_rate_per_second), 10.0 * config.api_rate_per_second});
+    bulkhead::controller::ControllerMetrics metrics(service, api, std::move(metric_listeners), api_rate_limit);
     api.set_metrics([&metrics] { return metrics.render(); });
 
     if (tls_server) {

@@ -14,12 +14,6 @@ namespace bulkhead::controller {
 
 using nlohmann::json;
 
-namespace {
-long long elapsed_ms(std::chrono::steady_clock::time_point since) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
-}
-}  // namespace
-
 std::expected<json, ServiceError> ActiveConfiguration::inventory_document() {
     auto enforcers = inventory_.list_enforcer_definitions();
     if (!enforcers) {
@@ -77,7 +71,7 @@ std::expected<std::shared_ptr<const CompiledConfiguration>, ServiceError> Active
         compiled->policy = std::move(*policy);
         compiled->compiler = std::make_unique<ruleset::RulesetCompiler>(*compiled->policy, compiled->inventory);
     }
-    spdlog::info("configuration: built in {} ms ({} workloads, policy revision {})", elapsed_ms(started),
+    spdlog::info("configuration: built in {} ms ({} workloads, policy revision {})", milliseconds_since(started),
                  compiled->inventory.workloads.size(), revision ? std::to_string(revision->id) : "none");
     return std::shared_ptr<const CompiledConfiguration>(std::move(compiled));
 }
@@ -100,11 +94,11 @@ std::expected<void, ServiceError> ActiveConfiguration::install(std::shared_ptr<c
             first_error = std::unexpected(done.error());
         }
     }
-    const auto installed_ms = elapsed_ms(started);
+    const auto installed_ms = milliseconds_since(started);
     const auto trim_started = std::chrono::steady_clock::now();
     release_freed_memory();
     spdlog::info("configuration: installed in {} ms (every service), freed memory returned in {} ms", installed_ms,
-                 elapsed_ms(trim_started));
+                 milliseconds_since(trim_started));
     return first_error;
 }
 

@@ -464,18 +464,18 @@ std::expected<void, std::string> AnalysisService::start() {
     const std::int64_t from_id = std::max<std::int64_t>(*newest + 1, resume_at.value_or(1));
     sequencer_.reset(from_id);
     analysed_through_ = from_id - 1;
-    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    const auto took_ms = milliseconds_since(started);
     restart_ = json{{"from_checkpoint", resume_at.has_value()},
                     {"checkpoint_through_event", resume_at ? json(*resume_at - 1) : json(nullptr)},
                     {"replayed_events", replayed},
-                    {"took_ms", took.count()}};
+                    {"took_ms", took_ms}};
     spdlog::info("analysis: {}; replayed {} stored events in {} ms; analysing from event {}",
                  resume_at ? "restored the checkpoint through event " + std::to_string(*resume_at - 1)
                            : "no usable checkpoint, replay horizon " +
                                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(options_.replay_horizon)
                                                     .count()) +
                                  " s",
-                 replayed, took.count(), from_id);
+                 replayed, took_ms, from_id);
     maintenance_ = std::thread([this] { maintenance_loop(); });
     return {};
 }

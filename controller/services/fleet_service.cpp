@@ -211,7 +211,7 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
     if (!rulesets) {
         return std::unexpected(rulesets.error());
     }
-    const auto compiled_at = std::chrono::steady_clock::now();
+    const auto compile_ms = milliseconds_since(started);
     // The generation number is only spent when something changed.
     const std::uint64_t candidate = generation_counter_ + 1;
     auto changed = everything ? desired_.update_hashed(std::move(*rulesets), candidate)
@@ -232,11 +232,8 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
         hub_.changed(changed);  // wakes those enforcers' streams only
     }
     if (everything) {
-        using std::chrono::duration_cast;
-        using std::chrono::milliseconds;
         spdlog::info("fleet: {} enforcers compiled and hashed in {} ms, {} changed, streams woken after {} ms",
-                     enforcers.size(), duration_cast<milliseconds>(compiled_at - started).count(), changed.size(),
-                     duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count());
+                     enforcers.size(), compile_ms, changed.size(), milliseconds_since(started));
     }
     return {};
 }

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -60,6 +61,11 @@ struct Caller {
 };
 
 using Clock = std::function<TimeMs()>;
+
+// Milliseconds on the steady clock since `since`, for the durations services log.
+inline long long milliseconds_since(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
+}
 
 ServiceError service_error(ErrorKind kind, std::string code, std::string message, nlohmann::json details = nullptr);
 // NotFound and Conflict keep their meaning; an I/O failure is logged with `context` and
