@@ -311,38 +311,33 @@ const json& array_member(const json& wire, const char* name, bool& ok, std::stri
     return value;
 }
 
-std::expected<std::vector<SetDefinition>, std::string> decode_sets(const json& sets) {
-    std::vector<SetDefinition> out;
+// Each piece of `list` decoded by `decode` (set_from_json, chain_from_json); a name given
+// twice is refused. Whether references resolve is checked once the result is assembled.
+template <typename Piece>
+std::expected<std::vector<Piece>, std::string> decode_pieces(const json& list,
+                                                             std::expected<Piece, std::string> (*decode)(const json&),
+                                                             const char* what) {
+    std::vector<Piece> out;
     std::set<std::string> seen;
-    for (const auto& s : sets) {
-        auto set = set_from_json(s);
-        if (!set) {
-            return std::unexpected(set.error());
+    for (const auto& item : list) {
+        auto piece = decode(item);
+        if (!piece) {
+            return std::unexpected(piece.error());
         }
-        if (!seen.insert(set->name).second) {
-            return std::unexpected("set " + set->name + " appears twice");
+        if (!seen.insert(piece->name).second) {
+            return std::unexpected(std::string(what) + " " + piece->name + " appears twice");
         }
-        out.push_back(std::move(*set));
+        out.push_back(std::move(*piece));
     }
     return out;
 }
 
-// Chains are decoded on their own; whether their references resolve is checked once the
-// result is assembled.
+std::expected<std::vector<SetDefinition>, std::string> decode_sets(const json& sets) {
+    return decode_pieces<SetDefinition>(sets, set_from_json, "set");
+}
+
 std::expected<std::vector<Chain>, std::string> decode_chains(const json& chains) {
-    std::vector<Chain> out;
-    std::set<std::string> seen;
-    for (const auto& c : chains) {
-        auto chain = chain_from_json(c);
-        if (!chain) {
-            return std::unexpected(chain.error());
-        }
-        if (!seen.insert(chain->name).second) {
-            return std::unexpected("chain " + chain->name + " appears twice");
-        }
-        out.push_back(std::move(*chain));
-    }
-    return out;
+    return decode_pieces<Chain>(chains, chain_from_json, "chain");
 }
 
 std::expected<std::vector<std::string>, std::string> decode_names(const json& names, const char* what) {
@@ -723,9 +718,12 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
             return wire_error<Ruleset>(shape_error);
         }
 
-        // Renamed classes first: the rest of the diff is relative to the renamed base.
-        Ruleset renamed;
-        if (!renames.empty()) {
+        // Our own copy of the base, its pieces moved into the result; with renamed classes,
+        // the renamed base (the rest of the diff is relative to it).
+        Ruleset base;
+        if (renames.empty()) {
+            base = base_ruleset;
+        } else {
             std::vector<ClassRename> list;
             for (const auto& r : renames) {
                 if (!r.is_object() || !r.contains("from") || !r["from"].is_string() || !r.contains("to") ||
@@ -738,11 +736,8 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
             if (!result) {
                 return wire_error<Ruleset>(result.error());
             }
-            renamed = std::move(*result);
+            base = std::move(*result);
         }
-        // The renamed copy is ours: its pieces are moved into the result, not copied again.
-        const bool owned = !renames.empty();
-        const Ruleset& base = owned ? renamed : base_ruleset;
 
         Ruleset out;
         out.enforcer = base.enforcer;
@@ -756,13 +751,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
 
         // Sets, by name.
         std::map<std::string, SetDefinition> sets;
-        for (std::size_t i = 0; i < base.sets.size(); ++i) {
-            if (owned) {
-                auto name = renamed.sets[i].name;
-                sets.emplace(std::move(name), std::move(renamed.sets[i]));
-            } else {
-                sets.emplace(base.sets[i].name, base.sets[i]);
-            }
+        for (auto& s : base.sets) {
+            auto name = s.name;
+            sets.emplace(std::move(name), std::move(s));
         }
         auto removed_sets = decode_names(sets_removed, "sets_removed");
         if (!removed_sets) {
@@ -878,7 +869,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
         }
 
         // Chains, keeping the base's order; new chains go where the compiler puts them.
-        std::vector<Chain> chains = owned ? std::move(renamed.chains) : base.chains;
+        std::vector<Chain> chains = std::move(base.chains);
         auto removed_chains = decode_names(chains_removed, "chains_removed");
         if (!removed_chains) {
             return wire_error<Ruleset>(removed_chains.error());
@@ -925,7 +916,7 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
         out.chains = std::move(chains);
 
         // Port bindings.
-        std::vector<PortBinding> ports = owned ? std::move(renamed.ports) : base.ports;
+        std::vector<PortBinding> ports = std::move(base.ports);
         for (const auto& p : ports_removed) {
             auto port = decode_port(p);
             if (!port) {
