@@ -76,6 +76,25 @@ std::shared_ptr<ControllerClient> make_client(const FakeController& fake, const 
     return std::shared_ptr<ControllerClient>(std::move(*client));
 }
 
+// A client of `fake` (started here, accepting token "t") enrolled as hv1: what the event
+// tests start from, with a spool under `scratch` that retries fast.
+std::shared_ptr<ControllerClient> enrolled_client(FakeController& fake, const Scratch& scratch) {
+    fake.add_token("t");
+    fake.start();
+    std::ofstream(scratch.path / "token") << "t";
+    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
+    REQUIRE(client->enroll_if_needed());
+    return client;
+}
+
+SpoolingSinkConfig fast_retry_sink(const Scratch& scratch) {
+    SpoolingSinkConfig config;
+    config.spool.directory = scratch.path / "spool";
+    config.retry_initial = 50ms;
+    config.retry_max = 300ms;
+    return config;
+}
+
 // What run_daemon does with the source: wait for its fd, poll, "apply", report.
 std::optional<ruleset::Ruleset> next_ruleset(RulesetSource& source, std::chrono::milliseconds deadline = 10s) {
     const auto until = std::chrono::steady_clock::now() + deadline;
@@ -283,16 +302,9 @@ TEST_CASE("agent channel: a rejected full ruleset is acked as failed and surface
 TEST_CASE("agent events: nothing lost across a controller restart and an enforcer restart") {
     Scratch scratch;
     FakeController fake("hv1");
-    fake.add_token("t");
-    fake.start();
-    std::ofstream(scratch.path / "token") << "t";
-    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
-    REQUIRE(client->enroll_if_needed());
+    auto client = enrolled_client(fake, scratch);
 
-    SpoolingSinkConfig config;
-    config.spool.directory = scratch.path / "spool";
-    config.retry_initial = 50ms;
-    config.retry_max = 300ms;
+    auto config = fast_retry_sink(scratch);
     config.max_batch_events = 100;  // several requests per drain
     int n = 0;
     auto emit = [&](SpoolingEventSink& sink, int count) {
@@ -339,16 +351,9 @@ TEST_CASE("agent events: nothing lost across a controller restart and an enforce
 TEST_CASE("agent events: an event the controller refuses for good is set aside, the rest goes on") {
     Scratch scratch;
     FakeController fake("hv1");
-    fake.add_token("t");
-    fake.start();
-    std::ofstream(scratch.path / "token") << "t";
-    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
-    REQUIRE(client->enroll_if_needed());
+    auto client = enrolled_client(fake, scratch);
 
-    SpoolingSinkConfig config;
-    config.spool.directory = scratch.path / "spool";
-    config.retry_initial = 50ms;
-    config.retry_max = 300ms;
+    auto config = fast_retry_sink(scratch);
     config.max_batch_events = 40;
     // Written while the controller is away, so that the first batches hold the poison.
     fake.stop();
@@ -411,17 +416,11 @@ TEST_CASE("agent events: an event the controller refuses for good is set aside, 
 TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells the controller") {
     Scratch scratch;
     FakeController fake("hv1");
-    fake.add_token("t");
-    fake.start();
-    std::ofstream(scratch.path / "token") << "t";
-    auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
-    REQUIRE(client->enroll_if_needed());
+    auto client = enrolled_client(fake, scratch);
     fake.stop();  // down from the start
 
-    SpoolingSinkConfig config;
+    auto config = fast_retry_sink(scratch);
     config.spool = {scratch.path / "spool", 32 * 1024, 4 * 1024};
-    config.retry_initial = 50ms;
-    config.retry_max = 300ms;
     auto sink = SpoolingEventSink::open(config, client);
     REQUIRE(sink);
     const int total = 200;
