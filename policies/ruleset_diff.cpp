@@ -50,44 +50,45 @@ std::size_t RulesetDiff::rules_written() const {
 RulesetDiff diff_rulesets(const Ruleset& old, const Ruleset& updated) {
     RulesetDiff diff;
     diff.enforcer = updated.enforcer;
+    // Both set lists are sorted by name: one merge walk instead of a lookup per set.
+    auto held_set = old.sets.begin();
     for (const auto& set : updated.sets) {
-        const SetDefinition* before = old.find_set(set.name);
-        if (before == nullptr) {
+        while (held_set != old.sets.end() && held_set->name < set.name) {
+            diff.sets_removed.push_back(held_set->name);
+            ++held_set;
+        }
+        if (held_set == old.sets.end() || held_set->name != set.name) {
             diff.sets_added.push_back(set);
             continue;
         }
-        if (!before->same_definition(set)) {
+        const SetDefinition& held = *held_set++;
+        if (!held.same_definition(set)) {
             diff.full_replace = true;
             continue;
         }
-        if (before->elements == set.elements) {
+        if (held.elements == set.elements) {
             continue;  // shared list: unchanged by construction
         }
         // Lists of two compiles are different objects; equal digests mean equal content
         // with the very confidence the ruleset hash (built on these digests) gives. Only
         // digests the hash already computed are used: computing one here costs more than
         // the element comparison below.
-        const auto before_digest = before->elements->digest_if_known(set.verdict_map);
+        const auto held_digest = held.elements->digest_if_known(set.verdict_map);
         const auto digest = set.elements->digest_if_known(set.verdict_map);
-        if (before_digest && digest && *before_digest == *digest &&
-            before->elements->size() == set.elements->size()) {
+        if (held_digest && digest && *held_digest == *digest && held.elements->size() == set.elements->size()) {
             continue;
         }
         SetDelta delta{set.name, {}, {}};
-        std::set_difference(before->elements->begin(), before->elements->end(),
-                            set.elements->begin(), set.elements->end(),
-                            std::back_inserter(delta.removed));
-        std::set_difference(set.elements->begin(), set.elements->end(),
-                            before->elements->begin(), before->elements->end(),
-                            std::back_inserter(delta.added));
+        std::set_difference(held.elements->begin(), held.elements->end(), set.elements->begin(),
+                            set.elements->end(), std::back_inserter(delta.removed));
+        std::set_difference(set.elements->begin(), set.elements->end(), held.elements->begin(),
+                            held.elements->end(), std::back_inserter(delta.added));
         if (!delta.removed.empty() || !delta.added.empty()) {
             diff.set_changes.push_back(std::move(delta));
         }
     }
-    for (const auto& set : old.sets) {
-        if (updated.find_set(set.name) == nullptr) {
-            diff.sets_removed.push_back(set.name);
-        }
+    for (; held_set != old.sets.end(); ++held_set) {
+        diff.sets_removed.push_back(held_set->name);
     }
     for (const auto& chain : updated.chains) {
         const Chain* before = old.find_chain(chain.name);
@@ -451,14 +452,30 @@ struct CommentRewrite {
 
 // A comment that starts with a rewrite's `from` gets its `to` instead; of several, the
 // longest `from` wins.
-std::string rewritten_comment(const std::string& comment, const std::vector<CommentRewrite>& rewrites) {
+const CommentRewrite* rewrite_for(std::string_view comment, const std::vector<CommentRewrite>& rewrites) {
     const CommentRewrite* best = nullptr;
     for (const auto& r : rewrites) {
         if (comment.starts_with(r.from) && (best == nullptr || r.from.size() > best->from.size())) {
             best = &r;
         }
     }
-    return best == nullptr ? comment : best->to + comment.substr(best->from.size());
+    return best;
+}
+
+// Whether rewriting `before` gives exactly `after`, without building it.
+bool rewrites_to(std::string_view before, std::string_view after, const std::vector<CommentRewrite>& rewrites) {
+    const auto* r = rewrite_for(before, rewrites);
+    if (r == nullptr) {
+        return before == after;
+    }
+    return after.size() == r->to.size() + before.size() - r->from.size() && after.starts_with(r->to) &&
+           after.substr(r->to.size()) == before.substr(r->from.size());
+}
+
+void rewrite_comment(std::string& comment, const std::vector<CommentRewrite>& rewrites) {
+    if (const auto* r = rewrite_for(comment, rewrites)) {
+        comment.replace(0, r->from.size(), r->to);
+    }
 }
 
 }  // namespace
@@ -508,111 +525,143 @@ std::vector<ClassRename> class_renames(const Ruleset& old, const Ruleset& update
     return renames;
 }
 
-std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const std::vector<ClassRename>& renames) {
-    std::map<std::string, std::string, std::less<>> to_of;
+std::expected<void, std::string> rename_classes_in_place(Ruleset& ruleset, const std::vector<ClassRename>& renames) {
+    // In place on the caller's copy: a renamed base is a copy of the enforcer's whole
+    // ruleset, made on both sides of every diff that renames (2,000 hosts per fleet-wide
+    // policy change), so no name is copied twice and nothing is rebuilt that did not change.
+    std::vector<const ClassRename*> by_from;
     for (const auto& r : renames) {
         if (!is_class_token(r.from) || !is_class_token(r.to)) {
             return std::unexpected("rename " + r.from + " -> " + r.to + ": a class name is non-empty without '_'");
         }
-        if (!to_of.emplace(r.from, r.to).second) {
-            return std::unexpected("class " + r.from + " is renamed twice");
+        by_from.push_back(&r);
+    }
+    std::sort(by_from.begin(), by_from.end(), [](const auto* a, const auto* b) { return a->from < b->from; });
+    for (std::size_t i = 1; i < by_from.size(); ++i) {
+        if (by_from[i]->from == by_from[i - 1]->from) {
+            return std::unexpected("class " + by_from[i]->from + " is renamed twice");
         }
     }
-    std::set<std::string> used;
-    auto renamed = [&](const std::string& name) -> std::string {
-        const auto token = class_part(name);
-        auto it = to_of.find(token);
-        if (it == to_of.end()) {
-            return name;
+    std::vector<bool> used(by_from.size(), false);
+    auto rename_of = [&](std::string_view token, bool mark_used = true) -> const ClassRename* {
+        auto it = std::lower_bound(by_from.begin(), by_from.end(), token,
+                                   [](const ClassRename* r, std::string_view t) { return r->from < t; });
+        if (it == by_from.end() || (*it)->from != token) {
+            return nullptr;
         }
-        used.insert(it->first);
-        return it->second + name.substr(token.size());
+        if (mark_used) {
+            used[static_cast<std::size_t>(it - by_from.begin())] = true;
+        }
+        return *it;
     };
-    Ruleset out;
-    out.enforcer = ruleset.enforcer;
-    out.policy_name = ruleset.policy_name;
-    out.sets.reserve(ruleset.sets.size());
-    for (const auto& set : ruleset.sets) {
-        SetDefinition copy = set;
-        copy.name = renamed(set.name);
-        if (set.verdict_map) {
-            ElementList elements = *set.elements;
-            bool changed = false;
-            for (auto& e : elements) {
-                auto jump = renamed(e.jump);
-                changed = changed || jump != e.jump;
-                e.jump = std::move(jump);
-            }
-            if (changed) {
-                std::sort(elements.begin(), elements.end());
-                copy.elements = std::make_shared<const ElementList>(std::move(elements));
-            }
+    // The class part of `name` (up to the first '_'): renamed when it is a `from`.
+    auto rename = [&](std::string& name) -> bool {
+        const auto token = class_part(name);
+        const auto* r = rename_of(token);
+        if (r == nullptr) {
+            return false;
         }
-        out.sets.push_back(std::move(copy));
+        name.replace(0, token.size(), r->to);
+        return true;
+    };
+    for (auto& set : ruleset.sets) {
+        rename(set.name);
+        if (!set.verdict_map) {
+            continue;
+        }
+        const bool jumps_renamed = std::any_of(set.elements->begin(), set.elements->end(), [&](const Element& e) {
+            auto it = std::lower_bound(by_from.begin(), by_from.end(), class_part(e.jump),
+                                       [](const ClassRename* r, std::string_view t) { return r->from < t; });
+            return it != by_from.end() && (*it)->from == class_part(e.jump);
+        });
+        if (jumps_renamed) {
+            ElementList elements = *set.elements;
+            for (auto& e : elements) {
+                rename(e.jump);
+            }
+            std::sort(elements.begin(), elements.end());
+            set.elements = std::make_shared<const ElementList>(std::move(elements));
+        }
     }
-    std::sort(out.sets.begin(), out.sets.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-    out.chains = ruleset.chains;
-    for (auto& chain : out.chains) {
-        chain.name = renamed(chain.name);
+    auto by_name = [](const SetDefinition& a, const SetDefinition& b) { return a.name < b.name; };
+    if (!std::is_sorted(ruleset.sets.begin(), ruleset.sets.end(), by_name)) {
+        std::sort(ruleset.sets.begin(), ruleset.sets.end(), by_name);
+    }
+    for (auto& chain : ruleset.chains) {
+        rename(chain.name);
         for (auto& rule : chain.rules) {
             for (auto& m : rule.matches) {
                 if (auto* lookup = std::get_if<SetLookup>(&m)) {
-                    lookup->set = renamed(lookup->set);
+                    rename(lookup->set);
                 }
             }
             if (rule.update) {
-                rule.update->set = renamed(rule.update->set);
+                rename(rule.update->set);
             }
             if (rule.dispatch) {
-                rule.dispatch->map = renamed(rule.dispatch->map);
+                rename(rule.dispatch->map);
             }
             if (rule.verdict.kind == VerdictKind::Jump || rule.verdict.kind == VerdictKind::Goto) {
-                rule.verdict.chain = renamed(rule.verdict.chain);
+                rename(rule.verdict.chain);
             }
             if (rule.log) {
                 // Log prefixes name the class as one ':'-separated part
                 // ("bh:enf:in:deny:c39efdf1a"); drop attribution reads it.
-                std::string prefix;
+                auto& prefix = rule.log->prefix;
                 std::size_t start = 0;
                 for (;;) {
-                    const auto end = rule.log->prefix.find(':', start);
-                    const auto part = std::string_view(rule.log->prefix).substr(start, end - start);
-                    auto it = to_of.find(part);
-                    prefix += it == to_of.end() ? std::string(part) : it->second;
-                    if (end == std::string::npos) {
+                    const auto end = prefix.find(':', start);
+                    const auto length = (end == std::string::npos ? prefix.size() : end) - start;
+                    std::size_t next = end == std::string::npos ? std::string::npos : end + 1;
+                    if (const auto* r = rename_of(std::string_view(prefix).substr(start, length), false)) {
+                        prefix.replace(start, length, r->to);
+                        if (next != std::string::npos) {
+                            next = start + r->to.size() + 1;
+                        }
+                    }
+                    if (next == std::string::npos) {
                         break;
                     }
-                    prefix += ':';
-                    start = end + 1;
+                    start = next;
                 }
-                rule.log->prefix = std::move(prefix);
             }
         }
     }
     // The compiler's order: base chains first (kept as they are), then regular chains by name.
-    std::stable_sort(out.chains.begin(), out.chains.end(), canonical_chain_less);
-    out.ports = ruleset.ports;
-    for (auto& port : out.ports) {
-        if (auto it = to_of.find(port.policy_class); it != to_of.end()) {
-            port.policy_class = it->second;
-            used.insert(it->first);
+    if (!std::is_sorted(ruleset.chains.begin(), ruleset.chains.end(), canonical_chain_less)) {
+        std::stable_sort(ruleset.chains.begin(), ruleset.chains.end(), canonical_chain_less);
+    }
+    for (auto& port : ruleset.ports) {
+        if (const auto* r = rename_of(port.policy_class)) {
+            port.policy_class = r->to;
         }
     }
-    for (const auto& r : renames) {
-        if (!used.contains(r.from)) {
-            return std::unexpected("renames class " + r.from + " which the base does not hold");
+    for (std::size_t i = 0; i < by_from.size(); ++i) {
+        if (!used[i]) {
+            return std::unexpected("renames class " + by_from[i]->from + " which the base does not hold");
         }
     }
-    for (std::size_t i = 1; i < out.sets.size(); ++i) {
-        if (out.sets[i].name == out.sets[i - 1].name) {
-            return std::unexpected("renaming classes gives two sets named " + out.sets[i].name);
+    for (std::size_t i = 1; i < ruleset.sets.size(); ++i) {
+        if (ruleset.sets[i].name == ruleset.sets[i - 1].name) {
+            return std::unexpected("renaming classes gives two sets named " + ruleset.sets[i].name);
         }
     }
-    std::set<std::string> chain_names;
-    for (const auto& chain : out.chains) {
-        if (!chain_names.insert(chain.name).second) {
-            return std::unexpected("renaming classes gives two chains named " + chain.name);
-        }
+    std::vector<std::string_view> chain_names;
+    chain_names.reserve(ruleset.chains.size());
+    for (const auto& chain : ruleset.chains) {
+        chain_names.push_back(chain.name);
+    }
+    std::sort(chain_names.begin(), chain_names.end());
+    if (auto twin = std::adjacent_find(chain_names.begin(), chain_names.end()); twin != chain_names.end()) {
+        return std::unexpected("renaming classes gives two chains named " + std::string(*twin));
+    }
+    return {};
+}
+
+std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const std::vector<ClassRename>& renames) {
+    Ruleset out = ruleset;
+    if (auto done = rename_classes_in_place(out, renames); !done) {
+        return std::unexpected(done.error());
     }
     return out;
 }
@@ -638,21 +687,35 @@ json wire_diff(const Ruleset& old, const Ruleset& updated) {
     // (and its hash). A class's sets share the class's comment ("segments: a, b"), so a
     // change of membership changes the start of dozens of comments the same way: sent as
     // one rewrite each, and per set only where the rewrites do not give the new comment.
-    std::map<std::string, std::string> rewrite_to;
+    // The sets kept under the same name and definition, as (before, after) pairs: both
+    // lists are sorted by name.
+    std::vector<std::pair<const SetDefinition*, const SetDefinition*>> kept;
+    kept.reserve(updated.sets.size());
+    auto before = base.sets.begin();
     for (const auto& set : updated.sets) {
-        const auto* before = base.find_set(set.name);
-        if (before == nullptr || !before->same_definition(set) || before->comment == set.comment) {
+        while (before != base.sets.end() && before->name < set.name) {
+            ++before;
+        }
+        if (before != base.sets.end() && before->name == set.name && before->same_definition(set)) {
+            kept.emplace_back(&*before, &set);  // others are added or redefined: carried whole
+        }
+    }
+    std::map<std::string, std::string, std::less<>> rewrite_to;
+    for (const auto& [held, set] : kept) {
+        if (held->comment == set->comment) {
             continue;
         }
         // Strip the common ending: what is left is the part that changed.
+        const std::string_view old_comment = held->comment;
+        const std::string_view new_comment = set->comment;
         std::size_t common = 0;
-        while (common < before->comment.size() && common < set.comment.size() &&
-               before->comment[before->comment.size() - 1 - common] == set.comment[set.comment.size() - 1 - common]) {
+        while (common < old_comment.size() && common < new_comment.size() &&
+               old_comment[old_comment.size() - 1 - common] == new_comment[new_comment.size() - 1 - common]) {
             ++common;
         }
-        auto from = before->comment.substr(0, before->comment.size() - common);
-        if (!from.empty()) {
-            rewrite_to.emplace(std::move(from), set.comment.substr(0, set.comment.size() - common));
+        const auto from = old_comment.substr(0, old_comment.size() - common);
+        if (!from.empty() && !rewrite_to.contains(from)) {
+            rewrite_to.emplace(std::string(from), std::string(new_comment.substr(0, new_comment.size() - common)));
         }
     }
     std::vector<CommentRewrite> rewrites;
@@ -660,13 +723,12 @@ json wire_diff(const Ruleset& old, const Ruleset& updated) {
         rewrites.push_back({from, to});
     }
     json explicit_comments = json::array();
-    for (const auto& set : updated.sets) {
-        const auto* before = base.find_set(set.name);
-        if (before == nullptr || !before->same_definition(set)) {
-            continue;  // added or redefined: carried whole
+    for (const auto& [held, set] : kept) {
+        if (held->comment == set->comment && rewrites.empty()) {
+            continue;
         }
-        if (rewritten_comment(before->comment, rewrites) != set.comment) {
-            explicit_comments.push_back({{"set", set.name}, {"comment", set.comment}});
+        if (!rewrites_to(held->comment, set->comment, rewrites)) {
+            explicit_comments.push_back({{"set", set->name}, {"comment", set->comment}});
         }
     }
     if (!rewrites.empty()) {
@@ -720,10 +782,8 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
 
         // Our own copy of the base, its pieces moved into the result; with renamed classes,
         // the renamed base (the rest of the diff is relative to it).
-        Ruleset base;
-        if (renames.empty()) {
-            base = base_ruleset;
-        } else {
+        Ruleset base = base_ruleset;
+        if (!renames.empty()) {
             std::vector<ClassRename> list;
             for (const auto& r : renames) {
                 if (!r.is_object() || !r.contains("from") || !r["from"].is_string() || !r.contains("to") ||
@@ -732,11 +792,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
                 }
                 list.push_back({r["from"].get<std::string>(), r["to"].get<std::string>()});
             }
-            auto result = rename_classes(base_ruleset, list);
-            if (!result) {
-                return wire_error<Ruleset>(result.error());
+            if (auto renamed = rename_classes_in_place(base, list); !renamed) {
+                return wire_error<Ruleset>(renamed.error());
             }
-            base = std::move(*result);
         }
 
         Ruleset out;
@@ -749,44 +807,66 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
             out.policy_name = wire["policy"].get<std::string>();
         }
 
-        // Sets, by name.
-        std::map<std::string, SetDefinition> sets;
-        for (auto& s : base.sets) {
-            auto name = s.name;
-            sets.emplace(std::move(name), std::move(s));
-        }
+        // Sets, sorted by name as in every ruleset (a lookup is a binary search; no map of
+        // copied names: this runs on every enforcer for every update it receives).
+        std::vector<SetDefinition> sets = std::move(base.sets);
+        auto find_set = [&sets](std::string_view name) -> SetDefinition* {
+            auto it = std::lower_bound(sets.begin(), sets.end(), name,
+                                       [](const SetDefinition& s, std::string_view n) { return s.name < n; });
+            return it != sets.end() && it->name == name ? &*it : nullptr;
+        };
         auto removed_sets = decode_names(sets_removed, "sets_removed");
         if (!removed_sets) {
             return wire_error<Ruleset>(removed_sets.error());
         }
+        std::vector<bool> set_removed(sets.size(), false);
         for (const auto& name : *removed_sets) {
-            if (sets.erase(name) == 0) {
+            auto* set = find_set(name);
+            if (set == nullptr || set_removed[static_cast<std::size_t>(set - sets.data())]) {
                 return wire_error<Ruleset>("removes set " + name + " which the base does not hold");
             }
+            set_removed[static_cast<std::size_t>(set - sets.data())] = true;
         }
         auto redefined = decode_sets(sets_redefined);
         if (!redefined) {
             return wire_error<Ruleset>("sets_redefined: " + redefined.error());
         }
-        std::set<std::string> added_names;  // carried whole, with their comment
+        std::set<std::string, std::less<>> added_names;  // carried whole, with their comment
         for (auto& s : *redefined) {
             added_names.insert(s.name);
-            auto it = sets.find(s.name);
-            if (it == sets.end()) {
+            auto* set = find_set(s.name);
+            if (set == nullptr || set_removed[static_cast<std::size_t>(set - sets.data())]) {
                 return wire_error<Ruleset>("redefines set " + s.name + " which the base does not hold");
             }
-            it->second = std::move(s);
+            *set = std::move(s);
         }
         auto added = decode_sets(sets_added);
         if (!added) {
             return wire_error<Ruleset>("sets_added: " + added.error());
         }
-        for (auto& s : *added) {
-            const auto name = s.name;
-            added_names.insert(name);
-            if (!sets.emplace(name, std::move(s)).second) {
-                return wire_error<Ruleset>("adds set " + name + " which the base already holds");
+        for (const auto& s : *added) {
+            const auto* set = find_set(s.name);
+            if ((set != nullptr && !set_removed[static_cast<std::size_t>(set - sets.data())]) ||
+                !added_names.insert(s.name).second) {
+                return wire_error<Ruleset>("adds set " + s.name + " which the base already holds");
             }
+        }
+        if (!removed_sets->empty() || !added->empty()) {
+            std::size_t kept = 0;
+            for (std::size_t i = 0; i < sets.size(); ++i) {
+                if (!set_removed[i]) {
+                    if (kept != i) {
+                        sets[kept] = std::move(sets[i]);
+                    }
+                    ++kept;
+                }
+            }
+            sets.resize(kept);
+            const auto middle = static_cast<std::ptrdiff_t>(sets.size());
+            std::move(added->begin(), added->end(), std::back_inserter(sets));
+            auto by_name = [](const SetDefinition& x, const SetDefinition& y) { return x.name < y.name; };
+            std::sort(sets.begin() + middle, sets.end(), by_name);
+            std::inplace_merge(sets.begin(), sets.begin() + middle, sets.end(), by_name);
         }
         std::set<std::string> changed_sets;
         for (const auto& change : set_changes) {
@@ -794,14 +874,14 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
                 return wire_error<Ruleset>("malformed set change " + change.dump().substr(0, 200));
             }
             const auto name = change["set"].get<std::string>();
-            auto it = sets.find(name);
-            if (it == sets.end()) {
+            auto* found = find_set(name);
+            if (found == nullptr) {
                 return wire_error<Ruleset>("changes elements of set " + name + " which the base does not hold");
             }
             if (!changed_sets.insert(name).second) {
                 return wire_error<Ruleset>("set " + name + " is changed twice");
             }
-            SetDefinition& set = it->second;
+            SetDefinition& set = *found;
             auto removed = elements_from_json(set, change.value("removed", json::array()));
             auto added_elements = elements_from_json(set, change.value("added", json::array()));
             if (!removed || !added_elements) {
@@ -846,9 +926,9 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
                 }
                 rewrites.push_back({r["from"].get<std::string>(), r["to"].get<std::string>()});
             }
-            for (auto& [name, set] : sets) {
-                if (!added_names.contains(name)) {
-                    set.comment = rewritten_comment(set.comment, rewrites);
+            for (auto& set : sets) {
+                if (!added_names.contains(set.name)) {
+                    rewrite_comment(set.comment, rewrites);
                 }
             }
         }
@@ -857,16 +937,14 @@ std::expected<Ruleset, std::string> apply_wire_diff(const Ruleset& base_ruleset,
                 !c["comment"].is_string()) {
                 return wire_error<Ruleset>("malformed set comment " + c.dump().substr(0, 200));
             }
-            auto it = sets.find(c["set"].get<std::string>());
-            if (it == sets.end()) {
+            auto* set = find_set(c["set"].get<std::string>());
+            if (set == nullptr) {
                 return wire_error<Ruleset>("comments set " + c["set"].get<std::string>() +
                                            " which the result does not hold");
             }
-            it->second.comment = c["comment"].get<std::string>();
+            set->comment = c["comment"].get<std::string>();
         }
-        for (auto& [name, set] : sets) {
-            out.sets.push_back(std::move(set));  // std::map: already sorted by name
-        }
+        out.sets = std::move(sets);
 
         // Chains, keeping the base's order; new chains go where the compiler puts them.
         std::vector<Chain> chains = std::move(base.chains);

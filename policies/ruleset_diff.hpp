@@ -108,6 +108,9 @@ std::vector<ClassRename> class_renames(const Ruleset& old, const Ruleset& update
 // dispatches, jumps, map verdicts) and the port bindings' classes, in the compiler's order.
 // Fails when a `from` names nothing or two names would become one.
 std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const std::vector<ClassRename>& renames);
+// The same on the caller's own copy (what a diff's receiver holds anyway); on failure the
+// copy is half renamed and must be dropped.
+std::expected<void, std::string> rename_classes_in_place(Ruleset& ruleset, const std::vector<ClassRename>& renames);
 
 // The wire diff the controller sends to enforcers that announce hash format 2: the renamed
 // classes ("renames": [{"from", "to"}], applied to the base first), the diff of the renamed
