@@ -52,11 +52,19 @@ std::expected<std::shared_ptr<const CompiledConfiguration>, ServiceError> Active
     const std::optional<PolicyRevision>& revision) {
     const auto started = std::chrono::steady_clock::now();
     auto compiled = std::make_shared<CompiledConfiguration>();
-    auto inventory = load_inventory();
-    if (!inventory) {
-        return std::unexpected(inventory.error());
+    // Writes and builds both run under lock_changes(), so the version cannot move meanwhile.
+    compiled->inventory_version = inventory_version_.load();
+    const auto active = current();
+    const bool reused = active && active->inventory_version == compiled->inventory_version;
+    if (reused) {
+        compiled->inventory_snapshot = active->inventory_snapshot;
+    } else {
+        auto inventory = load_inventory();
+        if (!inventory) {
+            return std::unexpected(inventory.error());
+        }
+        compiled->inventory_snapshot = std::make_shared<const policy::Inventory>(std::move(*inventory));
     }
-    compiled->inventory = std::move(*inventory);
     compiled->revision = revision;
     if (revision) {
         auto policy = policy::read_policy(revision->document, "policy");
@@ -64,15 +72,16 @@ std::expected<std::shared_ptr<const CompiledConfiguration>, ServiceError> Active
             return std::unexpected(invalid_document(
                 "policy revision " + std::to_string(revision->id) + " does not validate", policy.error()));
         }
-        auto problems = policy::cross_check(*policy, compiled->inventory, "policy");
+        auto problems = policy::cross_check(*policy, compiled->inventory(), "policy");
         if (!problems.empty()) {
             return std::unexpected(invalid_document("the policy does not fit the inventory", problems));
         }
         compiled->policy = std::move(*policy);
-        compiled->compiler = std::make_unique<ruleset::RulesetCompiler>(*compiled->policy, compiled->inventory);
+        compiled->compiler = std::make_unique<ruleset::RulesetCompiler>(*compiled->policy, compiled->inventory());
     }
-    spdlog::info("configuration: built in {} ms ({} workloads, policy revision {})", milliseconds_since(started),
-                 compiled->inventory.workloads.size(), revision ? std::to_string(revision->id) : "none");
+    spdlog::info("configuration: built in {} ms ({} workloads {}, policy revision {})", milliseconds_since(started),
+                 compiled->inventory().workloads.size(), reused ? "as held" : "read from the store",
+                 revision ? std::to_string(revision->id) : "none");
     return std::shared_ptr<const CompiledConfiguration>(std::move(compiled));
 }
 

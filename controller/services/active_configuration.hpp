@@ -9,6 +9,8 @@
 #include "policies/policy_model.hpp"
 #include "policies/ruleset_compiler.hpp"
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,8 +21,13 @@ namespace bulkhead::controller {
 struct CompiledConfiguration {
     std::optional<PolicyRevision> revision;
     std::optional<policy::Policy> policy;
-    policy::Inventory inventory;
+    // Shared with the next configuration when the inventory did not change in between
+    // (a policy activation): read from the store and parsed once per inventory change.
+    std::shared_ptr<const policy::Inventory> inventory_snapshot = std::make_shared<const policy::Inventory>();
+    std::uint64_t inventory_version = 0;  // ActiveConfiguration's count of inventory writes when read
     std::unique_ptr<ruleset::RulesetCompiler> compiler;  // null without an active policy
+
+    const policy::Inventory& inventory() const { return *inventory_snapshot; }
 };
 
 class ActiveConfiguration {
@@ -33,7 +40,8 @@ class ActiveConfiguration {
     // The inventory as one document ({"enforcers": [...], "workloads": [...]}).
     std::expected<nlohmann::json, ServiceError> inventory_document();
     std::expected<policy::Inventory, ServiceError> load_inventory();
-    // `revision` (none: no policy) resolved and compiled against the stored inventory.
+    // `revision` (none: no policy) resolved and compiled against the stored inventory (the
+    // current configuration's, when no inventory write happened since it was read).
     std::expected<std::shared_ptr<const CompiledConfiguration>, ServiceError> build(
         const std::optional<PolicyRevision>& revision);
 
@@ -46,6 +54,10 @@ class ActiveConfiguration {
     // Makes `compiled` current without telling the listeners (start-up, before they run).
     void adopt(std::shared_ptr<const CompiledConfiguration> compiled);
 
+    // Called (under lock_changes) before the inventory is written: the next build reads it
+    // from the store again, even when the write or its reload fails half-way.
+    void inventory_changing() { ++inventory_version_; }
+
     // Holds configuration changes off while a caller reads, changes the store and installs.
     std::unique_lock<std::recursive_mutex> lock_changes() { return std::unique_lock(change_mutex_); }
 
@@ -56,6 +68,7 @@ class ActiveConfiguration {
     mutable std::mutex mutex_;
     std::recursive_mutex change_mutex_;
     std::shared_ptr<const CompiledConfiguration> current_;
+    std::atomic<std::uint64_t> inventory_version_{0};
     std::vector<Listener> listeners_;
 };
 

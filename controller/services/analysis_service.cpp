@@ -97,7 +97,7 @@ std::expected<void, ServiceError> AnalysisService::configure(const std::shared_p
         analyzer::apply_response_policy(config, response);
     }
     auto index = std::make_shared<const analyzer::InventoryIndex>(
-        compiled ? compiled->inventory : policy::Inventory{},
+        compiled ? compiled->inventory() : policy::Inventory{},
         compiled && compiled->policy ? &*compiled->policy : nullptr);
     std::lock_guard lock(mutex_);
     configuration_ = compiled;

@@ -75,6 +75,7 @@ ServiceResult InventoryService::replace_inventory(const Caller& caller, const js
     if (!before) {
         return std::unexpected(before.error());
     }
+    configuration_.inventory_changing();
     auto tx = transactions_.in_transaction([&]() -> StoreResult<void> {
         std::vector<std::string> stale;
         std::set<std::string> kept;
@@ -212,6 +213,7 @@ ServiceResult InventoryService::bulk_workloads(const Caller& caller, const json&
     if (auto ok = check_inventory_against_policy(document); !ok) {
         return std::unexpected(ok.error());
     }
+    configuration_.inventory_changing();
     auto tx = transactions_.in_transaction([&]() -> StoreResult<void> {
         if (auto d = inventory_.delete_workloads({deleted.begin(), deleted.end()}); !d) {
             return std::unexpected(d.error());

@@ -165,8 +165,8 @@ ServiceResult PolicyService::what_if(std::int64_t id, std::int64_t from_ns, std:
     allow_all.name = "none";
     allow_all.defaults.action = policy::DefaultAction::Allow;
     const policy::PolicyEvaluator active_evaluator(active && active->policy ? *active->policy : allow_all,
-                                                   draft->inventory);
-    const policy::PolicyEvaluator draft_evaluator(*draft->policy, draft->inventory);
+                                                   draft->inventory());
+    const policy::PolicyEvaluator draft_evaluator(*draft->policy, draft->inventory());
 
     // Stored drops and allowed flows of the range, oldest first, up to `limit`.
     std::vector<StoredEvent> events;

@@ -1,6 +1,7 @@
 // The controller's durable state: fail-closed recompiles, versioned incident updates, the
 // webhook outbox and the restart replay, over a real SQLite store (a fault-injecting
 // wrapper where a failure is needed).
+#include "controller/services/active_configuration.hpp"
 #include "controller/services/controller_services.hpp"
 #include "controller/services/event_sequencer.hpp"
 #include "controller/services/webhook.hpp"
@@ -11,6 +12,7 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -387,5 +389,66 @@ TEST_CASE("controller: a clean stop saves the analyzer's checkpoint and the rest
         REQUIRE(still);
         CHECK(still->size() == 1);
         CHECK(still->front().event_count == 10);
+    }
+}
+
+TEST_CASE("active configuration: a policy activation reuses the parsed inventory only while no inventory write happened") {
+    test::TempDir dir;
+    std::shared_ptr<Store> store = test::open_store(dir.path() / "controller.db");
+    const json inventory = read_example("examples/vdi-pool/inventory.json");
+    std::vector<EnforcerDefinition> enforcers;
+    for (const auto& e : inventory["enforcers"]) {
+        enforcers.push_back({e["id"].get<std::string>(), e});
+    }
+    std::vector<WorkloadRecord> workloads;
+    for (const auto& w : inventory["workloads"]) {
+        workloads.push_back(WorkloadRecord{w["id"].get<std::string>(), w.value("enforcer", ""), w, 1});
+    }
+    REQUIRE(store->upsert_enforcer_definitions(enforcers));
+    REQUIRE(store->upsert_workloads(workloads));
+    PolicyRevision revision;
+    revision.id = 1;
+    revision.document = read_example("examples/vdi-pool/policy.json");
+
+    ActiveConfiguration configuration(*store);
+    auto first = configuration.build(revision);
+    REQUIRE(first);
+    configuration.adopt(*first);
+    const auto count = (*first)->inventory().workloads.size();
+
+    // A workload written to the store behind the configuration's back, as a write whose
+    // reload then failed would leave it.
+    json extra = inventory["workloads"][0];
+    extra["id"] = "vdi-extra";
+    extra["addresses"] = json::array({"10.1.0.250"});
+    extra["attachment"]["interface"] = "vdiextra";
+    extra["mac"] = "52:54:00:01:00:fa";
+    extra["hostname"] = "VDI-EXTRA";
+    REQUIRE(store->upsert_workloads({{"vdi-extra", extra["enforcer"].get<std::string>(), extra, 2}}));
+
+    SUBCASE("without a write announced, the held inventory is used (no re-read per activation)") {
+        auto second = configuration.build(revision);
+        REQUIRE(second);
+        CHECK((*second)->inventory_snapshot == (*first)->inventory_snapshot);
+        CHECK((*second)->inventory().workloads.size() == count);
+    }
+    SUBCASE("after a write is announced, the next build reads the store, even if nothing was installed") {
+        configuration.inventory_changing();
+        auto second = configuration.build(revision);
+        REQUIRE(second);
+        CHECK((*second)->inventory_snapshot != (*first)->inventory_snapshot);
+        CHECK((*second)->inventory().workloads.size() == count + 1);
+        auto compiled = (*second)->compiler->compile(extra["enforcer"].get<std::string>(), {});
+        REQUIRE(compiled);
+        CHECK(std::any_of(compiled->ports.begin(), compiled->ports.end(),
+                          [](const auto& p) { return p.interface == "vdiextra"; }));
+        // Not installed: the one after it still reads (the version it was read at is not current).
+        auto third = configuration.build(revision);
+        REQUIRE(third);
+        CHECK((*third)->inventory_snapshot != (*second)->inventory_snapshot);
+        configuration.adopt(*third);
+        auto fourth = configuration.build(revision);
+        REQUIRE(fourth);
+        CHECK((*fourth)->inventory_snapshot == (*third)->inventory_snapshot);
     }
 }
