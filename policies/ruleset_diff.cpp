@@ -47,65 +47,295 @@ std::size_t RulesetDiff::rules_written() const {
     return n;
 }
 
-RulesetDiff diff_rulesets(const Ruleset& old, const Ruleset& updated) {
+namespace {
+
+// A name's class part: the text before its first '_', or the whole name.
+std::string_view class_part(std::string_view name) { return name.substr(0, name.find('_')); }
+
+bool is_class_token(std::string_view name) { return !name.empty() && name.find('_') == std::string_view::npos; }
+
+// The names of a base as class renames leave them (rename_classes_in_place), compared
+// without building the renamed base: the controller diffs every host's ruleset on a
+// fleet-wide change, and a renamed copy of each base cost more than the rest of the diff.
+// The comparisons mirror rename_classes_in_place exactly; a field added to Rule must be
+// compared in same_rule too (the round-trip tests in test_ruleset_wire_diff.cpp fail
+// otherwise).
+class ClassRenamer {
+  public:
+    explicit ClassRenamer(const std::vector<ClassRename>& renames) {
+        for (const auto& r : renames) {
+            by_from_.push_back(&r);
+        }
+        std::sort(by_from_.begin(), by_from_.end(), [](const auto* x, const auto* y) { return x->from < y->from; });
+    }
+
+    bool empty() const { return by_from_.empty(); }
+
+    const ClassRename* find(std::string_view token) const {
+        auto it = std::lower_bound(by_from_.begin(), by_from_.end(), token,
+                                   [](const ClassRename* r, std::string_view t) { return r->from < t; });
+        return it != by_from_.end() && (*it)->from == token ? *it : nullptr;
+    }
+
+    std::string renamed(std::string_view name) const {
+        const auto token = class_part(name);
+        const auto* r = find(token);
+        return r == nullptr ? std::string(name) : r->to + std::string(name.substr(token.size()));
+    }
+
+    // Whether `held`, renamed, is `updated`.
+    bool same_name(std::string_view held, std::string_view updated) const {
+        if (by_from_.empty()) {
+            return held == updated;
+        }
+        const auto token = class_part(held);
+        const auto* r = find(token);
+        if (r == nullptr) {
+            return held == updated;
+        }
+        return updated.size() == r->to.size() + held.size() - token.size() && updated.starts_with(r->to) &&
+               updated.substr(r->to.size()) == held.substr(token.size());
+    }
+
+    // Log prefixes: each ':'-separated part that is a class as a whole is renamed.
+    bool same_prefix(std::string_view held, std::string_view updated) const {
+        if (by_from_.empty()) {
+            return held == updated;
+        }
+        for (;;) {
+            const auto held_end = held.find(':');
+            const auto updated_end = updated.find(':');
+            const auto held_part = held.substr(0, held_end);
+            const auto* r = find(held_part);
+            if ((r == nullptr ? held_part : std::string_view(r->to)) != updated.substr(0, updated_end)) {
+                return false;
+            }
+            if (held_end == std::string_view::npos || updated_end == std::string_view::npos) {
+                return held_end == updated_end;
+            }
+            held.remove_prefix(held_end + 1);
+            updated.remove_prefix(updated_end + 1);
+        }
+    }
+
+    bool same_rule(const Rule& held, const Rule& updated) const {
+        if (by_from_.empty()) {
+            return held == updated;
+        }
+        if (held.counter != updated.counter || held.comment != updated.comment ||
+            held.matches.size() != updated.matches.size() || held.update.has_value() != updated.update.has_value() ||
+            held.log.has_value() != updated.log.has_value() ||
+            held.dispatch.has_value() != updated.dispatch.has_value() || held.verdict.kind != updated.verdict.kind) {
+            return false;
+        }
+        for (std::size_t i = 0; i < held.matches.size(); ++i) {
+            const auto* held_lookup = std::get_if<SetLookup>(&held.matches[i]);
+            const auto* updated_lookup = std::get_if<SetLookup>(&updated.matches[i]);
+            if (held_lookup != nullptr && updated_lookup != nullptr) {
+                if (held_lookup->fields != updated_lookup->fields || !same_name(held_lookup->set, updated_lookup->set)) {
+                    return false;
+                }
+            } else if (!(held.matches[i] == updated.matches[i])) {
+                return false;
+            }
+        }
+        if (held.update &&
+            (held.update->fields != updated.update->fields || !same_name(held.update->set, updated.update->set))) {
+            return false;
+        }
+        if (held.log && (held.log->group != updated.log->group || !same_prefix(held.log->prefix, updated.log->prefix))) {
+            return false;
+        }
+        if (held.dispatch &&
+            (held.dispatch->field != updated.dispatch->field || !same_name(held.dispatch->map, updated.dispatch->map))) {
+            return false;
+        }
+        const bool jumps = held.verdict.kind == VerdictKind::Jump || held.verdict.kind == VerdictKind::Goto;
+        return jumps ? same_name(held.verdict.chain, updated.verdict.chain) : held.verdict.chain == updated.verdict.chain;
+    }
+
+    bool same_rules(const std::vector<Rule>& held, const std::vector<Rule>& updated) const {
+        if (by_from_.empty()) {
+            return held == updated;
+        }
+        return held.size() == updated.size() &&
+               std::equal(held.begin(), held.end(), updated.begin(),
+                          [this](const Rule& x, const Rule& y) { return same_rule(x, y); });
+    }
+
+    // A verdict map's elements with their jumps renamed, in order.
+    ElementList renamed_elements(const ElementList& elements) const {
+        ElementList out = elements;
+        for (auto& e : out) {
+            e.jump = renamed(e.jump);
+        }
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+
+    std::vector<PortBinding> renamed_ports(const std::vector<PortBinding>& ports) const {
+        auto out = ports;
+        for (auto& p : out) {
+            if (const auto* r = find(p.policy_class)) {
+                p.policy_class = r->to;
+            }
+        }
+        return out;
+    }
+
+  private:
+    std::vector<const ClassRename*> by_from_;
+};
+
+bool same_set_definition(const SetDefinition& held, const SetDefinition& updated) {
+    return held.key == updated.key && held.interval == updated.interval && held.verdict_map == updated.verdict_map &&
+           held.dynamic == updated.dynamic;
+}
+
+// The base's sets matched by (renamed) name to the updated ruleset's.
+struct SetMatching {
+    std::vector<const SetDefinition*> held;  // per updated set, in its order; null: added
+    std::vector<std::string> removed;        // (renamed) names of the base's sets not kept, sorted
+};
+
+// Both lists are sorted by name (by renamed name for the base once renamed): one merge walk.
+// std::nullopt when the renames would give two sets one name (then no renames are used).
+std::optional<SetMatching> match_sets(const Ruleset& old, const Ruleset& updated, const ClassRenamer& renamer) {
+    std::vector<std::pair<std::string_view, const SetDefinition*>> base;
+    std::vector<std::string> renamed_names;
+    base.reserve(old.sets.size());
+    if (renamer.empty()) {
+        for (const auto& set : old.sets) {
+            base.emplace_back(set.name, &set);
+        }
+    } else {
+        renamed_names.reserve(old.sets.size());  // no reallocation: the views below point into it
+        for (const auto& set : old.sets) {
+            renamed_names.push_back(renamer.renamed(set.name));
+            base.emplace_back(renamed_names.back(), &set);
+        }
+        std::sort(base.begin(), base.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+        if (std::adjacent_find(base.begin(), base.end(), [](const auto& x, const auto& y) {
+                return x.first == y.first;
+            }) != base.end()) {
+            return std::nullopt;
+        }
+    }
+    SetMatching matching;
+    matching.held.reserve(updated.sets.size());
+    auto held = base.begin();
+    for (const auto& set : updated.sets) {
+        while (held != base.end() && held->first < set.name) {
+            matching.removed.emplace_back(held->first);
+            ++held;
+        }
+        if (held != base.end() && held->first == set.name) {
+            matching.held.push_back(held->second);
+            ++held;
+        } else {
+            matching.held.push_back(nullptr);
+        }
+    }
+    for (; held != base.end(); ++held) {
+        matching.removed.emplace_back(held->first);
+    }
+    return matching;
+}
+
+// The chain of `old` that becomes `name` once renamed, or null.
+const Chain* matching_chain(const Ruleset& old, std::string_view name, const ClassRenamer& renamer) {
+    if (renamer.empty()) {
+        return old.find_chain(name);
+    }
+    for (const auto& chain : old.chains) {
+        if (renamer.same_name(chain.name, name)) {
+            return &chain;
+        }
+    }
+    return nullptr;
+}
+
+bool chain_names_unique_once_renamed(const Ruleset& old, const ClassRenamer& renamer) {
+    std::vector<std::string> names;
+    names.reserve(old.chains.size());
+    for (const auto& chain : old.chains) {
+        names.push_back(renamer.renamed(chain.name));
+    }
+    std::sort(names.begin(), names.end());
+    return std::adjacent_find(names.begin(), names.end()) == names.end();
+}
+
+// diff_rulesets(rename_classes(old, renames), updated), without the renamed copy.
+RulesetDiff diff_renamed(const Ruleset& old, const Ruleset& updated, const ClassRenamer& renamer,
+                         const SetMatching& matching) {
     RulesetDiff diff;
     diff.enforcer = updated.enforcer;
-    // Both set lists are sorted by name: one merge walk instead of a lookup per set.
-    auto held_set = old.sets.begin();
-    for (const auto& set : updated.sets) {
-        while (held_set != old.sets.end() && held_set->name < set.name) {
-            diff.sets_removed.push_back(held_set->name);
-            ++held_set;
-        }
-        if (held_set == old.sets.end() || held_set->name != set.name) {
+    for (std::size_t i = 0; i < updated.sets.size(); ++i) {
+        const auto& set = updated.sets[i];
+        const SetDefinition* held = matching.held[i];
+        if (held == nullptr) {
             diff.sets_added.push_back(set);
             continue;
         }
-        const SetDefinition& held = *held_set++;
-        if (!held.same_definition(set)) {
+        if (!same_set_definition(*held, set)) {
             diff.full_replace = true;
             continue;
         }
-        if (held.elements == set.elements) {
-            continue;  // shared list: unchanged by construction
+        std::optional<ElementList> renamed_elements;
+        if (set.verdict_map && !renamer.empty()) {
+            renamed_elements = renamer.renamed_elements(*held->elements);  // a host's few ports
+        } else {
+            if (held->elements == set.elements) {
+                continue;  // shared list: unchanged by construction
+            }
+            // Lists of two compiles are different objects; equal digests mean equal content
+            // with the very confidence the ruleset hash (built on these digests) gives. Only
+            // digests the hash already computed are used: computing one here costs more than
+            // the element comparison below.
+            const auto held_digest = held->elements->digest_if_known(set.verdict_map);
+            const auto digest = set.elements->digest_if_known(set.verdict_map);
+            if (held_digest && digest && *held_digest == *digest && held->elements->size() == set.elements->size()) {
+                continue;
+            }
         }
-        // Lists of two compiles are different objects; equal digests mean equal content
-        // with the very confidence the ruleset hash (built on these digests) gives. Only
-        // digests the hash already computed are used: computing one here costs more than
-        // the element comparison below.
-        const auto held_digest = held.elements->digest_if_known(set.verdict_map);
-        const auto digest = set.elements->digest_if_known(set.verdict_map);
-        if (held_digest && digest && *held_digest == *digest && held.elements->size() == set.elements->size()) {
-            continue;
-        }
+        const ElementList& before = renamed_elements ? *renamed_elements : *held->elements;
         SetDelta delta{set.name, {}, {}};
-        std::set_difference(held.elements->begin(), held.elements->end(), set.elements->begin(),
-                            set.elements->end(), std::back_inserter(delta.removed));
-        std::set_difference(set.elements->begin(), set.elements->end(), held.elements->begin(),
-                            held.elements->end(), std::back_inserter(delta.added));
+        std::set_difference(before.begin(), before.end(), set.elements->begin(), set.elements->end(),
+                            std::back_inserter(delta.removed));
+        std::set_difference(set.elements->begin(), set.elements->end(), before.begin(), before.end(),
+                            std::back_inserter(delta.added));
         if (!delta.removed.empty() || !delta.added.empty()) {
             diff.set_changes.push_back(std::move(delta));
         }
     }
-    for (; held_set != old.sets.end(); ++held_set) {
-        diff.sets_removed.push_back(held_set->name);
-    }
+    diff.sets_removed = matching.removed;
+    std::vector<bool> kept(old.chains.size(), false);
     for (const auto& chain : updated.chains) {
-        const Chain* before = old.find_chain(chain.name);
-        if (before == nullptr) {
+        const Chain* held = matching_chain(old, chain.name, renamer);
+        if (held == nullptr) {
             diff.chains_added.push_back(chain);
-        } else if (before->base != chain.base) {
+            continue;
+        }
+        kept[static_cast<std::size_t>(held - old.chains.data())] = true;
+        if (held->base != chain.base) {
             diff.full_replace = true;
-        } else if (before->rules != chain.rules) {
+        } else if (!renamer.same_rules(held->rules, chain.rules)) {
             diff.chains_changed.push_back(chain);
         }
     }
-    for (const auto& chain : old.chains) {
-        if (updated.find_chain(chain.name) == nullptr) {
-            diff.chains_removed.push_back(chain.name);
+    for (std::size_t i = 0; i < old.chains.size(); ++i) {
+        if (!kept[i]) {
+            diff.chains_removed.push_back(renamer.renamed(old.chains[i].name));
         }
     }
     return diff;
+}
+
+}  // namespace
+
+RulesetDiff diff_rulesets(const Ruleset& old, const Ruleset& updated) {
+    const ClassRenamer none({});
+    return diff_renamed(old, updated, none, *match_sets(old, updated, none));
 }
 
 namespace {
@@ -390,14 +620,18 @@ json diff_to_wire(const RulesetDiff& diff) {
             {"chains_removed", diff.chains_removed}};
 }
 
-json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated) {
+namespace {
+
+// diff_to_wire's three-argument form against the renamed base.
+json diff_to_wire_renamed(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated,
+                          const ClassRenamer& renamer, const SetMatching& matching) {
     json wire = diff_to_wire(diff);
     wire["policy"] = updated.policy_name;
     json ports_removed = json::array();
     json ports_added = json::array();
     std::vector<PortBinding> only_old;
     std::vector<PortBinding> only_new;
-    auto old_ports = old.ports;
+    auto old_ports = renamer.renamed_ports(old.ports);
     auto new_ports = updated.ports;
     std::sort(old_ports.begin(), old_ports.end());
     std::sort(new_ports.begin(), new_ports.end());
@@ -414,18 +648,18 @@ json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& up
     wire["ports_removed"] = std::move(ports_removed);
     wire["ports_added"] = std::move(ports_added);
     if (diff.full_replace) {
-        // What diff_rulesets leaves out when it decides on a full replace: sets that kept
-        // their name but changed type or flags, chains whose hook or priority changed.
+        // What the diff leaves out when it decides on a full replace: sets that kept their
+        // name but changed type or flags, chains whose hook or priority changed.
         std::vector<SetDefinition> redefined_sets;
-        for (const auto& set : updated.sets) {
-            const auto* before = old.find_set(set.name);
-            if (before != nullptr && !before->same_definition(set)) {
-                redefined_sets.push_back(set);
+        for (std::size_t i = 0; i < updated.sets.size(); ++i) {
+            const auto* before = matching.held[i];
+            if (before != nullptr && !same_set_definition(*before, updated.sets[i])) {
+                redefined_sets.push_back(updated.sets[i]);
             }
         }
         std::vector<Chain> redefined_chains;
         for (const auto& chain : updated.chains) {
-            const auto* before = old.find_chain(chain.name);
+            const auto* before = matching_chain(old, chain.name, renamer);
             if (before != nullptr && before->base != chain.base) {
                 redefined_chains.push_back(chain);
             }
@@ -436,14 +670,14 @@ json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& up
     return wire;
 }
 
-namespace {
+}  // namespace
 
-// A name's class part: the text before its first '_', or the whole name.
-std::string_view class_part(std::string_view name) { return name.substr(0, name.find('_')); }
-
-bool is_class_token(const std::string& name) {
-    return !name.empty() && name.find('_') == std::string::npos;
+json diff_to_wire(const RulesetDiff& diff, const Ruleset& old, const Ruleset& updated) {
+    const ClassRenamer none({});
+    return diff_to_wire_renamed(diff, old, updated, none, *match_sets(old, updated, none));
 }
+
+namespace {
 
 struct CommentRewrite {
     std::string from;
@@ -667,16 +901,17 @@ std::expected<Ruleset, std::string> rename_classes(const Ruleset& ruleset, const
 }
 
 json wire_diff(const Ruleset& old, const Ruleset& updated) {
-    const auto renames = class_renames(old, updated);
-    std::optional<Ruleset> renamed;
-    if (!renames.empty()) {
-        if (auto result = rename_classes(old, renames)) {
-            renamed = std::move(*result);
-        }
+    auto renames = class_renames(old, updated);
+    std::optional<ClassRenamer> renamer(std::in_place, renames);
+    auto matching = match_sets(old, updated, *renamer);
+    if (!matching || !chain_names_unique_once_renamed(old, *renamer)) {
+        // Renames that would give two sets or chains one name: the plain diff instead.
+        renames.clear();
+        renamer.emplace(renames);
+        matching = match_sets(old, updated, *renamer);
     }
-    const Ruleset& base = renamed ? *renamed : old;
-    json wire = diff_to_wire(diff_rulesets(base, updated), base, updated);
-    if (renamed) {
+    json wire = diff_to_wire_renamed(diff_renamed(old, updated, *renamer, *matching), old, updated, *renamer, *matching);
+    if (!renames.empty()) {
         json list = json::array();
         for (const auto& r : renames) {
             list.push_back({{"from", r.from}, {"to", r.to}});
@@ -687,17 +922,13 @@ json wire_diff(const Ruleset& old, const Ruleset& updated) {
     // (and its hash). A class's sets share the class's comment ("segments: a, b"), so a
     // change of membership changes the start of dozens of comments the same way: sent as
     // one rewrite each, and per set only where the rewrites do not give the new comment.
-    // The sets kept under the same name and definition, as (before, after) pairs: both
-    // lists are sorted by name.
+    // The sets kept under the same (renamed) name and definition, as (before, after) pairs.
     std::vector<std::pair<const SetDefinition*, const SetDefinition*>> kept;
     kept.reserve(updated.sets.size());
-    auto before = base.sets.begin();
-    for (const auto& set : updated.sets) {
-        while (before != base.sets.end() && before->name < set.name) {
-            ++before;
-        }
-        if (before != base.sets.end() && before->name == set.name && before->same_definition(set)) {
-            kept.emplace_back(&*before, &set);  // others are added or redefined: carried whole
+    for (std::size_t i = 0; i < updated.sets.size(); ++i) {
+        const auto* held = matching->held[i];
+        if (held != nullptr && same_set_definition(*held, updated.sets[i])) {
+            kept.emplace_back(held, &updated.sets[i]);  // others are added or redefined: carried whole
         }
     }
     std::map<std::string, std::string, std::less<>> rewrite_to;
