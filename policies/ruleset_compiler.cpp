@@ -192,6 +192,7 @@ struct RulesetCompiler::Resolved {
     std::shared_ptr<const ElementList> tripwire_decoys4, tripwire_decoys6;
     std::vector<bool> workload_armed;
     std::vector<std::string> segment_names;
+    std::vector<std::vector<std::size_t>> workload_segments;  // per workload, its segments' indices in order
     // Host-wide address sets of shared (large) segments, by segment index; null if small.
     std::vector<std::shared_ptr<const ElementList>> segment_addresses4, segment_addresses6;
     SetGroup quarantine_to, quarantine_from;
@@ -228,7 +229,9 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         segment_index.emplace(policy.segments[s].name, s);
     }
     std::vector<std::vector<IpRange>> segment_addresses(policy.segments.size());
-    std::vector<std::vector<std::size_t>> workload_segments(inventory.workloads.size());
+
+    auto& workload_segments = r.workload_segments;
+    workload_segments.resize(inventory.workloads.size());
     for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
         const auto& workload = inventory.workloads[w];
         r.workload_index.emplace(workload.id, w);
@@ -489,6 +492,17 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
 RulesetCompiler::~RulesetCompiler() = default;
 
 std::vector<std::string> RulesetCompiler::enforcers() const { return resolved_->enforcers; }
+
+std::vector<std::string> RulesetCompiler::segments_of(std::size_t workload) const {
+    const auto& r = *resolved_;
+    std::vector<std::string> names;
+    if (workload < r.workload_segments.size()) {
+        for (auto s : r.workload_segments[workload]) {
+            names.push_back(r.segment_names[s]);
+        }
+    }
+    return names;
+}
 
 std::string RulesetCompiler::class_of(std::string_view workload) const {
     const auto& r = *resolved_;

@@ -85,6 +85,11 @@ public:
                                                 const std::set<std::string>& quarantined = {}) const;
     std::map<std::string, Ruleset> compile_all(const std::set<std::string>& quarantined = {}) const;
 
+    // Names of the policy segments the inventory's workload number `workload` belongs to, in
+    // policy order: resolved once here, so the analyzer's index does not evaluate every
+    // selector against every workload again on each configuration change.
+    std::vector<std::string> segments_of(std::size_t workload) const;
+
     // Class name of a workload ("" if unknown or unmanaged).
     std::string class_of(std::string_view workload) const;
 

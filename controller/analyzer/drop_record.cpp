@@ -14,7 +14,8 @@ using nlohmann::json;
 
 // ------------------------------------------------------------------ inventory -----------
 
-InventoryIndex::InventoryIndex(const policy::Inventory& inventory, const policy::Policy* policy) {
+InventoryIndex::InventoryIndex(const policy::Inventory& inventory, const policy::Policy* policy,
+                               const SegmentsOf& segments_of) {
     facts_.reserve(inventory.workloads.size());
     for (const auto& w : inventory.workloads) {
         WorkloadFacts facts;
@@ -27,7 +28,11 @@ InventoryIndex::InventoryIndex(const policy::Inventory& inventory, const policy:
             facts.segments.push_back(key + "=" + value);
         }
         facts.policy_segments_from = facts.segments.size();
-        if (policy != nullptr) {
+        if (policy != nullptr && segments_of) {
+            auto names = segments_of(facts_.size());
+            facts.segments.insert(facts.segments.end(), std::make_move_iterator(names.begin()),
+                                  std::make_move_iterator(names.end()));
+        } else if (policy != nullptr) {
             for (const auto& segment : policy->segments) {
                 if (policy::selector_matches(segment.selector, w)) {
                     facts.segments.push_back(segment.name);

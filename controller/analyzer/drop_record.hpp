@@ -8,6 +8,7 @@
 #include "policies/policy_model.hpp"
 
 #include <expected>
+#include <functional>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
@@ -49,8 +50,12 @@ class InventoryView {
 // then, given a policy, the names of the policy segments it is a member of.
 class InventoryIndex final : public InventoryView {
   public:
-    explicit InventoryIndex(const policy::Inventory& inventory,
-                            const policy::Policy* policy = nullptr);
+    // Policy segment names of the inventory's workload number i, when already resolved
+    // (RulesetCompiler::segments_of over the same inventory and policy).
+    using SegmentsOf = std::function<std::vector<std::string>(std::size_t)>;
+
+    explicit InventoryIndex(const policy::Inventory& inventory, const policy::Policy* policy = nullptr,
+                            const SegmentsOf& segments_of = {});
     const WorkloadFacts* by_workload(std::string_view enforcer,
                                      std::string_view workload) const override;
     const WorkloadFacts* by_address(std::string_view address,

@@ -96,9 +96,13 @@ std::expected<void, ServiceError> AnalysisService::configure(const std::shared_p
         response = compiled->policy->response;
         analyzer::apply_response_policy(config, response);
     }
+    analyzer::InventoryIndex::SegmentsOf segments_of;
+    if (compiled && compiled->policy && compiled->compiler) {
+        segments_of = [&compiled](std::size_t workload) { return compiled->compiler->segments_of(workload); };
+    }
     auto index = std::make_shared<const analyzer::InventoryIndex>(
         compiled ? compiled->inventory() : policy::Inventory{},
-        compiled && compiled->policy ? &*compiled->policy : nullptr);
+        compiled && compiled->policy ? &*compiled->policy : nullptr, segments_of);
     std::lock_guard lock(mutex_);
     configuration_ = compiled;
     engine_->engine.reconfigure(config);

@@ -2,6 +2,7 @@
 // JSON, and `bulkheadctl analyze replay` over a file.
 #include "controller/ctl/ctl_commands.hpp"
 #include "policies/policy_reader.hpp"
+#include "policies/ruleset_compiler.hpp"
 #include "test_analyzer_support.hpp"
 
 #include <cstdlib>
@@ -248,5 +249,36 @@ TEST_CASE("analyzer: bulkheadctl analyze replay prints incidents and names bad l
         options.events_file = (dir.path / "absent.jsonl").string();
         std::ostringstream out, err;
         CHECK(bulkhead::ctl::analyze_replay(options, out, err) == bulkhead::ctl::exit_usage);
+    }
+}
+
+TEST_CASE("analyzer: the inventory index takes segment membership from the compiler, as its selectors give it") {
+    const auto read = [](const std::string& path) {
+        std::ifstream in(std::string(BULKHEAD_SOURCE_DIR) + "/" + path);
+        REQUIRE(in.good());
+        std::stringstream text;
+        text << in.rdbuf();
+        return text.str();
+    };
+    for (const std::string example : {"vdi-pool", "host-mode", "lab", "segmentation"}) {
+        CAPTURE(example);
+        auto inventory = bulkhead::policy::parse_inventory(read("examples/" + example + "/inventory.json"));
+        auto policy = bulkhead::policy::parse_policy(read("examples/" + example + "/policy.json"));
+        REQUIRE(inventory.has_value());
+        REQUIRE(policy.has_value());
+        const bulkhead::ruleset::RulesetCompiler compiler(*policy, *inventory);
+        const InventoryIndex by_selectors(*inventory, &*policy);
+        const InventoryIndex by_compiler(*inventory, &*policy,
+                                         [&](std::size_t w) { return compiler.segments_of(w); });
+        std::size_t with_policy_segments = 0;
+        for (const auto& w : inventory->workloads) {
+            const auto* expected = by_selectors.by_workload(w.enforcer, w.id);
+            const auto* actual = by_compiler.by_workload(w.enforcer, w.id);
+            REQUIRE(expected != nullptr);
+            REQUIRE(actual != nullptr);
+            CHECK(actual->segments == expected->segments);
+            with_policy_segments += expected->segments.size() > expected->policy_segments_from ? 1 : 0;
+        }
+        CHECK(with_policy_segments > 0);  // the comparison covers policy segments, not only labels
     }
 }

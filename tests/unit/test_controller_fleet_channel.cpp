@@ -258,4 +258,19 @@ TEST_CASE("status book: reports are in memory at once, in the store after one ba
     REQUIRE(restarted.load());
     CHECK(restarted.acked("hv1", "hash-hv1"));
     CHECK(*(*restarted.get("hv1"))->last_heartbeat == 2000);
+
+    // A fleet's second of reports is written in several short transactions, every one of them.
+    for (int i = 0; i < 150; ++i) {
+        EnforcerStatus status;
+        status.id = "hv-many-" + std::to_string(i);
+        status.applied_hash = "hash-" + std::to_string(i);
+        status.last_heartbeat = 3000;
+        book.record(status);
+    }
+    auto many = book.flush();
+    REQUIRE(many);
+    CHECK(*many == 150);
+    CHECK(book.pending() == 0);
+    CHECK((*sqlite->get_enforcer_status("hv-many-0"))->applied_hash == "hash-0");
+    CHECK((*sqlite->get_enforcer_status("hv-many-149"))->applied_hash == "hash-149");
 }
