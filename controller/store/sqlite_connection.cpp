@@ -289,6 +289,40 @@ void SqliteStore::Impl::rollback_to(const std::string& savepoint) {
     }
 }
 
+void SqliteStore::Impl::start_checkpointer() {
+    if (memory_ || options_.background_checkpoint_interval.count() <= 0) {
+        return;
+    }
+    checkpointer_ = std::jthread([this](std::stop_token stop) {
+        std::unique_ptr<Connection> connection;
+        std::mutex idle;
+        std::condition_variable_any tick;
+        while (!stop.stop_requested()) {
+            {
+                std::unique_lock lock(idle);
+                tick.wait_for(lock, stop, options_.background_checkpoint_interval, [] { return false; });
+            }
+            if (stop.stop_requested()) {
+                break;
+            }
+            if (!connection) {
+                auto opened = open_connection(file_, false, options_.busy_timeout_ms);
+                if (!opened) {
+                    ++checkpoint_failures;
+                    continue;
+                }
+                connection = std::move(*opened);
+            }
+            if (connection->exec("checkpoint", "PRAGMA wal_checkpoint(PASSIVE)")) {
+                ++checkpoints;
+            } else {
+                ++checkpoint_failures;
+                connection.reset();
+            }
+        }
+    });
+}
+
 StoreResult<std::unique_ptr<Connection>> SqliteStore::Impl::acquire_reader(std::string_view op) {
     std::unique_lock lock(pool_mutex_);
     pool_cv_.wait(lock, [&] { return !idle_.empty() || open_readers_ < options_.max_readers; });

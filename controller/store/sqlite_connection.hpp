@@ -492,6 +492,15 @@ class SqliteStore::Impl {
     std::condition_variable pool_cv_;
     std::vector<std::unique_ptr<Connection>> idle_;
     std::size_t open_readers_ = 0;
+
+  public:
+    // See SqliteStoreOptions::background_checkpoint_interval.
+    void start_checkpointer();
+    std::atomic<std::uint64_t> checkpoints{0};
+    std::atomic<std::uint64_t> checkpoint_failures{0};
+
+  private:
+    std::jthread checkpointer_;  // last: stopped and joined before anything it uses goes
 };
 
 } // namespace bulkhead::controller

@@ -59,8 +59,13 @@ SqliteStore::open(const std::filesystem::path& file, const SqliteStoreOptions& o
     kept.max_readers = std::max<std::size_t>(kept.max_readers, 1);
     kept.migrations = {};
     auto impl = std::make_unique<Impl>(file, memory, kept, std::move(*connection));
+    impl->start_checkpointer();
     return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
 }
+
+std::uint64_t SqliteStore::background_checkpoints() const { return impl_->checkpoints.load(); }
+
+std::uint64_t SqliteStore::background_checkpoint_failures() const { return impl_->checkpoint_failures.load(); }
 
 StoreResult<int> SqliteStore::schema_version() {
     return impl_->read("schema_version",

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <doctest/doctest.h>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -323,4 +324,29 @@ TEST_CASE("store: misnumbered migrations and unusable paths are refused") {
     REQUIRE_FALSE(missing_dir);
     CHECK(missing_dir.error().kind == Kind::Io);
     CHECK(missing_dir.error().message.find("open ") == 0);
+}
+
+TEST_CASE("store: the WAL is checkpointed in the background, not by the commit that fills it") {
+    TempDir dir;
+    const auto file = dir.path() / "bulkhead.db";
+    auto opened = SqliteStore::open(file, make<SqliteStoreOptions>([](auto& o) {
+        o.wal_autocheckpoint_pages = 1'000'000;  // the writer would never checkpoint by itself
+        o.background_checkpoint_interval = std::chrono::milliseconds(20);
+    }));
+    REQUIRE(opened);
+    auto& store = **opened;
+    const auto database_bytes = std::filesystem::file_size(file);
+    for (int i = 0; i < 200; ++i) {
+        REQUIRE(store.append_audit(audit("action-" + std::to_string(i))));
+    }
+    // Polled with a deadline: the checkpointer copies the WAL's pages into the database file.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline &&
+           (store.background_checkpoints() == 0 || std::filesystem::file_size(file) <= database_bytes)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(store.background_checkpoints() > 0);
+    CHECK(store.background_checkpoint_failures() == 0);
+    CHECK(std::filesystem::file_size(file) > database_bytes);
+
 }
