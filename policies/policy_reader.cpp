@@ -692,10 +692,10 @@ constexpr std::array auto_quarantine_words{
 
 // The analyzer's detector and rule names (controller/analyzer/analyzer.hpp).
 // "tripwire" selects what the kernel contains on the packet itself (decided at compile time).
-constexpr std::array<std::string_view, 13> auto_quarantine_detector_words{
+constexpr std::array<std::string_view, 14> auto_quarantine_detector_words{
     "host-sweep", "port-scan-vertical", "port-scan-box", "slow-scan", "distinct-targets",
     "lateral-movement", "forbidden-zone", "decoy", "user-to-admin", "vdi-file-sharing",
-    "beaconing", "fan-in", "tripwire"};
+    "beaconing", "fan-in", "tripwire", "spoof-guard"};
 
 void read_response(const json* value, const std::string& pointer, Policy& policy,
                    DiagnosticSink& sink) {

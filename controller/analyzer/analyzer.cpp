@@ -21,6 +21,8 @@ std::string_view to_string(DropReason reason) {
         return "quarantine";
     case DropReason::Tripwire:
         return "tripwire";
+    case DropReason::Spoof:
+        return "spoof";
     }
     return "?";
 }
@@ -28,7 +30,7 @@ std::string_view to_string(DropReason reason) {
 std::optional<DropReason> drop_reason_from_string(std::string_view text) {
     for (auto r :
          {DropReason::Default, DropReason::Deny, DropReason::Decoy, DropReason::Quarantine,
-          DropReason::Tripwire}) {
+          DropReason::Tripwire, DropReason::Spoof}) {
         if (to_string(r) == text) {
             return r;
         }
@@ -58,6 +60,8 @@ std::string_view detector_name(Rule rule) {
         return "slow-scan";
     case Rule::DistinctTargets:
         return "distinct-targets";
+    case Rule::Spoofing:
+        return "spoof-guard";
     }
     return "?";
 }
@@ -305,7 +309,7 @@ void Analyzer::Impl::observe(const Observation& o) {
     const std::uint16_t port = has_ports(o.protocol) ? o.dport.value_or(0) : 0;
     const auto key = target_key(host, o.protocol, port);
     if ((d.flags & FlagIgnored) != 0 && o.reason != DropReason::Decoy &&
-        o.reason != DropReason::Tripwire) {
+        o.reason != DropReason::Tripwire && o.reason != DropReason::Spoof) {
         ++totals.ignored;
         count_on_incidents(id, key, t, o.count);
         return;

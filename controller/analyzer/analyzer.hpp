@@ -27,7 +27,9 @@ using policy::Severity;
 
 // The drop reasons of the enforcer's prefix (allowed flows are not analysed).
 // Tripwire: a decoy touch or a tripwire rule's match the kernel contained on the packet.
-enum class DropReason : std::uint8_t { Default, Deny, Decoy, Quarantine, Tripwire };
+// Spoof: the spoof guard dropped a packet a port sent from an address (or MAC) that is not
+// its workload's own.
+enum class DropReason : std::uint8_t { Default, Deny, Decoy, Quarantine, Tripwire, Spoof };
 std::string_view to_string(DropReason reason);
 std::optional<DropReason> drop_reason_from_string(std::string_view text);
 
@@ -130,6 +132,11 @@ struct ForbiddenZoneConfig {
     Severity decoy_severity = Severity::Critical;
     Severity user_to_admin_severity = Severity::High;
     Severity vdi_file_sharing_severity = Severity::High;
+    // Spoofing: a desktop has no business forging a source (seed 002's lateral movement
+    // hides behind other desktops' addresses); a server in port mode that does it is more
+    // often a misconfiguration (a secondary address missing from the inventory).
+    Severity spoof_severity_vdi = Severity::High;
+    Severity spoof_severity_other = Severity::Medium;
     std::vector<std::string> decoy_addresses; // besides drops the enforcer marked "decoy"
     std::vector<std::uint16_t> file_sharing_ports{445, 139}; // tcp
 };
@@ -236,8 +243,9 @@ enum class Rule : std::uint8_t {
     FanIn,
     SlowScan,
     DistinctTargets,
+    Spoofing,
 };
-inline constexpr std::size_t rule_count = 11;
+inline constexpr std::size_t rule_count = 12;
 std::string_view detector_name(Rule rule); // "host-sweep", ..., "forbidden-zone", "fan-in"
 std::string_view rule_name(Rule rule);     // as detector_name, but "decoy", "user-to-admin", ...
 std::optional<Rule> rule_from_name(std::string_view name); // a rule name (not "forbidden-zone")

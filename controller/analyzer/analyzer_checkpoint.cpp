@@ -467,8 +467,10 @@ void Analyzer::Impl::restore(detail::CheckpointReader& r) {
 namespace {
 constexpr std::string_view kCheckpointMagic = "BHAE"; // Bulkhead analyzer engine
 // Bump on any change of what save() writes (a rule added changes rule_count, hence the layout).
-constexpr std::uint8_t kCheckpointVersion = 1;
-static_assert(rule_count == 11, "a new rule changes the checkpoint layout: bump its version");
+// Version 2: the spoof-guard rule (rule_count 12). A version-1 checkpoint is refused and the
+// controller rebuilds the state by replaying stored events, as for any unreadable checkpoint.
+constexpr std::uint8_t kCheckpointVersion = 2;
+static_assert(rule_count == 12, "a new rule changes the checkpoint layout: bump its version");
 } // namespace
 
 std::string Analyzer::save_state() const {

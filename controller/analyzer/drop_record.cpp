@@ -420,6 +420,8 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.severity("decoy_severity", c.forbidden.decoy_severity);
         f.severity("user_to_admin_severity", c.forbidden.user_to_admin_severity);
         f.severity("vdi_file_sharing_severity", c.forbidden.vdi_file_sharing_severity);
+        f.severity("spoof_severity_vdi", c.forbidden.spoof_severity_vdi);
+        f.severity("spoof_severity_other", c.forbidden.spoof_severity_other);
         f.strings("decoy_addresses", c.forbidden.decoy_addresses);
         f.ports("file_sharing_ports", c.forbidden.file_sharing_ports);
     });

@@ -81,6 +81,13 @@ void Analyzer::Impl::forbidden_detector(std::uint32_t id, const Observation& o, 
         fire(Rule::Decoy, config.forbidden.decoy_severity,
              "touched decoy " + host_text(host) + " on " + protoport_text(pp));
     }
+    if (o.reason == DropReason::Spoof) {
+        // One forged packet is proof enough; the kernel dropped it, the source is still up.
+        fire(Rule::Spoofing,
+             (s.flags & FlagVdi) != 0 ? config.forbidden.spoof_severity_vdi : config.forbidden.spoof_severity_other,
+             "sent from an address or MAC that is not its own (spoof guard) towards " + host_text(host) + " on " +
+                 protoport_text(pp));
+    }
     if ((s.flags & FlagUser) != 0 && (d.flags & FlagAdmin) != 0) {
         fire(Rule::UserToAdmin, config.forbidden.user_to_admin_severity,
              "tried admin terminal " + host_text(host) + " on " + protoport_text(pp));

@@ -204,6 +204,32 @@ TEST_CASE("analyzer: forbidden zones fire on one event") {
         from_admin.destination_segments = {"role=vdi"};
         CHECK(feed(b, from_admin).empty());
     }
+    SUBCASE("a spoofed packet: high from a VDI, medium from a server, even towards a broadcast") {
+        Analyzer a;
+        auto r = drop(Source{}, "10.1.0.9", 80, T0);
+        r.reason = DropReason::Spoof;
+        auto findings = feed(a, r);
+        REQUIRE(count_rule(findings, Rule::Spoofing) == 1);
+        const auto* f = first_of(findings, Rule::Spoofing);
+        CHECK(f->detector == "spoof-guard");
+        CHECK(f->severity == Severity::High);
+        CHECK(f->explanation ==
+              "vdi-001 (user kimura) sent from an address or MAC that is not its own (spoof guard) towards 10.1.0.9 "
+              "on tcp/80");
+
+        Analyzer b;
+        auto from_server = drop(server(), "255.255.255.255", 67, T0, 17);
+        from_server.reason = DropReason::Spoof;
+        auto server_findings = feed(b, from_server);
+        REQUIRE(count_rule(server_findings, Rule::Spoofing) == 1);
+        CHECK(first_of(server_findings, Rule::Spoofing)->severity == Severity::Medium);
+
+        // The same forged traffic as a plain default drop is nothing by itself.
+        Analyzer c;
+        CHECK(feed(c, drop(Source{}, "10.1.0.9", 80, T0)).empty());
+        CHECK(drop_reason_from_string("spoof") == DropReason::Spoof);
+        CHECK(rule_from_name("spoof-guard") == Rule::Spoofing);
+    }
 }
 
 TEST_CASE("analyzer: beaconing is a regular retry interval, jitter tolerated") {

@@ -47,7 +47,7 @@ export interface DropEvent {
   time_unix_ms?: number;
   count?: number;
   direction?: "out" | "in";
-  reason?: "default" | "deny" | "decoy" | "quarantine" | "allow";
+  reason?: "default" | "deny" | "decoy" | "tripwire" | "quarantine" | "spoof" | "allow";
   workload?: string;
   src?: string;
   dst?: string;

@@ -68,7 +68,7 @@ export const liveView: View = (container, context, route) => {
   const reasonSelect = h(
     "select",
     { id: "filter-reason", name: "reason" },
-    ["", "default", "deny", "decoy", "quarantine", "allow"].map((r) => h("option", { value: r, selected: r === criteria.reason }, r || "any")),
+    ["", "default", "deny", "decoy", "tripwire", "quarantine", "spoof", "allow"].map((r) => h("option", { value: r, selected: r === criteria.reason }, r || "any")),
   );
   reasonSelect.addEventListener("change", () => applyCriteria({ ...criteria, reason: reasonSelect.value }));
   const segmentSelect = h("select", { id: "filter-segment", name: "segment" }, h("option", { value: "" }, "any"));
