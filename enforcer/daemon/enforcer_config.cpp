@@ -75,6 +75,7 @@ std::expected<void, std::string> apply_enforcer_config(const json& document, std
         {"state_dir", string_member(o.state_dir)},
         {"events", string_member(o.events_path)},
         {"metrics_file", string_member(o.metrics_path)},
+        {"metrics_listen", string_member(o.metrics_listen)},
         {"drift_interval", integer_member(o.drift_interval_seconds, 1, 86400)},
         {"drop_group", integer_member(o.drop_group, 0, 65535)},
         {"allowed_group", integer_member(o.allowed_group, -1, 65535)},

@@ -7,6 +7,7 @@
 #include "enforcer/daemon/file_ruleset_source.hpp"
 #include "enforcer/daemon/json_lines_sink.hpp"
 #include "enforcer/daemon/metrics.hpp"
+#include "enforcer/daemon/metrics_listener.hpp"
 #include "enforcer/daemon/ruleset_keeper.hpp"
 #include "enforcer/daemon/state_store.hpp"
 #include "enforcer/interfaces/event_sink.hpp"
@@ -140,6 +141,17 @@ int run_daemon(const DaemonOptions& options) {
             return 2;
         }
         tee.emplace(std::move(*opened));
+    }
+    // Before anything is applied: a wrong address is a start-up error like the others.
+    std::unique_ptr<MetricsListener> metrics_listener;
+    if (!options.metrics_listen.empty()) {
+        auto started = MetricsListener::start(options.metrics_listen);
+        if (!started) {
+            spdlog::error("daemon: enforcer {}: --metrics-listen: {}", options.enforcer_id, started.error());
+            return 2;
+        }
+        metrics_listener = std::move(*started);
+        spdlog::info("daemon: enforcer {}: metrics on http://{}/metrics", options.enforcer_id, options.metrics_listen);
     }
     std::shared_ptr<agent::ControllerClient> controller;
     std::unique_ptr<agent::SpoolingEventSink> spool;
@@ -332,7 +344,7 @@ int run_daemon(const DaemonOptions& options) {
 
     const std::string metrics_path = options.metrics_path;
     auto write_metrics = [&] {
-        if (metrics_path.empty()) {
+        if (metrics_path.empty() && !metrics_listener) {
             return;
         }
         if (nflog_source) {
@@ -357,8 +369,14 @@ int run_daemon(const DaemonOptions& options) {
             metrics.set("bulkhead_enforcer_events_uploaded_total", static_cast<double>(s.uploaded));
             metrics.set("bulkhead_enforcer_event_upload_failures_total", static_cast<double>(s.upload_failures));
         }
-        if (auto written = write_file_atomically(metrics_path, metrics.render()); !written) {
-            spdlog::warn("daemon: enforcer {}: metrics file: {}", options.enforcer_id, written.error());
+        auto text = metrics.render();
+        if (!metrics_path.empty()) {
+            if (auto written = write_file_atomically(metrics_path, text); !written) {
+                spdlog::warn("daemon: enforcer {}: metrics file: {}", options.enforcer_id, written.error());
+            }
+        }
+        if (metrics_listener) {
+            metrics_listener->publish(std::move(text));
         }
     };
     write_metrics();

@@ -24,6 +24,9 @@ struct DaemonOptions {
     // are uploaded; this is then an optional tee (empty: none).
     std::string events_path = "-";
     std::string metrics_path;
+    // HOST:PORT serving GET /metrics (plain HTTP, e.g. the hypervisor's management address);
+    // empty: off.
+    std::string metrics_listen;
     int drift_interval_seconds = 30;
     int drop_group = 10;
     int allowed_group = 11;

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
                        ->capture_default_str();
     app.add_option("--metrics-file", options.metrics_path,
                    "Prometheus text file, rewritten atomically every second (empty: off)");
+    app.add_option("--metrics-listen", options.metrics_listen,
+                   "HOST:PORT serving GET /metrics over plain HTTP, e.g. the management address (empty: off)");
     app.add_option("--drift-interval", options.drift_interval_seconds,
                    "Seconds between drift checks (SIGUSR1 checks at once)")
         ->capture_default_str()

@@ -9,7 +9,9 @@
 #include "policies/ruleset_compiler.hpp"
 
 #include <doctest/doctest.h>
+#include <httplib.h>
 
+#include <algorithm>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -102,6 +104,15 @@ public:
         }
     }
     void signal(int s) const { ::kill(pid_, s); }
+    // Without waiting: the exit code once the process has ended, -1 if killed, else -2.
+    int exit_code() {
+        int status = 0;
+        if (pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == pid_) {
+            pid_ = -1;
+            exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        return exit_code_;
+    }
     // SIGTERM and wait (bounded); the exit code, or -1.
     int stop() {
         ::kill(pid_, SIGTERM);
@@ -117,6 +128,7 @@ public:
     }
 
 private:
+    int exit_code_ = -2;
     pid_t pid_ = -1;
 };
 
@@ -183,6 +195,8 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
                                            "--enrollment-token", (dir / "token").string(),
                                            "--state-dir", (dir / "state").string(), "--no-nflog",
                                            "--metrics-file", (dir / "metrics.prom").string(),
+                                           // This test's own network namespace: nothing else holds the port.
+                                           "--metrics-listen", "127.0.0.1:19464",
                                            "--drift-interval", "3600"};
     auto dump_log = [&] { MESSAGE("enforcer log:\n" << read_text(log)); };
 
@@ -215,6 +229,19 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
                 .has_value();
         }));
         CHECK(run("nft list set inet bulkhead quarantined_ports").second.find("vdi002") != std::string::npos);
+        // The same metrics over HTTP on the management address (published once a second).
+        httplib::Client scraper("127.0.0.1", 19464);
+        std::string scraped;
+        CHECK(eventually([&] {
+            auto answer = scraper.Get("/metrics");
+            scraped = answer && answer->status == 200 ? answer->body : "";
+            return scraped.find("bulkhead_enforcer_controller_generation 2\n") != std::string::npos;
+        }));
+        CHECK(scraped.find("# TYPE bulkhead_enforcer_controller_connected gauge") != std::string::npos);
+        CHECK(scraped.find("bulkhead_enforcer_controller_connected 1\n") != std::string::npos);
+        auto missing = scraper.Get("/nothing");
+        REQUIRE(missing);
+        CHECK(missing->status == 404);
         REQUIRE(eventually([&] { return count_type(fake.events(), "ruleset_applied") >= 2; }));
         {
             const auto events = fake.events();
@@ -249,6 +276,22 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
         }
         CHECK(drained);
         CHECK(daemon.stop() == 0);
+    }
+    // A metrics address that is not on this host is refused at start, with its reason.
+    {
+        auto refused_args = args;
+        const auto at = std::find(refused_args.begin(), refused_args.end(), "127.0.0.1:19464");
+        REQUIRE(at != refused_args.end());
+        *at = "192.0.2.1:19464";
+        const auto refused_log = (dir / "refused.log").string();
+        Daemon refused(refused_args, refused_log);
+        int code = -2;
+        CHECK(eventually([&] {
+            code = refused.exit_code();
+            return code != -2;
+        }));
+        CHECK(code == 2);
+        CHECK(read_text(refused_log).find("--metrics-listen: cannot listen on 192.0.2.1:19464") != std::string::npos);
     }
     // The log: spdlog records on stderr, component and enforcer first, at the default level
     // (info) the milestones a person looks for.
