@@ -59,7 +59,9 @@ struct Options {
     std::size_t rules = 1'000;
     std::size_t departments = 12;
     std::size_t teams = 96;
-    std::size_t quarantines = 50;
+    // 200: the 99th percentile of 50 samples is their maximum, one scheduling hiccup of a
+    // two-core machine; of 200 it is the third slowest.
+    std::size_t quarantines = 200;
     std::uint64_t ingest_events = 200'000;
     std::size_t ingest_enforcers = 8;
     int io_threads = 2;
@@ -638,6 +640,7 @@ int main(int argc, char** argv) {
     emit("quarantine_acked_p99", quarantines.missed == 0 ? percentile(quarantines.ms, 99) : -1, "ms", "< 10",
          {{"quarantines", o.quarantines}, {"missed", quarantines.missed}, {"p50_ms", percentile(quarantines.ms, 50)},
           {"pushed_p50_ms", percentile(quarantines.pushed_ms, 50)}, {"pushed_p99_ms", percentile(quarantines.pushed_ms, 99)},
+          {"max_ms", percentile(quarantines.ms, 100)}, {"p99_is_max", quarantines.ms.size() < 100},
           {"enforcers_connected", fleet.channels_open()}});
 
     // 7. Ingest while the fleet heart-beats.

@@ -78,7 +78,7 @@ timeout --foreground "${BENCH_FLEET_TIMEOUT:-1500}" nice -n "${BENCH_FLEET_SIMUL
   --enforcers "${BENCH_FLEET_ENFORCERS:-2000}" --vdis "${BENCH_FLEET_VDIS:-100000}" \
   --segments "${BENCH_FLEET_SEGMENTS:-200}" --rules "${BENCH_FLEET_RULES:-1000}" \
   --departments "${BENCH_FLEET_DEPARTMENTS:-12}" --teams "${BENCH_FLEET_TEAMS:-96}" \
-  --quarantines "${BENCH_FLEET_QUARANTINES:-50}" --ingest-events "${BENCH_FLEET_INGEST_EVENTS:-200000}" \
+  --quarantines "${BENCH_FLEET_QUARANTINES:-200}" --ingest-events "${BENCH_FLEET_INGEST_EVENTS:-200000}" \
   --ingest-enforcers "${BENCH_FLEET_INGEST_ENFORCERS:-8}" --phase-seconds "${BENCH_FLEET_PHASE_SECONDS:-120}" \
   --abuse-streams "${BENCH_FLEET_ABUSE_STREAMS:-500}" --abuse-slow "${BENCH_FLEET_ABUSE_SLOW:-500}" \
   --hash-format "${BENCH_FLEET_HASH_FORMAT:-2}" --log-level "${BENCH_FLEET_LOG_LEVEL:-info}"
