@@ -122,9 +122,11 @@ struct SetDefinition {
     // so a fleet compile builds each list once.
     std::shared_ptr<const ElementList> elements = std::make_shared<const ElementList>();
 
-    bool same_definition(const SetDefinition& other) const {
-        return name == other.name && key == other.key && interval == other.interval &&
-               verdict_map == other.verdict_map && dynamic == other.dynamic;
+    bool same_definition(const SetDefinition& other) const { return name == other.name && same_kind(other); }
+    // The same key and flags, whatever the name (a set under a renamed class).
+    bool same_kind(const SetDefinition& other) const {
+        return key == other.key && interval == other.interval && verdict_map == other.verdict_map &&
+               dynamic == other.dynamic;
     }
 };
 

@@ -71,6 +71,13 @@ class ClassRenamer {
 
     bool empty() const { return by_from_.empty(); }
 
+    // A `from` given twice, or null.
+    const ClassRename* renamed_twice() const {
+        auto twin = std::adjacent_find(by_from_.begin(), by_from_.end(),
+                                       [](const auto* x, const auto* y) { return x->from == y->from; });
+        return twin == by_from_.end() ? nullptr : *twin;
+    }
+
     const ClassRename* find(std::string_view token) const {
         auto it = std::lower_bound(by_from_.begin(), by_from_.end(), token,
                                    [](const ClassRename* r, std::string_view t) { return r->from < t; });
@@ -187,11 +194,6 @@ class ClassRenamer {
     std::vector<const ClassRename*> by_from_;
 };
 
-bool same_set_definition(const SetDefinition& held, const SetDefinition& updated) {
-    return held.key == updated.key && held.interval == updated.interval && held.verdict_map == updated.verdict_map &&
-           held.dynamic == updated.dynamic;
-}
-
 // The base's sets matched by (renamed) name to the updated ruleset's.
 struct SetMatching {
     std::vector<const SetDefinition*> held;  // per updated set, in its order; null: added
@@ -277,7 +279,7 @@ RulesetDiff diff_renamed(const Ruleset& old, const Ruleset& updated, const Class
             diff.sets_added.push_back(set);
             continue;
         }
-        if (!same_set_definition(*held, set)) {
+        if (!held->same_kind(set)) {
             diff.full_replace = true;
             continue;
         }
@@ -653,7 +655,7 @@ json diff_to_wire_renamed(const RulesetDiff& diff, const Ruleset& old, const Rul
         std::vector<SetDefinition> redefined_sets;
         for (std::size_t i = 0; i < updated.sets.size(); ++i) {
             const auto* before = matching.held[i];
-            if (before != nullptr && !same_set_definition(*before, updated.sets[i])) {
+            if (before != nullptr && !before->same_kind(updated.sets[i])) {
                 redefined_sets.push_back(updated.sets[i]);
             }
         }
@@ -763,30 +765,22 @@ std::expected<void, std::string> rename_classes_in_place(Ruleset& ruleset, const
     // In place on the caller's copy: a renamed base is a copy of the enforcer's whole
     // ruleset, made on both sides of every diff that renames (2,000 hosts per fleet-wide
     // policy change), so no name is copied twice and nothing is rebuilt that did not change.
-    std::vector<const ClassRename*> by_from;
     for (const auto& r : renames) {
         if (!is_class_token(r.from) || !is_class_token(r.to)) {
             return std::unexpected("rename " + r.from + " -> " + r.to + ": a class name is non-empty without '_'");
         }
-        by_from.push_back(&r);
     }
-    std::sort(by_from.begin(), by_from.end(), [](const auto* a, const auto* b) { return a->from < b->from; });
-    for (std::size_t i = 1; i < by_from.size(); ++i) {
-        if (by_from[i]->from == by_from[i - 1]->from) {
-            return std::unexpected("class " + by_from[i]->from + " is renamed twice");
-        }
+    const ClassRenamer renamer(renames);
+    if (const auto* twice = renamer.renamed_twice()) {
+        return std::unexpected("class " + twice->from + " is renamed twice");
     }
-    std::vector<bool> used(by_from.size(), false);
+    std::vector<bool> used(renames.size(), false);  // by position in `renames`
     auto rename_of = [&](std::string_view token, bool mark_used = true) -> const ClassRename* {
-        auto it = std::lower_bound(by_from.begin(), by_from.end(), token,
-                                   [](const ClassRename* r, std::string_view t) { return r->from < t; });
-        if (it == by_from.end() || (*it)->from != token) {
-            return nullptr;
+        const auto* r = renamer.find(token);
+        if (r != nullptr && mark_used) {
+            used[static_cast<std::size_t>(r - renames.data())] = true;
         }
-        if (mark_used) {
-            used[static_cast<std::size_t>(it - by_from.begin())] = true;
-        }
-        return *it;
+        return r;
     };
     // The class part of `name` (up to the first '_'): renamed when it is a `from`.
     auto rename = [&](std::string& name) -> bool {
@@ -804,9 +798,7 @@ std::expected<void, std::string> rename_classes_in_place(Ruleset& ruleset, const
             continue;
         }
         const bool jumps_renamed = std::any_of(set.elements->begin(), set.elements->end(), [&](const Element& e) {
-            auto it = std::lower_bound(by_from.begin(), by_from.end(), class_part(e.jump),
-                                       [](const ClassRename* r, std::string_view t) { return r->from < t; });
-            return it != by_from.end() && (*it)->from == class_part(e.jump);
+            return renamer.find(class_part(e.jump)) != nullptr;
         });
         if (jumps_renamed) {
             ElementList elements = *set.elements;
@@ -870,9 +862,9 @@ std::expected<void, std::string> rename_classes_in_place(Ruleset& ruleset, const
             port.policy_class = r->to;
         }
     }
-    for (std::size_t i = 0; i < by_from.size(); ++i) {
+    for (std::size_t i = 0; i < renames.size(); ++i) {
         if (!used[i]) {
-            return std::unexpected("renames class " + by_from[i]->from + " which the base does not hold");
+            return std::unexpected("renames class " + renames[i].from + " which the base does not hold");
         }
     }
     for (std::size_t i = 1; i < ruleset.sets.size(); ++i) {
@@ -927,7 +919,7 @@ json wire_diff(const Ruleset& old, const Ruleset& updated) {
     kept.reserve(updated.sets.size());
     for (std::size_t i = 0; i < updated.sets.size(); ++i) {
         const auto* held = matching->held[i];
-        if (held != nullptr && same_set_definition(*held, updated.sets[i])) {
+        if (held != nullptr && held->same_kind(updated.sets[i])) {
             kept.emplace_back(held, &updated.sets[i]);  // others are added or redefined: carried whole
         }
     }
