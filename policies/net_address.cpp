@@ -235,4 +235,25 @@ std::optional<std::uint8_t> ip_protocol_number(std::string_view name) {
     return std::nullopt;
 }
 
+std::optional<std::pair<std::string, int>> split_host_port(std::string_view text) {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        return std::nullopt;
+    }
+    std::string host(text.substr(0, colon));
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    int port = 0;
+    const std::string_view digits = text.substr(colon + 1);
+    if (auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+        ec != std::errc{} || end != digits.data() + digits.size()) {
+        return std::nullopt;
+    }
+    if (port <= 0 || port > 65535) {
+        return std::nullopt;
+    }
+    return std::make_pair(host, port);
+}
+
 }  // namespace bulkhead::policy

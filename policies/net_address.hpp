@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace bulkhead::policy {
 
@@ -40,6 +41,9 @@ struct IpRange {
 std::expected<IpAddress, std::string> parse_ip_address(std::string_view text);
 // "10.0.0.0/8", "fd00::/64", or a bare address (a /32 or /128). Host bits must be zero.
 std::expected<IpRange, std::string> parse_cidr(std::string_view text);
+
+// A listen address "HOST:PORT" or "[v6]:PORT" as (host without brackets, port 1-65535).
+std::optional<std::pair<std::string, int>> split_host_port(std::string_view text);
 
 IpRange host_range(const IpAddress& a);
 std::string to_string(const IpAddress& a);

@@ -10,6 +10,7 @@
 #include "controller/services/controller_services.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
+#include "policies/net_address.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -57,26 +58,6 @@ struct ControllerConfig {
     std::string log_level;                   // "" = the flag's (info)
 };
 
-std::optional<std::pair<std::string, int>> split_host_port(const std::string& text) {
-    auto colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-        return std::nullopt;
-    }
-    std::string host = text.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-        host = host.substr(1, host.size() - 2);
-    }
-    int port = 0;
-    const std::string_view digits = std::string_view(text).substr(colon + 1);
-    if (auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-        ec != std::errc{} || end != digits.data() + digits.size()) {
-        return std::nullopt;
-    }
-    if (port <= 0 || port > 65535) {
-        return std::nullopt;
-    }
-    return std::make_pair(host, port);
-}
 
 bool is_loopback(const std::string& host) {
     if (host == "localhost") {
@@ -328,7 +309,7 @@ int main(int argc, char** argv) {
     }
     std::optional<std::pair<std::string, int>> tls_address, plain_address;
     if (!config.listen.empty()) {
-        tls_address = split_host_port(config.listen);
+        tls_address = policy::split_host_port(config.listen);
         if (!tls_address) {
             spdlog::error("--listen {}: expected HOST:PORT", config.listen);
             return 2;
@@ -339,7 +320,7 @@ int main(int argc, char** argv) {
         }
     }
     if (!config.plain_listen.empty()) {
-        plain_address = split_host_port(config.plain_listen);
+        plain_address = policy::split_host_port(config.plain_listen);
         if (!plain_address) {
             spdlog::error("--plain-listen {}: expected HOST:PORT", config.plain_listen);
             return 2;

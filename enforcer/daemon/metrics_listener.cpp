@@ -1,8 +1,9 @@
 #include "enforcer/daemon/metrics_listener.hpp"
 
+#include "policies/net_address.hpp"
+
 #include <httplib.h>
 
-#include <charconv>
 #include <mutex>
 #include <thread>
 
@@ -16,34 +17,13 @@ struct MetricsListener::Impl {
     std::thread thread;
 };
 
-namespace {
-
-std::expected<std::pair<std::string, int>, std::string> split_address(const std::string& address) {
-    const auto colon = address.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-        return std::unexpected("\"" + address + "\" is not HOST:PORT");
-    }
-    std::string host = address.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-        host = host.substr(1, host.size() - 2);
-    }
-    int port = 0;
-    const std::string_view digits = std::string_view(address).substr(colon + 1);
-    if (auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-        ec != std::errc{} || end != digits.data() + digits.size() || port <= 0 || port > 65535) {
-        return std::unexpected("\"" + address + "\": the port is not a number from 1 to 65535");
-    }
-    return std::make_pair(host, port);
-}
-
-}  // namespace
 
 MetricsListener::MetricsListener(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 std::expected<std::unique_ptr<MetricsListener>, std::string> MetricsListener::start(const std::string& address) {
-    auto split = split_address(address);
+    const auto split = policy::split_host_port(address);
     if (!split) {
-        return std::unexpected(split.error());
+        return std::unexpected("\"" + address + "\" is not HOST:PORT with a port from 1 to 65535");
     }
     auto impl = std::make_unique<Impl>();
     auto* raw = impl.get();
