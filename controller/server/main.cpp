@@ -309,7 +309,7 @@ int main(int argc, char** argv) {
     }
     std::optional<std::pair<std::string, int>> tls_address, plain_address;
     if (!config.listen.empty()) {
-        tls_address = policy::split_host_port(config.listen);
+        tls_address = bulkhead::policy::split_host_port(config.listen);
         if (!tls_address) {
             spdlog::error("--listen {}: expected HOST:PORT", config.listen);
             return 2;
@@ -320,7 +320,7 @@ int main(int argc, char** argv) {
         }
     }
     if (!config.plain_listen.empty()) {
-        plain_address = policy::split_host_port(config.plain_listen);
+        plain_address = bulkhead::policy::split_host_port(config.plain_listen);
         if (!plain_address) {
             spdlog::error("--plain-listen {}: expected HOST:PORT", config.plain_listen);
             return 2;
