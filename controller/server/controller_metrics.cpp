@@ -64,6 +64,12 @@ std::string ControllerMetrics::render() {
               static_cast<double>(f.connections_open));
         gauge("bulkhead_controller_streams_open", "Long-lived responses open (channel and dashboard streams)", at,
               static_cast<double>(f.streams_open));
+        gauge("bulkhead_controller_channel_sockets_open",
+              "Control channels over WebSocket (one connection per enforcer, protocol 3)", at,
+              static_cast<double>(f.sockets_open));
+        counter("bulkhead_controller_channel_socket_requests_total",
+                "Acks, heartbeats and event uploads received on channel sockets", at,
+                static_cast<double>(f.socket_messages));
         gauge("bulkhead_controller_requests_queued", "Requests waiting for or on a worker", at,
               static_cast<double>(f.requests_queued));
         counter("bulkhead_controller_connections_accepted_total", "Connections accepted", at,

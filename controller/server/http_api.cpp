@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <charconv>
 #include <ctime>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 #include <regex>
 
 #include <spdlog/spdlog.h>
@@ -81,15 +83,14 @@ bool json_content_type(const httplib::Request& req, httplib::Response& res) {
     return false;
 }
 
-std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
-    if (req.body.empty()) {
+// A JSON request body through the strict reader (the HTTP routes and the channel socket's
+// uploads share it).
+std::optional<json> parse_body(std::string_view text, httplib::Response& res) {
+    if (text.empty()) {
         send_error(res, ServiceError{ErrorKind::BadRequest, "empty-body", "the request needs a JSON body", json{{"pointer", ""}}});
         return std::nullopt;
     }
-    if (!json_content_type(req, res)) {
-        return std::nullopt;
-    }
-    auto parsed = policy::read_json(req.body, "body");
+    auto parsed = policy::read_json(text, "body");
     if (!parsed) {
         const auto& first = parsed.error().front();
         send_error(res, ServiceError{ErrorKind::BadRequest, "invalid-json", first.message,
@@ -97,6 +98,13 @@ std::optional<json> read_body(const httplib::Request& req, httplib::Response& re
         return std::nullopt;
     }
     return std::move(*parsed);
+}
+
+std::optional<json> read_body(const httplib::Request& req, httplib::Response& res) {
+    if (!req.body.empty() && !json_content_type(req, res)) {
+        return std::nullopt;
+    }
+    return parse_body(req.body, res);
 }
 
 std::optional<std::int64_t> parse_integer(std::string_view text) {
@@ -150,6 +158,98 @@ public:
 private:
     std::unique_ptr<ChannelStream> stream_;
 };
+
+// The control channel over WebSocket (protocol 3): the stream's messages down, one per
+// WebSocket message, and the enforcer's requests up on the same connection. A request is a
+// head line {"request":"status"|"events","id":N}, a newline, and the body the HTTP endpoint
+// of that name takes; its answer is queued as {"type":"reply","id":N,"status":S,"body":B}
+// with what that endpoint would have answered. "type" comes first so that the enforcer
+// tells a reply from a megabyte ruleset without parsing the ruleset.
+class ChannelSocketBody final : public DuplexBody {
+public:
+    ChannelSocketBody(std::unique_ptr<ChannelStream> stream, ControllerServices& services, Caller caller,
+                      std::string enforcer)
+        : stream_(std::move(stream)), services_(services), caller_(std::move(caller)), enforcer_(std::move(enforcer)) {}
+
+    std::optional<std::string> poll() override {
+        {
+            std::lock_guard lock(mutex_);
+            if (!replies_.empty()) {
+                auto reply = std::move(replies_.front());
+                replies_.pop_front();
+                return reply;
+            }
+        }
+        return stream_->poll_line();
+    }
+    void set_wake(std::function<void()> wake) override {
+        {
+            std::lock_guard lock(mutex_);
+            wake_ = wake;
+        }
+        stream_->set_wake(std::move(wake));
+    }
+    std::chrono::steady_clock::time_point next_due() const override { return stream_->next_heartbeat(); }
+
+    bool receive(std::string_view message) override {
+        const auto newline = message.find('\n');
+        if (newline == std::string_view::npos) {
+            spdlog::warn("channel: enforcer {}: a request without a head line; closing", enforcer_);
+            return false;
+        }
+        const auto head = json::parse(message.substr(0, newline), nullptr, false);
+        if (!head.is_object() || !head.contains("id") || !head["id"].is_number_unsigned() ||
+            !head.contains("request") || !head["request"].is_string()) {
+            spdlog::warn("channel: enforcer {}: a request head that is not {{\"request\":…,\"id\":N}}; closing",
+                         enforcer_);
+            return false;
+        }
+        const auto id = head["id"].get<std::uint64_t>();
+        const auto kind = head["request"].get<std::string>();
+        const auto body = message.substr(newline + 1);
+        httplib::Response answer;
+        if (kind == "status") {
+            if (auto parsed = parse_body(body, answer)) {
+                send_result(answer, services_.fleet.report_status(caller_, enforcer_, *parsed));
+            }
+        } else if (kind == "events") {
+            send_result(answer, services_.events.ingest_events(caller_, enforcer_, body));
+        } else {
+            send_error(answer, ServiceError{ErrorKind::BadRequest, "unknown-request",
+                                            "the channel takes \"status\" and \"events\" requests, not \"" + kind + "\"",
+                                            json{{"pointer", "/request"}}});
+        }
+        std::string reply = "{\"type\":\"reply\",\"id\":" + std::to_string(id) +
+                            ",\"status\":" + std::to_string(answer.status) + ",\"body\":";
+        reply += answer.body.empty() ? std::string("null") : answer.body;
+        reply += "}\n";
+        std::function<void()> wake;
+        {
+            std::lock_guard lock(mutex_);
+            replies_.push_back(std::move(reply));
+            wake = wake_;
+        }
+        if (wake) {
+            wake();
+        }
+        return true;
+    }
+
+private:
+    std::unique_ptr<ChannelStream> stream_;
+    ControllerServices& services_;
+    Caller caller_;
+    std::string enforcer_;
+    std::mutex mutex_;
+    std::deque<std::string> replies_;
+    std::function<void()> wake_;
+};
+
+bool wants_websocket(const httplib::Request& request) {
+    auto upgrade = request.get_header_value("Upgrade");
+    std::transform(upgrade.begin(), upgrade.end(), upgrade.begin(), [](unsigned char c) { return std::tolower(c); });
+    return upgrade == "websocket";
+}
 
 // The dashboard's Server-Sent Events: what the bus queued since the last poll, a note of
 // how many were lost when the browser fell behind, and a comment line every 15 s so that
@@ -512,6 +612,12 @@ void HttpApi::build_routes() {
                                      hash.value_or(""), static_cast<int>(hash_format.value_or(1)));
         if (!stream) {
             send_error(c.response, stream.error());
+            return;
+        }
+        if (wants_websocket(c.request)) {
+            // Protocol 3: the server answers 101 and runs the socket (HttpServer).
+            c.response.status = 101;
+            c.live = std::make_shared<ChannelSocketBody>(std::move(*stream), s, c.caller, c.params.at(0));
             return;
         }
         c.response.status = 200;

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bulkhead::controller {
@@ -32,6 +33,18 @@ public:
     virtual void set_wake(std::function<void()> wake) = 0;
     // When poll() must be called again if nothing wakes the server first.
     virtual std::chrono::steady_clock::time_point next_due() const = 0;
+};
+
+// A LiveBody that also takes messages from its client: the control channel over WebSocket,
+// where an enforcer's acks, heartbeats and event uploads travel up the connection that
+// carries its rulesets down (one connection per enforcer, docs/control-channel.md).
+class DuplexBody : public LiveBody {
+public:
+    // One message from the client. The server calls it on a worker thread, one message at a
+    // time per connection (the next is not read before this returns: backpressure); what
+    // it answers is queued and goes out through poll(). false: the message breaks the
+    // protocol and the server closes the connection.
+    virtual bool receive(std::string_view message) = 0;
 };
 
 struct RouteContext {

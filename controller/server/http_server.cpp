@@ -8,6 +8,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include <map>
@@ -20,6 +22,7 @@ namespace bulkhead::controller {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -100,7 +103,7 @@ struct HttpServer::Impl {
 
     std::atomic<std::uint64_t> connections_open{0}, connections_accepted{0}, connections_refused{0},
         header_timeouts{0}, body_timeouts{0}, oversized{0}, requests{0}, overloaded{0}, streams_open{0},
-        requests_queued{0};
+        requests_queued{0}, sockets_open{0}, socket_messages{0};
 
     Impl(std::string n, const HttpApi& a, HttpServerLimits l) : name(std::move(n)), api(a), limits(l) {}
 
@@ -263,6 +266,120 @@ struct HttpServer::Impl {
         --streams_open;
     }
 
+    // Serves a DuplexBody over WebSocket (the control channel, protocol 3): this coroutine
+    // writes what poll() gives, one message each; a reader coroutine beside it hands every
+    // message from the client to receive() on a worker. Both end when either side does.
+    template <typename Stream>
+    asio::awaitable<void> serve_socket(Stream& stream, Transport& transport, const http::request<http::string_body>& upgrade,
+                                       std::shared_ptr<DuplexBody> body) {
+        websocket::stream<Stream&> socket(stream);
+        // The socket's own timeouts from here on (Beast wants the TCP stream's timer off):
+        // the handshake as a request head; a ping after half the idle time without a frame
+        // from the enforcer, closed after the whole of it.
+        transport.lowest().expires_never();
+        socket.set_option(websocket::stream_base::timeout{limits.header_timeout, limits.idle_timeout, true});
+        socket.set_option(websocket::stream_base::decorator(
+            [](websocket::response_type& response) { response.set(http::field::server, "bulkhead-controller"); }));
+        socket.read_message_max(limits.max_body_bytes);
+        beast::error_code ec;
+        co_await socket.async_accept(upgrade, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            spdlog::debug("{}: WebSocket handshake: {}", name, ec.message());
+            co_return;
+        }
+        ++streams_open;
+        ++sockets_open;
+        struct Shared {
+            asio::steady_timer* timer = nullptr;
+            bool woken = false;
+            bool reader_done = false;
+            void wake() {
+                woken = true;
+                if (timer != nullptr) {
+                    timer->cancel();
+                }
+            }
+        };
+        auto shared = std::make_shared<Shared>();
+        const auto executor = co_await asio::this_coro::executor;
+        asio::steady_timer timer(executor);
+        body->set_wake([weak = std::weak_ptr<Shared>(shared), executor] {
+            if (auto state = weak.lock()) {
+                asio::post(executor, [state] { state->wake(); });
+            }
+        });
+        // The reader runs on this strand too; it only touches `socket` and `shared`, and this
+        // coroutine does not return before the reader is done.
+        asio::co_spawn(
+            executor,
+            [this, &socket, body, shared]() -> asio::awaitable<void> {
+                beast::flat_buffer buffer;
+                while (!stopping) {
+                    beast::error_code read_error;
+                    co_await socket.async_read(buffer, asio::redirect_error(asio::use_awaitable, read_error));
+                    if (read_error) {
+                        if (read_error == websocket::error::buffer_overflow) {
+                            ++oversized;
+                        }
+                        break;
+                    }
+                    std::string message = beast::buffers_to_string(buffer.data());
+                    buffer.consume(buffer.size());
+                    ++socket_messages;
+                    const bool ok = co_await asio::co_spawn(
+                        *workers, [&]() -> asio::awaitable<bool> { co_return body->receive(message); }, asio::use_awaitable);
+                    if (!ok) {
+                        break;
+                    }
+                }
+                shared->reader_done = true;
+                shared->wake();
+            },
+            asio::detached);
+        try {
+            while (!stopping && !shared->reader_done) {
+                shared->woken = false;
+                auto data = co_await poll_on_worker(*body);
+                if (!data) {
+                    co_await socket.async_close(websocket::close_code::going_away,
+                                                asio::redirect_error(asio::use_awaitable, ec));
+                    break;
+                }
+                if (!data->empty()) {
+                    if (data->back() == '\n') {
+                        data->pop_back();  // a stream line; a message needs no terminator
+                    }
+                    socket.text(true);
+                    co_await socket.async_write(asio::buffer(*data), asio::use_awaitable);
+                    continue;
+                }
+                if (shared->woken || shared->reader_done) {
+                    continue;
+                }
+                timer.expires_at(body->next_due());
+                shared->timer = &timer;
+                co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                shared->timer = nullptr;
+            }
+        } catch (const std::exception& e) {
+            spdlog::debug("{}: channel socket ended: {}", name, e.what());
+        }
+        body->set_wake(nullptr);
+        // A reader still waiting for a frame ends when the connection closes under it.
+        if (!shared->reader_done) {
+            transport.lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+            transport.lowest().socket().cancel(ec);
+        }
+        while (!shared->reader_done) {
+            timer.expires_after(std::chrono::seconds(1));
+            shared->timer = &timer;
+            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            shared->timer = nullptr;
+        }
+        --sockets_open;
+        --streams_open;
+    }
+
     // Reads and answers requests on one connection until it closes.
     template <typename Stream>
     asio::awaitable<void> serve(Stream& stream, Transport& transport, const std::string& remote) {
@@ -342,6 +459,10 @@ struct HttpServer::Impl {
             transport.lowest().expires_never();
             co_await dispatch(request, response, live);
             --requests_queued;
+            if (auto duplex = std::dynamic_pointer_cast<DuplexBody>(live); duplex && websocket::is_upgrade(message)) {
+                co_await serve_socket(stream, transport, message, std::move(duplex));
+                co_return;
+            }
             if (live) {
                 co_await stream_body(stream, transport, response, std::move(live), message.version());
                 co_return;
@@ -487,7 +608,7 @@ HttpServerFigures HttpServer::figures() const {
     const Impl& s = *impl_;
     return HttpServerFigures{s.connections_open,   s.connections_accepted, s.connections_refused, s.header_timeouts,
                              s.body_timeouts,      s.oversized,            s.requests,            s.overloaded,
-                             s.streams_open,       s.requests_queued};
+                             s.streams_open,       s.requests_queued,      s.sockets_open,        s.socket_messages};
 }
 
 }  // namespace bulkhead::controller

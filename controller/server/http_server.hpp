@@ -53,6 +53,8 @@ struct HttpServerFigures {
     std::uint64_t overloaded = 0;           // answered 503: worker queue full
     std::uint64_t streams_open = 0;
     std::uint64_t requests_queued = 0;
+    std::uint64_t sockets_open = 0;         // control channels over WebSocket (within streams_open)
+    std::uint64_t socket_messages = 0;      // requests received on them (acks, heartbeats, uploads)
 };
 
 struct TlsFiles {
