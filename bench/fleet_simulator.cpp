@@ -11,10 +11,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <deque>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -24,6 +28,7 @@ namespace bulkhead::bench {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -37,6 +42,29 @@ std::int64_t unix_ms_now() {
 
 }  // namespace
 
+// Protocol 3: an enforcer's one connection, its writes queued (a WebSocket takes one write
+// at a time) and the requests waiting for their replies. Touched only on the enforcer's strand.
+struct ChannelLink {
+    websocket::stream<beast::ssl_stream<beast::tcp_stream>> socket;
+    std::deque<std::string> outbox;
+    bool writing = false;
+    bool closed = false;
+    std::uint64_t next_id = 1;
+    struct Pending {
+        bool status = true;  // a status (ack or heartbeat); otherwise an upload
+        std::string hash;
+        std::uint64_t generation = 0;
+        std::chrono::steady_clock::time_point received_at, applied_at;
+        asio::steady_timer* waiter = nullptr;  // an upload's coroutine, woken by the reply
+        bool answered = false;
+        int status_code = 0;
+        std::string body;
+    };
+    std::map<std::uint64_t, Pending> pending;
+
+    ChannelLink(asio::any_io_executor executor, asio::ssl::context& tls) : socket(std::move(executor), tls) {}
+};
+
 // What one simulated enforcer holds. Touched only on its strand, except `ack` (mutex).
 struct SimulatedEnforcer {
     std::size_t index = 0;
@@ -48,9 +76,11 @@ struct SimulatedEnforcer {
     bool ack_pending = false;
     std::chrono::steady_clock::time_point received_at;
     std::chrono::steady_clock::time_point applied_at;
-    bool channel_open = false;
+    std::atomic<bool> channel_open{false};  // read by wait_connected() off the strand
     asio::steady_timer* status_wake = nullptr;  // the status coroutine's timer while it waits
     asio::ip::address source;                   // 127.1.x.y: one loopback address per enforcer
+    std::shared_ptr<ChannelLink> link;          // protocol 3: the open channel socket
+    bool started = false;
 
     mutable std::mutex ack_mutex;
     std::optional<FleetSimulator::Ack> ack;
@@ -236,6 +266,11 @@ struct FleetSimulator::Impl {
             t.join();
         }
         threads.clear();
+        // The links' sockets belong to the io_context: they go with it (the coroutines hold
+        // the last references), never after it.
+        for (auto& e : enforcers) {
+            e->link.reset();
+        }
         io.reset();  // destroys the suspended coroutines while what they use still exists
     }
 
@@ -298,29 +333,7 @@ struct FleetSimulator::Impl {
                     }
                     const std::string_view received(chunk.data(), chunk.size() - parser.get().body().size);
                     auto fed = framer.feed(received, [&](std::string_view line) {
-                        const auto line_received = SteadyClock::now();
-                        const auto action = session.handle_line(line);
-                        using Kind = enforcer::agent::ChannelAction::Kind;
-                        if (action.kind == Kind::Hello) {
-                            e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
-                        } else if (action.kind == Kind::Apply) {
-                            // A diff keeps the (pooled) lists it does not change and brings
-                            // a few small ones: only full rulesets need pooling.
-                            if (!action.from_diff) {
-                                e.held = interned(action.next);
-                                session.hold_equal(e.held);
-                            } else {
-                                e.held = action.next;
-                            }
-                            e.received_at = line_received;
-                            e.applied_at = SteadyClock::now();
-                            ++(action.from_diff ? diffs : rulesets);
-                            wake_status(e);
-                        } else if (action.kind == Kind::Reject) {
-                            spdlog::warn("fleet: {}: rejected a ruleset: {}", e.id, action.reason);
-                        } else if (action.kind == Kind::Resync) {
-                            spdlog::debug("fleet: {}: resync: {}", e.id, action.reason);
-                            ++resyncs;
+                        if (!on_channel_message(e, session, line)) {
                             resync = true;
                             return false;
                         }
@@ -353,6 +366,220 @@ struct FleetSimulator::Impl {
             const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
             co_await sleep_for(wait);
             backoff = std::min(backoff * 2, options.max_backoff);
+        }
+    }
+
+    // Protocol 3: the channel as a WebSocket; acks, heartbeats and uploads go up the same
+    // connection (run_socket_status, upload). Reconnects as run_channel does.
+    asio::awaitable<void> run_socket(SimulatedEnforcer& e) {
+        std::mt19937 jitter(static_cast<unsigned>(e.index * 7919 + 1));
+        auto backoff = std::chrono::milliseconds(200);
+        while (!stopping) {
+            const auto started = SteadyClock::now();
+            bool resync = false;
+            auto link = std::make_shared<ChannelLink>(e.strand, tls);
+            try {
+                auto& secure = link->socket.next_layer();
+                const std::string& name = options.server_name;
+                // SSL_set_tlsext_host_name is a macro with a C cast; this is what it expands to.
+                if (SSL_ctrl(secure.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                             const_cast<char*>(name.c_str())) != 1) {
+                    throw std::runtime_error("cannot set the TLS server name");
+                }
+                secure.set_verify_callback(asio::ssl::host_name_verification(name));
+                auto& layer = beast::get_lowest_layer(link->socket);
+                layer.expires_after(options.request_timeout);
+                const tcp::endpoint server = *endpoints.begin();
+                layer.socket().open(server.protocol());
+                layer.socket().bind(tcp::endpoint(e.source, 0));
+                co_await layer.async_connect(server, asio::use_awaitable);
+                layer.socket().set_option(tcp::no_delay(true));
+                co_await secure.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+                layer.expires_never();  // the socket's own timeouts from here on
+                link->socket.set_option(websocket::stream_base::timeout{options.request_timeout, e.heartbeat * 3, false});
+                link->socket.set_option(websocket::stream_base::decorator([token = e.credential](websocket::request_type& request) {
+                    request.set(http::field::authorization, "Bearer " + token);
+                    request.set(http::field::user_agent, "bulkhead-bench-fleet");
+                }));
+                link->socket.read_message_max(256ULL << 20);
+                const std::string target = "/api/v1/enforcers/" + e.id + "/channel?generation=" +
+                                           std::to_string(e.held.generation) + "&hash=" + e.held.hash +
+                                           "&hash_format=" + std::to_string(options.hash_format);
+                websocket::response_type answer;
+                co_await link->socket.async_handshake(answer, name, target, asio::use_awaitable);
+                ++channels_opened;
+                ++channels_open;
+                e.channel_open = true;
+                e.link = link;
+                wake_status(e);  // a new connection: ack what is held at once
+                enforcer::agent::ChannelSession session(e.id, e.held, options.hash_format);
+                beast::flat_buffer buffer;
+                while (!stopping && !resync) {
+                    co_await link->socket.async_read(buffer, asio::use_awaitable);
+                    const std::string_view message(static_cast<const char*>(buffer.data().data()), buffer.size());
+                    if (message.starts_with(R"({"type":"reply")")) {
+                        take_reply(e, *link, message);
+                    } else if (!on_channel_message(e, session, message)) {
+                        resync = true;
+                    }
+                    buffer.consume(buffer.size());
+                }
+            } catch (const std::exception& error) {
+                if (!stopping) {
+                    ++channel_failures;
+                    spdlog::debug("fleet: {}: channel socket: {}", e.id, error.what());
+                }
+            }
+            if (e.channel_open) {
+                e.channel_open = false;
+                --channels_open;
+            }
+            end_link(e, link);
+            if (stopping) {
+                break;
+            }
+            if (resync) {
+                continue;
+            }
+            if (SteadyClock::now() - started > std::chrono::minutes(1)) {
+                backoff = std::chrono::milliseconds(200);
+            }
+            const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+            co_await sleep_for(wait);
+            backoff = std::min(backoff * 2, options.max_backoff);
+        }
+    }
+
+    // One message of the stream (both protocols): false asks for a resync.
+    bool on_channel_message(SimulatedEnforcer& e, enforcer::agent::ChannelSession& session, std::string_view line) {
+        const auto line_received = SteadyClock::now();
+        const auto action = session.handle_line(line);
+        using Kind = enforcer::agent::ChannelAction::Kind;
+        if (action.kind == Kind::Hello) {
+            e.heartbeat = std::chrono::milliseconds(action.heartbeat_interval_ms);
+        } else if (action.kind == Kind::Apply) {
+            // A diff keeps the (pooled) lists it does not change and brings a few small
+            // ones: only full rulesets need pooling.
+            if (!action.from_diff) {
+                e.held = interned(action.next);
+                session.hold_equal(e.held);
+            } else {
+                e.held = action.next;
+            }
+            e.received_at = line_received;
+            e.applied_at = SteadyClock::now();
+            ++(action.from_diff ? diffs : rulesets);
+            wake_status(e);
+        } else if (action.kind == Kind::Reject) {
+            spdlog::warn("fleet: {}: rejected a ruleset: {}", e.id, action.reason);
+        } else if (action.kind == Kind::Resync) {
+            spdlog::debug("fleet: {}: resync: {}", e.id, action.reason);
+            ++resyncs;
+            return false;
+        }
+        return true;
+    }
+
+    void take_reply(SimulatedEnforcer& e, ChannelLink& link, std::string_view message) {
+        const auto reply = json::parse(message, nullptr, false);
+        if (!reply.is_object() || !reply.contains("id") || !reply["id"].is_number_unsigned()) {
+            spdlog::warn("fleet: {}: a reply without an id", e.id);
+            return;
+        }
+        const auto it = link.pending.find(reply["id"].get<std::uint64_t>());
+        if (it == link.pending.end()) {
+            return;
+        }
+        auto& pending = it->second;
+        pending.answered = true;
+        pending.status_code = reply.value("status", 0);
+        if (!pending.status) {
+            pending.body = reply.contains("body") ? reply["body"].dump() : std::string();
+            if (pending.waiter != nullptr) {
+                pending.waiter->cancel();
+            }
+            return;  // the upload's coroutine reads and erases it
+        }
+        if (pending.status_code == 200) {
+            ++status_ok;
+            if (!pending.hash.empty()) {
+                std::lock_guard lock(e.ack_mutex);
+                e.ack = FleetSimulator::Ack{pending.hash, pending.generation, SteadyClock::now(), pending.received_at,
+                                            pending.applied_at};
+            }
+        } else {
+            ++status_failures;
+            wake_status(e);  // the ack goes again
+        }
+        link.pending.erase(it);
+    }
+
+    // Queues one request up the socket; returns its id.
+    std::uint64_t send_request(SimulatedEnforcer& e, const std::shared_ptr<ChannelLink>& link, std::string_view kind,
+                               std::string_view body, ChannelLink::Pending pending) {
+        const auto id = link->next_id++;
+        link->pending.emplace(id, std::move(pending));
+        std::string message = R"({"request":")" + std::string(kind) + R"(","id":)" + std::to_string(id) + "}\n";
+        message += body;
+        link->outbox.push_back(std::move(message));
+        if (!link->writing) {
+            link->writing = true;
+            asio::co_spawn(e.strand, write_queued(link), asio::detached);
+        }
+        return id;
+    }
+
+    static asio::awaitable<void> write_queued(std::shared_ptr<ChannelLink> link) {
+        while (!link->outbox.empty() && !link->closed) {
+            try {
+                link->socket.text(true);
+                co_await link->socket.async_write(asio::buffer(link->outbox.front()), asio::use_awaitable);
+            } catch (const std::exception&) {
+                break;  // the reader sees the connection fail and ends the link
+            }
+            link->outbox.pop_front();
+        }
+        link->writing = false;
+    }
+
+    // The connection is gone: requests without a reply fail (uploads are woken; an ack that
+    // was not answered goes again on the next connection).
+    void end_link(SimulatedEnforcer& e, const std::shared_ptr<ChannelLink>& link) {
+        link->closed = true;
+        for (auto& [id, pending] : link->pending) {
+            if (pending.waiter != nullptr) {
+                pending.waiter->cancel();
+            }
+        }
+        beast::error_code ignored;
+        beast::get_lowest_layer(link->socket).socket().close(ignored);
+        if (e.link == link) {
+            e.link.reset();
+        }
+    }
+
+    // Protocol 3: acks right after every apply, heartbeats every interval otherwise, up the
+    // channel socket; the reply records the ack.
+    asio::awaitable<void> run_socket_status(SimulatedEnforcer& e) {
+        asio::steady_timer timer(e.strand);
+        auto next_heartbeat = SteadyClock::now();
+        while (!stopping) {
+            if ((!e.ack_pending && SteadyClock::now() < next_heartbeat) || !e.link) {
+                timer.expires_at(e.link ? next_heartbeat : SteadyClock::now() + std::chrono::milliseconds(200));
+                e.status_wake = &timer;
+                beast::error_code ec;
+                co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                e.status_wake = nullptr;
+                continue;
+            }
+            e.ack_pending = false;
+            ChannelLink::Pending pending;
+            pending.hash = e.held.hash;
+            pending.generation = e.held.generation;
+            pending.received_at = e.received_at;
+            pending.applied_at = e.applied_at;
+            send_request(e, e.link, "status", status_body(e).dump(), std::move(pending));
+            next_heartbeat = SteadyClock::now() + e.heartbeat;
         }
     }
 
@@ -575,11 +802,39 @@ std::size_t FleetSimulator::enroll_all(const std::vector<std::string>& tokens, i
     return enrolled;
 }
 
-void FleetSimulator::start() {
+void FleetSimulator::start(std::size_t count) {
     Impl& sim = *impl_;
-    for (auto& e : sim.enforcers) {
-        asio::co_spawn(e->strand, sim.run_channel(*e), asio::detached);
-        asio::co_spawn(e->strand, sim.run_status(*e), asio::detached);
+    for (std::size_t i = 0; i < sim.enforcers.size() && i < count; ++i) {
+        auto& e = sim.enforcers[i];
+        if (e->started) {
+            continue;
+        }
+        e->started = true;
+        if (sim.options.protocol == 2) {
+            asio::co_spawn(e->strand, sim.run_channel(*e), asio::detached);
+            asio::co_spawn(e->strand, sim.run_status(*e), asio::detached);
+        } else {
+            asio::co_spawn(e->strand, sim.run_socket(*e), asio::detached);
+            asio::co_spawn(e->strand, sim.run_socket_status(*e), asio::detached);
+        }
+    }
+}
+
+bool FleetSimulator::wait_connected(std::size_t count, SteadyClock::time_point deadline) const {
+    const Impl& sim = *impl_;
+    for (;;) {
+        std::size_t open = 0;
+        for (std::size_t i = 0; i < count && i < sim.enforcers.size(); ++i) {
+            // Read off the strand: a flag that only ever settles, polled until the deadline.
+            open += sim.enforcers[i]->channel_open ? 1 : 0;
+        }
+        if (open >= std::min(count, sim.enforcers.size())) {
+            return true;
+        }
+        if (SteadyClock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
 }
 
@@ -603,6 +858,48 @@ std::uint64_t FleetSimulator::upload(std::size_t index, const std::vector<std::s
                                      SteadyClock::time_point deadline) {
     Impl& sim = *impl_;
     SimulatedEnforcer& e = *sim.enforcers.at(index);
+    if (sim.options.protocol != 2) {
+        return sim.run_and_wait<std::uint64_t>(e.strand, [&sim, &e, &bodies, deadline]() -> asio::awaitable<std::uint64_t> {
+            std::uint64_t accepted = 0;
+            asio::steady_timer waiter(e.strand);
+            for (const auto& body : bodies) {
+                if (SteadyClock::now() >= deadline || sim.stopping) {
+                    break;
+                }
+                auto link = e.link;
+                if (!link) {
+                    ++sim.upload_failures;
+                    spdlog::warn("fleet: {}: upload: no channel socket open", e.id);
+                    break;
+                }
+                ChannelLink::Pending pending;
+                pending.status = false;
+                pending.waiter = &waiter;
+                const auto id = sim.send_request(e, link, "events", body, std::move(pending));
+                waiter.expires_at(deadline);
+                beast::error_code ec;
+                co_await waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                auto it = link->pending.find(id);
+                const bool answered = it != link->pending.end() && it->second.answered;
+                const int status = answered ? it->second.status_code : 0;
+                const std::string answer = answered ? it->second.body : std::string();
+                if (it != link->pending.end()) {
+                    link->pending.erase(it);
+                }
+                if (status != 200) {
+                    ++sim.upload_failures;
+                    spdlog::warn("fleet: {}: upload {}", e.id,
+                                 answered ? "answered " + std::to_string(status) + ": " + answer.substr(0, 200)
+                                          : std::string("not answered (connection lost or deadline)"));
+                    break;
+                }
+                const auto n = json::parse(answer).value("accepted", std::uint64_t{0});
+                accepted += n;
+                sim.events_accepted += n;
+            }
+            co_return accepted;
+        });
+    }
     return sim.run_and_wait<std::uint64_t>(e.strand, [&sim, &e, &bodies, deadline]() -> asio::awaitable<std::uint64_t> {
         Impl::Connection connection(sim, e.strand);
         connection.set_source(e.source);

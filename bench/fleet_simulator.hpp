@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,10 @@ struct SimulatorOptions {
     // The ruleset hash format the simulated enforcers announce: 2 (this release) or 1 (an
     // enforcer of the previous release: no hash_format on the stream or in status).
     int hash_format = 2;
+    // 3: one WebSocket per enforcer carrying the stream down and acks, heartbeats and uploads
+    // up (this release); 2: the NDJSON stream plus status and upload POSTs on their own
+    // keep-alive connections (the previous release).
+    int protocol = 3;
 };
 
 struct SimulatedEnforcerIdentity {
@@ -64,8 +69,11 @@ class FleetSimulator {
     // `concurrency` at once. Returns how many enrolled; the failures' reasons are logged.
     std::size_t enroll_all(const std::vector<std::string>& tokens, int concurrency, std::chrono::seconds deadline);
 
-    // Starts every enforcer: channel stream plus status connection (acks, heartbeats).
-    void start();
+    // Starts the enforcers [0, count) not started yet (all by default): the channel plus,
+    // with protocol 2, a status connection (acks, heartbeats).
+    void start(std::size_t count = SIZE_MAX);
+    // Waits until the first `count` enforcers have their channel open; false at `deadline`.
+    bool wait_connected(std::size_t count, std::chrono::steady_clock::time_point deadline) const;
     // Closes every connection and joins the threads.
     void stop();
 
@@ -87,7 +95,8 @@ class FleetSimulator {
     std::optional<Ack> last_ack(std::size_t index) const;
 
     // Uploads `bodies` (prepared upload bodies, seq numbers ascending) for enforcer `index`
-    // on its upload connection, one request at a time as the agent does. Blocks until done
+    // (protocol 3: up its channel socket, which must be open; protocol 2: on its upload
+    // connection), one request at a time as the agent does. Blocks until done
     // or `deadline`; returns the events the controller accepted.
     std::uint64_t upload(std::size_t index, const std::vector<std::string>& bodies, std::chrono::steady_clock::time_point deadline);
 
