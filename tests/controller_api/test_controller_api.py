@@ -29,7 +29,9 @@ Each check prints a PASS or FAIL line; the last line is "N passed, N failed". Ex
 """
 
 import argparse
+import base64
 import copy
+import hashlib
 import http.client
 import json
 import os
@@ -223,6 +225,135 @@ class ChannelReader(LineStream):
             message = json.loads(line)
             if want is None or message.get("type") == want:
                 return message
+
+
+class ChannelSocket:
+    """The control channel as a WebSocket (protocol 3), with a minimal RFC 6455 client written
+    here (text frames, client masking, ping/pong, close): Debian's Python has no WebSocket
+    module and the test must see the frames the controller really sends."""
+
+    def __init__(self, port, path, token=None, query=None):
+        if query:
+            path = path + "?" + urllib.parse.urlencode(query)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        self.sock.sendall((head + "\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        header, _, self.pending = data.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.[01] (\d+)", lines[0] if lines else "")
+        self.status = int(m.group(1)) if m else 0
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        self.messages = queue.Queue()
+        self.closed = threading.Event()
+        self.send_lock = threading.Lock()
+        self.body = b""
+        if self.status == 101:
+            expected = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            self.accept_ok = self.headers.get("sec-websocket-accept") == expected
+            threading.Thread(target=self._read, daemon=True).start()
+        else:
+            length = int(self.headers.get("content-length", "0"))
+            self.body = self.pending
+            while len(self.body) < length:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.body += chunk
+            self.sock.close()
+            self.closed.set()
+
+    def _recv_exact(self, n):
+        while len(self.pending) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.pending += chunk
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def _read(self):
+        self.sock.settimeout(None)
+        fragments = b""
+        try:
+            while True:
+                b0, b1 = self._recv_exact(2)
+                opcode, length = b0 & 0x0F, b1 & 0x7F
+                if length == 126:
+                    length = int.from_bytes(self._recv_exact(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(self._recv_exact(8), "big")
+                mask = self._recv_exact(4) if b1 & 0x80 else None
+                payload = self._recv_exact(length)
+                if mask:
+                    payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+                if opcode == 0x8:
+                    break
+                if opcode == 0x9:
+                    self._send_frame(0xA, payload)
+                    continue
+                if opcode in (0x1, 0x0):
+                    fragments += payload
+                    if b0 & 0x80:
+                        self.messages.put(json.loads(fragments.decode("utf-8")))
+                        fragments = b""
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            self.closed.set()
+
+    def _send_frame(self, opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        with self.send_lock:
+            self.sock.sendall(head + mask + masked)
+
+    def send_text(self, text):
+        self._send_frame(0x1, text.encode("utf-8") if isinstance(text, str) else text)
+
+    def request(self, kind, request_id, body):
+        """Sends one request (head line, newline, body) and returns its reply (or None)."""
+        raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        raw = raw.encode() if isinstance(raw, str) else raw
+        self.send_text(json.dumps({"request": kind, "id": request_id}).encode() + b"\n" + raw)
+        return self.next_message(5, want="reply", request_id=request_id)
+
+    def next_message(self, timeout=5.0, want=None, request_id=None):
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.messages.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                return None
+            if want is not None and message.get("type") != want:
+                continue
+            if request_id is not None and message.get("id") != request_id:
+                continue
+            return message
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 class SseReader(LineStream):
@@ -1025,6 +1156,95 @@ class Suite:
         finally:
             ch.close()
 
+    def test_channel_socket(self):
+        """Protocol 3: one WebSocket carries hv2's rulesets down and its acks and uploads up."""
+        e2 = self.enforcer_tokens["hv2"]
+        path = "/api/v1/enforcers/hv2/channel"
+        s = ChannelSocket(self.c.port, path)
+        check("channel socket: no credential -> 401, no upgrade", s.status == 401, (s.status, s.body[:200]))
+        s = ChannelSocket(self.c.port, path, self.enforcer_tokens["hv1"])
+        check("channel socket: another enforcer's credential -> 403, no upgrade", s.status == 403, (s.status, s.body[:200]))
+        s = ChannelSocket(self.c.port, path, e2, query={"generation": -1})
+        check("channel socket: bad generation -> 400 before the upgrade", s.status == 400
+              and json.loads(s.body or b"{}").get("error", {}).get("parameter") == "generation", (s.status, s.body[:200]))
+        ws = ChannelSocket(self.c.port, path, e2, query={"generation": 0, "hash": "", "hash_format": 2})
+        try:
+            check("channel socket: 101 with the right Sec-WebSocket-Accept", ws.status == 101 and ws.accept_ok, (ws.status, ws.headers))
+            hello = ws.next_message(5)
+            check("channel socket: hello first", hello is not None and hello.get("type") == "hello", hello)
+            full = ws.next_message(5)
+            check("channel socket: then the full ruleset for hv2", full is not None and full.get("type") == "ruleset"
+                  and full.get("ruleset", {}).get("enforcer") == "hv2", str(full)[:300])
+            metrics = self.c.get("/api/v1/metrics", TOKENS["soc"]).raw.decode(errors="replace")
+            check("channel socket: counted in bulkhead_controller_channel_sockets_open",
+                  re.search(r'^bulkhead_controller_channel_sockets_open\{listener="plain"\} 1(\.0)?$', metrics, re.M) is not None,
+                  [line for line in metrics.splitlines() if "sockets_open" in line])
+            now_ms = int(time.time() * 1000)
+            r = ws.request("status", 1, {"generation": full["generation"], "hash": full["hash"], "state": "applied",
+                                         "enforcer_time_ms": now_ms, "hash_format": 2, "version": "socket-test"})
+            check("channel socket: a status up the socket is answered 200 with controller_time_ms",
+                  r is not None and r.get("status") == 200 and isinstance(r.get("body", {}).get("controller_time_ms"), int), r)
+            st = self.c.get("/api/v1/enforcers/hv2", TOKENS["soc"]).json
+            check("channel socket: hv2 connected, in sync, version from the socket's status",
+                  st.get("connected") is True and st.get("in_sync") is True and st.get("version") == "socket-test", st)
+            r = ws.request("status", 2, {"generation": "seven"})
+            check("channel socket: a status with a wrong type -> reply 400 with pointer /generation",
+                  r is not None and r.get("status") == 400 and r["body"]["error"].get("pointer") == "/generation", r)
+            r = ws.request("status", 3, b'{"generation": 1,')
+            check("channel socket: invalid JSON -> reply 400 invalid-json", r is not None and r.get("status") == 400
+                  and r["body"]["error"].get("code") == "invalid-json" and "pointer" in r["body"]["error"], r)
+            r = ws.request("reboot", 4, {})
+            check("channel socket: an unknown request -> reply 400 unknown-request, the socket stays",
+                  r is not None and r.get("status") == 400 and r["body"]["error"].get("code") == "unknown-request"
+                  and not ws.closed.is_set(), r)
+            self.seq["hv2"] += 1
+            seq = self.seq["hv2"]
+            r = ws.request("events", 5, {"events": [{"seq": seq, "event": self.drop("admin-01", "10.9.8.7", 4444)}]})
+            check("channel socket: an upload up the socket -> reply 200, 1 accepted through its seq",
+                  r is not None and r.get("status") == 200 and r["body"].get("accepted") == 1 and r["body"].get("through_seq") == seq, r)
+            r = ws.request("events", 6, {"events": [{"seq": seq, "event": self.drop("admin-01", "10.9.8.7", 4444)}]})
+            check("channel socket: the same batch again -> a duplicate, not stored twice",
+                  r is not None and r.get("status") == 200 and r["body"].get("duplicates") == 1 and r["body"].get("accepted") == 0, r)
+            stored = self.c.get("/api/v1/events", TOKENS["soc"], query={"workload": "admin-01", "limit": 100}).json.get("events", [])
+            check("channel socket: the uploaded drop is in the drop log", any(ev.get("dst") == "10.9.8.7" and ev.get("dport") == 4444
+                                                                               for ev in stored), stored[:3])
+            # A quarantine on hv2 reaches it as a diff on the socket; the ack goes up the same
+            # socket and the quarantine request waiting on it answers "applied".
+            answered = {}
+
+            def ack_next():
+                m = ws.next_message(5, want="diff")
+                answered["diff"] = m
+                if m:
+                    answered["reply"] = ws.request("status", 7, {"generation": m["generation"], "hash": m["hash"], "state": "applied",
+                                                                  "hash_format": 2})
+            th = threading.Thread(target=ack_next)
+            th.start()
+            r = self.c.post("/api/v1/quarantines", {"workload": "vdi-101", "reason": "socket test"}, TOKENS["automation"],
+                            query={"wait_ms": 5000})
+            th.join(10)
+            check("channel socket: quarantine of vdi-101 applied once the ack came up the socket",
+                  r.status == 201 and [x.get("state") for x in r.json.get("enforcers", [])] == ["applied"]
+                  and (answered.get("diff") or {}).get("base_hash") == full["hash"]
+                  and (answered.get("reply") or {}).get("status") == 200, (r, str(answered)[:300]))
+            th = threading.Thread(target=lambda: answered.update(release=ws.next_message(5, want="diff")))
+            th.start()
+            r = self.c.delete("/api/v1/quarantines/vdi-101", TOKENS["automation"])
+            th.join(10)
+            check("channel socket: the release comes down as a diff too", r.status == 200 and answered.get("release") is not None, r)
+            rel = answered.get("release") or {}
+            if rel:
+                ws.request("status", 8, {"generation": rel["generation"], "hash": rel["hash"], "state": "applied", "hash_format": 2})
+            # A message that is not a request breaks the protocol: the controller closes.
+            ws.send_text("not a request")
+            check("channel socket: a message without a head line closes the connection", ws.closed.wait(5), "still open")
+            check("channel socket: the controller still answers", self.c.get("/api/v1/health").status == 200)
+            check("channel socket: closed sockets leave the gauge", poll(lambda: re.search(
+                r'^bulkhead_controller_channel_sockets_open\{listener="plain"\} 0(\.0)?$',
+                self.c.get("/api/v1/metrics", TOKENS["soc"]).raw.decode(errors="replace"), re.M) is not None, 5), "gauge not back to 0")
+        finally:
+            ws.close()
+
     def test_quarantine(self):
         a = TOKENS["automation"]
         t = self.admin()
@@ -1567,7 +1787,7 @@ def main():
         client = controller.start()
         suite = Suite(client, args.source_dir, controller)
         run_sections(suite, ["test_openapi", "test_health_whoami", "test_inventory", "test_vpn", "test_policies",
-                             "test_enrollment", "test_status", "test_channel", "test_quarantine", "test_events",
+                             "test_enrollment", "test_status", "test_channel", "test_channel_socket", "test_quarantine", "test_events",
                              "test_incidents_and_stream", "test_exemptions", "test_audit", "test_roles", "test_oversized",
                              "test_response_schemas"], controller)
     finally:
