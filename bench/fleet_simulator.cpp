@@ -281,6 +281,28 @@ struct FleetSimulator::Impl {
         co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
 
+    // The agent's reconnect pacing: jittered exponential backoff from 200 ms, reset after a
+    // connection that lasted a minute.
+    struct ReconnectPacing {
+        std::mt19937 jitter;
+        std::chrono::milliseconds max;
+        std::chrono::milliseconds backoff{200};
+        std::chrono::milliseconds next(SteadyClock::time_point connection_started) {
+            if (SteadyClock::now() - connection_started > std::chrono::minutes(1)) {
+                backoff = std::chrono::milliseconds(200);
+            }
+            const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
+            backoff = std::min(backoff * 2, max);
+            return wait;
+        }
+    };
+
+    void channel_closed(SimulatedEnforcer& e) {
+        if (e.channel_open.exchange(false)) {
+            --channels_open;
+        }
+    }
+
     void wake_status(SimulatedEnforcer& e) {
         e.ack_pending = true;
         if (e.status_wake != nullptr) {
@@ -291,8 +313,7 @@ struct FleetSimulator::Impl {
     // The channel stream: reconnects with jittered exponential backoff as the agent does;
     // a resync (diff that does not fit) reconnects at once with what is held.
     asio::awaitable<void> run_channel(SimulatedEnforcer& e) {
-        std::mt19937 jitter(static_cast<unsigned>(e.index * 7919 + 1));
-        auto backoff = std::chrono::milliseconds(200);
+        ReconnectPacing pacing{std::mt19937(static_cast<unsigned>(e.index * 7919 + 1)), options.max_backoff};
         std::vector<char> chunk(64 * 1024);
         while (!stopping) {
             const auto started = SteadyClock::now();
@@ -349,10 +370,7 @@ struct FleetSimulator::Impl {
                     spdlog::debug("fleet: {}: channel: {}", e.id, error.what());
                 }
             }
-            if (e.channel_open) {
-                e.channel_open = false;
-                --channels_open;
-            }
+            channel_closed(e);
             connection.close();
             if (stopping) {
                 break;
@@ -360,20 +378,14 @@ struct FleetSimulator::Impl {
             if (resync) {
                 continue;
             }
-            if (SteadyClock::now() - started > std::chrono::minutes(1)) {
-                backoff = std::chrono::milliseconds(200);
-            }
-            const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
-            co_await sleep_for(wait);
-            backoff = std::min(backoff * 2, options.max_backoff);
+            co_await sleep_for(pacing.next(started));
         }
     }
 
     // Protocol 3: the channel as a WebSocket; acks, heartbeats and uploads go up the same
     // connection (run_socket_status, upload). Reconnects as run_channel does.
     asio::awaitable<void> run_socket(SimulatedEnforcer& e) {
-        std::mt19937 jitter(static_cast<unsigned>(e.index * 7919 + 1));
-        auto backoff = std::chrono::milliseconds(200);
+        ReconnectPacing pacing{std::mt19937(static_cast<unsigned>(e.index * 7919 + 1)), options.max_backoff};
         while (!stopping) {
             const auto started = SteadyClock::now();
             bool resync = false;
@@ -430,10 +442,7 @@ struct FleetSimulator::Impl {
                     spdlog::debug("fleet: {}: channel socket: {}", e.id, error.what());
                 }
             }
-            if (e.channel_open) {
-                e.channel_open = false;
-                --channels_open;
-            }
+            channel_closed(e);
             end_link(e, link);
             if (stopping) {
                 break;
@@ -441,12 +450,7 @@ struct FleetSimulator::Impl {
             if (resync) {
                 continue;
             }
-            if (SteadyClock::now() - started > std::chrono::minutes(1)) {
-                backoff = std::chrono::milliseconds(200);
-            }
-            const auto wait = backoff / 2 + std::chrono::milliseconds(jitter() % (backoff.count() / 2 + 1));
-            co_await sleep_for(wait);
-            backoff = std::min(backoff * 2, options.max_backoff);
+            co_await sleep_for(pacing.next(started));
         }
     }
 
