@@ -122,9 +122,6 @@ HttpConnection::HttpConnection(const ControllerEndpoint& endpoint, const std::st
     c.set_connection_timeout(timeouts.connect);
     c.set_read_timeout(timeouts.read);
     c.set_write_timeout(timeouts.write);
-    c.set_keep_alive(true);
-    // Requests go out as two sends (headers, body): without TCP_NODELAY the body can wait for
-    // the controller's delayed ACK of the headers (~40 ms) on the ack and upload paths.
     c.set_tcp_nodelay(true);
     c.set_follow_location(false);
     if (endpoint.scheme == "https") {
@@ -136,12 +133,6 @@ HttpConnection::HttpConnection(const ControllerEndpoint& endpoint, const std::st
 
 HttpConnection::~HttpConnection() = default;
 
-void HttpConnection::set_bearer(const std::string& credential) {
-    if (!credential.empty()) {
-        impl_->client.set_bearer_token_auth(credential);
-    }
-}
-
 std::expected<HttpResponse, std::string> HttpConnection::post_json(const std::string& path,
                                                                    const std::string& body) {
     auto result = impl_->client.Post(path, body, "application/json");
@@ -149,65 +140,6 @@ std::expected<HttpResponse, std::string> HttpConnection::post_json(const std::st
         return std::unexpected("POST " + path + ": " + httplib::to_string(result.error()));
     }
     return HttpResponse{result->status, result->body};
-}
-
-std::expected<int, std::string> HttpConnection::stream(
-    const std::string& path, const std::function<bool(int)>& on_status,
-    const std::function<bool(std::string_view)>& on_data) {
-    int status = 0;
-    auto result = impl_->client.Get(
-        path, httplib::Headers{{"Accept", "application/x-ndjson"}},
-        [&](const httplib::Response& response) {
-            status = response.status;
-            return on_status(response.status);
-        },
-        [&](const char* data, std::size_t length) { return on_data(std::string_view(data, length)); });
-    if (!result) {
-        if (status != 0 && result.error() == httplib::Error::Canceled) {
-            return std::unexpected("GET " + path + ": ended by the client after status " +
-                                   std::to_string(status));
-        }
-        return std::unexpected("GET " + path + ": " + httplib::to_string(result.error()));
-    }
-    return result->status;
-}
-
-void HttpConnection::stop() { impl_->client.stop(); }
-
-// ---- Interruptible ----------------------------------------------------------------------
-
-bool Interruptible::set(std::shared_ptr<HttpConnection> connection) {
-    std::lock_guard lock(mutex_);
-    if (shutting_down_) {
-        return false;
-    }
-    current_ = std::move(connection);
-    return true;
-}
-
-void Interruptible::clear() {
-    std::lock_guard lock(mutex_);
-    current_.reset();
-}
-
-void Interruptible::interrupt_current() {
-    std::lock_guard lock(mutex_);
-    if (current_) {
-        current_->stop();
-    }
-}
-
-void Interruptible::shut_down() {
-    std::lock_guard lock(mutex_);
-    shutting_down_ = true;
-    if (current_) {
-        current_->stop();
-    }
-}
-
-bool Interruptible::shutting_down() const {
-    std::lock_guard lock(mutex_);
-    return shutting_down_;
 }
 
 // ---- ControllerClient -------------------------------------------------------------------
@@ -259,12 +191,21 @@ std::string ControllerClient::enforcer_path(std::string_view what) const {
     return "/api/v1/enforcers/" + config_.enforcer_id + "/" + std::string(what);
 }
 
-std::shared_ptr<HttpConnection> ControllerClient::connect(std::chrono::milliseconds read_timeout) const {
-    auto timeouts = config_.timeouts;
-    timeouts.read = read_timeout;
-    auto connection = std::make_shared<HttpConnection>(config_.endpoint, config_.ca_file, timeouts);
-    connection->set_bearer(credential());
-    return connection;
+std::shared_ptr<ChannelSocket> ControllerClient::channel() const {
+    std::lock_guard lock(mutex_);
+    return channel_;
+}
+
+void ControllerClient::set_channel(std::shared_ptr<ChannelSocket> socket) {
+    std::lock_guard lock(mutex_);
+    channel_ = std::move(socket);
+}
+
+void ControllerClient::clear_channel(const ChannelSocket* socket) {
+    std::lock_guard lock(mutex_);
+    if (channel_.get() == socket) {
+        channel_.reset();
+    }
 }
 
 std::expected<void, std::string> ControllerClient::enroll_if_needed() {

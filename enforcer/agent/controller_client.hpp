@@ -1,6 +1,7 @@
 // The enforcer's side of the controller connection (docs/control-channel.md): where the
-// controller is, whom to trust (CA), who we are (credential, enrollment), and one HTTP
-// connection per thread. cpp-httplib stays inside the .cpp files.
+// controller is, whom to trust (CA), who we are (credential, enrollment), and the one
+// connection the enforcer holds, the channel socket (channel_socket.hpp), for the threads
+// that send requests on it. cpp-httplib (enrollment only) stays inside the .cpp files.
 #pragma once
 
 #include "common/version.hpp"
@@ -33,9 +34,8 @@ struct HttpResponse {
     std::string body;
 };
 
-// One HTTP(S) connection, used by one thread at a time. stop() may be called from any
-// thread and aborts the request in flight (that is how the watchdog and shutdown end a
-// blocking read).
+// One HTTP(S) connection for a plain request: enrollment, the only exchange that does not
+// go over the channel (there is no credential to open the channel with yet).
 class HttpConnection {
 public:
     struct Timeouts {
@@ -48,36 +48,14 @@ public:
     HttpConnection(const HttpConnection&) = delete;
     HttpConnection& operator=(const HttpConnection&) = delete;
 
-    void set_bearer(const std::string& credential);
     std::expected<HttpResponse, std::string> post_json(const std::string& path, const std::string& body);
-    // GET streaming the body: `on_status` sees the status first (false: abort, the body is
-    // not read); `on_data` every chunk (false: abort). Returns the status, or the transport
-    // error when the request did not complete (an abort by a callback or stop() included).
-    std::expected<int, std::string> stream(const std::string& path,
-                                           const std::function<bool(int)>& on_status,
-                                           const std::function<bool(std::string_view)>& on_data);
-    void stop();
 
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 
-// Holds the connection a thread is using so another thread can abort it; once interrupted,
-// every later set() is refused (shutdown).
-class Interruptible {
-public:
-    bool set(std::shared_ptr<HttpConnection> connection);
-    void clear();
-    void interrupt_current();  // aborts the request in flight, nothing more
-    void shut_down();          // aborts and refuses every later set()
-    bool shutting_down() const;
-
-private:
-    mutable std::mutex mutex_;
-    std::shared_ptr<HttpConnection> current_;
-    bool shutting_down_ = false;
-};
+class ChannelSocket;
 
 struct ControllerConfig {
     ControllerEndpoint endpoint;
@@ -108,8 +86,12 @@ public:
     // file, 401, transport).
     std::expected<void, std::string> enroll_if_needed();
 
-    // A new connection carrying the credential (when there is one).
-    std::shared_ptr<HttpConnection> connect(std::chrono::milliseconds read_timeout) const;
+    // The channel socket while it is open (the channel thread sets and clears it), null
+    // otherwise: the status thread and the event uploader send their requests on it.
+    std::shared_ptr<ChannelSocket> channel() const;
+    void set_channel(std::shared_ptr<ChannelSocket> socket);
+    // Clears the channel if it is still `socket` (a newer one stays).
+    void clear_channel(const ChannelSocket* socket);
 
     // "/api/v1/enforcers/<id>/<what>"
     std::string enforcer_path(std::string_view what) const;
@@ -119,6 +101,7 @@ private:
     ControllerConfig config_;
     mutable std::mutex mutex_;
     std::string credential_;
+    std::shared_ptr<ChannelSocket> channel_;
 };
 
 std::int64_t unix_ms_now();

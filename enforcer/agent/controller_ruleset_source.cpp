@@ -1,7 +1,6 @@
 #include "enforcer/agent/controller_ruleset_source.hpp"
 
 #include "enforcer/agent/durable_file.hpp"
-#include "enforcer/agent/ndjson.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -58,31 +57,26 @@ ControllerRulesetSource::ControllerRulesetSource(std::shared_ptr<ControllerClien
     last_apply_.hash = in_force.hash;
     stats_.in_force_generation = in_force.generation;
     stats_.in_force_hash = in_force.hash;
-    channel_thread_ = std::thread([this] {
-        channel_loop();
-        channel_done_ = true;
-    });
-    status_thread_ = std::thread([this] {
-        status_loop();
-        status_done_ = true;
-    });
+    channel_thread_ = std::thread([this] { channel_loop(); });
+    status_thread_ = std::thread([this] { status_loop(); });
 }
 
 ControllerRulesetSource::~ControllerRulesetSource() {
+    std::shared_ptr<ChannelSocket> socket;
     {
         std::lock_guard lock(mutex_);
-        stopping_ = true;
+        stopping_ = true;  // no new socket from here on
+        socket = channel_socket_;
     }
     channel_wake_.notify_all();
     status_wake_.notify_all();
-    channel_request_.shut_down();
-    status_request_.shut_down();
-    // A stop() that lands while a request is still connecting is lost; repeat it until the
-    // threads are out (bounded by the requests' own timeouts).
-    for (int i = 0; i < 1000 && !(channel_done_ && status_done_); ++i) {
-        channel_request_.interrupt_current();
-        status_request_.interrupt_current();
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (socket) {
+        // No new request takes the socket; one in flight (an ack, an upload) may finish, as
+        // its answer settles what the next start has to send again.
+        client_->clear_channel(socket.get());
+        socket->wait_idle(config_.shutdown_grace);
+        // Ends the connect or read the channel thread is in, and whatever still waits.
+        socket->close("the enforcer is shutting down");
     }
     channel_thread_.join();
     status_thread_.join();
@@ -194,7 +188,7 @@ void ControllerRulesetSource::channel_loop() {
             }
         }
         if (ready) {
-            run_one_stream(backoff);
+            run_one_channel(backoff);
         }
         std::unique_lock lock(mutex_);
         const auto wait = backoff.next();
@@ -205,44 +199,51 @@ void ControllerRulesetSource::channel_loop() {
     }
 }
 
-void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
+void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
     HeldRuleset base;
-    std::chrono::milliseconds heartbeat = config_.default_heartbeat;
     {
         std::lock_guard lock(mutex_);
         base = in_force_;
-        if (stats_.heartbeat_interval_ms > 0) {
-            heartbeat = std::chrono::milliseconds(stats_.heartbeat_interval_ms);
-        }
     }
-    // The socket's own read timeout is a backstop; the status thread's watchdog ends a
-    // silent stream after 3 x the interval the hello announced.
-    auto connection = client_->connect(heartbeat * 3 + std::chrono::seconds(1));
-    if (!channel_request_.set(connection)) {
-        return;
-    }
-    ChannelSession session(client_->config().enforcer_id, base);
-    NdjsonFramer framer;
-    const auto path = client_->enforcer_path("channel") + "?generation=" + std::to_string(base.generation) +
-                      "&hash=" + base.hash +
-                      "&hash_format=" + std::to_string(ruleset::ruleset_hash_format);
+    auto socket = std::make_shared<ChannelSocket>(client_->config().endpoint, client_->config().ca_file);
     const auto started = Clock::now();
     {
         std::lock_guard lock(mutex_);
-        streaming_ = true;
-        last_line_ = started;
+        if (stopping_) {
+            return;
+        }
+        // From here the watchdog and the destructor can close it, connecting or not.
+        channel_socket_ = socket;
+        channel_running_ = true;
+        last_message_ = started;
     }
+    ChannelSession session(client_->config().enforcer_id, base);
+    const auto path = client_->enforcer_path("channel") + "?generation=" + std::to_string(base.generation) +
+                      "&hash=" + base.hash +
+                      "&hash_format=" + std::to_string(ruleset::ruleset_hash_format);
     std::string reason;
     bool resync = false;
-    auto on_line = [&](std::string_view line) {
+    if (auto connected = socket->connect(path, client_->credential(), client_->config().timeouts.connect);
+        !connected) {
+        reason = connected.error();
+    } else {
+        client_->set_channel(socket);
+    }
+    while (reason.empty()) {
+        auto message = socket->read();
+        if (!message) {
+            reason = message.error();
+            break;
+        }
         {
             std::lock_guard lock(mutex_);
-            last_line_ = Clock::now();
+            last_message_ = Clock::now();
             if (stopping_) {
-                return false;
+                reason = "the enforcer is shutting down";
+                break;
             }
         }
-        auto action = session.handle_line(line);
+        auto action = session.handle_line(*message);
         switch (action.kind) {
         case ChannelAction::Kind::Hello: {
             {
@@ -250,10 +251,19 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
                 stats_.connected = true;
                 ++stats_.connects;
                 stats_.heartbeat_interval_ms = action.heartbeat_interval_ms;
+                greeted_ = true;
+                // A status at once on every new channel: an ack that could not go up while
+                // the channel was down goes now, and the controller learns what is in force.
+                ack_pending_ = true;
             }
             spdlog::info("agent: enforcer {}: control channel connected to {} (holding generation {})",
                          client_->config().enforcer_id, client_->config().endpoint.url(), base.generation);
+            // A pending ack goes up at once, and so do the events spooled while the channel
+            // was down.
             wake_status();
+            if (sink_ != nullptr) {
+                sink_->kick();
+            }
             break;
         }
         case ChannelAction::Kind::Apply: {
@@ -280,42 +290,25 @@ void ControllerRulesetSource::run_one_stream(Backoff& backoff) {
         case ChannelAction::Kind::Resync:
             resync = true;
             reason = action.reason;
-            return false;
+            break;
         case ChannelAction::Kind::None:
             break;
         }
-        return true;
-    };
-    auto result = connection->stream(
-        path,
-        [&](int status) {
-            if (status != 200) {
-                reason = "HTTP " + std::to_string(status);
-                return false;
-            }
-            return true;
-        },
-        [&](std::string_view chunk) {
-            auto fed = framer.feed(chunk, on_line);
-            if (!fed) {
-                resync = true;
-                reason = fed.error();
-                return false;
-            }
-            return *fed;
-        });
-    channel_request_.clear();
+    }
+    client_->clear_channel(socket.get());
+    socket->close(reason);
     const auto lasted = Clock::now() - started;
     if (lasted >= config_.stable_after) {
         backoff.reset();
     }
-    if (reason.empty()) {
-        reason = result ? "the controller ended the stream" : result.error();
-    }
     bool stopping = false;
     {
         std::lock_guard lock(mutex_);
-        streaming_ = false;
+        if (channel_socket_ == socket) {
+            channel_socket_.reset();
+        }
+        channel_running_ = false;
+        greeted_ = false;
         if (stats_.connected) {
             ++stats_.disconnects;
         }
@@ -363,11 +356,12 @@ nlohmann::json ControllerRulesetSource::status_body(double rtt_ms) const {
 void ControllerRulesetSource::status_loop() {
     auto next_heartbeat = Clock::now();
     double rtt_ms = 0;
-    std::shared_ptr<HttpConnection> status_connection;  // this thread's only
     std::unique_lock lock(mutex_);
     for (;;) {
         const auto tick = std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(100));
-        status_wake_.wait_until(lock, tick, [&] { return stopping_ || ack_pending_; });
+        // An ack waits for the channel's hello: without a channel there is nothing to send
+        // it on, and the hello wakes this thread.
+        status_wake_.wait_until(lock, tick, [&] { return stopping_ || (ack_pending_ && greeted_); });
         if (stopping_) {
             return;
         }
@@ -375,41 +369,38 @@ void ControllerRulesetSource::status_loop() {
         const auto heartbeat = stats_.heartbeat_interval_ms > 0
                                    ? std::chrono::milliseconds(stats_.heartbeat_interval_ms)
                                    : config_.default_heartbeat;
-        // Watchdog: three intervals without a line is a dead connection.
-        if (streaming_ && now - last_line_ > heartbeat * 3) {
-            last_line_ = now;
+        // Watchdog: three intervals without a message is a dead connection.
+        if (channel_running_ && now - last_message_ > heartbeat * 3) {
+            last_message_ = now;
+            auto socket = channel_socket_;
             lock.unlock();
             spdlog::warn("agent: enforcer {}: control channel silent for {} ms; reconnecting",
                          client_->config().enforcer_id, 3 * heartbeat.count());
-            channel_request_.interrupt_current();
+            if (socket) {
+                socket->close("silent for " + std::to_string(3 * heartbeat.count()) + " ms");
+            }
             lock.lock();
         }
-        if (!ack_pending_ && now < next_heartbeat) {
+        if (!greeted_ || (!ack_pending_ && now < next_heartbeat)) {
             continue;
         }
-        if (!client_->has_credential()) {
-            next_heartbeat = now + heartbeat;
-            continue;
+        auto socket = client_->channel();
+        if (!socket) {
+            continue;  // the channel just ended; the next hello brings this thread back
         }
         ack_pending_ = false;
         const auto body = status_body(rtt_ms).dump();
         lock.unlock();
-        // Kept open between posts (keep-alive): no handshake on the ack path; dropped after
-        // a failure so the next attempt starts afresh.
-        if (!status_connection) {
-            status_connection = client_->connect(config_.status_timeout);
-        }
-        auto connection = status_connection;
-        if (!status_request_.set(connection)) {
-            return;
-        }
         const auto sent = Clock::now();
-        auto response = connection->post_json(client_->enforcer_path("status"), body);
+        auto response = socket->request("status", body, config_.status_timeout);
         const auto took = std::chrono::duration<double, std::milli>(Clock::now() - sent).count();
-        status_request_.clear();
         const bool ok = response && response->status == 200;
         if (ok) {
             rtt_ms = took;
+        } else {
+            spdlog::debug("agent: enforcer {}: status not taken: {}", client_->config().enforcer_id,
+                          response ? "HTTP " + std::to_string(response->status) + " " + response->body.substr(0, 200)
+                                   : response.error());
         }
         lock.lock();
         ++stats_.status_posts;
@@ -417,9 +408,9 @@ void ControllerRulesetSource::status_loop() {
             stats_.last_rtt_ms = took;
             next_heartbeat = Clock::now() + heartbeat;
         } else {
-            status_connection.reset();
             ++stats_.status_failures;
-            // The next attempt carries the same apply result: it is the ack, late.
+            // The next attempt carries the same apply result: it is the ack, late (at the
+            // next hello if the channel closed under this one).
             next_heartbeat = Clock::now() + std::min<std::chrono::milliseconds>(heartbeat, std::chrono::seconds(1));
         }
     }

@@ -1,21 +1,24 @@
 // ControllerRulesetSource: desired rulesets pushed by the controller on the control channel
-// (GET /api/v1/enforcers/{id}/channel, NDJSON), behind the daemon's RulesetSource seam.
+// (GET /api/v1/enforcers/{id}/channel as a WebSocket, protocol 3), behind the daemon's
+// RulesetSource seam.
 //
-// Threads: a channel thread holds the stream (enrolls first if needed, reconnects with
-// jittered exponential backoff, resyncs on any base or hash mismatch) and hands verified
-// rulesets to the daemon's thread through a queue and an eventfd (fd()); a status thread
-// posts the ack right after every apply the daemon reports and a heartbeat every interval
-// (POST /api/v1/enforcers/{id}/status), and ends a stream that stayed silent for three
-// heartbeat intervals. The daemon's thread never waits for the network.
+// Threads: a channel thread holds the channel socket (enrolls first if needed, reconnects
+// with jittered exponential backoff, resyncs on any base or hash mismatch), publishes it
+// through ControllerClient::set_channel and hands verified rulesets to the daemon's thread
+// through a queue and an eventfd (fd()); a status thread sends the ack right after every
+// apply the daemon reports and a heartbeat every interval as "status" requests on that same
+// socket, and closes a channel that stayed silent for three heartbeat intervals. The event
+// uploader (SpoolingEventSink) sends its "events" requests on the same socket: the enforcer
+// holds one connection to the controller. The daemon's thread never waits for the network.
 #pragma once
 
 #include "enforcer/agent/backoff.hpp"
 #include "enforcer/agent/channel_session.hpp"
+#include "enforcer/agent/channel_socket.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
 #include "enforcer/interfaces/ruleset_source.hpp"
 
-#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -31,6 +34,9 @@ struct ChannelConfig {
     std::chrono::milliseconds stable_after{60000};  // a connection this long resets the backoff
     std::chrono::milliseconds default_heartbeat{5000};  // until a hello says otherwise
     std::chrono::milliseconds status_timeout{5000};
+    // At shutdown an ack or upload in flight on the channel may finish for this long before
+    // the socket closes under it.
+    std::chrono::milliseconds shutdown_grace{2000};
 };
 
 struct ChannelStats {
@@ -41,7 +47,7 @@ struct ChannelStats {
     std::uint64_t rulesets = 0;      // full rulesets received
     std::uint64_t diffs = 0;         // diffs received and verified
     std::uint64_t rejected = 0;
-    std::uint64_t status_posts = 0;
+    std::uint64_t status_posts = 0;     // status requests sent on the channel
     std::uint64_t status_failures = 0;
     std::int64_t heartbeat_interval_ms = 0;
     double last_rtt_ms = 0;
@@ -79,7 +85,7 @@ private:
                             ChannelConfig config, const SpoolingEventSink* sink, int event_fd);
     void channel_loop();
     void status_loop();
-    void run_one_stream(Backoff& backoff);
+    void run_one_channel(Backoff& backoff);
     void push(Item item);
     nlohmann::json status_body(double rtt_ms) const;
     void wake_status();
@@ -107,13 +113,13 @@ private:
     std::condition_variable status_wake_;
     std::condition_variable channel_wake_;
     ChannelStats stats_;
-    std::chrono::steady_clock::time_point last_line_{};
-    bool streaming_ = false;
+    std::chrono::steady_clock::time_point last_message_{};
+    bool channel_running_ = false;
+    bool greeted_ = false;  // the open channel's hello arrived: statuses may go up
+    // The socket of the channel thread, from before its connect until it ends: what the
+    // watchdog and the destructor close.
+    std::shared_ptr<ChannelSocket> channel_socket_;
 
-    std::atomic<bool> channel_done_{false};
-    std::atomic<bool> status_done_{false};
-    Interruptible channel_request_;
-    Interruptible status_request_;
     std::thread channel_thread_;
     std::thread status_thread_;
 };

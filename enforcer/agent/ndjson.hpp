@@ -1,5 +1,7 @@
-// NDJSON framing for the control channel: the stream arrives in arbitrary chunks (TLS
-// records, HTTP chunks); lines are cut at '\n' only. Pure, no I/O.
+// NDJSON framing for the control channel's NDJSON stream (protocol 2, the previous
+// release's; the enforcer itself now reads the channel as a WebSocket, and the fleet
+// simulator speaks both): the stream arrives in arbitrary chunks (TLS records, HTTP
+// chunks); lines are cut at '\n' only. Pure, no I/O.
 #pragma once
 
 #include <cstddef>

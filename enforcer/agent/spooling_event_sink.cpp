@@ -44,8 +44,19 @@ SpoolingEventSink::~SpoolingEventSink() {
         std::unique_lock lock(upload_mutex_);
         upload_wake_.wait_for(lock, config_.shutdown_grace, [&] { return uploader_exited_; });
     }
-    upload_request_.shut_down();
     if (uploader_.joinable()) {
+        std::shared_ptr<ChannelSocket> busy;
+        {
+            std::lock_guard lock(upload_mutex_);
+            if (!uploader_exited_) {
+                busy = upload_socket_;
+            }
+        }
+        if (busy) {
+            // Past the grace period: the upload is abandoned (its events stay spooled and
+            // are sent again; the controller de-duplicates them by seq).
+            busy->close("the enforcer is shutting down");
+        }
         uploader_.join();
     }
 }
@@ -86,7 +97,7 @@ void SpoolingEventSink::wait_written() {
     written_.wait(lock, [&] { return batches_written_ >= target; });
 }
 
-void SpoolingEventSink::kick() {
+void SpoolingEventSink::kick() const {
     {
         std::lock_guard lock(upload_mutex_);
         upload_kick_ = true;
@@ -174,10 +185,9 @@ bool refused_for_good(int status) { return status == 400 || status == 413 || sta
 void SpoolingEventSink::uploader_loop() {
     Backoff backoff(config_.retry_initial, config_.retry_max);
     auto retry_at = std::chrono::steady_clock::now();
-    // Kept open between uploads (HTTP keep-alive): a new TCP and TLS handshake per batch
-    // cost ~5 ms on the path from a drop to its detection. Dropped after any failure, so a
-    // retry starts on a fresh connection (and with a new credential after re-enrollment).
-    std::shared_ptr<HttpConnection> connection;
+    // Set while there was no channel to upload on: a kick (the channel's hello, new events)
+    // ends the wait for it at once, where it does not cut a backoff after a failure short.
+    bool waiting_for_channel = false;
     // Events per batch while a refused batch is being halved down to its bad event.
     std::size_t batch_limit = std::numeric_limits<std::size_t>::max();
     struct Exited {
@@ -208,25 +218,37 @@ void SpoolingEventSink::uploader_loop() {
             if (upload_stopping_) {
                 return;
             }
+            if (upload_kick_ && waiting_for_channel) {
+                retry_at = std::chrono::steady_clock::now();
+            }
             upload_kick_ = false;
             continue;
         }
-        if (!client_->has_credential()) {
-            retry_at = now + backoff.next();
-            continue;  // the channel enrolls; events wait in the spool meanwhile
+        // The channel thread enrolls, connects and publishes the socket; until then the
+        // events wait in the spool. Not a failure: nothing was sent.
+        auto socket = client_->channel();
+        if (!socket) {
+            waiting_for_channel = true;
+            retry_at = now + config_.channel_wait;
+            continue;
         }
+        waiting_for_channel = false;
         auto batch = spool_->next_batch(std::min(config_.max_batch_events, batch_limit), config_.max_batch_bytes);
         if (!batch) {
             continue;
         }
-        if (!connection) {
-            connection = client_->connect(config_.request_timeout);
+        {
+            std::lock_guard lock(upload_mutex_);
+            if (upload_stopping_) {
+                return;  // no new upload starts at shutdown
+            }
+            upload_socket_ = socket;
         }
-        if (!upload_request_.set(connection)) {
-            return;
+        auto response = socket->request("events", batch->body, config_.request_timeout);
+        {
+            std::lock_guard lock(upload_mutex_);
+            upload_socket_.reset();
         }
-        auto response = connection->post_json(client_->enforcer_path("events"), batch->body);
-        upload_request_.clear();
         bool ok = false;
         bool refused = false;  // for good: this body will never be accepted
         std::string problem;
@@ -290,7 +312,6 @@ void SpoolingEventSink::uploader_loop() {
                 kick();
             }
         } else {
-            connection.reset();
             const auto wait = backoff.next();
             retry_at = std::chrono::steady_clock::now() + wait;
             spdlog::warn("agent: {}: event upload failed: {}; {} events spooled, retry in {} ms", log_subject(),

@@ -1,11 +1,14 @@
 // SpoolingEventSink: the enforcer's events go to the disk spool (EventSpool) and from there
-// to the controller (POST /api/v1/enforcers/{id}/events), at least once, oldest first.
-// The daemon's thread only moves events into a queue: a writer thread appends them to the
-// spool (one fdatasync per flush) and an uploader thread drains the spool with retries, so
-// neither a slow disk nor an unreachable controller ever blocks the poll loop.
+// to the controller, at least once, oldest first, as "events" requests on the control
+// channel's socket (ControllerClient::channel(); the body is what POST
+// /api/v1/enforcers/{id}/events takes). The daemon's thread only moves events into a queue:
+// a writer thread appends them to the spool (one fdatasync per flush) and an uploader thread
+// drains the spool with retries whenever the channel is up, so neither a slow disk nor an
+// unreachable controller ever blocks the poll loop.
 #pragma once
 
 #include "enforcer/agent/backoff.hpp"
+#include "enforcer/agent/channel_socket.hpp"
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/event_spool.hpp"
 #include "enforcer/interfaces/event_sink.hpp"
@@ -25,7 +28,10 @@ struct SpoolingSinkConfig {
     std::size_t max_batch_bytes = 8 * 1024 * 1024 - 4096;  // per request body (8 MiB limit)
     std::chrono::milliseconds retry_initial{200};
     std::chrono::milliseconds retry_max{10000};
-    std::chrono::milliseconds request_timeout{30000};
+    std::chrono::milliseconds request_timeout{30000};  // an upload's reply on the channel
+    // With no channel up, how long the uploader waits before it looks again (a kick, e.g.
+    // the channel's hello, ends the wait sooner).
+    std::chrono::milliseconds channel_wait{1000};
     // At shutdown an upload in flight may finish for this long before it is cut off: its
     // answer takes its events out of the spool, where a cut-off one would be sent again
     // at the next start although the controller may have stored it.
@@ -56,8 +62,9 @@ public:
     SinkStats stats() const;
     // Blocks until every event flushed so far is on disk (tests, shutdown).
     void wait_written();
-    // Try an upload now (e.g. the control channel just connected).
-    void kick();
+    // Try an upload now (e.g. the control channel just connected). Const: the channel
+    // holds the sink as a read-only view (stats for its status messages) and kicks it.
+    void kick() const;
 
 private:
     SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
@@ -83,12 +90,14 @@ private:
     std::uint64_t batches_written_ = 0;
     bool stopping_ = false;
 
-    std::mutex upload_mutex_;
-    std::condition_variable upload_wake_;
-    bool upload_kick_ = false;
+    mutable std::mutex upload_mutex_;
+    mutable std::condition_variable upload_wake_;
+    mutable bool upload_kick_ = false;
     bool upload_stopping_ = false;
     bool uploader_exited_ = false;
-    Interruptible upload_request_;
+    // The channel socket an upload is waiting on: at shutdown, closed under an upload that
+    // outlives the grace period.
+    std::shared_ptr<ChannelSocket> upload_socket_;
 
     mutable std::mutex stats_mutex_;
     SinkStats stats_;

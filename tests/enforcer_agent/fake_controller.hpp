@@ -1,25 +1,43 @@
-// A stand-in for the real controller (controller/, which the lead is writing in parallel),
-// built on httplib::Server on 127.0.0.1. It serves exactly the enforcer-facing endpoints of
-// docs/control-channel.md and nothing else, and records what enforcers send so tests can
-// check it:
+// A stand-in for the real controller (controller/), built on Boost.Beast on 127.0.0.1. It
+// serves exactly the enforcer-facing endpoints of docs/control-channel.md that an enforcer
+// of this release uses, and records what enforcers send so tests can check it:
 //   POST /api/v1/enforcers/enroll          one-time token -> 201 credential (401 otherwise)
-//   GET  /api/v1/enforcers/{id}/channel    hello, then a ruleset (or nothing when the hash
-//                                          matches), pushes (diff / ruleset), heartbeats
-//   POST /api/v1/enforcers/{id}/status     ack / heartbeat -> 200 {"controller_time_ms"}
-//   POST /api/v1/enforcers/{id}/events     {"events":[{"seq","event"}]} -> 200 {accepted,
-//                                          duplicates, through_seq}, stored once per seq
-// Bearer credentials are per enforcer (401 without, 403 for another id). stop()/start() on
-// the same port simulate a controller restart: the "database" (credentials, desired
-// ruleset, stored events) survives, the in-memory knowledge of what was sent does not, so a
-// reconnect after a restart gets a full ruleset.
+//   GET  /api/v1/enforcers/{id}/channel    upgraded to a WebSocket (protocol 3): hello, then a
+//                                          ruleset (or nothing when the hash matches), pushes
+//                                          (diff / ruleset), heartbeats, one per message; up
+//                                          the same socket the enforcer's requests:
+//     "status"  ack / heartbeat            -> reply 200 {"controller_time_ms"}
+//     "events"  {"events":[{"seq","event"}]} -> reply 200 {accepted, duplicates, through_seq},
+//                                          stored once per seq
+// Bearer credentials are per enforcer (401 without, 403 for another id), checked before the
+// upgrade. stop()/start() on the same port simulate a controller restart: the "database"
+// (credentials, desired ruleset, stored events) survives, the in-memory knowledge of what
+// was sent does not, so a reconnect after a restart gets a full ruleset. It also counts the
+// TCP connections it accepted, so tests can check that an enforcer holds only one.
 #pragma once
 
 #include "policies/ruleset.hpp"
 #include "policies/ruleset_diff.hpp"
 
-#include <httplib.h>
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -28,6 +46,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,8 +90,6 @@ public:
 
     // Binds 127.0.0.1:port (0: any free port) and serves in a thread.
     void start(int port = 0) {
-        server_ = std::make_unique<httplib::Server>();
-        routes(*server_);
         {
             std::lock_guard lock(mutex_);
             stopping_ = false;
@@ -80,27 +97,36 @@ public:
             // the first answer to a reconnect is a full ruleset ("controller restarted").
             sent_history_.clear();
         }
-        if (port == 0) {
-            port_ = server_->bind_to_any_port("127.0.0.1");
-        } else {
-            bool bound = false;
-            for (int i = 0; i < 200 && !bound; ++i) {
-                bound = server_->bind_to_port("127.0.0.1", port);
-                if (!bound) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-                }
+        io_ = std::make_unique<boost::asio::io_context>();
+        acceptor_ = std::make_unique<tcp::acceptor>(*io_);
+        const tcp::endpoint where(boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port));
+        bool bound = false;
+        for (int i = 0; i < 200 && !bound; ++i) {
+            boost::system::error_code ec;
+            acceptor_->open(where.protocol(), ec);
+            close_on_exec(acceptor_->native_handle());
+            acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
+            acceptor_->bind(where, ec);
+            if (!ec) {
+                acceptor_->listen(boost::asio::socket_base::max_listen_connections, ec);
             }
-            port_ = bound ? port : -1;
+            bound = !ec;
+            if (!bound) {
+                acceptor_->close(ec);
+                std::this_thread::sleep_for(std::chrono::milliseconds(25));
+            }
         }
-        if (port_ <= 0) {
-            throw std::runtime_error("fake controller: cannot bind 127.0.0.1");
+        if (!bound) {
+            throw std::runtime_error("fake controller: cannot bind 127.0.0.1:" + std::to_string(port));
         }
-        thread_ = std::thread([this] { server_->listen_after_bind(); });
-        eventually([this] { return server_->is_running(); }, std::chrono::seconds(5));
+        port_ = acceptor_->local_endpoint().port();
+        boost::asio::co_spawn(*io_, accept_loop(), boost::asio::detached);
+        thread_ = std::thread([this] { io_->run(); });
     }
 
+    // Closes every connection (the enforcers see their channel end) and stops serving.
     void stop() {
-        if (!server_) {
+        if (!io_) {
             return;
         }
         {
@@ -111,12 +137,13 @@ public:
             }
             streams_.clear();
         }
-        wake_.notify_all();
-        server_->stop();
+        io_->stop();
         if (thread_.joinable()) {
             thread_.join();
         }
-        server_.reset();
+        // Destroying the context destroys every pending coroutine and with it its socket.
+        acceptor_.reset();
+        io_.reset();
     }
 
     int port() const { return port_; }
@@ -147,17 +174,17 @@ public:
         sent_history_[desired_hash_] = *desired_;
         for (auto& s : streams_) {
             push_desired(*s);
+            wake(*s);
         }
-        wake_.notify_all();
         return generation_;
     }
-    // A raw line on the connected stream (e.g. a diff with a wrong hash).
+    // A raw message on the connected stream (e.g. a diff with a wrong hash).
     void push_raw(const nlohmann::json& message) {
         std::lock_guard lock(mutex_);
         for (auto& s : streams_) {
-            s->lines.push_back(message.dump() + "\n");
+            s->lines.push_back(message.dump());
+            wake(*s);
         }
-        wake_.notify_all();
     }
     std::uint64_t generation() const {
         std::lock_guard lock(mutex_);
@@ -193,10 +220,17 @@ public:
         std::lock_guard lock(mutex_);
         return duplicates_;
     }
+    std::uint64_t event_requests() const {
+        std::lock_guard lock(mutex_);
+        return event_requests_;
+    }
     std::vector<std::string> sent_types() const {
         std::lock_guard lock(mutex_);
         return sent_types_;
     }
+    // TCP connections open now, and accepted since the fake was made.
+    int connections_open() const { return connections_open_; }
+    int connections_accepted() const { return connections_accepted_; }
     std::optional<Status> last_status_matching(const std::function<bool(const nlohmann::json&)>& p) const {
         std::lock_guard lock(mutex_);
         for (auto it = statuses_.rbegin(); it != statuses_.rend(); ++it) {
@@ -208,18 +242,33 @@ public:
     }
 
 private:
+    using tcp = boost::asio::ip::tcp;
     struct Generation {
         std::uint64_t generation = 0;
         std::string hash;
         ruleset::Ruleset ruleset;
     };
     struct Stream {
-        std::deque<std::string> lines;
+        std::deque<std::string> lines;  // messages to send, in order
         bool closed = false;
         std::string holds_hash;  // what the enforcer has once it applied what we sent
+        std::function<void()> wake;  // posts to the I/O thread: the writer looks again
+    };
+    struct Answer {
+        int status = 200;
+        std::string body;  // JSON, or empty
     };
 
-    static std::string line(const nlohmann::json& j) { return j.dump() + "\n"; }
+    // The daemon test forks the enforcer from this process: without this it would inherit
+    // the listening socket (a restart could not bind the port again) and every connection
+    // (a stopped fake would not close the enforcer's channel).
+    static void close_on_exec(int fd) { ::fcntl(fd, F_SETFD, ::fcntl(fd, F_GETFD) | FD_CLOEXEC); }
+
+    static void wake(Stream& s) {
+        if (s.wake) {
+            s.wake();
+        }
+    }
 
     // Called with mutex_ held.
     void push_desired(Stream& s) {
@@ -230,189 +279,325 @@ private:
         if (base != sent_history_.end() && !s.holds_hash.empty()) {
             const auto& old = base->second.ruleset;
             const auto diff = ruleset::diff_rulesets(old, desired_->ruleset);
-            s.lines.push_back(line({{"type", "diff"},
-                                    {"base_generation", base->second.generation},
-                                    {"base_hash", base->second.hash},
-                                    {"generation", desired_->generation},
-                                    {"hash", desired_->hash},
-                                    {"diff", ruleset::diff_to_wire(diff, old, desired_->ruleset)}}));
+            s.lines.push_back(nlohmann::json{{"type", "diff"},
+                                             {"base_generation", base->second.generation},
+                                             {"base_hash", base->second.hash},
+                                             {"generation", desired_->generation},
+                                             {"hash", desired_->hash},
+                                             {"diff", ruleset::diff_to_wire(diff, old, desired_->ruleset)}}
+                                  .dump());
             sent_types_.push_back("diff");
         } else {
-            s.lines.push_back(line({{"type", "ruleset"},
-                                    {"generation", desired_->generation},
-                                    {"hash", desired_->hash},
-                                    {"ruleset", ruleset::to_json(desired_->ruleset)}}));
+            s.lines.push_back(nlohmann::json{{"type", "ruleset"},
+                                             {"generation", desired_->generation},
+                                             {"hash", desired_->hash},
+                                             {"ruleset", ruleset::to_json(desired_->ruleset)}}
+                                  .dump());
             sent_types_.push_back("ruleset");
         }
         s.holds_hash = desired_hash_;
     }
 
-    // 401 without a valid credential, 403 for another enforcer's path.
-    bool authorize(const httplib::Request& req, httplib::Response& res, const std::string& id) {
-        const auto header = req.get_header_value("Authorization");
+    // 401 without a valid credential, 403 for another enforcer's path; nullopt when allowed.
+    std::optional<Answer> authorize(const std::string& header, const std::string& id) {
         std::lock_guard lock(mutex_);
         const std::string prefix = "Bearer ";
         if (header.rfind(prefix, 0) != 0 || credential_.empty() || header.substr(prefix.size()) != credential_) {
-            res.status = 401;
-            res.set_content(R"({"error":"unauthenticated"})", "application/json");
-            return false;
+            return Answer{401, R"({"error":"unauthenticated"})"};
         }
         if (id != enforcer_) {
-            res.status = 403;
-            res.set_content(R"({"error":"forbidden"})", "application/json");
-            return false;
+            return Answer{403, R"({"error":"forbidden"})"};
         }
-        return true;
+        return std::nullopt;
     }
 
-    void routes(httplib::Server& server) {
-        server.Post("/api/v1/enforcers/enroll", [this](const httplib::Request& req, httplib::Response& res) {
-            auto body = nlohmann::json::parse(req.body, nullptr, false);
-            std::lock_guard lock(mutex_);
-            const auto token = body.is_object() ? body.value("token", "") : "";
-            auto it = tokens_.find(token);
-            if (!body.is_object() || body.value("enforcer", "") != enforcer_ || it == tokens_.end() || it->second ||
-                !body.contains("version") || !body.contains("hostname")) {
-                res.status = 401;
-                res.set_content(R"({"error":"invalid token"})", "application/json");
-                return;
+    Answer enroll(const std::string& text) {
+        auto body = nlohmann::json::parse(text, nullptr, false);
+        std::lock_guard lock(mutex_);
+        const auto token = body.is_object() ? body.value("token", "") : "";
+        auto it = tokens_.find(token);
+        if (!body.is_object() || body.value("enforcer", "") != enforcer_ || it == tokens_.end() || it->second ||
+            !body.contains("version") || !body.contains("hostname")) {
+            return {401, R"({"error":"invalid token"})"};
+        }
+        it->second = true;  // one-time
+        ++enrollments_;
+        credential_ = "cred-" + std::to_string(enrollments_) + "-" + token;
+        return {201, nlohmann::json{{"enforcer", enforcer_}, {"credential", credential_}}.dump()};
+    }
+
+    Answer status(const std::string& id, std::string_view text) {
+        auto body = nlohmann::json::parse(text, nullptr, false);
+        if (!body.is_object() || !body.contains("generation") || !body.contains("hash") || !body.contains("state") ||
+            !body.contains("enforcer_time_ms")) {
+            return {400, R"({"error":"bad status"})"};
+        }
+        std::lock_guard lock(mutex_);
+        statuses_.push_back({id, body, fake_now_ms()});
+        return {200, nlohmann::json{{"controller_time_ms", fake_now_ms()}}.dump()};
+    }
+
+    Answer ingest(std::string_view text) {
+        auto body = nlohmann::json::parse(text, nullptr, false);
+        std::lock_guard lock(mutex_);
+        if (fail_events_) {
+            return {503, {}};
+        }
+        if (!body.is_object() || !body.contains("events") || !body["events"].is_array() ||
+            body["events"].size() > 5000 || text.size() > 8 * 1024 * 1024) {
+            return {400, R"({"error":"bad events"})"};
+        }
+        // A batch holding an event marked "poison" is refused whole, as the real controller
+        // refuses a batch with one invalid event (422, nothing stored).
+        for (std::size_t i = 0; i < body["events"].size(); ++i) {
+            const auto& e = body["events"][i];
+            if (e.contains("event") && e["event"].is_object() && e["event"].value("poison", false)) {
+                ++refused_batches_;
+                return {422, nlohmann::json{{"error", {{"code", "invalid-document"},
+                                                       {"message", "poison event"},
+                                                       {"pointer", "/events/" + std::to_string(i)}}}}
+                                 .dump()};
             }
-            it->second = true;  // one-time
-            ++enrollments_;
-            credential_ = "cred-" + std::to_string(enrollments_) + "-" + token;
-            res.status = 201;
-            res.set_content(nlohmann::json{{"enforcer", enforcer_}, {"credential", credential_}}.dump(),
-                            "application/json");
-        });
-        server.Get(R"(/api/v1/enforcers/([^/]+)/channel)", [this](const httplib::Request& req, httplib::Response& res) {
-            if (!authorize(req, res, req.matches[1])) {
-                return;
+        }
+        std::uint64_t accepted = 0;
+        std::uint64_t dups = 0;
+        std::uint64_t through = 0;
+        for (const auto& e : body["events"]) {
+            const auto seq = e.at("seq").get<std::uint64_t>();
+            through = std::max(through, seq);
+            if (events_.emplace(seq, e.at("event")).second) {
+                ++accepted;
+            } else {
+                ++dups;
             }
-            auto stream = std::make_shared<Stream>();
-            {
-                std::lock_guard lock(mutex_);
-                // At most one stream per enforcer: a new one closes the older.
-                for (auto& s : streams_) {
-                    s->closed = true;
+        }
+        duplicates_ += dups;
+        ++event_requests_;
+        return {200, nlohmann::json{{"accepted", accepted}, {"duplicates", dups}, {"through_seq", through}}.dump()};
+    }
+
+    boost::asio::awaitable<void> accept_loop() {
+        for (;;) {
+            boost::system::error_code ec;
+            auto socket = co_await acceptor_->async_accept(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+            if (ec) {
+                co_return;
+            }
+            close_on_exec(socket.native_handle());
+            ++connections_accepted_;
+            boost::asio::co_spawn(*io_, serve(std::move(socket)), boost::asio::detached);
+        }
+    }
+
+    // One TCP connection: HTTP requests (keep-alive) until one asks for the WebSocket.
+    boost::asio::awaitable<void> serve(tcp::socket socket) {
+        namespace http = boost::beast::http;
+        ++connections_open_;
+        struct Count {
+            std::atomic<int>& open;
+            ~Count() { --open; }
+        } count{connections_open_};
+        boost::beast::tcp_stream stream(std::move(socket));
+        boost::beast::flat_buffer buffer;
+        for (;;) {
+            boost::system::error_code ec;
+            http::request<http::string_body> request;
+            co_await http::async_read(stream, buffer, request, boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+            if (ec) {
+                co_return;
+            }
+            const std::string target(request.target());
+            const std::string path = target.substr(0, target.find('?'));
+            const std::string prefix = "/api/v1/enforcers/";
+            Answer answer{404, R"({"error":"not-found"})"};
+            if (request.method() == http::verb::post && path == prefix + "enroll") {
+                answer = enroll(request.body());
+            } else if (path.rfind(prefix, 0) == 0 && path.size() > prefix.size() + 8 &&
+                       path.ends_with("/channel")) {
+                const auto id = path.substr(prefix.size(), path.size() - prefix.size() - 8);
+                if (!boost::beast::websocket::is_upgrade(request)) {
+                    answer = {426, R"({"error":"this fake serves the channel as a WebSocket only"})"};
+                } else if (auto refused = authorize(std::string(request[http::field::authorization]), id)) {
+                    answer = *refused;
+                } else {
+                    co_await channel(std::move(stream), request, id, target);
+                    co_return;
                 }
-                streams_.clear();
-                Connect c{req.matches[1], 0, req.get_param_value("hash")};
-                const auto g = req.get_param_value("generation");
-                c.generation = g.empty() ? 0 : std::stoull(g);
-                connects_.push_back(c);
-                stream->holds_hash = c.hash;
-                stream->lines.push_back(line({{"type", "hello"},
+            }
+            http::response<http::string_body> response{static_cast<http::status>(answer.status), request.version()};
+            response.set(http::field::content_type, "application/json");
+            response.keep_alive(request.keep_alive());
+            response.body() = answer.body;
+            response.prepare_payload();
+            co_await http::async_write(stream, response, boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+            if (ec || !request.keep_alive()) {
+                co_return;
+            }
+        }
+    }
+
+    static std::string query_value(const std::string& target, const std::string& key) {
+        const auto q = target.find('?');
+        if (q == std::string::npos) {
+            return {};
+        }
+        std::string rest = target.substr(q + 1);
+        for (std::size_t at = 0; at <= rest.size();) {
+            auto end = rest.find('&', at);
+            if (end == std::string::npos) {
+                end = rest.size();
+            }
+            const auto pair = rest.substr(at, end - at);
+            if (pair.rfind(key + "=", 0) == 0) {
+                return pair.substr(key.size() + 1);
+            }
+            at = end + 1;
+        }
+        return {};
+    }
+
+    // The channel (protocol 3): this coroutine writes what the stream queues, a reader beside
+    // it answers the enforcer's requests; both end when either side closes.
+    boost::asio::awaitable<void> channel(boost::beast::tcp_stream stream,
+                                         const boost::beast::http::request<boost::beast::http::string_body>& upgrade,
+                                         std::string id, std::string target) {
+        namespace websocket = boost::beast::websocket;
+        using boost::asio::redirect_error;
+        using boost::asio::use_awaitable;
+        struct Link {
+            websocket::stream<boost::beast::tcp_stream> socket;
+            boost::asio::steady_timer timer;
+            bool reader_done = false;
+            explicit Link(boost::beast::tcp_stream s)
+                : socket(std::move(s)), timer(socket.get_executor()) {}
+        };
+        auto link = std::make_shared<Link>(std::move(stream));
+        boost::system::error_code ec;
+        link->socket.read_message_max(64 * 1024 * 1024);
+        co_await link->socket.async_accept(upgrade, redirect_error(use_awaitable, ec));
+        if (ec) {
+            co_return;
+        }
+        auto s = std::make_shared<Stream>();
+        {
+            std::lock_guard lock(mutex_);
+            // At most one stream per enforcer: a new one closes the older.
+            for (auto& old : streams_) {
+                old->closed = true;
+                wake(*old);
+            }
+            streams_.clear();
+            Connect c{id, 0, query_value(target, "hash")};
+            const auto g = query_value(target, "generation");
+            c.generation = g.empty() ? 0 : std::stoull(g);
+            connects_.push_back(c);
+            s->holds_hash = c.hash;
+            s->lines.push_back(nlohmann::json{{"type", "hello"},
                                               {"controller_time_ms", fake_now_ms()},
                                               {"heartbeat_interval_ms", heartbeat_ms_.load()},
-                                              {"desired_generation", generation_}}));
-                push_desired(*stream);
-                streams_.push_back(stream);
-            }
-            wake_.notify_all();
-            res.set_chunked_content_provider(
-                "application/x-ndjson",
-                [this, stream](std::size_t, httplib::DataSink& sink) {
-                    std::deque<std::string> out;
-                    {
-                        std::unique_lock lock(mutex_);
-                        wake_.wait_for(lock, std::chrono::milliseconds(heartbeat_ms_.load()), [&] {
-                            return stream->closed || stopping_ || !stream->lines.empty();
-                        });
-                        if (stream->closed || stopping_) {
-                            return false;
-                        }
-                        if (stream->lines.empty() && !silent_) {
-                            stream->lines.push_back(line({{"type", "heartbeat"}, {"controller_time_ms", fake_now_ms()}}));
-                        }
-                        out.swap(stream->lines);
+                                              {"desired_generation", generation_}}
+                                   .dump());
+            push_desired(*s);
+            std::weak_ptr<Link> weak = link;
+            s->wake = [weak, io = io_.get()] {
+                boost::asio::post(*io, [weak] {
+                    if (auto l = weak.lock()) {
+                        l->timer.cancel();
                     }
-                    for (const auto& l : out) {
-                        if (!sink.write(l.data(), l.size())) {
-                            return false;
-                        }
-                    }
-                    return true;
-                },
-                [this, stream](bool) {
-                    std::lock_guard lock(mutex_);
-                    stream->closed = true;
                 });
-        });
-        server.Post(R"(/api/v1/enforcers/([^/]+)/status)", [this](const httplib::Request& req, httplib::Response& res) {
-            if (!authorize(req, res, req.matches[1])) {
-                return;
-            }
-            auto body = nlohmann::json::parse(req.body, nullptr, false);
-            if (!body.is_object() || !body.contains("generation") || !body.contains("hash") ||
-                !body.contains("state") || !body.contains("enforcer_time_ms")) {
-                res.status = 400;
-                res.set_content(R"({"error":"bad status"})", "application/json");
-                return;
-            }
+            };
+            streams_.push_back(s);
+        }
+        boost::asio::co_spawn(
+            *io_,
+            [this, link, s, id]() -> boost::asio::awaitable<void> {
+                boost::beast::flat_buffer buffer;
+                for (;;) {
+                    boost::system::error_code read_error;
+                    co_await link->socket.async_read(buffer, redirect_error(use_awaitable, read_error));
+                    if (read_error) {
+                        break;
+                    }
+                    const auto message = boost::beast::buffers_to_string(buffer.data());
+                    buffer.consume(buffer.size());
+                    const auto newline = message.find('\n');
+                    const auto head = nlohmann::json::parse(message.substr(0, newline), nullptr, false);
+                    if (newline == std::string::npos || !head.is_object() || !head.contains("id") ||
+                        !head["id"].is_number_unsigned() || !head.contains("request")) {
+                        break;  // as the controller: a message without a head line closes
+                    }
+                    const std::string_view body = std::string_view(message).substr(newline + 1);
+                    const auto kind = head.value("request", "");
+                    const Answer answer = kind == "status"   ? status(id, body)
+                                          : kind == "events" ? ingest(body)
+                                                             : Answer{400, R"({"error":"unknown-request"})"};
+                    std::lock_guard lock(mutex_);
+                    s->lines.push_back(R"({"type":"reply","id":)" + std::to_string(head["id"].get<std::uint64_t>()) +
+                                       ",\"status\":" + std::to_string(answer.status) +
+                                       ",\"body\":" + (answer.body.empty() ? std::string("null") : answer.body) + "}");
+                    wake(*s);
+                }
+                link->reader_done = true;
+                link->timer.cancel();
+            },
+            boost::asio::detached);
+        auto last_sent = std::chrono::steady_clock::now();
+        for (;;) {
+            std::deque<std::string> out;
             {
                 std::lock_guard lock(mutex_);
-                statuses_.push_back({req.matches[1], body, fake_now_ms()});
+                if (s->closed || stopping_ || link->reader_done) {
+                    break;
+                }
+                const auto heartbeat = std::chrono::milliseconds(heartbeat_ms_.load());
+                if (s->lines.empty() && !silent_ && std::chrono::steady_clock::now() - last_sent >= heartbeat) {
+                    s->lines.push_back(
+                        nlohmann::json{{"type", "heartbeat"}, {"controller_time_ms", fake_now_ms()}}.dump());
+                }
+                out.swap(s->lines);
             }
-            res.set_content(nlohmann::json{{"controller_time_ms", fake_now_ms()}}.dump(), "application/json");
-        });
-        server.Post(R"(/api/v1/enforcers/([^/]+)/events)", [this](const httplib::Request& req, httplib::Response& res) {
-            if (!authorize(req, res, req.matches[1])) {
-                return;
+            for (const auto& message : out) {
+                link->socket.text(true);
+                co_await link->socket.async_write(boost::asio::buffer(message), redirect_error(use_awaitable, ec));
+                if (ec) {
+                    break;
+                }
+                // Replies do not stand in for heartbeats: the enforcer's watchdog counts
+                // stream messages only (as the real controller, whose heartbeats ignore them).
+                if (!message.starts_with(R"({"type":"reply")")) {
+                    last_sent = std::chrono::steady_clock::now();
+                }
             }
-            auto body = nlohmann::json::parse(req.body, nullptr, false);
+            if (ec) {
+                break;
+            }
+            if (!out.empty()) {
+                continue;
+            }
+            link->timer.expires_at(last_sent + std::chrono::milliseconds(heartbeat_ms_.load()));
+            co_await link->timer.async_wait(redirect_error(use_awaitable, ec));
+            ec = {};
+        }
+        {
             std::lock_guard lock(mutex_);
-            if (fail_events_) {
-                res.status = 503;
-                return;
-            }
-            if (!body.is_object() || !body.contains("events") || !body["events"].is_array() ||
-                body["events"].size() > 5000 || req.body.size() > 8 * 1024 * 1024) {
-                res.status = 400;
-                res.set_content(R"({"error":"bad events"})", "application/json");
-                return;
-            }
-            // A batch holding an event marked "poison" is refused whole, as the real
-            // controller refuses a batch with one invalid event (422, nothing stored).
-            for (std::size_t i = 0; i < body["events"].size(); ++i) {
-                const auto& e = body["events"][i];
-                if (e.contains("event") && e["event"].is_object() && e["event"].value("poison", false)) {
-                    ++refused_batches_;
-                    res.status = 422;
-                    res.set_content(nlohmann::json{{"error", {{"code", "invalid-document"},
-                                                              {"message", "poison event"},
-                                                              {"pointer", "/events/" + std::to_string(i)}}}}
-                                        .dump(),
-                                    "application/json");
-                    return;
-                }
-            }
-            std::uint64_t accepted = 0;
-            std::uint64_t dups = 0;
-            std::uint64_t through = 0;
-            for (const auto& e : body["events"]) {
-                const auto seq = e.at("seq").get<std::uint64_t>();
-                through = std::max(through, seq);
-                if (events_.emplace(seq, e.at("event")).second) {
-                    ++accepted;
-                } else {
-                    ++dups;
-                }
-            }
-            duplicates_ += dups;
-            ++event_requests_;
-            res.set_content(nlohmann::json{{"accepted", accepted}, {"duplicates", dups}, {"through_seq", through}}.dump(),
-                            "application/json");
-        });
+            s->closed = true;
+            s->wake = nullptr;
+            std::erase(streams_, s);
+        }
+        // The reader ends when the connection closes under it.
+        boost::beast::get_lowest_layer(link->socket).close();
     }
 
     std::string enforcer_;
-    std::unique_ptr<httplib::Server> server_;
+    std::unique_ptr<boost::asio::io_context> io_;
+    std::unique_ptr<tcp::acceptor> acceptor_;
     std::thread thread_;
     int port_ = -1;
     std::atomic<int> heartbeat_ms_{200};
+    std::atomic<int> connections_open_{0};
+    std::atomic<int> connections_accepted_{0};
 
     mutable std::mutex mutex_;
-    std::condition_variable wake_;
     bool stopping_ = false;
     bool silent_ = false;
     bool fail_events_ = false;

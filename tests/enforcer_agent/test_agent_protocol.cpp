@@ -4,6 +4,7 @@
 // heartbeats, dead-connection detection, event spool drain across a controller restart and
 // an enforcer restart, eviction accounting. No kernel: the "daemon" here is the test
 // thread, which polls the source's fd and reports applies like run_daemon does.
+#include "enforcer/agent/channel_socket.hpp"
 #include "enforcer/agent/controller_ruleset_source.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
 #include "fake_controller.hpp"
@@ -16,9 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 using namespace bulkhead;
 using namespace bulkhead::enforcer;
@@ -85,6 +88,15 @@ std::shared_ptr<ControllerClient> enrolled_client(FakeController& fake, const Sc
     auto client = make_client(fake, scratch.path, (scratch.path / "token").string());
     REQUIRE(client->enroll_if_needed());
     return client;
+}
+
+// Uploads go up the channel socket: the event tests run a source beside the sink for it,
+// reconnecting fast after the fake's restarts.
+ChannelConfig fast_channel() {
+    ChannelConfig config;
+    config.reconnect_initial = 50ms;
+    config.reconnect_max = 300ms;
+    return config;
 }
 
 SpoolingSinkConfig fast_retry_sink(const Scratch& scratch) {
@@ -319,21 +331,26 @@ TEST_CASE("agent events: nothing lost across a controller restart and an enforce
     {
         auto sink = SpoolingEventSink::open(config, client);
         REQUIRE(sink);
+        auto source = ControllerRulesetSource::open(client, nullptr, fast_channel(), sink->get());
+        REQUIRE(source);
         emit(**sink, 300);
         REQUIRE(eventually([&] { return fake.events().size() == 300; }));
         CHECK(keys(fake.events()) == range(1, 300));
 
         // The controller goes away; events keep coming and are spooled.
         fake.stop();
+        REQUIRE(eventually([&] { return !(*source)->stats().connected; }));
         emit(**sink, 700);
         (*sink)->wait_written();
         CHECK((*sink)->stats().spool.events == 700);
-        CHECK(eventually([&] { return (*sink)->stats().upload_failures > 0; }));
+        CHECK((*sink)->stats().uploaded == 300);
         // The enforcer restarts too, with everything still spooled.
     }
     {
         auto sink = SpoolingEventSink::open(config, client);
         REQUIRE(sink);
+        auto source = ControllerRulesetSource::open(client, nullptr, fast_channel(), sink->get());
+        REQUIRE(source);
         CHECK((*sink)->stats().spool.events == 700);
         emit(**sink, 200);  // seqs continue after the restart
         fake.start(fake.port());
@@ -369,6 +386,8 @@ TEST_CASE("agent events: an event the controller refuses for good is set aside, 
     }
     (*sink)->flush();
     (*sink)->wait_written();
+    auto source = ControllerRulesetSource::open(client, nullptr, fast_channel(), sink->get());
+    REQUIRE(source);
     fake.start(fake.port());
 
     // Every good event arrives, in order, each exactly once; the three refused ones do not.
@@ -403,14 +422,11 @@ TEST_CASE("agent events: an event the controller refuses for good is set aside, 
         CHECK(records[i]["reason"].get<std::string>().find("HTTP 422") != std::string::npos);
     }
 
-    // The status carries the count.
-    auto source = ControllerRulesetSource::open(client, nullptr, {}, sink->get());
-    REQUIRE(source);
-    REQUIRE(eventually([&] {
-        return fake.last_status_matching([](const json& b) { return b.contains("spool"); }).has_value();
+    // The status carries the count (the next heartbeat after the set-aside).
+    CHECK(eventually([&] {
+        const auto status = fake.last_status_matching([](const json& b) { return b.contains("spool"); });
+        return status && status->body["spool"]["set_aside"] == 3;
     }));
-    CHECK(fake.last_status_matching([](const json& b) { return b.contains("spool"); })->body["spool"]["set_aside"] ==
-          3);
 }
 
 TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells the controller") {
@@ -432,6 +448,9 @@ TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells th
     const auto stats = (*sink)->stats();
     CHECK(stats.spool.evicted > 0);
     CHECK(stats.spool.bytes <= 32 * 1024);
+    // No channel (no source, the controller down): the uploader waits; no request, no failure.
+    CHECK(stats.upload_requests == 0);
+    CHECK(stats.upload_failures == 0);
 
     // The status message carries the spool figures.
     fake.start(fake.port());
@@ -460,4 +479,112 @@ TEST_CASE("agent events: a full spool evicts the oldest, counts it, and tells th
     const auto last_seq = (*sink)->stats().spool.last_seq;
     CHECK(stored.size() + stats.spool.evicted == last_seq);
     CHECK(stored.rbegin()->first == last_seq);
+}
+
+TEST_CASE("agent channel: one connection carries the channel, the acks and the uploads") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.set_heartbeat_interval_ms(200);
+    auto client = enrolled_client(fake, scratch);
+    // Enrollment was a plain HTTP request on its own connection, closed since.
+    REQUIRE(eventually([&] { return fake.connections_open() == 0; }));
+    const auto accepted_before = fake.connections_accepted();
+    const auto base = compile_hv1();
+    fake.set_desired(base);
+
+    auto sink = SpoolingEventSink::open(fast_retry_sink(scratch), client);
+    REQUIRE(sink);
+    auto opened = ControllerRulesetSource::open(client, nullptr, fast_channel(), sink->get());
+    REQUIRE(opened);
+    auto& source = **opened;
+    auto first = next_ruleset(source);
+    REQUIRE(first);
+    report_ok(source, *first);
+    for (int n = 0; n < 50; ++n) {
+        (*sink)->emit({{"type", "drop"}, {"n", n}});
+    }
+    (*sink)->flush();
+
+    // The ack and the events arrive, and heartbeats keep coming...
+    const auto h1 = ruleset::ruleset_hash(base);
+    REQUIRE(eventually([&] {
+        return fake.last_status_matching([&](const json& b) { return b["generation"] == 1 && b["hash"] == h1; })
+            .has_value();
+    }));
+    REQUIRE(eventually([&] { return fake.events().size() == 50; }));
+    const auto count = fake.statuses().size();
+    REQUIRE(eventually([&] { return fake.statuses().size() >= count + 3; }, 5s));
+    // ...all on the one channel connection: nothing else was ever opened.
+    CHECK(fake.connections_open() == 1);
+    CHECK(fake.connections_accepted() == accepted_before + 1);
+    CHECK(fake.connects().size() == 1);
+    const auto sink_stats = (*sink)->stats();
+    CHECK(sink_stats.uploaded == 50);
+    CHECK(sink_stats.upload_failures == 0);
+    CHECK(source.stats().status_failures == 0);
+    CHECK(source.stats().last_rtt_ms > 0);
+}
+
+TEST_CASE("agent channel socket: a refused upgrade names its status; replies route by id; close() ends a read") {
+    Scratch scratch;
+    FakeController fake("hv1");
+    fake.set_heartbeat_interval_ms(200);
+    auto client = enrolled_client(fake, scratch);
+    const auto endpoint = *parse_controller_url(fake.url());
+    const auto path = client->enforcer_path("channel") + "?generation=0&hash=&hash_format=2";
+
+    {
+        ChannelSocket refused(endpoint, "");
+        auto connected = refused.connect(path, "not-the-credential", 2s);
+        REQUIRE_FALSE(connected);
+        CHECK_MESSAGE(connected.error().find("HTTP 401") != std::string::npos, connected.error());
+        CHECK_FALSE(refused.request("status", "{}", 1s));  // never open: no request goes
+    }
+
+    ChannelSocket socket(endpoint, "");
+    auto connected = socket.connect(path, client->credential(), 2s);
+    REQUIRE_MESSAGE(connected, (connected ? "" : connected.error()));
+    auto hello = socket.read();
+    REQUIRE(hello);
+    CHECK(json::parse(*hello)["type"] == "hello");
+    // Requests from two threads at once; each gets its own answer (the fake refuses a
+    // status without its fields and an unknown request with 400, takes an empty upload).
+    std::expected<HttpResponse, std::string> bad_status, unknown, upload;
+    std::thread other([&] { bad_status = socket.request("status", "{}", 2s); });
+    unknown = socket.request("nonsense", "{}", 2s);
+    upload = socket.request("events", R"({"events":[]})", 2s);
+    other.join();
+    REQUIRE(bad_status);
+    CHECK(bad_status->status == 400);
+    CHECK(bad_status->body.find("bad status") != std::string::npos);
+    REQUIRE(unknown);
+    CHECK(unknown->status == 400);
+    REQUIRE(upload);
+    CHECK(upload->status == 200);
+    CHECK(json::parse(upload->body)["through_seq"] == 0);
+
+    // A reader blocked in read() (the fake silent: nothing comes) ends as soon as another
+    // thread closes the socket, with the reason it was given.
+    fake.set_silent(true);
+    std::atomic<bool> ended{false};
+    std::string reason;
+    std::thread reader([&] {
+        for (;;) {
+            auto message = socket.read();
+            if (!message) {
+                reason = message.error();
+                break;
+            }
+        }
+        ended = true;
+    });
+    const auto closed_at = std::chrono::steady_clock::now();
+    socket.close("the test closed it");
+    REQUIRE(eventually([&] { return ended.load(); }, 2s));
+    reader.join();
+    CHECK(std::chrono::steady_clock::now() - closed_at < 1500ms);
+    CHECK(reason == "the test closed it");
+    CHECK_FALSE(socket.is_open());
+    CHECK_FALSE(socket.request("status", "{}", 2s));
+    fake.set_silent(false);
 }
