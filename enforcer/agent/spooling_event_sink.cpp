@@ -153,18 +153,27 @@ void SpoolingEventSink::writer_loop() {
         const std::uint64_t evicted_now = (appended ? appended->evicted : 0) + (in_memory - dropped_reported);
         dropped_reported = in_memory;
         if (evicted_now > 0) {
+            spdlog::warn("agent: {}: event spool full: {} events evicted", log_subject(), evicted_now);
+        }
+        // The note itself may push older events (an earlier note among them) out of a full
+        // spool: those are noted too, so that the newest note's total_evicted is the whole
+        // loss. Bounded: a note is a few hundred bytes, a segment kilobytes.
+        std::uint64_t unreported = evicted_now;
+        for (int note = 0; unreported > 0 && note < 4; ++note) {
             nlohmann::json gap = {{"type", "events_evicted"},
                                   {"time_unix_ms", unix_ms_now()},
-                                  {"count", evicted_now},
+                                  {"count", unreported},
                                   {"total_evicted", spool_->stats().evicted + in_memory}};
-            if (appended && appended->evicted > 0) {
+            if (note == 0 && appended && appended->evicted > 0) {
                 gap["first_seq"] = appended->evicted_first_seq;
                 gap["last_seq"] = appended->evicted_last_seq;
             }
-            spdlog::warn("agent: {}: event spool full: {} events evicted", log_subject(), evicted_now);
-            if (auto noted = spool_->append({gap}); !noted) {
+            auto noted = spool_->append({gap});
+            if (!noted) {
                 spdlog::error("agent: {}: event spool: {}", log_subject(), noted.error());
+                break;
             }
+            unreported = noted->evicted;
         }
         {
             std::lock_guard lock(mutex_);
