@@ -124,7 +124,10 @@ public:
         thread_ = std::thread([this] { io_->run(); });
     }
 
-    // Closes every connection (the enforcers see their channel end) and stops serving.
+    // Closes every connection (the enforcers see their channel end) and stops serving, as a
+    // controller shutting down does: requests already handled get their replies first (an
+    // upload stored but never answered would come again as duplicates), no new one is
+    // handled.
     void stop() {
         if (!io_) {
             return;
@@ -133,9 +136,22 @@ public:
             std::lock_guard lock(mutex_);
             stopping_ = true;
             for (auto& s : streams_) {
-                s->closed = true;
+                wake(*s);
             }
-            streams_.clear();
+        }
+        const auto flushed_by = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        for (;;) {
+            {
+                std::lock_guard lock(mutex_);
+                if (streams_.empty() || std::chrono::steady_clock::now() >= flushed_by) {
+                    for (auto& s : streams_) {
+                        s->closed = true;
+                    }
+                    streams_.clear();
+                    break;
+                }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
         io_->stop();
         if (thread_.joinable()) {
@@ -520,6 +536,12 @@ private:
                     }
                     const auto message = boost::beast::buffers_to_string(buffer.data());
                     buffer.consume(buffer.size());
+                    {
+                        std::lock_guard lock(mutex_);
+                        if (stopping_) {
+                            break;  // shutting down: not handled, so the enforcer sends it again later
+                        }
+                    }
                     const auto newline = message.find('\n');
                     const auto head = nlohmann::json::parse(message.substr(0, newline), nullptr, false);
                     if (newline == std::string::npos || !head.is_object() || !head.contains("id") ||
@@ -544,11 +566,14 @@ private:
         auto last_sent = std::chrono::steady_clock::now();
         for (;;) {
             std::deque<std::string> out;
+            bool last_flush = false;
             {
                 std::lock_guard lock(mutex_);
-                if (s->closed || stopping_ || link->reader_done) {
+                if (s->closed) {
                     break;
                 }
+                // What is queued still goes (replies first of all), then the channel ends.
+                last_flush = stopping_ || link->reader_done;
                 const auto heartbeat = std::chrono::milliseconds(heartbeat_ms_.load());
                 if (s->lines.empty() && !silent_ && std::chrono::steady_clock::now() - last_sent >= heartbeat) {
                     s->lines.push_back(
@@ -568,7 +593,7 @@ private:
                     last_sent = std::chrono::steady_clock::now();
                 }
             }
-            if (ec) {
+            if (ec || last_flush) {
                 break;
             }
             if (!out.empty()) {
