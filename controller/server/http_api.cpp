@@ -172,15 +172,19 @@ public:
         : stream_(std::move(stream)), services_(services), caller_(std::move(caller)), enforcer_(std::move(enforcer)) {}
 
     std::optional<std::string> poll() override {
-        {
-            std::lock_guard lock(mutex_);
-            if (!replies_.empty()) {
-                auto reply = std::move(replies_.front());
-                replies_.pop_front();
-                return reply;
-            }
+        if (auto reply = take_reply()) {
+            return reply;
         }
         return stream_->poll_line();
+    }
+    std::optional<std::string> take_reply() override {
+        std::lock_guard lock(mutex_);
+        if (replies_.empty()) {
+            return std::nullopt;
+        }
+        auto reply = std::move(replies_.front());
+        replies_.pop_front();
+        return reply;
     }
     void set_wake(std::function<void()> wake) override {
         {

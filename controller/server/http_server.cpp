@@ -339,7 +339,10 @@ struct HttpServer::Impl {
         try {
             while (!stopping && !shared->reader_done) {
                 shared->woken = false;
-                auto data = co_await poll_on_worker(*body);
+                auto data = body->take_reply();
+                if (!data) {
+                    data = co_await poll_on_worker(*body);
+                }
                 if (!data) {
                     co_await socket.async_close(websocket::close_code::going_away,
                                                 asio::redirect_error(asio::use_awaitable, ec));
