@@ -74,7 +74,7 @@ ControllerRulesetSource::~ControllerRulesetSource() {
         // No new request takes the socket; one in flight (an ack, an upload) may finish, as
         // its answer settles what the next start has to send again.
         client_->clear_channel(socket.get());
-        socket->wait_idle(config_.shutdown_grace);
+        socket->drain(config_.shutdown_grace);
         // Ends the connect or read the channel thread is in, and whatever still waits.
         socket->close("the enforcer is shutting down");
     }
@@ -214,7 +214,6 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
         }
         // From here the watchdog and the destructor can close it, connecting or not.
         channel_socket_ = socket;
-        channel_running_ = true;
         last_message_ = started;
     }
     ChannelSession session(client_->config().enforcer_id, base);
@@ -251,7 +250,6 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
                 stats_.connected = true;
                 ++stats_.connects;
                 stats_.heartbeat_interval_ms = action.heartbeat_interval_ms;
-                greeted_ = true;
                 // A status at once on every new channel: an ack that could not go up while
                 // the channel was down goes now, and the controller learns what is in force.
                 ack_pending_ = true;
@@ -304,11 +302,7 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
     bool stopping = false;
     {
         std::lock_guard lock(mutex_);
-        if (channel_socket_ == socket) {
-            channel_socket_.reset();
-        }
-        channel_running_ = false;
-        greeted_ = false;
+        channel_socket_.reset();
         if (stats_.connected) {
             ++stats_.disconnects;
         }
@@ -361,7 +355,7 @@ void ControllerRulesetSource::status_loop() {
         const auto tick = std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(100));
         // An ack waits for the channel's hello: without a channel there is nothing to send
         // it on, and the hello wakes this thread.
-        status_wake_.wait_until(lock, tick, [&] { return stopping_ || (ack_pending_ && greeted_); });
+        status_wake_.wait_until(lock, tick, [&] { return stopping_ || (ack_pending_ && stats_.connected); });
         if (stopping_) {
             return;
         }
@@ -370,7 +364,7 @@ void ControllerRulesetSource::status_loop() {
                                    ? std::chrono::milliseconds(stats_.heartbeat_interval_ms)
                                    : config_.default_heartbeat;
         // Watchdog: three intervals without a message is a dead connection.
-        if (channel_running_ && now - last_message_ > heartbeat * 3) {
+        if (channel_socket_ && now - last_message_ > heartbeat * 3) {
             last_message_ = now;
             auto socket = channel_socket_;
             lock.unlock();
@@ -381,7 +375,7 @@ void ControllerRulesetSource::status_loop() {
             }
             lock.lock();
         }
-        if (!greeted_ || (!ack_pending_ && now < next_heartbeat)) {
+        if (!stats_.connected || (!ack_pending_ && now < next_heartbeat)) {
             continue;
         }
         auto socket = client_->channel();

@@ -114,8 +114,6 @@ private:
     std::condition_variable channel_wake_;
     ChannelStats stats_;
     std::chrono::steady_clock::time_point last_message_{};
-    bool channel_running_ = false;
-    bool greeted_ = false;  // the open channel's hello arrived: statuses may go up
     // The socket of the channel thread, from before its connect until it ends: what the
     // watchdog and the destructor close.
     std::shared_ptr<ChannelSocket> channel_socket_;
