@@ -71,6 +71,7 @@ struct ChannelSocket::Impl {
     std::deque<std::string> inbox;                                  // messages for read()
     std::map<std::uint64_t, std::optional<HttpResponse>> waiting;   // request id -> its reply
     std::uint64_t next_id = 1;
+    bool draining = false;  // drain(): no new request
 
     // -- the I/O thread's only --
     asio::io_context io;
@@ -407,6 +408,9 @@ std::expected<HttpResponse, std::string> ChannelSocket::request(std::string_view
             return std::unexpected(impl.phase == Impl::Phase::closed ? impl.closed_reason
                                                                      : std::string("the channel is not open"));
         }
+        if (impl.draining) {
+            return std::unexpected(std::string("the channel is closing"));
+        }
         id = impl.next_id++;
         impl.waiting.emplace(id, std::nullopt);
     }
@@ -426,7 +430,7 @@ std::expected<HttpResponse, std::string> ChannelSocket::request(std::string_view
     auto reply = std::move(impl.waiting.at(id));
     impl.waiting.erase(id);
     lock.unlock();
-    impl.changed.notify_all();  // wait_idle() may be waiting for this one
+    impl.changed.notify_all();  // drain() may be waiting for this one
     if (reply) {
         return std::move(*reply);
     }
@@ -438,9 +442,10 @@ std::expected<HttpResponse, std::string> ChannelSocket::request(std::string_view
     return std::unexpected(std::string(kind) + " request " + std::to_string(id) + ": " + impl.closed_reason);
 }
 
-bool ChannelSocket::wait_idle(std::chrono::milliseconds timeout) {
+bool ChannelSocket::drain(std::chrono::milliseconds timeout) {
     auto& impl = *impl_;
     std::unique_lock lock(impl.mutex);
+    impl.draining = true;
     return impl.changed.wait_for(lock, timeout,
                                  [&] { return impl.waiting.empty() || impl.phase == Impl::Phase::closed; });
 }

@@ -50,9 +50,12 @@ public:
     std::expected<HttpResponse, std::string> request(std::string_view kind, const std::string& body,
                                                      std::chrono::milliseconds timeout);
 
-    // Waits until no request is waiting for its reply (true), or `timeout` passed (false):
-    // at shutdown an ack or upload in flight may finish before the socket closes.
-    bool wait_idle(std::chrono::milliseconds timeout);
+    // Refuses every later request() and waits until none is waiting for its reply (true), or
+    // `timeout` passed (false): at shutdown an ack or upload in flight may finish before the
+    // socket closes, and one that had taken the socket but not yet been sent is not sent
+    // (its reply would be lost with the socket, and the upload would come again as a
+    // duplicate at the next start).
+    bool drain(std::chrono::milliseconds timeout);
 
     // Ends connect(), read() and every request() in progress and to come, from any thread;
     // they fail with `reason` (the watchdog says why it gave up on the channel).

@@ -490,6 +490,8 @@ private:
         auto link = std::make_shared<Link>(std::move(stream));
         boost::system::error_code ec;
         link->socket.read_message_max(64 * 1024 * 1024);
+        // Bounds the closing handshake at stop() (the handshake timeout covers it).
+        link->socket.set_option(websocket::stream_base::timeout{std::chrono::seconds(1), websocket::stream_base::none(), false});
         co_await link->socket.async_accept(upgrade, redirect_error(use_awaitable, ec));
         if (ec) {
             co_return;
@@ -593,7 +595,16 @@ private:
                     last_sent = std::chrono::steady_clock::now();
                 }
             }
-            if (ec || last_flush) {
+            if (ec) {
+                break;
+            }
+            if (last_flush) {
+                // A closing handshake, not a bare close: closing a socket that still holds
+                // unread bytes sends a reset, and the enforcer would lose the replies just
+                // written (and send those uploads again).
+                if (!link->reader_done) {
+                    co_await link->socket.async_close(websocket::close_code::going_away, redirect_error(use_awaitable, ec));
+                }
                 break;
             }
             if (!out.empty()) {

@@ -267,9 +267,14 @@ TEST_CASE("daemon: bulkhead-enforcer --controller applies pushes to the kernel, 
         }
         REQUIRE(repaired);
         fake.start(fake.port());
+        // Drained on both sides: the controller holds the events, and the enforcer has their
+        // answer (its latest status reports an empty spool). Stopping between the two would
+        // send them again at the next start, which the duplicate check below counts.
         const bool drained = eventually([&] {
             const auto events = fake.events();
-            return count_type(events, "drift_repaired") == 1 && contiguous_from_one(events);
+            const auto latest = fake.last_status_matching([](const json&) { return true; });
+            return count_type(events, "drift_repaired") == 1 && contiguous_from_one(events) && latest &&
+                   latest->body.contains("spool") && latest->body["spool"]["events"] == 0;
         }, 20s);
         if (!drained) {
             dump_log();
