@@ -47,6 +47,7 @@
 #include <functional>
 #include <iostream>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,6 +70,9 @@ struct Options {
     double seconds = 20;
     std::uint16_t group = 10;
     int rcvbuf = 0;  // 0: the NflogSource default (flood) or 512 MiB (drain)
+    // The kernel's batching (NflogSourceConfig); unset: the shipped defaults. For comparing
+    // delivery settings in one run, not for the figures.
+    std::optional<std::uint32_t> queue_threshold, flush_timeout_cs, kernel_buffer_bytes;
     std::string ulogd_config, ulogd_output;
     std::string json_out;  // ours: also write every event as a JSON line (like ulogd's JSON)
     std::string report_dir;  // --report DIR: no kernel; turn the runs' results into figures
@@ -103,6 +107,13 @@ Options parse(int argc, char** argv) {
             o.group = static_cast<std::uint16_t>(to_number(a, value()));
         } else if (a == "--rcvbuf") {
             o.rcvbuf = static_cast<int>(std::clamp<std::uint64_t>(to_number(a, value()), 4096, 1u << 30));
+        } else if (a == "--queue-threshold") {
+            o.queue_threshold = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(to_number(a, value()), 1, 1000));
+        } else if (a == "--flush-timeout-cs") {
+            o.flush_timeout_cs = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(to_number(a, value()), 0, 100));
+        } else if (a == "--kernel-buffer") {
+            o.kernel_buffer_bytes =
+                static_cast<std::uint32_t>(std::clamp<std::uint64_t>(to_number(a, value()), 3776, 131072));
         } else if (a == "--json-out") {
             o.json_out = value();
         } else if (a == "--ulogd-config") {
@@ -223,6 +234,9 @@ std::uint64_t nft_counter() {
 ordered_json run_ours(const Options& o) {
     nflog::NflogSourceConfig config;
     config.groups = {o.group};
+    config.queue_threshold = o.queue_threshold.value_or(config.queue_threshold);
+    config.flush_timeout_cs = o.flush_timeout_cs.value_or(config.flush_timeout_cs);
+    config.kernel_buffer_bytes = o.kernel_buffer_bytes.value_or(config.kernel_buffer_bytes);
     if (o.phase == "drain") {
         config.rcvbuf_bytes = o.rcvbuf > 0 ? o.rcvbuf : 512 << 20;
         config.rcvbuf_max_bytes = config.rcvbuf_bytes;

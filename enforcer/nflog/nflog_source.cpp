@@ -1,6 +1,7 @@
 #include "enforcer/nflog/nflog_source.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
 
 namespace bulkhead::nflog {
 
@@ -114,6 +116,24 @@ struct NflogSource::Impl {
     std::vector<std::byte> buffer;
     // Datagrams with log messages that arrived while open() waited for an ACK.
     std::vector<std::vector<std::byte>> pending;
+    DeliveryPacer pacer{config.pacing};
+
+    // The kernel's batching for `mode` (qthreshold, flush timeout).
+    std::pair<std::uint32_t, std::uint32_t> batching(DeliveryMode mode) const {
+        if (config.adaptive_delivery && mode == DeliveryMode::Immediate) {
+            return {1, 0};
+        }
+        return {config.queue_threshold, config.flush_timeout_cs};
+    }
+    void apply_delivery(DeliveryMode mode);
+    void pace(std::int64_t now_ns, std::uint64_t events) {
+        if (!config.adaptive_delivery) {
+            return;
+        }
+        if (auto changed = pacer.observe(now_ns, events)) {
+            apply_delivery(*changed);
+        }
+    }
 
     void on_enobufs() {
         ++stream.counters().enobufs;
@@ -152,8 +172,9 @@ std::expected<void, std::string> NflogSource::Impl::configure_group(std::uint16_
     mode.copy_range = to_be32(config.copy_range);
     mode.copy_mode = NFULNL_COPY_PACKET;
     mnl_attr_put(nlh, NFULA_CFG_MODE, sizeof mode, &mode);
-    mnl_attr_put_u32(nlh, NFULA_CFG_TIMEOUT, to_be32(config.flush_timeout_cs));
-    mnl_attr_put_u32(nlh, NFULA_CFG_QTHRESH, to_be32(config.queue_threshold));
+    const auto [threshold, timeout] = batching(pacer.mode());
+    mnl_attr_put_u32(nlh, NFULA_CFG_TIMEOUT, to_be32(timeout));
+    mnl_attr_put_u32(nlh, NFULA_CFG_QTHRESH, to_be32(threshold));
     mnl_attr_put_u32(nlh, NFULA_CFG_NLBUFSIZ, to_be32(config.kernel_buffer_bytes));
     mnl_attr_put_u16(nlh, NFULA_CFG_FLAGS, to_be16(NFULNL_CFG_F_SEQ | NFULNL_CFG_F_SEQ_GLOBAL));
 
@@ -162,6 +183,29 @@ std::expected<void, std::string> NflogSource::Impl::configure_group(std::uint16_
                                ": sending the bind request: " + errno_text(errno));
     }
     return await_ack(nlh->nlmsg_seq, group);
+}
+
+void NflogSource::Impl::apply_delivery(DeliveryMode mode) {
+    // No ACK asked: the read loop must not wait on the kernel. A refusal still comes back as
+    // an NLMSG_ERROR, which the stream counts (error_messages); the group then keeps its
+    // previous batching, which delivers every event either way.
+    const auto [threshold, timeout] = batching(mode);
+    for (const auto group : config.groups) {
+        alignas(nlmsghdr) std::array<char, 256> request{};
+        nlmsghdr* nlh = mnl_nlmsg_put_header(request.data());
+        nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+        nlh->nlmsg_flags = NLM_F_REQUEST;
+        nlh->nlmsg_seq = ++next_request_seq;
+        auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+        nfg->nfgen_family = AF_UNSPEC;
+        nfg->version = NFNETLINK_V0;
+        nfg->res_id = to_be16(group);
+        mnl_attr_put_u32(nlh, NFULA_CFG_TIMEOUT, to_be32(timeout));
+        mnl_attr_put_u32(nlh, NFULA_CFG_QTHRESH, to_be32(threshold));
+        if (mnl_socket_sendto(socket.get(), nlh, nlh->nlmsg_len) < 0) {
+            ++stream.counters().error_messages;
+        }
+    }
 }
 
 std::expected<void, std::string> NflogSource::Impl::await_ack(std::uint32_t seq,
@@ -279,6 +323,15 @@ int NflogSource::rcvbuf_bytes() const {
 void NflogSource::invalidate_interface_names() {
     impl_->names.invalidate();
 }
+void NflogSource::pace(std::int64_t now_unix_ns) {
+    impl_->pace(now_unix_ns, 0);
+}
+DeliveryMode NflogSource::delivery_mode() const {
+    return impl_->config.adaptive_delivery ? impl_->pacer.mode() : DeliveryMode::Batched;
+}
+std::uint64_t NflogSource::delivery_switches() const {
+    return impl_->pacer.switches();
+}
 const NflogSourceConfig& NflogSource::config() const {
     return impl_->config;
 }
@@ -291,6 +344,7 @@ NflogSource::read_available(const NflogStream::EventCallback& on_event) {
     auto finish = [&](bool more) {
         result.events = static_cast<std::size_t>(s.stream.counters().events - events_before);
         result.more_pending = more;
+        s.pace(realtime_ns(), result.events);
         return result;
     };
     if (!s.pending.empty()) {

@@ -17,6 +17,7 @@
 // every other user of nf_log, PF_UNBIND removes whatever another program bound.
 #pragma once
 
+#include "enforcer/nflog/delivery_pacer.hpp"
 #include "enforcer/nflog/drop_event.hpp"
 #include "enforcer/nflog/nflog_stream.hpp"
 
@@ -32,8 +33,14 @@ namespace bulkhead::nflog {
 struct NflogSourceConfig {
     std::vector<std::uint16_t> groups{10, 11};  // drops, allowed new connections
     std::uint32_t copy_range = 128;             // IPv6 40 + some extensions + TCP 20+
-    std::uint32_t queue_threshold = 64;         // messages per datagram before the kernel flushes
-    std::uint32_t flush_timeout_cs = 1;         // 1/100 s: a lone event waits at most 10 ms
+    // Batched delivery (floods): messages per datagram before the kernel flushes, and its
+    // flush timer (1/100 s; 0 = the next timer tick, 1-4 ms).
+    std::uint32_t queue_threshold = 64;
+    std::uint32_t flush_timeout_cs = 0;
+    // Immediate delivery (qthreshold 1) while the drop rate is low, batched under floods
+    // (delivery_pacer.hpp). false: always batched.
+    bool adaptive_delivery = true;
+    DeliveryPacerConfig pacing;
     std::uint32_t kernel_buffer_bytes = 65'536; // NFULA_CFG_NLBUFSIZ (kernel range 3776..131072)
     int rcvbuf_bytes = 8 << 20;                 // socket receive buffer
     int rcvbuf_max_bytes = 64 << 20;            // ENOBUFS doubles the buffer up to this
@@ -84,6 +91,12 @@ class NflogSource {
     // Errors are unexpected socket errors only; ENOBUFS is counted, not an error.
     std::expected<ReadResult, std::string>
     read_available(const NflogStream::EventCallback& on_event);
+
+    // An idle moment (the caller's timer): lets the delivery go back to immediate after a
+    // flood even when nothing more arrives.
+    void pace(std::int64_t now_unix_ns);
+    DeliveryMode delivery_mode() const;
+    std::uint64_t delivery_switches() const;
 
     const NflogCounters& counters() const;
     int rcvbuf_bytes() const; // as the kernel reports it (twice the requested size)
