@@ -76,6 +76,10 @@ void describe_nflog_metrics(Metrics& metrics) {
                      "Drop and allowed-flow records written to the event sink, by type");
     metrics.describe("bulkhead_enforcer_unattributed_events_total", Metrics::Kind::Counter,
                      "Events whose interface is bound to no workload");
+    metrics.describe("bulkhead_enforcer_nflog_batched", Metrics::Kind::Gauge,
+                     "1 while NFLOG delivery is batched (a flood), 0 while each drop is delivered at once");
+    metrics.describe("bulkhead_enforcer_nflog_delivery_switches_total", Metrics::Kind::Counter,
+                     "Switches between immediate and batched NFLOG delivery");
 }
 
 void update_nflog_metrics(Metrics& metrics, const nflog::NflogCounters& counters) {
@@ -349,6 +353,10 @@ int run_daemon(const DaemonOptions& options) {
         }
         if (nflog_source) {
             update_nflog_metrics(metrics, nflog_source->counters());
+            metrics.set("bulkhead_enforcer_nflog_batched",
+                        nflog_source->delivery_mode() == nflog::DeliveryMode::Batched ? 1.0 : 0.0);
+            metrics.set("bulkhead_enforcer_nflog_delivery_switches_total",
+                        static_cast<double>(nflog_source->delivery_switches()));
             metrics.set("bulkhead_enforcer_unattributed_events_total",
                         static_cast<double>(attributor.count(nflog::AttributionOutcome::UnknownInterface)));
         }
@@ -436,6 +444,9 @@ int run_daemon(const DaemonOptions& options) {
             std::uint64_t expirations = 0;
             if (::read(ticker.get(), &expirations, sizeof expirations) > 0) {
                 seconds += static_cast<int>(expirations);
+                if (nflog_source) {
+                    nflog_source->pace(now_unix_ns());
+                }
                 aggregator.advance(now_unix_ns(), records);
                 emit_records();
                 if (seconds >= options.drift_interval_seconds) {

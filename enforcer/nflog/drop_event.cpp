@@ -122,6 +122,9 @@ nlohmann::json to_json(const DropEvent& e) {
     j["time_unix_ms"] = e.timestamp_ns / 1'000'000;
     j["time"] = format_time_utc(e.timestamp_ns);
     j["time_source"] = std::string(to_string(e.timestamp_source));
+    if (e.timestamp_source == TimestampSource::Kernel && e.received_ns != 0) {
+        j["received_ns"] = e.received_ns;  // otherwise it is time_ns
+    }
     j["group"] = e.group;
     if (e.seq)
         j["seq"] = *e.seq;

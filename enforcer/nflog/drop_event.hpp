@@ -38,6 +38,9 @@ using MacAddress = std::array<std::uint8_t, 6>;
 struct DropEvent {
     std::int64_t timestamp_ns = 0; // CLOCK_REALTIME
     TimestampSource timestamp_source = TimestampSource::Kernel;
+    // CLOCK_REALTIME when the enforcer read it from NFLOG: with a kernel timestamp, the
+    // difference is the delivery delay (the first stage of time to contain).
+    std::int64_t received_ns = 0;
 
     std::uint16_t group = 0;
     std::optional<std::uint32_t> seq;        // NFULA_SEQ, per group

@@ -340,7 +340,7 @@ nlohmann::json to_json(const DropSummary& s) {
     nlohmann::json j = to_json(s.first);
     // Per-packet fields of the first occurrence do not describe the repeats.
     for (const char* key : {"seq", "seq_global", "sport", "tcp_flags", "tcp_flags_raw", "ip_len",
-                            "mark", "notes", "time", "time_ns", "time_source"}) {
+                            "mark", "notes", "time", "time_ns", "time_source", "received_ns"}) {
         j.erase(key);
     }
     j["type"] = "drop_summary";

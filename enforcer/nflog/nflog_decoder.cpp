@@ -50,6 +50,7 @@ std::optional<DecodeAnomaly> to_drop_event(const RawNflogRecord& raw,
         out.timestamp_ns = receive_time_ns;
         out.timestamp_source = TimestampSource::Receive;
     }
+    out.received_ns = receive_time_ns;
     out.group = raw.group;
     out.seq = optional_if(raw.has_seq, raw.seq);
     out.seq_global = optional_if(raw.has_seq_global, raw.seq_global);
