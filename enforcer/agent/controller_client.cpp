@@ -18,6 +18,11 @@ std::int64_t unix_ms_now() {
         .count();
 }
 
+std::int64_t unix_ns_now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 namespace {
 
 bool is_loopback(const std::string& host) {

@@ -105,5 +105,6 @@ private:
 };
 
 std::int64_t unix_ms_now();
+std::int64_t unix_ns_now();
 
 }  // namespace bulkhead::enforcer::agent

@@ -38,10 +38,13 @@ std::string segment_name(std::uint64_t first_seq) {
     return name;
 }
 
-std::expected<std::string, std::string> read_file(const std::filesystem::path& path) {
+std::expected<std::string, std::string> read_file(const std::filesystem::path& path, std::uint64_t offset = 0) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
         return std::unexpected("cannot read " + path.string());
+    }
+    if (offset > 0 && !in.seekg(static_cast<std::streamoff>(offset))) {
+        return std::unexpected("cannot read " + path.string() + " from byte " + std::to_string(offset));
     }
     std::ostringstream s;
     s << in.rdbuf();
@@ -80,7 +83,39 @@ std::expected<std::unique_ptr<EventSpool>, std::string> EventSpool::open(SpoolCo
     return spool;
 }
 
-EventSpool::~EventSpool() { close_active(); }
+EventSpool::~EventSpool() {
+    if (active_unsynced_ && active_fd_ >= 0) {
+        (void)::fdatasync(active_fd_);
+    }
+    close_active();
+}
+
+std::expected<void, std::string> EventSpool::sync() {
+    int fd = -1;
+    {
+        std::lock_guard lock(mutex_);
+        if (!active_unsynced_ || active_fd_ < 0) {
+            return {};
+        }
+        // A duplicate: an acknowledgement may close the active segment meanwhile.
+        fd = ::dup(active_fd_);
+        active_unsynced_ = false;
+    }
+    if (fd < 0) {
+        std::lock_guard lock(mutex_);
+        ++counters_.write_errors;
+        return std::unexpected(std::string("spool: dup: ") + std::strerror(errno));
+    }
+    const bool synced = ::fdatasync(fd) == 0;
+    const int saved_errno = errno;
+    ::close(fd);
+    if (!synced) {
+        std::lock_guard lock(mutex_);
+        ++counters_.write_errors;
+        return std::unexpected(std::string("spool: fdatasync: ") + std::strerror(saved_errno));
+    }
+    return {};
+}
 
 void EventSpool::close_active() {
     if (active_fd_ >= 0) {
@@ -185,7 +220,7 @@ std::expected<void, std::string> EventSpool::drop_oldest_segment(std::uint64_t* 
     return {};
 }
 
-std::expected<AppendResult, std::string> EventSpool::append(const std::vector<nlohmann::json>& events) {
+std::expected<AppendResult, std::string> EventSpool::append(const std::vector<nlohmann::json>& events, bool sync) {
     std::lock_guard lock(mutex_);
     AppendResult result;
     if (events.empty()) {
@@ -234,6 +269,13 @@ std::expected<AppendResult, std::string> EventSpool::append(const std::vector<nl
     std::size_t index = skip;
     while (index < lines.size()) {
         if (segments_.empty() || active_fd_ < 0 || segments_.back().bytes >= config_.segment_bytes) {
+            if (active_unsynced_ && active_fd_ >= 0 && ::fdatasync(active_fd_) != 0) {
+                ++counters_.write_errors;
+                const auto error = std::string("spool: fdatasync: ") + std::strerror(errno);
+                close_active();
+                return std::unexpected(error);
+            }
+            active_unsynced_ = false;
             close_active();
             const auto first = result.first_seq + index;
             const auto path = config_.directory / segment_name(first);
@@ -251,12 +293,15 @@ std::expected<AppendResult, std::string> EventSpool::append(const std::vector<nl
         while (index < lines.size() && (chunk.empty() || active.bytes + chunk.size() < config_.segment_bytes)) {
             chunk += lines[index++];
         }
-        if (!write_all(active_fd_, chunk) || ::fdatasync(active_fd_) != 0) {
+        const bool last_chunk = index == lines.size();
+        const bool sync_chunk = sync || !last_chunk;
+        if (!write_all(active_fd_, chunk) || (sync_chunk && ::fdatasync(active_fd_) != 0)) {
             ++counters_.write_errors;
             const auto error = std::string("spool: write: ") + std::strerror(errno);
             close_active();
             return std::unexpected(error);
         }
+        active_unsynced_ = !sync_chunk;
         if (active.events == 0) {
             active.first_seq = chunk_first;
         }
@@ -274,16 +319,17 @@ std::optional<UploadBatch> EventSpool::next_batch(std::size_t max_events, std::s
     UploadBatch batch;
     batch.body = "{\"events\":[";
     const std::size_t closing = 2;  // "]}"
-    for (const auto& segment : segments_) {
+    for (auto& segment : segments_) {
         if (segment.last_seq <= acked_through_) {
             continue;
         }
-        auto contents = read_file(segment.path);
+        auto contents = read_file(segment.path, segment.scan_offset);
         if (!contents) {
             ++counters_.write_errors;
             return std::nullopt;
         }
         std::string_view rest(*contents);
+        bool acked_prefix = true;  // every line so far is acknowledged: skip it next time
         while (!rest.empty()) {
             const auto newline = rest.find('\n');
             if (newline == std::string_view::npos) {
@@ -293,8 +339,14 @@ std::optional<UploadBatch> EventSpool::next_batch(std::size_t max_events, std::s
             rest.remove_prefix(newline + 1);
             const auto seq = seq_of(line);
             if (!seq || *seq <= acked_through_) {
+                if (acked_prefix && seq) {
+                    segment.scan_offset += newline + 1;
+                } else {
+                    acked_prefix = false;  // an unreadable line: keep reading from before it
+                }
                 continue;
             }
+            acked_prefix = false;
             if (batch.count >= max_events ||
                 batch.body.size() + line.size() + 1 + closing > max_bytes) {
                 if (batch.count == 0) {

@@ -62,8 +62,13 @@ public:
     EventSpool& operator=(const EventSpool&) = delete;
 
     // Gives each event the next seq and appends them with one fdatasync, evicting the oldest
-    // segments first if the bound would be exceeded.
-    std::expected<AppendResult, std::string> append(const std::vector<nlohmann::json>& events);
+    // segments first if the bound would be exceeded. With `sync` false the last write is
+    // left for sync(): the events can be read for upload at once, before the disk has
+    // them (a crash in between loses what it would have lost a moment earlier; nothing
+    // leaves the spool before the controller confirms it either way).
+    std::expected<AppendResult, std::string> append(const std::vector<nlohmann::json>& events, bool sync = true);
+    // fdatasync of what append(..., false) wrote; outside the lock, so uploads go on meanwhile.
+    std::expected<void, std::string> sync();
 
     // The oldest events not yet acknowledged, at most `max_events` and `max_bytes` of body.
     std::optional<UploadBatch> next_batch(std::size_t max_events, std::size_t max_bytes);
@@ -88,6 +93,9 @@ private:
         std::uint64_t last_seq = 0;
         std::uint64_t bytes = 0;
         std::uint64_t events = 0;
+        // The first bytes hold only acknowledged lines: next_batch() reads from here, not
+        // the whole segment again for every upload.
+        std::uint64_t scan_offset = 0;
     };
     explicit EventSpool(SpoolConfig config) : config_(std::move(config)) {}
     std::expected<void, std::string> load();
@@ -100,6 +108,7 @@ private:
     mutable std::mutex mutex_;
     std::vector<Segment> segments_;  // oldest first; the last one is the active one
     int active_fd_ = -1;
+    bool active_unsynced_ = false;  // written by append(..., false), not yet fdatasync'ed
     std::uint64_t last_seq_ = 0;
     std::uint64_t acked_through_ = 0;
     std::uint64_t total_bytes_ = 0;

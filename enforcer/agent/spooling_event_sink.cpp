@@ -21,6 +21,7 @@ SpoolingEventSink::SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<
                                      std::shared_ptr<ControllerClient> client)
     : config_(std::move(config)), spool_(std::move(spool)), client_(std::move(client)) {
     writer_ = std::thread([this] { writer_loop(); });
+    syncer_ = std::thread([this] { syncer_loop(); });
     if (client_) {
         uploader_ = std::thread([this] { uploader_loop(); });
     }
@@ -34,6 +35,12 @@ SpoolingEventSink::~SpoolingEventSink() {
     }
     writer_wake_.notify_all();
     writer_.join();  // the writer empties the queue before it stops
+    {
+        std::lock_guard lock(mutex_);
+        sync_stopping_ = true;
+    }
+    sync_wake_.notify_all();
+    syncer_.join();  // and the syncer makes it durable
     {
         std::lock_guard lock(upload_mutex_);
         upload_stopping_ = true;
@@ -137,7 +144,11 @@ void SpoolingEventSink::writer_loop() {
             queued_events_ = 0;
         }
         const auto count_before = batch.size();
-        auto appended = spool_->append(batch);
+        // Readable for the uploader at once; the syncer makes it durable (EventSpool::append).
+        auto appended = spool_->append(batch, false);
+        if (appended) {
+            kick();
+        }
         if (!appended) {
             spdlog::error("agent: {}: event spool: {} ({} events lost)", log_subject(), appended.error(),
                           count_before);
@@ -177,10 +188,34 @@ void SpoolingEventSink::writer_loop() {
         }
         {
             std::lock_guard lock(mutex_);
-            batches_written_ = batches_handed_ - queue_.size();
+            batches_appended_ = batches_handed_ - queue_.size();
+        }
+        sync_wake_.notify_one();
+        kick();
+    }
+}
+
+void SpoolingEventSink::syncer_loop() {
+    for (;;) {
+        std::uint64_t target = 0;
+        {
+            std::unique_lock lock(mutex_);
+            sync_wake_.wait(lock, [&] { return sync_stopping_ || batches_appended_ > batches_written_; });
+            if (batches_appended_ <= batches_written_) {
+                return;  // stopping, and everything appended is on disk
+            }
+            target = batches_appended_;
+        }
+        if (auto synced = spool_->sync(); !synced) {
+            // The events stay spooled (in the page cache) and are uploaded; only a crash of
+            // the host before the next successful sync could lose them.
+            spdlog::error("agent: {}: event spool: {}", log_subject(), synced.error());
+        }
+        {
+            std::lock_guard lock(mutex_);
+            batches_written_ = target;
         }
         written_.notify_all();
-        kick();
     }
 }
 
@@ -253,7 +288,9 @@ void SpoolingEventSink::uploader_loop() {
             }
             upload_socket_ = socket;
         }
-        auto response = socket->request("events", batch->body, config_.request_timeout);
+        // When it left (docs/control-channel.md): a stage of the controller's containment timeline.
+        std::string body = "{\"sent_ns\":" + std::to_string(unix_ns_now()) + "," + batch->body.substr(1);
+        auto response = socket->request("events", body, config_.request_timeout);
         {
             std::lock_guard lock(upload_mutex_);
             upload_socket_.reset();

@@ -70,6 +70,7 @@ private:
     SpoolingEventSink(SpoolingSinkConfig config, std::unique_ptr<EventSpool> spool,
                       std::shared_ptr<ControllerClient> client);
     void writer_loop();
+    void syncer_loop();
     void uploader_loop();
     // "enforcer hv1", or the spool directory when there is no controller: what log lines
     // are about.
@@ -87,8 +88,13 @@ private:
     std::deque<std::vector<nlohmann::json>> queue_;
     std::size_t queued_events_ = 0;
     std::uint64_t batches_handed_ = 0;
-    std::uint64_t batches_written_ = 0;
+    std::uint64_t batches_appended_ = 0;  // in the spool's files (readable for upload)
+    std::uint64_t batches_written_ = 0;   // and on disk (fdatasync)
     bool stopping_ = false;
+    // The syncer makes appended batches durable off the writer's path: an fdatasync (ms on
+    // a busy disk) never holds up the next append, and so never the next upload.
+    std::condition_variable sync_wake_;
+    bool sync_stopping_ = false;
 
     mutable std::mutex upload_mutex_;
     mutable std::condition_variable upload_wake_;
@@ -103,6 +109,7 @@ private:
     SinkStats stats_;
 
     std::thread writer_;
+    std::thread syncer_;
     std::thread uploader_;
 };
 

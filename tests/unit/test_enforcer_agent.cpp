@@ -294,6 +294,55 @@ TEST_CASE("agent spool: append, drain oldest first, acknowledge") {
     CHECK_FALSE(s.next_batch(10, 1 << 20));
 }
 
+TEST_CASE("agent spool: acknowledged lines are skipped, not re-read, and batches stay exact") {
+    AgentTempDir dir;
+    auto spool = EventSpool::open({dir.path / "spool", 1024 * 1024, 64 * 1024});
+    REQUIRE(spool);
+    auto& s = **spool;
+    // One 64 KiB segment, drained ten events at a time with partial acknowledgements: every
+    // batch starts right after what was confirmed, whatever the segment already holds.
+    REQUIRE(s.append(events(0, 200)));
+    CHECK(s.stats().segments == 1);
+    std::uint64_t confirmed = 0;
+    for (int round = 0; round < 30 && confirmed < 200; ++round) {
+        auto batch = s.next_batch(10, 1 << 20);
+        REQUIRE(batch);
+        CHECK(batch->first_seq == confirmed + 1);
+        CHECK(json::parse(batch->body)["events"][0]["event"]["n"] == static_cast<int>(confirmed));
+        // Confirm part of it (as a controller answering through_seq mid-batch may).
+        confirmed = std::min<std::uint64_t>(batch->last_seq, confirmed + 7);
+        REQUIRE(s.acknowledge(confirmed));
+        if (round == 10) {
+            REQUIRE(s.append(events(200, 20)));  // appended behind the scan position
+        }
+    }
+    auto rest = s.next_batch(1000, 1 << 20);
+    REQUIRE(rest);
+    CHECK(rest->first_seq == confirmed + 1);
+    CHECK(rest->last_seq == 220);
+}
+
+TEST_CASE("agent spool: events appended without sync are uploadable at once and durable after sync()") {
+    AgentTempDir dir;
+    const auto where = dir.path / "spool";
+    {
+        auto spool = EventSpool::open({where, 1024 * 1024, 4096});
+        REQUIRE(spool);
+        auto r = (*spool)->append(events(0, 50), false);
+        REQUIRE(r);
+        auto batch = (*spool)->next_batch(100, 1 << 20);
+        REQUIRE(batch);
+        CHECK(batch->count == 50);
+        REQUIRE((*spool)->sync());
+        REQUIRE((*spool)->sync());  // nothing left to sync: still fine
+        REQUIRE((*spool)->append(events(50, 5), false));
+    }  // closing syncs what append(..., false) left
+    auto reopened = EventSpool::open({where, 1024 * 1024, 4096});
+    REQUIRE(reopened);
+    CHECK((*reopened)->stats().events == 55);
+    CHECK((*reopened)->next_batch(100, 1 << 20)->last_seq == 55);
+}
+
 TEST_CASE("agent spool: sequence numbers survive restarts, emptied spool included") {
     AgentTempDir dir;
     const auto where = dir.path / "spool";
