@@ -40,6 +40,7 @@ std::expected<void, std::string> FleetService::start() {
         }
         // An enforcer that already holds what we just compiled keeps its generation number.
         for (const auto& status : *statuses) {
+            std::lock_guard versions(desired_mutex_);
             desired_.adopt_generation(status.id, status.applied_hash, status.applied_generation);
             generation_counter_ = std::max(generation_counter_, status.applied_generation);
         }
@@ -100,7 +101,7 @@ std::expected<void, ServiceError> FleetService::recompile(const std::set<std::st
 }
 
 std::optional<RulesetVersion> FleetService::desired(const std::string& enforcer) const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(desired_mutex_);
     return desired_.current(enforcer);
 }
 
@@ -108,13 +109,13 @@ std::optional<RulesetVersion> FleetService::current(const std::string& enforcer)
 
 std::optional<RulesetVersion> FleetService::find(const std::string& enforcer, std::uint64_t generation,
                                                  const std::string& hash) const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(desired_mutex_);
     return desired_.find(enforcer, generation, hash);
 }
 
 std::optional<RulesetVersion> FleetService::find_format1(const std::string& enforcer, std::uint64_t generation,
                                                          const std::string& format1_hash) const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(desired_mutex_);
     return desired_.find_format1(enforcer, generation, format1_hash);
 }
 
@@ -214,9 +215,17 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
     const auto compile_ms = milliseconds_since(started);
     // The generation number is only spent when something changed.
     const std::uint64_t candidate = generation_counter_ + 1;
-    auto changed = everything ? desired_.update_hashed(std::move(*rulesets), candidate)
-                              : desired_.update_some_hashed(std::move(*rulesets), candidate);
+    std::vector<std::string> changed;
+    {
+        std::lock_guard versions(desired_mutex_);
+        changed = everything ? desired_.update_hashed(std::move(*rulesets), candidate)
+                             : desired_.update_some_hashed(std::move(*rulesets), candidate);
+    }
     if (!changed.empty()) {
+        // The streams first: they read the new versions under desired_mutex_ only, so a
+        // quarantine is on its way to the enforcer while the number is stored and the
+        // dashboard told (time to contain).
+        hub_.changed(changed);  // wakes those enforcers' streams only
         // The pushed ruleset is right either way; a number that could not be stored may be
         // handed out again after a restart, which the enforcers' hash check tolerates.
         if (auto stored = next_generation_locked(); !stored) {
@@ -224,12 +233,11 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
             spdlog::error("recompile: generation {} not stored: {}", candidate, stored.error().message);
         }
         for (const auto& enforcer : changed) {
-            auto version = desired_.current(enforcer);
+            auto version = desired(enforcer);
             bus_.publish("enforcer", json{{"enforcer", enforcer},
                                           {"desired_generation", version ? version->generation : 0},
                                           {"desired_hash", version ? version->hash : ""}});
         }
-        hub_.changed(changed);  // wakes those enforcers' streams only
     }
     if (everything) {
         spdlog::info("fleet: {} enforcers compiled and hashed in {} ms, {} changed, streams woken after {} ms",
@@ -244,7 +252,7 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
 nlohmann::json FleetService::enforcer_json(const std::string& id, const std::optional<EnforcerStatus>& status) {
     json j{{"id", id}};
     {
-        std::lock_guard lock(mutex_);
+        std::lock_guard lock(desired_mutex_);
         auto desired = desired_.current(id);
         j["desired_generation"] = desired ? desired->generation : 0;
         j["desired_hash"] = desired ? desired->hash : "";
