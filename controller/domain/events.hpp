@@ -37,6 +37,14 @@ struct StoredEvent {
     // writes it instead of serialising `document` (ingest parses into text, not a DOM).
     // Reads always fill `document`.
     std::string document_text;
+    // Not stored: when the event passed each stage on its way in (CLOCK_REALTIME ns, 0 where
+    // unknown), for the timeline of a containment it completes (ContainmentTimeline).
+    struct PathTimes {
+        std::int64_t enforcer_received_ns = 0;   // NFLOG delivery (the event's "received_ns")
+        std::int64_t enforcer_sent_ns = 0;       // the upload left the enforcer (batch "sent_ns")
+        std::int64_t controller_received_ns = 0; // the upload reached the event service
+        std::int64_t stored_ns = 0;              // committed to the store
+    } path;
 };
 
 // Blocked attempts (drops and their summaries), as opposed to allowed flows and lifecycle.

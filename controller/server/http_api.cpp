@@ -9,6 +9,7 @@
 #include <ctime>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <regex>
 
@@ -717,6 +718,15 @@ void HttpApi::build_routes() {
     });
     add("GET", "/api/v1/analyzer", Permission::Read, [&s](RouteContext& c) {
         send_result(c.response, s.analyzer_status());
+    });
+    add("GET", "/api/v1/analyzer/containments", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        const auto incident = q.integer("incident", 1, std::numeric_limits<std::int64_t>::max());
+        const auto limit = q.integer("limit", 1, 1024).value_or(100);
+        if (q.failed(c.response)) {
+            return;
+        }
+        send_result(c.response, s.containments(incident, static_cast<std::size_t>(limit)));
     });
     add("GET", "/api/v1/analyzer/exemptions", Permission::Read, [&s](RouteContext& c) {
         send_result(c.response, s.incidents.list_exemptions());

@@ -227,6 +227,9 @@ void AnalysisService::analyse(std::vector<StoredEvent>& fresh) {
                 p.key = incident_key(*incident);
                 p.event_id = e.id;
                 p.kernel_contained = e.reason == "tripwire";
+                p.kernel_ns = e.time_ns;
+                p.path = e.path;
+                p.detected_ns = wall_clock_ns();
                 if (!incident->about_target) {
                     const analyzer::WorkloadFacts* facts =
                         incident->workload.empty() || inventory == nullptr
@@ -309,6 +312,7 @@ void AnalysisService::act_on(PendingFinding& p) {
         p.decision = engine_->planner.decide(ai, p.finding, subject, now * 1'000'000);
     }
     auto recorded = ledger_.record(p);
+    const std::int64_t recorded_ns = wall_clock_ns();
     if (!recorded) {
         ++store_errors_;
         spdlog::error("analysis: finding {} of {} not stored: {}", p.finding.rule_text, p.key,
@@ -352,10 +356,29 @@ void AnalysisService::act_on(PendingFinding& p) {
     }
     const std::string reason = "incident " + std::to_string(recorded->incident.id) + ": " + p.finding.explanation +
                                " (" + p.decision.reason + ")";
-    if (auto done = quarantine_.quarantine_automatically(ai.workload, reason, recorded->incident.id, incident_view);
-        !done) {
+    auto done = quarantine_.quarantine_automatically(ai.workload, reason, recorded->incident.id, incident_view);
+    if (!done) {
         spdlog::error("analysis: automatic quarantine of {} (incident {}) failed: {}", ai.workload,
                       recorded->incident.id, done.error().message);
+        return;
+    }
+    if ((*done)["created"].get<bool>()) {
+        ContainmentTimeline t;
+        t.quarantined_ns = wall_clock_ns();
+        t.incident = recorded->incident.id;
+        t.workload = ai.workload;
+        t.enforcer = done->value("enforcer", "");
+        t.detector = p.finding.rule_text;
+        t.generation = done->value("generation", std::uint64_t{0});
+        t.event = p.event_id;
+        t.kernel_ns = p.kernel_ns;
+        t.enforcer_received_ns = p.path.enforcer_received_ns;
+        t.enforcer_sent_ns = p.path.enforcer_sent_ns;
+        t.controller_received_ns = p.path.controller_received_ns;
+        t.stored_ns = p.path.stored_ns;
+        t.detected_ns = p.detected_ns;
+        t.recorded_ns = recorded_ns;
+        timelines_.add(std::move(t));
     }
 }
 

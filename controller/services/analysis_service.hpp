@@ -12,6 +12,7 @@
 #include "controller/analyzer/drop_record.hpp"
 #include "controller/analyzer/response_planner.hpp"
 #include "controller/services/active_configuration.hpp"
+#include "controller/services/containment_timelines.hpp"
 #include "controller/services/event_bus.hpp"
 #include "controller/services/event_sequencer.hpp"
 #include "controller/services/incident_ledger.hpp"
@@ -53,6 +54,8 @@ class AnalysisService {
 
     // Freshly stored events of one commit (ids increasing); analysed in id order.
     void submit(std::vector<StoredEvent> events) { sequencer_.submit(std::move(events)); }
+    // The stages of the last automatic containments (the "pushed" stage is the channel's).
+    const ContainmentTimelines& containment_timelines() const { return timelines_; }
     // Waits until every submitted event was analysed (tests, shutdown).
     bool drain(std::chrono::milliseconds wait) { return sequencer_.drain(wait); }
     // Saves the engine, planner and incident map with the last event they have seen.
@@ -104,6 +107,7 @@ class AnalysisService {
     nlohmann::json restart_;  // how the last start rebuilt the engine (status)
     std::atomic<bool> stopping_{false};
     std::function<void()> outbox_written_;
+    ContainmentTimelines timelines_;
     std::thread maintenance_;
     std::mutex maintenance_mutex_;
     std::condition_variable maintenance_wake_;

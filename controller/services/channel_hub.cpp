@@ -39,6 +39,17 @@ struct ChannelHub::Mailbox {
     bool closed = false;
     bool waiting_full = false;  // queued for a full-ruleset turn (guarded by the hub's full_mutex_)
     std::function<void()> wake;
+    // The last rulesets handed to this stream, (generation, CLOCK_REALTIME ns), oldest first:
+    // the "pushed" stage of a containment's timeline.
+    std::deque<std::pair<std::uint64_t, std::int64_t>> pushes;
+
+    void record_push(std::uint64_t generation) {
+        std::lock_guard lock(mutex);
+        pushes.emplace_back(generation, wall_clock_ns());
+        if (pushes.size() > 16) {
+            pushes.pop_front();
+        }
+    }
 
     void notify(bool close) {
         std::function<void()> call;
@@ -117,6 +128,7 @@ class ChannelHub::Stream final : public ChannelStream {
                 holding_full_ = full;
                 sent_generation_ = desired->generation;
                 sent_hash_ = desired->hash;
+                mailbox_->record_push(desired->generation);
                 if (format1_) {
                     return sent(format1_update_line(base, *desired));
                 }
@@ -202,6 +214,25 @@ std::pair<std::size_t, std::size_t> ChannelHub::full_rulesets() const {
 }
 
 ChannelHub::~ChannelHub() { shutdown(); }
+
+std::optional<std::int64_t> ChannelHub::pushed_at(const std::string& enforcer, std::uint64_t generation) const {
+    std::shared_ptr<Mailbox> mailbox;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = mailboxes_.find(enforcer);
+        if (it == mailboxes_.end()) {
+            return std::nullopt;
+        }
+        mailbox = it->second;
+    }
+    std::lock_guard lock(mailbox->mutex);
+    for (const auto& [pushed, ns] : mailbox->pushes) {
+        if (pushed >= generation) {
+            return ns;
+        }
+    }
+    return std::nullopt;
+}
 
 std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std::uint64_t generation,
                                                 const std::string& hash, int hash_format) {

@@ -80,6 +80,9 @@ class ChannelHub {
     void shutdown();
 
     bool connected(const std::string& enforcer) const;
+    // When the stream of `enforcer` was handed `generation` or a later one (CLOCK_REALTIME
+    // ns); nothing if it was not, or the stream has ended since.
+    std::optional<std::int64_t> pushed_at(const std::string& enforcer, std::uint64_t generation) const;
     std::size_t open_streams() const;
     struct DiffCacheStats {
         std::uint64_t hits = 0;

@@ -71,6 +71,17 @@ ServiceResult ControllerServices::health() {
                 {"generation", fleet.generation()}};
 }
 
+ServiceResult ControllerServices::containments(std::optional<std::int64_t> incident, std::size_t limit) {
+    nlohmann::json list = nlohmann::json::array();
+    for (auto& t : analysis.containment_timelines().recent(incident, limit)) {
+        if (t.generation != 0 && !t.enforcer.empty()) {
+            t.pushed_ns = fleet.pushed_at(t.enforcer, t.generation).value_or(0);
+        }
+        list.push_back(containment_timeline_json(t));
+    }
+    return nlohmann::json{{"containments", std::move(list)}};
+}
+
 ServiceResult ControllerServices::analyzer_status() {
     auto result = analysis.status();
     if (!result) {

@@ -56,6 +56,8 @@ class ControllerServices {
     ServiceResult health();
     // The analyzer's state with the outbox's depth and age.
     ServiceResult analyzer_status();
+    // The stages of the last automatic containments, newest first (`incident`'s only if given).
+    ServiceResult containments(std::optional<std::int64_t> incident, std::size_t limit);
 
     const ControllerOptions& options() const { return options_; }
     EventBus& bus() { return bus_; }

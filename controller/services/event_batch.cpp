@@ -83,8 +83,16 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
     if (root.get_object().get(top) != simdjson::SUCCESS) {
         return problem(400, "wrong-type", "an event batch must be a JSON object", "");
     }
+    std::int64_t sent_ns = 0;
     for (auto field : top) {
-        if (field.key != "events") {
+        if (field.key == "sent_ns") {
+            // When the enforcer sent the batch (docs/control-channel.md): a stage of time to contain.
+            const auto sent = integer(field.value);
+            if (!sent || *sent < 0) {
+                return problem(400, "invalid-value", "\"sent_ns\" must be a non-negative integer", "/sent_ns");
+            }
+            sent_ns = *sent;
+        } else if (field.key != "events") {
             return problem(400, "unknown-field", "unknown member \"" + std::string(field.key) + "\" in an event batch",
                            "/" + pointer_token(field.key));
         }
@@ -161,6 +169,10 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
         r.type = std::string(type);
         r.time_ns = times[0] ? *times[0] : times[1] ? *times[1] : times[2].value_or(now_ms) * 1'000'000;
         r.received_at = now_ms;
+        r.path.enforcer_sent_ns = sent_ns;
+        if (const auto received = integer_member(event, "received_ns"); received && *received > 0) {
+            r.path.enforcer_received_ns = *received;
+        }
         r.workload = string_or_empty(event, "workload");
         r.direction = string_or_empty(event, "direction");
         r.reason = string_or_empty(event, "reason");

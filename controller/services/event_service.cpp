@@ -15,6 +15,7 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
     }
+    const std::int64_t received_ns = wall_clock_ns();
     const TimeMs now = clock_();
     auto parsed = EventBatchParser(EventBatchLimits{options_.max_events_per_batch}).parse(body, id, now);
     if (!parsed) {
@@ -40,11 +41,14 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
     // Live view and detection see only events stored now for the first time; a retried
     // batch changes nothing.
     if (inserted->accepted > 0) {
+        const std::int64_t stored_ns = wall_clock_ns();
         std::vector<StoredEvent> fresh;
         fresh.reserve(inserted->accepted);
         for (std::size_t i = 0; i < records.size(); ++i) {
             if (inserted->ids[i] != 0) {
                 records[i].id = inserted->ids[i];
+                records[i].path.controller_received_ns = received_ns;
+                records[i].path.stored_ns = stored_ns;
                 fresh.push_back(std::move(records[i]));
             }
         }

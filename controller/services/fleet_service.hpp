@@ -77,6 +77,10 @@ class FleetService final : public DesiredVersions {
     std::optional<RulesetVersion> find_format1(const std::string& enforcer, std::uint64_t generation,
                                                const std::string& format1_hash) const override;
     bool acked(const std::string& enforcer, const std::string& hash) const;
+    // When the channel handed `generation` (or a later one) to `enforcer` (ChannelHub::pushed_at).
+    std::optional<std::int64_t> pushed_at(const std::string& enforcer, std::uint64_t generation) const {
+        return hub_.pushed_at(enforcer, generation);
+    }
     // Waits until `enforcer` acked `hash` (true) or `wait` ended or shutdown (false).
     bool wait_for_ack(const std::string& enforcer, const std::string& hash, std::chrono::milliseconds wait);
     std::uint64_t generation() const;
@@ -110,6 +114,9 @@ class FleetService final : public DesiredVersions {
 
     // Guards the desired state and the generation counter (not the streams: ChannelHub).
     mutable std::mutex mutex_;
+    // Guards desired_ alone, inside mutex_ where both are taken: the channel streams read
+    // versions without waiting for a recompile's store writes.
+    mutable std::mutex desired_mutex_;
     DesiredState desired_;
     std::uint64_t generation_counter_ = 0;
 

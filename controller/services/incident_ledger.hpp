@@ -36,6 +36,10 @@ struct PendingFinding {
     bool critical = false;
     bool kernel_contained = false;  // raised by a tripwire drop: the kernel already quarantined it
     analyzer::ResponseDecision decision;
+    // The raising event's way in and when the engine found this (containment timeline).
+    std::int64_t kernel_ns = 0;
+    StoredEvent::PathTimes path;
+    std::int64_t detected_ns = 0;
 };
 
 struct RecordedFinding {

@@ -115,12 +115,18 @@ ServiceResult QuarantineService::quarantine(
     }
     // A workload without an enforcer (an unmanaged server) has nothing to recompile; its
     // quarantine still counts for attribution and the record.
+    std::uint64_t generation = 0;
     if (!(*record)->enforcer.empty()) {
         if (auto rc = fleet_.recompile({(*record)->enforcer}); !rc) {
             return std::unexpected(rc.error());
         }
+        if (auto desired = fleet_.desired((*record)->enforcer)) {
+            generation = desired->generation;
+        }
     }
-    return json{{"created", true}, {"quarantine", *stored}};
+    // "enforcer" and "generation" (the desired ruleset that holds it) are for the caller
+    // inside the controller (the containment timeline), not part of an API answer.
+    return json{{"created", true}, {"quarantine", *stored}, {"enforcer", (*record)->enforcer}, {"generation", generation}};
 }
 
 ServiceResult QuarantineService::create_quarantine(const Caller& caller, const json& body, std::chrono::milliseconds wait) {

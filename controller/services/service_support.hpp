@@ -62,6 +62,13 @@ struct Caller {
 
 using Clock = std::function<TimeMs()>;
 
+// CLOCK_REALTIME in nanoseconds: the stamps of a containment's stages, compared with the
+// kernel's and the enforcers' (same clock on one machine, NTP-disciplined across machines).
+inline std::int64_t wall_clock_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 // Milliseconds on the steady clock since `since`, for the durations services log.
 inline long long milliseconds_since(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();

@@ -610,12 +610,13 @@ class Suite:
                 return w["addresses"][0]
         return "10.9.9.9"
 
-    def upload(self, enforcer, events, token=None):
+    def upload(self, enforcer, events, token=None, sent_ns=None):
         batch = []
         for e in events:
             self.seq[enforcer] += 1
             batch.append({"seq": self.seq[enforcer], "event": e})
-        return self.c.post(f"/api/v1/enforcers/{enforcer}/events", {"events": batch},
+        body = {"events": batch} if sent_ns is None else {"sent_ns": sent_ns, "events": batch}
+        return self.c.post(f"/api/v1/enforcers/{enforcer}/events", body,
                            token or self.enforcer_tokens[enforcer]), batch
 
     def policy_with(self, **response):
@@ -1471,7 +1472,10 @@ class Suite:
             check("incidents: below the threshold -> none", r.status == 200 and r.json["incidents"] == [], r)
             drops = sse.wait_for(lambda e: e.get("event") == "drops" and "vdi-101" in e.get("data", ""), 5)
             check("stream: drops event with the ingested drops", drops is not None and len(json.loads(drops["data"])) == 3, drops)
-            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.9.2", 9000, time_ns=base + 3)])
+            completing = self.drop("vdi-101", "10.1.9.2", 9000, time_ns=base + 3)
+            completing["received_ns"] = base + 4  # as an enforcer stamps the NFLOG delivery
+            before_upload = time.time_ns()
+            r, _ = self.upload("hv2", [completing], sent_ns=base + 5)
             check("incidents: third distinct target ingested", r.status == 200, r)
             r = self.c.get("/api/v1/incidents", TOKENS["soc"], query={"workload": "vdi-101"})
             inc = r.json["incidents"][0] if r.status == 200 and r.json["incidents"] else None
@@ -1488,6 +1492,26 @@ class Suite:
             check("stream: events carry ids", all("id" in e for e in sse.events if e.get("event") != "hello"), sse.events[-3:])
             audit = self.c.get("/api/v1/audit", t, query={"action": "quarantine.create", "actor": "analyzer"}).json["entries"]
             check("incidents: automatic quarantine audited as analyzer", len(audit) == 1 and audit[0]["target"] == "workload/vdi-101", audit)
+            if inc:
+                # Where time to contain went: the stages of this containment, in order.
+                tl = self.c.get("/api/v1/analyzer/containments", TOKENS["soc"], query={"incident": inc["id"]})
+                lst = tl.json.get("containments", []) if tl.status == 200 else []
+                st = lst[0]["stages_ns"] if lst else {}
+                order = ["controller_received", "stored", "detected", "recorded", "quarantined"]
+                check("containments: one timeline for the incident, the completing drop's kernel, delivery and send stamps",
+                      len(lst) == 1 and lst[0]["workload"] == "vdi-101" and lst[0]["enforcer"] == "hv2"
+                      and st.get("kernel") == base + 3 and st.get("enforcer_received") == base + 4
+                      and st.get("enforcer_sent") == base + 5 and lst[0]["generation"] >= 1, tl)
+                check("containments: the controller's stages are stamped in order after the upload",
+                      all(isinstance(st.get(k), int) for k in order) and st["controller_received"] >= before_upload
+                      and all(st[a] <= st[b] for a, b in zip(order, order[1:])), st)
+                check("containments: hv2 has no channel open here, so nothing was pushed", st.get("pushed") is None, st)
+                other = self.c.get("/api/v1/analyzer/containments", TOKENS["soc"], query={"incident": inc["id"] + 100000})
+                check("containments: another incident's -> empty list", other.status == 200 and other.json["containments"] == [], other)
+                bad = self.c.get("/api/v1/analyzer/containments", TOKENS["soc"], query={"limit": "0"})
+                self.expect_error("containments: limit 0 -> 400 naming the parameter", bad, 400, parameter="limit")
+            r, _ = self.upload("hv2", [self.drop("vdi-101", "10.1.9.2", 9001)], sent_ns=-1)
+            self.expect_error("events: a negative sent_ns -> 400 at /sent_ns", r, 400, code="invalid-value", pointer="/sent_ns")
             if inc:
                 d = self.c.get(f"/api/v1/incidents/{inc['id']}", TOKENS["automation"])
                 check("incident GET: timeline of its events, source workload, targets", d.status == 200 and len(d.json.get("timeline", [])) >= 3
