@@ -37,6 +37,7 @@ struct Packet {
     std::uint8_t l4proto = 6;
     std::uint16_t dport = 0;     // tcp/udp/sctp destination port
     std::uint8_t icmp_type = 0;  // icmp/icmpv6
+    std::string src_mac;         // an honest sender's: its workload's MAC from the inventory
 };
 
 constexpr std::uint16_t icmp_checksum = 0xbeef;  // what `th dport` reads for non-port protocols
@@ -61,6 +62,7 @@ std::optional<Value> field_value(const Packet& p, Field f) {
         return v4 && p.l4proto == 1 ? std::optional<Value>{std::uint32_t{p.icmp_type}} : std::nullopt;
     case Field::Icmpv6Type:
         return !v4 && p.l4proto == 58 ? std::optional<Value>{std::uint32_t{p.icmp_type}} : std::nullopt;
+    case Field::EtherSaddr: return Value{p.src_mac};
     }
     return std::nullopt;
 }
@@ -277,9 +279,16 @@ struct KernelResult {
 KernelResult run_kernel(const std::map<std::string, Ruleset>& rulesets, const policy::Inventory& inv,
                         const Attempt& a) {
     KernelResult r;
-    for (const auto& hop : hops(place_of(inv, a.source), place_of(inv, a.destination))) {
+    const auto source = place_of(inv, a.source);
+    std::string source_mac;
+    for (const auto& w : inv.workloads) {
+        if (w.id == source.workload) {
+            source_mac = w.mac;
+        }
+    }
+    for (const auto& hop : hops(source, place_of(inv, a.destination))) {
         Packet p{hop.iif, hop.oif, a.source.address, a.destination.address, a.protocol, a.port,
-                 static_cast<std::uint8_t>(a.port)};
+                 static_cast<std::uint8_t>(a.port), source_mac};
         const auto& rs = rulesets.at(hop.enforcer);
         Interpreter in{rs, p, r.logs};
         if (in.chain(base_chain_of(rs, hop.hook)) == Outcome::Drop) {
