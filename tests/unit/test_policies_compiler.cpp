@@ -637,6 +637,7 @@ TEST_CASE("compiler: tripwires cost the same lookups whatever the number of work
     // terminals and compare the rule count of every chain (sets grow, chains do not).
     auto example = load_example("segmentation");
     auto small = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    auto server_small = RulesetCompiler(example.policy, example.inventory).compile("fs-01");
     const auto base = *std::find_if(example.inventory.workloads.begin(), example.inventory.workloads.end(),
                                     [](const auto& w) { return w.id == "pc-001"; });
     for (int i = 0; i < 300; ++i) {
@@ -653,6 +654,22 @@ TEST_CASE("compiler: tripwires cost the same lookups whatever the number of work
         CHECK(small->chains[c].rules.size() == large->chains[c].rules.size());
     }
     CHECK(large->find_set("tripwire_ports")->elements->size() == 302);
+    // Host mode: the file server (armed host tripwires) keeps the same chains and rules with
+    // every added terminal quarantined; they are elements of blocked_sources4, one lookup.
+    std::set<std::string> quarantined;
+    for (int i = 0; i < 300; ++i) {
+        quarantined.insert("pc-x" + std::to_string(i));
+    }
+    auto server_large = RulesetCompiler(example.policy, example.inventory).compile("fs-01", quarantined);
+    REQUIRE(server_small);
+    REQUIRE(server_large);
+    CHECK_FALSE(server_large->find_set("host_tripwires")->elements->empty());
+    REQUIRE(server_small->chains.size() == server_large->chains.size());
+    for (std::size_t c = 0; c < server_small->chains.size(); ++c) {
+        CAPTURE(server_small->chains[c].name);
+        CHECK(server_small->chains[c].rules.size() == server_large->chains[c].rules.size());
+    }
+    CHECK(server_large->find_set("blocked_sources4")->elements->size() == 300);
 }
 
 TEST_CASE("compiler: spoof guard: each port sends only from its workload's addresses") {
