@@ -910,6 +910,7 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     ElementList guarded_ports, port_sources4, port_sources6;  // the spoof guard
     ElementList mac_guarded_ports, port_macs;
     ElementList host_tripwires;  // armed server interface -> its class's inbound tripwire chain
+    ElementList host_interfaces;  // every host-mode interface: where blocked senders are dropped
     std::set<std::size_t> local_classes;
     bool has_host = false;
     static const std::vector<std::size_t> none;
@@ -933,6 +934,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             }
             if (!host && r.workload_armed[w]) {
                 tripwire_ports.push_back({{interface}, ""});
+            }
+            if (host) {
+                host_interfaces.push_back({{interface}, ""});
             }
             if (host && r.host_armed[w] && c.host_members) {
                 host_tripwires.push_back({{interface}, c.name + "_in_tripwire"});
@@ -1013,6 +1017,8 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
                                 "senders a tripwire never contains (guardrails of response.auto_quarantine)"));
         if (has_host) {
             sets.push_back(verdict_map("host_tripwires", std::move(host_tripwires)));
+            sets.push_back(make_set("host_interfaces", {KeyType::Ifname}, false, share(std::move(host_interfaces)),
+                                    "the host-mode servers' interfaces (blocked senders are dropped there)"));
         }
     }
     // Spoof guard: a port-mode workload sends only from its own addresses. Link-local and
@@ -1060,9 +1066,15 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     const bool blocks_sources = has_host && r.tripwires;
     if (blocks_sources) {
         // Before anything else, established connections included: a blocked sender's next
-        // packet after the one that tripped goes no further.
-        input.rules.push_back(jump_if_in(Field::Ip4Saddr, "blocked_sources4", "blocked_source"));
-        input.rules.push_back(jump_if_in(Field::Ip6Saddr, "blocked_sources6", "blocked_source"));
+        // packet after the one that tripped goes no further. Only on the server's own
+        // interfaces: a VDI port of this host is governed by its port (its address may even
+        // collide with a blocked one elsewhere).
+        for (auto [field, set] : {std::pair{Field::Ip4Saddr, "blocked_sources4"}, std::pair{Field::Ip6Saddr, "blocked_sources6"}}) {
+            Rule blocked = lookup_rule({Field::Iifname}, "host_interfaces");
+            blocked.matches.push_back(SetLookup{{field}, set});
+            blocked.verdict = {VerdictKind::Jump, "blocked_source"};
+            input.rules.push_back(std::move(blocked));
+        }
     }
     input.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));

@@ -6,9 +6,9 @@
 //                    quarantined port? -> quarantine chains; established/related accept;
 //                    iifname vmap @egress_ports; oifname vmap @ingress_ports
 //   input/output     the same for host-mode workloads (@host_ingress / @host_egress);
-//                    with tripwires, input first drops @blocked_sources4/6 (senders a
-//                    server's tripwire blocked) and an armed server's interface enters its
-//                    class's <class>_in_tripwire (@host_tripwires)
+//                    with tripwires, input first drops @blocked_sources4/6 arriving on a
+//                    server's interfaces (senders its tripwire blocked) and an armed server's
+//                    interface enters its class's <class>_in_tripwire (@host_tripwires)
 //   <class>_out/_in  one chain pair per policy class (workloads with identical segment
 //                    membership share it, like Cilium identities); a constant number of
 //                    rules, each one set lookup: decoy, deny, allow, default.

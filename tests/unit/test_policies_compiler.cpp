@@ -798,8 +798,9 @@ TEST_CASE("compiler: a host-mode tripwire blocks the sender's address on the pac
     const auto* input = web->find_chain("input");
     REQUIRE(input != nullptr);
     // A blocked sender is stopped right after neighbour discovery, established traffic included.
-    CHECK(render_rule(input->rules[1]) == "ip saddr @blocked_sources4 jump blocked_source");
-    CHECK(render_rule(input->rules[2]) == "ip6 saddr @blocked_sources6 jump blocked_source");
+    CHECK(render_rule(input->rules[1]) == "iifname @host_interfaces ip saddr @blocked_sources4 jump blocked_source");
+    CHECK(render_rule(input->rules[2]) == "iifname @host_interfaces ip6 saddr @blocked_sources6 jump blocked_source");
+    CHECK(contains_element(*web->find_set("host_interfaces"), "\"eth0\""));
     // The tripwires come just before the server's class chain (verdict-map dispatches).
     std::vector<std::string> rendered;
     for (const auto& r : input->rules) {

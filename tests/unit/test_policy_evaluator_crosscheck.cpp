@@ -522,6 +522,33 @@ TEST_CASE("evaluator cross-check: agrees with the compiled rulesets on every exa
         }
     }
     fleets.push_back(hypervisor_server);
+    // Host-mode tripwires beside port-mode ones: a tripwire rule towards both host-mode
+    // servers (from desktops, a critical one spared, and from ops' unknown addresses), a
+    // decoy tripwire segment holding one server, the honeypot VDI's segment as a tripwire.
+    Fleet host_tripwires = synthetic();
+    host_tripwires.name += "+host-tripwires";
+    host_tripwires.policy.response.auto_quarantine = policy::AutoQuarantineMode::On;
+    for (auto& segment : host_tripwires.policy.segments) {
+        segment.tripwire = segment.tripwire || segment.name == "honeypot";
+    }
+    policy::Segment decoy_server;
+    decoy_server.name = "decoy-server";
+    decoy_server.decoy = true;
+    decoy_server.tripwire = true;
+    decoy_server.selector.workloads = {"srv-2"};
+    host_tripwires.policy.segments.push_back(decoy_server);
+    policy::Rule trap;
+    trap.name = "trap-ssh";
+    trap.action = policy::RuleAction::Deny;
+    trap.from = {"desktops", "ops"};
+    trap.to = {"hypervisors", "servers"};
+    trap.services = {"ssh"};
+    trap.tripwire = true;
+    host_tripwires.policy.rules.insert(host_tripwires.policy.rules.begin(), trap);
+    for (auto& w : host_tripwires.inventory.workloads) {
+        w.critical = w.critical || w.id == "d2";
+    }
+    fleets.push_back(host_tripwires);
     Tally total;
     for (const auto& base : fleets) {
         for (int variant = 0; variant < 3; ++variant) {
