@@ -121,6 +121,10 @@ struct WorkloadInfo {
     std::size_t policy_class = none;
     // Its tripwires contain it in the kernel (the compiler's tripwire_ports; port mode only).
     bool armed = false;
+    // Host mode: its tripwires block their senders (the compiler's host_tripwires).
+    bool host_armed = false;
+    // A sender a host-mode tripwire never blocks (the compiler's tripwire_spared4/6).
+    bool spared = false;
 };
 
 bool intersects(const std::vector<std::size_t>& sorted, const std::vector<std::size_t>& any) {
@@ -148,6 +152,7 @@ struct EvaluatorModel {
     std::map<IpAddress, std::vector<std::size_t>> by_address;
     std::map<std::string, std::size_t, std::less<>> host_workload;  // enforcer -> host-mode workload
     std::set<std::string, std::less<>> enforcers;
+    bool tripwires = false;  // the policy declares any (host-mode servers then block quarantined senders)
 
     bool in_segments(const IpAddress& a, const std::vector<std::size_t>& which) const {
         return std::any_of(which.begin(), which.end(),
@@ -245,6 +250,32 @@ struct Evaluation {
             sort_unique(c.rules);
             return c;
         };
+        if (!out && m.workloads[w].host_armed && !spared(peer)) {
+            // Host mode: <class>_in_tripwire, entered from input for an armed server's
+            // interface: a decoy tripwire segment the server is in, then tripwire deny rules
+            // towards it. The sender's address is blocked on the packet.
+            for (const auto s : cls.segments) {
+                if (m.segments[s].tripwire) {
+                    c.rules.push_back(m.segments[s].name);
+                }
+            }
+            if (c.rules.empty()) {
+                for (const auto& r : m.rules) {
+                    if (r.tripwire && r.action == RuleAction::Deny && intersects(cls.segments, r.to) &&
+                        m.in_segments(peer, r.from) && r.services.matches(family, attempt.protocol, attempt.port)) {
+                        c.rules.push_back(r.name);
+                    }
+                }
+            }
+            if (!c.rules.empty()) {
+                c.chain = cls.name + "_in_tripwire";
+                c.verdict = Verdict::Drop;
+                c.reason = Reason::Tripwire;
+                c.log_prefix = ruleset::log_prefix(Mode::Enforce, dir_name, "tripwire", cls.name);
+                sort_unique(c.rules);
+                return c;
+            }
+        }
         if (out && m.workloads[w].armed) {
             // <class>_out_tripwire, entered first from an armed port: a tripwire decoy, then
             // a tripwire deny rule. Always a drop (armed only in enforce mode).
@@ -342,6 +373,42 @@ struct Evaluation {
         return c;
     }
 
+    // Whether a workload of the inventory holding `a` is one a tripwire never contains.
+    bool spared(const IpAddress& a) const {
+        const auto it = m.by_address.find(a);
+        return it != m.by_address.end() &&
+               std::any_of(it->second.begin(), it->second.end(), [&](std::size_t w) { return m.workloads[w].spared; });
+    }
+
+    // blocked_source (host mode with tripwires, input hook of the server's enforcer): a
+    // sender that is a quarantined workload elsewhere is dropped unless a quarantine grant
+    // lets it reach this server. nullopt when the sender is not blocked.
+    std::optional<Check> blocked_source(const std::string& enforcer, ruleset::Hook hook, std::size_t w) const {
+        const auto it = m.by_address.find(attempt.source.address);
+        if (!m.tripwires || it == m.by_address.end() ||
+            std::none_of(it->second.begin(), it->second.end(), [&](std::size_t s) {
+                return quarantined.contains(m.workloads[s].id) && m.workloads[s].enforcer != enforcer;
+            })) {
+            return std::nullopt;
+        }
+        Check c = base(enforcer, hook, Direction::In, w);
+        c.chain = "blocked_source";
+        c.reason = Reason::Quarantine;
+        for (const auto& g : m.grants_to) {
+            if (m.in_segments(attempt.destination.address, g.segments) &&
+                g.services.matches(family, attempt.protocol, attempt.port)) {
+                c.rules.push_back(g.label);
+            }
+        }
+        if (!c.rules.empty()) {
+            c.verdict = Verdict::Allow;
+            return c;
+        }
+        c.verdict = Verdict::Drop;
+        c.log_prefix = ruleset::log_prefix(Mode::Enforce, "in", "quarantine", "q");
+        return c;
+    }
+
     bool neighbour_discovery() const {
         const auto t = attempt.port;
         return family == Family::Ipv6 && attempt.protocol == proto_icmpv6 &&
@@ -349,7 +416,7 @@ struct Evaluation {
     }
 
     // One hook on one enforcer. Steps, in the order the base chain runs them.
-    enum class Step : std::uint8_t { NeighbourDiscovery, QuarantineOut, QuarantineIn, Egress, Ingress };
+    enum class Step : std::uint8_t { NeighbourDiscovery, BlockedSource, QuarantineOut, QuarantineIn, Egress, Ingress };
     struct Traversal {
         std::string enforcer;
         ruleset::Hook hook;
@@ -370,6 +437,13 @@ struct Evaluation {
                     c.rules = {"neighbour-discovery"};
                     checks.push_back(std::move(c));
                     return true;  // accept: the rest of this hook is skipped
+                }
+                break;
+            case Step::BlockedSource:
+                if (auto c = blocked_source(t.enforcer, t.hook, w)) {
+                    const bool accepted = c->verdict == Verdict::Allow;
+                    checks.push_back(std::move(*c));
+                    return accepted;
                 }
                 break;
             case Step::QuarantineOut:
@@ -448,8 +522,8 @@ struct Evaluation {
                                {{Step::QuarantineIn, d.workload}, {Step::Ingress, d.workload}}});
             } else if (d.kind == K::HostWorkload) {
                 out.push_back({d.enforcer, H::Input,
-                               {{Step::NeighbourDiscovery, 1}, {Step::QuarantineIn, d.workload},
-                                {Step::Ingress, d.workload}}});
+                               {{Step::NeighbourDiscovery, 1}, {Step::BlockedSource, d.workload},
+                                {Step::QuarantineIn, d.workload}, {Step::Ingress, d.workload}}});
             }
         }
         return out;
@@ -597,19 +671,28 @@ PolicyEvaluator::PolicyEvaluator(const Policy& policy, const Inventory& inventor
     for (auto& s : m->segments) {
         s.addresses.finish();
     }
-    // Armed tripwires, as the compiler decides them (tripwire_arming, port mode only).
+    // Armed tripwires, as the compiler decides them (tripwire_arming).
     const bool tripwires =
         std::any_of(policy.segments.begin(), policy.segments.end(), [](const Segment& s) { return s.decoy && s.tripwire; }) ||
         std::any_of(policy.rules.begin(), policy.rules.end(),
                     [](const Rule& r) { return r.tripwire && r.action == RuleAction::Deny; });
+    m->tripwires = tripwires;
     for (std::size_t w = 0; tripwires && w < inventory.workloads.size(); ++w) {
         auto& info = m->workloads[w];
+        std::vector<std::string> names;
+        for (auto s : workload_segments[w]) {
+            names.push_back(policy.segments[s].name);
+        }
+        const bool armed = ruleset::tripwire_arming(policy, inventory.workloads[w], names).armed;
+        info.spared = !armed;
         if (info.managed && info.mode == AttachmentMode::Port) {
-            std::vector<std::string> names;
-            for (auto s : workload_segments[w]) {
-                names.push_back(policy.segments[s].name);
-            }
-            info.armed = ruleset::tripwire_arming(policy, inventory.workloads[w], names).armed;
+            info.armed = armed;
+        }
+        if (info.managed && info.mode == AttachmentMode::Host) {
+            // The server is not what is contained: its own critical flag does not disarm it.
+            policy::Workload as_protector = inventory.workloads[w];
+            as_protector.critical = false;
+            info.host_armed = ruleset::tripwire_arming(policy, as_protector, names).armed;
         }
     }
     auto indices = [&](const std::vector<std::string>& names) {

@@ -31,6 +31,7 @@ constexpr std::array field_table{
     FieldInfo{Field::ThDport, "th dport", KeyType::InetService},
     FieldInfo{Field::IcmpType, "icmp type", KeyType::IcmpType},
     FieldInfo{Field::Icmpv6Type, "icmpv6 type", KeyType::Icmpv6Type},
+    FieldInfo{Field::EtherSaddr, "ether saddr", KeyType::EtherAddr},
 };
 
 struct KeyTypeInfo {
@@ -45,6 +46,7 @@ constexpr std::array key_type_table{
     KeyTypeInfo{KeyType::InetService, "inet_service"},
     KeyTypeInfo{KeyType::IcmpType, "icmp_type"},
     KeyTypeInfo{KeyType::Icmpv6Type, "icmpv6_type"},
+    KeyTypeInfo{KeyType::EtherAddr, "ether_addr"},
 };
 
 constexpr std::array ct_state_names{
@@ -318,7 +320,7 @@ std::optional<Field> field_from_name(std::string_view name) {
 
 std::string key_part_to_string(const KeyPart& part, KeyType type) {
     if (const auto* name = std::get_if<std::string>(&part)) {
-        return "\"" + *name + "\"";
+        return type == KeyType::EtherAddr ? *name : "\"" + *name + "\"";
     }
     if (const auto* range = std::get_if<IpRange>(&part)) {
         return policy::to_string(*range);
@@ -889,6 +891,13 @@ std::expected<ElementList, std::string> decode_elements(const std::string& set_n
             const auto type = key[i];
             if (type == KeyType::Ifname) {
                 element.key.emplace_back(parts[i].get<std::string>());
+            } else if (type == KeyType::EtherAddr) {
+                // Normalised, so that two spellings of one MAC are one element.
+                auto mac = policy::normalize_mac(parts[i].get<std::string>());
+                if (!mac) {
+                    return fail<ElementList>("set " + set_name + ": " + mac.error());
+                }
+                element.key.emplace_back(*mac);
             } else if (type == KeyType::Ipv4Addr || type == KeyType::Ipv6Addr) {
                 auto range = ip_range_from_string(parts[i].get<std::string>(), type);
                 if (!range) {

@@ -33,7 +33,8 @@ enum class KeyType : std::uint8_t {
     Ipv6Addr,
     InetService,
     IcmpType,
-    Icmpv6Type
+    Icmpv6Type,
+    EtherAddr  // a MAC address; its key part is the lowercase text "52:54:00:12:34:56"
 };
 
 // Packet fields the rules read.
@@ -48,7 +49,8 @@ enum class Field : std::uint8_t {
     ThSport,
     ThDport,
     IcmpType,
-    Icmpv6Type
+    Icmpv6Type,
+    EtherSaddr  // the frame's source MAC (ethernet ports only)
 };
 
 KeyType key_type_of(Field field);
@@ -57,7 +59,8 @@ std::string_view nft_name(Field field);    // "ip daddr"
 std::optional<KeyType> key_type_from_name(std::string_view name);
 std::optional<Field> field_from_name(std::string_view name);
 
-// One component of an element key: an interface name, an address range, or a number range.
+// One component of an element key: an interface name or a MAC address (text), an address
+// range, or a number range.
 using KeyPart = std::variant<std::string, IpRange, NumberRange>;
 
 struct Element {

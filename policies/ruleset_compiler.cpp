@@ -79,6 +79,12 @@ struct PolicyClass {
     std::string comment;
     SetGroup out_allow, out_deny, in_allow, in_deny;
     SetGroup out_tripwire;  // what tripwire rules deny this class outbound (also in out_deny)
+    // Host mode (a server protecting itself): what tripwire rules deny towards this class
+    // (also in in_deny), armed only for classes with host-mode members, and whether the
+    // class holds a tripwire decoy (every inbound packet trips it).
+    bool host_members = false;
+    bool tripwire_decoy = false;
+    SetGroup in_tripwire;
     std::vector<SegmentReference> references;  // sorted: direction, verdict, segment name
 };
 
@@ -191,6 +197,10 @@ struct RulesetCompiler::Resolved {
     bool tripwires = false;
     std::shared_ptr<const ElementList> tripwire_decoys4, tripwire_decoys6;
     std::vector<bool> workload_armed;
+    // Host-mode tripwires: per workload whether its host-mode tripwires block sources, and
+    // the addresses of workloads the guardrails forbid the kernel to contain (spared).
+    std::vector<bool> host_armed;
+    std::shared_ptr<const ElementList> tripwire_spared4, tripwire_spared6;
     std::vector<std::string> segment_names;
     std::vector<std::vector<std::size_t>> workload_segments;  // per workload, its segments' indices in order
     // Host-wide address sets of shared (large) segments, by segment index; null if small.
@@ -350,11 +360,15 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
 
     // 3. Policy classes: one per distinct segment membership among attached workloads.
     std::map<std::vector<std::size_t>, std::size_t> class_by_segments;
+    std::set<std::vector<std::size_t>> host_memberships;  // classes with host-mode members
     r.workload_class.assign(inventory.workloads.size(), std::string::npos);
     for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
         const auto& workload = inventory.workloads[w];
         if (workload.enforcer.empty() || !workload.attachment) {
             continue;
+        }
+        if (workload.attachment->mode == AttachmentMode::Host) {
+            host_memberships.insert(workload_segments[w]);
         }
         auto [it, inserted] = class_by_segments.emplace(workload_segments[w], 0);
         r.workload_class[w] = 0;  // fixed up below once classes are ordered
@@ -367,12 +381,14 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         PolicyClass c;
         c.name = name;
         c.segments = segments;
+        c.host_members = host_memberships.contains(segments);
         for (auto s : segments) {
             c.decoy = c.decoy || policy.segments[s].decoy;
+            c.tripwire_decoy = c.tripwire_decoy || (policy.segments[s].decoy && policy.segments[s].tripwire);
             c.comment += (c.comment.empty() ? "" : ", ") + policy.segments[s].name;
         }
         c.comment = c.comment.empty() ? "in no segment" : "segments: " + c.comment;
-        BoxLists out_allow, out_deny, in_allow, in_deny, out_tripwire;
+        BoxLists out_allow, out_deny, in_allow, in_deny, out_tripwire, in_tripwire;
         auto member = [&](const std::vector<std::size_t>& list) {
             return std::any_of(list.begin(), list.end(), [&](std::size_t s) {
                 return std::binary_search(segments.begin(), segments.end(), s);
@@ -406,6 +422,9 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
             }
             if (member(rule.to)) {
                 add_peers(rule.from, rule.services, false, deny, deny ? in_deny : in_allow);
+                if (rule.tripwire && c.host_members) {
+                    add_peers(rule.from, rule.services, false, true, in_tripwire, true);
+                }
             }
         }
         for (auto& [reference_key, value] : references) {
@@ -422,6 +441,7 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
         c.in_allow = build(std::move(in_allow));
         c.in_deny = build(std::move(in_deny));
         c.out_tripwire = build(std::move(out_tripwire));
+        c.in_tripwire = build(std::move(in_tripwire));
         r.classes.push_back(std::move(c));
     }
     for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
@@ -450,15 +470,34 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
     r.tripwire_decoys4 = share(merged_address_elements(split_family(tripwire_decoys, Family::Ipv4)));
     r.tripwire_decoys6 = share(merged_address_elements(split_family(tripwire_decoys, Family::Ipv6)));
     r.workload_armed.assign(inventory.workloads.size(), false);
+    r.host_armed.assign(inventory.workloads.size(), false);
+    std::vector<IpRange> spared;
     if (r.tripwires) {
         for (std::size_t w = 0; w < inventory.workloads.size(); ++w) {
             std::vector<std::string> names;
             for (auto s : workload_segments[w]) {
                 names.push_back(policy.segments[s].name);
             }
-            r.workload_armed[w] = tripwire_arming(policy, inventory.workloads[w], names).armed;
+            const auto& workload = inventory.workloads[w];
+            r.workload_armed[w] = tripwire_arming(policy, workload, names).armed;
+            if (!r.workload_armed[w]) {
+                // Never contained by the kernel: not from its own port, not as a source a
+                // host-mode tripwire would block.
+                for (const auto& a : workload.addresses) {
+                    spared.push_back(policy::host_range(a));
+                }
+            }
+            if (workload.attachment && workload.attachment->mode == AttachmentMode::Host) {
+                // A server's tripwire contains the sender, not the server: the server's own
+                // critical flag does not disarm it (a critical sender is spared instead).
+                policy::Workload as_protector = workload;
+                as_protector.critical = false;
+                r.host_armed[w] = tripwire_arming(policy, as_protector, names).armed;
+            }
         }
     }
+    r.tripwire_spared4 = share(merged_address_elements(split_family(spared, Family::Ipv4)));
+    r.tripwire_spared6 = share(merged_address_elements(split_family(spared, Family::Ipv6)));
     BoxLists to, from;
     std::vector<IpRange> to_hosts, from_hosts;
     for (const auto& grant : policy.quarantine.allow) {
@@ -492,6 +531,20 @@ RulesetCompiler::RulesetCompiler(const policy::Policy& policy, const policy::Inv
 RulesetCompiler::~RulesetCompiler() = default;
 
 std::vector<std::string> RulesetCompiler::enforcers() const { return resolved_->enforcers; }
+
+std::vector<std::string> RulesetCompiler::enforcers_blocking_quarantined() const {
+    const auto& r = *resolved_;
+    std::set<std::string> out;
+    if (r.tripwires) {
+        for (std::size_t w = 0; w < r.inventory.workloads.size(); ++w) {
+            const auto& workload = r.inventory.workloads[w];
+            if (r.workload_class[w] != std::string::npos && workload.attachment->mode == AttachmentMode::Host) {
+                out.insert(workload.enforcer);
+            }
+        }
+    }
+    return {out.begin(), out.end()};
+}
 
 std::vector<std::string> RulesetCompiler::segments_of(std::size_t workload) const {
     const auto& r = *resolved_;
@@ -604,6 +657,21 @@ struct ChainBuilder {
         return r;
     }
 
+    // Host mode: the matching packet puts its own source address into
+    // `@blocked_sources4/6` (which the input chain drops before anything else), is logged as
+    // "tripwire" (direction in: towards the server behind the input interface) and dropped.
+    Rule host_tripwire(Rule lookup, bool v6, std::string_view subject) const {
+        Rule r;
+        for (auto& m : lookup.matches) {
+            r.matches.push_back(std::move(m));
+        }
+        r.update = v6 ? SetUpdate{{Field::Ip6Saddr}, "blocked_sources6"} : SetUpdate{{Field::Ip4Saddr}, "blocked_sources4"};
+        r.counter = true;
+        r.log = LogAction{log_prefix(Mode::Enforce, "in", "tripwire", subject), defaults.log_group};
+        r.verdict = {VerdictKind::Drop, ""};
+        return r;
+    }
+
     // A drop (or, in monitor mode, a would-drop that logs and returns).
     Rule finish_drop(Rule r, std::string_view direction, std::string_view reason,
                      std::string_view subject, bool always_enforce = false) const {
@@ -624,6 +692,8 @@ struct ChainBuilder {
 
     // A packet from a port whose source is not its workload's (entered from
     // `@guarded_ports`): dropped and logged with reason spoof (a would-drop in monitor mode).
+    // A port whose workload has a MAC in the inventory is checked for it first
+    // (`@mac_guarded_ports`); a port without one has its addresses checked only.
     Chain spoof_guard_chain() const {
         Chain chain;
         chain.name = "spoof_guard";
@@ -632,6 +702,7 @@ struct ChainBuilder {
             r.verdict = {VerdictKind::Return, ""};
             return r;
         };
+        chain.rules.push_back(jump_to(Field::Iifname, "mac_guarded_ports", "spoof_guard_mac"));
         chain.rules.push_back(own({Field::Iifname, Field::Ip4Saddr}, "port_sources4"));
         chain.rules.push_back(own({Field::Iifname, Field::Ip6Saddr}, "port_sources6"));
         chain.rules.push_back(own({Field::Ip6Saddr}, "link_sources6"));
@@ -639,6 +710,18 @@ struct ChainBuilder {
         dhcp.matches.push_back(ValueMatch{Field::L4proto, {{17, 17}}});
         dhcp.matches.push_back(ValueMatch{Field::ThDport, {{67, 67}}});
         chain.rules.push_back(std::move(dhcp));
+        chain.rules.push_back(finish_drop(Rule{}, "out", "spoof", "q"));
+        return chain;
+    }
+
+    // A frame whose source MAC is not its port's workload's. DHCP (from 0.0.0.0) and
+    // neighbour discovery (from ::) come from the workload's own MAC, so they pass here.
+    Chain spoof_guard_mac_chain() const {
+        Chain chain;
+        chain.name = "spoof_guard_mac";
+        Rule own = lookup_rule({Field::Iifname, Field::EtherSaddr}, "port_macs");
+        own.verdict = {VerdictKind::Return, ""};
+        chain.rules.push_back(std::move(own));
         chain.rules.push_back(finish_drop(Rule{}, "out", "spoof", "q"));
         return chain;
     }
@@ -662,6 +745,53 @@ struct ChainBuilder {
         for (auto& r : rules) {
             chain.rules.push_back(tripwire(std::move(r), c.name));
         }
+        return chain;
+    }
+
+    // Every host-mode tripwire of a class, inbound; entered from the input chain for an armed
+    // server's interface (`@host_tripwires`). A sender the guardrails spare returns here and
+    // meets the class chain's ordinary deny rules, which log and drop without containing.
+    Chain host_tripwire_chain(const PolicyClass& c) const {
+        Chain chain;
+        chain.name = c.name + "_in_tripwire";
+        for (auto [field, set] : {std::pair{Field::Ip4Saddr, "tripwire_spared4"}, std::pair{Field::Ip6Saddr, "tripwire_spared6"}}) {
+            Rule spare = lookup_rule({field}, set);
+            spare.verdict = {VerdictKind::Return, ""};
+            chain.rules.push_back(std::move(spare));
+        }
+        if (c.tripwire_decoy) {
+            // A decoy server: any packet to it is the proof.
+            chain.rules.push_back(host_tripwire(Rule{}, false, c.name));
+            chain.rules.push_back(host_tripwire(Rule{}, true, c.name));
+        }
+        auto rules = group_lookups(chain.name, false);
+        for (const auto& ref : c.references) {
+            if (!ref.outbound && ref.tripwire) {
+                for (auto& r : segment_lookups(c.name, ref)) {
+                    rules.push_back(std::move(r));
+                }
+            }
+        }
+        for (auto& r : rules) {
+            // Each lookup reads one family's source address (ip saddr or ip6 saddr).
+            const auto& first = std::get<SetLookup>(r.matches.front());
+            const bool v6 = first.fields.front() == Field::Ip6Saddr;
+            chain.rules.push_back(host_tripwire(std::move(r), v6, c.name));
+        }
+        return chain;
+    }
+
+    // A packet from a blocked source (a host-mode tripwire's, or a quarantined workload's):
+    // what the quarantine grants let a quarantined workload reach passes, anything else is
+    // dropped and logged (enforced even in monitor mode, as the quarantine chains are).
+    Chain blocked_source_chain() const {
+        Chain chain;
+        chain.name = "blocked_source";
+        for (auto& r : group_lookups("quarantine_to", true)) {
+            r.verdict = {VerdictKind::Accept, ""};
+            chain.rules.push_back(std::move(r));
+        }
+        chain.rules.push_back(finish_drop(Rule{}, "in", "quarantine", "q", true));
         return chain;
     }
 
@@ -778,6 +908,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     ElementList egress_ports, ingress_ports, host_egress, host_ingress;
     ElementList quarantined_ports, quarantined_host, tripwire_ports;
     ElementList guarded_ports, port_sources4, port_sources6;  // the spoof guard
+    ElementList mac_guarded_ports, port_macs;
+    ElementList host_tripwires;  // armed server interface -> its class's inbound tripwire chain
+    ElementList host_interfaces;  // every host-mode interface: where blocked senders are dropped
     std::set<std::size_t> local_classes;
     bool has_host = false;
     static const std::vector<std::size_t> none;
@@ -802,8 +935,18 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             if (!host && r.workload_armed[w]) {
                 tripwire_ports.push_back({{interface}, ""});
             }
+            if (host) {
+                host_interfaces.push_back({{interface}, ""});
+            }
+            if (host && r.host_armed[w] && c.host_members) {
+                host_tripwires.push_back({{interface}, c.name + "_in_tripwire"});
+            }
             if (!host) {
                 guarded_ports.push_back({{interface}, ""});
+                if (!workload.mac.empty()) {  // the reader normalised it
+                    mac_guarded_ports.push_back({{interface}, ""});
+                    port_macs.push_back({{interface, workload.mac}, ""});
+                }
                 for (const auto& a : workload.addresses) {
                     (a.family == Family::Ipv4 ? port_sources4 : port_sources6)
                         .push_back({{interface, policy::host_range(a)}, ""});
@@ -843,6 +986,40 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
                                 "ports the kernel contains on a tripwire (guardrails of response.auto_quarantine)"));
         sets.push_back(make_set("tripwire_decoys4", {KeyType::Ipv4Addr}, true, r.tripwire_decoys4));
         sets.push_back(make_set("tripwire_decoys6", {KeyType::Ipv6Addr}, true, r.tripwire_decoys6));
+        // Host mode: the senders a server's tripwire blocked (the kernel adds them), and the
+        // quarantined workloads of the fleet, which a server arming tripwires blocks too: that
+        // is how the controller takes over what the kernel blocked, and releases it.
+        ElementList blocked4, blocked6;
+        if (has_host) {
+            for (const auto& id : quarantined) {
+                const auto it = r.workload_index.find(id);
+                if (it == r.workload_index.end() || r.inventory.workloads[it->second].enforcer == enforcer) {
+                    continue;  // this host's own workloads are quarantined by their ports
+                }
+                for (const auto& a : r.inventory.workloads[it->second].addresses) {
+                    (a.family == Family::Ipv4 ? blocked4 : blocked6).push_back({{policy::host_range(a)}, ""});
+                }
+            }
+        }
+        auto blocked_set = [&](std::string name, KeyType type, ElementList elements) {
+            std::sort(elements.begin(), elements.end());
+            elements.erase(std::unique(elements.begin(), elements.end()), elements.end());
+            SetDefinition s = make_set(std::move(name), {type}, false, share(std::move(elements)),
+                                       "senders a host-mode tripwire blocked, and quarantined workloads");
+            s.dynamic = true;  // the tripwire rules add to it from the packet path
+            return s;
+        };
+        sets.push_back(blocked_set("blocked_sources4", KeyType::Ipv4Addr, std::move(blocked4)));
+        sets.push_back(blocked_set("blocked_sources6", KeyType::Ipv6Addr, std::move(blocked6)));
+        sets.push_back(make_set("tripwire_spared4", {KeyType::Ipv4Addr}, true, r.tripwire_spared4,
+                                "senders a tripwire never contains (guardrails of response.auto_quarantine)"));
+        sets.push_back(make_set("tripwire_spared6", {KeyType::Ipv6Addr}, true, r.tripwire_spared6,
+                                "senders a tripwire never contains (guardrails of response.auto_quarantine)"));
+        if (has_host) {
+            sets.push_back(verdict_map("host_tripwires", std::move(host_tripwires)));
+            sets.push_back(make_set("host_interfaces", {KeyType::Ifname}, false, share(std::move(host_interfaces)),
+                                    "the host-mode servers' interfaces (blocked senders are dropped there)"));
+        }
     }
     // Spoof guard: a port-mode workload sends only from its own addresses. Link-local and
     // unspecified IPv6 sources (neighbour discovery, DHCPv6) never leave the link, and an
@@ -853,6 +1030,10 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
                             share(std::move(port_sources4)), "each port's own IPv4 addresses"));
     sets.push_back(make_set("port_sources6", {KeyType::Ifname, KeyType::Ipv6Addr}, false,
                             share(std::move(port_sources6)), "each port's own IPv6 addresses"));
+    sets.push_back(make_set("mac_guarded_ports", {KeyType::Ifname}, false, share(std::move(mac_guarded_ports)),
+                            "ports whose source MAC is checked (their workload has a MAC)"));
+    sets.push_back(make_set("port_macs", {KeyType::Ifname, KeyType::EtherAddr}, false,
+                            share(std::move(port_macs)), "each port's own MAC address"));
     sets.push_back(make_set("link_sources6", {KeyType::Ipv6Addr}, true,
                             share({{{*policy::parse_cidr("::/128")}, ""}, {{*policy::parse_cidr("fe80::/10")}, ""}}),
                             "link-scope IPv6 sources (never forwarded)"));
@@ -882,6 +1063,19 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     // workload-to-host traffic is the same (drop).
     Chain input{"input", BaseChain{Hook::Input, 0}, {}};
     input.rules.push_back(neighbour_discovery_accept());
+    const bool blocks_sources = has_host && r.tripwires;
+    if (blocks_sources) {
+        // Before anything else, established connections included: a blocked sender's next
+        // packet after the one that tripped goes no further. Only on the server's own
+        // interfaces: a VDI port of this host is governed by its port (its address may even
+        // collide with a blocked one elsewhere).
+        for (auto [field, set] : {std::pair{Field::Ip4Saddr, "blocked_sources4"}, std::pair{Field::Ip6Saddr, "blocked_sources6"}}) {
+            Rule blocked = lookup_rule({Field::Iifname}, "host_interfaces");
+            blocked.matches.push_back(SetLookup{{field}, set});
+            blocked.verdict = {VerdictKind::Jump, "blocked_source"};
+            input.rules.push_back(std::move(blocked));
+        }
+    }
     input.rules.push_back(jump_if_in(Field::Iifname, "guarded_ports", "spoof_guard"));
     input.rules.push_back(jump_if_in(Field::Iifname, "quarantined_ports", "quarantine_out"));
     if (has_host) {
@@ -889,6 +1083,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     }
     input.rules.push_back(established_accept());
     input.rules.push_back(dispatch(Field::Iifname, "egress_ports"));
+    if (blocks_sources) {
+        input.rules.push_back(dispatch(Field::Iifname, "host_tripwires"));
+    }
     if (has_host) {
         input.rules.push_back(dispatch(Field::Iifname, "host_ingress"));
     }
@@ -910,6 +1107,10 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
     regular.push_back(builder.quarantine_chain(true));
     regular.push_back(builder.quarantine_chain(false));
     regular.push_back(builder.spoof_guard_chain());
+    regular.push_back(builder.spoof_guard_mac_chain());
+    if (blocks_sources) {
+        regular.push_back(builder.blocked_source_chain());
+    }
     for (auto index : local_classes) {
         const auto& c = r.classes[index];
         auto& pieces = *r.class_pieces[index];
@@ -922,6 +1123,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             if (r.tripwires) {
                 add_group(own, c.name + "_out_tripwire", c.out_tripwire, c.comment + "; tripwire rules");
             }
+            if (r.tripwires && c.host_members) {
+                add_group(own, c.name + "_in_tripwire", c.in_tripwire, c.comment + "; host-mode tripwire rules");
+            }
             for (const auto& ref : c.references) {
                 const auto stem = reference_stem(c.name, ref);
                 const auto comment = c.comment + "; services towards segment " + ref.segment_name;
@@ -933,6 +1137,9 @@ std::expected<Ruleset, std::string> RulesetCompiler::compile(
             pieces.chains.push_back(builder.class_chain(c, false));
             if (r.tripwires) {
                 pieces.chains.push_back(builder.tripwire_chain(c));
+            }
+            if (r.tripwires && c.host_members) {
+                pieces.chains.push_back(builder.host_tripwire_chain(c));
             }
         });
         sets.insert(sets.end(), pieces.sets.begin(), pieces.sets.end());

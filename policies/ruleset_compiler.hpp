@@ -2,10 +2,13 @@
 // enforcer. Pure: values in, values out.
 //
 // Shape of every compiled table (see docs/ruleset-design.md for the why):
-//   forward (hook)   port? -> spoof guard (its own source addresses, every packet);
+//   forward (hook)   port? -> spoof guard (its own MAC and source addresses, every packet);
 //                    quarantined port? -> quarantine chains; established/related accept;
 //                    iifname vmap @egress_ports; oifname vmap @ingress_ports
-//   input/output     the same for host-mode workloads (@host_ingress / @host_egress)
+//   input/output     the same for host-mode workloads (@host_ingress / @host_egress);
+//                    with tripwires, input first drops @blocked_sources4/6 arriving on a
+//                    server's interfaces (senders its tripwire blocked) and an armed server's
+//                    interface enters its class's <class>_in_tripwire (@host_tripwires)
 //   <class>_out/_in  one chain pair per policy class (workloads with identical segment
 //                    membership share it, like Cilium identities); a constant number of
 //                    rules, each one set lookup: decoy, deny, allow, default.
@@ -80,7 +83,14 @@ public:
     // Ids of every enforcer in the inventory, sorted.
     std::vector<std::string> enforcers() const;
 
-    // `quarantined` holds workload ids; those not behind `enforcer` are ignored here.
+    // Enforcers whose rulesets depend on quarantines elsewhere in the fleet: those with
+    // host-mode workloads when the policy declares tripwires (they block the addresses of
+    // every quarantined workload, see compile()). A quarantine recompiles them too.
+    std::vector<std::string> enforcers_blocking_quarantined() const;
+
+    // `quarantined` holds workload ids. Those behind `enforcer` are quarantined at their
+    // ports; where the enforcer blocks quarantined senders (enforcers_blocking_quarantined),
+    // the others' addresses go into its blocked-sources sets.
     std::expected<Ruleset, std::string> compile(std::string_view enforcer,
                                                 const std::set<std::string>& quarantined = {}) const;
     std::map<std::string, Ruleset> compile_all(const std::set<std::string>& quarantined = {}) const;

@@ -35,6 +35,8 @@ packages=(
   # integration tests drive real traffic and read NFLOG from a small Python harness;
   # the schema test checks the documented JSON Schema against the examples
   python3 python3-jsonschema
+  # the spoof guard's kernel test forges frames from a foreign MAC address
+  python3-scapy
   # the demo and the end-to-end tests scan from a VDI with real nmap
   nmap curl
   # the dashboard's browser tests and benchmark drive Debian's Chromium (headless)

@@ -269,17 +269,32 @@ void AnalysisService::analyse(std::vector<StoredEvent>& fresh) {
     // tripwire's drop (same batch) has recorded the quarantine with its incident above; this
     // catches a drop that was lost or analysed earlier, so the record never misses what is
     // in force on the host.
+    // A host-mode tripwire names the sender's address instead ("source"): the workload is
+    // the managed one holding that address, if exactly one does (never a guess); an address
+    // the inventory does not know stays blocked on that host, recorded by its drop event.
+    const auto inventory = inventory_index();
     for (const auto& e : fresh) {
-        if (e.type != "kernel_contained" || e.workload.empty()) {
+        if (e.type != "kernel_contained") {
             continue;
         }
         const auto detail = json::parse(e.document_text, nullptr, false);
-        const std::string where = e.enforcer + "/" + (detail.is_object() ? detail.value("interface", "") : "");
+        std::string workload = e.workload;
+        std::string where = e.enforcer + "/" + (detail.is_object() ? detail.value("interface", "") : "");
+        if (workload.empty() && detail.is_object() && detail.contains("source") && inventory != nullptr) {
+            const std::string source = detail.value("source", "");
+            if (const auto* holder = inventory->by_address(source, ""); holder != nullptr && !holder->enforcer.empty()) {
+                workload = holder->id;
+                where = e.enforcer + " (sender " + source + " blocked)";
+            }
+        }
+        if (workload.empty()) {
+            continue;
+        }
         if (auto done = quarantine_.quarantine_automatically(
-                e.workload, "contained by the kernel: tripwire on " + where, std::nullopt, nullptr, std::string(kernel_actor));
+                workload, "contained by the kernel: tripwire on " + where, std::nullopt, nullptr, std::string(kernel_actor));
             !done) {
             ++store_errors_;
-            spdlog::error("analysis: kernel containment of {} on {} not recorded: {}", e.workload, where,
+            spdlog::error("analysis: kernel containment of {} on {} not recorded: {}", workload, where,
                           done.error().message);
         }
     }

@@ -205,8 +205,16 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
         return std::unexpected(quarantined_or_error.error());
     }
     const auto& quarantined = *quarantined_or_error;
+    auto some = only_enforcers;
+    if (!everything) {
+        // A quarantine also changes what servers arming host-mode tripwires block; a set
+        // whose rulesets come out unchanged is not pushed.
+        for (auto& e : compiled_->compiler->enforcers_blocking_quarantined()) {
+            some.insert(std::move(e));
+        }
+    }
     const auto enforcers = everything ? compiled_->compiler->enforcers()
-                                      : std::vector<std::string>(only_enforcers.begin(), only_enforcers.end());
+                                      : std::vector<std::string>(some.begin(), some.end());
     const auto started = std::chrono::steady_clock::now();
     auto rulesets = compile_and_hash(*compiled_->compiler, enforcers, quarantined);
     if (!rulesets) {

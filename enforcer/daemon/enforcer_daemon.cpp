@@ -424,7 +424,13 @@ int run_daemon(const DaemonOptions& options) {
             auto read = nflog_source->read_available([&](const nflog::DropEvent& event) {
                 nflog::DropEvent attributed = event;
                 attributor.attribute(attributed);
-                if (attributed.reason == nflog::Reason::Tripwire && !attributed.indev_name.empty()) {
+                if (attributed.reason == nflog::Reason::Tripwire && attributed.direction == nflog::Direction::In) {
+                    // Host mode: the kernel has already blocked the sender's address (when the
+                    // packet's network header was decoded, ip_length is set).
+                    if (attributed.ip_length != 0) {
+                        contained = keeper.note_kernel_blocked(attributed.src, "nflog", now / 1'000'000) || contained;
+                    }
+                } else if (attributed.reason == nflog::Reason::Tripwire && !attributed.indev_name.empty()) {
                     // The kernel has already quarantined the port; hold it and tell the source.
                     contained = keeper.note_kernel_contained(attributed.indev_name, "nflog", now / 1'000'000) ||
                                 contained;
@@ -436,8 +442,8 @@ int run_daemon(const DaemonOptions& options) {
             }
             emit_records();
             if (contained) {
-                spdlog::warn("daemon: enforcer {}: the kernel contained {} port(s) on a tripwire",
-                             options.enforcer_id, keeper.held_ports().size());
+                spdlog::warn("daemon: enforcer {}: the kernel contained {} port(s) and blocked {} sender(s) on a tripwire",
+                             options.enforcer_id, keeper.held_ports().size(), keeper.held_sources().size());
             }
         }
         if ((fds[1].revents & POLLIN) != 0) {

@@ -79,7 +79,11 @@ void RulesetKeeper::save_state(std::int64_t now_unix_ms) {
     if (!applied_) {
         return;
     }
-    auto saved = state_.save({generation_, now_unix_ms, *applied_, {held_.begin(), held_.end()}});
+    std::vector<std::string> sources;
+    for (const auto& a : held_sources_) {
+        sources.push_back(policy::to_string(a));
+    }
+    auto saved = state_.save({generation_, now_unix_ms, *applied_, {held_.begin(), held_.end()}, std::move(sources)});
     if (!saved) {
         auto error = base_event("state_write_failed", now_unix_ms);
         error["error"] = saved.error();
@@ -105,13 +109,55 @@ bool arms_tripwires(const ruleset::Ruleset& ruleset) {
     return armed != nullptr && armed->elements && !armed->elements->empty();
 }
 
+// The same for host-mode tripwires (the compiler's `host_tripwires`): only then can the
+// kernel add to blocked_sources4/6 by itself.
+bool arms_host_tripwires(const ruleset::Ruleset& ruleset) {
+    const auto* armed = ruleset.find_set("host_tripwires");
+    return armed != nullptr && armed->elements && !armed->elements->empty();
+}
+
+std::string blocked_set_for(const policy::IpAddress& a) {
+    return a.family == policy::Family::Ipv4 ? "blocked_sources4" : "blocked_sources6";
+}
+
+bool holds_address(const ruleset::SetDefinition& set, const policy::IpAddress& a) {
+    const ruleset::KeyPart key = policy::IpRange{a, a};
+    return std::any_of(set.elements->begin(), set.elements->end(),
+                       [&](const ruleset::Element& e) { return e.key.size() == 1 && e.key[0] == key; });
+}
+
+// A copy of `set` with `part` added as one more element.
+void add_element(ruleset::SetDefinition& set, ruleset::KeyPart part) {
+    auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+    elements->push_back(ruleset::Element{{std::move(part)}, ""});
+    std::sort(elements->begin(), elements->end());
+    set.elements = std::move(elements);
+}
+
 }  // namespace
 
 ruleset::Ruleset RulesetKeeper::with_held(const ruleset::Ruleset& desired, std::int64_t now_unix_ms) {
-    if (held_.empty()) {
+    if (held_.empty() && held_sources_.empty()) {
         return desired;
     }
     ruleset::Ruleset out = desired;
+    for (auto it = held_sources_.begin(); it != held_sources_.end();) {
+        auto set = std::find_if(out.sets.begin(), out.sets.end(),
+                                [&](const ruleset::SetDefinition& s) { return s.name == blocked_set_for(*it); });
+        const bool owned = set != out.sets.end() && holds_address(*set, *it);
+        if (set == out.sets.end() || owned) {
+            // The source blocks it now (its release will unblock it), or no longer arms
+            // host-mode tripwires at all.
+            auto event = base_event(owned ? "kernel_containment_adopted" : "kernel_containment_dropped",
+                                    now_unix_ms);
+            event["source"] = policy::to_string(*it);
+            events_.emit(event);
+            it = held_sources_.erase(it);
+            continue;
+        }
+        add_element(*set, policy::IpRange{*it, *it});
+        ++it;
+    }
     auto set = std::find_if(out.sets.begin(), out.sets.end(),
                             [](const ruleset::SetDefinition& s) { return s.name == contained_set; });
     for (auto it = held_.begin(); it != held_.end();) {
@@ -172,8 +218,49 @@ bool RulesetKeeper::note_kernel_contained(const std::string& interface, std::str
     return true;
 }
 
+bool RulesetKeeper::note_kernel_blocked(const policy::IpAddress& source, std::string_view how,
+                                        std::int64_t now_unix_ms) {
+    if (!applied_ || !arms_host_tripwires(*applied_)) {
+        return false;
+    }
+    const std::string set_name = blocked_set_for(source);
+    auto set = std::find_if(applied_->sets.begin(), applied_->sets.end(),
+                            [&](const ruleset::SetDefinition& s) { return s.name == set_name; });
+    if (set == applied_->sets.end() || holds_address(*set, source)) {
+        return false;  // already blocked (by the source, or noted before)
+    }
+    held_sources_.insert(source);
+    add_element(*set, policy::IpRange{source, source});
+    // No workload: the sender is a remote address, which the controller maps to a workload
+    // of its inventory (the server this enforcer protects is not the one contained).
+    auto event = base_event("kernel_contained", now_unix_ms);
+    event["source"] = policy::to_string(source);
+    event["set"] = set_name;
+    event["seen_by"] = std::string(how);
+    event["generation"] = generation_;
+    events_.emit(event);
+    save_state(now_unix_ms);
+    return true;
+}
+
 bool RulesetKeeper::adopt(const DriftReport& report, std::int64_t now_unix_ms) {
     bool any = false;
+    // Host mode: anything in blocked_sources4/6 the ruleset does not hold was put there by
+    // a tripwire rule, if this ruleset arms any (otherwise it is drift, repaired).
+    if (applied_ && arms_host_tripwires(*applied_)) {
+        for (const auto* name : {"blocked_sources4", "blocked_sources6"}) {
+            auto it = report.dynamic_additions.find(name);
+            if (it == report.dynamic_additions.end()) {
+                continue;
+            }
+            for (const auto& e : it->second) {
+                const auto* range = e.key.size() == 1 ? std::get_if<policy::IpRange>(&e.key[0]) : nullptr;
+                if (range != nullptr && range->low == range->high) {
+                    any = note_kernel_blocked(range->low, "read-back", now_unix_ms) || any;
+                }
+            }
+        }
+    }
     // Only an armed port can have been added by the kernel (the tripwire chains are entered
     // from `@tripwire_ports` only); anything else in the set was put there by someone else
     // and is drift, repaired like any other.
@@ -209,6 +296,11 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
     generation_ = loaded->state->generation;
     auto& lkg = loaded->state->ruleset;
     held_.insert(loaded->state->kernel_contained.begin(), loaded->state->kernel_contained.end());
+    for (const auto& text : loaded->state->kernel_blocked_sources) {
+        if (auto address = policy::parse_ip_address(text)) {
+            held_sources_.insert(*address);
+        }
+    }
     if (!loaded->warning.empty()) {
         // The newest state was corrupt and this is the one before it. The kernel may well
         // hold that newer ruleset (a quarantine, say): rolling it back would release what
@@ -267,12 +359,12 @@ void RulesetKeeper::restore(std::int64_t now_unix_ms) {
 
 std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& from_source,
                                                       std::int64_t now_unix_ms) {
-    const auto held_before = held_.size();
+    const auto held_before = held_.size() + held_sources_.size();
     ruleset::Ruleset desired = with_held(from_source, now_unix_ms);
     if (applied_) {
         auto diff = ruleset::diff_rulesets(*applied_, desired);
         if (diff.empty()) {
-            if (held_.size() != held_before) {
+            if (held_.size() + held_sources_.size() != held_before) {
                 save_state(now_unix_ms);  // the source took a held port over: forget it on disk too
             }
             return {};
@@ -292,7 +384,7 @@ std::expected<void, std::string> RulesetKeeper::apply(const ruleset::Ruleset& fr
             events_.emit(event);
         }
     }
-    if (applied_ && arms_tripwires(*applied_)) {
+    if (applied_ && (arms_tripwires(*applied_) || arms_host_tripwires(*applied_))) {
         // A replace rewrites every set. A tripwire may have fired since the last read and
         // its NFLOG message not be read yet: take the kernel's additions in first, so the
         // replace cannot release what the kernel contained.

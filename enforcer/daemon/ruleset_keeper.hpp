@@ -49,6 +49,16 @@ public:
                                std::int64_t now_unix_ms);
     const std::set<std::string>& held_ports() const { return held_; }
 
+    // Host-mode tripwires: the rule adds the sender's address to `blocked_sources4/6`
+    // instead. Held the same way (across diffs, drift repair and restarts) until a ruleset
+    // from the source holds the address itself (the controller quarantined the sender),
+    // after which the source's release removes it. Learnt from the tripwire's NFLOG
+    // message or a read-back. Returns true when the address is news, after emitting a
+    // `kernel_contained` event naming the source address.
+    bool note_kernel_blocked(const policy::IpAddress& source, std::string_view how,
+                             std::int64_t now_unix_ms);
+    const std::set<policy::IpAddress>& held_sources() const { return held_sources_; }
+
     const std::optional<ruleset::Ruleset>& applied() const { return applied_; }
     std::uint64_t generation() const { return generation_; }
 
@@ -71,6 +81,7 @@ private:
 
     std::optional<ruleset::Ruleset> applied_;
     std::set<std::string> held_;
+    std::set<policy::IpAddress> held_sources_;
     std::uint64_t generation_ = 0;
 };
 

@@ -58,6 +58,13 @@ std::expected<AppliedState, std::string> read_state(const std::filesystem::path&
             }
         }
     }
+    if (auto it = doc.find("kernel_blocked_sources"); it != doc.end() && it->is_array()) {
+        for (const auto& address : *it) {
+            if (address.is_string()) {
+                state.kernel_blocked_sources.push_back(address.get<std::string>());
+            }
+        }
+    }
     return state;
 }
 
@@ -162,6 +169,9 @@ std::expected<void, std::string> StateStore::save(const AppliedState& state) con
                                 {"ruleset", ruleset::to_json(state.ruleset)}};
     if (!state.kernel_contained.empty()) {
         document["kernel_contained"] = state.kernel_contained;
+    }
+    if (!state.kernel_blocked_sources.empty()) {
+        document["kernel_blocked_sources"] = state.kernel_blocked_sources;
     }
     if (std::filesystem::exists(current_, ec)) {
         // A hard link keeps the old good file as .prev without copying it.

@@ -21,6 +21,9 @@ struct AppliedState {
     // Ports the kernel quarantined itself (tripwires) that the source has not taken over
     // yet: a restart must keep holding them (RulesetKeeper::note_kernel_contained).
     std::vector<std::string> kernel_contained;
+    // Sender addresses a host-mode tripwire blocked, held the same way
+    // (RulesetKeeper::note_kernel_blocked).
+    std::vector<std::string> kernel_blocked_sources;
 };
 
 class StateStore {

@@ -5,6 +5,7 @@
 #include "policies/nft_text.hpp"
 
 #include <arpa/inet.h>
+#include <net/if_arp.h>
 #include <netinet/in.h>
 
 #include <libmnl/libmnl.h>
@@ -551,9 +552,22 @@ private:
     struct Dependencies {
         std::uint8_t nfproto = 0;
         std::uint8_t l4proto = 0;
+        bool ether = false;
     };
     std::expected<void, std::string> dependencies(nftnl_rule* r, const std::vector<Field>& fields,
                                                   Dependencies& have) {
+        // A link-layer field reads the Ethernet header only from an Ethernet interface
+        // (`meta iiftype ether`, ARPHRD_ETHER in host byte order), before anything else.
+        for (auto f : fields) {
+            if (detail::field_spec(f).ether && !have.ether) {
+                const std::uint16_t arphrd_ether = ARPHRD_ETHER;
+                Bytes value(sizeof arphrd_ether);
+                std::memcpy(value.data(), &arphrd_ether, sizeof arphrd_ether);
+                meta(r, NFT_META_IIFTYPE, NFT_REG_1);
+                cmp(r, NFT_CMP_EQ, value);
+                have.ether = true;
+            }
+        }
         for (auto f : fields) {
             const auto spec = detail::field_spec(f);
             if (spec.nfproto == 0) {
@@ -645,7 +659,8 @@ private:
                 lookup(r, l->set, set_id(l->set), false);
             } else if (const auto* v = std::get_if<ruleset::ValueMatch>(&match)) {
                 const auto type = ruleset::key_type_of(v->field);
-                if (type == ruleset::KeyType::Ifname || type == ruleset::KeyType::Ipv4Addr ||
+                if (type == ruleset::KeyType::Ifname || type == ruleset::KeyType::EtherAddr ||
+                    type == ruleset::KeyType::Ipv4Addr ||
                     type == ruleset::KeyType::Ipv6Addr || v->values.empty()) {
                     return fail("matches values on a non-numeric field or with no values");
                 }

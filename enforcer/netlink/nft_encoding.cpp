@@ -8,6 +8,7 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
+#include <string>
 #include <cstring>
 #include <limits>
 #include <tuple>
@@ -26,6 +27,7 @@ constexpr std::uint32_t expr_concat = 13;
 constexpr std::uint32_t proto_desc_icmp = 4;
 constexpr std::uint32_t proto_desc_th = 11;
 constexpr std::uint32_t proto_desc_icmpv6 = 14;
+constexpr std::uint32_t proto_desc_ether = 17;
 // nftables' set userdata keys.
 constexpr std::uint8_t udata_set_keybyteorder = 0;
 constexpr std::uint8_t udata_set_databyteorder = 1;
@@ -92,6 +94,19 @@ std::expected<std::pair<Bytes, Bytes>, std::string> part_bounds(const ruleset::K
         std::memcpy(b.data(), name->data(), name->size());
         return std::pair{b, b};
     }
+    case KeyType::EtherAddr: {
+        const auto* text = std::get_if<std::string>(&part);
+        auto mac = text == nullptr ? std::expected<std::string, std::string>(std::unexpected("no text"))
+                                   : policy::normalize_mac(*text);
+        if (!mac) {
+            return std::unexpected("an ether_addr key part must be a MAC address like 52:54:00:12:34:56");
+        }
+        Bytes b(length, 0);
+        for (std::uint32_t i = 0; i < length; ++i) {
+            b[i] = static_cast<std::uint8_t>(std::stoul(mac->substr(3 * i, 2), nullptr, 16));
+        }
+        return std::pair{b, b};
+    }
     case KeyType::Ipv4Addr:
     case KeyType::Ipv6Addr: {
         const auto* range = std::get_if<ruleset::IpRange>(&part);
@@ -129,6 +144,18 @@ ruleset::KeyPart part_from_bytes(const std::uint8_t* data, KeyType type) {
             ++n;
         }
         return std::string(reinterpret_cast<const char*>(data), n);
+    }
+    case KeyType::EtherAddr: {
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string mac;
+        for (std::uint32_t i = 0; i < length; ++i) {
+            if (i != 0) {
+                mac.push_back(':');
+            }
+            mac.push_back(hex[data[i] >> 4]);
+            mac.push_back(hex[data[i] & 0xf]);
+        }
+        return mac;
     }
     case KeyType::Ipv4Addr:
     case KeyType::Ipv6Addr: {
@@ -210,6 +237,9 @@ FieldSpec field_spec(Field field) {
     case Field::Icmpv6Type:
         return {S::Payload, 0, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFPROTO_IPV6, IPPROTO_ICMPV6,
                 false, expr_payload, proto_desc_icmpv6, 1};
+    case Field::EtherSaddr:
+        return {S::Payload, 0, NFT_PAYLOAD_LL_HEADER, 6, 6, 0, 0, false, expr_payload,
+                proto_desc_ether, 2, true};
     }
     return {};
 }
@@ -223,6 +253,7 @@ std::uint32_t datatype_id(KeyType type) {
     case KeyType::InetService: return type_inet_service;
     case KeyType::IcmpType: return type_icmp_type;
     case KeyType::Icmpv6Type: return type_icmp6_type;
+    case KeyType::EtherAddr: return type_etheraddr;
     }
     return 0;
 }
@@ -232,6 +263,7 @@ std::uint32_t key_length(KeyType type) {
     case KeyType::Ifname: return 16;
     case KeyType::Ipv4Addr: return 4;
     case KeyType::Ipv6Addr: return 16;
+    case KeyType::EtherAddr: return 6;
     case KeyType::InetService: return 2;
     case KeyType::InetProto:
     case KeyType::IcmpType:

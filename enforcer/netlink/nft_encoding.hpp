@@ -18,6 +18,7 @@ using Bytes = std::vector<std::uint8_t>;
 // nftables' datatype ids (include/datatype.h), as stored in NFTA_SET_KEY_TYPE.
 inline constexpr std::uint32_t type_ipaddr = 7;
 inline constexpr std::uint32_t type_ip6addr = 8;
+inline constexpr std::uint32_t type_etheraddr = 9;
 inline constexpr std::uint32_t type_inet_protocol = 12;
 inline constexpr std::uint32_t type_inet_service = 13;
 inline constexpr std::uint32_t type_icmp_type = 14;
@@ -48,6 +49,7 @@ struct FieldSpec {
     std::uint32_t typeof_expr = 0;     // EXPR_META / EXPR_PAYLOAD
     std::uint32_t typeof_a = 0;        // meta key, or payload protocol description id
     std::uint32_t typeof_b = 0;        // payload template index
+    bool ether = false;            // implicit `meta iiftype ether` dependency (link header)
 };
 FieldSpec field_spec(ruleset::Field field);
 

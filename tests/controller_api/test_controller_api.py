@@ -1631,6 +1631,27 @@ class Suite:
         check("tripwire: a release lifts it like any other -> 200 released", r.status == 200 and r.json.get("released") is True, r)
         check("tripwire: released -> 404", self.c.get("/api/v1/quarantines/vdi-102", TOKENS["soc"]).status == 404)
 
+        # A host-mode tripwire: the enforcer's kernel blocked a sender's address (no port, no
+        # workload in the report); the controller quarantines the managed workload holding it.
+        # (vdi-102: released just above, so its quarantine here can only be this one.)
+        sender = self.address_of("vdi-102")
+        blocked = {"type": "kernel_contained", "time_unix_ms": time.time_ns() // 1_000_000, "source": sender,
+                   "set": "blocked_sources4", "seen_by": "nflog", "generation": 1}
+        r, _ = self.upload("hv1", [blocked])
+        check("host-mode tripwire: kernel_contained with a source address ingested",
+              r.status == 200 and r.json.get("accepted") == 1, r)
+        q = self.c.get("/api/v1/quarantines/vdi-102", TOKENS["soc"])
+        check("host-mode tripwire: the sender's workload vdi-102 quarantined, contained_by kernel",
+              q.status == 200 and q.json.get("contained_by") == "kernel" and q.json.get("actor") == "kernel", q)
+        r = self.c.delete("/api/v1/quarantines/vdi-102", TOKENS["soc"])
+        check("host-mode tripwire: released like any other -> 200", r.status == 200 and r.json.get("released") is True, r)
+        unknown = dict(blocked, source="203.0.113.9")
+        r, _ = self.upload("hv1", [unknown])
+        check("host-mode tripwire: an address no workload holds is stored, nothing quarantined",
+              r.status == 200 and r.json.get("accepted") == 1 and
+              not any(x.get("contained_by") == "kernel" for x in
+                      self.c.get("/api/v1/quarantines", TOKENS["soc"]).json["quarantines"]), r)
+
     def test_exemptions(self):
         # The full behaviour is in tests/controller_analyzer; here: the round trip, for the
         # document's every-operation and response-schema checks.

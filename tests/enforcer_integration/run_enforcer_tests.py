@@ -663,6 +663,8 @@ SC5E = "5e invalid ruleset file"
 SC6 = "6 drop events"
 SC7 = "7 tripwire: same-packet containment"
 SC8 = "8 spoof guard"
+SC9 = "9 spoof guard: MAC addresses"
+SC10 = "10 host-mode tripwire: the sender's address blocked on the packet"
 
 
 def start_with(h, lab, rsdir, statedir, spec, **kw):
@@ -1531,6 +1533,17 @@ def set_members(ns, set_name):
     return []
 
 
+def map_keys(ns, map_name):
+    """A verdict map of ifnames as {interface: jump target} (nft -j list map)."""
+    text = nft_raw(ns, "-j", "list", "map", "inet", "bulkhead", map_name)
+    if text is None:
+        return None
+    for item in json.loads(text)["nftables"]:
+        if "map" in item:
+            return {key: verdict["jump"]["target"] for key, verdict in item["map"].get("elem", [])}
+    return {}
+
+
 ONE_DATAGRAM = ("import socket,sys\n"
                 "f=socket.AF_INET6 if ':' in sys.argv[2] else socket.AF_INET\n"
                 "s=socket.socket(f,socket.SOCK_DGRAM)\n"
@@ -1741,6 +1754,316 @@ def scenario_spoof(h, specs):
         lab.destroy()
 
 
+# --------------------------------------------------------------------------- scenario 9
+
+FORGE = str(HERE / "forge_frame.py")
+
+
+def scapy_python():
+    """An interpreter that imports scapy (python3-scapy installs it for Debian's python3,
+    which need not be the interpreter running this harness)."""
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        if candidate and os.path.exists(candidate) and subprocess.run(
+                [candidate, "-c", "import scapy.all"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def link_mac(ns, iface):
+    return json.loads(run(["ip", "-n", ns, "-j", "link", "show", iface]).stdout)[0]["address"]
+
+
+def scenario_spoof_mac(h, specs):
+    section(SC9)
+    python = scapy_python()
+    if python is None:
+        check("python3-scapy is installed (scripts/install-deps.sh): needed to forge frames", False)
+        return
+    lab = EnfLab(h, "s9")
+    try:
+        lab.build_full()
+        hv = lab.hv()
+        vdi1, vdi2, fs = (lab.endpoints[k] for k in ("vdi1", "vdi2", "fs"))
+        own = link_mac(lab.ns("vdi2"), "eth0")
+        other_vdi = link_mac(lab.ns("vdi1"), "eth0")
+        port = link_mac(hv, "vdi2")  # the hypervisor's end of vdi2's port: the frames' destination
+        # The lab's inventory with the MACs its VDIs really have (vdi-3 keeps none: no MAC check).
+        doc = copy.deepcopy(h.inventory)
+        for w in doc["workloads"]:
+            if w["id"] in ("vdi-1", "vdi-2"):
+                w["mac"] = link_mac(lab.ns(w["attachment"]["interface"]), "eth0").upper().replace(":", "-")
+        spec = rr.Spec("lab policy, inventory with MACs", str(rr.HERE / "lab-policy.json"),
+                       h.write_json("inventory-macs.json", doc))
+        rsdir, st = h.new_dir("s9-rs"), h.new_dir("s9-state")
+        d, ev = start_with(h, lab, rsdir, st, spec, drift=3600)
+        ok, detail = table_matches(h, hv, spec)
+        check("ruleset with MACs applied; kernel table == nft -f oracle (`iifname . ether saddr @port_macs`, "
+              "ether_addr elements byte-compatible)", ok, detail)
+        macs = set_members(hv, "mac_guarded_ports")
+        check("MAC-checked ports: vdi1, vdi2 (vdi3 has no MAC in the inventory)", macs == ["vdi1", "vdi2"], macs)
+        prober = rr.Prober(lab)
+        run(["ip", "-n", lab.ns("vdi2"), "-6", "neigh", "flush", "dev", "eth0"])
+        run(["ip", "-n", hv, "-6", "neigh", "flush", "dev", "vdi2"])
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), family)
+            check("v%d control: vdi2's own traffic passes the MAC guard (vdi2 -> fs tcp/445; v6 after fresh "
+                  "neighbour discovery)" % family, ok, why)
+        spoof = "bh:enf:out:spoof:q"
+        # The receiver counts what reaches it: a table of its own in the file server's
+        # namespace counts the hand-made frames' SYNs (source port 40123), not the resets
+        # vdi2's stack answers the SYN-ACKs with.
+        srv = lab.ns("srv")
+        run(["ip", "netns", "exec", srv, "nft", "-f", "-"], input=(
+            "table inet receiver {\n chain pre {\n  type filter hook prerouting priority -300; policy accept;\n"
+            "  tcp sport 40123 tcp flags & (syn | ack) == syn counter\n }\n}\n"))
+
+        def received():
+            doc = json.loads(run(["ip", "netns", "exec", srv, "nft", "-j", "list", "chain", "inet", "receiver",
+                                  "pre"]).stdout)
+            return sum(e["counter"]["packets"] for item in doc["nftables"] if "rule" in item
+                       for e in item["rule"]["expr"] if isinstance(e, dict) and "counter" in e)
+
+        def counters():
+            return (prefix_counter(hv, "spoof_guard_mac", spoof), prefix_counter(hv, "spoof_guard", spoof),
+                    received())
+
+        def forge(*args, role="vdi2"):
+            run(["ip", "netns", "exec", lab.ns(role), python, FORGE, "eth0"] + list(args), timeout=30)
+
+        def settle(before, index):
+            """Counters once counter `index` moved past `before` (deadline 3 s)."""
+            deadline = time.monotonic() + 3
+            now = counters()
+            while now[index] <= before[index] and time.monotonic() < deadline:
+                time.sleep(0.02)
+                now = counters()
+            return now
+
+        # A marker after an honest frame: the same socket's next frame, a SYN from vdi2's own
+        # MAC and address, which the receiver counts once the frames before it were handled.
+        marker = ["+", own, port, "syn", vdi2.v4, fs.v4, "445"]
+        h.tick()
+        before = counters()
+        forge(own, port, "syn", vdi2.v4, fs.v4, "445")
+        after = settle(before, 2)
+        check("a hand-made SYN from vdi2's own MAC and address passes the guard and reaches the file server "
+              "(receiver's counter %d -> %d, spoof counters unchanged)" % (before[2], after[2]),
+              after[2] == before[2] + 1 and after[:2] == before[:2], (before, after))
+        # Each forged SYN goes to its own port: a distinct target, so its drop event is not
+        # folded into the previous one's repeat summary.
+        for what, forged, dport in (("another VDI's MAC (vdi1)", other_vdi, "445"),
+                                    ("a made-up MAC", "02:00:00:00:be:ef", "3389")):
+            for family in (4, 6):
+                h.tick()
+                before = counters()
+                mark = d.events.mark()
+                src, dst = (vdi2.v4, fs.v4) if family == 4 else (vdi2.v6, fs.v6)
+                forge(forged, port, "syn", src, dst, dport, *marker)
+                after = settle(before, 2)
+                _, sev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                                       e.get("reason") == "spoof" and (e.get("src_mac") or "").lower() == forged,
+                                       mark, 5)
+                check("v%d: vdi2 sending from %s (its own address): dropped by the MAC guard (counter %d -> %d), "
+                      "never reaches the file server (only the marker does), logged as spoof with that MAC, "
+                      "workload vdi-2" % (family, what, before[0], after[0]),
+                      after[0] == before[0] + 1 and after[2] == before[2] + 1 and sev is not None
+                      and sev.get("workload") == "vdi-2" and sev.get("prefix") == spoof, (before, after, sev))
+        # DHCP: a client without an address asks from 0.0.0.0 with its own MAC.
+        before = counters()
+        forge(own, "-", "dhcp", *marker)
+        after = settle(before, 2)
+        check("DHCP discover from 0.0.0.0 with vdi2's own MAC passes the guard (spoof counters unchanged; "
+              "the marker after it arrived)", after[2] == before[2] + 1 and after[:2] == before[:2], (before, after))
+        before = counters()
+        forge(other_vdi, "-", "dhcp", *marker)
+        after = settle(before, 2)
+        check("DHCP discover from 0.0.0.0 with vdi1's MAC on vdi2's port: dropped by the MAC guard "
+              "(counter %d -> %d)" % (before[0], after[0]), after[0] == before[0] + 1, (before, after))
+        # IPv6 duplicate address detection from :: with its own MAC.
+        before = counters()
+        forge(own, "-", "dad", vdi2.v6, *marker)
+        after = settle(before, 2)
+        check("IPv6 DAD (neighbour solicitation from ::) with vdi2's own MAC: not a spoof (counters unchanged; "
+              "the marker after it arrived)", after[2] == before[2] + 1 and after[:2] == before[:2], (before, after))
+        # A port whose workload has no MAC in the inventory is not MAC-checked.
+        vdi3 = lab.endpoints["vdi3"]
+        before = counters()
+        forge("02:00:00:00:33:33", link_mac(hv, "vdi3"), "syn", vdi3.v4, fs.v4, "445", role="vdi3")
+        after = settle(before, 2)
+        check("vdi3 (no MAC in the inventory) sending from another MAC is not MAC-checked: it reaches the file "
+              "server (receiver's counter %d -> %d)" % (before[2], after[2]),
+              after[2] == before[2] + 1 and after[0] == before[0], (before, after))
+        run(["ip", "-n", lab.ns("vdi2"), "-6", "neigh", "flush", "dev", "eth0"])
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("vdi2", "fs", "tcp", 445, True, []), family)
+            check("v%d: vdi2's own traffic still passes after the forged frames" % family, ok, why)
+        d.stop()
+    finally:
+        lab.destroy()
+
+
+# --------------------------------------------------------------------------- scenario 10
+
+def host_tripwire_specs(h):
+    """The lab with the hypervisor as a host-mode workload of its own (hv-self, on the uplink)
+    whose tripwire is telnet (tcp/udp 23) from the EDR server's addresses (edr-1, an
+    unmanaged workload of the inventory) or the file server (fs-1, critical: spared); SSH
+    from the EDR server is allowed (the positive control). Automatic quarantine on."""
+    policy = copy.deepcopy(h.policy)
+    policy["services"].append({"name": "telnet", "entries": [{"protocol": "tcp", "ports": [23]},
+                                                            {"protocol": "udp", "ports": [23]}]})
+    policy["segments"].append({"name": "hypervisors", "selector": {"labels": {"role": "hypervisor"}}})
+    policy["rules"] += [
+        {"name": "edr-ssh-to-hv", "action": "allow", "from": ["edr"], "to": ["hypervisors"], "services": ["ssh"]},
+        {"name": "no-telnet-to-hv", "action": "deny", "from": ["edr", "file-servers"], "to": ["hypervisors"],
+         "services": ["telnet"], "tripwire": True}]
+    policy["response"] = {"auto_quarantine": {"mode": "on"}}
+    inventory = copy.deepcopy(h.inventory)
+    uplink4, uplink6 = rr.UPLINK4.split("/")[0], rr.UPLINK6.split("/")[0]
+    inventory["workloads"] += [
+        {"id": "hv-self", "enforcer": ENFORCER_ID, "addresses": [uplink4, uplink6],
+         "labels": {"role": "hypervisor"}, "attachment": {"mode": "host", "interfaces": ["uplink"]}},
+        {"id": "edr-1", "addresses": list(rr.EDR), "labels": {"role": "edr-server"}}]
+    p = h.write_json("policy-host-tripwire.json", policy)
+    i = h.write_json("inventory-host-tripwire.json", inventory)
+    S = rr.Spec
+    return {"trip": S("host-mode tripwire", p, i),
+            "trip-q": S("host-mode tripwire, edr-1 quarantined", p, i, ("edr-1",))}
+
+
+def scenario_host_tripwire(h, specs):
+    section(SC10)
+    lab = EnfLab(h, "s10")
+    holders = []
+    try:
+        lab.build_full()
+        hv = lab.hv()
+        t = host_tripwire_specs(h)
+        rsdir, st = h.new_dir("s10-rs"), h.new_dir("s10-state")
+        d, ev = start_with(h, lab, rsdir, st, t["trip"], drift=3600)
+        ok, detail = table_matches(h, hv, t["trip"])
+        check("host-mode tripwire ruleset applied; kernel table == nft -f oracle (`add @blocked_sources4 "
+              "{ ip saddr }` byte-compatible)", ok, detail)
+        armed = map_keys(hv, "host_tripwires")
+        check("armed: the uplink of hv-self (host mode), into its class's inbound tripwires",
+              armed == {"uplink": h.classes(t["trip"])["uplink"] + "_in_tripwire"}, armed)
+        check("blocked_sources4/6 empty before the tripwire",
+              set_members(hv, "blocked_sources4") == [] and set_members(hv, "blocked_sources6") == [])
+        cls = h.classes(t["trip"])["uplink"]
+        prober = rr.Prober(lab)
+        edr, fs, me = lab.endpoints["edr"], lab.endpoints["fs"], lab.endpoints["hv"]
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("edr", "hv", "tcp", 22, True, []), family)
+            check("v%d control before the tripwire: edr -> hv tcp/22 accepted" % family, ok, why)
+        p = lab.spawn("srv", [sys.executable, LAB_AGENT, "hold", me.v4, "22", "--bind", edr.v4])
+        holders.append(p)
+        if not (rr.read_line(p, 10) or "").startswith("connected"):
+            raise HarnessError("edr cannot open a TCP connection to hv:22")
+
+        def send(token, wait):
+            p.stdin.write("send %s %s\n" % (token, wait))
+            p.stdin.flush()
+            return (rr.read_line(p, wait + 5) or "").split()[:2] == ["echo", token]
+
+        check("edr's established connection to hv:22 passes data", send("before", 3))
+        trip_prefix = "bh:enf:in:tripwire:%s" % cls
+        block_prefix = "bh:enf:in:quarantine:q"
+        trip0 = prefix_counter(hv, cls + "_in_tripwire", trip_prefix)
+        b0 = prefix_counter(hv, "blocked_source", block_prefix)
+        mark = d.events.mark()
+        one_datagram(lab, "srv", edr.v4, me.v4, 23)
+        trip1 = prefix_counter(hv, cls + "_in_tripwire", trip_prefix)
+        check("the tripwire rule matched exactly the one packet (counter %d -> %d)" % (trip0, trip1),
+              trip1 == trip0 + 1)
+        members = set_members(hv, "blocked_sources4")
+        check("the kernel itself put edr's IPv4 address into blocked_sources4 on that packet",
+              members == [edr.v4], members)
+        ok4, _ = prober.attempt(rr.Row("edr", "hv", "tcp", 22, False, []), 4)
+        b1 = prefix_counter(hv, "blocked_source", block_prefix)
+        check("next packets edr -> hv tcp/22 over IPv4 (accepted before) dropped as a blocked source "
+              "(counter %d -> %d)" % (b0, b1), not ok4 and b1 > b0)
+        held_through = send("after", 1.5)
+        b2 = prefix_counter(hv, "blocked_source", block_prefix)
+        check("the established connection stops passing data (counter %d -> %d)" % (b1, b2),
+              not held_through and b2 > b1)
+        ok6, why = prober.attempt(rr.Row("edr", "hv", "tcp", 22, True, []), 6)
+        check("its IPv6 address is another sender: still accepted until it trips", ok6, why)
+        _, tev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                               e.get("reason") == "tripwire" and norm(e.get("src")) == norm(edr.v4), mark, 5)
+        check("drop event: reason tripwire, direction in, prefix %s, attributed to the server hv-self" % trip_prefix,
+              tev is not None and tev.get("prefix") == trip_prefix and tev.get("workload") == "hv-self", tev)
+        _, kev = d.events.wait(lambda e: e.get("type") == "kernel_contained", mark, 5)
+        check("event kernel_contained: source %s, set blocked_sources4, learnt from the NFLOG message, no "
+              "workload (the server is not what is contained)" % edr.v4,
+              kev is not None and norm(kev.get("source")) == norm(edr.v4) and kev.get("set") == "blocked_sources4"
+              and kev.get("seen_by") == "nflog" and "workload" not in kev, kev)
+        mark = d.events.mark()
+        one_datagram(lab, "srv", edr.v6, me.v6, 23)
+        members6 = set_members(hv, "blocked_sources6")
+        check("IPv6: one datagram to udp/23 puts edr's IPv6 address into blocked_sources6",
+              members6 is not None and [norm(m) for m in members6] == [norm(edr.v6)], members6)
+        ok6, _ = prober.attempt(rr.Row("edr", "hv", "tcp", 22, False, []), 6)
+        check("next packets edr -> hv tcp/22 over IPv6 dropped", not ok6)
+        # Guardrail: the file server is critical: its telnet is a deny drop, it is not blocked.
+        mark = d.events.mark()
+        one_datagram(lab, "srv", fs.v4, me.v4, 23)
+        _, fev = d.events.wait(lambda e: e.get("type") in ("drop", "drop_summary") and
+                               norm(e.get("src")) == norm(fs.v4), mark, 5)
+        check("guardrail: fs-1 (critical) -> hv udp/23 logged as deny, not blocked",
+              fev is not None and fev.get("reason") == "deny" and set_members(hv, "blocked_sources4") == [edr.v4],
+              fev)
+        # Drift: the kernel's additions are not drift; a real drift repair keeps them.
+        mark = d.events.mark()
+        checks0 = d.metrics().get("bulkhead_enforcer_drift_checks_total", 0)
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        d.wait_metric("bulkhead_enforcer_drift_checks_total", lambda v: v > checks0, 5)
+        check("drift check: the kernel-added addresses are not drift",
+              not any(e.get("type") == "drift_detected" for e in d.events.since(mark)), d.events.since(mark))
+        elem = first_element_text(hv, "decoys4")
+        run(["ip", "netns", "exec", hv, "nft", "delete", "element", "inet", "bulkhead", "decoys4", "{ %s }" % elem])
+        os.kill(d.proc.pid, signal.SIGUSR1)
+        _, rev = d.events.wait(lambda e: e.get("type") in ("drift_repaired", "drift_repair_failed"), mark, 5)
+        ok, detail = table_matches(h, hv, t["trip-q"])
+        check("real drift repaired; edr still blocked (table == oracle with edr-1 quarantined)",
+              rev is not None and rev.get("type") == "drift_repaired" and ok, "%s\n%s" % (rev, detail))
+        d.stop()
+        state = json.loads((Path(st) / "state.json").read_text())
+        blocked = sorted(norm(a) for a in state.get("kernel_blocked_sources", []))
+        check("state.json records the blocked senders", blocked == sorted(norm(a) for a in rr.EDR), blocked)
+        run(["ip", "netns", "exec", hv, "nft", "delete", "table", "inet", "bulkhead"])
+        d = Daemon(h, hv, rsdir, st, drift=3600).start()
+        d.wait_running()
+        ok, detail = table_matches(h, hv, t["trip-q"])
+        check("table deleted + restart: the restore keeps both blocked addresses", ok, detail)
+        ok, _ = prober.attempt(rr.Row("edr", "hv", "tcp", 22, False, []), 4)
+        check("after the restore edr -> hv tcp/22 still dropped", not ok)
+        # Release: the source takes the block over (edr-1 quarantined), then lifts it.
+        mark = d.events.mark()
+        put_ruleset(rsdir, h.compile(t["trip-q"], "json"))
+        deadline = time.monotonic() + 10
+        while True:  # both adoptions come from the same apply
+            adopted = sorted(norm(e.get("source")) for e in d.events.since(mark)
+                             if e.get("type") == "kernel_containment_adopted")
+            if len(adopted) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        check("the source's quarantine of edr-1 adopts both held addresses",
+              adopted == sorted(norm(a) for a in rr.EDR), adopted)
+        ev = switch(h, d, rsdir, t["trip"])
+        check("release: diff, 2 elements removed", ev is not None and ev.get("mode") == "diff" and
+              ev.get("elements_removed") == 2, ev)
+        ok, detail = table_matches(h, hv, t["trip"])
+        check("release: table == oracle of the unquarantined ruleset", ok, detail)
+        for family in (4, 6):
+            ok, why = prober.attempt(rr.Row("edr", "hv", "tcp", 22, True, []), family)
+            check("v%d release: edr -> hv tcp/22 accepted again" % family, ok, why)
+        d.stop()
+    finally:
+        for p in holders:
+            lab.stop_process(p)
+        lab.destroy()
+
+
 # --------------------------------------------------------------------------- feature probe, main
 
 def probe_features(args):
@@ -1775,7 +2098,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--enforcer", required=True, help="path of the bulkhead-enforcer binary")
     ap.add_argument("--bulkheadctl", required=True, help="path of the bulkheadctl binary")
-    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6,7,8")
+    ap.add_argument("--only", default="", help="comma-separated scenarios to run: 1,2,3,4,5a,5b,5c,5d,5e,6,7,8,9,10")
     ap.add_argument("--ns-prefix", default=PREFIX,
                     help="prefix of namespaces and the temp dir (default %s; runs beside other labs use their own)"
                     % PREFIX)
@@ -1848,7 +2171,8 @@ def main():
     scenarios = [("1", scenario_apply), ("2", scenario_diffs), ("3", scenario_quarantine),
                  ("4", scenario_coexistence), ("5a", scenario_kill), ("5b", scenario_reboot),
                  ("5c", scenario_drift), ("5d", scenario_corrupt), ("5e", scenario_invalid),
-                 ("6", scenario_drops), ("7", scenario_tripwire), ("8", scenario_spoof)]
+                 ("6", scenario_drops), ("7", scenario_tripwire), ("8", scenario_spoof),
+                 ("9", scenario_spoof_mac), ("10", scenario_host_tripwire)]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     code = 0
     try:

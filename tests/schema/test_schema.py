@@ -927,7 +927,7 @@ class Ruleset(unittest.TestCase):
             "missing-hash": del_("/hash"),
             "hash-upper": set_("/hash", "ABCDEF0123456789"),
             "unknown-member": set_("/generation", 3),
-            "set-key-type": set_(f"/sets/{plain}/key/0", "ether_addr"),
+            "set-key-type": set_(f"/sets/{plain}/key/0", "arp_op"),
             "set-empty-key": set_(f"/sets/{plain}/key", []),
             "vmap-element-without-jump": del_(f"/sets/{vmap}/elements/0/jump"),
             "jump-in-plain-set": set_(f"/sets/{plain}/elements/-", {"key": ["10.0.0.1"], "jump": "x"}),

@@ -280,8 +280,8 @@ TEST_CASE("state store: a corrupt state file is set aside and the previous one u
     TempDir dir;
     StateStore state(dir.path);
     auto compiled = compile_example();
-    REQUIRE(state.save({1, 10, compiled.plain, {}}));
-    REQUIRE(state.save({2, 20, compiled.quarantined, {}}));
+    REQUIRE(state.save({1, 10, compiled.plain, {}, {}}));
+    REQUIRE(state.save({2, 20, compiled.quarantined, {}, {}}));
     SUBCASE("truncated") {
         std::filesystem::resize_file(state.current_path(),
                                      std::filesystem::file_size(state.current_path()) / 2);
@@ -488,4 +488,132 @@ TEST_CASE("ruleset keeper: a port someone else put into quarantined_ports is dri
         CHECK(kernel.table()->find_set("quarantined_ports")->elements->empty());
         kernel.table().reset();
     }
+}
+
+namespace {
+
+// The host-mode example with a tripwire towards the web server (SSH from the load
+// balancers) and one load balancer in the inventory (lb-01, unmanaged), in enforce mode
+// with automatic quarantine on: web-01 arms it; `quarantined` holds lb-01.
+Compiled compile_host_tripwire() {
+    auto p = policy::parse_policy(test::read_source_file("examples/host-mode/policy.json"));
+    auto i = policy::parse_inventory(test::read_source_file("examples/host-mode/inventory.json"));
+    REQUIRE(p);
+    REQUIRE(i);
+    p->defaults.mode = policy::Mode::Enforce;
+    p->response.auto_quarantine = policy::AutoQuarantineMode::On;
+    policy::Rule trap;
+    trap.name = "no-ssh-from-load-balancers";
+    trap.action = policy::RuleAction::Deny;
+    trap.from = {"load-balancers"};
+    trap.to = {"app-servers"};
+    trap.services = {"ssh"};
+    trap.tripwire = true;
+    p->rules.insert(p->rules.begin(), trap);
+    policy::Workload lb;
+    lb.id = "lb-01";
+    lb.addresses = {*policy::parse_ip_address("192.168.10.1")};
+    i->workloads.push_back(lb);
+    ruleset::RulesetCompiler compiler(*p, *i);
+    return {*compiler.compile("web-01"), *compiler.compile("web-01", {"lb-01"})};
+}
+
+}  // namespace
+
+TEST_CASE("ruleset keeper: a sender a host-mode tripwire blocked is held until the source owns it") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    auto compiled = compile_host_tripwire();
+    REQUIRE(!compiled.plain.find_set("host_tripwires")->elements->empty());
+    const auto sender = *policy::parse_ip_address("192.168.10.1");
+    const ruleset::KeyPart key = policy::IpRange{sender, sender};
+    auto kernel_adds = [&] {
+        // What `add @blocked_sources4 { ip saddr }` does from the packet path.
+        for (auto& set : kernel.table()->sets) {
+            if (set.name == "blocked_sources4") {
+                auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+                elements->push_back(ruleset::Element{{key}, ""});
+                set.elements = std::move(elements);
+            }
+        }
+    };
+    auto kernel_blocks = [&] {
+        const auto* set = kernel.table()->find_set("blocked_sources4");
+        return std::any_of(set->elements->begin(), set->elements->end(),
+                           [&](const auto& e) { return e.key[0] == key; });
+    };
+    {
+        RulesetKeeper keeper(kernel, state, events, metrics);
+        REQUIRE(keeper.apply(compiled.plain, 1));
+        kernel_adds();
+        SUBCASE("seen by its NFLOG message") {
+            CHECK(keeper.note_kernel_blocked(sender, "nflog", 2));
+            CHECK_FALSE(keeper.note_kernel_blocked(sender, "nflog", 2));  // reported once
+            CHECK(keeper.check_drift(3) == false);
+        }
+        SUBCASE("seen by a read-back only (NFLOG lost)") {
+            CHECK(keeper.check_drift(3) == false);  // adopted, not repaired away
+            CHECK(metrics.get("bulkhead_enforcer_drift_repairs_total") == 0);
+        }
+        CHECK(keeper.held_sources() == std::set<policy::IpAddress>{sender});
+        CHECK(keeper.held_ports().empty());  // the server's own interface is not contained
+        const auto contained = std::find_if(events.events.begin(), events.events.end(),
+                                            [](const auto& e) { return e["type"] == "kernel_contained"; });
+        REQUIRE(contained != events.events.end());
+        CHECK((*contained)["source"] == "192.168.10.1");
+        CHECK((*contained)["set"] == "blocked_sources4");
+        CHECK_FALSE(contained->contains("workload"));  // the controller maps the address
+        // A ruleset from the source that does not know yet keeps it; so does drift repair.
+        REQUIRE(keeper.apply(compiled.plain, 4));
+        CHECK(kernel_blocks());
+        kernel.table().reset();  // nft flush ruleset
+        CHECK(keeper.check_drift(5) == true);
+        CHECK(kernel_blocks());
+    }
+    // Restart: the held sender comes back from the state file and stays blocked.
+    CHECK(state.load()->state->kernel_blocked_sources == std::vector<std::string>{"192.168.10.1"});
+    RulesetKeeper restarted(kernel, state, events, metrics);
+    restarted.restore(6);
+    CHECK(restarted.held_sources() == std::set<policy::IpAddress>{sender});
+    REQUIRE(restarted.apply(compiled.plain, 7));
+    CHECK(kernel_blocks());
+    // The controller quarantined lb-01: its ruleset blocks the address, the keeper lets go.
+    REQUIRE(restarted.apply(compiled.quarantined, 8));
+    CHECK(restarted.held_sources().empty());
+    CHECK(events.types().back() == "kernel_containment_adopted");
+    CHECK(state.load()->state->kernel_blocked_sources.empty());
+    // Release: a ruleset without it unblocks the sender.
+    REQUIRE(restarted.apply(compiled.plain, 9));
+    CHECK_FALSE(kernel_blocks());
+}
+
+TEST_CASE("ruleset keeper: an address in blocked_sources without armed host tripwires is drift") {
+    TempDir dir;
+    StateStore state(dir.path);
+    FakeRulesetBackend kernel;
+    CollectingSink events;
+    Metrics metrics;
+    auto unarmed = compile_host_tripwire().plain;
+    for (auto& set : unarmed.sets) {
+        if (set.name == "host_tripwires") {
+            set.elements = std::make_shared<const ruleset::ElementList>();
+        }
+    }
+    RulesetKeeper keeper(kernel, state, events, metrics);
+    REQUIRE(keeper.apply(unarmed, 1));
+    const auto address = *policy::parse_ip_address("192.168.10.9");
+    for (auto& set : kernel.table()->sets) {
+        if (set.name == "blocked_sources4") {
+            auto elements = std::make_shared<ruleset::ElementList>(*set.elements);
+            elements->push_back(ruleset::Element{{policy::IpRange{address, address}}, ""});
+            set.elements = std::move(elements);
+        }
+    }
+    CHECK_FALSE(keeper.note_kernel_blocked(address, "nflog", 2));
+    CHECK(keeper.check_drift(2) == true);  // repaired
+    CHECK(keeper.held_sources().empty());
+    CHECK(kernel.table()->find_set("blocked_sources4")->elements->empty());
 }

@@ -1068,3 +1068,51 @@ TEST_CASE("enforcer netlink: a tripwire's packet-path set update is nft's dynset
         CHECK(refused.error().find("not a dynamic set") != std::string::npos);
     }
 }
+
+TEST_CASE("enforcer netlink: the spoof guard's MAC lookup is nft's, its elements round-trip") {
+    // nft --debug=netlink (nftables 1.0.6) for:
+    //   set port_macs { type ifname . ether_addr; elements = { "v1" . 52:54:00:aa:bb:01 } }
+    //   iifname . ether saddr @port_macs return
+    // element 00003176 00000000 00000000 00000000 aa005452 000001bb
+    auto r = ruleset::ruleset_from_json(nlohmann::json::parse(R"json({
+     "format": "bulkhead-ruleset/1", "table": "bulkhead", "family": "inet",
+     "enforcer": "unit", "policy": "unit", "ports": [],
+     "sets": [
+      {"name": "port_macs", "key": ["ifname", "ether_addr"], "elements": [{"key": ["v1", "52:54:00:AA:BB:01"]}]}
+     ],
+     "chains": [
+      {"name": "spoof_guard_mac", "rules": [
+       {"matches": [{"lookup": {"fields": ["iifname", "ether saddr"], "set": "port_macs"}}], "verdict": "return"}
+      ]}
+     ]})json"));
+    REQUIRE_MESSAGE(r, (r ? "" : r.error()));
+    auto batch = build_replace_batch(*r);
+    REQUIRE(batch);
+    // The link-layer field brings nft's `meta iiftype ether` dependency first.
+    CHECK(render_batch_rules(*batch) == R"text(inet bulkhead spoof_guard_mac
+  [ meta load iiftype => reg 1 ]
+  [ cmp eq reg 1 0x00000001 ]
+  [ meta load iifname => reg 1 ]
+  [ payload load 6b @ link header + 6 => reg 2 ]
+  [ lookup reg 1 set port_macs ]
+  [ immediate reg 0 return ]
+
+)text");
+    const auto& set = *r->find_set("port_macs");
+    const auto layout = detail::set_layout(set);
+    CHECK(layout.key_type == ((detail::type_ifname << detail::concat_type_bits) | detail::type_etheraddr));
+    CHECK(layout.key_len == 24);  // 16 + 6 padded to 8
+    auto encoded = detail::encode_elements(set, *set.elements, true);
+    REQUIRE(encoded);
+    REQUIRE(encoded->size() == 1);
+    const detail::Bytes expected{'v', '1', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                 0x52, 0x54, 0x00, 0xaa, 0xbb, 0x01, 0, 0};
+    CHECK(encoded->front().key == expected);
+    // The read-back decodes it to the same (normalised) element.
+    std::vector<detail::RawElement> raw{{expected, {}, 0, false, 0, {}}};
+    auto decoded = detail::decode_elements(set, raw);
+    CHECK(decoded.undecodable.empty());
+    CHECK(decoded.elements == *set.elements);
+    CHECK(ruleset::key_part_to_string(decoded.elements.front().key[1], ruleset::KeyType::EtherAddr) ==
+          "52:54:00:aa:bb:01");
+}

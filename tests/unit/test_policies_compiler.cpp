@@ -106,8 +106,8 @@ TEST_CASE("compiler: workloads with identical segment membership share one polic
     const auto cls = compiler.class_of("vdi-001");
     CHECK(hv1.find_chain(cls + "_out") != nullptr);
     CHECK(hv1.find_chain(cls + "_in") != nullptr);
-    // forward/input/output, quarantine pair, spoof guard, one class pair
-    CHECK(hv1.chains.size() == 3 + 2 + 1 + 2);
+    // forward/input/output, quarantine pair, spoof guard (addresses, MAC), one class pair
+    CHECK(hv1.chains.size() == 3 + 2 + 2 + 2);
 }
 
 TEST_CASE("compiler: a host's ruleset holds only its local workloads") {
@@ -242,9 +242,14 @@ TEST_CASE("compiler: every drop rule logs with a prefix naming mode, direction, 
                 CHECK(parts->mode == policy::Mode::Enforce);
                 CHECK(rule.counter);
                 if (parts->reason == "tripwire") {
-                    CHECK(chain.name == parts->subject + "_out_tripwire");
+                    // Port mode contains the sender's port (out), host mode its address (in).
+                    CHECK(chain.name == parts->subject + "_" + parts->direction + "_tripwire");
+                    REQUIRE(rule.update);
+                    CHECK(rule.update->set == (parts->direction == "out" ? "quarantined_ports"
+                                               : rule.update->fields[0] == Field::Ip4Saddr ? "blocked_sources4"
+                                                                                           : "blocked_sources6"));
                 } else if (parts->reason == "spoof") {
-                    CHECK(chain.name == "spoof_guard");
+                    CHECK((chain.name == "spoof_guard" || chain.name == "spoof_guard_mac"));
                     CHECK(parts->subject == "q");
                 } else if (parts->reason != "quarantine") {
                     CHECK(chain.name == parts->subject + "_" + parts->direction);
@@ -632,6 +637,7 @@ TEST_CASE("compiler: tripwires cost the same lookups whatever the number of work
     // terminals and compare the rule count of every chain (sets grow, chains do not).
     auto example = load_example("segmentation");
     auto small = RulesetCompiler(example.policy, example.inventory).compile("floor-1");
+    auto server_small = RulesetCompiler(example.policy, example.inventory).compile("fs-01");
     const auto base = *std::find_if(example.inventory.workloads.begin(), example.inventory.workloads.end(),
                                     [](const auto& w) { return w.id == "pc-001"; });
     for (int i = 0; i < 300; ++i) {
@@ -648,6 +654,22 @@ TEST_CASE("compiler: tripwires cost the same lookups whatever the number of work
         CHECK(small->chains[c].rules.size() == large->chains[c].rules.size());
     }
     CHECK(large->find_set("tripwire_ports")->elements->size() == 302);
+    // Host mode: the file server (armed host tripwires) keeps the same chains and rules with
+    // every added terminal quarantined; they are elements of blocked_sources4, one lookup.
+    std::set<std::string> quarantined;
+    for (int i = 0; i < 300; ++i) {
+        quarantined.insert("pc-x" + std::to_string(i));
+    }
+    auto server_large = RulesetCompiler(example.policy, example.inventory).compile("fs-01", quarantined);
+    REQUIRE(server_small);
+    REQUIRE(server_large);
+    CHECK_FALSE(server_large->find_set("host_tripwires")->elements->empty());
+    REQUIRE(server_small->chains.size() == server_large->chains.size());
+    for (std::size_t c = 0; c < server_small->chains.size(); ++c) {
+        CAPTURE(server_small->chains[c].name);
+        CHECK(server_small->chains[c].rules.size() == server_large->chains[c].rules.size());
+    }
+    CHECK(server_large->find_set("blocked_sources4")->elements->size() == 300);
 }
 
 TEST_CASE("compiler: spoof guard: each port sends only from its workload's addresses") {
@@ -668,14 +690,194 @@ TEST_CASE("compiler: spoof guard: each port sends only from its workload's addre
     CHECK(render_rule(forward->rules[0]) == "iifname @guarded_ports jump spoof_guard");
     const auto* guard = hv1.find_chain("spoof_guard");
     REQUIRE(guard != nullptr);
-    REQUIRE(guard->rules.size() == 5);
-    CHECK(render_rule(guard->rules[0]) == "iifname . ip saddr @port_sources4 return");
-    CHECK(render_rule(guard->rules[2]) == "ip6 saddr @link_sources6 return");
-    CHECK(render_rule(guard->rules[4]) == "counter log prefix \"bh:enf:out:spoof:q\" group 10 drop");
+    REQUIRE(guard->rules.size() == 6);
+    CHECK(render_rule(guard->rules[0]) == "iifname @mac_guarded_ports jump spoof_guard_mac");
+    CHECK(render_rule(guard->rules[1]) == "iifname . ip saddr @port_sources4 return");
+    CHECK(render_rule(guard->rules[3]) == "ip6 saddr @link_sources6 return");
+    CHECK(render_rule(guard->rules[5]) == "counter log prefix \"bh:enf:out:spoof:q\" group 10 drop");
     // A host-mode workload protects itself: no port, nothing guarded.
     auto host = load_example("host-mode");
     RulesetCompiler host_compiler(host.policy, host.inventory);
     for (const auto& enforcer : host_compiler.enforcers()) {
         CHECK(host_compiler.compile(enforcer)->find_set("guarded_ports")->elements->empty());
+    }
+}
+
+TEST_CASE("compiler: spoof guard: each port sends only from its workload's MAC") {
+    auto example = load_example("vdi-pool");
+    SUBCASE("every workload has a MAC") {}
+    SUBCASE("a workload without a MAC in the inventory gets no MAC check") {
+        for (auto& w : example.inventory.workloads) {
+            if (w.id == "vdi-002") {
+                w.mac.clear();
+            }
+        }
+    }
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto hv1 = *compiler.compile("hv1");
+    const auto* macs = hv1.find_set("port_macs");
+    REQUIRE(macs != nullptr);
+    CHECK(macs->key == std::vector<KeyType>{KeyType::Ifname, KeyType::EtherAddr});
+    CHECK(contains_element(*macs, "\"vdi001\" . 52:54:00:01:00:01"));
+    CHECK_FALSE(contains_element(*macs, "\"vdi001\" . 52:54:00:01:00:03"));  // vdi-003's MAC
+    const bool vdi2_has_mac = std::any_of(example.inventory.workloads.begin(), example.inventory.workloads.end(),
+                                          [](const auto& w) { return w.id == "vdi-002" && !w.mac.empty(); });
+    CHECK(contains_element(*hv1.find_set("mac_guarded_ports"), "\"vdi002\"") == vdi2_has_mac);
+    CHECK(contains_element(*macs, "\"vdi002\" . 52:54:00:01:00:02") == vdi2_has_mac);
+    // Its address check stays either way.
+    CHECK(contains_element(*hv1.find_set("guarded_ports"), "\"vdi002\""));
+    const auto* chain = hv1.find_chain("spoof_guard_mac");
+    REQUIRE(chain != nullptr);
+    REQUIRE(chain->rules.size() == 2);
+    CHECK(render_rule(chain->rules[0]) == "iifname . ether saddr @port_macs return");
+    CHECK(render_rule(chain->rules[1]) == "counter log prefix \"bh:enf:out:spoof:q\" group 10 drop");
+    // The interchange form keeps the MAC key (the enforcer loads it), and a MAC written in
+    // capitals or with dashes reads back as the same element.
+    auto back = ruleset_from_json(to_json(hv1));
+    REQUIRE(back);
+    CHECK(ruleset_hash(*back) == ruleset_hash(hv1));
+    auto document = to_json(hv1);
+    for (auto& set : document["sets"]) {
+        if (set["name"] == "port_macs") {
+            set["elements"][0]["key"][1] = "52-54-00-01-00-01";
+            CHECK(set["key"] == nlohmann::json::array({"ifname", "ether_addr"}));
+        }
+    }
+    auto spelled = ruleset_from_json(document);
+    REQUIRE(spelled);
+    CHECK(contains_element(*spelled->find_set("port_macs"), "\"vdi001\" . 52:54:00:01:00:01"));
+    for (auto& set : document["sets"]) {
+        if (set["name"] == "port_macs") {
+            set["elements"][0]["key"][1] = "52:54:00:01:00";
+        }
+    }
+    auto bad = ruleset_from_json(document);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().find("port_macs") != std::string::npos);
+    CHECK(bad.error().find("not a MAC address") != std::string::npos);
+}
+
+namespace {
+
+// The host-mode example in enforce mode with automatic quarantine on and two tripwire rules
+// towards the web server: SSH from the load balancers (addresses the inventory does not
+// know) and from the database (db-01, critical: spared by the guardrails).
+Example host_tripwire_example() {
+    auto example = load_example("host-mode");
+    example.policy.defaults.mode = policy::Mode::Enforce;
+    example.policy.response.auto_quarantine = policy::AutoQuarantineMode::On;
+    for (const auto* from : {"load-balancers", "database"}) {
+        policy::Rule trap;
+        trap.name = std::string("no-ssh-from-") + from;
+        trap.action = policy::RuleAction::Deny;
+        trap.from = {from};
+        trap.to = {"app-servers"};
+        trap.services = {"ssh"};
+        trap.tripwire = true;
+        example.policy.rules.insert(example.policy.rules.begin(), trap);
+    }
+    return example;
+}
+
+}  // namespace
+
+TEST_CASE("compiler: a host-mode tripwire blocks the sender's address on the packet") {
+    auto example = host_tripwire_example();
+    RulesetCompiler compiler(example.policy, example.inventory);
+    auto web = compiler.compile("web-01");
+    REQUIRE(web);
+    const auto web_class = compiler.class_of("web-01");
+    for (const auto* name : {"blocked_sources4", "blocked_sources6"}) {
+        const auto* blocked = web->find_set(name);
+        REQUIRE(blocked != nullptr);
+        CHECK(blocked->dynamic);
+        CHECK(blocked->elements->empty());
+    }
+    // The armed server's interface enters its class's inbound tripwires from input.
+    CHECK(contains_element(*web->find_set("host_tripwires"), "\"eth0\" : jump " + web_class + "_in_tripwire"));
+    const auto* input = web->find_chain("input");
+    REQUIRE(input != nullptr);
+    // A blocked sender is stopped right after neighbour discovery, established traffic included.
+    CHECK(render_rule(input->rules[1]) == "iifname @host_interfaces ip saddr @blocked_sources4 jump blocked_source");
+    CHECK(render_rule(input->rules[2]) == "iifname @host_interfaces ip6 saddr @blocked_sources6 jump blocked_source");
+    CHECK(contains_element(*web->find_set("host_interfaces"), "\"eth0\""));
+    // The tripwires come just before the server's class chain (verdict-map dispatches).
+    std::vector<std::string> rendered;
+    for (const auto& r : input->rules) {
+        rendered.push_back(render_rule(r));
+    }
+    const auto trip = std::find(rendered.begin(), rendered.end(), "iifname vmap @host_tripwires");
+    const auto ingress = std::find(rendered.begin(), rendered.end(), "iifname vmap @host_ingress");
+    REQUIRE(trip != rendered.end());
+    CHECK(trip + 1 == ingress);
+    const auto* chain = web->find_chain(web_class + "_in_tripwire");
+    REQUIRE(chain != nullptr);
+    // Spared senders (critical db-01) return first and meet the ordinary deny rule.
+    CHECK(render_rule(chain->rules[0]) == "ip saddr @tripwire_spared4 return");
+    CHECK(render_rule(chain->rules[1]) == "ip6 saddr @tripwire_spared6 return");
+    CHECK(contains_element(*web->find_set("tripwire_spared4"), "192.168.30.5"));
+    CHECK_FALSE(contains_element(*web->find_set("tripwire_spared4"), "192.168.10.1"));
+    const auto v4 = index_of_rule(*chain, web_class + "_in_tripwire4");
+    REQUIRE(v4 < chain->rules.size());
+    CHECK(render_rule(chain->rules[v4]) ==
+          "ip saddr . meta l4proto . th dport @" + web_class + "_in_tripwire4 add @blocked_sources4 { ip saddr } "
+          "counter log prefix \"bh:enf:in:tripwire:" + web_class + "\" group 10 drop");
+    const auto v6 = index_of_rule(*chain, web_class + "_in_tripwire6");
+    REQUIRE(v6 < chain->rules.size());
+    CHECK(chain->rules[v6].update == SetUpdate{{Field::Ip6Saddr}, "blocked_sources6"});
+    CHECK(contains_element(*web->find_set(web_class + "_in_tripwire4"), "192.168.10.0/28 . 6 . 22"));
+    // The database segment is shared (inventory membership): its own tripwire lookup, and
+    // still a deny rule for the senders the tripwire spares.
+    const auto* db_trip = web->find_set(web_class + "_in_tripwire_seg_database");
+    REQUIRE(db_trip != nullptr);
+    CHECK(contains_element(*db_trip, "6 . 22"));
+    CHECK(index_of_rule(*chain, web_class + "_in_tripwire_seg_database") < chain->rules.size());
+    CHECK(contains_element(*web->find_set(web_class + "_in_deny_seg_database"), "6 . 22"));
+    const auto* blocked = web->find_chain("blocked_source");
+    REQUIRE(blocked != nullptr);
+    CHECK(render_rule(blocked->rules.back()) == "counter log prefix \"bh:enf:in:quarantine:q\" group 10 drop");
+    CHECK(unresolved_reference(*web) == std::nullopt);
+    auto back = ruleset_from_json(to_json(*web));
+    REQUIRE(back);
+    CHECK(ruleset_hash(*back) == ruleset_hash(*web));
+    CHECK(compiler.enforcers_blocking_quarantined() == std::vector<std::string>{"web-01"});
+}
+
+TEST_CASE("compiler: a host-mode server blocks quarantined workloads; its guardrails") {
+    auto example = host_tripwire_example();
+    SUBCASE("quarantined senders are blocked (how the controller holds and releases them)") {
+        RulesetCompiler compiler(example.policy, example.inventory);
+        auto web = compiler.compile("web-01", {"db-01"});
+        REQUIRE(web);
+        CHECK(contains_element(*web->find_set("blocked_sources4"), "192.168.30.5"));
+        // Its own workloads are quarantined by their interfaces, never blocked as senders.
+        auto self = compiler.compile("web-01", {"web-01"});
+        CHECK(self->find_set("blocked_sources4")->elements->empty());
+        CHECK(contains_element(*self->find_set("quarantined_host"), "\"eth0\""));
+    }
+    SUBCASE("monitor mode arms nothing") {
+        example.policy.defaults.mode = policy::Mode::Monitor;
+        RulesetCompiler compiler(example.policy, example.inventory);
+        CHECK(compiler.compile("web-01")->find_set("host_tripwires")->elements->empty());
+    }
+    SUBCASE("dry-run arms nothing") {
+        example.policy.response.auto_quarantine = policy::AutoQuarantineMode::DryRun;
+        RulesetCompiler compiler(example.policy, example.inventory);
+        CHECK(compiler.compile("web-01")->find_set("host_tripwires")->elements->empty());
+    }
+    SUBCASE("a critical server still contains its senders") {
+        for (auto& w : example.inventory.workloads) {
+            w.critical = true;
+        }
+        RulesetCompiler compiler(example.policy, example.inventory);
+        CHECK(compiler.compile("web-01")->find_set("host_tripwires")->elements->size() == 1);
+    }
+    SUBCASE("without tripwires nothing is built") {
+        auto plain = load_example("host-mode");
+        RulesetCompiler compiler(plain.policy, plain.inventory);
+        auto web = compiler.compile("web-01", {"db-01"});
+        CHECK(web->find_set("blocked_sources4") == nullptr);
+        CHECK(web->find_chain("blocked_source") == nullptr);
+        CHECK(compiler.enforcers_blocking_quarantined().empty());
     }
 }

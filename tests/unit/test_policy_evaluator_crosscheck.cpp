@@ -37,6 +37,7 @@ struct Packet {
     std::uint8_t l4proto = 6;
     std::uint16_t dport = 0;     // tcp/udp/sctp destination port
     std::uint8_t icmp_type = 0;  // icmp/icmpv6
+    std::string src_mac;         // an honest sender's: its workload's MAC from the inventory
 };
 
 constexpr std::uint16_t icmp_checksum = 0xbeef;  // what `th dport` reads for non-port protocols
@@ -61,6 +62,7 @@ std::optional<Value> field_value(const Packet& p, Field f) {
         return v4 && p.l4proto == 1 ? std::optional<Value>{std::uint32_t{p.icmp_type}} : std::nullopt;
     case Field::Icmpv6Type:
         return !v4 && p.l4proto == 58 ? std::optional<Value>{std::uint32_t{p.icmp_type}} : std::nullopt;
+    case Field::EtherSaddr: return Value{p.src_mac};
     }
     return std::nullopt;
 }
@@ -277,9 +279,16 @@ struct KernelResult {
 KernelResult run_kernel(const std::map<std::string, Ruleset>& rulesets, const policy::Inventory& inv,
                         const Attempt& a) {
     KernelResult r;
-    for (const auto& hop : hops(place_of(inv, a.source), place_of(inv, a.destination))) {
+    const auto source = place_of(inv, a.source);
+    std::string source_mac;
+    for (const auto& w : inv.workloads) {
+        if (w.id == source.workload) {
+            source_mac = w.mac;
+        }
+    }
+    for (const auto& hop : hops(source, place_of(inv, a.destination))) {
         Packet p{hop.iif, hop.oif, a.source.address, a.destination.address, a.protocol, a.port,
-                 static_cast<std::uint8_t>(a.port)};
+                 static_cast<std::uint8_t>(a.port), source_mac};
         const auto& rs = rulesets.at(hop.enforcer);
         Interpreter in{rs, p, r.logs};
         if (in.chain(base_chain_of(rs, hop.hook)) == Outcome::Drop) {
@@ -513,6 +522,33 @@ TEST_CASE("evaluator cross-check: agrees with the compiled rulesets on every exa
         }
     }
     fleets.push_back(hypervisor_server);
+    // Host-mode tripwires beside port-mode ones: a tripwire rule towards both host-mode
+    // servers (from desktops, a critical one spared, and from ops' unknown addresses), a
+    // decoy tripwire segment holding one server, the honeypot VDI's segment as a tripwire.
+    Fleet host_tripwires = synthetic();
+    host_tripwires.name += "+host-tripwires";
+    host_tripwires.policy.response.auto_quarantine = policy::AutoQuarantineMode::On;
+    for (auto& segment : host_tripwires.policy.segments) {
+        segment.tripwire = segment.tripwire || segment.name == "honeypot";
+    }
+    policy::Segment decoy_server;
+    decoy_server.name = "decoy-server";
+    decoy_server.decoy = true;
+    decoy_server.tripwire = true;
+    decoy_server.selector.workloads = {"srv-2"};
+    host_tripwires.policy.segments.push_back(decoy_server);
+    policy::Rule trap;
+    trap.name = "trap-ssh";
+    trap.action = policy::RuleAction::Deny;
+    trap.from = {"desktops", "ops"};
+    trap.to = {"hypervisors", "servers"};
+    trap.services = {"ssh"};
+    trap.tripwire = true;
+    host_tripwires.policy.rules.insert(host_tripwires.policy.rules.begin(), trap);
+    for (auto& w : host_tripwires.inventory.workloads) {
+        w.critical = w.critical || w.id == "d2";
+    }
+    fleets.push_back(host_tripwires);
     Tally total;
     for (const auto& base : fleets) {
         for (int variant = 0; variant < 3; ++variant) {
