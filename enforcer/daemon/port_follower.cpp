@@ -48,11 +48,8 @@ bool PortFollower::read(std::vector<std::string>& errors) {
         return false;
     }
     bool changed = false;
-    for (const int index : changes->gone) {
-        changed = table_.link_gone(index) || changed;
-    }
-    for (const auto& link : changes->up) {
-        changed = table_.link_up(link) || changed;
+    for (const auto& change : changes->links) {
+        changed = (change.gone ? table_.link_gone(change.link.index) : table_.link_up(change.link)) || changed;
     }
     for (const auto& n : changes->neighbours) {
         changed = table_.neighbour(n.index, n.address, n.lladdr) || changed;
@@ -76,11 +73,24 @@ bool PortFollower::refresh_domains(std::vector<std::string>& errors) {
         return false;
     }
     std::error_code ec;
-    const auto stamp = std::filesystem::last_write_time(libvirt_dir_, ec);
+    // The newest modification time of the directory (a file added, removed or renamed into
+    // place, as libvirt does) and of its files (one rewritten in place): a stat per file,
+    // no parsing, unless something changed.
+    auto stamp = std::filesystem::last_write_time(libvirt_dir_, ec);
+    if (!ec) {
+        for (std::filesystem::directory_iterator it(libvirt_dir_, ec), end; !ec && it != end; it.increment(ec)) {
+            std::error_code file_ec;
+            const auto written = it->last_write_time(file_ec);
+            if (!file_ec && written > stamp) {
+                stamp = written;
+            }
+        }
+    }
     if (ec) {
+        libvirt_seen_.reset();
         return table_.set_domains({});  // no libvirt (any more)
     }
-    if (stamp == libvirt_seen_ && !table_.domains().empty()) {
+    if (libvirt_seen_ == stamp) {
         return false;
     }
     libvirt_seen_ = stamp;

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,7 +53,7 @@ private:
     ports::LinkWatcher watcher_;
     ports::LocalizeOptions localize_;
     std::filesystem::path libvirt_dir_;
-    std::filesystem::file_time_type libvirt_seen_{};
+    std::optional<std::filesystem::file_time_type> libvirt_seen_;  // the directory's mtime when last read
     std::map<std::string, std::string> reported_;  // interface -> workload ("" unidentified) last reported
 };
 

@@ -57,7 +57,7 @@ void decode_link(const nlmsghdr* nlh, Decoded& d) {
     }
     const auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
     if (nlh->nlmsg_type == RTM_DELLINK) {
-        d.changes->gone.push_back(ifi->ifi_index);
+        d.changes->links.push_back(LinkChange{true, Link{ifi->ifi_index, {}, {}}});
         return;
     }
     const nlattr* table[IFLA_MAX + 1] = {};
@@ -74,7 +74,7 @@ void decode_link(const nlmsghdr* nlh, Decoded& d) {
                               mnl_attr_get_payload_len(table[IFLA_ADDRESS]))
                        .value_or("");
     }
-    d.changes->up.push_back(std::move(link));
+    d.changes->links.push_back(LinkChange{false, std::move(link)});
 }
 
 void decode_neighbour(const nlmsghdr* nlh, Decoded& d) {
@@ -215,7 +215,13 @@ std::expected<std::vector<Link>, std::string> LinkWatcher::dump_links() {
     if (!changes) {
         return std::unexpected(changes.error());
     }
-    return std::move(changes->up);
+    std::vector<Link> links;
+    for (auto& change : changes->links) {
+        if (!change.gone) {
+            links.push_back(std::move(change.link));
+        }
+    }
+    return links;
 }
 
 std::expected<std::vector<Neighbour>, std::string> LinkWatcher::dump_neighbours() {

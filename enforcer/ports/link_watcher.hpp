@@ -22,9 +22,15 @@ struct Neighbour {
     std::string lladdr;  // normalised MAC; empty when unresolved
 };
 
+struct LinkChange {
+    bool gone = false;  // RTM_DELLINK: only link.index is set
+    Link link;          // RTM_NEWLINK: a new or changed link (every link, not only ports)
+};
+
 struct LinkChanges {
-    std::vector<Link> up;       // new or changed links (every link, not only ports)
-    std::vector<int> gone;      // ifindex of removed links
+    // In the kernel's order: a port being deleted is often announced as changed (carrier
+    // down) and then as removed in one read, and must end up removed.
+    std::vector<LinkChange> links;
     std::vector<Neighbour> neighbours;
     bool resync_needed = false; // ENOBUFS: notifications were lost, dump again
 };
