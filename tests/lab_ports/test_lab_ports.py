@@ -18,8 +18,12 @@ policy, real packets; the enforcers run with --port-discovery (patterns vnet*, t
                 shows vnet17 with the domain's name, UUID and labels.
   offline       the controller is SIGKILLed and the desktop refreshed again (vnet23): the
                 enforcer alone binds it within 1 s and the policy holds (counter and control;
-                no event check while the controller is down); once the controller is back
-                the API shows vnet23.
+                no event check while the controller is down). Then the enforcer is stopped,
+                the desktop refreshed once more (vnet31) and the enforcer started, the
+                controller still down: it binds vnet31 from the controller's ruleset it kept
+                on disk. Once the controller is back the API shows vnet31, and the controller
+                sent the enforcer no ruleset (its channel opened with the controller's hash:
+                a kernel binding is no difference to repair).
   unknown port  a port vnet29 to a namespace whose MAC no workload has: isolated by default
                 (its probe to the file server is blocked, the "unidentified" drop counter
                 moves, an NFLOG event with reason unidentified is stored; positive control:
@@ -34,14 +38,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
 from lab_harness import (FILE_SERVER, REPO, api, check, configure, counted_drops, down_and_verify,  # noqa: E402
-                         drop_counters, expect_dropped, figure, kill_children, lab, lab_workload, poll, probe,
-                         reaches, report, section, up_with_lab_policy)
+                         drop_counters, expect_dropped, figure, kill_children, lab, lab_doc, lab_workload, poll,
+                         probe, reaches, report, section, up_with_lab_policy)
 
 PREFIX, PORT, MGMT, TLS_PORT = "bhprt-", 18593, "10.254.83.0/24", 18845
 configure(PREFIX, PORT, MGMT, TLS_PORT)
 PING_FS = (FILE_SERVER, "icmp", 0)
 HV = PREFIX + "hv1"
-REFRESHED, REFRESHED_OFFLINE = "vnet17", "vnet23"
+REFRESHED, REFRESHED_OFFLINE, REFRESHED_RESTART = "vnet17", "vnet23", "vnet31"
 UNKNOWN_NS, UNKNOWN_PORT, UNKNOWN_ADDRESS = PREFIX + "unk", "vnet29", "10.1.0.99"
 UNKNOWN_GUEST_MAC, UNKNOWN_TAP_MAC = "02:12:34:56:78:9a", "fe:12:34:56:78:9a"
 DOMAIN_UUID = "3f2a9c1e-0b7d-4e55-9a1c-0d2f4b6e8a02"
@@ -241,14 +245,42 @@ def run(state, soc, vdi002, libvirt_dir):
     # No token: the controller is down, so there is no stored event to ask for.
     expect_dropped("controller down: vdi-002 -> vdi-001 dropped on %s" % REFRESHED_OFFLINE, state, "vdi-002",
                    vdi001["addresses"][0], "icmp", control=PING_FS)
+
+    section("enforcer restart, controller still down")
+    stopped = lab(state, "stop", "enforcer-hv1")
+    check("enforcer hv1 stopped", stopped.returncode == 0, stopped.stderr[-500:])
+    (libvirt_dir / "desk-002.xml").write_text(LIVE_XML.format(name="desk-002", uuid=DOMAIN_UUID,
+                                                              mac=vdi002["mac"], target=REFRESHED_RESTART))
+    r = sh("ip", "-n", HV, "link", "del", REFRESHED_OFFLINE)
+    check("port %s deleted while the enforcer is down" % REFRESHED_OFFLINE, r.returncode == 0, r.stderr)
+    ok, err = connect_port(HV, PREFIX + "vdi-002", REFRESHED_RESTART, tap_mac, guest_mac, w["addresses"])
+    check("port %s created while the enforcer is down" % REFRESHED_RESTART, ok, err)
+    t0 = time.monotonic()
+    started = lab(state, "start", "enforcer-hv1")
+    check("enforcer hv1 started (controller down)", started.returncode == 0, started.stderr[-500:])
+    bound = poll(lambda: (egress_ports(HV) or {}).get(REFRESHED_RESTART) == chain_of_vdi002, 5,
+                 "the restarted enforcer binds %s to vdi-002's class from its saved ruleset" % REFRESHED_RESTART)
+    if bound:
+        figure("enforcer start to %s bound (controller down)" % REFRESHED_RESTART,
+               "%.0f ms, lab.py's start and readiness wait included" % ((time.monotonic() - t0) * 1000))
+    expect_dropped("enforcer restarted, controller down: vdi-002 -> vdi-001 dropped on %s" % REFRESHED_RESTART,
+                   state, "vdi-002", vdi001["addresses"][0], "icmp", control=PING_FS)  # no token: controller down
+
+    log_path = Path(next(p["log"] for p in lab_doc(state)["processes"] if p["name"] == "enforcer-hv1"))
+    rulesets_before = log_path.read_text(errors="replace").count("applied generation")
     started = lab(state, "start", "controller")
     check("controller started again", started.returncode == 0, started.stderr[-500:])
-    back = poll(lambda: (port_named(soc, REFRESHED_OFFLINE) or {}).get("workload") == "vdi-002" and
-                port_named(soc, REFRESHED_OFFLINE), 20,
-                "after the controller's restart GET /ports shows %s bound to vdi-002" % REFRESHED_OFFLINE)
+    back = poll(lambda: (port_named(soc, REFRESHED_RESTART) or {}).get("workload") == "vdi-002" and
+                port_named(soc, REFRESHED_RESTART), 20,
+                "after the controller's restart GET /ports shows %s bound to vdi-002" % REFRESHED_RESTART)
     # libvirt's file was rewritten in place (same name, new <target>): re-read all the same.
-    check("the API follows the refresh made while it was down, from libvirt's rewritten file",
+    check("the API follows the refreshes made while it was down, from libvirt's rewritten file",
           back and back.get("identified_by") == "libvirt", back)
+    status, hv1 = api("GET", "/enforcers/hv1", soc)
+    rulesets_after = log_path.read_text(errors="replace").count("applied generation")
+    check("hv1 is in sync and the controller sent it no ruleset (the kernel binding is not a difference)",
+          status == 200 and hv1.get("in_sync") and rulesets_after == rulesets_before,
+          {"in_sync": (hv1 or {}).get("in_sync"), "rulesets applied from the channel": rulesets_after - rulesets_before})
 
     # ---- a port nobody knows --------------------------------------------------------------
     section("unknown port")
@@ -281,7 +313,7 @@ def run(state, soc, vdi002, libvirt_dir):
     status, body = api("GET", "/enforcers/hv1", soc)
     reported = [p["interface"] for p in ((body or {}).get("details") or {}).get("ports", [])]
     check("GET /enforcers/hv1 carries the ports it reported", status == 200 and UNKNOWN_PORT in reported and
-          REFRESHED_OFFLINE in reported, reported)
+          REFRESHED_RESTART in reported, reported)
 
 
 if __name__ == "__main__":
