@@ -231,6 +231,23 @@ TEST_CASE("ports: the kernel copy binds the stand-in to the current port, and a 
     }
 }
 
+TEST_CASE("ports: a quarantine by workload follows the desktop to its current port") {
+    auto policy = policy::parse_policy(test::read_source_file("examples/vdi-pool/policy.json"));
+    auto inventory = policy::parse_inventory(mac_bound_inventory().dump());
+    REQUIRE(policy);
+    REQUIRE(inventory);
+    ruleset::RulesetCompiler compiler(*policy, *inventory);
+    auto quarantined = compiler.compile("hv1", {"vdi-002"});
+    REQUIRE(quarantined);
+    CHECK(set_has(*quarantined, "quarantined_ports", policy::mac_port_name("52:54:00:01:00:02")));
+    const LocalizeOptions options{true, UnknownPortMode::Isolate, 10};
+    for (const auto& [index, name] : std::vector<std::pair<int, std::string>>{{7, "vnet7"}, {12, "vnet12"}}) {
+        auto kernel = localize(*quarantined,
+                               table_with({{index, name, "fe:54:00:01:00:02"}}).identify(*quarantined), options);
+        CHECK(set_has(kernel, "quarantined_ports", name));
+    }
+}
+
 TEST_CASE("ports: unidentified ports are isolated, monitored or allowed") {
     const auto canonical = compile_hv1(mac_bound_inventory());
     const auto ports = table_with({{3, "vnet3", "52:54:00:99:99:99"}}).identify(canonical);
