@@ -15,7 +15,8 @@ policy, real packets; the enforcers run with --port-discovery (patterns vnet*, t
                 class within 1 s of the link's creation (measured, polled every 5 ms with a
                 deadline; reported as a figure), the policy holds again (dropped probe with
                 counter and an event attributed to vdi-002, positive control), and the API
-                shows vnet17 with the domain's name, UUID and labels.
+                shows vnet17 with the domain's name, UUID and labels, and the desktop's
+                address learnt from the neighbour table.
   offline       the controller is SIGKILLed and the desktop refreshed again (vnet23): the
                 enforcer alone binds it within 1 s and the policy holds (counter and control;
                 no event check while the controller is down). Then the enforcer is stopped,
@@ -230,6 +231,11 @@ def run(state, soc, vdi002, libvirt_dir):
           domain.get("name") == "desk-002" and domain.get("uuid") == DOMAIN_UUID and
           domain.get("labels") == {"pool": "sales", "image": "win11-2026-11"}, domain)
     check("the old port is no longer listed", port_named(soc, first_port) is None, ports_of(soc, "?enforcer=hv1"))
+    # The replies to vdi-002's probes were routed out of vnet17: the hypervisor resolved the
+    # desktop's address there (a neighbour entry), which port discovery learns.
+    learnt = poll(lambda: w["addresses"][0] in ((port_named(soc, REFRESHED) or {}).get("addresses") or []), 15,
+                  "GET /ports shows %s's address %s learnt from the neighbour table" % (REFRESHED, w["addresses"][0]))
+    check("the port's addresses are learnt from the neighbour table", bool(learnt), port_named(soc, REFRESHED))
 
     # ---- the same with the controller down -------------------------------------------------
     section("refresh with the controller down")
