@@ -1,5 +1,7 @@
 #include "policies/policy_reader.hpp"
 
+#include "policies/mac_port.hpp"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -859,7 +861,9 @@ std::optional<Attachment> read_attachment(const json& value, const std::string& 
     auto mode = r.choice("mode", true, attachment_words);
     Attachment attachment;
     if (mode == AttachmentMode::Port) {
-        if (auto name = r.string("interface", true)) {
+        // Optional here: a workload with a "mac" may leave its port's name to the enforcer
+        // (checked by the caller, which knows the MAC).
+        if (auto name = r.string("interface", false)) {
             attachment.interfaces.push_back(*name);
         }
     } else if (mode == AttachmentMode::Host) {
@@ -1113,6 +1117,17 @@ std::expected<Inventory, Diagnostics> read_inventory(const nlohmann::json& docum
             }
             if (attachment != nullptr) {
                 w.attachment = read_attachment(*attachment, wr.at("attachment"), sink);
+                const bool names_interface = attachment->is_object() && attachment->contains("interface");
+                if (w.attachment && w.attachment->mode == AttachmentMode::Port && !names_interface) {
+                    if (!w.mac.empty()) {
+                        // Bound by MAC: the enforcer finds the port's current name.
+                        w.attachment->interfaces.push_back(mac_port_name(w.mac));
+                    } else if (!mac) {
+                        sink.add(wr.at("attachment"), DiagnosticCode::MissingField,
+                                 "required member \"interface\" is missing (or give the workload a "
+                                 "\"mac\" to bind its port by MAC)");
+                    }
+                }
                 if (w.enforcer.empty()) {
                     sink.add(wr.at("attachment"), DiagnosticCode::MissingField,
                              "an attached workload needs an \"enforcer\"");

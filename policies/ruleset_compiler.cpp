@@ -168,8 +168,10 @@ std::optional<LogPrefixParts> parse_log_prefix(std::string_view prefix) {
         (parts[2] != "out" && parts[2] != "in") || parts[3].empty() || parts[4].empty()) {
         return std::nullopt;
     }
+    // "unidentified": the enforcer's own rules for VM ports whose MAC no workload has
+    // (enforcer/ports/port_discovery.hpp).
     static constexpr std::array reasons{"default", "deny",  "decoy", "tripwire",
-                                        "quarantine", "spoof", "allow"};
+                                        "quarantine", "spoof", "allow", "unidentified"};
     if (std::find(reasons.begin(), reasons.end(), parts[3]) == reasons.end()) {
         return std::nullopt;
     }

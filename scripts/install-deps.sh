@@ -18,6 +18,8 @@ packages=(
   libsqlite3-dev libssl-dev
   # simdjson: the controller parses event uploads with it (controller/services/event_batch.hpp)
   libsimdjson-dev
+  # the enforcer's libvirt adapter reads libvirt's live domain XML (enforcer/ports)
+  libxml2-dev
   # logging with levels for every program (common/logging)
   libspdlog-dev
   # the controller's /api/v1/metrics (Prometheus text format)

@@ -146,6 +146,11 @@ int enroll_enforcer(const EnrollOptions& options, std::ostream& out, std::ostrea
     if (!config.contains("state_dir")) {
         config["state_dir"] = options.state_dir;
     }
+    // A hypervisor names its VM ports itself (vnetN, tapN…): follow them, unless the file
+    // already says otherwise (enforcer/README.md, Port discovery).
+    if (!config.contains("port_discovery")) {
+        config["port_discovery"] = true;
+    }
     if (!write_atomically(ca_path, ca, 0644, err) || !write_atomically(token_path, token + "\n", 0600, err) ||
         !write_atomically(config_path, config.dump(2) + "\n", 0644, err)) {
         return exit_usage;

@@ -405,8 +405,9 @@ EventQuery event_query(QueryReader& query) {
     }
     q.reason = query.text("reason", 32);
     if (q.reason && *q.reason != "default" && *q.reason != "deny" && *q.reason != "decoy" &&
-        *q.reason != "tripwire" && *q.reason != "quarantine" && *q.reason != "spoof" && *q.reason != "allow") {
-        query.fail("reason", "must be one of default, deny, decoy, tripwire, quarantine, spoof, allow");
+        *q.reason != "tripwire" && *q.reason != "quarantine" && *q.reason != "spoof" && *q.reason != "allow" &&
+        *q.reason != "unidentified") {
+        query.fail("reason", "must be one of default, deny, decoy, tripwire, quarantine, spoof, allow, unidentified");
     }
     q.type = query.text("type", 64);
     q.enforcer = query.text("enforcer", 128);
@@ -597,6 +598,19 @@ void HttpApi::build_routes() {
     add("GET", "/api/v1/enforcers", Permission::Read, [&s](RouteContext& c) { send_result(c.response, s.fleet.list_enforcers()); });
     add("GET", "/api/v1/enforcers/{id}", Permission::Read,
         [&s](RouteContext& c) { send_result(c.response, s.fleet.get_enforcer(c.params.at(0))); });
+    // VM ports the enforcers found (port discovery), e.g. ?state=unidentified for the ports
+    // whose MAC no workload has.
+    add("GET", "/api/v1/ports", Permission::Read, [&s](RouteContext& c) {
+        QueryReader q(c.request);
+        auto state = q.text("state", 32);
+        if (state && *state != "bound" && *state != "unidentified") {
+            q.fail("state", "must be bound or unidentified");
+        }
+        auto enforcer = q.text("enforcer", 128);
+        if (!q.failed(c.response)) {
+            send_result(c.response, s.fleet.list_ports(state, enforcer));
+        }
+    });
     add("POST", "/api/v1/enforcers/{id}/enrollment-token", Permission::WriteInventory,
         [&s](RouteContext& c) { send_result(c.response, s.fleet.create_enrollment_token(c.caller, c.params.at(0)), 201); });
     add("POST", "/api/v1/enforcers/enroll", std::nullopt, [&s](RouteContext& c) {

@@ -332,6 +332,36 @@ ServiceResult FleetService::get_enforcer(const std::string& id) {
     return j;
 }
 
+ServiceResult FleetService::list_ports(const std::optional<std::string>& state,
+                                       const std::optional<std::string>& enforcer) {
+    auto statuses = statuses_.list();
+    if (!statuses) {
+        return std::unexpected(from_store(statuses.error()));
+    }
+    json ports = json::array();
+    for (const auto& status : *statuses) {
+        if (enforcer && status.id != *enforcer) {
+            continue;
+        }
+        const auto reported = status.details.find("ports");
+        if (reported == status.details.end() || !reported->is_array()) {
+            continue;
+        }
+        const bool connected = hub_.connected(status.id);
+        for (const auto& port : *reported) {
+            if (!port.is_object() || (state && port.value("state", "") != *state)) {
+                continue;
+            }
+            json p = port;
+            p["enforcer"] = status.id;
+            p["enforcer_connected"] = connected;
+            p["reported_at"] = optional_time(status.last_heartbeat);
+            ports.push_back(std::move(p));
+        }
+    }
+    return json{{"ports", std::move(ports)}};
+}
+
 ServiceResult FleetService::create_enrollment_token(const Caller& caller, const std::string& id) {
     auto definitions = inventory_.list_enforcer_definitions();
     if (!definitions) {
@@ -457,6 +487,10 @@ ServiceResult FleetService::report_status(const Caller& caller, const std::strin
                                              (type == json::value_t::string ? "a string" : "a non-negative integer"),
                                          json{{"pointer", "/" + key}}));
         }
+    }
+    if (const json* p = member(body, "ports"); p != nullptr && !p->is_null() && !p->is_array()) {
+        return std::unexpected(service_error(ErrorKind::BadRequest, "wrong-type", "\"ports\" must be an array",
+                                             json{{"pointer", "/ports"}}));
     }
     if (auto state = string_member(body, "state"); state && *state != "applied" && *state != "failed") {
         return std::unexpected(service_error(ErrorKind::BadRequest, "invalid-value", "\"state\" must be applied or failed", json{{"pointer", "/state"}}));

@@ -60,6 +60,9 @@ class FleetService final : public DesiredVersions {
 
     ServiceResult list_enforcers();
     ServiceResult get_enforcer(const std::string& id);
+    // The VM ports the enforcers reported last (their status's "ports"), each with its
+    // enforcer; filtered by state ("bound", "unidentified") and enforcer when given.
+    ServiceResult list_ports(const std::optional<std::string>& state, const std::optional<std::string>& enforcer);
     ServiceResult create_enrollment_token(const Caller& caller, const std::string& id);
     ServiceResult enroll(const nlohmann::json& body);
     std::expected<std::unique_ptr<ChannelStream>, ServiceError> open_channel(const Caller& caller, const std::string& id,

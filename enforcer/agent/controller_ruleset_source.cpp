@@ -336,6 +336,9 @@ nlohmann::json ControllerRulesetSource::status_body(double rtt_ms) const {
                            {"last_drift_at_ms", counters_.last_drift_at_ms},
                            {"elements", counters_.elements},
                            {"nflog", {{"received", counters_.nflog_received}, {"lost", counters_.nflog_lost}}}};
+    if (counters_.ports) {
+        body["ports"] = *counters_.ports;
+    }
     if (sink_ != nullptr) {
         const auto s = sink_->stats();
         body["spool"] = {{"bytes", s.spool.bytes}, {"events", s.spool.events}, {"evicted", s.spool.evicted},

@@ -1,5 +1,6 @@
 #include "enforcer/daemon/enforcer_config.hpp"
 
+#include "enforcer/ports/port_discovery.hpp"
 #include "policies/json_reader.hpp"
 
 #include <algorithm>
@@ -90,6 +91,41 @@ std::expected<void, std::string> apply_enforcer_config(const json& document, std
              return {};
          }},
         {"log_level", string_member(settings.log_level)},
+        {"port_discovery",
+         [&o](const json& v) -> std::expected<void, std::string> {
+             if (!v.is_boolean()) {
+                 return std::unexpected("must be true or false");
+             }
+             o.port_discovery = v.get<bool>();
+             return {};
+         }},
+        {"port_patterns",
+         [&o](const json& v) -> std::expected<void, std::string> {
+             if (!v.is_array() || v.empty()) {
+                 return std::unexpected("must be a non-empty array of interface name patterns");
+             }
+             std::vector<std::string> patterns;
+             for (std::size_t i = 0; i < v.size(); ++i) {
+                 if (!v[i].is_string()) {
+                     return std::unexpected("/" + std::to_string(i) + ": must be a string");
+                 }
+                 patterns.push_back(v[i].get<std::string>());
+                 if (auto ok = ports::PortPatterns::parse({patterns.back()}); !ok) {
+                     return std::unexpected("/" + std::to_string(i) + ": " + ok.error());
+                 }
+             }
+             o.port_patterns = std::move(patterns);
+             return {};
+         }},
+        {"unknown_ports",
+         [&o](const json& v) -> std::expected<void, std::string> {
+             if (!v.is_string() || !ports::unknown_port_mode_from_string(v.get<std::string>())) {
+                 return std::unexpected("must be \"isolate\", \"monitor\" or \"allow\"");
+             }
+             o.unknown_ports = v.get<std::string>();
+             return {};
+         }},
+        {"libvirt_dir", string_member(o.libvirt_dir)},
     };
     for (const auto& [key, value] : document.items()) {
         if (key == "$schema" || key == "comment") {
@@ -105,7 +141,9 @@ std::expected<void, std::string> apply_enforcer_config(const json& document, std
             continue;
         }
         if (auto applied = member->second(value); !applied) {
-            return std::unexpected(where + ": /" + key + ": " + applied.error());
+            // An array item's error starts with its own pointer segment ("/2: …").
+            const auto& why = applied.error();
+            return std::unexpected(where + ": /" + key + (why.starts_with('/') ? why : ": " + why));
         }
     }
     o.spool_max_bytes = spool;

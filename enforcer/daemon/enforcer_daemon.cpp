@@ -2,12 +2,14 @@
 
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/controller_ruleset_source.hpp"
+#include "enforcer/agent/durable_file.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
 
 #include "enforcer/daemon/file_ruleset_source.hpp"
 #include "enforcer/daemon/json_lines_sink.hpp"
 #include "enforcer/daemon/metrics.hpp"
 #include "enforcer/daemon/metrics_listener.hpp"
+#include "enforcer/daemon/port_follower.hpp"
 #include "enforcer/daemon/ruleset_keeper.hpp"
 #include "enforcer/daemon/state_store.hpp"
 #include "enforcer/interfaces/event_sink.hpp"
@@ -219,12 +221,62 @@ int run_daemon(const DaemonOptions& options) {
     ::malloc_trim(0);
     sink->flush();
 
+    // Port discovery: the source's ruleset (`canonical`, kept in <state-dir>/source-ruleset.json
+    // so that ports can be followed before the source answers after a restart) is bound to
+    // the ports there are now; what the kernel gets is its localized copy.
+    std::unique_ptr<PortFollower> follower;
+    std::optional<ruleset::Ruleset> canonical;
+    const auto canonical_path = std::filesystem::path(options.state_dir) / "source-ruleset.json";
+    if (options.port_discovery) {
+        auto opened = PortFollower::open(options);
+        if (!opened) {
+            spdlog::error("daemon: enforcer {}: {}", options.enforcer_id, opened.error());
+            return 2;
+        }
+        follower = std::move(*opened);
+        if (auto text = agent::read_small_file(canonical_path); text && *text) {
+            auto document = nlohmann::json::parse(**text, nullptr, false);
+            if (auto loaded = ruleset::ruleset_from_json(document); loaded && loaded->enforcer == options.enforcer_id) {
+                canonical = std::move(*loaded);
+            } else {
+                spdlog::warn("daemon: enforcer {}: {} unusable, waiting for the source", options.enforcer_id,
+                             canonical_path.string());
+            }
+        }
+        metrics.describe("bulkhead_enforcer_ports", Metrics::Kind::Gauge,
+                         "VM ports found by port discovery, by state (bound, unidentified)");
+        metrics.describe("bulkhead_enforcer_port_rebinds_total", Metrics::Kind::Counter,
+                         "Rulesets re-applied because a VM port came, went or was identified");
+        metrics.set("bulkhead_enforcer_port_rebinds_total", 0);
+    }
+    auto report_ports = [&] {
+        if (!follower || !canonical) {
+            return;  // without a ruleset every port would look unidentified: wait for one
+        }
+        for (auto& event : follower->take_events(canonical ? &*canonical : nullptr, now_unix_ms())) {
+            spdlog::info("daemon: enforcer {}: {} {}{}", options.enforcer_id, event.value("type", ""),
+                         event.value("interface", ""),
+                         event.contains("workload") ? " (" + event.value("workload", "") + ")" : "");
+            sink->emit(event);
+        }
+        const auto unidentified = follower->unidentified_count(canonical ? &*canonical : nullptr);
+        const auto all = follower->ports_json(canonical ? &*canonical : nullptr).size();
+        metrics.set("bulkhead_enforcer_ports", static_cast<double>(all - unidentified), "state=\"bound\"");
+        metrics.set("bulkhead_enforcer_ports", static_cast<double>(unidentified), "state=\"unidentified\"");
+    };
+    // What goes to the kernel for the source's ruleset.
+    auto kernel_copy = [&](const ruleset::Ruleset& from_source) {
+        return follower ? follower->localize(from_source) : from_source;
+    };
+
     std::unique_ptr<RulesetSource> source;
     agent::ControllerRulesetSource* channel = nullptr;
     if (with_controller) {
         // What is in force (last-known-good) is what the first connect asks with.
-        auto opened = agent::ControllerRulesetSource::open(
-            controller, keeper.applied() ? &*keeper.applied() : nullptr, {}, spool.get());
+        // With port discovery the kernel holds a localized copy: the channel's position is the
+        // source's own ruleset, so the hashes stay the controller's.
+        const ruleset::Ruleset* held = canonical ? &*canonical : (keeper.applied() ? &*keeper.applied() : nullptr);
+        auto opened = agent::ControllerRulesetSource::open(controller, held, {}, spool.get());
         if (!opened) {
             spdlog::error("daemon: enforcer {}: control channel: {}", options.enforcer_id, opened.error());
             return 1;
@@ -288,6 +340,9 @@ int run_daemon(const DaemonOptions& options) {
         c.drift_repairs = static_cast<std::uint64_t>(metrics.get("bulkhead_enforcer_drift_repairs_total"));
         c.last_drift_at_ms = last_drift_at_ms;
         c.elements = keeper.applied() ? keeper.applied()->element_count() : 0;
+        if (follower) {
+            c.ports = std::make_shared<const nlohmann::json>(follower->ports_json(canonical ? &*canonical : nullptr));
+        }
         if (nflog_source) {
             const auto& n = nflog_source->counters();
             c.nflog_received = n.events;
@@ -319,7 +374,13 @@ int run_daemon(const DaemonOptions& options) {
             return;
         }
         const auto started = std::chrono::steady_clock::now();
-        auto applied = keeper.apply(**next, now_unix_ms());
+        if (follower) {
+            canonical = **next;
+            if (auto saved = write_file_atomically(canonical_path, ruleset::to_json(*canonical).dump()); !saved) {
+                spdlog::warn("daemon: enforcer {}: {}: {}", options.enforcer_id, canonical_path.string(), saved.error());
+            }
+        }
+        auto applied = keeper.apply(kernel_copy(**next), now_unix_ms());
         ApplyReport report;
         report.apply_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         report.applied_at_ms = now_unix_ms();
@@ -336,10 +397,31 @@ int run_daemon(const DaemonOptions& options) {
         report.counters = counters();
         source->report_applied(report);
         rebuild_attributor();
+        report_ports();
         // Parsing and persisting a large ruleset peaks far above what stays in use; hand the
         // freed heap back instead of carrying glibc's high-water mark for the daemon's life.
         ::malloc_trim(0);
     };
+    // Ports may have been renamed while the daemon was down (a reboot, a refresh): bind them
+    // now from the saved source ruleset, before the source answers.
+    auto rebind = [&](std::string_view why) {
+        if (!follower || !canonical) {
+            return;
+        }
+        const auto started = std::chrono::steady_clock::now();
+        auto applied = keeper.apply(kernel_copy(*canonical), now_unix_ms());
+        if (!applied) {
+            spdlog::error("daemon: enforcer {}: port binding ({}) failed, keeping generation {}: {}",
+                          options.enforcer_id, why, keeper.generation(), applied.error());
+        } else {
+            spdlog::debug("daemon: enforcer {}: ports rebound ({}) in {:.1f} ms", options.enforcer_id, why,
+                          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+        }
+        metrics.add("bulkhead_enforcer_port_rebinds_total", 1);
+        rebuild_attributor();
+        report_ports();
+    };
+    rebind("start");
     take_from_source();
     sink->flush();
     // Test harnesses wait for " running, generation" before they act on the daemon.
@@ -392,10 +474,11 @@ int run_daemon(const DaemonOptions& options) {
     int seconds = 0;
     bool running = true;
     while (running) {
-        std::array<pollfd, 4> fds{{{signals.get(), POLLIN, 0},
+        std::array<pollfd, 5> fds{{{signals.get(), POLLIN, 0},
                                    {ticker.get(), POLLIN, 0},
                                    {source->fd(), POLLIN, 0},
-                                   {nflog_source ? nflog_source->fd() : -1, POLLIN, 0}}};
+                                   {nflog_source ? nflog_source->fd() : -1, POLLIN, 0},
+                                   {follower ? follower->fd() : -1, POLLIN, 0}}};
         if (::poll(fds.data(), fds.size(), -1) < 0) {
             if (errno == EINTR) {
                 continue;
@@ -417,6 +500,18 @@ int run_daemon(const DaemonOptions& options) {
         }
         if ((fds[2].revents & POLLIN) != 0) {
             take_from_source();
+        }
+        // A port came or went: first the source (so a ruleset that arrived with it is used),
+        // then the kernel binding, before NFLOG (drops on the new port attribute to its workload).
+        if (follower && (fds[4].revents & POLLIN) != 0) {
+            std::vector<std::string> errors;
+            const bool changed = follower->read(errors);
+            for (const auto& error : errors) {
+                spdlog::warn("daemon: enforcer {}: port discovery: {}", options.enforcer_id, error);
+            }
+            if (changed) {
+                rebind("link");
+            }
         }
         if (nflog_source && (fds[3].revents & POLLIN) != 0) {
             const auto now = now_unix_ns();
@@ -455,6 +550,17 @@ int run_daemon(const DaemonOptions& options) {
                 }
                 aggregator.advance(now_unix_ns(), records);
                 emit_records();
+                if (follower) {
+                    // libvirt writes a domain's live XML around the time its tap appears.
+                    std::vector<std::string> errors;
+                    const bool changed = follower->refresh_domains(errors);
+                    for (const auto& error : errors) {
+                        spdlog::warn("daemon: enforcer {}: libvirt: {}", options.enforcer_id, error);
+                    }
+                    if (changed) {
+                        rebind("libvirt");
+                    }
+                }
                 if (seconds >= options.drift_interval_seconds) {
                     seconds = 0;
                     check_drift();

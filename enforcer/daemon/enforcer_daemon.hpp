@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bulkhead::enforcer {
 
@@ -33,6 +34,17 @@ struct DaemonOptions {
     int repeat_window_ms = 1000;
     int flow_interval_seconds = 60;
     bool no_nflog = false;
+    // Port discovery (enforcer/ports): links whose names match `port_patterns` are the VM
+    // ports; ports the inventory binds by MAC follow their NIC under whatever name it has
+    // now; a port whose MAC no workload has gets `unknown_ports` (isolate, monitor, allow).
+    // Off by default on the command line (a host without VM ports changes nothing); the
+    // packaged /etc/bulkhead/enforcer.json turns it on.
+    bool port_discovery = false;
+    std::vector<std::string> port_patterns{"vnet*", "tap*", "macvtap*", "vif*"};
+    std::string unknown_ports = "isolate";
+    // libvirt's live domain XML (names, UUIDs, labels, each NIC's MAC and tap); a directory
+    // that does not exist means no libvirt adapter, netlink alone.
+    std::string libvirt_dir = "/run/libvirt/qemu";
 };
 
 // Runs until SIGINT/SIGTERM. SIGHUP re-reads the ruleset source, SIGUSR1 checks drift now.

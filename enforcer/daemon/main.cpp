@@ -66,6 +66,20 @@ int main(int argc, char** argv) {
                    "Seconds per allowed-flow summary")
         ->capture_default_str();
     app.add_flag("--no-nflog", options.no_nflog, "Apply rulesets only; do not read NFLOG");
+    app.add_flag("--port-discovery", options.port_discovery,
+                 "Watch rtnetlink for VM ports (--port-patterns), bind ports the inventory names by MAC, "
+                 "apply --unknown-ports to the rest");
+    app.add_option("--port-patterns", options.port_patterns,
+                   "Interface name patterns of VM ports (* and ?), e.g. vnet* tap*")
+        ->capture_default_str()
+        ->expected(1, 64);
+    app.add_option("--unknown-ports", options.unknown_ports,
+                   "What a VM port with a MAC in no workload gets until identified: isolate, monitor or allow")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"isolate", "monitor", "allow"}));
+    app.add_option("--libvirt-dir", options.libvirt_dir,
+                   "libvirt's live domain XML directory (names, UUIDs, labels, each NIC's MAC and tap)")
+        ->capture_default_str();
     app.add_option("--log-level", settings.log_level,
                    "Least severe log record written to stderr: trace, debug, info, warn, error, critical, off")
         ->capture_default_str();

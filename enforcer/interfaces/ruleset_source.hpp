@@ -7,7 +7,10 @@
 
 #include "policies/ruleset.hpp"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
+#include <memory>
 #include <expected>
 #include <optional>
 #include <string>
@@ -22,6 +25,9 @@ struct EnforcerCounters {
     std::uint64_t elements = 0;         // elements of the ruleset in force
     std::uint64_t nflog_received = 0;
     std::uint64_t nflog_lost = 0;
+    // With port discovery: the VM ports and who is bound to each (PortFollower::ports_json),
+    // so the controller shows the current interfaces and the unidentified ports. Null: off.
+    std::shared_ptr<const nlohmann::json> ports;
 };
 
 // What the daemon did with the ruleset poll() returned last: a controller source acks it.

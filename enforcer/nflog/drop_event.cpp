@@ -29,6 +29,8 @@ std::string_view to_string(Reason reason) {
         return "tripwire";
     case Reason::Spoof:
         return "spoof";
+    case Reason::Unidentified:
+        return "unidentified";
     }
     return "default";
 }
@@ -60,6 +62,8 @@ std::optional<Reason> reason_from_string(std::string_view text) {
         return Reason::Tripwire;
     if (text == "spoof")
         return Reason::Spoof;
+    if (text == "unidentified")
+        return Reason::Unidentified;
     return std::nullopt;
 }
 

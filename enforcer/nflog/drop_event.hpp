@@ -27,7 +27,8 @@ enum class Direction : std::uint8_t { Out, In };
 // quarantine, and allow (an accepted new connection, logged to the allowed-flow group).
 // Tripwire: dropped, and the kernel put the source's port into the quarantined ports on
 // this very packet. Spoof: a managed port sent from an address or MAC not its workload's.
-enum class Reason : std::uint8_t { Default, Deny, Decoy, Quarantine, Allow, Tripwire, Spoof };
+// Unidentified: a VM port whose MAC no workload has (port discovery's `unidentified_ports`).
+enum class Reason : std::uint8_t { Default, Deny, Decoy, Quarantine, Allow, Tripwire, Spoof, Unidentified };
 enum class TimestampSource : std::uint8_t {
     Kernel,  // NFULA_TIMESTAMP (hooks prerouting, input, forward)
     Receive, // absent (output/postrouting hooks) or invalid: the time the enforcer read it

@@ -304,7 +304,10 @@ class Topology:
             for w in port_workloads:
                 if w["enforcer"] != hv_id:
                     continue
-                iface = w["attachment"]["interface"]
+                # A workload bound by MAC has no interface name in the inventory: the
+                # hypervisor names its port, as libvirt does (vnetN); the enforcer's port
+                # discovery finds it by the MAC (docs/policy-format.md, Ports bound by MAC).
+                iface = w["attachment"].get("interface") or "vnet%d" % port_workloads.index(w)
                 mac = w.get("mac")
                 vdi = self.ns(w["id"], w.get("labels", {}).get("role", "workload"), hypervisor=hv_id,
                               workload=w["id"], description=w.get("hostname", w["id"]))

@@ -28,6 +28,12 @@ CASES = {
         ("boolean", {"enforcer_id": "hv1", "ruleset": "/x", "no_nflog": "yes"}, "/no_nflog: must be true or false"),
         ("two ruleset sources", {"enforcer_id": "hv1", "ruleset": "/x", "controller": "https://c:1"},
          "/ruleset and /controller exclude each other"),
+        ("port pattern matching everything", {"enforcer_id": "hv1", "ruleset": "/x", "port_patterns": ["vnet*", "*"]},
+         "/port_patterns/1: "),
+        ("port pattern with a colon", {"enforcer_id": "hv1", "ruleset": "/x", "port_patterns": ["tap:*"]},
+         "/port_patterns/0: "),
+        ("unknown port mode", {"enforcer_id": "hv1", "ruleset": "/x", "unknown_ports": "drop"},
+         "/unknown_ports: must be"),
     ],
     "controller": [
         ("unknown member", {"plain_listen": "127.0.0.1:1", "lissen": "0.0.0.0:1"}, "/lissen: unknown member"),

@@ -410,7 +410,9 @@ INVALID = [
     Case("attachment-not-object", I, set_("/workloads/0/attachment", "vdi1"), "wrong-type", "/workloads/0/attachment"),
     Case("attachment-missing-mode", I, del_("/workloads/0/attachment/mode"), "missing-field", "/workloads/0/attachment"),
     Case("attachment-mode", I, set_("/workloads/0/attachment/mode", "bridge"), "invalid-value", "/workloads/0/attachment/mode"),
-    Case("port-missing-interface", I, del_("/workloads/0/attachment/interface"), "missing-field", "/workloads/0/attachment"),
+    # Without an interface a port-mode workload needs its MAC (the enforcer binds the port by it).
+    Case("port-missing-interface", I, [del_("/workloads/0/attachment/interface"), del_("/workloads/0/mac")],
+         "missing-field", "/workloads/0/attachment"),
     Case("port-with-interfaces", I, set_("/workloads/0/attachment", {"mode": "port", "interfaces": ["vdi1"]}), "unknown-field", "/workloads/0/attachment/interfaces"),
     Case("port-with-both", I, set_("/workloads/0/attachment/interfaces", ["vdi1"]), "unknown-field", "/workloads/0/attachment/interfaces"),
     Case("host-missing-interfaces", I, del_("/workloads/2/attachment/interfaces"), "missing-field", "/workloads/2/attachment"),
@@ -597,6 +599,13 @@ class Examples(unittest.TestCase):
             with self.subTest(str(path.relative_to(ROOT))):
                 proc = reader.validate_file(kind, path, inventory)
                 self.assertEqual(proc.returncode, 0, proc.stderr)
+
+    def test_port_bound_by_mac(self):
+        """A port-mode workload with a mac and no interface is valid for both."""
+        document = edited(BASE_INVENTORY, del_("/workloads/0/attachment/interface"))
+        self.assertFalse(schema_errors("inventory", document), describe(schema_errors("inventory", document)))
+        if CTL is not None:
+            self.assertEqual(Reader(self.tmp).validate("inventory", document), (0, []))
 
     def test_base_documents(self):
         """The fixtures this test edits are valid for both."""

@@ -55,7 +55,9 @@ async function main() {
     });
   }
   try {
-    const up = lab.up();
+    // Port discovery on (the lab's ports, vdi001 …, match none of its patterns): the
+    // enforcers view lists an unknown VM port made below.
+    const up = lab.up(["--enforcer-arg=--port-discovery"]);
     if (!check(up.code === 0, "lab up with the real controller and enforcers")) {
       console.log(up.stdout.slice(-3000), up.stderr.slice(-3000));
       return 1;
@@ -238,6 +240,13 @@ async function main() {
     await page.goto(lab.baseUrl + "/#/enforcers");
     await poll(async () => (await page.locator("tr[data-enforcer]").count()) === 2, 10, "the enforcers view lists hv1 and hv2");
     check((await text('tr[data-enforcer="hv1"]')).includes("in sync"), "hv1 is in sync");
+    // A VM port whose MAC no workload has (its other end stays on the hypervisor, under a
+    // name no pattern matches): the enforcer isolates it and the view lists it.
+    const madePort = spawnSync("ip", ["-n", "bhui-hv1", "link", "add", "vnet29", "address", "fe:12:34:56:78:9a", "type", "veth", "peer", "name", "guest29"], { encoding: "utf8" });
+    check(madePort.status === 0, "an unknown VM port vnet29 on hv1 " + (madePort.stderr ?? ""));
+    await poll(async () => (await page.locator('tr[data-port="hv1/vnet29"]').count()) === 1, 20,
+      "the enforcers view lists vnet29 on hv1 among the unidentified ports");
+    check((await text('tr[data-port="hv1/vnet29"]')).includes("fe:12:34:56:78:9a"), "with its MAC");
     await shot("enforcers");
     await page.goto(lab.baseUrl + "/#/audit");
     await poll(async () => (await page.locator('tr[data-action="quarantine.create"]').count()) > 0 && (await page.locator('tr[data-action="policy.activate"]').count()) > 0, 10,

@@ -193,6 +193,21 @@ export interface Enforcer {
   hostname?: string;
 }
 
+// A VM port an enforcer found by port discovery (GET /api/v1/ports).
+export interface Port {
+  enforcer: string;
+  enforcer_connected?: boolean;
+  reported_at?: string | null;
+  interface: string;
+  mac: string;
+  link_mac?: string;
+  state: "bound" | "unidentified";
+  workload?: string;
+  identified_by?: "libvirt" | "link" | "tap-convention" | "neighbour";
+  domain?: { name?: string; uuid?: string; labels?: Record<string, string> };
+  addresses?: string[];
+}
+
 export interface Revision {
   id: number;
   state: "draft" | "active" | "superseded";

@@ -1,13 +1,16 @@
-// Enforcers: generation applied vs desired, drift repairs, last heartbeat, clock offset.
+// Enforcers: generation applied vs desired, drift repairs, last heartbeat, clock offset;
+// below them the VM ports port discovery found whose MAC no workload has (isolated, or as
+// the enforcer's unknown_ports says, until the inventory names them).
 import type { View } from "../context";
 import { badge, emptyState, errorState, h, loadingState, replaceChildren, table } from "../dom";
 import { formatAge, formatTime } from "../format";
-import type { Enforcer } from "../types";
+import type { Enforcer, Port } from "../types";
 import { keepFresh } from "./refresh";
 
 export const enforcersView: View = (container, context) => {
   const listBox = h("div", { id: "enforcer-list" }, loadingState("enforcers"));
-  replaceChildren(container, h("h1", {}, "Enforcers"), listBox);
+  const portsBox = h("div", { id: "unidentified-ports" }, loadingState("unidentified ports"));
+  replaceChildren(container, h("h1", {}, "Enforcers"), listBox, h("h2", {}, "Unidentified ports"), portsBox);
   return keepFresh(
     context,
     async () => {
@@ -35,6 +38,28 @@ export const enforcersView: View = (container, context) => {
         );
       } catch (error) {
         replaceChildren(listBox, errorState(error));
+      }
+      try {
+        const { ports } = await context.api.get<{ ports: Port[] }>("/ports?state=unidentified");
+        replaceChildren(
+          portsBox,
+          ports.length === 0
+            ? emptyState("Every VM port the enforcers found belongs to a workload of the inventory.")
+            : table<Port>(
+                [
+                  { header: "Enforcer", cell: (p) => h("strong", {}, p.enforcer) },
+                  { header: "Port", cell: (p) => h("code", {}, p.interface) },
+                  { header: "MAC", cell: (p) => h("code", {}, p.mac) },
+                  { header: "VM", cell: (p) => (p.domain?.name ? [p.domain.name, p.domain.uuid ? [h("br", {}), h("span", { class: "hint" }, p.domain.uuid)] : null] : "–") },
+                  { header: "Addresses seen", cell: (p) => (p.addresses?.length ? p.addresses.join(", ") : "–") },
+                  { header: "Reported", cell: (p) => formatAge(p.reported_at ?? null) },
+                ],
+                ports,
+                { rowAttributes: (p) => ({ "data-port": `${p.enforcer}/${p.interface}` }) },
+              ),
+        );
+      } catch (error) {
+        replaceChildren(portsBox, errorState(error));
       }
     },
     { intervalMs: 5000, on: ["enforcer", "policy"] },
