@@ -250,55 +250,48 @@ struct Evaluation {
             sort_unique(c.rules);
             return c;
         };
-        if (!out && m.workloads[w].host_armed && !spared(peer)) {
-            // Host mode: <class>_in_tripwire, entered from input for an armed server's
-            // interface: a decoy tripwire segment the server is in, then tripwire deny rules
-            // towards it. The sender's address is blocked on the packet.
-            for (const auto s : cls.segments) {
-                if (m.segments[s].tripwire) {
-                    c.rules.push_back(m.segments[s].name);
-                }
-            }
-            if (c.rules.empty()) {
-                for (const auto& r : m.rules) {
-                    if (r.tripwire && r.action == RuleAction::Deny && intersects(cls.segments, r.to) &&
-                        m.in_segments(peer, r.from) && r.services.matches(family, attempt.protocol, attempt.port)) {
-                        c.rules.push_back(r.name);
-                    }
-                }
-            }
-            if (!c.rules.empty()) {
-                c.chain = cls.name + "_in_tripwire";
-                c.verdict = Verdict::Drop;
-                c.reason = Reason::Tripwire;
-                c.log_prefix = ruleset::log_prefix(Mode::Enforce, dir_name, "tripwire", cls.name);
-                sort_unique(c.rules);
-                return c;
-            }
-        }
-        if (out && m.workloads[w].armed) {
-            // <class>_out_tripwire, entered first from an armed port: a tripwire decoy, then
-            // a tripwire deny rule. Always a drop (armed only in enforce mode).
+        // <class>_<dir>_tripwire: the decoy tripwire segments that match, else the tripwire
+        // deny rules whose side toward this workload holds its class and whose other side
+        // holds the peer. Always a drop (armed only in enforce mode).
+        auto tripwire = [&](auto&& decoy_matches) -> std::optional<Check> {
             for (const auto& s : m.segments) {
-                if (s.decoy && s.tripwire && s.addresses.contains(peer)) {
+                if (s.tripwire && decoy_matches(s)) {
                     c.rules.push_back(s.name);
                 }
             }
             if (c.rules.empty()) {
                 for (const auto& r : m.rules) {
-                    if (r.tripwire && r.action == RuleAction::Deny && intersects(cls.segments, r.from) &&
-                        m.in_segments(peer, r.to) && r.services.matches(family, attempt.protocol, attempt.port)) {
+                    if (r.tripwire && r.action == RuleAction::Deny && intersects(cls.segments, out ? r.from : r.to) &&
+                        m.in_segments(peer, out ? r.to : r.from) &&
+                        r.services.matches(family, attempt.protocol, attempt.port)) {
                         c.rules.push_back(r.name);
                     }
                 }
             }
-            if (!c.rules.empty()) {
-                c.chain = cls.name + "_out_tripwire";
-                c.verdict = Verdict::Drop;
-                c.reason = Reason::Tripwire;
-                c.log_prefix = ruleset::log_prefix(Mode::Enforce, dir_name, "tripwire", cls.name);
-                sort_unique(c.rules);
-                return c;
+            if (c.rules.empty()) {
+                return std::nullopt;
+            }
+            c.chain = cls.name + "_" + dir_name + "_tripwire";
+            c.verdict = Verdict::Drop;
+            c.reason = Reason::Tripwire;
+            c.log_prefix = ruleset::log_prefix(Mode::Enforce, dir_name, "tripwire", cls.name);
+            sort_unique(c.rules);
+            return c;
+        };
+        if (!out && m.workloads[w].host_armed && !spared(peer)) {
+            // Host mode, entered from input for an armed server's interface: a decoy tripwire
+            // segment the server itself is in. The sender's address is blocked on the packet.
+            if (auto hit = tripwire([&](const auto& segment) {
+                    const auto index = static_cast<std::size_t>(&segment - m.segments.data());
+                    return std::find(cls.segments.begin(), cls.segments.end(), index) != cls.segments.end();
+                })) {
+                return *hit;
+            }
+        }
+        if (out && m.workloads[w].armed) {
+            // Entered first from an armed port: a decoy tripwire segment holding the peer.
+            if (auto hit = tripwire([&](const auto& segment) { return segment.decoy && segment.addresses.contains(peer); })) {
+                return *hit;
             }
         }
         if (out) {
