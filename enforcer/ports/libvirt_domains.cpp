@@ -118,7 +118,7 @@ std::expected<std::vector<DomainNic>, std::string> parse_domain_xml(std::string_
         ++position;
         const xmlNode* mac = child(device, "mac");
         if (mac == nullptr) {
-            continue;  // libvirt always writes one into the live XML; a stub without is no NIC
+            continue;  // no MAC: nothing to bind the port by (libvirt writes one for every live NIC)
         }
         auto normalized = policy::normalize_mac(attribute(mac, "address"));
         if (!normalized) {
