@@ -148,20 +148,25 @@ struct NflogSource::Impl {
         ++stream.counters().rcvbuf_grows;
     }
 
+    // An NFULNL_MSG_CONFIG message for `group` with the next sequence number, in `request`.
+    nlmsghdr* put_config_header(char* request, std::uint16_t group, std::uint16_t flags) {
+        nlmsghdr* nlh = mnl_nlmsg_put_header(request);
+        nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+        nlh->nlmsg_flags = flags;
+        nlh->nlmsg_seq = ++next_request_seq;
+        auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
+        nfg->nfgen_family = AF_UNSPEC;
+        nfg->version = NFNETLINK_V0;
+        nfg->res_id = to_be16(group);
+        return nlh;
+    }
     std::expected<void, std::string> configure_group(std::uint16_t group);
     std::expected<void, std::string> await_ack(std::uint32_t seq, std::uint16_t group);
 };
 
 std::expected<void, std::string> NflogSource::Impl::configure_group(std::uint16_t group) {
     alignas(nlmsghdr) std::array<char, 512> request{};
-    nlmsghdr* nlh = mnl_nlmsg_put_header(request.data());
-    nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    nlh->nlmsg_seq = ++next_request_seq;
-    auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
-    nfg->nfgen_family = AF_UNSPEC;
-    nfg->version = NFNETLINK_V0;
-    nfg->res_id = to_be16(group);
+    nlmsghdr* nlh = put_config_header(request.data(), group, NLM_F_REQUEST | NLM_F_ACK);
 
     // One message: the kernel binds first, then applies the settings, so there is no moment
     // where the group runs on the default 1 s timeout.
@@ -192,14 +197,7 @@ void NflogSource::Impl::apply_delivery(DeliveryMode mode) {
     const auto [threshold, timeout] = batching(mode);
     for (const auto group : config.groups) {
         alignas(nlmsghdr) std::array<char, 256> request{};
-        nlmsghdr* nlh = mnl_nlmsg_put_header(request.data());
-        nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
-        nlh->nlmsg_flags = NLM_F_REQUEST;
-        nlh->nlmsg_seq = ++next_request_seq;
-        auto* nfg = static_cast<nfgenmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nfgenmsg)));
-        nfg->nfgen_family = AF_UNSPEC;
-        nfg->version = NFNETLINK_V0;
-        nfg->res_id = to_be16(group);
+        nlmsghdr* nlh = put_config_header(request.data(), group, NLM_F_REQUEST);
         mnl_attr_put_u32(nlh, NFULA_CFG_TIMEOUT, to_be32(timeout));
         mnl_attr_put_u32(nlh, NFULA_CFG_QTHRESH, to_be32(threshold));
         if (mnl_socket_sendto(socket.get(), nlh, nlh->nlmsg_len) < 0) {
