@@ -387,10 +387,7 @@ void AnalysisService::act_on(PendingFinding& p) {
         t.generation = done->value("generation", std::uint64_t{0});
         t.event = p.event_id;
         t.kernel_ns = p.kernel_ns;
-        t.enforcer_received_ns = p.path.enforcer_received_ns;
-        t.enforcer_sent_ns = p.path.enforcer_sent_ns;
-        t.controller_received_ns = p.path.controller_received_ns;
-        t.stored_ns = p.path.stored_ns;
+        t.path = p.path;
         t.detected_ns = p.detected_ns;
         t.recorded_ns = recorded_ns;
         timelines_.add(std::move(t));

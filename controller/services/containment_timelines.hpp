@@ -11,6 +11,8 @@
 // watches nf_tables notifications there).
 #pragma once
 
+#include "controller/domain/events.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -30,10 +32,7 @@ struct ContainmentTimeline {
     std::uint64_t generation = 0;  // the desired ruleset that holds the quarantine
     std::int64_t event = 0;        // the stored drop that completed the detection
     std::int64_t kernel_ns = 0;
-    std::int64_t enforcer_received_ns = 0;
-    std::int64_t enforcer_sent_ns = 0;
-    std::int64_t controller_received_ns = 0;
-    std::int64_t stored_ns = 0;
+    StoredEvent::PathTimes path;  // enforcer read and sent, controller received, stored
     std::int64_t detected_ns = 0;
     std::int64_t recorded_ns = 0;  // incident and finding committed
     // The quarantine committed, the host's ruleset recompiled and its channel woken, the
