@@ -11,6 +11,11 @@ EventService::EventService(EventOptions options, EventRepository& events, Analys
                            Clock clock)
     : options_(options), events_(events), analysis_(analysis), bus_(bus), clock_(std::move(clock)) {}
 
+EventService::IngestFigures EventService::ingest_figures() const {
+    return IngestFigures{batches_.load(std::memory_order_relaxed), stored_.load(std::memory_order_relaxed),
+                         duplicates_.load(std::memory_order_relaxed)};
+}
+
 ServiceResult EventService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
@@ -38,6 +43,9 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
     if (!inserted) {
         return std::unexpected(from_store(inserted.error()));
     }
+    batches_.fetch_add(1, std::memory_order_relaxed);
+    stored_.fetch_add(inserted->accepted, std::memory_order_relaxed);
+    duplicates_.fetch_add(inserted->duplicates, std::memory_order_relaxed);
     // Live view and detection see only events stored now for the first time; a retried
     // batch changes nothing.
     if (inserted->accepted > 0) {
