@@ -10,7 +10,7 @@ an allowed probe from the same VDI got through just before.
 Runs the lab under its own prefix, state directory, management network and API port, so
 it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
 when not root or nmap is missing. Last line: "N passed, N failed"."""
-import json, os, shutil, sys, tempfile
+import json, os, shutil, signal, sys, tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab_harness"))
@@ -275,7 +275,21 @@ def main():
         # After the scan, the quarantines and the tripwire policy: the fleet's figures again,
         # now with NFLOG traffic and new generations behind them.
         section("metrics")
+        # A drift on hv1 (its table deleted behind its enforcer's back; SIGUSR1 checks at once), so
+        # that the drift repairs compared below are not all zero. Its own page counts the repair
+        # first; the controller learns it with the next heartbeat.
+        hv1 = next(e for e in lab_doc(state)["enforcers"] if e["id"] == "hv1")
+        hv1_drift_before = sample(scrape(hv1["metrics_url"]), "bulkhead_enforcer_drift_repairs_total")
+        deleted = in_ns(state, "hv1", "nft", "delete", "table", "inet", "bulkhead")
+        check("hv1's table inet bulkhead deleted behind its enforcer's back", deleted.returncode == 0, deleted.stderr)
+        os.kill(hv1["pid"], signal.SIGUSR1)
+        poll(lambda: (sample(scrape(hv1["metrics_url"]), "bulkhead_enforcer_drift_repairs_total") or 0)
+             > (hv1_drift_before or 0), 10, "hv1 repairs the drift (its own /metrics counts it)")
         fleet = metrics_agree("at the end", lambda: fleet_figures(state, soc))
+        hv1_drift = fleet.get("hv1 drift repairs: controller metrics = GET /enforcers = its own /metrics")
+        check("hv1's drift repair reached the controller's metrics and GET /enforcers",
+              hv1_drift is not None and hv1_drift_before is not None and (hv1_drift[0] or 0) == hv1_drift_before + 1,
+              {"before": hv1_drift_before, "after": hv1_drift})
         received = {hv: values[0] for name, values in fleet.items() for hv in ("hv1", "hv2")
                     if name.startswith(hv + " NFLOG events received")}
         check("hv1 and hv2 each report NFLOG events received after the suite's drops (metrics)",
