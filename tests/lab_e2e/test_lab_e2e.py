@@ -7,6 +7,13 @@ Every "dropped" check (lab_harness.expect_dropped) sees the drop itself: the pro
 out, the hypervisor's drop rule counted it, the controller stored its NFLOG drop event, and
 an allowed probe from the same VDI got through just before.
 
+The metrics (issue 17): the controller's GET /api/v1/metrics and each enforcer's GET /metrics
+(served on its hypervisor's management address, scraped from the root namespace) are parsed
+and checked against the API's figures at the same moment, at each phase: the fleet (channels,
+states, per enforcer generation, drift repairs, NFLOG received and lost, apply latency),
+open incidents, quarantines in force (0, 1 while vdi-002 is quarantined, 0 after its
+release), events ingested.
+
 Runs the lab under its own prefix, state directory, management network and API port, so
 it can run beside the demo; tears it down in `finally`, also on failure. Exit 77 (skipped)
 when not root or nmap is missing. Last line: "N passed, N failed"."""
