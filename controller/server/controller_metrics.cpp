@@ -133,6 +133,9 @@ bool ControllerMetrics::render_incidents_and_quarantines() {
     counter("bulkhead_controller_events_ingested_total",
             "Events from enforcer uploads stored for the first time since the controller started", {},
             static_cast<double>(ingest.stored));
+    counter("bulkhead_controller_drop_events_ingested_total",
+            "Drop events from enforcer uploads stored for the first time since the controller started", {},
+            static_cast<double>(ingest.drops));
     counter("bulkhead_controller_event_duplicates_total",
             "Events from enforcer uploads already stored (retried uploads) since the controller started", {},
             static_cast<double>(ingest.duplicates));

@@ -13,7 +13,7 @@ EventService::EventService(EventOptions options, EventRepository& events, Analys
 
 EventService::IngestFigures EventService::ingest_figures() const {
     return IngestFigures{batches_.load(std::memory_order_relaxed), stored_.load(std::memory_order_relaxed),
-                         duplicates_.load(std::memory_order_relaxed)};
+                         drops_stored_.load(std::memory_order_relaxed), duplicates_.load(std::memory_order_relaxed)};
 }
 
 ServiceResult EventService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
@@ -52,14 +52,17 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
         const std::int64_t stored_ns = wall_clock_ns();
         std::vector<StoredEvent> fresh;
         fresh.reserve(inserted->accepted);
+        std::uint64_t drops = 0;
         for (std::size_t i = 0; i < records.size(); ++i) {
             if (inserted->ids[i] != 0) {
                 records[i].id = inserted->ids[i];
                 records[i].path.controller_received_ns = received_ns;
                 records[i].path.stored_ns = stored_ns;
+                drops += is_blocked_type(records[i].type) ? 1 : 0;
                 fresh.push_back(std::move(records[i]));
             }
         }
+        drops_stored_.fetch_add(drops, std::memory_order_relaxed);
         if (bus_.subscribers() > 0) {
             json live = json::array();
             for (auto& e : fresh) {

@@ -30,6 +30,7 @@ class EventService {
     struct IngestFigures {
         std::uint64_t batches = 0;     // uploads stored (every event new or a duplicate)
         std::uint64_t stored = 0;      // events stored for the first time
+        std::uint64_t drops = 0;       // of them, drops (the types the live view and analysis call blocked)
         std::uint64_t duplicates = 0;  // events already stored (a retried upload)
     };
     IngestFigures ingest_figures() const;
@@ -42,6 +43,7 @@ class EventService {
     Clock clock_;
     std::atomic<std::uint64_t> batches_{0};
     std::atomic<std::uint64_t> stored_{0};
+    std::atomic<std::uint64_t> drops_stored_{0};
     std::atomic<std::uint64_t> duplicates_{0};
 };
 

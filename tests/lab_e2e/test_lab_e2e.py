@@ -134,12 +134,12 @@ def metrics_agree(when, take):
 
 
 def events_ingested(soc):
-    return sample(controller_metrics(soc), "bulkhead_controller_events_ingested_total")
+    return sample(controller_metrics(soc), "bulkhead_controller_drop_events_ingested_total")
 
 
 def stored_events(soc):
-    """How many events GET /events returns (every type; the store is this lab's, fresh)."""
-    status, body = api("GET", "/events?limit=10000", soc)
+    """How many drop events GET /events returns (the store is this lab's, fresh)."""
+    status, body = api("GET", "/events?type=drop&limit=10000", soc)
     return len(body["events"]) if status == 200 else None
 
 
@@ -179,11 +179,11 @@ def main():
             return None not in seen and seen[1] >= seen[0] > 0 and seen[1] > (ingested_before or 0)
 
         poll(ingest_figures, 20)
-        check("events ingested (metrics) >= the events GET /events returns", None not in seen and seen[1] >= seen[0] > 0,
+        check("drop events ingested (metrics) >= the drop events GET /events returns", None not in seen and seen[1] >= seen[0] > 0,
               {"ingested": seen[1], "stored": seen[0]})
-        check("events ingested grew with the suite's own probes", seen[1] is not None and ingested_before is not None
+        check("drop events ingested grew with the suite's own probes", seen[1] is not None and ingested_before is not None
               and seen[1] > ingested_before, {"before": ingested_before, "after": seen[1]})
-        figure("events ingested / stored after the first probes", "%s / %s" % (seen[1], seen[0]))
+        figure("drop events ingested / stored after the first probes", "%s / %s" % (seen[1], seen[0]))
         section("traffic")
         # A long-lived connection from vdi-002 to the file server must die on quarantine.
         holder = background(state, "vdi-002", "ping", "-i", "0.2", "-W", "1", "10.0.0.30")
