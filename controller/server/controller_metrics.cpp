@@ -11,6 +11,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <set>
+
 namespace bulkhead::controller {
 
 using nlohmann::json;
@@ -20,7 +23,20 @@ struct ControllerMetrics::Families {
     std::map<std::string, prometheus::Family<prometheus::Counter>*> counters;
     // What each counter was last set from (the count its source keeps).
     std::map<const prometheus::Counter*, double> last_total;
+    // The enforcers that had per-enforcer series in the last scrape.
+    std::set<std::string> enforcers_exported;
 };
+
+namespace {
+
+// The per-enforcer families: an enforcer that is no longer reported loses its series.
+const std::vector<std::string> per_enforcer_gauges{"bulkhead_controller_enforcer_applied_generation",
+                                                   "bulkhead_controller_enforcer_apply_latency_seconds"};
+const std::vector<std::string> per_enforcer_counters{"bulkhead_controller_enforcer_drift_repairs_total",
+                                                     "bulkhead_controller_enforcer_nflog_events_total",
+                                                     "bulkhead_controller_enforcer_nflog_lost_events_total"};
+
+}  // namespace
 
 ControllerMetrics::ControllerMetrics(ControllerServices& services, const HttpApi& api, std::vector<Listener> listeners,
                                      RateLimit api_rate)
@@ -44,12 +60,109 @@ void ControllerMetrics::counter(const std::string& name, const std::string& help
     if (family == nullptr) {
         family = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
     }
-    auto& c = family->Add(labels);
-    auto& last = families_->last_total[&c];
-    if (total > last) {
-        c.Increment(total - last);
-        last = total;
+    auto* c = &family->Add(labels);
+    auto last = families_->last_total.find(c);
+    if (last != families_->last_total.end() && total < last->second) {
+        // The source started again from zero (an enforcer restarted): so does the series,
+        // which Prometheus reads as a counter reset.
+        families_->last_total.erase(last);
+        family->Remove(c);
+        c = &family->Add(labels);
+        last = families_->last_total.end();
     }
+    const double before = last == families_->last_total.end() ? 0.0 : last->second;
+    if (total > before) {
+        c->Increment(total - before);
+    }
+    families_->last_total[c] = std::max(total, before);
+}
+
+void ControllerMetrics::retire_enforcer(const std::string& id) {
+    const std::map<std::string, std::string> labels{{"enforcer", id}};
+    for (const auto& name : per_enforcer_gauges) {
+        if (auto it = families_->gauges.find(name); it != families_->gauges.end() && it->second->Has(labels)) {
+            it->second->Remove(&it->second->Add(labels));
+        }
+    }
+    for (const auto& name : per_enforcer_counters) {
+        if (auto it = families_->counters.find(name); it != families_->counters.end() && it->second->Has(labels)) {
+            auto* c = &it->second->Add(labels);
+            families_->last_total.erase(c);
+            it->second->Remove(c);
+        }
+    }
+}
+
+void ControllerMetrics::render_fleet() {
+    const auto fleet = services_.fleet.fleet_figures();
+    gauge("bulkhead_controller_enforcers", "Enforcers that enrolled or reported (held in memory)", {},
+          static_cast<double>(fleet.states.known));
+    gauge("bulkhead_controller_enforcers_connected", "Enforcers whose control channel is open", {},
+          static_cast<double>(fleet.states.connected));
+    gauge("bulkhead_controller_enforcers_in_sync",
+          "Enforcers whose applied ruleset hash is the one desired for them", {},
+          static_cast<double>(fleet.states.in_sync));
+    gauge("bulkhead_controller_enforcers_apply_failed", "Enforcers whose last apply failed", {},
+          static_cast<double>(fleet.states.apply_failed));
+    std::set<std::string> exported;
+    for (const auto& e : fleet.enforcers) {
+        const std::map<std::string, std::string> at{{"enforcer", e.id}};
+        gauge(per_enforcer_gauges[0], "The ruleset generation the enforcer reported applied", at,
+              static_cast<double>(e.applied_generation));
+        gauge(per_enforcer_gauges[1], "How long the enforcer's last ruleset apply took, as it reported", at,
+              e.apply_seconds);
+        counter(per_enforcer_counters[0], "Drift repairs the enforcer reported (since it started)", at,
+                static_cast<double>(e.drift_repairs));
+        counter(per_enforcer_counters[1], "NFLOG events the enforcer reported received (since it started)", at,
+                static_cast<double>(e.nflog_received));
+        counter(per_enforcer_counters[2],
+                "NFLOG events the enforcer reported lost by the kernel (since it started)", at,
+                static_cast<double>(e.nflog_lost));
+        exported.insert(e.id);
+    }
+    for (const auto& id : families_->enforcers_exported) {
+        if (!exported.contains(id)) {
+            retire_enforcer(id);
+        }
+    }
+    families_->enforcers_exported = std::move(exported);
+}
+
+bool ControllerMetrics::render_incidents_and_quarantines() {
+    const auto ingest = services_.events.ingest_figures();
+    counter("bulkhead_controller_events_ingested_total",
+            "Events from enforcer uploads stored for the first time since the controller started", {},
+            static_cast<double>(ingest.stored));
+    counter("bulkhead_controller_drop_events_ingested_total",
+            "Drop events from enforcer uploads stored for the first time since the controller started", {},
+            static_cast<double>(ingest.drops));
+    counter("bulkhead_controller_event_duplicates_total",
+            "Events from enforcer uploads already stored (retried uploads) since the controller started", {},
+            static_cast<double>(ingest.duplicates));
+    counter("bulkhead_controller_event_batches_total",
+            "Enforcer event uploads stored since the controller started", {}, static_cast<double>(ingest.batches));
+
+    bool readable = true;
+    if (auto open = services_.incidents.open_incidents_by_severity()) {
+        for (const auto& [severity, count] : *open) {
+            gauge("bulkhead_controller_incidents_open", "Incidents open (not acknowledged or resolved), by severity",
+                  {{"severity", severity}}, static_cast<double>(count));
+        }
+    } else {
+        readable = false;
+        spdlog::warn("metrics: the open incidents are left out of this scrape: {}", open.error().message);
+    }
+    if (auto in_force = services_.quarantines.in_force_counts()) {
+        const std::string help = "Quarantines in force, automatic (the analyzer's) or manual";
+        gauge("bulkhead_controller_quarantines_in_force", help, {{"mode", "automatic"}},
+              static_cast<double>(in_force->automatic));
+        gauge("bulkhead_controller_quarantines_in_force", help, {{"mode", "manual"}},
+              static_cast<double>(in_force->manual));
+    } else {
+        readable = false;
+        spdlog::warn("metrics: the quarantines are left out of this scrape: {}", in_force.error().message);
+    }
+    return readable;
 }
 
 std::string ControllerMetrics::render() {
@@ -122,11 +235,13 @@ std::string ControllerMetrics::render() {
             static_cast<double>(channels.diff_cache.misses));
     gauge("bulkhead_controller_generation", "The latest ruleset generation", {},
           static_cast<double>(services_.fleet.generation()));
+    render_fleet();
+    const bool incidents_readable = render_incidents_and_quarantines();
 
     // The analyzer and the outbox; the store may be unreadable for a moment (said, not hidden).
     auto analyzer = services_.analyzer_status();
     gauge("bulkhead_controller_store_readable", "1 when the last scrape could read the store's figures", {},
-          analyzer ? 1 : 0);
+          analyzer && incidents_readable ? 1 : 0);
     if (analyzer) {
         const auto& a = *analyzer;
         const auto number = [](const json& j, const char* key) {

@@ -2,8 +2,10 @@
 // GET /api/v1/metrics (any API token; Prometheus sends it with `authorization:
 // credentials_file`). Nothing is counted twice: at each scrape the figures are read from what
 // already keeps them (each listener's connections and abuse counters and its configured
-// limits, the API's per-token rate limiter, the fleet's channels and diff cache, the analyzer
-// and the webhook outbox); prometheus-cpp holds the families and writes the text.
+// limits, the API's per-token rate limiter, the fleet's channels and diff cache, the
+// enforcers' last reports held in memory, event ingest's counters, one indexed COUNT of the
+// open incidents, the quarantines in force, the analyzer and the webhook outbox);
+// prometheus-cpp holds the families and writes the text.
 #pragma once
 
 #include "controller/core/request_rate_limiter.hpp"
@@ -46,6 +48,12 @@ class ControllerMetrics {
     // `total` is a count kept elsewhere since start: the counter follows it.
     void counter(const std::string& name, const std::string& help, const std::map<std::string, std::string>& labels,
                  double total);
+    // The enforcers' counts by state and their own figures, labelled enforcer="<id>".
+    void render_fleet();
+    void retire_enforcer(const std::string& id);
+    // Events ingested, open incidents, quarantines in force; false when the store could
+    // not be read for the last two.
+    bool render_incidents_and_quarantines();
 
     ControllerServices& services_;
     const HttpApi& api_;

@@ -27,6 +27,16 @@ StoreResult<std::optional<EnforcerStatus>> EnforcerStatusBook::get(const std::st
     return enforcers_.get_enforcer_status(id);
 }
 
+std::vector<EnforcerStatus> EnforcerStatusBook::in_memory() const {
+    std::lock_guard lock(mutex_);
+    std::vector<EnforcerStatus> out;
+    out.reserve(statuses_.size());
+    for (const auto& [id, status] : statuses_) {
+        out.push_back(status);
+    }
+    return out;
+}
+
 StoreResult<std::vector<EnforcerStatus>> EnforcerStatusBook::list() {
     auto stored = enforcers_.list_enforcer_status();
     if (!stored) {

@@ -36,6 +36,10 @@ class EnforcerStatusBook {
     // Every known status, memory overlaying the store.
     StoreResult<std::vector<EnforcerStatus>> list();
 
+    // The statuses held in memory (loaded at start, enrolled or reported since), without
+    // reading the store: what the metrics page reads at every scrape.
+    std::vector<EnforcerStatus> in_memory() const;
+
     // Records a report (already validated) and returns whether the acked hash changed.
     bool record(const EnforcerStatus& status);
     // An enrollment written by the caller's own transaction: memory follows it.

@@ -11,6 +11,11 @@ EventService::EventService(EventOptions options, EventRepository& events, Analys
                            Clock clock)
     : options_(options), events_(events), analysis_(analysis), bus_(bus), clock_(std::move(clock)) {}
 
+EventService::IngestFigures EventService::ingest_figures() const {
+    return IngestFigures{batches_.load(std::memory_order_relaxed), stored_.load(std::memory_order_relaxed),
+                         drops_stored_.load(std::memory_order_relaxed), duplicates_.load(std::memory_order_relaxed)};
+}
+
 ServiceResult EventService::ingest_events(const Caller& caller, const std::string& id, std::string_view body) {
     if (auto own = check_own_channel(caller, id); !own) {
         return std::unexpected(own.error());
@@ -38,20 +43,26 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
     if (!inserted) {
         return std::unexpected(from_store(inserted.error()));
     }
+    batches_.fetch_add(1, std::memory_order_relaxed);
+    stored_.fetch_add(inserted->accepted, std::memory_order_relaxed);
+    duplicates_.fetch_add(inserted->duplicates, std::memory_order_relaxed);
     // Live view and detection see only events stored now for the first time; a retried
     // batch changes nothing.
     if (inserted->accepted > 0) {
         const std::int64_t stored_ns = wall_clock_ns();
         std::vector<StoredEvent> fresh;
         fresh.reserve(inserted->accepted);
+        std::uint64_t drops = 0;
         for (std::size_t i = 0; i < records.size(); ++i) {
             if (inserted->ids[i] != 0) {
                 records[i].id = inserted->ids[i];
                 records[i].path.controller_received_ns = received_ns;
                 records[i].path.stored_ns = stored_ns;
+                drops += is_blocked_type(records[i].type) ? 1 : 0;
                 fresh.push_back(std::move(records[i]));
             }
         }
+        drops_stored_.fetch_add(drops, std::memory_order_relaxed);
         if (bus_.subscribers() > 0) {
             json live = json::array();
             for (auto& e : fresh) {

@@ -6,6 +6,9 @@
 #include "controller/services/analysis_service.hpp"
 #include "controller/services/event_bus.hpp"
 
+#include <atomic>
+#include <cstdint>
+
 namespace bulkhead::controller {
 
 struct EventOptions {
@@ -22,12 +25,26 @@ class EventService {
     ServiceResult count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
                                const EventQuery& filter);
 
+    // Uploads ingested by this process since it started (the metrics page). Ingest has no
+    // queue of its own: a batch is stored before its request is answered.
+    struct IngestFigures {
+        std::uint64_t batches = 0;     // uploads stored (every event new or a duplicate)
+        std::uint64_t stored = 0;      // events stored for the first time
+        std::uint64_t drops = 0;       // of them, drops (the types the live view and analysis call blocked)
+        std::uint64_t duplicates = 0;  // events already stored (a retried upload)
+    };
+    IngestFigures ingest_figures() const;
+
   private:
     EventOptions options_;
     EventRepository& events_;
     AnalysisService& analysis_;
     EventBus& bus_;
     Clock clock_;
+    std::atomic<std::uint64_t> batches_{0};
+    std::atomic<std::uint64_t> stored_{0};
+    std::atomic<std::uint64_t> drops_stored_{0};
+    std::atomic<std::uint64_t> duplicates_{0};
 };
 
 }  // namespace bulkhead::controller

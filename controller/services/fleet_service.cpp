@@ -90,6 +90,24 @@ FleetService::ChannelFigures FleetService::channel_figures() const {
     return ChannelFigures{hub_.open_streams(), statuses_.pending(), hub_.diff_cache_stats()};
 }
 
+FleetFigures FleetService::fleet_figures() const {
+    FleetFigures figures;
+    const auto statuses = statuses_.in_memory();
+    figures.enforcers.reserve(statuses.size());
+    for (const auto& status : statuses) {
+        std::string desired_hash;
+        {
+            std::lock_guard lock(desired_mutex_);
+            if (auto desired = desired_.current(status.id)) {
+                desired_hash = desired->hash;
+            }
+        }
+        figures.enforcers.push_back(enforcer_figures(status, desired_hash, hub_.connected(status.id)));
+    }
+    figures.states = count_enforcer_states(figures.enforcers);
+    return figures;
+}
+
 std::expected<void, ServiceError> FleetService::recompile_all() {
     std::lock_guard lock(mutex_);
     return recompile_locked(true, {});

@@ -13,6 +13,7 @@
 #include "controller/services/channel_hub.hpp"
 #include "controller/services/enforcer_status_book.hpp"
 #include "controller/services/event_bus.hpp"
+#include "controller/services/fleet_figures.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -94,6 +95,9 @@ class FleetService final : public DesiredVersions {
         ChannelHub::DiffCacheStats diff_cache;
     };
     ChannelFigures channel_figures() const;
+    // The enforcers' last reports as counts and per-enforcer figures, from memory only
+    // (the metrics page; no store read).
+    FleetFigures fleet_figures() const;
 
   private:
     std::expected<void, ServiceError> recompile_locked(bool everything, const std::set<std::string>& only);

@@ -111,6 +111,18 @@ ServiceResult IncidentService::delete_exemption(const Caller& caller, std::int64
 }
 
 
+std::expected<std::map<std::string, std::uint64_t>, ServiceError> IncidentService::open_incidents_by_severity() {
+    auto counted = incidents_.count_incidents_by_severity(IncidentState::Open);
+    if (!counted) {
+        return std::unexpected(from_store(counted.error()));
+    }
+    std::map<std::string, std::uint64_t> by_severity{{"low", 0}, {"medium", 0}, {"high", 0}, {"critical", 0}};
+    for (const auto& [severity, count] : *counted) {
+        by_severity[severity] = count;
+    }
+    return by_severity;
+}
+
 ServiceResult IncidentService::list_incidents(const IncidentQuery& query) {
     auto incidents = incidents_.list_incidents(query);
     if (!incidents) {

@@ -20,6 +20,9 @@ class IncidentService {
                     Clock clock);
 
     ServiceResult list_incidents(const IncidentQuery& query);
+    // Open incidents by severity, every severity present (0 when none): one indexed COUNT,
+    // for the metrics page.
+    std::expected<std::map<std::string, std::uint64_t>, ServiceError> open_incidents_by_severity();
     ServiceResult get_incident(std::int64_t id);
     ServiceResult set_incident_state(const Caller& caller, std::int64_t id, IncidentState state);
     ServiceResult add_incident_note(const Caller& caller, std::int64_t id, const nlohmann::json& body);

@@ -220,6 +220,18 @@ ServiceResult QuarantineService::create_quarantine(const Caller& caller, const j
     return result;
 }
 
+std::expected<QuarantineService::InForceCounts, ServiceError> QuarantineService::in_force_counts() {
+    auto active = quarantines_.active_quarantines();
+    if (!active) {
+        return std::unexpected(from_store(active.error()));
+    }
+    InForceCounts counts;
+    for (const auto& q : *active) {
+        ++(q.automatic ? counts.automatic : counts.manual);
+    }
+    return counts;
+}
+
 ServiceResult QuarantineService::list_quarantines() {
     auto active = quarantines_.active_quarantines();
     if (!active) {

@@ -29,6 +29,12 @@ class QuarantineService {
     // says which).
     ServiceResult create_quarantine(const Caller& caller, const nlohmann::json& body, std::chrono::milliseconds wait);
     ServiceResult list_quarantines();
+    // The quarantines in force, counted (the metrics page; the in-force rows are few).
+    struct InForceCounts {
+        std::size_t automatic = 0;
+        std::size_t manual = 0;
+    };
+    std::expected<InForceCounts, ServiceError> in_force_counts();
     ServiceResult get_quarantine(const std::string& workload);
     ServiceResult release_quarantine(const Caller& caller, const std::string& workload, std::chrono::milliseconds wait);
 

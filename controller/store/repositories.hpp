@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -142,6 +143,8 @@ public:
     virtual StoreResult<Incident> update_incident(const Incident& incident) = 0;
     virtual StoreResult<Incident> get_incident(std::int64_t id) = 0;
     virtual StoreResult<std::vector<Incident>> list_incidents(const IncidentQuery& query) = 0;
+    // How many incidents are in `state`, by severity (one indexed COUNT; for the metrics).
+    virtual StoreResult<std::map<std::string, std::uint64_t>> count_incidents_by_severity(IncidentState state) = 0;
     // Open or acknowledged incident of a source, the newest, if any.
     virtual StoreResult<std::optional<Incident>> unresolved_incident_of(const std::string& workload) = 0;
     virtual StoreResult<IncidentNote> add_incident_note(IncidentNote note) = 0;

@@ -118,6 +118,21 @@ StoreResult<std::vector<Incident>> SqliteStore::list_incidents(const IncidentQue
     });
 }
 
+StoreResult<std::map<std::string, std::uint64_t>> SqliteStore::count_incidents_by_severity(IncidentState state) {
+    constexpr std::string_view op = "count_incidents_by_severity";
+    return impl_->read(op, [&](Connection& c) -> StoreResult<std::map<std::string, std::uint64_t>> {
+        Stmt s(c, sql::kCountIncidentsBySeverity, op);
+        s.bind_all(to_string(state));
+        auto rows = s.all([](Stmt& st) -> StoreResult<std::pair<std::string, std::uint64_t>> {
+            return std::pair{st.text(0), static_cast<std::uint64_t>(st.i64(1))};
+        });
+        if (!rows) {
+            return std::unexpected(rows.error());
+        }
+        return std::map<std::string, std::uint64_t>(rows->begin(), rows->end());
+    });
+}
+
 StoreResult<std::optional<Incident>>
 SqliteStore::unresolved_incident_of(const std::string& workload) {
     constexpr std::string_view op = "unresolved_incident_of";

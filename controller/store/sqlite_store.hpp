@@ -125,6 +125,7 @@ class SqliteStore final : public Store {
     StoreResult<Incident> update_incident(const Incident& incident) override;
     StoreResult<Incident> get_incident(std::int64_t id) override;
     StoreResult<std::vector<Incident>> list_incidents(const IncidentQuery& query) override;
+    StoreResult<std::map<std::string, std::uint64_t>> count_incidents_by_severity(IncidentState state) override;
     StoreResult<std::optional<Incident>>
     unresolved_incident_of(const std::string& workload) override;
     StoreResult<IncidentNote> add_incident_note(IncidentNote note) override;

@@ -155,6 +155,8 @@ inline constexpr std::string_view kUpdateIncident =
     "WHERE id = $1 AND version = $11 RETURNING " BH_INCIDENT_COLUMNS;
 inline constexpr std::string_view kGetIncident =
     "SELECT " BH_INCIDENT_COLUMNS " FROM incidents WHERE id = $1";
+inline constexpr std::string_view kCountIncidentsBySeverity =
+    "SELECT severity, COUNT(*) FROM incidents WHERE state = $1 GROUP BY severity";
 inline constexpr std::string_view kIncidentExists = "SELECT 1 FROM incidents WHERE id = $1";
 inline constexpr std::string_view kUnresolvedIncidentOf =
     "SELECT " BH_INCIDENT_COLUMNS " FROM incidents "

@@ -853,6 +853,12 @@ def start_enforcers(args, state, doc, topo, pki, tokens):
         argv = ["ip", "netns", "exec", hv["namespace"], args.enforcer_bin, "--enforcer-id", hv["id"],
                 "--controller", doc["controller"]["tls_url"], "--ca", pki["ca_cert"], "--state-dir", str(sdir),
                 "--events", str(edir / "events.jsonl"), "--metrics-file", str(edir / "metrics.prom")]
+        metrics_url = None
+        if args.enforcer_metrics_port:
+            # GET /metrics on the hypervisor's management address, reachable from the root
+            # namespace over its management link (as a Prometheus on the management network).
+            argv += ["--metrics-listen", "%s:%d" % (hv["mgmt_address"], args.enforcer_metrics_port)]
+            metrics_url = "http://%s:%d/metrics" % (hv["mgmt_address"], args.enforcer_metrics_port)
         if not credential.exists():
             write_private(token_file, request_enrollment_token(api_url, admin, hv["id"]) + "\n")
             argv += ["--enrollment-token", str(token_file)]
@@ -866,7 +872,8 @@ def start_enforcers(args, state, doc, topo, pki, tokens):
         doc["enforcers"].append({"id": hv["id"], "namespace": hv["namespace"], "pid": p.pid,
                                  "pid_file": str(pid_file), "log": str(log_path), "state_dir": str(sdir),
                                  "credential": str(credential), "enrollment_token_file": str(token_file),
-                                 "events": str(edir / "events.jsonl"), "metrics": str(edir / "metrics.prom")})
+                                 "events": str(edir / "events.jsonl"), "metrics": str(edir / "metrics.prom"),
+                                 "metrics_url": metrics_url})
         state.save(doc)
         started.append((hv, p, credential, log_path))
     # Started = enrolled (the credential is on disk) and still running.
@@ -1192,6 +1199,9 @@ def main(argv=None):
     up.add_argument("--controller-url", help="with --no-controller: enforcers use this controller instead")
     up.add_argument("--controller-arg", action="append", metavar="ARG", help="extra controller argument (repeat)")
     up.add_argument("--enforcer-arg", action="append", metavar="ARG", help="extra enforcer argument (repeat)")
+    up.add_argument("--enforcer-metrics-port", type=int, default=0, metavar="PORT",
+                    help="each enforcer also serves GET /metrics on its hypervisor's management address at PORT "
+                         "(lab.json: enforcers[].metrics_url; default 0: off)")
     up.add_argument("--mgmt-net", default="10.255.0.0/24",
                     help="IPv4 management network; the controller gets its first address (default 10.255.0.0/24)")
     up.add_argument("--tls-port", type=int, default=8443, help="controller TLS port on the mgmt address")

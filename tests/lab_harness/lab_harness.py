@@ -80,10 +80,14 @@ def api(method, path, token, body=None):
         return None, str(e)
 
 
-def up_with_lab_policy(state, *extra_args):
+def up_with_lab_policy(state, *extra_args, enforcer_metrics_port=None):
     """lab.py up with the real controller and enforcers (over TLS), the lab policy uploaded
-    and activated, every enforcer acking it. Returns (admin token, soc token, policy,
-    generation), or None when the lab did not come up (already reported)."""
+    and activated, every enforcer acking it. With `enforcer_metrics_port`, each enforcer also
+    serves GET /metrics on its hypervisor's management address (lab.json
+    enforcers[].metrics_url). Returns (admin token, soc token, policy, generation), or None
+    when the lab did not come up (already reported)."""
+    if enforcer_metrics_port:
+        extra_args += ("--enforcer-metrics-port", str(enforcer_metrics_port))
     up = lab(state, "up", "--api-listen", "127.0.0.1:%d" % _config["port"], "--mgmt-net", _config["mgmt"],
              "--tls-port", str(_config["tls_port"]), "--controller-bin", str(BIN / "bulkhead-controller"),
              "--enforcer-bin", str(BIN / "bulkhead-enforcer"), *extra_args)
@@ -100,6 +104,72 @@ def up_with_lab_policy(state, *extra_args):
     generation = activated["generation"]
     poll(lambda: all_in_sync(soc, generation), 20, "every enforcer acks generation %d" % generation)
     return admin, soc, policy, generation
+
+
+def parse_prometheus(text):
+    """{(name, ((label, value), ...)): value} of a Prometheus text page (version 0.0.4):
+    comments skipped, labels sorted, escaped quotes and backslashes in label values undone.
+    Raises ValueError on a line it cannot read (a malformed page is a failure, not a zero)."""
+    samples = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        labels = []
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            i = 0
+            while rest[i] != "}":
+                eq = rest.index("=", i)
+                key = rest[i:eq].strip().lstrip(",").strip()
+                if rest[eq + 1] != '"':
+                    raise ValueError("label %s without a quoted value: %r" % (key, line))
+                j, value = eq + 2, []
+                while rest[j] != '"':
+                    if rest[j] == "\\":
+                        j += 1
+                        value.append("\n" if rest[j] == "n" else rest[j])
+                    else:
+                        value.append(rest[j])
+                    j += 1
+                labels.append((key, "".join(value)))
+                i = j + 1
+                while rest[i] in ", ":
+                    i += 1
+            fields = rest[i + 1:].split()
+        else:
+            name, *fields = line.split()
+        if not fields:
+            raise ValueError("a sample without a value: %r" % line)
+        samples[(name.strip(), tuple(sorted(labels)))] = float(fields[0])
+    return samples
+
+
+def scrape(url, token=None, timeout=10):
+    """The samples of the Prometheus page at `url` (parse_prometheus), or None when it does
+    not answer 200."""
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+            return parse_prometheus(r.read().decode()) if r.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def controller_metrics(token):
+    """The controller's GET /api/v1/metrics, parsed, or None."""
+    return scrape("http://127.0.0.1:%d/api/v1/metrics" % _config["port"], token)
+
+
+def sample(samples, name, **labels):
+    """One sample's value; None when the page has no such series."""
+    return (samples or {}).get((name, tuple(sorted(labels.items()))))
+
+
+def sample_sum(samples, name):
+    """The sum of every series of `name` (e.g. over an enforcer's NFLOG groups); None when none."""
+    values = [v for (n, _), v in (samples or {}).items() if n == name]
+    return sum(values) if values else None
 
 
 def incidents_of(token, workload):

@@ -221,6 +221,11 @@ class FaultInjectingStore final : public Store {
             return std::unexpected(injected("list_incidents"));
         return inner_->list_incidents(query);
     }
+    StoreResult<std::map<std::string, std::uint64_t>> count_incidents_by_severity(IncidentState state) override {
+        if (should_fail("count_incidents_by_severity"))
+            return std::unexpected(injected("count_incidents_by_severity"));
+        return inner_->count_incidents_by_severity(state);
+    }
     StoreResult<std::optional<Incident>> unresolved_incident_of(const std::string& workload) override {
         if (should_fail("unresolved_incident_of"))
             return std::unexpected(injected("unresolved_incident_of"));

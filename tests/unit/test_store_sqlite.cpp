@@ -631,6 +631,18 @@ TEST_CASE("store: incidents, notes and their event timeline") {
         CHECK_FALSE(s.unresolved_incident_of("vdi-001")->has_value());
         CHECK_FALSE(s.unresolved_incident_of("nobody")->has_value());
     }
+    SUBCASE("counts by severity in one state (the metrics page)") {
+        in.state = IncidentState::Open;
+        in.severity = "critical";
+        REQUIRE(s.add_incident(in));
+        const auto open = s.count_incidents_by_severity(IncidentState::Open);
+        REQUIRE(open);
+        CHECK(*open == std::map<std::string, std::uint64_t>{{"critical", 1}, {"high", 2}});
+        const auto resolved = s.count_incidents_by_severity(IncidentState::Resolved);
+        REQUIRE(resolved);
+        CHECK(*resolved == std::map<std::string, std::uint64_t>{{"high", 1}});
+        CHECK(s.count_incidents_by_severity(IncidentState::Acknowledged)->empty());
+    }
     SUBCASE("list filters and pages newest first") {
         CHECK(s.list_incidents({})->size() == 3);
         CHECK(s.list_incidents(make<IncidentQuery>([&](auto& q) {
