@@ -56,6 +56,12 @@ SLOW_PORTS = ("1080,1433,1521,2049,2181,3306,5432,5900,6379,7001,8000,8081,8888,
 # has the VDI quarantined (~0.3 s) before 16 hosts or ports were ever tried: the incident then
 # says "tried 10 targets", never host-sweep / port-scan-vertical / port-scan-box.
 MIN_RATE = "5000"
+# The box scan's rule needs 8 ports on 4 hosts: about 29 of its 32 probes must be dropped by
+# the policy (and logged) before the distinct-targets rule's quarantine, which lands ~5 ms
+# after the 10th, turns the rest into quarantine drops. At 5,000 probes/s the 29th leaves at
+# ~6 ms: a race that containment got fast enough to lose now and then. At 50,000/s nmap
+# sends them all within about a millisecond.
+BOX_MIN_RATE = "50000"
 SLOW_DELAY = 8                                            # s between probes: <= 8 targets per 60 s
 BEACON_SEED, BEACON_PERIOD, BEACON_JITTER, BEACON_ATTEMPTS = 3, 30.0, 0.20, 10
 
@@ -320,8 +326,8 @@ def main():
         vertical = start(Attack("SYN port scan", "vdi-002", "port-scan-vertical", "nmap -sS --min-rate 5000 --top-ports 100"),
                          "vdi-002", "nmap", "-sS", "-Pn", "-n", "--min-rate", MIN_RATE, "--max-retries", "0",
                          "--top-ports", "100", FILE_SERVER)
-        box = start(Attack("connect port scan", "vdi-101", "port-scan-box", "nmap -sT --min-rate 5000 8 ports x 4 hosts"),
-                    "vdi-101", "nmap", "-sT", "-Pn", "-n", "--min-rate", MIN_RATE, "--max-retries", "0", "-p", BOX_PORTS,
+        box = start(Attack("connect port scan", "vdi-101", "port-scan-box", "nmap -sT --min-rate 50000 8 ports x 4 hosts"),
+                    "vdi-101", "nmap", "-sT", "-Pn", "-n", "--min-rate", BOX_MIN_RATE, "--max-retries", "0", "-p", BOX_PORTS,
                     *BOX_TARGETS)
         decoy = start(Attack("decoy touch", "vdi-102", "decoy", "ping -c1 10.0.0.66"),
                       "vdi-102", "ping", "-c1", "-W1", DECOY)
