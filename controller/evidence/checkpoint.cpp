@@ -112,9 +112,7 @@ Signature SigningKey::sign(std::string_view bytes) const {
 }
 
 std::string key_id(const PublicKey& key) {
-    Sha256 hasher;
-    return to_hex(hasher.add(std::string_view(reinterpret_cast<const char*>(key.data()), key.size())).finish())
-        .substr(0, 16);
+    return to_hex(Sha256::of(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()))).substr(0, 16);
 }
 
 bool signature_valid(const PublicKey& key, std::string_view bytes, const Signature& signature) {
