@@ -281,13 +281,6 @@ class Fields {
             error_ = path_ + "/" + key + ": " + what;
         }
     }
-    // A member an earlier release read: refused (its meaning is gone), with what replaced it,
-    // so an upgraded controller names the fix instead of "unknown member".
-    void retired(const char* key, const char* replaced_by) {
-        if (take(key) != nullptr) {
-            fail(key, replaced_by);
-        }
-    }
     void boolean(const char* key, bool& out) {
         if (const auto* v = take(key)) {
             v->is_boolean() ? void(out = v->get<bool>()) : fail(key, "not a boolean");
@@ -469,9 +462,6 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
         f.integer("quiet_seconds", c.beaconing.quiet_seconds);
         f.severity("severity", c.beaconing.severity);
         f.severity("internal_severity", c.beaconing.internal_severity);
-        f.retired("max_cv", "retired: replaced by max_dispersion (median absolute deviation / median of the "
-                            "intervals, default 0.25; see controller/analyzer/README.md)");
-        f.retired("short_max_cv", "retired: replaced by short_max_dispersion_without_ports (default 0.05)");
     });
     section("fan_in", [&](Fields& f) {
         f.boolean("enabled", c.fan_in.enabled);

@@ -169,10 +169,6 @@ TEST_CASE("analyzer: configuration JSON sets thresholds and rejects unknown memb
     CHECK(severity.error() == "/beaconing/severity: not low, medium, high or critical");
     auto forever = config_from_json(json::parse(R"({"exemptions": [{"workload": "scan-1"}]})"));
     CHECK_FALSE(forever.has_value());
-    // A threshold an earlier release read is refused with what replaced it.
-    auto retired = config_from_json(json::parse(R"({"beaconing": {"max_cv": 0.3}})"));
-    REQUIRE_FALSE(retired.has_value());
-    CHECK(retired.error().starts_with("/beaconing/max_cv: retired: replaced by max_dispersion"));
 }
 
 TEST_CASE("analyzer: bulkheadctl analyze replay prints incidents and names bad lines") {
