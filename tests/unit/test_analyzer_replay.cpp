@@ -97,8 +97,6 @@ TEST_CASE("analyzer: a drop event's JSON becomes an attributed observation") {
         CHECK(r.source_segments == std::vector<std::string>{"pool=sales", "role=vdi"});
         CHECK(r.destination_workload == "adm-01");
         CHECK(r.destination_segments == std::vector<std::string>{"role=admin-terminal"});
-        CHECK(r.sport == std::optional<std::uint16_t>{50000}); // beaconing tells attempts apart by it
-        CHECK(r.view().sport == r.sport);
         CHECK(r.protocol == 6);
         CHECK(r.dport == 3389);
         Analyzer a;
@@ -283,22 +281,4 @@ TEST_CASE("analyzer: the inventory index takes segment membership from the compi
         }
         CHECK(with_policy_segments > 0);  // the comparison covers policy segments, not only labels
     }
-}
-
-TEST_CASE("analyzer: a drop event's source port is read, and a bad one named") {
-    auto good = drop_record_from_json(event("vdi-001", "203.0.113.7", 443, T0), nullptr);
-    REQUIRE(good.has_value());
-    REQUIRE(good->has_value());
-    CHECK((*good)->sport == std::optional<std::uint16_t>{50000});
-    auto without = event("vdi-001", "203.0.113.7", 443, T0);
-    without.erase("sport");
-    auto older = drop_record_from_json(without, nullptr);
-    REQUIRE(older.has_value());
-    REQUIRE(older->has_value());
-    CHECK_FALSE((*older)->sport.has_value());
-    auto bad = event("vdi-001", "203.0.113.7", 443, T0);
-    bad["sport"] = 70000;
-    auto refused = drop_record_from_json(bad, nullptr);
-    REQUIRE_FALSE(refused.has_value());
-    CHECK(refused.error() == "\"sport\" is not a port number");
 }
