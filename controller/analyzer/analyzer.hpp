@@ -312,6 +312,9 @@ struct Totals {
     std::uint64_t exempted = 0;   // findings of exempted sources
     std::uint64_t saturated = 0;  // targets not tracked because a cap was reached
     std::uint64_t ignored = 0;    // drops toward ignored (broadcast, multicast) destinations
+    // Regular series from a managed server to a workload of the inventory (a backup, a
+    // monitoring check): not reported, counted here once per series.
+    std::uint64_t scheduled_jobs = 0;
     std::uint64_t incidents = 0;
     // Source identities seen (one that returns after leaving memory counts again).
     std::size_t sources = 0;

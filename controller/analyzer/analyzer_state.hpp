@@ -230,6 +230,9 @@ struct BeaconState {
     // its attempt's port, and an attempt's retransmits can come after the next attempt began
     // (a 2 s beacon whose SYN is retried at 1 s and 3 s), hence more than the current one.
     std::array<std::uint16_t, 4> attempt_sports{};
+    // The series was found regular between two managed servers and counted as a scheduled job
+    // (Totals::scheduled_jobs): counted once per series, not per attempt.
+    bool counted_as_job = false;
     // Other ports that joined the current attempt (a burst of parallel connects), one bit per
     // port modulo 64, so their retransmits are not taken for new attempts. A collision errs
     // toward fewer attempts.

@@ -613,6 +613,7 @@ json to_json(const Totals& t) {
                 {"suppressed", t.suppressed},
                 {"exempted", t.exempted},
                 {"saturated", t.saturated},
+                {"scheduled_jobs", t.scheduled_jobs},
                 {"ignored", t.ignored},
                 {"incidents", t.incidents},
                 {"sources", t.sources},

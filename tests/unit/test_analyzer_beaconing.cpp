@@ -1,6 +1,7 @@
 // Beaconing: attempts told apart by their source port, not only by time.
 #include "test_analyzer_support.hpp"
 
+#include <cmath>
 #include <doctest/doctest.h>
 #include <initializer_list>
 #include <set>
@@ -130,15 +131,22 @@ std::size_t attempt_that_fired(Analyzer& a, const std::vector<DropRecord>& recor
 
 } // namespace
 
-TEST_CASE("beaconing: a period and its jitter are judged over 8 intervals, 16 under 15 s") {
+TEST_CASE("beaconing: a period and its jitter are judged over 8 intervals or more, 16 under 15 s") {
+    // The widest +-30 % jitter, in turn: more intervals are needed than with little jitter,
+    // since 8 random intervals look that regular too often (beaconing.cpp, max_variation).
     const auto jitter30 = {1.3, 0.7, 1.15, 0.85, 1.0, 1.25, 0.75, 1.1, 0.9, 1.2, 0.8, 1.05};
-    SUBCASE("30 s with +-30 % jitter: found on the 9th attempt, 8 intervals") {
+    const auto jitter10 = {1.1, 0.9, 1.05, 0.95, 1.0, 1.08, 0.92, 1.02};
+    SUBCASE("30 s with +-10 % jitter: found on the 9th attempt, 8 intervals") {
         Analyzer a;
-        CHECK(attempt_that_fired(a, beacon(30, jitter30, 20)) == 9);
+        CHECK(attempt_that_fired(a, beacon(30, jitter10, 20)) == 9);
     }
-    SUBCASE("1 h with +-30 % jitter: found on the 9th attempt") {
+    SUBCASE("30 s with +-30 % jitter: found on the 13th attempt, 12 intervals") {
         Analyzer a;
-        CHECK(attempt_that_fired(a, beacon(3600, jitter30, 12)) == 9);
+        CHECK(attempt_that_fired(a, beacon(30, jitter30, 20)) == 13);
+    }
+    SUBCASE("1 h with +-30 % jitter: found on the 13th attempt") {
+        Analyzer a;
+        CHECK(attempt_that_fired(a, beacon(3600, jitter30, 16)) == 13);
     }
     SUBCASE("2 s with +-30 % jitter: found on the 17th attempt, 16 intervals") {
         Analyzer a;
@@ -153,16 +161,56 @@ TEST_CASE("beaconing: a period and its jitter are judged over 8 intervals, 16 un
                                          "±10 % (8 intervals: median absolute deviation 10 %, skew "));
         CHECK(f->severity == Severity::Medium);
     }
-    SUBCASE("a server's check of an inventory workload on a schedule is low severity") {
+    SUBCASE("a managed server's check of an inventory workload on a schedule is a job: counted, not reported") {
         Analyzer a;
-        std::vector<DropRecord> records = beacon(60, {1.0}, 9, server(), "10.0.0.62");
+        std::vector<DropRecord> records = beacon(60, {1.0}, 12, server(), "10.0.0.62");
+        for (auto& r : records) {
+            r.destination_workload = "app-02";
+        }
+        CHECK(count_rule(feed_all(a, records), Rule::Beaconing) == 0);
+        CHECK(a.totals().scheduled_jobs == 1); // once per series, not per attempt
+    }
+    SUBCASE("the same check from a server the inventory does not name is low severity") {
+        Analyzer a;
+        std::vector<DropRecord> records = beacon(60, {1.0}, 9, server(""), "10.0.0.62");
         for (auto& r : records) {
             r.destination_workload = "app-02";
         }
         auto findings = feed_all(a, records);
         REQUIRE(count_rule(findings, Rule::Beaconing) == 1);
         CHECK(first_of(findings, Rule::Beaconing)->severity == Severity::Low);
+        CHECK(a.totals().scheduled_jobs == 0);
     }
+}
+
+TEST_CASE("beaconing: random retries are not beacons (exponential intervals, many series)") {
+    // The bulk of drop traffic: programs and users retrying blocked targets at random times.
+    // Every new attempt is a judgement, so even a small chance per judgement adds up.
+    Analyzer a;
+    std::uint64_t state = 12345;
+    auto uniform = [&] {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return (static_cast<double>(state >> 11) + 0.5) / 9007199254740992.0;
+    };
+    std::size_t attempts = 0;
+    std::vector<DropRecord> records;
+    for (int k = 0; k < 400; ++k) {
+        // A source each, so that one finding's quiet period cannot hide the next.
+        const Source source{"hv1", "vdi-" + std::to_string(1000 + k), "user" + std::to_string(k), {"role=vdi"},
+                            "10.1." + std::to_string(k / 200) + "." + std::to_string(k % 200 + 1)};
+        std::int64_t t = T0;
+        const double mean_s = 5.0 + 10.0 * (k % 60); // 5 s to 10 min between retries
+        for (int i = 0; i < 40; ++i) {
+            auto r = drop(source, "203.0.113." + std::to_string(k % 200), 443, t);
+            r.sport = static_cast<std::uint16_t>(40000 + (i * 131 + k) % 20000);
+            records.push_back(std::move(r));
+            ++attempts;
+            t += static_cast<std::int64_t>(-std::log(uniform()) * mean_s * 1e9) + 600 * MS;
+        }
+    }
+    const auto findings = count_rule(feed_all(a, in_time_order(std::move(records))), Rule::Beaconing);
+    CHECK(attempts == 16000);
+    CHECK(findings == 0);
 }
 
 TEST_CASE("beaconing: back-off and bursts of retries are not beacons") {
