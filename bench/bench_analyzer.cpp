@@ -205,6 +205,9 @@ struct Workload {
         }
         obs.destination = destinations[dst];
         obs.dport = port;
+        // Every drop a new connection attempt with its own ephemeral port (Linux's range), as
+        // retries, sweeps and beacons make them: the analyzer tells attempts apart by it.
+        obs.sport = static_cast<std::uint16_t>(32768 + rng.next() % 28232);
     }
 };
 

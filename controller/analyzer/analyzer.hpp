@@ -55,6 +55,9 @@ struct Observation {
     std::string_view destination;                 // destination address text
     std::uint8_t protocol = 0;                    // IP protocol number
     std::optional<std::uint16_t> dport;
+    // Tells a retransmit (same source port) from a new attempt (a new one); none for ICMP
+    // and for events recorded before the field was read.
+    std::optional<std::uint16_t> sport;
     DropReason reason = DropReason::Default;
     std::uint64_t count = 1;               // identical repeats folded by the enforcer
     std::string_view destination_workload; // "" if unknown
@@ -91,11 +94,12 @@ struct BoxScanConfig {
 // a fast scan is not reported twice.
 struct SlowScanConfig {
     bool enabled = true;
-    std::uint32_t window_seconds = 1800;
+    // An hour: an operator probing one host every 2.5 min reaches 16 hosts in 40 min.
+    std::uint32_t window_seconds = 3600;
     std::uint32_t min_hosts = 16; // distinct destination hosts, any port
     std::uint32_t min_ports = 16; // or distinct protocol/ports, any hosts
     // Distinct targets held per source: a threshold of 16 needs few, and every source keeps
-    // this window for half an hour (beyond the cap counts err low, never high).
+    // this window for an hour (beyond the cap counts err low, never high).
     std::uint32_t max_targets = 128;
     Severity severity = Severity::Medium;
 };
@@ -142,18 +146,34 @@ struct ForbiddenZoneConfig {
 };
 struct BeaconingConfig {
     bool enabled = true;
-    std::uint32_t min_intervals = 8;        // retries needed (intervals = attempts - 1), <= 16
-    double max_cv = 0.15;                   // coefficient of variation of the intervals
-    std::uint32_t min_interval_seconds = 5; // closer drops are one attempt (SYN retransmits)
-    std::uint32_t min_period_seconds = 15;  // a faster mean needs the stricter test below
-    // Periods between min_interval and min_period (a 10 s beacon): near the attempt floor
-    // random retries look regular, so these need more intervals and less variation.
-    std::uint32_t short_min_intervals = 16; // <= 16
-    double short_max_cv = 0.08;
-    std::uint32_t max_interval_seconds = 3600;
+    // Judged over the last min_intervals intervals (attempts - 1) when their median is at
+    // least min_period_seconds, else over short_min_intervals (<= 16 both).
+    std::uint32_t min_intervals = 8;
+    // Regular: median absolute deviation / median at most this (uniform +-30 % jitter gives
+    // ~0.15), Bowley skew within +-max_skew, at most one interval in 8 off the median by
+    // more than a factor max_spread, and no steady rise (a back-off).
+    double max_dispersion = 0.25;
+    double max_skew = 0.8;
+    double max_spread = 2.0;
+    // Without a source port (ICMP, older events): drops closer than this are one attempt.
+    std::uint32_t min_interval_seconds = 5;
+    // With one: a new source port is a new attempt, unless this close after the last one began
+    // (a burst of parallel connections is one attempt, not a 10 ms beacon).
+    std::uint32_t min_attempt_gap_ms = 500;
+    std::uint32_t min_period_seconds = 15;
+    std::uint32_t short_min_intervals = 16;
+    // Attempts split by silence alone (no source port) are at least min_interval apart, and
+    // near that floor random retries look regular: a period under min_period then needs this.
+    double short_max_dispersion_without_ports = 0.05;
+    // A longer pause starts a new series: an hourly beacon with +-30 % jitter fits (the ring
+    // holds intervals up to 6,553 s).
+    std::uint32_t max_interval_seconds = 5400;
     std::uint32_t max_tracked_per_source = 32; // (destination, port) pairs followed
     std::uint32_t quiet_seconds = 3600;
     Severity severity = Severity::Medium;
+    // A source that is not a user workload calling a workload of the inventory: most likely
+    // a scheduled check or job (monitoring, backup), so reported, not acted on.
+    Severity internal_severity = Severity::Low;
 };
 struct FanInConfig {
     bool enabled = true;
@@ -292,6 +312,9 @@ struct Totals {
     std::uint64_t exempted = 0;   // findings of exempted sources
     std::uint64_t saturated = 0;  // targets not tracked because a cap was reached
     std::uint64_t ignored = 0;    // drops toward ignored (broadcast, multicast) destinations
+    // Regular series from a managed server to a workload of the inventory (a backup, a
+    // monitoring check): not reported, counted here once per series.
+    std::uint64_t scheduled_jobs = 0;
     std::uint64_t incidents = 0;
     // Source identities seen (one that returns after leaving memory counts again).
     std::size_t sources = 0;

@@ -68,6 +68,10 @@ void Analyzer::Impl::save(detail::CheckpointWriter& w) const {
             w.u(b.attempts);
             w.u(b.filled);
             w.u(b.head);
+            for (const auto sport : b.attempt_sports) {
+                w.u(sport);
+            }
+            w.u(b.burst_ports);
             for (const auto v : b.intervals) {
                 w.u(v);
             }
@@ -236,7 +240,7 @@ void Analyzer::Impl::restore(detail::CheckpointReader& r) {
         s.scan.restore(r, now, key_ok);
         s.lateral.restore(r, now, key_ok);
         slow[i].restore(r, now, key_ok);
-        const auto beacons = r.count(1 + 3 + 3 + kBeaconRing);
+        const auto beacons = r.count(1 + 3 + 3 + 4 + 1 + kBeaconRing);
         for (std::size_t k = 0; k < beacons && r.ok(); ++k) {
             const auto key = r.u();
             BeaconState b;
@@ -246,6 +250,10 @@ void Analyzer::Impl::restore(detail::CheckpointReader& r) {
             b.attempts = r.u32();
             b.filled = r.u8(kBeaconRing);
             b.head = r.u8(kBeaconRing - 1);
+            for (auto& sport : b.attempt_sports) {
+                sport = static_cast<std::uint16_t>(std::min<std::uint64_t>(r.u(), 0xFFFF));
+            }
+            b.burst_ports = r.u();
             for (auto& v : b.intervals) {
                 v = static_cast<std::uint16_t>(std::min<std::uint64_t>(r.u(), 0xFFFF));
             }
@@ -469,7 +477,8 @@ constexpr std::string_view kCheckpointMagic = "BHAE"; // Bulkhead analyzer engin
 // Bump on any change of what save() writes (a rule added changes rule_count, hence the layout).
 // Version 2: the spoof-guard rule (rule_count 12). A version-1 checkpoint is refused and the
 // controller rebuilds the state by replaying stored events, as for any unreadable checkpoint.
-constexpr std::uint8_t kCheckpointVersion = 2;
+// Version 3: beacon series hold their last attempts' source ports.
+constexpr std::uint8_t kCheckpointVersion = 3;
 static_assert(rule_count == 12, "a new rule changes the checkpoint layout: bump its version");
 } // namespace
 

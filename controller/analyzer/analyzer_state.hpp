@@ -226,6 +226,17 @@ struct BeaconState {
     std::uint32_t attempts = 0;
     std::uint8_t filled = 0;
     std::uint8_t head = 0;
+    // Source ports of the last attempts, newest at [0] (0: none known). A retransmit repeats
+    // its attempt's port, and an attempt's retransmits can come after the next attempt began
+    // (a 2 s beacon whose SYN is retried at 1 s and 3 s), hence more than the current one.
+    std::array<std::uint16_t, 4> attempt_sports{};
+    // The series was found regular between two managed servers and counted as a scheduled job
+    // (Totals::scheduled_jobs): counted once per series, not per attempt.
+    bool counted_as_job = false;
+    // Other ports that joined the current attempt (a burst of parallel connects), one bit per
+    // port modulo 64, so their retransmits are not taken for new attempts. A collision errs
+    // toward fewer attempts.
+    std::uint64_t burst_ports = 0;
     // Tenths of a second (a 16-bit count reaches 109 min, beyond max_interval's default): 16
     // intervals in 32 bytes keep a series in one cache line with its times.
     std::array<std::uint16_t, kBeaconRing> intervals{};
@@ -534,7 +545,8 @@ struct Analyzer::Impl {
                             std::uint64_t key, std::int64_t t);
 
     void purge_beacons(SourceState& s, std::int64_t t);
-    void beacon_detector(std::uint32_t id, std::uint64_t key, std::int64_t t);
+    void beacon_detector(std::uint32_t id, std::uint64_t key, std::int64_t t, std::uint8_t protocol,
+                         std::uint16_t sport);
     TargetState* target_state(std::uint64_t key);
     void expire_target(TargetState& ts, std::int64_t now_ns);
     void fan_in_detector(std::uint32_t id, std::uint64_t key, std::int64_t t_source);

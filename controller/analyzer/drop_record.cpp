@@ -97,6 +97,7 @@ Observation DropRecord::view() const {
     o.destination = destination;
     o.protocol = protocol;
     o.dport = dport;
+    o.sport = sport;
     o.reason = reason;
     o.count = count;
     o.destination_workload = destination_workload;
@@ -178,6 +179,13 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
             return std::unexpected("\"dport\" is not a port number");
         }
         r.dport = static_cast<std::uint16_t>(*n);
+    }
+    if (auto sport = event.find("sport"); sport != event.end()) {
+        auto n = bounded(*sport, 65535);
+        if (!n) {
+            return std::unexpected("\"sport\" is not a port number");
+        }
+        r.sport = static_cast<std::uint16_t>(*n);
     }
     if (auto count = event.find("count"); count != event.end()) {
         auto n = bounded(*count, std::numeric_limits<std::uint64_t>::max());
@@ -271,6 +279,13 @@ class Fields {
     void fail(const char* key, const char* what) {
         if (error_.empty()) {
             error_ = path_ + "/" + key + ": " + what;
+        }
+    }
+    // A member an earlier release read: refused (its meaning is gone), with what replaced it,
+    // so an upgraded controller names the fix instead of "unknown member".
+    void retired(const char* key, const char* replaced_by) {
+        if (take(key) != nullptr) {
+            fail(key, replaced_by);
         }
     }
     void boolean(const char* key, bool& out) {
@@ -441,15 +456,22 @@ std::expected<AnalyzerConfig, std::string> config_from_json(const json& document
     section("beaconing", [&](Fields& f) {
         f.boolean("enabled", c.beaconing.enabled);
         f.integer("min_intervals", c.beaconing.min_intervals);
-        f.number("max_cv", c.beaconing.max_cv);
+        f.number("max_dispersion", c.beaconing.max_dispersion);
+        f.number("max_skew", c.beaconing.max_skew);
+        f.number("max_spread", c.beaconing.max_spread);
         f.integer("min_interval_seconds", c.beaconing.min_interval_seconds);
+        f.integer("min_attempt_gap_ms", c.beaconing.min_attempt_gap_ms);
         f.integer("min_period_seconds", c.beaconing.min_period_seconds);
         f.integer("short_min_intervals", c.beaconing.short_min_intervals);
-        f.number("short_max_cv", c.beaconing.short_max_cv);
+        f.number("short_max_dispersion_without_ports", c.beaconing.short_max_dispersion_without_ports);
         f.integer("max_interval_seconds", c.beaconing.max_interval_seconds);
         f.integer("max_tracked_per_source", c.beaconing.max_tracked_per_source);
         f.integer("quiet_seconds", c.beaconing.quiet_seconds);
         f.severity("severity", c.beaconing.severity);
+        f.severity("internal_severity", c.beaconing.internal_severity);
+        f.retired("max_cv", "retired: replaced by max_dispersion (median absolute deviation / median of the "
+                            "intervals, default 0.25; see controller/analyzer/README.md)");
+        f.retired("short_max_cv", "retired: replaced by short_max_dispersion_without_ports (default 0.05)");
     });
     section("fan_in", [&](Fields& f) {
         f.boolean("enabled", c.fan_in.enabled);
@@ -591,6 +613,7 @@ json to_json(const Totals& t) {
                 {"suppressed", t.suppressed},
                 {"exempted", t.exempted},
                 {"saturated", t.saturated},
+                {"scheduled_jobs", t.scheduled_jobs},
                 {"ignored", t.ignored},
                 {"incidents", t.incidents},
                 {"sources", t.sources},

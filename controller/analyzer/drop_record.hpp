@@ -75,7 +75,7 @@ struct DropRecord {
     std::vector<std::string> source_segments;
     std::string destination;
     std::uint8_t protocol = 0;
-    std::optional<std::uint16_t> dport;
+    std::optional<std::uint16_t> dport, sport;
     DropReason reason = DropReason::Default;
     std::uint64_t count = 1;
     std::string destination_workload;

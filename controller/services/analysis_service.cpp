@@ -190,6 +190,7 @@ void AnalysisService::analyse(std::vector<StoredEvent>& fresh) {
             r.enforcer = e.enforcer;
             r.protocol = policy::ip_protocol_number(e.protocol).value_or(0);
             r.dport = e.dport;
+            r.sport = e.sport;
             r.reason = *reason;
             r.count = e.count;
             analyzer::attribute_drop(r, e.workload, e.direction == "in", e.src, e.dst, e.port, e.mac, inventory);
@@ -458,6 +459,10 @@ std::expected<std::size_t, std::string> AnalysisService::replay(EventQuery q) {
                     e.port = string_member(e.document, "indev").value_or("");
                 }
                 e.mac = string_member(e.document, "src_mac").value_or("");
+                if (auto sport = e.document.find("sport");
+                    sport != e.document.end() && sport->is_number_unsigned() && sport->get<std::uint64_t>() <= 65535) {
+                    e.sport = static_cast<std::uint16_t>(sport->get<std::uint64_t>());
+                }
             }
         }
         const bool last_page = page->size() < q.limit;

@@ -153,6 +153,8 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
                 }
                 if (key == std::string_view("dport")) {
                     r.dport = static_cast<std::uint16_t>(*port);
+                } else {
+                    r.sport = static_cast<std::uint16_t>(*port);
                 }
             }
         }

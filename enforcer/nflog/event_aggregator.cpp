@@ -2,6 +2,7 @@
 
 #include "enforcer/nflog/attribution.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
@@ -184,11 +185,36 @@ struct EventAggregator::State {
         }
     }
 
+    // Whether `e` opens a connection attempt the window has not seen (a source port of its
+    // own) and may still be emitted; if so, the window remembers the port.
+    bool new_attempt(DropSummary& window, const DropEvent& e) const {
+        if (!e.sport || *e.sport == 0 || *e.sport == window.first.sport.value_or(0)) {
+            return false;
+        }
+        const std::size_t limit = std::min(config.max_attempts_per_window, window.attempt_sports.size());
+        for (std::size_t k = 0; k < window.attempts; ++k) {
+            if (window.attempt_sports[k] == *e.sport) {
+                return false;
+            }
+        }
+        if (window.attempts >= limit) {
+            return false;
+        }
+        window.attempt_sports[window.attempts++] = *e.sport;
+        return true;
+    }
+
     void add_drop(const DropEvent& e, std::int64_t now_ns, std::vector<AggregatedRecord>& out) {
         ++stats.drops_in;
         DropKey key{e.workload,   e.indev,     e.outdev, e.src,  e.dst,
                     target_of(e), e.direction, e.reason, e.mode, e.policy_generation};
         if (auto* entry = drops.find(key)) {
+            if (new_attempt(entry->value, e)) {
+                out.emplace_back(e);
+                ++stats.drops_emitted;
+                ++stats.attempts_emitted;
+                return;
+            }
             ++entry->value.count;
             entry->value.last_seen_ns = e.timestamp_ns;
             ++stats.repeats_counted;

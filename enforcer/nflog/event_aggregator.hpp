@@ -7,6 +7,12 @@
 //   - the first occurrence of a key is emitted at once, as the DropEvent itself;
 //   - identical repeats within the window (default 1 s, from the first occurrence) are
 //     counted and emitted as one DropSummary when the window closes (if there were any);
+//   - except a new connection attempt: a packet whose source port is not one already seen in
+//     the window (a retransmit repeats its attempt's port, a new connect gets a new one) is
+//     emitted at once as well, up to max_attempts_per_window of them, so that the analyzer
+//     sees when each attempt began (a beacon every 2 s would otherwise hide its new attempts
+//     behind the window its previous attempt's retransmit opened). A burst of new ports beyond
+//     that (a SYN flood) is counted as before;
 //   - distinct keys are never merged: a scan of 1,000 ports is 1,000 records.
 // Memory is bounded: at most max_drop_keys open windows; a new key beyond that closes the
 // oldest window early (its summary is emitted, marked "evicted") and is counted.
@@ -22,6 +28,7 @@
 
 #include "enforcer/nflog/drop_event.hpp"
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -36,6 +43,7 @@ namespace bulkhead::nflog {
 struct AggregatorConfig {
     std::int64_t drop_window_ns = 1'000'000'000;
     std::size_t max_drop_keys = 16'384;
+    std::size_t max_attempts_per_window = 3; // new source ports emitted within one window
     std::int64_t allowed_interval_ns = 60'000'000'000;
     std::size_t max_allowed_keys = 65'536;
 };
@@ -45,6 +53,9 @@ std::string_view to_string(CloseReason reason);
 
 struct DropSummary {
     DropEvent first;                // the occurrence that opened the window (already emitted)
+    // Source ports of the new attempts emitted within the window (0: unused).
+    std::array<std::uint16_t, 4> attempt_sports{};
+    std::size_t attempts = 0;
     std::uint64_t count = 0;        // repeats after `first`, not emitted individually
     std::int64_t first_seen_ns = 0; // event timestamps: first's and the last repeat's
     std::int64_t last_seen_ns = 0;
@@ -82,6 +93,7 @@ std::uint64_t record_count(const AggregatedRecord& record); // its "count"
 struct AggregatorStats {
     std::uint64_t drops_in = 0;
     std::uint64_t drops_emitted = 0;   // first occurrences emitted as DropEvent
+    std::uint64_t attempts_emitted = 0; // of which new attempts within an open window
     std::uint64_t repeats_counted = 0; // folded into summaries
     std::uint64_t drop_summaries = 0;
     std::uint64_t drop_keys_evicted = 0;

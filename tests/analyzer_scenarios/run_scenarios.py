@@ -131,7 +131,7 @@ def evaluate(labels: dict, result: dict, use_policy: bool) -> dict:
         row["attackers"].append({
             "source": key, "what": attacker["what"], "detected": bool(incidents),
             "expected": attacker["expect"], "expected_hit": bool(set(fired) & set(attacker["expect"])),
-            "fired": fired, "delay_s": delay,
+            "fired": fired, "delay_s": delay, "beacon": attacker.get("beacon"),
             "severity": max((i["severity"] for i in incidents), key=SEVERITIES.index, default=""),
             "actions": sorted(a for a in acts if a)})
     for key in labels["benign"]:
@@ -226,6 +226,44 @@ def format_delay(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def beacon_table(rows: list[dict], markdown: bool) -> str:
+    """The labelled beacons by protocol and period (rows) and jitter (columns): detected or
+    not, and the time to detection in periods (first packet to the first finding)."""
+    cells: dict[tuple, dict] = {}
+    jitters: set = set()
+    for r in rows:
+        for a in r["attackers"]:
+            b = a.get("beacon")
+            if not b:
+                continue
+            jitters.add(b["jitter"])
+            if not a["detected"]:
+                text = "missed"
+            elif a["delay_s"] is None:
+                text = "yes"
+            else:
+                text = f"{a['delay_s'] / b['period_s']:.1f}"
+                if not a["expected_hit"]:
+                    text += f" ({', '.join(a['fired'])})"
+            cells[(b["protocol"], b["period_s"], b["jitter"])] = text
+    if not cells:
+        return ""
+    order = {"tcp": 0, "udp": 1, "icmp": 2}
+    lines_keys = sorted({(p, s) for p, s, _ in cells}, key=lambda k: (order.get(k[0], 9), k[1]))
+    cols = sorted(jitters)
+    head = ["beacon"] + [f"±{j:.0%}" for j in cols]
+    lines = [[f"{p} {generate.period_text(s)}"] + [cells.get((p, s, j), "-") for j in cols]
+             for p, s in lines_keys]
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max([len(head[i])] + [len(l[i]) for l in lines]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
 def details(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
@@ -301,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(table(rows, markdown=False))
+    beacons = beacon_table(rows, markdown=False)
+    if beacons:
+        print("\nBeacons detected (periods from the first packet to the first finding; missed: none):")
+        print(beacons)
     notes = details(rows)
     if notes:
         print("\nDetails:")
@@ -328,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         md = [f"Analyzer scenario suite (tests/analyzer_scenarios, seed {manifest['seed']}), {stamp}, "
               f"response actions {'evaluated (--policy policy.json)' if use_policy else 'not evaluated (no --policy)'}.",
               "", table(rows, markdown=True), "", summary + "."]
+        if beacons:
+            md += ["", "Beacons detected (periods from the first packet to the first finding):", "",
+                   beacon_table(rows, markdown=True)]
         if notes:
             md += ["", "Details:", ""] + notes
         if broken:

@@ -339,10 +339,10 @@ TEST_CASE("analyzer checkpoint: truncated, damaged or unknown checkpoints are re
     }
     SUBCASE("unknown version, wrong magic, a planner checkpoint") {
         auto newer = checkpoint;
-        newer[4] = 3;
+        newer[4] = 4;
         auto restored = Analyzer::restore_state(newer, stream_config());
         REQUIRE_FALSE(restored.has_value());
-        CHECK(restored.error().find("version 3") != std::string::npos);
+        CHECK(restored.error().find("version 4") != std::string::npos);
         // A checkpoint of the release before the spoof-guard rule (version 1) is refused too:
         // the controller rebuilds from the replay horizon instead.
         auto older = checkpoint;

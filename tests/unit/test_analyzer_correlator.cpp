@@ -140,7 +140,7 @@ TEST_CASE("analyzer: per-source state is bounded and expires") {
     const auto busy = a.memory_bytes();
     CHECK(a.totals().active_sources == 1);
     // Long after, another source's event drives the expiry pass.
-    feed(a, drop(server("other", "10.0.5.9"), "10.9.9.9", 80, T0 + 3600 * S));
+    feed(a, drop(server("other", "10.0.5.9"), "10.9.9.9", 80, T0 + 7200 * S));
     CHECK(a.totals().active_sources == 1); // only "other"
     CHECK(a.totals().sources == 2);
     CHECK(a.memory_bytes() < busy);

@@ -274,7 +274,7 @@ TEST_CASE("analyzer: beaconing is a regular retry interval, jitter tolerated") {
         auto found = feed(a, drop(Source{}, "203.0.113.7", 443, T0 + 8 * 30 * S));
         REQUIRE(found.size() == 1);
         CHECK(found[0].explanation == "vdi-001 (user kimura) retried 203.0.113.7 tcp/443 9 times "
-                                      "every 30 s (cv 0.00, periodicity 1.00)");
+                                      "every 30 s ±0 % (8 intervals: median absolute deviation 0 %, skew 0.00)");
         CHECK(found[0].score == doctest::Approx(1.0));
     }
     SUBCASE("faster than the minimum period needs 16 intervals and a tighter spread") {

@@ -97,6 +97,8 @@ TEST_CASE("analyzer: a drop event's JSON becomes an attributed observation") {
         CHECK(r.source_segments == std::vector<std::string>{"pool=sales", "role=vdi"});
         CHECK(r.destination_workload == "adm-01");
         CHECK(r.destination_segments == std::vector<std::string>{"role=admin-terminal"});
+        CHECK(r.sport == std::optional<std::uint16_t>{50000}); // beaconing tells attempts apart by it
+        CHECK(r.view().sport == r.sport);
         CHECK(r.protocol == 6);
         CHECK(r.dport == 3389);
         Analyzer a;
@@ -167,6 +169,10 @@ TEST_CASE("analyzer: configuration JSON sets thresholds and rejects unknown memb
     CHECK(severity.error() == "/beaconing/severity: not low, medium, high or critical");
     auto forever = config_from_json(json::parse(R"({"exemptions": [{"workload": "scan-1"}]})"));
     CHECK_FALSE(forever.has_value());
+    // A threshold an earlier release read is refused with what replaced it.
+    auto retired = config_from_json(json::parse(R"({"beaconing": {"max_cv": 0.3}})"));
+    REQUIRE_FALSE(retired.has_value());
+    CHECK(retired.error().starts_with("/beaconing/max_cv: retired: replaced by max_dispersion"));
 }
 
 TEST_CASE("analyzer: bulkheadctl analyze replay prints incidents and names bad lines") {
@@ -281,4 +287,22 @@ TEST_CASE("analyzer: the inventory index takes segment membership from the compi
         }
         CHECK(with_policy_segments > 0);  // the comparison covers policy segments, not only labels
     }
+}
+
+TEST_CASE("analyzer: a drop event's source port is read, and a bad one named") {
+    auto good = drop_record_from_json(event("vdi-001", "203.0.113.7", 443, T0), nullptr);
+    REQUIRE(good.has_value());
+    REQUIRE(good->has_value());
+    CHECK((*good)->sport == std::optional<std::uint16_t>{50000});
+    auto without = event("vdi-001", "203.0.113.7", 443, T0);
+    without.erase("sport");
+    auto older = drop_record_from_json(without, nullptr);
+    REQUIRE(older.has_value());
+    REQUIRE(older->has_value());
+    CHECK_FALSE((*older)->sport.has_value());
+    auto bad = event("vdi-001", "203.0.113.7", 443, T0);
+    bad["sport"] = 70000;
+    auto refused = drop_record_from_json(bad, nullptr);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error() == "\"sport\" is not a port number");
 }

@@ -205,6 +205,12 @@ TEST_CASE("response planner: guardrails") {
         CHECK(d.action == ResponseAction::Page);
         CHECK(d.reason.find("marked critical") != std::string::npos);
     }
+    SUBCASE("a low-severity beacon from an unmanaged source (a monitoring server) is neither paged nor quarantined") {
+        ResponsePlanner planner(response_on(Severity::Medium));
+        ResponseSubject unmanaged{false, false, false, {}};
+        auto d = planner.decide(incident_at(Severity::Low), finding_of(Rule::Beaconing), unmanaged, T0);
+        CHECK(d.action == ResponseAction::None);
+    }
     SUBCASE("an unmanaged source (VPN user, unattributed address) is paged") {
         ResponsePlanner planner(response_on(Severity::High));
         ResponseSubject unmanaged{false, false, false, {}};

@@ -70,13 +70,56 @@ TEST_CASE("nflog aggregator: a 1,000-port scan is 1,000 distinct events, emitted
     CHECK(aggregator.open_drop_keys() == 0);
 }
 
+TEST_CASE("nflog aggregator: a new source port within the window is a new attempt, emitted at once, "
+          "up to the limit; its retransmits and ports beyond the limit are counted") {
+    EventAggregator aggregator; // max_attempts_per_window 3
+    std::vector<AggregatedRecord> out;
+    auto at = [](std::int64_t t, std::uint16_t sport) {
+        auto e = drop(443, t);
+        e.sport = sport;
+        return e;
+    };
+    aggregator.add(at(t0, 40000), t0, out);                       // opens the window
+    aggregator.add(at(t0 + 100 * ms, 40000), t0 + 100 * ms, out); // its retransmit: counted
+    aggregator.add(at(t0 + 200 * ms, 40001), t0 + 200 * ms, out); // a new attempt: emitted
+    aggregator.add(at(t0 + 300 * ms, 40001), t0 + 300 * ms, out); // its retransmit: counted
+    aggregator.add(at(t0 + 400 * ms, 40002), t0 + 400 * ms, out);
+    aggregator.add(at(t0 + 500 * ms, 40003), t0 + 500 * ms, out);
+    aggregator.add(at(t0 + 600 * ms, 40004), t0 + 600 * ms, out); // beyond the limit: counted
+    REQUIRE(out.size() == 4);
+    std::vector<std::uint16_t> emitted;
+    for (const auto& r : out) {
+        REQUIRE(std::holds_alternative<DropEvent>(r));
+        emitted.push_back(*std::get<DropEvent>(r).sport);
+    }
+    CHECK(emitted == std::vector<std::uint16_t>{40000, 40001, 40002, 40003});
+    CHECK(aggregator.stats().attempts_emitted == 3);
+    CHECK(aggregator.stats().repeats_counted == 3);
+    aggregator.advance(t0 + 1 * s, out);
+    REQUIRE(out.size() == 5);
+    REQUIRE(std::holds_alternative<DropSummary>(out[4]));
+    CHECK(std::get<DropSummary>(out[4]).count == 3);
+    CHECK(total_count(out) == 7); // every packet counted once
+
+    // A port without a number (ICMP) or the first's own port never counts as an attempt.
+    EventAggregator icmp;
+    std::vector<AggregatedRecord> icmp_out;
+    for (int i = 0; i < 5; ++i) {
+        auto e = drop(0, t0 + i * 100 * ms);
+        e.protocol = 1;
+        e.sport.reset();
+        e.dport.reset();
+        e.icmp_type = 8;
+        icmp.add(e, t0 + i * 100 * ms, icmp_out);
+    }
+    CHECK(icmp_out.size() == 1);
+}
+
 TEST_CASE("nflog aggregator: 100 identical repeats are one event plus one summary of 99") {
     EventAggregator aggregator;
     std::vector<AggregatedRecord> out;
     for (int i = 0; i < 100; ++i) {
-        auto e = drop(3389, t0 + i * 5 * ms);
-        e.sport = static_cast<std::uint16_t>(40000 + i); // retries from new source ports
-        aggregator.add(e, t0 + i * 5 * ms, out);
+        aggregator.add(drop(3389, t0 + i * 5 * ms), t0 + i * 5 * ms, out); // one source port
     }
     REQUIRE(out.size() == 1);
     CHECK(std::holds_alternative<DropEvent>(out[0]));
@@ -142,7 +185,10 @@ TEST_CASE("nflog aggregator: what distinguishes keys") {
     auto same_but_sport = base;
     same_but_sport.sport = 1;
     aggregator.add(same_but_sport, t0, out);
-    CHECK(count_of<DropEvent>(out) == 8); // source port is not part of the key
+    CHECK(count_of<DropEvent>(out) == 9);        // emitted as a new attempt,
+    CHECK(aggregator.open_drop_keys() == 8);     // but the source port is not part of the key
+    aggregator.add(same_but_sport, t0, out);
+    CHECK(count_of<DropEvent>(out) == 9);        // and its retransmit is counted
 }
 
 TEST_CASE("nflog aggregator: memory is capped, the oldest window closes early and is counted") {

@@ -40,6 +40,7 @@ TEST_CASE("event batch: fields become columns, the event its document text") {
     CHECK(e.dst == "10.1.0.2");
     CHECK(e.protocol == "tcp");
     CHECK(e.dport == std::optional<std::uint16_t>(445));
+    CHECK(e.sport == std::optional<std::uint16_t>(50000)); // not a column: for the analyzer
     CHECK(e.count == 3);
     CHECK(json::parse(e.document_text) == event);  // the document as uploaded, escapes intact
     // No kernel time: the receive time stands in; defaults for the rest.
@@ -47,6 +48,7 @@ TEST_CASE("event batch: fields become columns, the event its document text") {
     CHECK(h.time_ns == 1'700'000'000'000 * 1'000'000);
     CHECK(h.count == 1);
     CHECK_FALSE(h.dport);
+    CHECK_FALSE(h.sport);
     CHECK(h.workload.empty());
 }
 
