@@ -72,6 +72,7 @@ void Analyzer::Impl::save(detail::CheckpointWriter& w) const {
                 w.u(sport);
             }
             w.u(b.burst_ports);
+            w.u(b.reported ? 1U : 0U);
             for (const auto v : b.intervals) {
                 w.u(v);
             }
@@ -240,7 +241,7 @@ void Analyzer::Impl::restore(detail::CheckpointReader& r) {
         s.scan.restore(r, now, key_ok);
         s.lateral.restore(r, now, key_ok);
         slow[i].restore(r, now, key_ok);
-        const auto beacons = r.count(1 + 3 + 3 + 4 + 1 + kBeaconRing);
+        const auto beacons = r.count(1 + 3 + 3 + 4 + 1 + 1 + kBeaconRing);
         for (std::size_t k = 0; k < beacons && r.ok(); ++k) {
             const auto key = r.u();
             BeaconState b;
@@ -254,6 +255,7 @@ void Analyzer::Impl::restore(detail::CheckpointReader& r) {
                 sport = static_cast<std::uint16_t>(std::min<std::uint64_t>(r.u(), 0xFFFF));
             }
             b.burst_ports = r.u();
+            b.reported = r.flag();
             for (auto& v : b.intervals) {
                 v = static_cast<std::uint16_t>(std::min<std::uint64_t>(r.u(), 0xFFFF));
             }
@@ -478,7 +480,8 @@ constexpr std::string_view kCheckpointMagic = "BHAE"; // Bulkhead analyzer engin
 // Version 2: the spoof-guard rule (rule_count 12). A version-1 checkpoint is refused and the
 // controller rebuilds the state by replaying stored events, as for any unreadable checkpoint.
 // Version 3: beacon series hold their last attempts' source ports.
-constexpr std::uint8_t kCheckpointVersion = 3;
+// Version 4: beacon series hold whether they were reported (one finding per destination).
+constexpr std::uint8_t kCheckpointVersion = 4;
 static_assert(rule_count == 12, "a new rule changes the checkpoint layout: bump its version");
 } // namespace
 

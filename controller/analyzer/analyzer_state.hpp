@@ -230,9 +230,10 @@ struct BeaconState {
     // its attempt's port, and an attempt's retransmits can come after the next attempt began
     // (a 2 s beacon whose SYN is retried at 1 s and 3 s), hence more than the current one.
     std::array<std::uint16_t, 4> attempt_sports{};
-    // The series was found regular between two managed servers and counted as a scheduled job
-    // (Totals::scheduled_jobs): counted once per series, not per attempt.
-    bool counted_as_job = false;
+    // The series was reported (a finding) or counted as a scheduled job (Totals::scheduled_jobs)
+    // since it began: its first report passes the source's quiet period, so that a second
+    // beacon of the same source to another destination is a finding of its own.
+    bool reported = false;
     // Other ports that joined the current attempt (a burst of parallel connects), one bit per
     // port modulo 64, so their retransmits are not taken for new attempts. A collision errs
     // toward fewer attempts.

@@ -238,7 +238,7 @@ void Analyzer::Impl::beacon_detector(std::uint32_t id, std::uint64_t key, std::i
     if (gap > seconds(c.max_interval_seconds)) {
         b->filled = 0; // too long a pause: a new series
         b->head = 0;
-        b->counted_as_job = false;
+        b->reported = false;
         b->first_ns = t;
         b->attempts = 1;
         return;
@@ -287,15 +287,28 @@ void Analyzer::Impl::beacon_detector(std::uint32_t id, std::uint64_t key, std::i
     const bool from_server = (s.flags & FlagUser) == 0;
     const bool to_inventory = destinations[key_host(key)].workload != kNone;
     if (from_server && to_inventory && !strings.name(s.workload).empty()) {
-        if (!b->counted_as_job) {
-            b->counted_as_job = true;
+        if (!b->reported) {
+            b->reported = true;
             ++totals.scheduled_jobs;
         }
         return;
     }
-    if (!may_fire(s, Rule::Beaconing, t, seconds(c.quiet_seconds))) {
-        return;
+    // One finding per (source, destination) beacon: a series not reported yet fires even while
+    // the source is quiet for this rule (another destination's beacon was just reported); a
+    // reported one again only when the quiet period allows (a beacon that goes on is reported
+    // again every quiet_seconds, on the source's incident).
+    if (b->reported) {
+        if (!may_fire(s, Rule::Beaconing, t, seconds(c.quiet_seconds))) {
+            return;
+        }
+    } else {
+        if (exempt(s, t)) {
+            ++totals.exempted;
+            return;
+        }
+        s.quiet_until[static_cast<std::size_t>(Rule::Beaconing)] = t + seconds(c.quiet_seconds);
     }
+    b->reported = true;
     auto f = make(Rule::Beaconing, from_server && to_inventory ? c.internal_severity : c.severity, b->first_ns, t);
     f.distinct_hosts = f.distinct_ports = f.distinct_targets = 1;
     f.score = std::max(0.0, 1.0 - stats.dispersion);

@@ -183,6 +183,28 @@ TEST_CASE("beaconing: a period and its jitter are judged over 8 intervals or mor
     }
 }
 
+TEST_CASE("beaconing: one finding per (source, destination) beacon") {
+    Analyzer a;
+    // Two C2 addresses from one desktop, 60 s apart in phase; a third series to the first
+    // address's other port would be a third. Each is reported once within the hour.
+    std::vector<DropRecord> records = beacon(60, {1.0, 1.05, 0.95}, 20, Source{}, "203.0.113.7");
+    for (auto& r : beacon(60, {0.97, 1.03}, 20, Source{}, "198.51.100.9")) {
+        r.time_ns += 7 * S;
+        r.sport = static_cast<std::uint16_t>(*r.sport + 1000);
+        records.push_back(std::move(r));
+    }
+    auto findings = feed_all(a, in_time_order(std::move(records)));
+    REQUIRE(count_rule(findings, Rule::Beaconing) == 2);
+    std::set<std::string> targets;
+    for (const auto& f : findings) {
+        if (f.rule == Rule::Beaconing) {
+            targets.insert(f.sample_targets.at(0));
+        }
+    }
+    CHECK(targets == std::set<std::string>{"203.0.113.7 tcp/443", "198.51.100.9 tcp/443"});
+    CHECK(a.totals().incidents == 1); // both on the source's incident
+}
+
 TEST_CASE("beaconing: random retries are not beacons (exponential intervals, many series)") {
     // The bulk of drop traffic: programs and users retrying blocked targets at random times.
     // Every new attempt is a judgement, so even a small chance per judgement adds up.

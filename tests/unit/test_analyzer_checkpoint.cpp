@@ -339,14 +339,16 @@ TEST_CASE("analyzer checkpoint: truncated, damaged or unknown checkpoints are re
     }
     SUBCASE("unknown version, wrong magic, a planner checkpoint") {
         auto newer = checkpoint;
-        newer[4] = 4;
+        newer[4] = 5;
         auto restored = Analyzer::restore_state(newer, stream_config());
         REQUIRE_FALSE(restored.has_value());
-        CHECK(restored.error().find("version 4") != std::string::npos);
+        CHECK(restored.error().find("version 5") != std::string::npos);
         // A checkpoint of the release before the spoof-guard rule (version 1) is refused too:
         // the controller rebuilds from the replay horizon instead.
         auto older = checkpoint;
         older[4] = 1;
+        CHECK_FALSE(Analyzer::restore_state(older, stream_config()).has_value());
+        older[4] = 3; // before beacon series held whether they were reported
         CHECK_FALSE(Analyzer::restore_state(older, stream_config()).has_value());
         auto other = checkpoint;
         other[0] = 'X';
