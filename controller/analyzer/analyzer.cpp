@@ -321,7 +321,7 @@ void Analyzer::Impl::observe(const Observation& o) {
     }
     lateral_detector(id, key, t);
     forbidden_detector(id, o, host, key, t);
-    beacon_detector(id, key, t, o.protocol, has_ports(o.protocol) ? o.sport.value_or(0) : 0);
+    beacon_detector(id, key, t, o.protocol, o.sport.value_or(0)); // for ICMP echo: its identifier
     fan_in_detector(id, key, t);
     count_on_incidents(id, key, t, o.count);
 }

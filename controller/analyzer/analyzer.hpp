@@ -55,8 +55,8 @@ struct Observation {
     std::string_view destination;                 // destination address text
     std::uint8_t protocol = 0;                    // IP protocol number
     std::optional<std::uint16_t> dport;
-    // Tells a retransmit (same source port) from a new attempt (a new one); none for ICMP
-    // and for events recorded before the field was read.
+    // Tells a retransmit (same source port) from a new attempt (a new one); for an ICMP echo
+    // its identifier; none for other ICMP and for events recorded before the field was read.
     std::optional<std::uint16_t> sport;
     DropReason reason = DropReason::Default;
     std::uint64_t count = 1;               // identical repeats folded by the enforcer

@@ -186,6 +186,13 @@ drop_record_from_json(const json& event, const InventoryView* inventory) {
             return std::unexpected("\"sport\" is not a port number");
         }
         r.sport = static_cast<std::uint16_t>(*n);
+    } else if (auto id = event.find("icmp_id"); id != event.end()) {
+        // An ICMP echo's identifier stands for the source port (one per ping process).
+        auto n = bounded(*id, 65535);
+        if (!n) {
+            return std::unexpected("\"icmp_id\" is not an integer from 0 to 65535");
+        }
+        r.sport = static_cast<std::uint16_t>(*n);
     }
     if (auto count = event.find("count"); count != event.end()) {
         auto n = bounded(*count, std::numeric_limits<std::uint64_t>::max());

@@ -27,8 +27,9 @@ struct StoredEvent {
     std::string src, dst;         // addresses as text
     std::string protocol;         // "tcp", "udp", "icmp", ...
     std::optional<std::uint16_t> dport;
-    // The source port, for the analyzer (a retransmit repeats it, a new attempt does not).
-    // Not a column: ingest takes it from the upload, a replay from the document.
+    // The source port, for the analyzer (a retransmit repeats it, a new attempt does not); for
+    // an ICMP echo its identifier (one per ping process). Not a column: ingest takes it from
+    // the upload, a replay from the document.
     std::optional<std::uint16_t> sport;
     std::uint64_t count = 1;      // identical repeats folded by the enforcer
     // The interface the packet came in on (physindev, else indev) and the source MAC, for

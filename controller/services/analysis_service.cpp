@@ -459,9 +459,12 @@ std::expected<std::size_t, std::string> AnalysisService::replay(EventQuery q) {
                     e.port = string_member(e.document, "indev").value_or("");
                 }
                 e.mac = string_member(e.document, "src_mac").value_or("");
-                if (auto sport = e.document.find("sport");
-                    sport != e.document.end() && sport->is_number_unsigned() && sport->get<std::uint64_t>() <= 65535) {
-                    e.sport = static_cast<std::uint16_t>(sport->get<std::uint64_t>());
+                for (const char* key : {"sport", "icmp_id"}) {
+                    if (auto sport = e.document.find(key); !e.sport && sport != e.document.end() &&
+                                                           sport->is_number_unsigned() &&
+                                                           sport->get<std::uint64_t>() <= 65535) {
+                        e.sport = static_cast<std::uint16_t>(sport->get<std::uint64_t>());
+                    }
                 }
             }
         }

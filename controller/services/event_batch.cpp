@@ -158,6 +158,18 @@ std::expected<std::vector<StoredEvent>, EventBatchProblem> EventBatchParser::par
                 }
             }
         }
+        // An ICMP echo's identifier stands for the source port: the analyzer tells attempts
+        // apart by it (domain/events.hpp).
+        if (auto id = find(event, "icmp_id")) {
+            const auto value = integer(*id);
+            if (!value || *value < 0 || *value > 65535) {
+                return problem(400, "invalid-value", "\"icmp_id\" must be an integer from 0 to 65535",
+                               at("/event/icmp_id"));
+            }
+            if (!r.sport) {
+                r.sport = static_cast<std::uint16_t>(*value);
+            }
+        }
         std::int64_t count = 1;
         if (auto c = find(event, "count")) {
             const auto n = integer(*c);

@@ -174,6 +174,10 @@ nlohmann::json to_json(const DropEvent& e) {
         j["icmp_type"] = *e.icmp_type;
     if (e.icmp_code)
         j["icmp_code"] = *e.icmp_code;
+    if (e.icmp_id)
+        j["icmp_id"] = *e.icmp_id;
+    if (e.icmp_seq)
+        j["icmp_seq"] = *e.icmp_seq;
     if (e.tcp_flags) {
         j["tcp_flags"] = tcp_flags_text(*e.tcp_flags);
         j["tcp_flags_raw"] = *e.tcp_flags;

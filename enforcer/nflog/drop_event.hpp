@@ -65,6 +65,9 @@ struct DropEvent {
     std::uint8_t protocol = 0; // upper-layer protocol (after IPv6 extension headers)
     std::optional<std::uint16_t> sport, dport;
     std::optional<std::uint8_t> icmp_type, icmp_code;
+    // ICMP(v6) echo: identifier and sequence. The identifier tells one ping process (or one
+    // attempt of a program) from the next, as a source port does for TCP and UDP.
+    std::optional<std::uint16_t> icmp_id, icmp_seq;
     std::optional<std::uint8_t> tcp_flags;
     std::uint32_t ip_length = 0; // IPv4 total length, IPv6 40 + payload length
     std::uint16_t notes = 0;     // DecodeNote bits (nflog_wire.hpp)

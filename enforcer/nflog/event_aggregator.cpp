@@ -188,19 +188,22 @@ struct EventAggregator::State {
     // Whether `e` opens a connection attempt the window has not seen (a source port of its
     // own) and may still be emitted; if so, the window remembers the port.
     bool new_attempt(DropSummary& window, const DropEvent& e) const {
-        if (!e.sport || *e.sport == 0 || *e.sport == window.first.sport.value_or(0)) {
+        // What a new attempt changes: the source port, or an ICMP echo's identifier.
+        auto attempt_of = [](const DropEvent& d) { return d.sport ? d.sport : d.icmp_id; };
+        const auto attempt = attempt_of(e);
+        if (!attempt || *attempt == 0 || *attempt == attempt_of(window.first).value_or(0)) {
             return false;
         }
         const std::size_t limit = std::min(config.max_attempts_per_window, window.attempt_sports.size());
         for (std::size_t k = 0; k < window.attempts; ++k) {
-            if (window.attempt_sports[k] == *e.sport) {
+            if (window.attempt_sports[k] == *attempt) {
                 return false;
             }
         }
         if (window.attempts >= limit) {
             return false;
         }
-        window.attempt_sports[window.attempts++] = *e.sport;
+        window.attempt_sports[window.attempts++] = *attempt;
         return true;
     }
 

@@ -81,6 +81,8 @@ std::optional<DecodeAnomaly> to_drop_event(const RawNflogRecord& raw,
     out.dport = optional_if(raw.has_ports, raw.dport);
     out.icmp_type = optional_if(raw.has_icmp, raw.icmp_type);
     out.icmp_code = optional_if(raw.has_icmp, raw.icmp_code);
+    out.icmp_id = optional_if(raw.has_icmp_echo, raw.icmp_id);
+    out.icmp_seq = optional_if(raw.has_icmp_echo, raw.icmp_seq);
     out.tcp_flags = optional_if(raw.has_tcp_flags, raw.tcp_flags);
     out.ip_length = raw.ip_length;
     out.notes = raw.notes;

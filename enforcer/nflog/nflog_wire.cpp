@@ -182,6 +182,13 @@ void decode_transport(Bytes transport, std::uint8_t protocol, std::uint8_t ip_ve
         out.has_icmp = true;
         out.icmp_type = u8(transport, 0);
         out.icmp_code = u8(transport, 1);
+        const bool echo = protocol == proto_icmp ? (out.icmp_type == 8 || out.icmp_type == 0)
+                                                 : (out.icmp_type == 128 || out.icmp_type == 129);
+        if (echo && transport.size() >= 8) {
+            out.has_icmp_echo = true;
+            out.icmp_id = be16(transport, 4);
+            out.icmp_seq = be16(transport, 6);
+        }
     }
     if (transport.size() < header_size) {
         note_incomplete(out, cut_by_capture);

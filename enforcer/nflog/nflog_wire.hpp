@@ -124,6 +124,9 @@ struct RawNflogRecord {
     std::uint16_t sport = 0, dport = 0;
     bool has_icmp = false;
     std::uint8_t icmp_type = 0, icmp_code = 0;
+    // Echo request/reply (ICMP 8/0, ICMPv6 128/129): the identifier and sequence number.
+    bool has_icmp_echo = false;
+    std::uint16_t icmp_id = 0, icmp_seq = 0;
     bool has_tcp_flags = false;
     std::uint8_t tcp_flags =
         0; // FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE 0x40 CWR 0x80

@@ -204,6 +204,8 @@ class Packet:
     sport: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
+    icmp_id: int | None = None  # echo: identifier (one per ping process) and sequence
+    icmp_seq: int | None = None
     tcp_flags: str | None = None
     ip_len: int = 60
     src_address: str | None = None  # DHCP DISCOVER leaves from 0.0.0.0
@@ -253,7 +255,7 @@ class Enforcer:
 
     def summary(self, window: dict) -> dict:
         j = dict(window["first"])
-        for key in ("seq", "seq_global", "sport", "tcp_flags", "tcp_flags_raw", "ip_len",
+        for key in ("seq", "seq_global", "sport", "icmp_id", "icmp_seq", "tcp_flags", "tcp_flags_raw", "ip_len",
                     "mark", "notes", "time", "time_ns", "time_source"):
             j.pop(key, None)
         j["type"] = "drop_summary"
@@ -306,6 +308,9 @@ class Enforcer:
         if p.icmp_type is not None:
             e["icmp_type"] = p.icmp_type
             e["icmp_code"] = p.icmp_code or 0
+        if p.icmp_id is not None:
+            e["icmp_id"] = p.icmp_id
+            e["icmp_seq"] = p.icmp_seq
         if p.tcp_flags:
             e["tcp_flags"] = p.tcp_flags
             e["tcp_flags_raw"] = sum(TCP_FLAG_BITS[f] for f in p.tcp_flags.split(","))
@@ -320,9 +325,11 @@ class Enforcer:
         if window is not None:
             # A new source port within the window is a new connection attempt, emitted at once
             # (up to MAX_ATTEMPTS_PER_WINDOW of them, as the enforcer's aggregator does).
-            if p.sport and p.sport != window["first"].get("sport") and p.sport not in window["ports"] \
+            attempt = p.sport or p.icmp_id  # an ICMP echo's identifier stands for the port
+            first = window["first"].get("sport") or window["first"].get("icmp_id")
+            if attempt and attempt != first and attempt not in window["ports"] \
                     and len(window["ports"]) < MAX_ATTEMPTS_PER_WINDOW:
-                window["ports"].append(p.sport)
+                window["ports"].append(attempt)
                 self.emit(p.t_ns, e)
                 return
             window["count"] += 1
@@ -350,6 +357,7 @@ class Scenario:
     packets: list = field(default_factory=list)
     attackers: dict = field(default_factory=dict)  # key -> {"expect": [...], "what": "..."}
     notes: list = field(default_factory=list)
+    icmp_ids: int = 0x3000  # the last ICMP echo identifier handed out
     known_weakness: str = ""  # the analyzer is known to fail it (README.md): reported, not gating
 
     def at(self, seconds: float) -> int:
@@ -381,8 +389,14 @@ class Scenario:
                                    src_address=src_address))
 
     def icmp(self, t: float, src: Workload, dst: str, icmp_type: int, ip_len=28) -> None:
+        # An echo request from a process of its own (`ping -c1`, an implant's raw socket): a new
+        # identifier each time (a counter, so the scenario's random draws stay as they were).
+        echo = icmp_type == 8
+        if echo:
+            self.icmp_ids += 1
         self.packets.append(Packet(self.at(t), src, dst, 1, icmp_type=icmp_type, icmp_code=0,
-                                   ip_len=ip_len))
+                                   icmp_id=(self.icmp_ids & 0xFFFF) if echo else None,
+                                   icmp_seq=1 if echo else None, ip_len=ip_len))
 
 
 # Connection attempts' SYN retransmits (seconds after the first SYN), by stack:
@@ -756,7 +770,7 @@ def _(sc: Scenario, fleet: Fleet) -> None:
 BEACON_JITTERS = (0.0, 0.1, 0.2, 0.3)
 BEACON_MATRIX = (
     ("tcp", 2.0), ("tcp", 5.0), ("tcp", 10.0), ("tcp", 30.0), ("tcp", 300.0), ("tcp", 3600.0),
-    ("udp", 2.0), ("udp", 30.0), ("icmp", 30.0), ("icmp", 300.0),
+    ("udp", 2.0), ("udp", 30.0), ("icmp", 2.0), ("icmp", 30.0), ("icmp", 300.0),
 )
 # Destinations nobody manages (TEST-NET-3), one per beacon so every series stands alone.
 BEACON_VDIS = ("vdi-004", "vdi-011", "vdi-102", "vdi-113")  # one per jitter

@@ -183,6 +183,31 @@ TEST_CASE("beaconing: a period and its jitter are judged over 8 intervals or mor
     }
 }
 
+TEST_CASE("beaconing: an ICMP echo's identifier tells attempts apart") {
+    auto echo = [](std::int64_t t, std::uint16_t id) {
+        auto r = drop(Source{}, "203.0.113.50", 0, t, 1);
+        r.dport.reset();
+        r.sport = id; // ingest puts the echo identifier there
+        return r;
+    };
+    SUBCASE("a ping every 2 s from a new process each time is a beacon") {
+        Analyzer a;
+        std::vector<DropRecord> records;
+        for (int i = 0; i < 20; ++i) {
+            records.push_back(echo(T0 + i * 2 * S, static_cast<std::uint16_t>(9000 + i)));
+        }
+        CHECK(count_rule(feed_all(a, records), Rule::Beaconing) == 1);
+    }
+    SUBCASE("one ping running (one identifier, a request a second) is one attempt, not a beacon") {
+        Analyzer a;
+        std::vector<DropRecord> records;
+        for (int i = 0; i < 120; ++i) {
+            records.push_back(echo(T0 + i * S, 9000));
+        }
+        CHECK(count_rule(feed_all(a, records), Rule::Beaconing) == 0);
+    }
+}
+
 TEST_CASE("beaconing: one finding per (source, destination) beacon") {
     Analyzer a;
     // Two C2 addresses from one desktop, 60 s apart in phase; a third series to the first

@@ -101,7 +101,23 @@ TEST_CASE("nflog aggregator: a new source port within the window is a new attemp
     CHECK(std::get<DropSummary>(out[4]).count == 3);
     CHECK(total_count(out) == 7); // every packet counted once
 
-    // A port without a number (ICMP) or the first's own port never counts as an attempt.
+    // ICMP echo: a new identifier (another ping process) is a new attempt; the same one with
+    // the next sequence number (one `ping` running on) is a repeat.
+    EventAggregator pings;
+    std::vector<AggregatedRecord> ping_out;
+    for (int i = 0; i < 6; ++i) {
+        auto e = drop(0, t0 + i * 100 * ms);
+        e.protocol = 1;
+        e.sport.reset();
+        e.dport.reset();
+        e.icmp_type = 8;
+        e.icmp_id = static_cast<std::uint16_t>(i < 3 ? 700 : 700 + i); // 700 x3, then 703, 704, 705
+        e.icmp_seq = static_cast<std::uint16_t>(i + 1);
+        pings.add(e, t0 + i * 100 * ms, ping_out);
+    }
+    CHECK(ping_out.size() == 4);
+
+    // Without a source port or an identifier (other ICMP), nothing counts as an attempt.
     EventAggregator icmp;
     std::vector<AggregatedRecord> icmp_out;
     for (int i = 0; i < 5; ++i) {

@@ -149,6 +149,22 @@ TEST_CASE("nflog decoder: ICMP echo and ICMPv6 echo carry type and code, no port
         CHECK_FALSE(e.sport);
         CHECK_FALSE(e.dport);
         CHECK(to_json(e)["proto_name"] == "icmp");
+        CHECK(e.icmp_id == std::uint16_t{1}); // the builder's defaults
+        CHECK(e.icmp_seq == std::uint16_t{1});
+    }
+    SUBCASE("an echo's identifier and sequence, in the event and its JSON") {
+        auto e = decode_ok(
+            forward_spec(build_ipv4(ip("10.0.0.1"), ip("10.0.0.2"), 1, build_icmp(8, 0, 0xBEEF, 42))));
+        CHECK(e.icmp_id == std::uint16_t{0xBEEF});
+        CHECK(e.icmp_seq == std::uint16_t{42});
+        CHECK(to_json(e)["icmp_id"] == 0xBEEF);
+        CHECK(to_json(e)["icmp_seq"] == 42);
+    }
+    SUBCASE("not an echo (a timestamp request): no identifier") {
+        auto e = decode_ok(
+            forward_spec(build_ipv4(ip("10.0.0.1"), ip("10.0.0.2"), 1, build_icmp(13, 0, 7, 7))));
+        CHECK_FALSE(e.icmp_id);
+        CHECK_FALSE(to_json(e).contains("icmp_id"));
     }
     SUBCASE("ICMPv6") {
         auto spec = forward_spec(build_ipv6(ip("fd00::1"), ip("fd00::2"), 58, build_icmp(128, 0)));
@@ -158,6 +174,7 @@ TEST_CASE("nflog decoder: ICMP echo and ICMPv6 echo carry type and code, no port
         CHECK(e.icmp_type == std::uint8_t{128});
         CHECK(e.icmp_code == std::uint8_t{0});
         CHECK(to_json(e)["proto_name"] == "icmpv6");
+        CHECK(e.icmp_id == std::uint16_t{1});
     }
     SUBCASE("protocol 58 inside IPv4 is not ICMPv6") {
         auto e = decode_ok(

@@ -52,6 +52,14 @@ TEST_CASE("event batch: fields become columns, the event its document text") {
     CHECK(h.workload.empty());
 }
 
+TEST_CASE("event batch: an ICMP echo's identifier stands for the source port (the analyzer's attempts)") {
+    const auto r = EventBatchParser().parse(
+        R"({"events":[{"seq":1,"event":{"type":"drop","proto":1,"icmp_type":8,"icmp_id":4242,"icmp_seq":3}}]})",
+        "hv1", 1'700'000'000'000);
+    REQUIRE(r);
+    CHECK((*r)[0].sport == std::optional<std::uint16_t>(4242));
+}
+
 TEST_CASE("event batch: time falls back from time_ns to last_seen_ns to time_unix_ms") {
     auto r = EventBatchParser().parse(
         R"({"events":[{"seq":1,"event":{"type":"drop_summary","last_seen_ns":5}},)"
@@ -96,6 +104,8 @@ TEST_CASE("event batch: bad input is refused with the pointer of the first probl
                   "/events/0/event/dport"},
              Case{R"({"events":[{"seq":1,"event":{"type":"drop","sport":-1}}]})", "invalid-port",
                   "/events/0/event/sport"},
+             Case{R"({"events":[{"seq":1,"event":{"type":"drop","proto":1,"icmp_id":70000}}]})", "invalid-value",
+                  "/events/0/event/icmp_id"},
              Case{R"({"events":[{"seq":1,"event":{"type":"drop","count":0}}]})", "invalid-value",
                   "/events/0/event/count"},
          }) {
