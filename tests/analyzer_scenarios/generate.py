@@ -958,8 +958,8 @@ def _(sc: Scenario, fleet: Fleet) -> None:
             t += poll * sc.rng.uniform(0.95, 1.05)
             sc.udp(t, w, "203.0.113.123", 123, sport=fixed, ip_len=76)
             poll = min(poll * 2, 1024.0)
-    # A desktop's DNS client (its stub resolver) asking a blocked DNS server: each query tried twice 5 s apart from its own
-    # port, queries when the user does something (Poisson, ~every 40 s).
+    # A desktop's DNS client (the resolver built into its OS) asking a blocked DNS server: each query tried twice 5 s
+    # apart from its own port, queries when the user does something (Poisson, ~every 40 s).
     w = fleet["vdi-019"]
     for t in poisson_times(sc.rng, 0, 8 * 3600.0, 40.0):
         port = sc.ephemeral(w)

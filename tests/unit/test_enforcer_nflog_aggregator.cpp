@@ -38,6 +38,16 @@ DropEvent drop(std::uint16_t dport, std::int64_t at = t0, Reason reason = Reason
     return e;
 }
 
+// An ICMP echo request: no ports, no identifier unless the test sets one.
+DropEvent echo_request(std::int64_t at) {
+    auto e = drop(0, at);
+    e.protocol = 1;
+    e.sport.reset();
+    e.dport.reset();
+    e.icmp_type = 8;
+    return e;
+}
+
 std::uint64_t total_count(const std::vector<AggregatedRecord>& records) {
     return std::accumulate(records.begin(), records.end(), std::uint64_t{0},
                            [](std::uint64_t sum, const auto& r) { return sum + record_count(r); });
@@ -106,11 +116,7 @@ TEST_CASE("nflog aggregator: a new source port within the window is a new attemp
     EventAggregator pings;
     std::vector<AggregatedRecord> ping_out;
     for (int i = 0; i < 6; ++i) {
-        auto e = drop(0, t0 + i * 100 * ms);
-        e.protocol = 1;
-        e.sport.reset();
-        e.dport.reset();
-        e.icmp_type = 8;
+        auto e = echo_request(t0 + i * 100 * ms);
         e.icmp_id = static_cast<std::uint16_t>(i < 3 ? 700 : 700 + i); // 700 x3, then 703, 704, 705
         e.icmp_seq = static_cast<std::uint16_t>(i + 1);
         pings.add(e, t0 + i * 100 * ms, ping_out);
@@ -121,12 +127,7 @@ TEST_CASE("nflog aggregator: a new source port within the window is a new attemp
     EventAggregator icmp;
     std::vector<AggregatedRecord> icmp_out;
     for (int i = 0; i < 5; ++i) {
-        auto e = drop(0, t0 + i * 100 * ms);
-        e.protocol = 1;
-        e.sport.reset();
-        e.dport.reset();
-        e.icmp_type = 8;
-        icmp.add(e, t0 + i * 100 * ms, icmp_out);
+        icmp.add(echo_request(t0 + i * 100 * ms), t0 + i * 100 * ms, icmp_out);
     }
     CHECK(icmp_out.size() == 1);
 }
