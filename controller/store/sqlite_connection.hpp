@@ -498,8 +498,13 @@ class SqliteStore::Impl {
     void start_checkpointer();
     std::atomic<std::uint64_t> checkpoints{0};
     std::atomic<std::uint64_t> checkpoint_failures{0};
+    std::atomic<std::uint64_t> checkpoint_skips{0};
 
   private:
+    // The writer's commits report the WAL's size here (sqlite3_wal_hook), which replaces
+    // SQLite's own autocheckpoint hook: wal_autocheckpoint_pages is enforced by ours.
+    static int on_wal_commit(void* impl, sqlite3* db, const char* schema, int pages);
+    std::atomic<int> wal_pages_{0};
     std::jthread checkpointer_;  // last: stopped and joined before anything it uses goes
 };
 

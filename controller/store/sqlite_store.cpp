@@ -67,6 +67,8 @@ std::uint64_t SqliteStore::background_checkpoints() const { return impl_->checkp
 
 std::uint64_t SqliteStore::background_checkpoint_failures() const { return impl_->checkpoint_failures.load(); }
 
+std::uint64_t SqliteStore::background_checkpoint_skips() const { return impl_->checkpoint_skips.load(); }
+
 StoreResult<int> SqliteStore::schema_version() {
     return impl_->read("schema_version",
                        [](Connection& c) { return current_version(c, "schema_version"); });

@@ -536,6 +536,9 @@ int run_daemon(const DaemonOptions& options) {
                 spdlog::warn("daemon: enforcer {}: NFLOG read: {}", options.enforcer_id, read.error());
             }
             emit_records();
+            // At once, not at the end of this turn: a tick in the same turn (drift check,
+            // metrics) would otherwise hold the drop back from the controller by milliseconds.
+            sink->flush();
             if (contained) {
                 spdlog::warn("daemon: enforcer {}: the kernel contained {} port(s) and blocked {} sender(s) on a tripwire",
                              options.enforcer_id, keeper.held_ports().size(), keeper.held_sources().size());

@@ -332,6 +332,7 @@ TEST_CASE("store: the WAL is checkpointed in the background, not by the commit t
     auto opened = SqliteStore::open(file, make<SqliteStoreOptions>([](auto& o) {
         o.wal_autocheckpoint_pages = 1'000'000;  // the writer would never checkpoint by itself
         o.background_checkpoint_interval = std::chrono::milliseconds(20);
+        o.background_checkpoint_min_pages = 1;
     }));
     REQUIRE(opened);
     auto& store = **opened;
@@ -349,4 +350,45 @@ TEST_CASE("store: the WAL is checkpointed in the background, not by the commit t
     CHECK(store.background_checkpoint_failures() == 0);
     CHECK(std::filesystem::file_size(file) > database_bytes);
 
+}
+
+TEST_CASE("store: a small WAL is left alone until it holds background_checkpoint_min_pages pages") {
+    // Each checkpoint that empties the WAL costs the next commit a synced WAL restart; a
+    // WAL below the minimum is not checkpointed, so an idle controller's next write (a
+    // quarantine) does not pay that sync.
+    TempDir dir;
+    const auto file = dir.path() / "bulkhead.db";
+    // Created and closed first: the schema's pages leave the WAL when the file is closed, so
+    // the WAL below starts empty.
+    REQUIRE(SqliteStore::open(file));
+    auto opened = SqliteStore::open(file, make<SqliteStoreOptions>([](auto& o) {
+        o.wal_autocheckpoint_pages = 1'000'000;
+        o.background_checkpoint_interval = std::chrono::milliseconds(10);
+        o.background_checkpoint_min_pages = 64;
+    }));
+    REQUIRE(opened);
+    auto& store = **opened;
+    REQUIRE(store.append_audit(audit("one small write")));
+    auto wait_for = [](auto done) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        return done();
+    };
+    // The checkpointer has looked three times and found the WAL too small each time.
+    REQUIRE(wait_for([&] { return store.background_checkpoint_skips() >= 3; }));
+    CHECK(store.background_checkpoints() == 0);
+    // Past the minimum (each audit commit writes at least one page), it checkpoints.
+    for (int i = 0; i < 200; ++i) {
+        REQUIRE(store.append_audit(audit("action-" + std::to_string(i))));
+    }
+    CHECK(wait_for([&] { return store.background_checkpoints() > 0; }));
+    CHECK(store.background_checkpoint_failures() == 0);
+    const auto skipped = store.background_checkpoint_skips();
+    // Emptied: the WAL is small again, so the next looks are skips, not checkpoints.
+    REQUIRE(store.append_audit(audit("after the checkpoint")));
+    const auto checkpoints = store.background_checkpoints();
+    CHECK(wait_for([&] { return store.background_checkpoint_skips() >= skipped + 3; }));
+    CHECK(store.background_checkpoints() <= checkpoints + 1);
 }
