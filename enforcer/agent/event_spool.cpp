@@ -87,6 +87,13 @@ EventSpool::~EventSpool() {
     if (active_unsynced_ && active_fd_ >= 0) {
         (void)::fdatasync(active_fd_);
     }
+    // The active segment outlives its acknowledgement while running (acknowledge()); a
+    // clean stop removes it, as a restart would otherwise send its events again.
+    while (!segments_.empty() && segments_.front().last_seq <= acked_through_) {
+        if (!drop_oldest_segment(nullptr)) {
+            break;
+        }
+    }
     close_active();
 }
 
@@ -384,6 +391,14 @@ std::expected<void, std::string> EventSpool::acknowledge(std::uint64_t seq) {
     }
     acked_through_ = seq;
     while (!segments_.empty() && segments_.front().last_seq <= acked_through_) {
+        // The active segment stays open, acknowledged lines and all, until it is full (or
+        // the spool closes): deleting it would make the next quiet-time event pay for a new
+        // file and a synced directory on its way to the controller, and this call for a
+        // durable last_seq (milliseconds each on a busy disk, under the lock the writer
+        // needs). next_batch() skips its acknowledged lines without re-reading them.
+        if (segments_.size() == 1 && active_fd_ >= 0 && segments_.front().bytes < config_.segment_bytes) {
+            break;
+        }
         if (auto dropped = drop_oldest_segment(nullptr); !dropped) {
             return dropped;
         }

@@ -73,7 +73,9 @@ public:
     // The oldest events not yet acknowledged, at most `max_events` and `max_bytes` of body.
     std::optional<UploadBatch> next_batch(std::size_t max_events, std::size_t max_bytes);
 
-    // The controller committed everything through `seq`: segments wholly at or below it go.
+    // The controller committed everything through `seq`: segments wholly at or below it go,
+    // except the active one, which stays open for the next append until it is full (a crash
+    // before then sends its acknowledged events again; the controller de-duplicates them).
     std::expected<void, std::string> acknowledge(std::uint64_t seq);
 
     // The oldest unacknowledged event, `seq`, was refused by the controller for good (a

@@ -288,10 +288,59 @@ TEST_CASE("agent spool: append, drain oldest first, acknowledge") {
     CHECK(small->count >= 1);
     REQUIRE(s.acknowledge(100));
     CHECK(s.stats().events == 0);
-    CHECK(s.stats().segments == 0);
-    CHECK(s.stats().bytes == 0);
+    // The full segments go; the active one stays open for the next append.
+    CHECK(s.stats().segments == 1);
     CHECK_FALSE(s.has_unacknowledged());
     CHECK_FALSE(s.next_batch(10, 1 << 20));
+    REQUIRE(s.append(events(100, 1)));
+    auto next = s.next_batch(10, 1 << 20);
+    REQUIRE(next);
+    CHECK(seqs_of(*next) == std::vector<std::uint64_t>{101});
+}
+
+TEST_CASE("agent spool: a quiet spool appends to the same segment file across acknowledgements") {
+    // One event at a time, each acknowledged before the next (a quiet host): no segment file
+    // is deleted or created per event (each would cost a synced directory on the event's
+    // way to the controller), and what was acknowledged is not sent again.
+    AgentTempDir dir;
+    const auto where = dir.path / "spool";
+    auto segment_files = [&] {
+        std::vector<std::string> names;
+        for (const auto& entry : std::filesystem::directory_iterator(where)) {
+            if (entry.path().filename().string().starts_with("seg-")) {
+                names.push_back(entry.path().filename().string());
+            }
+        }
+        return names;
+    };
+    {
+        auto spool = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+        REQUIRE(spool);
+        auto& s = **spool;
+        std::vector<std::string> first;
+        for (int i = 0; i < 20; ++i) {
+            auto r = s.append(events(i, 1), false);
+            REQUIRE(r);
+            auto batch = s.next_batch(100, 1 << 20);
+            REQUIRE(batch);
+            CHECK(seqs_of(*batch) == std::vector<std::uint64_t>{r->first_seq});
+            REQUIRE(s.acknowledge(batch->last_seq));
+            CHECK_FALSE(s.has_unacknowledged());
+            if (i == 0) {
+                first = segment_files();
+            }
+            CHECK(segment_files() == first);
+        }
+        CHECK(first.size() == 1);
+    }
+    // A clean stop removes the acknowledged segment: nothing is sent again, and seqs go on.
+    CHECK(segment_files().empty());
+    auto reopened = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+    REQUIRE(reopened);
+    CHECK_FALSE((*reopened)->has_unacknowledged());
+    auto r = (*reopened)->append(events(20, 1));
+    REQUIRE(r);
+    CHECK(r->first_seq == 21);
 }
 
 TEST_CASE("agent spool: acknowledged lines are skipped, not re-read, and batches stay exact") {
@@ -359,9 +408,10 @@ TEST_CASE("agent spool: sequence numbers survive restarts, emptied spool include
         auto r = (*spool)->append(events(10, 5));
         REQUIRE(r);
         CHECK(r->first_seq == 11);
-        // Everything delivered: the segments go, the high-water mark stays.
+        // Everything delivered: the segments go at the latest when the spool closes, the
+        // high-water mark stays.
         REQUIRE((*spool)->acknowledge(15).has_value());
-        CHECK((*spool)->stats().segments == 0);
+        CHECK((*spool)->stats().events == 0);
     }
     {
         auto spool = EventSpool::open({where, 1024 * 1024, 0});
