@@ -94,6 +94,12 @@ EventSpool::~EventSpool() {
             break;
         }
     }
+    // A segment acknowledged in part (events appended after an acknowledgement): the next
+    // start skips what the controller has. Written at a clean stop only, so it never claims
+    // more than was confirmed; after a crash the acknowledged lines come again (duplicates).
+    if (!segments_.empty() && acked_through_ >= segments_.front().first_seq) {
+        (void)write_durably(config_.directory / "acked_through", std::to_string(acked_through_) + "\n", 0600);
+    }
     close_active();
 }
 
@@ -146,6 +152,17 @@ std::expected<void, std::string> EventSpool::load() {
         (void)end;
         last_seq_ = seq;
     }
+    // What the controller had confirmed at the last clean stop (see ~EventSpool); read once.
+    std::uint64_t acked_at_stop = 0;
+    const auto acked_path = config_.directory / "acked_through";
+    if (auto acked = read_small_file(acked_path); acked && *acked) {
+        const auto& text = **acked;
+        if (std::from_chars(text.data(), text.data() + text.size(), acked_at_stop).ec != std::errc{}) {
+            acked_at_stop = 0;  // unreadable: everything is sent again, which is only duplicates
+        }
+    }
+    std::error_code removed;
+    std::filesystem::remove(acked_path, removed);
     std::vector<std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(config_.directory)) {
         const auto name = entry.path().filename().string();
@@ -189,6 +206,7 @@ std::expected<void, std::string> EventSpool::load() {
         total_bytes_ += segment.bytes;
         segments_.push_back(std::move(segment));
     }
+    acked_through_ = std::min(acked_at_stop, last_seq_);
     return {};
 }
 

@@ -343,6 +343,41 @@ TEST_CASE("agent spool: a quiet spool appends to the same segment file across ac
     CHECK(r->first_seq == 21);
 }
 
+TEST_CASE("agent spool: after a clean restart, a segment acknowledged in part sends only the rest") {
+    // Events appended to the open segment after an acknowledgement share it with acknowledged
+    // ones; a clean stop records how far the controller confirmed, so none comes again.
+    AgentTempDir dir;
+    const auto where = dir.path / "spool";
+    {
+        auto spool = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+        REQUIRE(spool);
+        REQUIRE((*spool)->append(events(0, 10)));
+        REQUIRE((*spool)->acknowledge((*spool)->next_batch(100, 1 << 20)->last_seq));
+        REQUIRE((*spool)->append(events(10, 5)));
+        CHECK((*spool)->stats().events == 5);
+    }
+    {
+        auto spool = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+        REQUIRE(spool);
+        CHECK((*spool)->stats().events == 5);
+        auto batch = (*spool)->next_batch(100, 1 << 20);
+        REQUIRE(batch);
+        CHECK(seqs_of(*batch) == std::vector<std::uint64_t>{11, 12, 13, 14, 15});
+    }  // stopped again without acknowledging: the record stays as it was
+    {
+        auto spool = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+        REQUIRE(spool);
+        CHECK((*spool)->stats().events == 5);
+    }
+    // An unreadable record costs duplicates, never events.
+    {
+        std::ofstream(where / "acked_through") << "not a number";
+        auto spool = EventSpool::open({where, 1024 * 1024, 64 * 1024});
+        REQUIRE(spool);
+        CHECK((*spool)->stats().events == 15);
+    }
+}
+
 TEST_CASE("agent spool: acknowledged lines are skipped, not re-read, and batches stay exact") {
     AgentTempDir dir;
     auto spool = EventSpool::open({dir.path / "spool", 1024 * 1024, 64 * 1024});
