@@ -179,13 +179,15 @@ public:
         return stream_->poll_line();
     }
     std::optional<std::string> take_reply() override {
-        std::lock_guard lock(mutex_);
-        if (replies_.empty()) {
-            return std::nullopt;
+        {
+            std::lock_guard lock(mutex_);
+            if (!replies_.empty()) {
+                auto reply = std::move(replies_.front());
+                replies_.pop_front();
+                return reply;
+            }
         }
-        auto reply = std::move(replies_.front());
-        replies_.pop_front();
-        return reply;
+        return stream_->take_prepared();
     }
     void set_wake(std::function<void()> wake) override {
         {

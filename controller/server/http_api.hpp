@@ -45,9 +45,10 @@ public:
     // it answers is queued and goes out through poll(). false: the message breaks the
     // protocol and the server closes the connection.
     virtual bool receive(std::string_view message) = 0;
-    // An answer receive() queued, if any, without other work: the server calls it on its
-    // I/O thread before handing poll() to a worker, so that a reply (an ack's answer the
-    // enforcer times) does not wait for a second worker hop.
+    // An answer receive() queued, or a message already built elsewhere (the control channel's
+    // prepared diff, ChannelStream::take_prepared), if any, without other work: the server
+    // calls it on its I/O thread before handing poll() to a worker, so that a reply (an ack's
+    // answer the enforcer times) or a quarantine's diff does not wait for worker hops.
     virtual std::optional<std::string> take_reply() = 0;
 };
 

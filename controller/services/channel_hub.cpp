@@ -13,6 +13,8 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 constexpr std::size_t kDiffCacheEntries = 4096;
+// changed() of at most this many enforcers prepares their diffs itself (see the header).
+constexpr std::size_t kPrepareAtMost = 8;
 
 // {"generation":G,"hash":H,"ruleset":{...},"type":"ruleset"} as nlohmann would write it (its
 // members sorted), with the document written from the element lists' cached texts.
@@ -42,6 +44,19 @@ struct ChannelHub::Mailbox {
     // The last rulesets handed to this stream, (generation, CLOCK_REALTIME ns), oldest first:
     // the "pushed" stage of a containment's timeline.
     std::deque<std::pair<std::uint64_t, std::int64_t>> pushes;
+    // What the stream last sent (it publishes it here), and the diff from there to the
+    // desired ruleset that changed() prepared, for take_prepared().
+    std::uint64_t sent_generation = 0;
+    std::string sent_hash;
+    bool format1 = false;
+    struct Prepared {
+        std::uint64_t base_generation = 0;
+        std::string base_hash;
+        std::uint64_t generation = 0;
+        std::string hash;
+        std::shared_ptr<const std::string> line;
+    };
+    std::optional<Prepared> prepared;
 
     void record_push(std::uint64_t generation) {
         std::lock_guard lock(mutex);
@@ -71,7 +86,12 @@ class ChannelHub::Stream final : public ChannelStream {
     Stream(ChannelHub& hub, std::string enforcer, std::shared_ptr<Mailbox> mailbox, std::uint64_t generation,
            std::string hash, bool format1)
         : hub_(hub), enforcer_(std::move(enforcer)), mailbox_(std::move(mailbox)), sent_generation_(generation),
-          sent_hash_(std::move(hash)), format1_(format1), last_sent_(SteadyClock::now()) {}
+          sent_hash_(std::move(hash)), format1_(format1), last_sent_(SteadyClock::now()) {
+        std::lock_guard lock(mailbox_->mutex);
+        mailbox_->sent_generation = sent_generation_;
+        mailbox_->sent_hash = sent_hash_;
+        mailbox_->format1 = format1_;
+    }
 
     ~Stream() override {
         if (holding_full_) {
@@ -128,6 +148,11 @@ class ChannelHub::Stream final : public ChannelStream {
                 holding_full_ = full;
                 sent_generation_ = desired->generation;
                 sent_hash_ = desired->hash;
+                {
+                    std::lock_guard lock(mailbox_->mutex);
+                    mailbox_->sent_generation = sent_generation_;
+                    mailbox_->sent_hash = sent_hash_;
+                }
                 mailbox_->record_push(desired->generation);
                 if (format1_) {
                     return sent(format1_update_line(base, *desired));
@@ -140,6 +165,40 @@ class ChannelHub::Stream final : public ChannelStream {
             return sent(json{{"type", "heartbeat"}, {"controller_time_ms", hub_.clock_()}}.dump() + "\n");
         }
         return std::string();
+    }
+
+    std::optional<std::string> take_prepared() override {
+        if (!hello_sent_ || holding_full_ || format1_) {
+            return std::nullopt;  // poll_line() has its own work first
+        }
+        std::shared_ptr<const std::string> line;
+        std::uint64_t generation = 0;
+        {
+            // Under the mailbox's lock, so that changed() cannot prepare from what this
+            // stream is about to stop holding. A newer change than the prepared one has moved
+            // the desired ruleset already: left to poll_line(), which its notify reaches.
+            std::lock_guard lock(mailbox_->mutex);
+            if (!mailbox_->prepared || mailbox_->closed || hub_.stopping_) {
+                return std::nullopt;
+            }
+            auto prepared = std::move(*mailbox_->prepared);
+            mailbox_->prepared.reset();
+            if (prepared.base_generation != sent_generation_ || prepared.base_hash != sent_hash_) {
+                return std::nullopt;
+            }
+            const auto desired = hub_.desired_.current(enforcer_);
+            if (!desired || desired->generation != prepared.generation || desired->hash != prepared.hash) {
+                return std::nullopt;
+            }
+            sent_generation_ = prepared.generation;
+            sent_hash_ = prepared.hash;
+            mailbox_->sent_generation = sent_generation_;
+            mailbox_->sent_hash = sent_hash_;
+            line = std::move(prepared.line);
+            generation = prepared.generation;
+        }
+        mailbox_->record_push(generation);
+        return sent(*line);
     }
 
     std::optional<std::string> next_line() override {
@@ -259,17 +318,48 @@ std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std
 
 void ChannelHub::changed(const std::vector<std::string>& enforcers) {
     std::vector<std::shared_ptr<Mailbox>> woken;
+    std::vector<std::string> ids;
     {
         std::lock_guard lock(mutex_);
         for (const auto& id : enforcers) {
             if (auto it = mailboxes_.find(id); it != mailboxes_.end()) {
                 woken.push_back(it->second);
+                ids.push_back(id);
             }
+        }
+    }
+    if (woken.size() <= kPrepareAtMost) {
+        for (std::size_t i = 0; i < woken.size(); ++i) {
+            prepare(ids[i], *woken[i]);
         }
     }
     for (auto& mailbox : woken) {
         mailbox->notify(false);
     }
+}
+
+void ChannelHub::prepare(const std::string& enforcer, Mailbox& mailbox) {
+    std::uint64_t held_generation = 0;
+    std::string held_hash;
+    {
+        std::lock_guard lock(mailbox.mutex);
+        if (mailbox.format1 || mailbox.closed) {
+            return;  // an enforcer of the previous release gets lines built for it alone
+        }
+        held_generation = mailbox.sent_generation;
+        held_hash = mailbox.sent_hash;
+    }
+    const auto target = desired_.current(enforcer);
+    if (!target || (target->generation == held_generation && target->hash == held_hash)) {
+        return;
+    }
+    const auto base = desired_.find(enforcer, held_generation, held_hash);
+    if (!base || !base->ruleset) {
+        return;  // a full ruleset: the stream waits for its turn (acquire_full)
+    }
+    auto line = update_line(base, *target);
+    std::lock_guard lock(mailbox.mutex);
+    mailbox.prepared = Mailbox::Prepared{held_generation, held_hash, target->generation, target->hash, std::move(line)};
 }
 
 void ChannelHub::shutdown() {

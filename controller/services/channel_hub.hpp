@@ -42,6 +42,11 @@ class ChannelStream {
     virtual void set_wake(std::function<void()> wake) = 0;
     // When poll_line() will next have a heartbeat to send if nothing else happens.
     virtual std::chrono::steady_clock::time_point next_heartbeat() const = 0;
+    // The diff ChannelHub::changed() prepared for this stream, if it is still the one due;
+    // nothing otherwise (poll_line() then does the work). It computes nothing, so the event-
+    // driven server sends it from its I/O thread, without the two hops to a worker and back
+    // that poll_line() costs (a quarantine's time in force).
+    virtual std::optional<std::string> take_prepared() { return std::nullopt; }
 };
 
 // Where the hub reads what an enforcer should have (the fleet service's DesiredState).
@@ -74,7 +79,10 @@ class ChannelHub {
     // are built for it alone; inside, every hash is format 2).
     std::unique_ptr<ChannelStream> open(const std::string& enforcer, std::uint64_t generation, const std::string& hash,
                                         int hash_format = ruleset::ruleset_hash_format);
-    // The desired ruleset of these enforcers changed: wake their streams.
+    // The desired ruleset of these enforcers changed: wake their streams. For a few of them
+    // (a quarantine, a release) the diff each stream needs is built here first, on the
+    // caller's thread, for take_prepared(); a fleet-wide change leaves it to the streams'
+    // polls, which share the diff cache and run on every worker.
     void changed(const std::vector<std::string>& enforcers);
     // Ends every stream.
     void shutdown();
@@ -97,6 +105,7 @@ class ChannelHub {
     struct Mailbox;
     class Stream;
     std::shared_ptr<const std::string> update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
+    void prepare(const std::string& enforcer, Mailbox& mailbox);
     static std::string format1_update_line(const std::optional<RulesetVersion>& base, const RulesetVersion& target);
 
     // A full-ruleset turn; false: `mailbox` is queued and notified when a turn frees.

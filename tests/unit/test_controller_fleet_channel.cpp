@@ -180,6 +180,53 @@ TEST_CASE("channel hub: full rulesets take turns, diffs and heartbeats never wai
     CHECK(line(*third)["type"] == "diff");
 }
 
+TEST_CASE("channel hub: a few enforcers' diffs are prepared by changed() and taken without a poll") {
+    Desired desired;
+    desired.update(compile_all());
+    ChannelHub hub(desired, std::chrono::hours(1), fixed_clock);
+    auto hv1 = hub.open("hv1", 0, "");
+    hv1->set_wake([] {});
+    enforcer::agent::ChannelSession session("hv1", {});
+    CHECK_FALSE(hv1->take_prepared());  // nothing prepared, and the hello comes first anyway
+    REQUIRE(drain(*hv1, &session).size() == 2);
+
+    // A quarantine: the diff is ready when the stream is woken, and taking it computes nothing.
+    hub.changed(desired.update(compile_all({"vdi-001"})));
+    const auto misses = hub.diff_cache_stats().misses;
+    auto line = hv1->take_prepared();
+    REQUIRE(line.has_value());
+    CHECK(json::parse(*line)["type"] == "diff");
+    auto action = session.handle_line(*line);
+    CHECK(action.kind == enforcer::agent::ChannelAction::Kind::Apply);
+    CHECK(session.held().hash == desired.current("hv1")->hash);
+    CHECK(hub.diff_cache_stats().misses == misses);
+    CHECK_FALSE(hv1->take_prepared());  // taken once
+    CHECK(drain(*hv1, &session).empty());  // and poll_line() does not send it again
+
+    // Superseded before it was taken (the desired ruleset moved on, its own wake to come):
+    // not sent; poll_line() sends the diff to the newest.
+    hub.changed(desired.update(compile_all({"vdi-001", "vdi-002"})));
+    desired.update(compile_all({"vdi-002"}));
+    CHECK_FALSE(hv1->take_prepared());
+    auto newest = drain(*hv1, &session);
+    REQUIRE(newest.size() == 1);
+    CHECK(session.held().hash == desired.current("hv1")->hash);
+
+    // Already sent by a poll: the prepared diff starts from what the stream no longer holds.
+    hub.changed(desired.update(compile_all()));
+    REQUIRE(drain(*hv1, &session).size() == 1);
+    CHECK_FALSE(hv1->take_prepared());
+
+    // An enforcer of the previous release gets lines built for it alone: nothing prepared.
+    const auto held = *desired.current("hv2");
+    auto old = hub.open("hv2", held.generation, ruleset::ruleset_hash_format1(*held.ruleset), 1);
+    old->set_wake([] {});
+    drain(*old);
+    hub.changed(desired.update(compile_all({"vdi-101"})));
+    CHECK_FALSE(old->take_prepared());
+    CHECK(drain(*old).size() == 1);
+}
+
 TEST_CASE("channel hub: the diff from one version to another is built once and shared") {
     Desired desired;
     desired.update(compile_all());
