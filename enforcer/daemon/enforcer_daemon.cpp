@@ -380,7 +380,10 @@ int run_daemon(const DaemonOptions& options) {
                 spdlog::warn("daemon: enforcer {}: {}: {}", options.enforcer_id, canonical_path.string(), saved.error());
             }
         }
-        auto applied = keeper.apply(kernel_copy(**next), now_unix_ms());
+        // Without port discovery the source's ruleset is the kernel's: no copy on the way to
+        // the kernel (a quarantine's time to contain).
+        auto applied = follower ? keeper.apply(follower->localize(**next), now_unix_ms())
+                                : keeper.apply(**next, now_unix_ms());
         ApplyReport report;
         report.apply_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         report.applied_at_ms = now_unix_ms();

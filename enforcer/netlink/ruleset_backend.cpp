@@ -198,10 +198,9 @@ struct Transaction {
 std::expected<ApplyStats, KernelError> run(detail::NetlinkSocket* socket, const Transaction& tx,
                                            const NetlinkOptions& options, std::uint32_t& seq,
                                            Clock::time_point start) {
-    auto before = socket->generation(seq++);
-    if (!before) {
-        return std::unexpected(before.error());
-    }
+    // No generation read before the batch: it would cost every apply (a quarantine above all)
+    // a netlink round trip, for the rare batch whose ACKs are lost, which the table itself
+    // settles below.
     ApplyStats stats;
     stats.messages = tx.batch.messages().size();
     stats.bytes = tx.batch.bytes();
@@ -215,20 +214,20 @@ std::expected<ApplyStats, KernelError> run(detail::NetlinkSocket* socket, const 
         // Any error aborts the whole transaction: the kernel holds the previous ruleset.
         return std::unexpected(describe_failure(tx.batch, *outcome));
     }
-    auto after = socket->generation(seq++);
-    if (!after) {
-        return std::unexpected(after.error());
-    }
     if (!outcome->complete()) {
-        // ACKs were lost (ENOBUFS): an error may have been among them. The generation id
-        // tells whether a transaction committed; the table tells whether it was ours.
+        // ACKs were lost (ENOBUFS): an error may have been among them. The table tells
+        // whether the transaction committed: it holds the desired ruleset, or it does not.
         stats.acks_incomplete = true;
         const std::string why = outcome->enobufs ? "ENOBUFS" : "missing ACKs";
         if (!tx.commit) {
             return std::unexpected(KernelError{
                 "check batch ACKs lost (" + why + "): validity unknown", ENOBUFS, "batch"});
         }
-        if (*after == *before) {
+        auto table = detail::read_table(*socket, seq);
+        if (!table) {
+            return std::unexpected(table.error());
+        }
+        if (!detail::compare(*table, tx.desired).clean()) {
             // Not committed, and the error was among the lost ACKs: send the batch again in
             // check mode (no end message, nothing commits) with a receive buffer sized for
             // every ACK, to name the object the kernel refuses.
@@ -245,23 +244,16 @@ std::expected<ApplyStats, KernelError> run(detail::NetlinkSocket* socket, const 
                 }
             }
             return std::unexpected(KernelError{
-                "the batch was not committed and its ACKs were lost (" + why +
-                    "): the kernel's reason is unknown",
-                outcome->enobufs ? ENOBUFS : EIO, "batch"});
-        }
-        auto table = detail::read_table(*socket, seq);
-        if (!table) {
-            return std::unexpected(table.error());
-        }
-        auto drift = detail::compare(*table, tx.desired);
-        if (!drift.clean()) {
-            return std::unexpected(KernelError{
-                "ACKs lost (" + why + ") and the kernel's table differs from the ruleset: " +
-                    drift.summary(),
-                EIO, "table inet bulkhead"});
+                "the batch's ACKs were lost (" + why + ") and the kernel's table is not the ruleset: "
+                "not committed, or changed since; the kernel's reason is unknown",
+                outcome->enobufs ? ENOBUFS : EIO, "table inet bulkhead"});
         }
         stats.generation = table->generation;
     } else {
+        auto after = socket->generation(seq++);
+        if (!after) {
+            return std::unexpected(after.error());
+        }
         stats.generation = *after;
     }
     stats.latency = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start);
