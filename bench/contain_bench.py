@@ -10,12 +10,15 @@ three scenarios (docs/benchmarks.md, "Time to contain"):
   scan    one VDI sends one UDP datagram to each of N distinct blocked targets (N = the
           policy's incident.distinct_targets); the N-th drop completes the detection.
   decoy   one VDI sends one UDP datagram to the decoy 10.0.0.66; that drop is the detection.
-  api     POST /api/v1/quarantines (no wait), and again with ?wait_ms=5000.
+  api     POST /api/v1/quarantines (no wait) on a new connection per request (urllib, the
+          target's figure); the same on one kept-alive connection (as a SOAR client's
+          session; shows what the script's connection set-up costs); and with ?wait_ms=5000.
 
 Start of a scan/decoy run: the kernel timestamp of the completing drop, i.e. the detection's
 `last_ns` as the controller recorded it on the incident (the NFLOG timestamp the enforcer
 uploaded; checked to be `time_source: kernel` and to be the drop of the datagram we sent
-last). Start of an api run: CLOCK_REALTIME just before the request is sent. End: the
+last). Start of an api run: CLOCK_REALTIME just before the request is made (before urllib
+builds it; on the kept-alive connection, before it is written). End: the
 CLOCK_REALTIME stamp bench_contain_watch puts on the nf_tables notification that adds the
 VDI's port interface to set `quarantined_ports` in the hypervisor's namespace. Same machine,
 same clock. Between runs the quarantine is released (DELETE ?wait_ms, and the watcher must
@@ -340,8 +343,8 @@ class Bench:
         self.hv_ns = {h["id"]: h["namespace"] for h in lab.doc["hypervisors"]}
         self.last_used = {}
         self.next_port = 20000
-        self.samples = {"scan": [], "decoy": [], "api": [], "api_wait": [], "tripwire": []}
-        self.failures = {"scan": 0, "decoy": 0, "api": 0, "api_wait": 0, "tripwire": 0}
+        self.samples = {"scan": [], "decoy": [], "api": [], "api_keepalive": [], "api_wait": [], "tripwire": []}
+        self.failures = {"scan": 0, "decoy": 0, "api": 0, "api_keepalive": 0, "api_wait": 0, "tripwire": 0}
 
     def setup(self):
         policy = json.loads((Path(self.args.repo) / "examples/lab/policy.json").read_text())
@@ -480,14 +483,41 @@ class Bench:
             raise Failure("run %d: the timeline lacks %s: %s" % (run, ", ".join(missing), json.dumps(timeline)))
         return {"stage_ms": {stage: (stamps[end] - stamps[start]) / 1e6 for stage, start, end in STAGES}}
 
-    def api_run(self, run, wait):
+    def keepalive_post(self, path, body):
+        """POST on one HTTP/1.1 connection kept open across runs (as a SOAR client's session
+        does), so the figure leaves out this script's connection set-up and urllib."""
+        import http.client
+        data = json.dumps(body).encode()
+        headers = {"Authorization": "Bearer " + self.token, "Content-Type": "application/json"}
+        for attempt in (0, 1):
+            if getattr(self, "keepalive", None) is None:
+                self.keepalive = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=15)
+                self.keepalive.connect()
+            t0 = time.time_ns()
+            try:
+                self.keepalive.request("POST", "/api/v1" + path, body=data, headers=headers)
+                response = self.keepalive.getresponse()
+                raw = response.read()
+                return t0, response.status, json.loads(raw) if raw else {}
+            except (http.client.HTTPException, OSError):
+                self.keepalive.close()
+                self.keepalive = None
+                if attempt:
+                    raise
+        raise Failure("unreachable")
+
+    def api_run(self, run, wait, keepalive=False):
         vdi = self.vdis[run % len(self.vdis)]
         hv, iface = vdi["hypervisor"], vdi["interface"]
-        kind = "api_wait" if wait else "api"
+        kind = "api_wait" if wait else ("api_keepalive" if keepalive else "api")
         path = "/quarantines" + ("?wait_ms=%d" % WAIT_MS if wait else "")
         mark = self.watchers.mark()
-        t0 = time.time_ns()
-        status, body = api("POST", path, self.token, {"workload": vdi["id"], "reason": "bench/contain api run %d" % run})
+        request = {"workload": vdi["id"], "reason": "bench/contain api run %d" % run}
+        if keepalive:
+            t0, status, body = self.keepalive_post(path, request)
+        else:
+            t0 = time.time_ns()
+            status, body = api("POST", path, self.token, request)
         t_resp = time.time_ns()
         try:
             if status != 201:
@@ -578,9 +608,11 @@ class Bench:
         for run in range(self.args.api_runs):
             self.api_run(run, wait=False)
         for run in range(self.args.api_runs):
+            self.api_run(run, wait=False, keepalive=True)
+        for run in range(self.args.api_runs):
             self.api_run(run, wait=True)
         self.tripwire_runs(self.args.tripwire_runs)
-        for kind in ("api", "api_wait"):
+        for kind in ("api", "api_keepalive", "api_wait"):
             s = [x["in_force_ms"] for x in self.samples[kind]]
             if s:
                 log("%s: %d runs, in force p50 %.1f ms, p99 %.1f ms" % (kind, len(s), percentile(s, 50), percentile(s, 99)))
@@ -619,7 +651,8 @@ def figures(bench):
         fig("contain_%s_failed_runs" % label, bench.failures[kind], "runs")
     if bench.samples["scan"]:
         fig("contain_scan_targets", bench.samples["scan"][0]["targets"], "targets")
-    for kind, label in (("api", "quarantine_api"), ("api_wait", "quarantine_api_wait")):
+    for kind, label in (("api", "quarantine_api"), ("api_keepalive", "quarantine_api_keepalive"),
+                        ("api_wait", "quarantine_api_wait")):
         values = [x["in_force_ms"] for x in bench.samples[kind]]
         runs = len(values)
         if runs:

@@ -9,9 +9,10 @@
 #            (GET /api/v1/analyzer/containments: NFLOG delivery, enforcer, upload, store,
 #            detect, record, quarantine, push, apply);
 #   * decoy: one datagram to the decoy 10.0.0.66; from its drop's kernel timestamp; same;
-#   * api:   POST /api/v1/quarantines -> element in force, BENCH_CONTAIN_API_RUNS (100) runs;
-#            target p99 < 3 ms; then the same with ?wait_ms=5000 (the round trip that
-#            returns once the enforcer acked);
+#   * api:   POST /api/v1/quarantines -> element in force, BENCH_CONTAIN_API_RUNS (100) runs,
+#            a new connection per request; target p99 < 3 ms; then the same on one kept-alive
+#            connection (no target: what the client's connection set-up costs), and with
+#            ?wait_ms=5000 (the round trip that returns once the enforcer acked);
 #   * tripwire: the decoy as a tripwire; one datagram to it, then 200 pings to the file
 #            server as fast as they go, BENCH_CONTAIN_TRIPWIRE_RUNS (10) runs: packets
 #            through after the tripwire, target 0 (the same pings just before: all answered).
