@@ -317,23 +317,21 @@ std::unique_ptr<ChannelStream> ChannelHub::open(const std::string& enforcer, std
 }
 
 void ChannelHub::changed(const std::vector<std::string>& enforcers) {
-    std::vector<std::shared_ptr<Mailbox>> woken;
-    std::vector<std::string> ids;
+    std::vector<std::pair<std::string, std::shared_ptr<Mailbox>>> woken;
     {
         std::lock_guard lock(mutex_);
         for (const auto& id : enforcers) {
             if (auto it = mailboxes_.find(id); it != mailboxes_.end()) {
-                woken.push_back(it->second);
-                ids.push_back(id);
+                woken.emplace_back(id, it->second);
             }
         }
     }
     if (woken.size() <= kPrepareAtMost) {
-        for (std::size_t i = 0; i < woken.size(); ++i) {
-            prepare(ids[i], *woken[i]);
+        for (const auto& [id, mailbox] : woken) {
+            prepare(id, *mailbox);
         }
     }
-    for (auto& mailbox : woken) {
+    for (const auto& [id, mailbox] : woken) {
         mailbox->notify(false);
     }
 }
