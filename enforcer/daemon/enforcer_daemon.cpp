@@ -264,9 +264,11 @@ int run_daemon(const DaemonOptions& options) {
         metrics.set("bulkhead_enforcer_ports", static_cast<double>(all - unidentified), "state=\"bound\"");
         metrics.set("bulkhead_enforcer_ports", static_cast<double>(unidentified), "state=\"unidentified\"");
     };
-    // What goes to the kernel for the source's ruleset.
-    auto kernel_copy = [&](const ruleset::Ruleset& from_source) {
-        return follower ? follower->localize(from_source) : from_source;
+    // The source's ruleset into the kernel: with port discovery its localized copy, without
+    // it the ruleset itself (no copy on the way to the kernel: a quarantine's time to contain).
+    auto apply_to_kernel = [&](const ruleset::Ruleset& from_source) {
+        return follower ? keeper.apply(follower->localize(from_source), now_unix_ms())
+                        : keeper.apply(from_source, now_unix_ms());
     };
 
     std::unique_ptr<RulesetSource> source;
@@ -380,10 +382,7 @@ int run_daemon(const DaemonOptions& options) {
                 spdlog::warn("daemon: enforcer {}: {}: {}", options.enforcer_id, canonical_path.string(), saved.error());
             }
         }
-        // Without port discovery the source's ruleset is the kernel's: no copy on the way to
-        // the kernel (a quarantine's time to contain).
-        auto applied = follower ? keeper.apply(follower->localize(**next), now_unix_ms())
-                                : keeper.apply(**next, now_unix_ms());
+        auto applied = apply_to_kernel(**next);
         ApplyReport report;
         report.apply_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         report.applied_at_ms = now_unix_ms();
@@ -412,7 +411,7 @@ int run_daemon(const DaemonOptions& options) {
             return;
         }
         const auto started = std::chrono::steady_clock::now();
-        auto applied = keeper.apply(kernel_copy(*canonical), now_unix_ms());
+        auto applied = apply_to_kernel(*canonical);
         if (!applied) {
             spdlog::error("daemon: enforcer {}: port binding ({}) failed, keeping generation {}: {}",
                           options.enforcer_id, why, keeper.generation(), applied.error());
