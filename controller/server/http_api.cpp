@@ -1,4 +1,5 @@
 #include "controller/server/http_api.hpp"
+#include "controller/server/path_template.hpp"
 #include "controller/server/static_files.hpp"
 
 #include "policies/diagnostics.hpp"
@@ -11,7 +12,6 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
-#include <regex>
 
 #include <spdlog/spdlog.h>
 
@@ -381,12 +381,6 @@ std::string bearer_token(const httplib::Request& req, bool allow_query_token) {
     return {};
 }
 
-std::string template_to_regex(const std::string& path) {
-    static const std::regex parameter(R"(\{[a-z_]+\})");
-    std::string escaped = std::regex_replace(path, std::regex(R"([.])"), R"(\.)");
-    return std::regex_replace(escaped, parameter, "([^/]+)");
-}
-
 std::chrono::milliseconds wait_parameter(QueryReader& query) {
     auto wait = query.integer("wait_ms", 0, 10000);
     return std::chrono::milliseconds(wait.value_or(0));
@@ -432,7 +426,7 @@ EventQuery event_query(QueryReader& query) {
 
 struct HttpApi::CompiledRoute {
     const Route& route;
-    std::regex pattern;
+    PathTemplate pattern;
 };
 
 HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std::string webui_dir, RateLimit api_rate)
@@ -440,7 +434,7 @@ HttpApi::HttpApi(ControllerServices& service, std::string openapi_document, std:
       rate_limiter_(api_rate) {
     build_routes();
     for (const auto& route : routes_) {
-        compiled_.push_back(std::make_unique<CompiledRoute>(CompiledRoute{route, std::regex(template_to_regex(route.path))}));
+        compiled_.push_back(std::make_unique<CompiledRoute>(CompiledRoute{route, PathTemplate(route.path)}));
     }
     if (!webui_dir_.empty()) {
         static_files_ = std::make_unique<StaticFiles>(webui_dir_);
@@ -834,13 +828,14 @@ void HttpApi::handle(const httplib::Request& request, httplib::Response& respons
     try {
         const std::string& method = request.method == "HEAD" ? std::string("GET") : request.method;
         const CompiledRoute* found = nullptr;
-        std::smatch matches;
+        std::vector<std::string> parameters;
         bool path_known = false;
         for (const auto& compiled : compiled_) {
-            if (std::regex_match(request.path, matches, compiled->pattern)) {
+            if (auto matched = compiled->pattern.match(request.path)) {
                 path_known = true;
                 if (compiled->route.method == method) {
                     found = compiled.get();
+                    parameters = std::move(*matched);
                     break;
                 }
             }
@@ -889,10 +884,7 @@ void HttpApi::handle(const httplib::Request& request, httplib::Response& respons
             }
             caller = *authenticated;
         }
-        RouteContext context{request, response, caller, {}, nullptr};
-        for (std::size_t i = 1; i < matches.size(); ++i) {
-            context.params.push_back(matches[i].str());
-        }
+        RouteContext context{request, response, caller, std::move(parameters), nullptr};
         route.handler(context);
         live = std::move(context.live);
     } catch (const std::exception& e) {

@@ -9,8 +9,8 @@ using nlohmann::json;
 ControllerServices::ControllerServices(std::shared_ptr<Store> store, ControllerOptions options, Clock clock)
     : store_(std::move(store)), options_(std::move(options)), clock_(std::move(clock)), outbox_(options_.webhooks),
       delivery_(options_.webhooks, *store_, clock_), audit_(*store_, clock_), configuration_(*store_),
-      access(*store_, clock_),
-      fleet(options_.fleet, configuration_, *store_, *store_, *store_, *store_, *store_, audit_, bus_, clock_),
+      credentials_(*store_), access(credentials_, clock_),
+      fleet(options_.fleet, configuration_, *store_, *store_, *store_, credentials_, *store_, audit_, bus_, clock_),
       policies(configuration_, fleet, *store_, *store_, *store_, audit_, bus_, clock_),
       quarantines(fleet, *store_, *store_, *store_, *store_, *store_, outbox_, audit_, bus_, clock_),
       inventory(configuration_, fleet, *store_, *store_, *store_, *store_, quarantines, audit_, bus_, clock_),

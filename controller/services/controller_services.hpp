@@ -11,6 +11,7 @@
 #pragma once
 
 #include "controller/services/access_service.hpp"
+#include "controller/services/credential_cache.hpp"
 #include "controller/services/active_configuration.hpp"
 #include "controller/services/analysis_service.hpp"
 #include "controller/services/audit_log.hpp"
@@ -71,6 +72,7 @@ class ControllerServices {
     WebhookDelivery delivery_;
     AuditLog audit_;
     ActiveConfiguration configuration_;
+    CredentialCache credentials_;
 
   public:
     // The services, in dependency order (each may use those above it).

@@ -35,6 +35,7 @@ std::expected<void, std::string> FleetService::start() {
     {
         std::lock_guard lock(mutex_);
         generation_counter_ = *counter;
+        generation_reserved_ = *counter;
         if (auto rc = recompile_locked(true, {}); !rc) {
             return std::unexpected(rc.error().message);
         }
@@ -159,13 +160,18 @@ std::expected<std::set<std::string>, ServiceError> FleetService::quarantined_wor
     return ids;
 }
 
-std::expected<std::uint64_t, ServiceError> FleetService::next_generation_locked() {
-    auto next = enforcers_.next_generation(generation_counter_ + 1);
-    if (!next) {
-        return std::unexpected(from_store(next.error()));
+std::expected<void, ServiceError> FleetService::reserve_generation_locked(std::uint64_t generation) {
+    // 64 numbers per commit: a busy minute of quarantines costs a handful of writes.
+    constexpr std::uint64_t block = 64;
+    if (generation <= generation_reserved_) {
+        return {};
     }
-    generation_counter_ = *next;
-    return generation_counter_;
+    auto ceiling = enforcers_.next_generation(generation + block - 1);
+    if (!ceiling) {
+        return std::unexpected(from_store(ceiling.error()));
+    }
+    generation_reserved_ = *ceiling;
+    return {};
 }
 
 std::expected<std::map<std::string, DesiredState::HashedRuleset>, ServiceError> FleetService::compile_and_hash(
@@ -254,8 +260,8 @@ std::expected<void, ServiceError> FleetService::recompile_locked(bool everything
         hub_.changed(changed);  // wakes those enforcers' streams only
         // The pushed ruleset is right either way; a number that could not be stored may be
         // handed out again after a restart, which the enforcers' hash check tolerates.
-        if (auto stored = next_generation_locked(); !stored) {
-            generation_counter_ = candidate;
+        generation_counter_ = candidate;
+        if (auto stored = reserve_generation_locked(candidate); !stored) {
             spdlog::error("recompile: generation {} not stored: {}", candidate, stored.error().message);
         }
         for (const auto& enforcer : changed) {

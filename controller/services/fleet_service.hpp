@@ -104,7 +104,9 @@ class FleetService final : public DesiredVersions {
     std::expected<std::map<std::string, DesiredState::HashedRuleset>, ServiceError> compile_and_hash(
         const ruleset::RulesetCompiler& compiler, const std::vector<std::string>& enforcers,
         const std::set<std::string>& quarantined) const;
-    std::expected<std::uint64_t, ServiceError> next_generation_locked();
+    // Makes sure `generation` is below the ceiling the store holds, reserving the next block
+    // of numbers when it is not.
+    std::expected<void, ServiceError> reserve_generation_locked(std::uint64_t generation);
     nlohmann::json enforcer_json(const std::string& id, const std::optional<EnforcerStatus>& status);
     void flush_loop();
 
@@ -126,6 +128,10 @@ class FleetService final : public DesiredVersions {
     mutable std::mutex desired_mutex_;
     DesiredState desired_;
     std::uint64_t generation_counter_ = 0;
+    // The store holds the highest number this controller may hand out; numbers up to it are
+    // spent from memory, so a quarantine's recompile does not wait for a commit (a restart
+    // continues above the ceiling and skips what was not spent).
+    std::uint64_t generation_reserved_ = 0;
 
     EnforcerStatusBook statuses_;
     ChannelHub hub_;

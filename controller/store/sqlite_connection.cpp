@@ -93,6 +93,21 @@ StoreResult<void> Connection::exec(std::string_view op, const std::string& text)
     return std::unexpected(std::move(error));
 }
 
+StoreResult<void> Connection::control(std::string_view op, std::string_view text) {
+    auto prepared = prepare(op, text);
+    if (!prepared)
+        return std::unexpected(prepared.error());
+    sqlite3_stmt* stmt = (*prepared)->stmt;
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+        sqlite3_reset(stmt);
+        return {};
+    }
+    auto error = sqlite_error(op, db_, rc);  // before the reset, which keeps only the code
+    sqlite3_reset(stmt);
+    return std::unexpected(std::move(error));
+}
+
 StoreResult<std::unique_ptr<Connection>> open_connection(const std::filesystem::path& file,
                                                          bool create, int busy_timeout_ms) {
     sqlite3* db = nullptr;
@@ -283,8 +298,8 @@ void SqliteStore::Impl::rollback_to(const std::string& savepoint) {
         aborted_ = true;
         return;
     }
-    if (!writer_->exec("rollback", "ROLLBACK TO " + savepoint) ||
-        !writer_->exec("rollback", "RELEASE " + savepoint)) {
+    if (!writer_->control("rollback", "ROLLBACK TO " + savepoint) ||
+        !writer_->control("rollback", "RELEASE " + savepoint)) {
         aborted_ = true;
     }
 }

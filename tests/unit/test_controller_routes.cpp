@@ -3,6 +3,7 @@
 // operation of the document with the same permission (or public), and every operation of
 // the document is a route.
 #include "controller/server/http_api.hpp"
+#include "controller/server/path_template.hpp"
 #include "controller/services/controller_services.hpp"
 #include "test_store_support.hpp"
 
@@ -199,4 +200,47 @@ TEST_CASE("controller routes: the served /api/v1/openapi.json is the embedded do
     CHECK(response.body == std::string(embedded_openapi_document()));
     CHECK(response.get_header_value("Content-Type") == "application/json");
     CHECK(json::parse(response.body, nullptr, false) == document());
+}
+
+TEST_CASE("controller routes: a path template matches segment by segment") {
+    using Parameters = std::vector<std::string>;
+    const PathTemplate literal("/api/v1/openapi.json");
+    CHECK(literal.match("/api/v1/openapi.json") == Parameters{});
+    CHECK_FALSE(literal.match("/api/v1/openapiXjson"));  // '.' is itself, not any character
+    CHECK_FALSE(literal.match("/api/v1/openapi.json/"));
+    CHECK_FALSE(literal.match("/api/v1"));
+    CHECK_FALSE(literal.match("api/v1/openapi.json"));
+
+    const PathTemplate one("/api/v1/quarantines/{workload}");
+    CHECK(one.match("/api/v1/quarantines/vdi-001") == Parameters{"vdi-001"});
+    CHECK(one.match("/api/v1/quarantines/%2E%2E") == Parameters{"%2E%2E"});  // decoding is the handler's
+    CHECK_FALSE(one.match("/api/v1/quarantines/"));                           // a parameter is never empty
+    CHECK_FALSE(one.match("/api/v1/quarantines"));
+    CHECK_FALSE(one.match("/api/v1/quarantines/a/b"));                        // nor spans a '/'
+    CHECK_FALSE(one.match("/api/v1/quarantine/vdi-001"));
+
+    const PathTemplate two("/api/v1/incidents/{id}/notes");
+    CHECK(two.match("/api/v1/incidents/42/notes") == Parameters{"42"});
+    CHECK_FALSE(two.match("/api/v1/incidents/42/note"));
+    CHECK_FALSE(two.match("/api/v1/incidents//notes"));
+
+    const PathTemplate root("/");
+    CHECK(root.match("/") == Parameters{});
+    CHECK_FALSE(root.match("/x"));
+}
+
+TEST_CASE("controller routes: every route's template matches its own path with the parameters filled in") {
+    ApiFixture f;
+    for (const auto& route : f.api.routes()) {
+        CAPTURE(route.path);
+        const auto names = template_parameters(route.path);
+        std::string path = route.path;
+        std::vector<std::string> values;
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            const std::string value = "value-" + std::to_string(i);
+            path.replace(path.find("{" + names[i] + "}"), names[i].size() + 2, value);
+            values.push_back(value);
+        }
+        CHECK(PathTemplate(route.path).match(path) == std::optional<std::vector<std::string>>(values));
+    }
 }
