@@ -72,6 +72,7 @@ struct ChannelSocket::Impl {
     std::map<std::uint64_t, std::optional<HttpResponse>> waiting;   // request id -> its reply
     std::uint64_t next_id = 1;
     bool draining = false;  // drain(): no new request
+    std::shared_ptr<const std::function<bool(const std::string&)>> handler;  // set_message_handler
 
     // -- the I/O thread's only --
     asio::io_context io;
@@ -191,6 +192,17 @@ struct ChannelSocket::Impl {
     // I/O thread: a message from the controller.
     void deliver(std::string message) {
         if (!message.starts_with(reply_prefix)) {
+            std::shared_ptr<const std::function<bool(const std::string&)>> consumer;
+            {
+                std::lock_guard lock(mutex);
+                if (phase == Phase::closed) {
+                    return;  // nobody reads it any more
+                }
+                consumer = handler;
+            }
+            if (consumer && (*consumer)(message)) {
+                return;
+            }
             {
                 std::lock_guard lock(mutex);
                 inbox.push_back(std::move(message));
@@ -384,6 +396,12 @@ std::expected<void, std::string> ChannelSocket::connect(const std::string& targe
         return {};
     }
     return std::unexpected(impl.closed_reason);
+}
+
+void ChannelSocket::set_message_handler(std::function<bool(const std::string&)> handler) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->handler = handler ? std::make_shared<const std::function<bool(const std::string&)>>(std::move(handler))
+                             : nullptr;
 }
 
 std::expected<std::string, std::string> ChannelSocket::read() {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,6 +44,13 @@ public:
     // The next message that is not a reply, in arrival order; blocks until one arrives, or
     // returns the reason the socket closed or failed.
     std::expected<std::string, std::string> read();
+
+    // Runs on the socket's I/O thread for each message that is not a reply, in arrival
+    // order, before read() would see it; a message it returns true for is consumed there.
+    // A ruleset update is then handed to the daemon straight from the thread that read it,
+    // without waking a reader thread first (one thread wake-up: ~0.1 ms of a quarantine's
+    // time to be in force on a virtual machine). Set before connect(); not after close().
+    void set_message_handler(std::function<bool(const std::string&)> handler);
 
     // Sends request `kind` with `body` and waits for its reply: the status and body the
     // HTTP endpoint `kind` would have answered. Errors when the socket is not open, closes

@@ -216,7 +216,36 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
         channel_socket_ = socket;
         last_message_ = started;
     }
-    ChannelSession session(client_->config().enforcer_id, base);
+    // The session runs on the socket's I/O thread (set_message_handler): a ruleset or diff
+    // goes to the daemon from there. Everything else it decides is stashed, in order, for
+    // this thread, which reads the same messages from the socket in the same order.
+    struct Shared {
+        explicit Shared(ChannelSession started) : session(std::move(started)) {}
+        std::mutex mutex;
+        ChannelSession session;
+        std::deque<ChannelAction> stashed;
+        bool ended = false;  // a resync: later lines wait for the next connection
+    };
+    auto shared = std::make_shared<Shared>(ChannelSession(client_->config().enforcer_id, base));
+    socket->set_message_handler([this, shared](const std::string& message) {
+        std::lock_guard session_lock(shared->mutex);
+        if (shared->ended) {
+            return true;
+        }
+        auto action = shared->session.handle_line(message);
+        if (action.kind == ChannelAction::Kind::Apply) {
+            {
+                std::lock_guard lock(mutex_);
+                last_message_ = Clock::now();
+                ++(action.from_diff ? stats_.diffs : stats_.rulesets);
+            }
+            push(std::move(action.next));
+            return true;
+        }
+        shared->ended = action.kind == ChannelAction::Kind::Resync;
+        shared->stashed.push_back(std::move(action));
+        return false;
+    });
     const auto path = client_->enforcer_path("channel") + "?generation=" + std::to_string(base.generation) +
                       "&hash=" + base.hash +
                       "&hash_format=" + std::to_string(ruleset::ruleset_hash_format);
@@ -242,7 +271,15 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
                 break;
             }
         }
-        auto action = session.handle_line(*message);
+        ChannelAction action;
+        {
+            std::lock_guard session_lock(shared->mutex);
+            if (shared->stashed.empty()) {
+                continue;  // cannot happen: every message read was stashed
+            }
+            action = std::move(shared->stashed.front());
+            shared->stashed.pop_front();
+        }
         switch (action.kind) {
         case ChannelAction::Kind::Hello: {
             {
@@ -264,14 +301,8 @@ void ControllerRulesetSource::run_one_channel(Backoff& backoff) {
             }
             break;
         }
-        case ChannelAction::Kind::Apply: {
-            {
-                std::lock_guard lock(mutex_);
-                ++(action.from_diff ? stats_.diffs : stats_.rulesets);
-            }
-            push(std::move(action.next));
+        case ChannelAction::Kind::Apply:  // the I/O thread pushed it
             break;
-        }
         case ChannelAction::Kind::Reject: {
             spdlog::warn("agent: enforcer {}: controller ruleset generation {} refused: {}",
                          client_->config().enforcer_id, action.generation, action.reason);
