@@ -1,8 +1,9 @@
 // A route's path template ("/api/v1/quarantines/{workload}") and the match of a request
 // path against it, segment by segment. A parameter matches one non-empty segment (no '/');
 // everything else must be equal. Matching a request against every route on each call is
-// why this is not std::regex: the regex walk over ~60 routes cost ~0.2 ms per request,
-// a tenth of a quarantine's time to be in force.
+// why this is not std::regex: the regex walk over ~60 routes took ~0.1-0.15 ms of every
+// request (measured on the quarantine route, one of the last), ~5 % of a quarantine's time
+// to be in force.
 #pragma once
 
 #include <optional>
