@@ -94,18 +94,7 @@ StoreResult<void> Connection::exec(std::string_view op, const std::string& text)
 }
 
 StoreResult<void> Connection::control(std::string_view op, std::string_view text) {
-    auto prepared = prepare(op, text);
-    if (!prepared)
-        return std::unexpected(prepared.error());
-    sqlite3_stmt* stmt = (*prepared)->stmt;
-    const int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
-        sqlite3_reset(stmt);
-        return {};
-    }
-    auto error = sqlite_error(op, db_, rc);  // before the reset, which keeps only the code
-    sqlite3_reset(stmt);
-    return std::unexpected(std::move(error));
+    return Stmt(*this, text, op).run();
 }
 
 StoreResult<std::unique_ptr<Connection>> open_connection(const std::filesystem::path& file,
