@@ -39,17 +39,16 @@ StoreResult<std::optional<ApiToken>> CredentialCache::find_api_token(const std::
     return found;
 }
 
-// Each write empties the cache before and after: a lookup racing the write neither keeps
-// the old answer (the epoch) nor misses the new one.
+// Each write empties the cache once it is done: what was kept before goes, and a lookup that
+// read the store before the write does not keep its answer (the epoch). Until the write is
+// done the old answer is the right one.
 StoreResult<void> CredentialCache::put_api_token(const ApiToken& token) {
-    clear();
     auto done = store_.put_api_token(token);
     clear();
     return done;
 }
 
 StoreResult<void> CredentialCache::delete_api_tokens_of_enforcer(const std::string& enforcer) {
-    clear();
     auto done = store_.delete_api_tokens_of_enforcer(enforcer);
     clear();
     return done;
@@ -61,7 +60,6 @@ StoreResult<void> CredentialCache::add_enrollment_token(const EnrollmentToken& t
 
 StoreResult<void> CredentialCache::redeem_enrollment_token(const std::string& token_sha256, const std::string& enforcer,
                                                            TimeMs now, const ApiToken& credential) {
-    clear();
     auto done = store_.redeem_enrollment_token(token_sha256, enforcer, now, credential);
     clear();
     return done;

@@ -47,7 +47,8 @@ private:
     SteadyClock now_;
     mutable std::mutex mutex_;
     std::unordered_map<std::string, Entry> entries_;
-    // Bumped by every write: a lookup that started before a write does not keep its answer.
+    // Bumped after every write: a lookup that started before the write ended does not keep
+    // its answer.
     std::uint64_t epoch_ = 0;
     std::uint64_t hits_ = 0;
 };
