@@ -13,17 +13,18 @@ bool is_parameter(std::string_view segment) {
 }
 
 // Calls `each` with every segment of `path` after a '/' (a path that does not start with
-// '/' has its first segment before one).
+// '/' has its first segment before one), until it returns false; false if it did.
 template <typename Each>
-void for_each_segment(std::string_view path, Each&& each) {
+bool for_each_segment(std::string_view path, Each&& each) {
     std::size_t start = path.starts_with('/') ? 1 : 0;
     while (true) {
         const std::size_t slash = path.find('/', start);
         if (slash == std::string_view::npos) {
-            each(path.substr(start));
-            return;
+            return each(path.substr(start));
         }
-        each(path.substr(start, slash - start));
+        if (!each(path.substr(start, slash - start))) {
+            return false;
+        }
         start = slash + 1;
     }
 }
@@ -34,6 +35,7 @@ PathTemplate::PathTemplate(std::string_view path) {
     for_each_segment(path, [this](std::string_view segment) {
         segments_.push_back(is_parameter(segment) ? Segment{std::string(segment.substr(1, segment.size() - 2)), true}
                                                   : Segment{std::string(segment), false});
+        return true;
     });
 }
 
@@ -41,27 +43,22 @@ std::optional<std::vector<std::string>> PathTemplate::match(std::string_view pat
     if (!path.starts_with('/')) {
         return std::nullopt;
     }
+    // Stops at the first segment that differs: every request is matched against every route.
     std::vector<std::string> parameters;
     std::size_t index = 0;
-    bool matches = true;
-    for_each_segment(path, [&](std::string_view segment) {
-        if (!matches) {
-            return;
-        }
+    const bool matches = for_each_segment(path, [&](std::string_view segment) {
         if (index >= segments_.size()) {
-            matches = false;
-            return;
+            return false;
         }
         const Segment& expected = segments_[index++];
-        if (expected.parameter) {
-            if (segment.empty()) {
-                matches = false;
-            } else {
-                parameters.emplace_back(segment);
-            }
-        } else if (segment != expected.literal) {
-            matches = false;
+        if (!expected.parameter) {
+            return segment == expected.literal;
         }
+        if (segment.empty()) {
+            return false;
+        }
+        parameters.emplace_back(segment);
+        return true;
     });
     if (!matches || index != segments_.size()) {
         return std::nullopt;
