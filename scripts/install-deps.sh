@@ -16,6 +16,10 @@ packages=(
   # libraries named by the design
   libnftnl-dev libmnl-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev doctest-dev
   libsqlite3-dev libssl-dev
+  # evidence archive segments are zstd-compressed (controller/archive)
+  libzstd-dev
+  # the SIEM export tests deliver to a real syslog receiver over TLS and UDP
+  rsyslog rsyslog-openssl
   # simdjson: the controller parses event uploads with it (controller/services/event_batch.hpp)
   libsimdjson-dev
   # the enforcer's libvirt adapter reads libvirt's live domain XML (enforcer/ports)
