@@ -23,6 +23,7 @@
 #include "controller/domain/outbox.hpp"
 #include "controller/domain/policy_revision.hpp"
 #include "controller/domain/quarantine.hpp"
+#include "controller/evidence/hash_chain.hpp"
 
 #include <cstdint>
 #include <expected>
@@ -201,6 +202,36 @@ public:
     virtual ~AnalysisStateRepository() = default;
     virtual StoreResult<std::optional<AnalysisCheckpoint>> load_analysis_checkpoint() = 0;
     virtual StoreResult<void> save_analysis_checkpoint(const AnalysisCheckpoint& checkpoint) = 0;
+};
+
+// A record of a hash chain as verification reads it back: its canonical bytes rebuilt from
+// what is stored (evidence_records.hpp) and the link hash stored beside it.
+struct EvidenceChainRecord {
+    std::uint64_t sequence = 0;
+    std::string record;
+    std::optional<evidence::Digest> hash;  // nullopt: stored without one (or not 32 bytes)
+};
+
+// Tamper evidence (controller/evidence): every event, audit entry, incident change and
+// quarantine change is linked into its stream's hash chain by the call that stores it, in
+// the same transaction. This interface reads the chains back and keeps their bounds.
+class EvidenceRepository {
+public:
+    virtual ~EvidenceRepository() = default;
+    // Where a stream's chain stands: its last record's link, or its start when the database
+    // keeps none of its records.
+    virtual StoreResult<evidence::ChainHead> evidence_head(evidence::Stream stream) = 0;
+    // The link before the first record the database keeps (records stored before chains
+    // existed, or moved to the archive, are outside it).
+    virtual StoreResult<evidence::ChainHead> evidence_chain_start(evidence::Stream stream) = 0;
+    virtual StoreResult<void> set_evidence_chain_start(evidence::Stream stream, const evidence::ChainHead& start) = 0;
+    // Records with sequence numbers above `after`, in sequence order, at most `limit`.
+    virtual StoreResult<std::vector<EvidenceChainRecord>> evidence_records(evidence::Stream stream,
+                                                                           std::uint64_t after,
+                                                                           std::size_t limit) = 0;
+    // Signed checkpoints (one JSON line each), kept beside the copies sent outside.
+    virtual StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) = 0;
+    virtual StoreResult<std::vector<std::string>> evidence_checkpoints(TimeMs from, std::size_t limit) = 0;
 };
 
 // Small key/value state for what has no table of its own.

@@ -117,6 +117,17 @@ StoreResult<std::unique_ptr<Connection>> open_connection(const std::filesystem::
 // ---- shared row readers and lookups -------------------------------------------------------------
 
 StoreResult<StoredEvent> read_event(Stmt& s) {
+    auto e = read_event_columns(s);
+    if (!e)
+        return e;
+    auto document = s.document(14, "events.document");
+    if (!document)
+        return std::unexpected(document.error());
+    e->document = std::move(*document);
+    return e;
+}
+
+StoreResult<StoredEvent> read_event_columns(Stmt& s) {
     StoredEvent e;
     e.id = s.i64(0);
     e.enforcer = s.text(1);
@@ -136,10 +147,6 @@ StoreResult<StoredEvent> read_event(Stmt& s) {
         e.dport = static_cast<std::uint16_t>(*port);
     }
     e.count = static_cast<std::uint64_t>(s.i64(13));
-    auto document = s.document(14, "events.document");
-    if (!document)
-        return std::unexpected(document.error());
-    e.document = std::move(*document);
     return e;
 }
 

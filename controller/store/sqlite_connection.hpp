@@ -292,6 +292,10 @@ StoreResult<std::unique_ptr<Connection>> open_connection(const std::filesystem::
 
 // Events: query_events and incident_events.
 StoreResult<StoredEvent> read_event(Stmt& s);
+// The same without parsing the document (left null): verification hashes its stored text.
+StoreResult<StoredEvent> read_event_columns(Stmt& s);
+// Audit entries: query_audit and verification.
+StoreResult<AuditEntry> read_audit(Stmt& s);
 
 // A row that a statement must return (INSERT ... RETURNING, lookups by id).
 template <typename T>
@@ -306,6 +310,24 @@ StoreResult<T> required(StoreResult<std::optional<T>> row, std::string_view op,
 
 // NotFound unless incident `id` exists (incident notes, links and quarantines).
 StoreResult<void> require_incident(Connection& c, std::int64_t id, std::string_view op);
+
+// ---- hash chains (sqlite_evidence.cpp) ------------------------------------------------------
+
+// Where `stream`'s chain stands inside the current transaction (its last record, else the
+// chain's start).
+StoreResult<evidence::ChainHead> chain_head(Connection& c, evidence::Stream stream, std::string_view op);
+
+// Links `record` (canonical bytes of a change to `subject_id`) into the incidents or
+// quarantines stream; call inside the transaction that made the change.
+StoreResult<void> append_evidence_change(Connection& c, evidence::Stream stream, std::int64_t subject_id,
+                                         TimeMs at, const std::string& record, std::string_view op);
+
+// A stored hash column: exactly 32 bytes, else nullopt.
+std::optional<evidence::Digest> digest_column(const Stmt& s, int column);
+
+inline std::string_view digest_bytes(const evidence::Digest& digest) {
+    return {reinterpret_cast<const char*>(digest.data()), digest.size()};
+}
 
 // The highest migration recorded in the file (0 before the first).
 StoreResult<int> current_version(Connection& c, std::string_view op);

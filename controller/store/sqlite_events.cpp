@@ -1,5 +1,6 @@
 // SqliteStore: events (EventRepository). insert_events goes through group commit and
 // writes the coarse event_terms index; queries and counts use the builders in store_sql.
+#include "controller/evidence/evidence_records.hpp"
 #include "controller/store/sqlite_connection.hpp"
 
 #include <algorithm>
@@ -30,6 +31,13 @@ StoreResult<EventInsertResult> SqliteStore::insert_events(const std::vector<Stor
         result.accepted = result.duplicates = 0;
         result.ids.clear();
         result.ids.reserve(events.size());
+        // Each event is the next link of the drops chain, its id the link's sequence number:
+        // ids are given here rather than by SQLite, so that the hash can be written with the row.
+        auto head = chain_head(c, evidence::Stream::Drops, op);
+        if (!head)
+            return std::unexpected(head.error());
+        evidence::Sha256 hasher;
+        std::string record;
         Stmt s(c, sql::kInsertEvent, op);
         Stmt term(c, sql::kInsertEventTerm, op);
         std::string document;
@@ -40,14 +48,22 @@ StoreResult<EventInsertResult> SqliteStore::insert_events(const std::vector<Stor
             const std::string& text = e.document_text.empty() ? document : e.document_text;
             const std::optional<std::int64_t> dport =
                 e.dport ? std::optional<std::int64_t>(*e.dport) : std::nullopt;
+            const std::uint64_t sequence = head->sequence + 1;
+            record.clear();
+            evidence::append_event_record(record, e, text);
+            const evidence::Digest hash =
+                evidence::link_hash(hasher, evidence::Stream::Drops, sequence, head->hash, record);
             s.bind_all(e.enforcer, static_cast<std::int64_t>(e.enforcer_seq), e.type, e.time_ns,
                        e.received_at, e.workload, e.direction, e.reason, e.src, e.dst, e.protocol,
-                       dport, static_cast<std::int64_t>(e.count), text);
+                       dport, static_cast<std::int64_t>(e.count), text,
+                       static_cast<std::int64_t>(sequence));
+            s.bind_blob(16, digest_bytes(hash));
             if (auto done = s.run(); !done)
                 return std::unexpected(done.error());
             if (c.changes() > 0) {
                 ++result.accepted;
-                result.ids.push_back(c.last_insert_rowid());
+                *head = evidence::ChainHead{sequence, hash};
+                result.ids.push_back(static_cast<std::int64_t>(sequence));
                 const std::int64_t minute = sql::term_bucket(e.time_ns);
                 for (const auto& t : sql::event_terms(e)) {
                     key = t;

@@ -1,5 +1,6 @@
 // SqliteStore: incidents with their notes and event links (IncidentRepository), updated
 // with optimistic versions, and exemptions (ExemptionRepository).
+#include "controller/evidence/evidence_records.hpp"
 #include "controller/store/sqlite_connection.hpp"
 
 namespace bulkhead::controller {
@@ -69,7 +70,14 @@ StoreResult<Incident> SqliteStore::add_incident(Incident incident) {
         s.bind_all(incident.source_workload, to_string(incident.state), incident.severity,
                    incident.title, incident.explanation, incident.opened_at, incident.updated_at,
                    *count, details, incident.counted_through_event);
-        return required(s.one(read_incident), op, "inserted incident");
+        auto row = required(s.one(read_incident), op, "inserted incident");
+        if (!row)
+            return row;
+        if (auto linked = append_evidence_change(c, evidence::Stream::Incidents, row->id, row->updated_at,
+                                                 evidence::incident_record(*row), op);
+            !linked)
+            return std::unexpected(linked.error());
+        return row;
     });
 }
 
@@ -88,8 +96,13 @@ StoreResult<Incident> SqliteStore::update_incident(const Incident& incident) {
         auto row = s.one(read_incident);
         if (!row)
             return std::unexpected(row.error());
-        if (*row)
+        if (*row) {
+            if (auto linked = append_evidence_change(c, evidence::Stream::Incidents, (*row)->id,
+                                                     (*row)->updated_at, evidence::incident_record(**row), op);
+                !linked)
+                return std::unexpected(linked.error());
             return std::move(**row);
+        }
         // No row: either it does not exist, or another writer moved its version on.
         if (auto found = require_incident(c, incident.id, op); !found)
             return std::unexpected(found.error());

@@ -1,5 +1,6 @@
 // SqliteStore: quarantines (QuarantineRepository; at most one active per workload) and the
 // append-only audit log (AuditRepository).
+#include "controller/evidence/evidence_records.hpp"
 #include "controller/store/sqlite_connection.hpp"
 
 namespace bulkhead::controller {
@@ -22,6 +23,16 @@ StoreResult<Quarantine> read_quarantine(Stmt& s) {
     return q;
 }
 
+// JSON null is stored as SQL NULL (audit before/after).
+std::optional<std::string> dump_or_null(const json& value) {
+    if (value.is_null())
+        return std::nullopt;
+    return dump(value);
+}
+
+} // namespace
+
+namespace sqlite_detail {
 StoreResult<AuditEntry> read_audit(Stmt& s) {
     AuditEntry a;
     a.id = s.i64(0);
@@ -40,15 +51,7 @@ StoreResult<AuditEntry> read_audit(Stmt& s) {
     a.after = std::move(*after);
     return a;
 }
-
-// JSON null is stored as SQL NULL (audit before/after).
-std::optional<std::string> dump_or_null(const json& value) {
-    if (value.is_null())
-        return std::nullopt;
-    return dump(value);
-}
-
-} // namespace
+} // namespace sqlite_detail
 
 // ---- quarantine ----------------------------------------------------------------------------
 
@@ -71,6 +74,12 @@ StoreResult<Quarantine> SqliteStore::add_quarantine(Quarantine quarantine) {
             return fail(Kind::Conflict, op,
                         "workload \"" + quarantine.workload + "\" is already quarantined");
         }
+        if (!row)
+            return row;
+        if (auto linked = append_evidence_change(c, evidence::Stream::Quarantines, row->id, row->created_at,
+                                                 evidence::quarantine_record(*row), op);
+            !linked)
+            return std::unexpected(linked.error());
         return row;
     });
 }
@@ -81,7 +90,14 @@ StoreResult<Quarantine> SqliteStore::release_quarantine(const std::string& workl
     return impl_->write(op, [&](Connection& c) -> StoreResult<Quarantine> {
         Stmt s(c, sql::kReleaseQuarantine, op);
         s.bind_all(workload, at, released_by);
-        return required(s.one(read_quarantine), op, "active quarantine of \"" + workload + "\"");
+        auto row = required(s.one(read_quarantine), op, "active quarantine of \"" + workload + "\"");
+        if (!row)
+            return row;
+        if (auto linked = append_evidence_change(c, evidence::Stream::Quarantines, row->id, at,
+                                                 evidence::quarantine_record(*row), op);
+            !linked)
+            return std::unexpected(linked.error());
+        return row;
     });
 }
 
@@ -131,7 +147,20 @@ StoreResult<AuditEntry> SqliteStore::append_audit(AuditEntry entry) {
         } else {
             s.bind(7, std::nullopt);
         }
-        return required(s.one(read_audit), op, "inserted audit entry");
+        auto row = required(s.one(read_audit), op, "inserted audit entry");
+        if (!row)
+            return row;
+        auto head = chain_head(c, evidence::Stream::Audit, op);
+        if (!head)
+            return std::unexpected(head.error());
+        evidence::ChainAppender chain(evidence::Stream::Audit, *head);
+        const evidence::ChainLink link = chain.append(evidence::audit_record(*row));
+        Stmt linked(c, sql::kSetAuditChain, op);
+        linked.bind_all(row->id, static_cast<std::int64_t>(link.sequence));
+        linked.bind_blob(3, digest_bytes(link.hash));
+        if (auto done = linked.run(); !done)
+            return std::unexpected(done.error());
+        return row;
     });
 }
 

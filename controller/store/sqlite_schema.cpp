@@ -281,11 +281,51 @@ CREATE TABLE analysis_checkpoint (
 );
 )sql";
 
+// Tamper evidence (issue 16; controller/evidence). Each stream is a hash chain: events carry
+// their link's hash (their id is the sequence number), audit entries a sequence number of
+// their own and a hash, and incident and quarantine changes (their rows are updated in
+// place) are appended to evidence_changes with their canonical bytes. evidence_chain_start
+// holds the link before the first record the database keeps: the records stored before this
+// migration, and later those moved to archive segments, are not in the database's part of a
+// chain. Checkpoints are kept here as well as outside (a file, the SIEM), where they count.
+constexpr std::string_view kEvidence = R"sql(
+ALTER TABLE events ADD COLUMN chain_hash BLOB;
+ALTER TABLE audit_log ADD COLUMN chain_seq BIGINT;
+ALTER TABLE audit_log ADD COLUMN chain_hash BLOB;
+CREATE INDEX audit_log_by_chain_seq ON audit_log (chain_seq);
+
+CREATE TABLE evidence_changes (
+  stream TEXT NOT NULL,
+  sequence BIGINT NOT NULL,
+  subject_id BIGINT NOT NULL,
+  at BIGINT NOT NULL,
+  record BLOB NOT NULL,
+  hash BLOB NOT NULL,
+  PRIMARY KEY (stream, sequence)
+);
+
+CREATE TABLE evidence_chain_start (
+  stream TEXT PRIMARY KEY,
+  sequence BIGINT NOT NULL,
+  hash BLOB NOT NULL
+);
+INSERT INTO evidence_chain_start (stream, sequence, hash)
+  SELECT 'drops', COALESCE(MAX(id), 0), zeroblob(32) FROM events;
+INSERT INTO evidence_chain_start (stream, sequence, hash) VALUES
+  ('incidents', 0, zeroblob(32)), ('quarantines', 0, zeroblob(32)), ('audit', 0, zeroblob(32));
+
+CREATE TABLE evidence_checkpoints (
+  at_ms BIGINT PRIMARY KEY,
+  line TEXT NOT NULL
+);
+)sql";
+
 constexpr std::array kMigrations{
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "coarse event index (event_terms) instead of four per-event indexes", kEventTerms},
     Migration{3, "durable controller state: checkpoint, outbox, exemptions, generations, incident versions",
               kDurableState},
+    Migration{4, "tamper evidence: hash chains over events, audit, incident and quarantine changes", kEvidence},
 };
 
 } // namespace

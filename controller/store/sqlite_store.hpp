@@ -172,6 +172,15 @@ class SqliteStore final : public Store {
     StoreResult<std::optional<AnalysisCheckpoint>> load_analysis_checkpoint() override;
     StoreResult<void> save_analysis_checkpoint(const AnalysisCheckpoint& checkpoint) override;
 
+    // EvidenceRepository
+    StoreResult<evidence::ChainHead> evidence_head(evidence::Stream stream) override;
+    StoreResult<evidence::ChainHead> evidence_chain_start(evidence::Stream stream) override;
+    StoreResult<void> set_evidence_chain_start(evidence::Stream stream, const evidence::ChainHead& start) override;
+    StoreResult<std::vector<EvidenceChainRecord>> evidence_records(evidence::Stream stream, std::uint64_t after,
+                                                                   std::size_t limit) override;
+    StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) override;
+    StoreResult<std::vector<std::string>> evidence_checkpoints(TimeMs from, std::size_t limit) override;
+
     StoreResult<std::int64_t> last_event_id() override;
 
     StoreResult<std::optional<std::string>> get_setting(const std::string& key) override;

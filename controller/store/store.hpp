@@ -20,6 +20,7 @@ class Store : public Transactions,
               public AuditRepository,
               public OutboxRepository,
               public AnalysisStateRepository,
+              public EvidenceRepository,
               public SettingsRepository {};
 
 }  // namespace bulkhead::controller

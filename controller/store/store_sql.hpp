@@ -133,8 +133,8 @@ inline constexpr std::string_view kRedeemEnrollmentToken =
     "dst, protocol, dport, event_count, document"
 inline constexpr std::string_view kInsertEvent =
     "INSERT INTO events (enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, "
-    "reason, src, dst, protocol, dport, event_count, document) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+    "reason, src, dst, protocol, dport, event_count, document, id, chain_hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
     "ON CONFLICT (enforcer, enforcer_seq) DO NOTHING";
 inline constexpr std::string_view kLastEventSeq =
     "SELECT MAX(enforcer_seq) FROM events WHERE enforcer = $1";
@@ -246,6 +246,38 @@ inline constexpr std::string_view kLastEventId = "SELECT MAX(id) FROM events";
 inline constexpr std::string_view kAppendAudit =
     "INSERT INTO audit_log (at, actor, role, action, target, before_doc, after_doc) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " BH_AUDIT_COLUMNS;
+
+// ---- evidence (hash chains) --------------------------------------------------------------------
+inline constexpr std::string_view kLastChainedEvent =
+    "SELECT id, chain_hash FROM events ORDER BY id DESC LIMIT 1";
+inline constexpr std::string_view kLastChainedAudit =
+    "SELECT chain_seq, chain_hash FROM audit_log WHERE chain_seq IS NOT NULL "
+    "ORDER BY chain_seq DESC LIMIT 1";
+inline constexpr std::string_view kSetAuditChain =
+    "UPDATE audit_log SET chain_seq = $2, chain_hash = $3 WHERE id = $1";
+inline constexpr std::string_view kLastEvidenceChange =
+    "SELECT sequence, hash FROM evidence_changes WHERE stream = $1 ORDER BY sequence DESC LIMIT 1";
+inline constexpr std::string_view kAppendEvidenceChange =
+    "INSERT INTO evidence_changes (stream, sequence, subject_id, at, record, hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6)";
+inline constexpr std::string_view kChainStart =
+    "SELECT sequence, hash FROM evidence_chain_start WHERE stream = $1";
+inline constexpr std::string_view kSetChainStart =
+    "UPDATE evidence_chain_start SET sequence = $2, hash = $3 WHERE stream = $1";
+// Records in chain order for verification, with their stored hash.
+inline constexpr std::string_view kChainedEvents =
+    "SELECT " BH_EVENT_COLUMNS ", chain_hash FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+inline constexpr std::string_view kChainedAudit =
+    "SELECT " BH_AUDIT_COLUMNS ", chain_seq, chain_hash FROM audit_log "
+    "WHERE chain_seq > $1 ORDER BY chain_seq LIMIT $2";
+inline constexpr std::string_view kEvidenceChanges =
+    "SELECT sequence, record, hash FROM evidence_changes WHERE stream = $1 AND sequence > $2 "
+    "ORDER BY sequence LIMIT $3";
+inline constexpr std::string_view kAddEvidenceCheckpoint =
+    "INSERT INTO evidence_checkpoints (at_ms, line) VALUES ($1, $2) "
+    "ON CONFLICT (at_ms) DO UPDATE SET line = excluded.line";
+inline constexpr std::string_view kEvidenceCheckpoints =
+    "SELECT line FROM evidence_checkpoints WHERE at_ms >= $1 ORDER BY at_ms LIMIT $2";
 
 inline constexpr std::string_view kEventColumns = BH_EVENT_COLUMNS;
 inline constexpr std::string_view kIncidentColumns = BH_INCIDENT_COLUMNS;

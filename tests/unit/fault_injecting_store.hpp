@@ -331,6 +331,37 @@ class FaultInjectingStore final : public Store {
             return std::unexpected(injected("save_analysis_checkpoint"));
         return inner_->save_analysis_checkpoint(checkpoint);
     }
+    StoreResult<evidence::ChainHead> evidence_head(evidence::Stream stream) override {
+        if (should_fail("evidence_head"))
+            return std::unexpected(injected("evidence_head"));
+        return inner_->evidence_head(stream);
+    }
+    StoreResult<evidence::ChainHead> evidence_chain_start(evidence::Stream stream) override {
+        if (should_fail("evidence_chain_start"))
+            return std::unexpected(injected("evidence_chain_start"));
+        return inner_->evidence_chain_start(stream);
+    }
+    StoreResult<void> set_evidence_chain_start(evidence::Stream stream, const evidence::ChainHead& start) override {
+        if (should_fail("set_evidence_chain_start"))
+            return std::unexpected(injected("set_evidence_chain_start"));
+        return inner_->set_evidence_chain_start(stream, start);
+    }
+    StoreResult<std::vector<EvidenceChainRecord>> evidence_records(evidence::Stream stream, std::uint64_t after,
+                                                                   std::size_t limit) override {
+        if (should_fail("evidence_records"))
+            return std::unexpected(injected("evidence_records"));
+        return inner_->evidence_records(stream, after, limit);
+    }
+    StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) override {
+        if (should_fail("add_evidence_checkpoint"))
+            return std::unexpected(injected("add_evidence_checkpoint"));
+        return inner_->add_evidence_checkpoint(at, line);
+    }
+    StoreResult<std::vector<std::string>> evidence_checkpoints(TimeMs from, std::size_t limit) override {
+        if (should_fail("evidence_checkpoints"))
+            return std::unexpected(injected("evidence_checkpoints"));
+        return inner_->evidence_checkpoints(from, limit);
+    }
     StoreResult<std::optional<std::string>> get_setting(const std::string& key) override {
         if (should_fail("get_setting"))
             return std::unexpected(injected("get_setting"));
