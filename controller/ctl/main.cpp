@@ -3,6 +3,7 @@
 #include "common/version.hpp"
 #include "controller/ctl/ctl_commands.hpp"
 #include "controller/ctl/enroll_command.hpp"
+#include "controller/ctl/evidence_command.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -108,6 +109,21 @@ int main(int argc, char** argv) {
     bool no_start = false;
     enroll_cmd->add_flag("--no-start", no_start, "Only write the files; do not start the service");
 
+    auto* evidence_cmd = app.add_subcommand("evidence", "Tamper evidence of the controller's records");
+    evidence_cmd->require_subcommand(1);
+    bulkhead::ctl::EvidenceVerifyCommand evidence_verify;
+    auto* evidence_verify_cmd = evidence_cmd->add_subcommand(
+        "verify", "Check every hash chain and signed checkpoint; name the first broken record (exit 0 only if all verify)");
+    evidence_verify_cmd->add_option("--data-dir", evidence_verify.data_dir, "The controller's data directory")
+        ->capture_default_str();
+    evidence_verify_cmd->add_option("--database", evidence_verify.database, "Database file (default: DATA_DIR/bulkhead.db)");
+    evidence_verify_cmd->add_option("--public-key", evidence_verify.public_key,
+                                    "The controller's evidence public key (default: DATA_DIR/evidence/signing-key.pem.pub)");
+    evidence_verify_cmd->add_option("--checkpoints", evidence_verify.checkpoint_files,
+                                    "Signed checkpoints kept outside the database, JSON lines (repeatable; default: "
+                                    "DATA_DIR/evidence/checkpoints.jsonl)");
+    evidence_verify_cmd->add_flag("--json", evidence_verify.json, "Print the report as JSON");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -115,6 +131,9 @@ int main(int argc, char** argv) {
         return code == 0 ? 0 : bulkhead::ctl::exit_usage;
     }
 
+    if (*evidence_verify_cmd) {
+        return bulkhead::ctl::evidence_verify(evidence_verify, std::cout, std::cerr);
+    }
     if (*enroll_cmd) {
         enroll.start = !no_start;
         return bulkhead::ctl::enroll_enforcer(enroll, std::cout, std::cerr);

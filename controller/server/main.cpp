@@ -7,6 +7,7 @@
 #include "controller/server/controller_metrics.hpp"
 #include "controller/server/http_api.hpp"
 #include "controller/server/http_server.hpp"
+#include "controller/services/evidence_service.hpp"
 #include "controller/services/controller_services.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
@@ -17,6 +18,7 @@
 #include <httplib.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -56,6 +58,11 @@ struct ControllerConfig {
     std::string webhook_secret_file;         // HMAC key for X-Bulkhead-Signature
     std::string webhook_ca;                  // CA bundle for https receivers
     std::string log_level;                   // "" = the flag's (info)
+    // Tamper evidence: signed checkpoints of every hash chain, at this interval, to this file
+    // (default DATA_DIR/evidence/checkpoints.jsonl; put it on another disk) and the database.
+    std::string evidence_checkpoint_file;
+    int evidence_checkpoint_interval_ms = 60000;
+    std::string controller_name;             // names the signer in checkpoints (default: host name)
 };
 
 
@@ -128,6 +135,10 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "webhook_secret_file") problem = string_field(config.webhook_secret_file);
         else if (key == "webhook_ca") problem = string_field(config.webhook_ca);
         else if (key == "log_level") problem = string_field(config.log_level);
+        else if (key == "evidence_checkpoint_file") problem = string_field(config.evidence_checkpoint_file);
+        else if (key == "evidence_checkpoint_interval_ms")
+            problem = int_field(config.evidence_checkpoint_interval_ms, 1000, 86400000);
+        else if (key == "controller_name") problem = string_field(config.controller_name);
         else if (key == "webhooks") {
             if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_string(); })) {
                 problem = path + ": /webhooks: must be an array of URLs";
@@ -343,10 +354,30 @@ int main(int argc, char** argv) {
         spdlog::error("{}", store.error().message);
         return 1;
     }
-    ControllerServices service(std::shared_ptr<bulkhead::controller::Store>(std::move(*store)), options, [] {
+    const auto wall_clock_ms = [] {
         return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();
-    });
+    };
+    std::shared_ptr<bulkhead::controller::Store> shared_store(std::move(*store));
+    const std::filesystem::path evidence_dir = std::filesystem::path(config.data_dir) / "evidence";
+    auto signing_key = bulkhead::controller::load_or_create_signing_key(evidence_dir / "signing-key.pem");
+    if (!signing_key) {
+        spdlog::error("{}", signing_key.error());
+        return 1;
+    }
+    bulkhead::controller::EvidenceCheckpointerOptions checkpoint_options;
+    checkpoint_options.controller_name = config.controller_name;
+    if (checkpoint_options.controller_name.empty()) {
+        char host[256] = {};
+        checkpoint_options.controller_name = ::gethostname(host, sizeof host - 1) == 0 && host[0] ? host : "controller";
+    }
+    checkpoint_options.checkpoint_file = config.evidence_checkpoint_file.empty()
+                                             ? evidence_dir / "checkpoints.jsonl"
+                                             : std::filesystem::path(config.evidence_checkpoint_file);
+    checkpoint_options.interval = std::chrono::milliseconds(config.evidence_checkpoint_interval_ms);
+    bulkhead::controller::EvidenceCheckpointer checkpointer(*shared_store, std::move(*signing_key),
+                                                            checkpoint_options, wall_clock_ms);
+    ControllerServices service(shared_store, options, wall_clock_ms);
     if (!config.bootstrap_tokens.empty()) {
         if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {
             spdlog::error("{}", *problem);
@@ -357,6 +388,9 @@ int main(int argc, char** argv) {
         spdlog::error("start-up failed: {}", started.error());
         return 1;
     }
+    checkpointer.start();
+    spdlog::info("evidence: signed checkpoints every {} ms to {} (key id {})", config.evidence_checkpoint_interval_ms,
+                 checkpoint_options.checkpoint_file.string(), bulkhead::evidence::key_id(checkpointer.public_key()));
     const bulkhead::controller::RateLimit api_rate_limit{static_cast<double>(config.api_rate_per_second),
                                                          10.0 * config.api_rate_per_second};
     bulkhead::controller::HttpApi api(service, std::string(bulkhead::controller::embedded_openapi_document()),
@@ -431,6 +465,7 @@ int main(int argc, char** argv) {
     if (plain_server) {
         plain_server->stop();
     }
+    checkpointer.stop();  // a last checkpoint covers everything stored before the stop
     spdlog::info("stopped");
     return 0;
 }
