@@ -32,6 +32,11 @@ struct StoredEvent {
     // the upload, a replay from the document.
     std::optional<std::uint16_t> sport;
     std::uint64_t count = 1;      // identical repeats folded by the enforcer
+    // The enforcer's wall clock minus the controller's when the upload carrying the event
+    // arrived (the batch's sent_ns against the receipt; includes the transit, a few ms).
+    // Events keep the enforcer's kernel timestamp, so an enforcer whose clock is off shows
+    // here, and the API flags its events (clock_suspect). nullopt: the upload had no sent_ns.
+    std::optional<std::int64_t> clock_offset_ms;
     // The interface the packet came in on (physindev, else indev) and the source MAC, for
     // the analyzer's attribution. Not columns: ingest fills them from the upload, reads
     // from the document.

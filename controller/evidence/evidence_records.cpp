@@ -49,6 +49,7 @@ void append_event_record(std::string& out, const controller::StoredEvent& e,
     field(out, e.protocol);
     optional_field(out, e.dport);
     field(out, static_cast<std::int64_t>(e.count));
+    optional_field(out, e.clock_offset_ms);
     field(out, document_text);
 }
 

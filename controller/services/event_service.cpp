@@ -39,6 +39,11 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
                                              p.message, json{{"pointer", p.pointer}}));
     }
     std::vector<StoredEvent>& records = *parsed;
+    if (!records.empty() && records.front().path.enforcer_sent_ns > 0) {
+        const std::int64_t offset_ms = (records.front().path.enforcer_sent_ns - received_ns) / 1'000'000;
+        for (auto& record : records)
+            record.clock_offset_ms = offset_ms;
+    }
     auto inserted = events_.insert_events(records);
     if (!inserted) {
         return std::unexpected(from_store(inserted.error()));
@@ -68,7 +73,7 @@ ServiceResult EventService::ingest_events(const Caller& caller, const std::strin
             for (auto& e : fresh) {
                 if (is_blocked_type(e.type)) {
                     e.document = json::parse(e.document_text, nullptr, false);
-                    live.push_back(event_json(e));
+                    live.push_back(event_json(e, options_.clock_offset_threshold_ms));
                 }
             }
             if (!live.empty()) {
@@ -90,7 +95,7 @@ ServiceResult EventService::query_events(const EventQuery& query) {
     json list = json::array();
     std::int64_t last_id = 0;
     for (const auto& e : *events) {
-        list.push_back(event_json(e));
+        list.push_back(event_json(e, options_.clock_offset_threshold_ms));
         last_id = e.id;
     }
     json result{{"events", list}};

@@ -13,6 +13,10 @@ namespace bulkhead::controller {
 
 struct EventOptions {
     std::size_t max_events_per_batch = 5000;
+    // An enforcer whose clock is further than this from the controller's has its events
+    // flagged (clock_suspect): their kernel timestamps cannot be trusted to order them
+    // against other devices' logs.
+    std::int64_t clock_offset_threshold_ms = 1000;
 };
 
 class EventService {

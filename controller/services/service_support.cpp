@@ -77,12 +77,16 @@ json revision_json(const PolicyRevision& r, bool with_document) {
     return j;
 }
 
-json event_json(const StoredEvent& e) {
+json event_json(const StoredEvent& e, std::int64_t clock_offset_threshold_ms) {
     json j = e.document.is_object() ? e.document : json::object();
     j["id"] = e.id;
     j["enforcer"] = e.enforcer;
     j["enforcer_seq"] = e.enforcer_seq;
     j["received_at"] = format_time_ms(e.received_at);
+    if (e.clock_offset_ms) {
+        j["clock_offset_ms"] = *e.clock_offset_ms;
+        j["clock_suspect"] = std::abs(*e.clock_offset_ms) > clock_offset_threshold_ms;
+    }
     return j;
 }
 

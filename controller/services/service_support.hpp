@@ -87,7 +87,8 @@ void from_json(const nlohmann::json& j, Quarantine& q);
 // The API's views of domain values.
 nlohmann::json optional_time(const std::optional<TimeMs>& ms);
 nlohmann::json revision_json(const PolicyRevision& r, bool with_document);
-nlohmann::json event_json(const StoredEvent& e);
+// `clock_offset_threshold_ms`: beyond it the event is flagged clock_suspect (EventOptions).
+nlohmann::json event_json(const StoredEvent& e, std::int64_t clock_offset_threshold_ms = 1000);
 nlohmann::json incident_json(const Incident& i);
 // The actor of a quarantine a tripwire put in force in the kernel before anyone decided it.
 inline constexpr std::string_view kernel_actor = "kernel";

@@ -147,6 +147,7 @@ StoreResult<StoredEvent> read_event_columns(Stmt& s) {
         e.dport = static_cast<std::uint16_t>(*port);
     }
     e.count = static_cast<std::uint64_t>(s.i64(13));
+    e.clock_offset_ms = s.opt_i64(15);
     return e;
 }
 

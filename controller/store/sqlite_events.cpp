@@ -58,6 +58,7 @@ StoreResult<EventInsertResult> SqliteStore::insert_events(const std::vector<Stor
                        dport, static_cast<std::int64_t>(e.count), text,
                        static_cast<std::int64_t>(sequence));
             s.bind_blob(16, digest_bytes(hash));
+            s.bind(17, e.clock_offset_ms);
             if (auto done = s.run(); !done)
                 return std::unexpected(done.error());
             if (c.changes() > 0) {

@@ -149,7 +149,7 @@ StoreResult<std::vector<EvidenceChainRecord>> SqliteStore::evidence_records(evid
                 if (!event)
                     return std::unexpected(event.error());
                 return EvidenceChainRecord{static_cast<std::uint64_t>(event->id),
-                                           evidence::event_record(*event, document), digest_column(r, 15)};
+                                           evidence::event_record(*event, document), digest_column(r, 16)};
             });
         }
         case evidence::Stream::Audit: {

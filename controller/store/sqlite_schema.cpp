@@ -289,6 +289,7 @@ CREATE TABLE analysis_checkpoint (
 // migration, and later those moved to archive segments, are not in the database's part of a
 // chain. Checkpoints are kept here as well as outside (a file, the SIEM), where they count.
 constexpr std::string_view kEvidence = R"sql(
+ALTER TABLE events ADD COLUMN clock_offset_ms BIGINT;
 ALTER TABLE events ADD COLUMN chain_hash BLOB;
 ALTER TABLE audit_log ADD COLUMN chain_seq BIGINT;
 ALTER TABLE audit_log ADD COLUMN chain_hash BLOB;

@@ -130,11 +130,11 @@ inline constexpr std::string_view kRedeemEnrollmentToken =
 // ---- events -------------------------------------------------------------------------------
 #define BH_EVENT_COLUMNS                                                                           \
     "id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, reason, src, "   \
-    "dst, protocol, dport, event_count, document"
+    "dst, protocol, dport, event_count, document, clock_offset_ms"
 inline constexpr std::string_view kInsertEvent =
     "INSERT INTO events (enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, "
-    "reason, src, dst, protocol, dport, event_count, document, id, chain_hash) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+    "reason, src, dst, protocol, dport, event_count, document, id, chain_hash, clock_offset_ms) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
     "ON CONFLICT (enforcer, enforcer_seq) DO NOTHING";
 inline constexpr std::string_view kLastEventSeq =
     "SELECT MAX(enforcer_seq) FROM events WHERE enforcer = $1";
