@@ -8,6 +8,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -149,6 +151,12 @@ struct TestPki {
 // Accepts `connections` TLS connections one after another and returns what each sent until
 // it closed ("<handshake failed>" for one that did not complete the handshake).
 std::vector<std::string> serve_tls(int listener, const TestPki& pki, int connections) {
+    // A client that refuses our certificate hangs up while SSL_accept still writes: that
+    // SIGPIPE must not end the test run. This thread only serves, so block it here.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     std::vector<std::string> received;
     SSL_CTX* context = SSL_CTX_new(TLS_server_method());
     SSL_CTX_use_certificate_file(context, pki.server_cert.c_str(), SSL_FILETYPE_PEM);
