@@ -221,6 +221,35 @@ TEST_CASE("siem sender: a receiver that hung up between batches gets the next ba
     CHECK(second.get() == framed({kMessages[1]}));
 }
 
+TEST_CASE("siem sender: a receiver that resets the connection mid-batch gives Closed, then a reconnect") {
+    BoundSocket listener(SOCK_STREAM, true);
+    auto sender = make_syslog_sender(network_destination(TransportKind::Tcp, listener.port));
+    // Reads a little of the batch, then resets (SO_LINGER 0): the rest of the write fails.
+    auto reset = std::async(std::launch::async, [fd = listener.fd] {
+        const int connection = accept_one(fd);
+        if (connection < 0) {
+            return false;
+        }
+        char buffer[1000];
+        const auto n = ::recv(connection, buffer, sizeof buffer, MSG_WAITALL);
+        linger abort{1, 0};
+        ::setsockopt(connection, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+        ::close(connection);
+        return n == static_cast<ssize_t>(sizeof buffer);
+    });
+    // Far more than the loopback socket buffers hold, so the writer is still writing.
+    const std::vector<std::string> big_batch(4000, std::string(8000, 'B'));
+    const auto result = sender->send(big_batch);
+    CHECK(reset.get());
+    REQUIRE_FALSE(result.has_value());
+    CHECK(result.error().kind == SendErrorKind::Closed);
+    CHECK(result.error().message.find("closed the connection") != std::string::npos);
+    auto received = std::async(std::launch::async, receive_tcp_until_close, listener.fd);
+    REQUIRE(sender->send(kMessages).has_value());
+    sender->close();
+    CHECK(received.get() == framed(kMessages));
+}
+
 TEST_CASE("siem sender: a closed port is Unreachable, and the next send tries again") {
     {
         BoundSocket unused(SOCK_STREAM, false); // bound, never listening: connect is refused
