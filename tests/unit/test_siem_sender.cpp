@@ -125,7 +125,7 @@ struct TempDir {
 // signed nothing we serve.
 struct TestPki {
     TempDir dir;
-    std::string ca, other_ca, server_cert, server_key;
+    std::string ca, other_ca, server_cert, server_key, client_cert, client_key;
     TestPki() {
         const std::string d = dir.path.string();
         const std::string script =
@@ -138,19 +138,25 @@ struct TestPki {
             "  -keyout server.key -out server.csr; "
             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.cnf; "
             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-            "  -extfile san.cnf -out server.pem";
+            "  -extfile san.cnf -out server.pem; "
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=bulkhead-controller "
+            "  -keyout client.key -out client.csr; "
+            "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem";
         const std::string command = "sh -c \"" + script + "\" >'" + d + "/openssl.log' 2>&1";
         REQUIRE_MESSAGE(std::system(command.c_str()) == 0, "the openssl command failed, see " << d << "/openssl.log");
         ca = d + "/ca.pem";
         other_ca = d + "/other.pem";
         server_cert = d + "/server.pem";
         server_key = d + "/server.key";
+        client_cert = d + "/client.pem";
+        client_key = d + "/client.key";
     }
 };
 
 // Accepts `connections` TLS connections one after another and returns what each sent until
 // it closed ("<handshake failed>" for one that did not complete the handshake).
-std::vector<std::string> serve_tls(int listener, const TestPki& pki, int connections) {
+std::vector<std::string> serve_tls(int listener, const TestPki& pki, int connections,
+                                   bool require_client_certificate) {
     // A client that refuses our certificate hangs up while SSL_accept still writes: that
     // SIGPIPE must not end the test run. This thread only serves, so block it here.
     sigset_t pipe;
@@ -161,6 +167,10 @@ std::vector<std::string> serve_tls(int listener, const TestPki& pki, int connect
     SSL_CTX* context = SSL_CTX_new(TLS_server_method());
     SSL_CTX_use_certificate_file(context, pki.server_cert.c_str(), SSL_FILETYPE_PEM);
     SSL_CTX_use_PrivateKey_file(context, pki.server_key.c_str(), SSL_FILETYPE_PEM);
+    if (require_client_certificate) {
+        SSL_CTX_load_verify_locations(context, pki.ca.c_str(), nullptr);
+        SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
     for (int i = 0; i < connections; ++i) {
         const int connection = accept_one(listener);
         if (connection < 0) {
@@ -331,7 +341,7 @@ TEST_CASE("siem sender: TLS verifies the receiver and delivers the bytes") {
     BoundSocket listener(SOCK_STREAM, true);
 
     SUBCASE("trusted: two batches on one connection, byte for byte") {
-        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1);
+        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1, false);
         SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
         destination.tls.ca_file = pki.ca;
         auto sender = make_syslog_sender(destination);
@@ -346,7 +356,7 @@ TEST_CASE("siem sender: TLS verifies the receiver and delivers the bytes") {
         CHECK(connections[0] == framed(kMessages));
     }
     SUBCASE("trusted by server_name instead of the address") {
-        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1);
+        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1, false);
         SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
         destination.tls.ca_file = pki.ca;
         destination.tls.server_name = "localhost";
@@ -355,8 +365,29 @@ TEST_CASE("siem sender: TLS verifies the receiver and delivers the bytes") {
         sender->close();
         CHECK(received.get().at(0) == framed(kMessages));
     }
+    SUBCASE("mutual TLS: the client certificate is presented and accepted") {
+        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1, true);
+        SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
+        destination.tls.ca_file = pki.ca;
+        destination.tls.client_certificate = pki.client_cert;
+        destination.tls.client_key = pki.client_key;
+        auto sender = make_syslog_sender(destination);
+        REQUIRE(sender->send(kMessages).has_value());
+        sender->close();
+        CHECK(received.get().at(0) == framed(kMessages)); // the server required and verified it
+    }
+    SUBCASE("a client key that does not match its certificate is Io") {
+        SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
+        destination.tls.ca_file = pki.ca;
+        destination.tls.client_certificate = pki.client_cert;
+        destination.tls.client_key = pki.server_key;
+        const auto result = make_syslog_sender(destination)->send(kMessages);
+        REQUIRE_FALSE(result.has_value());
+        CHECK(result.error().kind == SendErrorKind::Io);
+        CHECK(result.error().message.find("client_key") != std::string::npos);
+    }
     SUBCASE("a certificate from another CA is Untrusted") {
-        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1);
+        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1, false);
         SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
         destination.tls.ca_file = pki.other_ca;
         auto sender = make_syslog_sender(destination);
@@ -368,7 +399,7 @@ TEST_CASE("siem sender: TLS verifies the receiver and delivers the bytes") {
         CHECK(received.get().at(0) == "<handshake failed>");
     }
     SUBCASE("a name the certificate does not carry is Untrusted") {
-        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1);
+        auto received = std::async(std::launch::async, serve_tls, listener.fd, std::cref(pki), 1, false);
         SiemDestination destination = network_destination(TransportKind::Tls, listener.port);
         destination.tls.ca_file = pki.ca;
         destination.tls.server_name = "siem.example.net";
