@@ -13,6 +13,7 @@
 #include "controller/domain/incidents.hpp"
 #include "controller/domain/quarantine.hpp"
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,5 +35,11 @@ std::string incident_record(const controller::Incident& incident);
 
 // A quarantine after a change (created, released), as stored.
 std::string quarantine_record(const controller::Quarantine& quarantine);
+
+// The records back (for export from the chains in order): nullopt when `record` is not one
+// of that kind in this version's layout.
+std::optional<controller::AuditEntry> audit_from_record(std::string_view record);
+std::optional<controller::Incident> incident_from_record(std::string_view record);
+std::optional<controller::Quarantine> quarantine_from_record(std::string_view record);
 
 }  // namespace bulkhead::evidence

@@ -472,6 +472,13 @@ void HttpApi::build_routes() {
         c.response.status = 200;
         c.response.set_content(metrics_(), "text/plain; version=0.0.4; charset=utf-8");
     });
+    add("GET", "/api/v1/evidence", Permission::Read, [this](RouteContext& c) {
+        if (!evidence_status_) {
+            transport_error(c.response, 503, "unavailable", "evidence is not served by this process");
+            return;
+        }
+        send_json(c.response, 200, evidence_status_());
+    });
     add("GET", "/api/v1/whoami", Permission::Read, [](RouteContext& c) {
         send_json(c.response, 200, json{{"name", c.caller.name}, {"role", std::string(to_string(c.caller.role))}});
     });

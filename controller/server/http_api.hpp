@@ -78,6 +78,8 @@ public:
     const std::vector<Route>& routes() const { return routes_; }
     // What GET /api/v1/metrics answers (the Prometheus text); set before the listeners start.
     void set_metrics(std::function<std::string()> render) { metrics_ = std::move(render); }
+    // What GET /api/v1/evidence answers: checkpoints and every SIEM destination's backlog.
+    void set_evidence_status(std::function<nlohmann::json()> status) { evidence_status_ = std::move(status); }
     std::uint64_t rate_limited() const { return rate_limiter_.refused(); }
 
     // Answers one request: the route (or the dashboard's files outside /api/), the caller's
@@ -103,6 +105,7 @@ private:
     std::unique_ptr<class StaticFiles> static_files_;
     mutable RequestRateLimiter rate_limiter_;
     std::function<std::string()> metrics_;
+    std::function<nlohmann::json()> evidence_status_;
 };
 
 // The OpenAPI document compiled into the binary (controller/server/openapi.json).

@@ -8,6 +8,8 @@
 #include "controller/server/http_api.hpp"
 #include "controller/server/http_server.hpp"
 #include "controller/services/evidence_service.hpp"
+#include "controller/services/siem_export.hpp"
+#include "controller/siem/siem_destination.hpp"
 #include "controller/services/controller_services.hpp"
 #include "controller/store/sqlite_store.hpp"
 #include "policies/json_reader.hpp"
@@ -63,6 +65,7 @@ struct ControllerConfig {
     std::string evidence_checkpoint_file;
     int evidence_checkpoint_interval_ms = 60000;
     std::string controller_name;             // names the signer in checkpoints (default: host name)
+    std::vector<bulkhead::siem::SiemDestination> siem_destinations;  // "siem": {"destinations": [...]}
 };
 
 
@@ -144,6 +147,14 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
                 problem = path + ": /webhooks: must be an array of URLs";
             } else {
                 config.webhooks = value.get<std::vector<std::string>>();
+            }
+        }
+        else if (key == "siem") {
+            auto destinations = bulkhead::siem::parse_siem_destinations(value, "/siem");
+            if (!destinations) {
+                problem = path + ": " + bulkhead::siem::describe(destinations.error());
+            } else {
+                config.siem_destinations = std::move(*destinations);
             }
         }
         else if (key == "$schema" || key == "comment") {}
@@ -375,8 +386,16 @@ int main(int argc, char** argv) {
                                              ? evidence_dir / "checkpoints.jsonl"
                                              : std::filesystem::path(config.evidence_checkpoint_file);
     checkpoint_options.interval = std::chrono::milliseconds(config.evidence_checkpoint_interval_ms);
-    bulkhead::controller::EvidenceCheckpointer checkpointer(*shared_store, std::move(*signing_key),
-                                                            checkpoint_options, wall_clock_ms);
+    bulkhead::controller::SiemExportOptions siem_options;
+    siem_options.destinations = config.siem_destinations;
+    siem_options.identity.hostname = checkpoint_options.controller_name;
+    siem_options.identity.procid = std::to_string(::getpid());
+    bulkhead::controller::SiemExport siem_export(siem_options, *shared_store, *shared_store, *shared_store,
+                                                 wall_clock_ms);
+    // A new checkpoint is stored, then the SIEM destinations that take checkpoints get it.
+    bulkhead::controller::EvidenceCheckpointer checkpointer(
+        *shared_store, std::move(*signing_key), checkpoint_options, wall_clock_ms,
+        [&siem_export](const bulkhead::evidence::SignedCheckpoint&, const std::string&) { siem_export.wake(); });
     ControllerServices service(shared_store, options, wall_clock_ms);
     if (!config.bootstrap_tokens.empty()) {
         if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {
@@ -385,6 +404,10 @@ int main(int argc, char** argv) {
         }
     }
     if (auto started = service.start(); !started) {
+        spdlog::error("start-up failed: {}", started.error());
+        return 1;
+    }
+    if (auto started = siem_export.start(); !started) {
         spdlog::error("start-up failed: {}", started.error());
         return 1;
     }
@@ -447,7 +470,24 @@ int main(int argc, char** argv) {
         metric_listeners.push_back({"plain", plain_server.get(), limits});
     }
     bulkhead::controller::ControllerMetrics metrics(service, api, std::move(metric_listeners), api_rate_limit);
-    api.set_metrics([&metrics] { return metrics.render(); });
+    api.set_metrics([&metrics, &siem_export, &checkpointer, wall_clock_ms] {
+        std::string text = metrics.render();
+        text += "# HELP bulkhead_evidence_checkpoints_total Signed evidence checkpoints written by this process.\n"
+                "# TYPE bulkhead_evidence_checkpoints_total counter\n"
+                "bulkhead_evidence_checkpoints_total " + std::to_string(checkpointer.written()) + "\n"
+                "# HELP bulkhead_evidence_checkpoint_failures_total Evidence checkpoints that could not be written.\n"
+                "# TYPE bulkhead_evidence_checkpoint_failures_total counter\n"
+                "bulkhead_evidence_checkpoint_failures_total " + std::to_string(checkpointer.failures()) + "\n";
+        return text + bulkhead::controller::siem_metrics_text(siem_export.status(), wall_clock_ms());
+    });
+    api.set_evidence_status([&siem_export, &checkpointer, &checkpoint_options, wall_clock_ms] {
+        return json{{"key_id", bulkhead::evidence::key_id(checkpointer.public_key())},
+                    {"checkpoints", {{"written", checkpointer.written()},
+                                     {"failures", checkpointer.failures()},
+                                     {"interval_ms", checkpoint_options.interval.count()},
+                                     {"file", checkpoint_options.checkpoint_file.string()}}},
+                    {"siem", bulkhead::controller::siem_status_json(siem_export.status(), wall_clock_ms())}};
+    });
 
     if (tls_server) {
         tls_server->start();
@@ -466,6 +506,7 @@ int main(int argc, char** argv) {
         plain_server->stop();
     }
     checkpointer.stop();  // a last checkpoint covers everything stored before the stop
+    siem_export.stop();
     spdlog::info("stopped");
     return 0;
 }
