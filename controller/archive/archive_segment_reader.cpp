@@ -2,6 +2,7 @@
 
 #include "controller/archive/block_codec.hpp"
 #include "controller/archive/byte_io.hpp"
+#include "controller/archive/link_hasher.hpp"
 #include "controller/archive/segment_file.hpp"
 #include "controller/archive/segment_format.hpp"
 #include "controller/evidence/evidence_records.hpp"
@@ -78,7 +79,7 @@ struct ArchiveSegmentReader::State {
     // on_block_end(block index, last link) return false to stop.
     template <typename OnRecord, typename OnBlockEnd>
     std::expected<evidence::ChainHead, ArchiveError> walk(OnRecord&& on_record, OnBlockEnd&& on_block_end) const {
-        evidence::Sha256 hasher;
+        LinkHasher hasher;
         evidence::ChainHead head{header.first_sequence - 1, header.previous_hash};
         std::string record_bytes;
         for (std::size_t b = 0; b < blocks.size(); ++b) {
@@ -93,7 +94,7 @@ struct ArchiveSegmentReader::State {
                 evidence::ChainLink link;
                 link.sequence = static_cast<std::uint64_t>(event.id);
                 link.previous = head.hash;
-                link.hash = evidence::link_hash(hasher, header.stream, link.sequence, head.hash, record_bytes);
+                link.hash = hasher.link(header.stream, link.sequence, head.hash, record_bytes);
                 head = evidence::ChainHead{link.sequence, link.hash};
                 if (!on_record(event, link, decoded->link_checks[i])) {
                     return head;

@@ -838,6 +838,7 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
     std::array<std::int64_t, kNumberPredictors> predictions{};
     std::string time_us, time_ns_text;
     char number_text[24];
+    std::size_t last_document_size = 480;
     for (std::size_t i = 0; i < events.size(); ++i) {
         auto& e = events[i];
         std::uint64_t code = 0;
@@ -855,20 +856,19 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
         const auto& pieces = templates[static_cast<std::size_t>(code - 1)];
         auto& readers = slot_readers[static_cast<std::size_t>(code - 1)];
         const auto columns = column_predictions(e);
-        bool time_texts_made = false;
         auto predict = [&](std::size_t p) -> std::string_view {
             if (p < columns.size()) {
                 return columns[p];
             }
-            if (!time_texts_made) {
+            if (p == columns.size()) {
                 time_us = rfc3339_utc(e.time_ns, 6);
-                time_ns_text = rfc3339_utc(e.time_ns, 9);
-                time_texts_made = true;
+                return time_us;
             }
-            return p == columns.size() ? std::string_view(time_us) : std::string_view(time_ns_text);
+            time_ns_text = rfc3339_utc(e.time_ns, 9);
+            return time_ns_text;
         };
         std::string& doc = e.document_text;
-        doc.reserve(512);
+        doc.reserve(last_document_size + 32);  // one allocation per document
         for (std::size_t s = 0; s < pieces.size(); ++s) {
             doc.append(pieces[s].literal);
             if (pieces[s].slot == 0) {
@@ -908,6 +908,7 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
             const auto end = std::to_chars(number_text, number_text + sizeof number_text, value).ptr;
             doc.append(number_text, end);
         }
+        last_document_size = doc.size();
     }
     return decoded;
 }

@@ -263,9 +263,9 @@ BlockFilter build_filter(std::span<const controller::StoredEvent> events) {
 }
 
 void MerkleAccumulator::add(const evidence::Digest& link_hash) {
-    Subtree node{hasher_.begin().add_byte(0x00).add(link_hash).finish(), 1};
+    Subtree node{hasher_.leaf(link_hash), 1};
     while (!stack_.empty() && stack_.back().leaves == node.leaves) {
-        node.hash = hasher_.begin().add_byte(0x01).add(stack_.back().hash).add(node.hash).finish();
+        node.hash = hasher_.node(stack_.back().hash, node.hash);
         node.leaves *= 2;
         stack_.pop_back();
     }
@@ -277,11 +277,11 @@ void MerkleAccumulator::add(const evidence::Digest& link_hash) {
 // stack, folded from the right, are exactly that tree.
 evidence::Digest MerkleAccumulator::root() {
     if (stack_.empty()) {
-        return hasher_.begin().finish();
+        return evidence::Sha256::of("");
     }
     evidence::Digest acc = stack_.back().hash;
     for (std::size_t i = stack_.size() - 1; i-- > 0;) {
-        acc = hasher_.begin().add_byte(0x01).add(stack_[i].hash).add(acc).finish();
+        acc = hasher_.node(stack_[i].hash, acc);
     }
     return acc;
 }
