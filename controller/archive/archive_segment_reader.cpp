@@ -9,6 +9,12 @@
 
 #include <zstd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
 namespace bulkhead::archive {
 
 namespace {
@@ -42,13 +48,16 @@ struct ArchiveSegmentReader::State {
     ArchiveSeal seal;
     evidence::Digest index_digest{};
     mutable std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> decompressor{ZSTD_createDCtx()};
-    mutable std::uint64_t blocks_decoded = 0;
+    mutable std::atomic<std::uint64_t> blocks_decoded = 0;
 
     ArchiveError error(ArchiveErrorKind kind, const std::string& text) const {
         return ArchiveError{kind, "segment " + name + ": " + text};
     }
 
     std::expected<DecodedBlock, ArchiveError> read_block(std::size_t index) const {
+        return read_block(index, decompressor.get());
+    }
+    std::expected<DecodedBlock, ArchiveError> read_block(std::size_t index, ZSTD_DCtx* context) const {
         const auto& block = blocks[index];
         const auto where = "block " + std::to_string(index) + " (records " + record_range(block) + ")";
         auto compressed = source->read(block.offset, block.compressed_length);
@@ -56,7 +65,7 @@ struct ArchiveSegmentReader::State {
             return std::unexpected(error(ArchiveErrorKind::Io, where + ": " + compressed.error()));
         }
         std::string raw(block.raw_length, '\0');
-        const std::size_t size = ZSTD_decompressDCtx(decompressor.get(), raw.data(), raw.size(), compressed->data(),
+        const std::size_t size = ZSTD_decompressDCtx(context, raw.data(), raw.size(), compressed->data(),
                                                      compressed->size());
         if (ZSTD_isError(size)) {
             return std::unexpected(
@@ -78,35 +87,95 @@ struct ArchiveSegmentReader::State {
     // Walks every record with its recomputed link. on_record(event, link, stored_check) and
     // on_block_end(block index, last link) return false to stop.
     template <typename OnRecord, typename OnBlockEnd>
-    std::expected<evidence::ChainHead, ArchiveError> walk(OnRecord&& on_record, OnBlockEnd&& on_block_end) const {
-        LinkHasher hasher;
-        evidence::ChainHead head{header.first_sequence - 1, header.previous_hash};
-        std::string record_bytes;
-        for (std::size_t b = 0; b < blocks.size(); ++b) {
-            auto decoded = read_block(b);
-            if (!decoded) {
-                return std::unexpected(decoded.error());
+    std::expected<evidence::ChainHead, ArchiveError> walk(OnRecord&& on_record, OnBlockEnd&& on_block_end) const;
+
+    class BlockPipeline;
+};
+
+// Decodes a segment's blocks in order on its own thread, with its own zstd context, handing
+// them over through a queue of at most two; stops at the first block that fails. Links are
+// sequential, decoding is not: the walking thread hashes while this one decodes.
+class ArchiveSegmentReader::State::BlockPipeline {
+public:
+    explicit BlockPipeline(const State& state) : state_(state), worker_([this] { run(); }) {}
+    ~BlockPipeline() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        changed_.notify_all();
+        worker_.join();
+    }
+    BlockPipeline(const BlockPipeline&) = delete;
+    BlockPipeline& operator=(const BlockPipeline&) = delete;
+
+    std::expected<DecodedBlock, ArchiveError> next() {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return !ready_.empty(); });
+        auto block = std::move(ready_.front());
+        ready_.pop_front();
+        changed_.notify_all();
+        return block;
+    }
+
+private:
+    void run() {
+        std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> context{ZSTD_createDCtx()};
+        for (std::size_t b = 0; b < state_.blocks.size(); ++b) {
+            auto decoded = state_.read_block(b, context.get());
+            const bool failed = !decoded;
+            std::unique_lock lock(mutex_);
+            changed_.wait(lock, [&] { return ready_.size() < 2 || stopping_; });
+            if (stopping_) {
+                return;
             }
-            for (std::size_t i = 0; i < decoded->events.size(); ++i) {
-                const auto& event = decoded->events[i];
-                record_bytes.clear();
-                evidence::append_event_record(record_bytes, event, event.document_text);
-                evidence::ChainLink link;
-                link.sequence = static_cast<std::uint64_t>(event.id);
-                link.previous = head.hash;
-                link.hash = hasher.link(header.stream, link.sequence, head.hash, record_bytes);
-                head = evidence::ChainHead{link.sequence, link.hash};
-                if (!on_record(event, link, decoded->link_checks[i])) {
-                    return head;
-                }
+            ready_.push_back(std::move(decoded));
+            changed_.notify_all();
+            if (failed) {
+                return;
             }
-            if (!on_block_end(b, head.hash)) {
+        }
+    }
+
+    const State& state_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::deque<std::expected<DecodedBlock, ArchiveError>> ready_;
+    bool stopping_ = false;
+    std::thread worker_;  // last: starts after the members it uses
+};
+
+template <typename OnRecord, typename OnBlockEnd>
+std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::walk(OnRecord&& on_record,
+                                                                                   OnBlockEnd&& on_block_end) const {
+    LinkHasher hasher;
+    evidence::ChainHead head{header.first_sequence - 1, header.previous_hash};
+    std::string record_bytes;
+    BlockPipeline pipeline(*this);
+    for (std::size_t b = 0; b < blocks.size(); ++b) {
+        auto decoded = pipeline.next();
+        if (!decoded) {
+            return std::unexpected(decoded.error());
+        }
+        for (std::size_t i = 0; i < decoded->events.size(); ++i) {
+            const auto& event = decoded->events[i];
+            record_bytes.clear();
+            evidence::append_event_record(record_bytes, event, event.document_text);
+            evidence::ChainLink link;
+            link.sequence = static_cast<std::uint64_t>(event.id);
+            link.previous = head.hash;
+            link.hash = hasher.link(header.stream, link.sequence, head.hash, record_bytes);
+            head = evidence::ChainHead{link.sequence, link.hash};
+            if (!on_record(event, link, decoded->link_checks[i])) {
                 return head;
             }
         }
-        return head;
+        if (!on_block_end(b, head.hash)) {
+            return head;
+        }
     }
-};
+    return head;
+}
 
 ArchiveSegmentReader::ArchiveSegmentReader(std::unique_ptr<State> state) : state_(std::move(state)) {}
 ArchiveSegmentReader::~ArchiveSegmentReader() = default;
