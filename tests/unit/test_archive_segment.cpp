@@ -599,7 +599,7 @@ TEST_CASE("archive: the writer refuses gaps, disorder, appends after seal and em
 }
 
 TEST_CASE("archive: bytes per drop event on a realistic mix stay within 32") {
-    constexpr std::size_t kEvents = 200'000;
+    constexpr std::size_t kEvents = 100'000;
     const auto events = archive::testing::generate_drop_mix(kEvents, 16);
     std::size_t document_bytes = 0;
     for (const auto& e : events) {
