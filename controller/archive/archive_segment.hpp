@@ -95,7 +95,7 @@ struct ArchiveSeal {
 };
 
 struct ArchiveWriterOptions {
-    std::uint32_t block_records = 4096;
+    std::uint32_t block_records = 4096;  // at most 2^20 (readers refuse larger blocks)
     int zstd_level = 19;
     bool long_distance_matching = false;
     std::int64_t created_ns = 0;  // 0: seal() reads CLOCK_REALTIME
@@ -195,6 +195,8 @@ public:
     std::expected<ArchiveVerification, ArchiveError> verify(const evidence::PublicKey& key) const;
 
     // Blocks decompressed and decoded since open (what the index saved is what this is not).
+    // A reader serves one call at a time (scan, for_each_record and verify share its state);
+    // verify's decoding thread is its own.
     std::uint64_t blocks_decoded() const;
 
 private:

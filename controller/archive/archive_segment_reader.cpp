@@ -23,6 +23,9 @@ struct DecompressionContextDeleter {
     void operator()(ZSTD_DCtx* context) const { ZSTD_freeDCtx(context); }
 };
 
+constexpr std::uint32_t kMaxBlockRecords = 1U << 20;
+constexpr std::uint32_t kMaxBlockRawBytes = 1U << 30;
+
 std::string hex16(std::uint16_t value) {
     static constexpr char digits[] = "0123456789abcdef";
     std::string out = "0x";
@@ -290,6 +293,12 @@ std::expected<ArchiveSegmentReader, ArchiveError> ArchiveSegmentReader::from_sou
     }
     std::uint64_t next_sequence = h.first_sequence, next_offset = header_length;
     for (const auto& block : *blocks) {
+        // Caps before anything is allocated from these numbers: a damaged index must not ask
+        // for gigabytes.
+        if (block.record_count > kMaxBlockRecords || block.raw_length > kMaxBlockRawBytes) {
+            return fail(ArchiveErrorKind::Corrupt, "index entry for records " + record_range(block) +
+                                                       " claims an impossible block size");
+        }
         if (block.first_sequence != next_sequence || block.offset != next_offset || block.record_count == 0) {
             return fail(ArchiveErrorKind::Corrupt, "index entry for records " + record_range(block) +
                                                        " does not follow the one before it");

@@ -122,6 +122,7 @@ ArchiveSegmentWriter::ArchiveSegmentWriter(evidence::Stream stream, evidence::Ch
     if (options.block_records == 0) {
         options.block_records = 4096;
     }
+    options.block_records = std::min<std::uint32_t>(options.block_records, 1U << 20);  // the reader's cap
     state_->options = options;
 }
 
