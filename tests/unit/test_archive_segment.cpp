@@ -627,3 +627,38 @@ TEST_CASE("archive: bytes per drop event on a realistic mix stay within 32") {
                                << static_cast<long>(rate(written, verify_done)) << " events/s (not asserted)");
     CHECK(per_event <= 32.0);
 }
+
+TEST_CASE("archive: the block decoder survives damaged bytes (fails or decodes, never reads out of bounds)") {
+    const auto events = archive::testing::generate_drop_mix(300, 23);
+    const auto odd = chain(odd_events());
+    std::vector<archive::BlockRecord> records;
+    for (const auto* set : {&events, &odd}) {
+        for (const auto& e : *set) {
+            records.push_back({&e.event, e.event.document_text, 0});
+        }
+    }
+    const std::string raw = archive::encode_block(records);
+    REQUIRE(archive::decode_block(raw, 1, records.size()).has_value());
+    archive::testing::SplitMix64 rng(99);
+    std::size_t refused = 0;
+    for (int round = 0; round < 3000; ++round) {
+        std::string damaged = raw;
+        if (round % 3 == 0) {
+            damaged.resize(static_cast<std::size_t>(rng.between(0, static_cast<std::int64_t>(raw.size()) - 1)));
+        } else {
+            for (int flips = 0; flips < 1 + round % 4; ++flips) {
+                auto& byte = damaged[static_cast<std::size_t>(rng.between(0, static_cast<std::int64_t>(raw.size()) - 1))];
+                byte = static_cast<char>(rng.next());
+            }
+        }
+        auto decoded = archive::decode_block(damaged, 1, records.size());
+        if (!decoded) {
+            ++refused;
+            CHECK_FALSE(decoded.error().empty());
+        } else {
+            CHECK(decoded->events.size() == records.size());
+        }
+    }
+    MESSAGE("damaged blocks refused: " << refused << " of 3000 (the rest decode to other records, which verify catches)");
+    CHECK(refused > 1000);
+}
