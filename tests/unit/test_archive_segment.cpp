@@ -221,7 +221,7 @@ TEST_CASE("archive: the archive's link hasher hashes exactly what evidence::link
     evidence::Sha256 reference;
     evidence::Digest previous{};
     for (std::uint64_t sequence : {1ULL, 2ULL, 255ULL, 1ULL << 40}) {
-        for (const std::string record : {std::string(), std::string("x"), std::string(1000, 'y')}) {
+        for (const std::string& record : {std::string(), std::string("x"), std::string(1000, 'y')}) {
             for (const auto stream : evidence::kStreams) {
                 CHECK(fast.link(stream, sequence, previous, record) ==
                       evidence::link_hash(reference, stream, sequence, previous, record));
