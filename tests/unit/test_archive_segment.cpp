@@ -576,6 +576,7 @@ TEST_CASE("archive: open refuses truncated, foreign, newer and damaged segments 
         }
     }
     std::filesystem::remove(path);
+    std::filesystem::remove(path.parent_path());
 }
 
 TEST_CASE("archive: the writer refuses gaps, disorder, appends after seal and empty seals") {
