@@ -9,10 +9,11 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace bulkhead::archive {
@@ -95,57 +96,77 @@ struct ArchiveSegmentReader::State {
     class BlockPipeline;
 };
 
-// Decodes a segment's blocks in order on its own thread, with its own zstd context, handing
-// them over through a queue of at most two; stops at the first block that fails. Links are
-// sequential, decoding is not: the walking thread hashes while this one decodes.
+// Decodes a segment's blocks on worker threads (each with its own zstd context) at most a
+// window ahead of the walking thread, which takes them in order. Links are sequential,
+// decoding is not: the walking thread only builds canonical records and hashes, and decoding
+// (the larger share per record) spreads over the other cores.
 class ArchiveSegmentReader::State::BlockPipeline {
 public:
-    explicit BlockPipeline(const State& state) : state_(state), worker_([this] { run(); }) {}
+    explicit BlockPipeline(const State& state)
+        : state_(state), window_(2 * worker_count()), ready_(window_) {
+        for (std::size_t w = 0; w < worker_count(); ++w) {
+            workers_.emplace_back([this] { run(); });
+        }
+    }
     ~BlockPipeline() {
         {
             std::lock_guard lock(mutex_);
             stopping_ = true;
         }
         changed_.notify_all();
-        worker_.join();
+        for (auto& worker : workers_) {
+            worker.join();
+        }
     }
     BlockPipeline(const BlockPipeline&) = delete;
     BlockPipeline& operator=(const BlockPipeline&) = delete;
 
+    // Block `consumed_` (the next in order).
     std::expected<DecodedBlock, ArchiveError> next() {
         std::unique_lock lock(mutex_);
-        changed_.wait(lock, [&] { return !ready_.empty(); });
-        auto block = std::move(ready_.front());
-        ready_.pop_front();
+        auto& slot = ready_[consumed_ % window_];
+        changed_.wait(lock, [&] { return slot.has_value(); });
+        auto block = std::move(*slot);
+        slot.reset();
+        ++consumed_;
         changed_.notify_all();
         return block;
     }
 
 private:
+    static std::size_t worker_count() {
+        const unsigned cores = std::thread::hardware_concurrency();
+        return std::clamp<std::size_t>(cores > 1 ? cores - 1 : 1, 1, 4);
+    }
+
     void run() {
         std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> context{ZSTD_createDCtx()};
-        for (std::size_t b = 0; b < state_.blocks.size(); ++b) {
-            auto decoded = state_.read_block(b, context.get());
-            const bool failed = !decoded;
-            std::unique_lock lock(mutex_);
-            changed_.wait(lock, [&] { return ready_.size() < 2 || stopping_; });
-            if (stopping_) {
-                return;
+        for (;;) {
+            std::size_t block = 0;
+            {
+                std::unique_lock lock(mutex_);
+                changed_.wait(lock, [&] { return stopping_ || claimed_ >= state_.blocks.size() || claimed_ < consumed_ + window_; });
+                if (stopping_ || claimed_ >= state_.blocks.size()) {
+                    return;
+                }
+                block = claimed_++;
             }
-            ready_.push_back(std::move(decoded));
+            auto decoded = state_.read_block(block, context.get());
+            std::lock_guard lock(mutex_);
+            ready_[block % window_] = std::move(decoded);
             changed_.notify_all();
-            if (failed) {
-                return;
-            }
         }
     }
 
     const State& state_;
+    const std::size_t window_;
     std::mutex mutex_;
     std::condition_variable changed_;
-    std::deque<std::expected<DecodedBlock, ArchiveError>> ready_;
+    std::vector<std::optional<std::expected<DecodedBlock, ArchiveError>>> ready_;  // by block % window
+    std::size_t claimed_ = 0;   // blocks handed to workers
+    std::size_t consumed_ = 0;  // blocks taken by next()
     bool stopping_ = false;
-    std::thread worker_;  // last: starts after the members it uses
+    std::vector<std::thread> workers_;  // last: they start after the members they use
 };
 
 template <typename OnRecord, typename OnBlockEnd>
