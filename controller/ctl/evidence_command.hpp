@@ -15,9 +15,23 @@ struct EvidenceVerifyCommand {
     std::string database;            // default: <data_dir>/bulkhead.db
     std::string public_key;          // default: <data_dir>/evidence/signing-key.pem.pub
     std::vector<std::string> checkpoint_files;  // default: <data_dir>/evidence/checkpoints.jsonl if present
+    std::string archive_dir;         // default: <data_dir>/archive
     bool json = false;
 };
 
 int evidence_verify(const EvidenceVerifyCommand& options, std::ostream& out, std::ostream& err);
+
+// `bulkheadctl evidence query`: drop events of a time range from the database and the archive
+// alike, one JSON object per line, oldest first. Exit 0, or 2 on usage or I/O errors.
+struct EvidenceQueryCommand {
+    std::string data_dir = "/var/lib/bulkhead-controller";
+    std::string database;     // default: <data_dir>/bulkhead.db
+    std::string archive_dir;  // default: <data_dir>/archive
+    std::string from, to;     // RFC 3339 ("2026-12-07T10:00:00Z") or nanoseconds since the epoch
+    std::string workload, address;
+    std::size_t limit = 100'000;
+};
+
+int evidence_query(const EvidenceQueryCommand& options, std::ostream& out, std::ostream& err);
 
 }  // namespace bulkhead::ctl

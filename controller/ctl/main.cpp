@@ -122,7 +122,21 @@ int main(int argc, char** argv) {
     evidence_verify_cmd->add_option("--checkpoints", evidence_verify.checkpoint_files,
                                     "Signed checkpoints kept outside the database, JSON lines (repeatable; default: "
                                     "DATA_DIR/evidence/checkpoints.jsonl)");
+    evidence_verify_cmd->add_option("--archive-dir", evidence_verify.archive_dir,
+                                    "Archive segments (default: DATA_DIR/archive)");
     evidence_verify_cmd->add_flag("--json", evidence_verify.json, "Print the report as JSON");
+    bulkhead::ctl::EvidenceQueryCommand evidence_query;
+    auto* evidence_query_cmd = evidence_cmd->add_subcommand(
+        "query", "Drop events of a time range from the database and the archive alike, one JSON object per line");
+    evidence_query_cmd->add_option("--data-dir", evidence_query.data_dir, "The controller's data directory")
+        ->capture_default_str();
+    evidence_query_cmd->add_option("--database", evidence_query.database, "Database file (default: DATA_DIR/bulkhead.db)");
+    evidence_query_cmd->add_option("--archive-dir", evidence_query.archive_dir, "Archive segments (default: DATA_DIR/archive)");
+    evidence_query_cmd->add_option("--from", evidence_query.from, "From (kernel time), RFC 3339 UTC or nanoseconds");
+    evidence_query_cmd->add_option("--to", evidence_query.to, "Up to, not including");
+    evidence_query_cmd->add_option("--workload", evidence_query.workload, "Only this workload's events");
+    evidence_query_cmd->add_option("--address", evidence_query.address, "Only events from or to this address");
+    evidence_query_cmd->add_option("--limit", evidence_query.limit, "At most this many")->capture_default_str();
 
     try {
         app.parse(argc, argv);
@@ -131,6 +145,9 @@ int main(int argc, char** argv) {
         return code == 0 ? 0 : bulkhead::ctl::exit_usage;
     }
 
+    if (*evidence_query_cmd) {
+        return bulkhead::ctl::evidence_query(evidence_query, std::cout, std::cerr);
+    }
     if (*evidence_verify_cmd) {
         return bulkhead::ctl::evidence_verify(evidence_verify, std::cout, std::cerr);
     }

@@ -65,6 +65,13 @@ struct ControllerConfig {
     std::string evidence_checkpoint_file;
     int evidence_checkpoint_interval_ms = 60000;
     std::string controller_name;             // names the signer in checkpoints (default: host name)
+    // The drop log's tiers: the database keeps events for the hot period, then whole segment
+    // periods are sealed into archive segments (DATA_DIR/archive), kept for the retention.
+    std::int64_t evidence_hot_period_ms = 90LL * 24 * 3600 * 1000;
+    std::int64_t evidence_segment_period_ms = 24LL * 3600 * 1000;
+    std::int64_t evidence_archive_retention_ms = 400LL * 24 * 3600 * 1000;
+    std::int64_t evidence_archive_interval_ms = 60000;
+    std::string evidence_archive_dir;
     std::vector<bulkhead::siem::SiemDestination> siem_destinations;  // "siem": {"destinations": [...]}
 };
 
@@ -120,6 +127,14 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
             field = value.get<int>();
             return std::nullopt;
         };
+        auto long_field = [&](std::int64_t& field, std::int64_t min, std::int64_t max) -> std::optional<std::string> {
+            if (!value.is_number_integer() || value.get<std::int64_t>() < min || value.get<std::int64_t>() > max) {
+                return path + ": /" + key + ": must be an integer from " + std::to_string(min) + " to " +
+                       std::to_string(max);
+            }
+            field = value.get<std::int64_t>();
+            return std::nullopt;
+        };
         std::optional<std::string> problem;
         if (key == "data_dir") problem = string_field(config.data_dir);
         else if (key == "listen") problem = string_field(config.listen);
@@ -142,6 +157,14 @@ std::optional<std::string> load_config(const std::string& path, ControllerConfig
         else if (key == "evidence_checkpoint_interval_ms")
             problem = int_field(config.evidence_checkpoint_interval_ms, 1000, 86400000);
         else if (key == "controller_name") problem = string_field(config.controller_name);
+        else if (key == "evidence_hot_period_ms") problem = long_field(config.evidence_hot_period_ms, 1000, 3650LL * 86400000);
+        else if (key == "evidence_segment_period_ms")
+            problem = long_field(config.evidence_segment_period_ms, 1000, 366LL * 86400000);
+        else if (key == "evidence_archive_retention_ms")
+            problem = long_field(config.evidence_archive_retention_ms, 1000, 36500LL * 86400000);
+        else if (key == "evidence_archive_interval_ms")
+            problem = long_field(config.evidence_archive_interval_ms, 100, 86400000);
+        else if (key == "evidence_archive_dir") problem = string_field(config.evidence_archive_dir);
         else if (key == "webhooks") {
             if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_string(); })) {
                 problem = path + ": /webhooks: must be an array of URLs";
@@ -396,7 +419,21 @@ int main(int argc, char** argv) {
     bulkhead::controller::EvidenceCheckpointer checkpointer(
         *shared_store, std::move(*signing_key), checkpoint_options, wall_clock_ms,
         [&siem_export](const bulkhead::evidence::SignedCheckpoint&, const std::string&) { siem_export.wake(); });
+    bulkhead::controller::EvidenceArchiveOptions archive_options;
+    archive_options.directory = config.evidence_archive_dir.empty() ? std::filesystem::path(config.data_dir) / "archive"
+                                                                    : std::filesystem::path(config.evidence_archive_dir);
+    archive_options.hot_period = std::chrono::milliseconds(config.evidence_hot_period_ms);
+    archive_options.segment_period = std::chrono::milliseconds(config.evidence_segment_period_ms);
+    archive_options.retention = std::chrono::milliseconds(config.evidence_archive_retention_ms);
+    archive_options.interval = std::chrono::milliseconds(config.evidence_archive_interval_ms);
+    bulkhead::controller::EvidenceArchive evidence_archive(archive_options, *shared_store, *shared_store,
+                                                           &checkpointer.signing_key(), wall_clock_ms);
+    if (auto loaded = evidence_archive.load(); !loaded) {
+        spdlog::error("evidence archive: {}", loaded.error());
+        return 1;
+    }
     ControllerServices service(shared_store, options, wall_clock_ms);
+    service.events.set_archive(&evidence_archive);
     if (!config.bootstrap_tokens.empty()) {
         if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {
             spdlog::error("{}", *problem);
@@ -412,6 +449,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     checkpointer.start();
+    evidence_archive.start();
     spdlog::info("evidence: signed checkpoints every {} ms to {} (key id {})", config.evidence_checkpoint_interval_ms,
                  checkpoint_options.checkpoint_file.string(), bulkhead::evidence::key_id(checkpointer.public_key()));
     const bulkhead::controller::RateLimit api_rate_limit{static_cast<double>(config.api_rate_per_second),
@@ -480,8 +518,23 @@ int main(int argc, char** argv) {
                 "bulkhead_evidence_checkpoint_failures_total " + std::to_string(checkpointer.failures()) + "\n";
         return text + bulkhead::controller::siem_metrics_text(siem_export.status(), wall_clock_ms());
     });
-    api.set_evidence_status([&siem_export, &checkpointer, &checkpoint_options, wall_clock_ms] {
+    api.set_evidence_status([&siem_export, &checkpointer, &checkpoint_options, &evidence_archive, wall_clock_ms] {
+        const auto figures = evidence_archive.figures();
+        const auto& archive = evidence_archive.options();
         return json{{"key_id", bulkhead::evidence::key_id(checkpointer.public_key())},
+                    {"archive", {{"directory", archive.directory.string()},
+                                 {"hot_period_ms", archive.hot_period.count()},
+                                 {"segment_period_ms", archive.segment_period.count()},
+                                 {"retention_ms", archive.retention.count()},
+                                 {"segments", figures.segments},
+                                 {"records", figures.records},
+                                 {"bytes", figures.bytes},
+                                 {"bytes_per_event", figures.records ? static_cast<double>(figures.bytes) / figures.records : 0.0},
+                                 {"archived_through", evidence_archive.archived_through()},
+                                 {"sealed", figures.sealed},
+                                 {"expired", figures.expired},
+                                 {"failures", figures.failures},
+                                 {"last_error", figures.last_error}}},
                     {"checkpoints", {{"written", checkpointer.written()},
                                      {"failures", checkpointer.failures()},
                                      {"interval_ms", checkpoint_options.interval.count()},
@@ -505,6 +558,7 @@ int main(int argc, char** argv) {
     if (plain_server) {
         plain_server->stop();
     }
+    evidence_archive.stop();
     checkpointer.stop();  // a last checkpoint covers everything stored before the stop
     siem_export.stop();
     spdlog::info("stopped");

@@ -92,6 +92,28 @@ ServiceResult EventService::query_events(const EventQuery& query) {
     if (!events) {
         return std::unexpected(from_store(events.error()));
     }
+    // Older than the hot tier: the archive's segments hold the ids up to archived_through.
+    if (archive_ != nullptr && archive_->archived_through() > 0) {
+        if (query.newest_first && events->size() < query.limit) {
+            EventQuery older = query;
+            older.limit = query.limit - events->size();
+            auto archived = archive_->query_archived(older);
+            if (!archived)
+                return std::unexpected(from_store(archived.error()));
+            events->insert(events->end(), std::make_move_iterator(archived->begin()),
+                           std::make_move_iterator(archived->end()));
+        } else if (!query.newest_first && query.after_id.value_or(0) < archive_->archived_through()) {
+            auto archived = archive_->query_archived(query);
+            if (!archived)
+                return std::unexpected(from_store(archived.error()));
+            const std::size_t room = query.limit - std::min(query.limit, archived->size());
+            if (events->size() > room)
+                events->resize(room);
+            archived->insert(archived->end(), std::make_move_iterator(events->begin()),
+                             std::make_move_iterator(events->end()));
+            *events = std::move(*archived);
+        }
+    }
     json list = json::array();
     std::int64_t last_id = 0;
     for (const auto& e : *events) {

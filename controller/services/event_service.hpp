@@ -5,6 +5,7 @@
 
 #include "controller/services/analysis_service.hpp"
 #include "controller/services/event_bus.hpp"
+#include "controller/services/evidence_archive.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -25,7 +26,10 @@ class EventService {
 
     // The raw body: uploads are parsed by EventBatchParser, not the generic JSON reader.
     ServiceResult ingest_events(const Caller& caller, const std::string& id, std::string_view body);
+    // Reads the database and, for what is older than the hot tier, the archive (set_archive).
     ServiceResult query_events(const EventQuery& query);
+    // The archive's segments, for queries older than the hot tier; set before serving.
+    void set_archive(ArchivedEvents* archive) { archive_ = archive; }
     ServiceResult count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
                                const EventQuery& filter);
 
@@ -42,6 +46,7 @@ class EventService {
   private:
     EventOptions options_;
     EventRepository& events_;
+    ArchivedEvents* archive_ = nullptr;
     AnalysisService& analysis_;
     EventBus& bus_;
     Clock clock_;

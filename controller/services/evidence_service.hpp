@@ -98,6 +98,7 @@ public:
     std::uint64_t written() const;
     std::uint64_t failures() const;
     const evidence::PublicKey& public_key() const { return public_key_; }
+    const evidence::SigningKey& signing_key() const { return key_; }
 
 private:
     void run();

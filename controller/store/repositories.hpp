@@ -212,6 +212,12 @@ struct EvidenceChainRecord {
     std::optional<evidence::Digest> hash;  // nullopt: stored without one (or not 32 bytes)
 };
 
+// An event with its document text exactly as stored and its chain link (archiving).
+struct ChainedEvent {
+    StoredEvent event;  // document_text filled, document left null
+    std::optional<evidence::Digest> hash;
+};
+
 // Tamper evidence (controller/evidence): every event, audit entry, incident change and
 // quarantine change is linked into its stream's hash chain by the call that stores it, in
 // the same transaction. This interface reads the chains back and keeps their bounds.
@@ -229,6 +235,12 @@ public:
     virtual StoreResult<std::vector<EvidenceChainRecord>> evidence_records(evidence::Stream stream,
                                                                            std::uint64_t after,
                                                                            std::size_t limit) = 0;
+    // Events with ids above `after`, in id order, at most `limit`, as archiving copies them.
+    virtual StoreResult<std::vector<ChainedEvent>> chained_events(std::uint64_t after, std::size_t limit) = 0;
+    // After the events through `head.sequence` are sealed in an archive segment: deletes them
+    // and makes `head` the drops chain's start, in one transaction. Conflict unless `head` is
+    // the stored link of event head.sequence.
+    virtual StoreResult<std::size_t> archive_events_through(const evidence::ChainHead& head) = 0;
     // Signed checkpoints (one JSON line each), kept beside the copies sent outside.
     virtual StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) = 0;
     virtual StoreResult<std::vector<std::string>> evidence_checkpoints(TimeMs from, std::size_t limit) = 0;

@@ -177,6 +177,53 @@ StoreResult<std::vector<EvidenceChainRecord>> SqliteStore::evidence_records(evid
     });
 }
 
+StoreResult<std::vector<ChainedEvent>> SqliteStore::chained_events(std::uint64_t after, std::size_t limit) {
+    constexpr std::string_view op = "chained_events";
+    const auto from = to_i64(after);
+    if (!from)
+        return fail(Kind::Invalid, op, "sequence exceeds 2^63-1");
+    return impl_->read(op, [&](Connection& c) {
+        Stmt s(c, sql::kChainedEvents, op);
+        s.bind_all(*from, limit_of(limit));
+        return s.all([](Stmt& r) -> StoreResult<ChainedEvent> {
+            auto event = read_event_columns(r);
+            if (!event)
+                return std::unexpected(event.error());
+            event->document_text = r.text(14);
+            return ChainedEvent{std::move(*event), digest_column(r, 16)};
+        });
+    });
+}
+
+StoreResult<std::size_t> SqliteStore::archive_events_through(const evidence::ChainHead& head) {
+    constexpr std::string_view op = "archive_events_through";
+    const auto through = to_i64(head.sequence);
+    if (!through)
+        return fail(Kind::Invalid, op, "sequence exceeds 2^63-1");
+    return impl_->write(op, [&](Connection& c) -> StoreResult<std::size_t> {
+        Stmt link(c, sql::kEventLink, op);
+        link.bind_all(*through);
+        auto stored = link.one([](Stmt& r) -> StoreResult<std::optional<evidence::Digest>> { return digest_column(r, 0); });
+        if (!stored)
+            return std::unexpected(stored.error());
+        if (!*stored || !**stored || ***stored != head.hash)
+            return fail(Kind::Conflict, op,
+                        "event " + std::to_string(head.sequence) + " is not stored with the link the segment ends with");
+        link.reset();
+        Stmt start(c, sql::kSetChainStart, op);
+        const std::string name(evidence::to_string(evidence::Stream::Drops));
+        start.bind_all(name, *through);
+        start.bind_blob(3, digest_bytes(head.hash));
+        if (auto done = start.run(); !done)
+            return std::unexpected(done.error());
+        Stmt remove(c, sql::kDeleteEventsThrough, op);
+        remove.bind_all(*through);
+        if (auto done = remove.run(); !done)
+            return std::unexpected(done.error());
+        return static_cast<std::size_t>(c.changes());
+    });
+}
+
 StoreResult<void> SqliteStore::add_evidence_checkpoint(TimeMs at, const std::string& line) {
     constexpr std::string_view op = "add_evidence_checkpoint";
     return impl_->write(op, [&](Connection& c) -> StoreResult<void> {

@@ -178,6 +178,8 @@ class SqliteStore final : public Store {
     StoreResult<void> set_evidence_chain_start(evidence::Stream stream, const evidence::ChainHead& start) override;
     StoreResult<std::vector<EvidenceChainRecord>> evidence_records(evidence::Stream stream, std::uint64_t after,
                                                                    std::size_t limit) override;
+    StoreResult<std::vector<ChainedEvent>> chained_events(std::uint64_t after, std::size_t limit) override;
+    StoreResult<std::size_t> archive_events_through(const evidence::ChainHead& head) override;
     StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) override;
     StoreResult<std::vector<std::string>> evidence_checkpoints(TimeMs from, std::size_t limit) override;
 

@@ -171,7 +171,7 @@ inline constexpr std::string_view kLinkIncidentEvent =
     "INSERT INTO incident_events (incident_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 inline constexpr std::string_view kIncidentEvents =
     "SELECT e.id, e.enforcer, e.enforcer_seq, e.type, e.time_ns, e.received_at, e.workload, "
-    "e.direction, e.reason, e.src, e.dst, e.protocol, e.dport, e.event_count, e.document "
+    "e.direction, e.reason, e.src, e.dst, e.protocol, e.dport, e.event_count, e.document, e.clock_offset_ms "
     "FROM incident_events l JOIN events e ON e.id = l.event_id WHERE l.incident_id = $1 "
     "ORDER BY e.time_ns, e.id LIMIT $2";
 
@@ -273,6 +273,8 @@ inline constexpr std::string_view kChainedAudit =
 inline constexpr std::string_view kEvidenceChanges =
     "SELECT sequence, record, hash FROM evidence_changes WHERE stream = $1 AND sequence > $2 "
     "ORDER BY sequence LIMIT $3";
+inline constexpr std::string_view kEventLink = "SELECT chain_hash FROM events WHERE id = $1";
+inline constexpr std::string_view kDeleteEventsThrough = "DELETE FROM events WHERE id <= $1";
 inline constexpr std::string_view kAddEvidenceCheckpoint =
     "INSERT INTO evidence_checkpoints (at_ms, line) VALUES ($1, $2) "
     "ON CONFLICT (at_ms) DO UPDATE SET line = excluded.line";

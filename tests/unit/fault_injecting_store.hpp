@@ -352,6 +352,16 @@ class FaultInjectingStore final : public Store {
             return std::unexpected(injected("evidence_records"));
         return inner_->evidence_records(stream, after, limit);
     }
+    StoreResult<std::vector<ChainedEvent>> chained_events(std::uint64_t after, std::size_t limit) override {
+        if (should_fail("chained_events"))
+            return std::unexpected(injected("chained_events"));
+        return inner_->chained_events(after, limit);
+    }
+    StoreResult<std::size_t> archive_events_through(const evidence::ChainHead& head) override {
+        if (should_fail("archive_events_through"))
+            return std::unexpected(injected("archive_events_through"));
+        return inner_->archive_events_through(head);
+    }
     StoreResult<void> add_evidence_checkpoint(TimeMs at, const std::string& line) override {
         if (should_fail("add_evidence_checkpoint"))
             return std::unexpected(injected("add_evidence_checkpoint"));
