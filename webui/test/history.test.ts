@@ -65,7 +65,7 @@ test("clock flag: only suspect events, with the signed offset and what it means"
   assert.equal(clockFlag(drop({ clock_offset_ms: 300, clock_suspect: false })), undefined);
   assert.equal(clockFlag(drop({})), undefined);
   const ahead = clockFlag(drop({ clock_offset_ms: 7_200_000, clock_suspect: true }));
-  assert.equal(ahead?.label, "clock +2 h 0 min");
+  assert.equal(ahead?.label, "clock +2 h");
   assert.match(ahead?.tooltip ?? "", /off by \+7200000 ms \(ahead of the controller's\)/);
   assert.match(ahead?.tooltip ?? "", /may not order correctly against other devices' logs/);
   const behind = clockFlag(drop({ clock_offset_ms: -1500, clock_suspect: true }));
@@ -73,5 +73,6 @@ test("clock flag: only suspect events, with the signed offset and what it means"
   assert.match(behind?.tooltip ?? "", /-1500 ms \(behind/);
   assert.equal(formatOffset(45_000), "+45 s");
   assert.equal(formatOffset(-600_000), "−10 min");
+  assert.equal(formatOffset(2 * 3_600_000 + 5 * 60_000), "+2 h 5 min");
   assert.equal(formatOffset(3 * 86_400_000), "+3 d");
 });

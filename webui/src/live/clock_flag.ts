@@ -26,7 +26,7 @@ export function formatOffset(ms: number): string {
   }
   const hours = Math.floor(minutes / 60);
   if (hours < 48) {
-    return `${sign}${hours} h ${minutes % 60} min`;
+    return minutes % 60 === 0 ? `${sign}${hours} h` : `${sign}${hours} h ${minutes % 60} min`;
   }
   return `${sign}${Math.round(hours / 24)} d`;
 }

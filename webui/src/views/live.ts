@@ -222,8 +222,8 @@ export const liveView: View = (container, context, route) => {
   };
   const table = new VirtualTable<LiveRow>(
     [
-      { header: "Time", width: "120px", fill: (c, r) => setText(c, rowClock(r, mode === "history")) },
-      { header: "Clock", width: "96px", fill: fillClockFlag },
+      { header: "Time", width: "116px", fill: (c, r) => setText(c, rowClock(r, mode === "history")) },
+      { header: "Clock", width: "124px", fill: fillClockFlag },
       { header: "Enforcer", width: "72px", fill: (c, r) => setText(c, r.event.enforcer) },
       { header: "Workload", width: "minmax(90px,1fr)", fill: (c, r) => setLink(c, r.event.workload ? `#/workloads/${encodeURIComponent(r.event.workload)}` : undefined, r.event.workload || "–") },
       { header: "Dir", width: "40px", fill: (c, r) => setText(c, r.event.direction ?? "") },
