@@ -38,6 +38,11 @@ const HISTORY_LOAD_CAP = 10_000;
 
 type Mode = "live" | "history";
 
+/** What the drop log shows: drops, their summaries and allowed-flow records (not enforcer lifecycle events). */
+function isDropLog(event: DropEvent): boolean {
+  return event.type === "drop" || event.type === "drop_summary" || event.type === "allowed_flow";
+}
+
 interface LiveRow {
   seq: number;
   event: DropEvent;
@@ -122,6 +127,7 @@ export const liveView: View = (container, context, route) => {
   let historyQuery = "";             // the server-side part of the loaded query, to reload on change
   let historyNextAfter: number | undefined;
   let historyPages = 0;
+  let historyOther = 0;              // loaded events that are not drops (enforcer lifecycle), left out
   let historyGeneration = 0;         // a newer load makes an older one's answers stale
   let historyDebounce: number | undefined;
   const historyPageSize = Math.min(10_000, Math.max(1, Number(route.query.get("page_size")) || HISTORY_PAGE_SIZE));
@@ -336,6 +342,7 @@ export const liveView: View = (container, context, route) => {
       historyRows = [];
       historyShown = [];
       historyPages = 0;
+      historyOther = 0;
       historyNextAfter = undefined;
       if (mode === "history") {
         table.reset(0);
@@ -356,7 +363,11 @@ export const liveView: View = (container, context, route) => {
         }
         historyPages++;
         for (const event of page.events) {
-          fresh.push({ seq: nextSeq++, event });
+          if (isDropLog(event)) {
+            fresh.push({ seq: nextSeq++, event });
+          } else {
+            historyOther++;
+          }
         }
         loaded += page.events.length;
         after = page.next_after_id;
@@ -382,6 +393,7 @@ export const liveView: View = (container, context, route) => {
       `${formatCount(historyRows.length)} ${historyRows.length === 1 ? "event" : "events"} ${describeRange(range)}` +
         ` · ${formatCount(historyPages)} ${historyPages === 1 ? "page" : "pages"} of up to ${formatCount(historyPageSize)}` +
         (historyShown.length !== historyRows.length ? ` · ${formatCount(historyShown.length)} match segment and search` : "") +
+        (historyOther > 0 ? ` · ${formatCount(historyOther)} other events (not drops) left out` : "") +
         (more ? " · the range holds more: " : ""),
       more
         ? h("button", { class: "button small", type: "button", id: "history-more", onclick: () => historyRange && historyNextAfter !== undefined && void loadHistory(historyRange, historyNextAfter) }, `Load ${formatCount(HISTORY_LOAD_CAP)} more`)
@@ -605,7 +617,7 @@ export const liveView: View = (container, context, route) => {
     if (event.key === "/" && !typing) {
       event.preventDefault();
       (container.querySelector("#filter-search") as HTMLInputElement | null)?.focus();
-    } else if (event.altKey && event.key.toLowerCase() === "p") {
+    } else if (event.altKey && event.key.toLowerCase() === "p" && mode === "live") {
       event.preventDefault();
       setPaused(!paused);
     }
@@ -616,7 +628,7 @@ export const liveView: View = (container, context, route) => {
   void (async () => {
     try {
       const recent = await api.get<{ events: DropEvent[] }>("/events?limit=500");
-      const blocked = recent.events.filter((e) => e.type === "drop" || e.type === "drop_summary" || e.type === "allowed_flow").reverse();
+      const blocked = recent.events.filter(isDropLog).reverse();
       if (blocked.length > 0) {
         incoming.unshift(blocked);
         scheduleFlush();
