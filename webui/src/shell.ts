@@ -11,6 +11,7 @@ import { matchRoute, type RouteDefinition } from "./router";
 import type { Whoami } from "./types";
 import { auditView } from "./views/audit";
 import { enforcersView } from "./views/enforcers";
+import { evidenceView } from "./views/evidence";
 import { incidentDetailView } from "./views/incident_detail";
 import { incidentsView } from "./views/incidents";
 import { liveView } from "./views/live";
@@ -34,6 +35,7 @@ const NAVIGATION: NavEntry[] = [
   { hash: "#/policy", label: "Policy", key: "5", permission: "write-policy" },
   { hash: "#/enforcers", label: "Enforcers", key: "6", permission: "read" },
   { hash: "#/audit", label: "Audit log", key: "7", permission: "read-audit" },
+  { hash: "#/evidence", label: "Evidence", key: "8", permission: "read" },
 ];
 
 const ROUTES: RouteDefinition<View>[] = [
@@ -45,6 +47,7 @@ const ROUTES: RouteDefinition<View>[] = [
   { pattern: /^policy$/, target: policyView },
   { pattern: /^enforcers$/, target: enforcersView },
   { pattern: /^audit$/, target: auditView },
+  { pattern: /^evidence$/, target: evidenceView },
   { pattern: /^workloads\/([^/]+)$/, target: workloadView },
 ];
 

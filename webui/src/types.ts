@@ -60,7 +60,17 @@ export interface DropEvent {
   subject?: string;
   mode?: string;
   would_drop?: boolean;
+  /** The enforcer's clock minus the controller's when the upload arrived. */
+  clock_offset_ms?: number;
+  /** |clock_offset_ms| was over the controller's threshold (1 s). */
+  clock_suspect?: boolean;
   [member: string]: unknown;
+}
+
+/** GET /api/v1/events: one page; next_after_id when order=asc filled the page. */
+export interface EventPage {
+  events: DropEvent[];
+  next_after_id?: number;
 }
 
 export interface EventCounts {
@@ -272,4 +282,31 @@ export interface PolicySegment {
   name: string;
   decoy?: boolean;
   selector?: { labels?: Record<string, string | string[]>; workloads?: string[]; cidrs?: string[] };
+}
+
+// GET /api/v1/evidence: checkpoint signing and each SIEM destination's delivery.
+export type SiemState = "starting" | "delivering" | "failing";
+
+export interface SiemDestinationStatus {
+  name: string;
+  transport: string;
+  format: string;
+  address: string;
+  state: SiemState;
+  pending: number;
+  oldest_pending_at: string | null;
+  oldest_pending_age_ms: number | null;
+  delivered: number;
+  failures: number;
+  rate_limited: number;
+  last_error: string;
+  last_error_kind: string;
+  last_delivery_at: string | null;
+  sources: { source: string; delivered_through: number; head: number }[];
+}
+
+export interface EvidenceStatus {
+  key_id: string;
+  checkpoints: { written: number; failures: number; interval_ms: number; file: string };
+  siem: SiemDestinationStatus[];
 }

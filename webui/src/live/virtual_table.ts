@@ -17,6 +17,8 @@ export class VirtualTable<Row> {
   private rowCount = 0;
   private frameRequested = false;
   private selectedIndex = -1;
+  /** A key per row, put on the row element as data-key (tests and tools find rows by it). */
+  keyOf: ((row: Row) => string) | undefined;
 
   constructor(
     private readonly columns: VirtualTableColumn<Row>[],
@@ -123,6 +125,12 @@ export class VirtualTable<Row> {
       const selected = index === this.selectedIndex;
       if (entry.element.classList.contains("selected") !== selected) {
         entry.element.classList.toggle("selected", selected);
+      }
+      if (this.keyOf) {
+        const key = this.keyOf(row);
+        if (entry.element.dataset.key !== key) {
+          entry.element.dataset.key = key;
+        }
       }
       for (let c = 0; c < this.columns.length; c++) {
         this.columns[c].fill(entry.cells[c], row);
