@@ -166,6 +166,7 @@ std::expected<void, ArchiveError> ArchiveSegmentWriter::append(const controller:
     copy.protocol = event.protocol;
     copy.dport = event.dport;
     copy.count = event.count;
+    copy.clock_offset_ms = event.clock_offset_ms;
     copy.document_text = document_text;
     s.pending_checks.push_back(link_check_of(link_hash));
     s.pending_last_link = link_hash;

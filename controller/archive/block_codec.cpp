@@ -564,15 +564,21 @@ std::string encode_block(std::span<const BlockRecord> records) {
         column.write(out);
     }
     {
-        IntStreamWriter dports, counts;
+        IntStreamWriter dports, counts, clock_known, clock_offsets;
         std::string checks;
         for (const auto& r : records) {
             dports.add(r.event->dport ? static_cast<std::int64_t>(*r.event->dport) + 1 : 0);
             counts.add(static_cast<std::int64_t>(r.event->count));
+            // The enforcer's clock offset is part of the chained record (one per upload, so
+            // it repeats and the deltas and zstd take it to almost nothing).
+            clock_known.add(r.event->clock_offset_ms ? 1 : 0);
+            clock_offsets.add(r.event->clock_offset_ms.value_or(0));
             bytes::put_le(checks, r.link_check, 2);
         }
         dports.write(out);
         counts.write(out);
+        clock_known.write(out);
+        clock_offsets.write(out);
         bytes::put_bytes(out, checks);
     }
 
@@ -787,6 +793,19 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
                 e.dport = static_cast<std::uint16_t>(dport - 1);
             }
             e.count = static_cast<std::uint64_t>(event_count);
+        }
+        IntStreamReader clock_known, clock_offsets;
+        if (!clock_known.open(block) || !clock_offsets.open(block)) {
+            return corrupt("clock offsets");
+        }
+        for (auto& e : events) {
+            std::int64_t known = 0, offset = 0;
+            if (!clock_known.next(known) || !clock_offsets.next(offset) || known < 0 || known > 1) {
+                return corrupt("clock offsets");
+            }
+            if (known == 1) {
+                e.clock_offset_ms = offset;
+            }
         }
         std::string_view checks;
         if (!block.bytes(checks) || checks.size() != 2 * expected_count) {

@@ -79,6 +79,7 @@ void check_same(const StoredEvent& got, const StoredEvent& want) {
     CHECK(got.protocol == want.protocol);
     CHECK(got.dport == want.dport);
     CHECK(got.count == want.count);
+    CHECK(got.clock_offset_ms == want.clock_offset_ms);
     CHECK(got.document_text == want.document_text);
     CHECK(got.document.is_null());
 }
@@ -122,6 +123,8 @@ std::vector<StoredEvent> odd_events() {
             e.dport = static_cast<std::uint16_t>(i == 2 ? 65535 : (i == 3 ? 0 : 445));
         }
         e.count = i == 7 ? 0 : (i == 8 ? std::numeric_limits<std::uint64_t>::max() : 1 + i);
+        if (i % 3 != 2)  // unknown for some; a large negative and zero among the known
+            e.clock_offset_ms = i == 4 ? -3'600'000 : static_cast<std::int64_t>(i) - 3;
         e.document_text = documents[i];
         events.push_back(std::move(e));
     }

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Tamper evidence end to end (issue 16, acceptance 2 and 3).
+
+Runs the real bulkhead-controller with its hot period set to seconds, so that a short run
+seals archive segments: an enforcer uploads drops through the API for several seconds,
+an admin quarantines and releases a workload and changes the inventory (audit entries),
+signed checkpoints are written every second. Then, with the controller stopped:
+
+  * an untouched data directory verifies (`bulkheadctl evidence verify`, exit 0) and
+    `bulkheadctl evidence query` returns exactly what was uploaded, across the archive and
+    the database;
+  * on a fresh copy each, an attacker's change is found and the first broken record named
+    (exit 1): a changed byte in one event, a deleted event, a deleted audit entry, a
+    truncated archive segment, two events swapped, and a chain rewritten consistently inside
+    the database (every link recomputed here, with this test's own implementation of the
+    chain format) that only the exported checkpoint file contradicts.
+
+The database is changed with Python's sqlite3, as an attacker with the file would. No
+network namespaces: the enforcer's uploads are made through the API as the enforcer makes
+them (the lab suites cover the enforcer itself).
+"""
+import argparse
+import hashlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "controller_api"))
+sys.path.insert(0, str(HERE.parent / "lab_harness"))
+from harness import check, poll, report  # noqa: E402
+from test_controller_api import TOKENS, Controller  # noqa: E402
+
+ADMIN = TOKENS["admin"]
+
+
+def netstring(value):
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return str(len(data)).encode() + b":" + data + b","
+
+
+def event_record(row):
+    """The canonical bytes of an event (controller/evidence/evidence_records.cpp, v1),
+    written here independently of the controller's code."""
+    (enforcer, seq, type_, time_ns, received_at, workload, direction, reason, src, dst, protocol, dport, count,
+     document, clock_offset_ms) = row
+    out = netstring("event/1") + netstring(enforcer) + netstring(seq) + netstring(type_) + netstring(time_ns)
+    out += netstring(received_at) + netstring(workload) + netstring(direction) + netstring(reason)
+    out += netstring(src) + netstring(dst) + netstring(protocol) + netstring("" if dport is None else dport)
+    out += netstring(count) + netstring("" if clock_offset_ms is None else clock_offset_ms)
+    out += netstring(document.encode() if isinstance(document, str) else document)
+    return out
+
+
+def link_hash(stream, sequence, previous, record):
+    return hashlib.sha256(b"bulkhead-evidence-v1\0" + stream.encode() + b"\0" + sequence.to_bytes(8, "big") +
+                          previous + record).digest()
+
+
+class Run:
+    def __init__(self, args, workdir):
+        self.args = args
+        self.workdir = Path(workdir)
+        self.config = self.workdir / "controller.json"
+        self.config.write_text(json.dumps({
+            "evidence_checkpoint_interval_ms": 1000,
+            "evidence_hot_period_ms": 3000,
+            "evidence_segment_period_ms": 1000,
+            "evidence_archive_interval_ms": 200,
+        }))
+        self.controller = Controller(args.controller, self.workdir, ["--config", str(self.config)])
+        self.data_dir = self.controller.data_dir
+        self.uploaded = []  # (enforcer, seq)
+
+    def ctl(self, *argv, data_dir=None):
+        cmd = [self.args.ctl, "evidence", *argv, "--data-dir", str(data_dir or self.data_dir)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def produce(self):
+        c = self.controller.start()
+        inventory = json.loads((Path(self.args.source_dir) / "examples/vdi-pool/inventory.json").read_text())
+        r = c.put("/api/v1/inventory", inventory, ADMIN)
+        check("inventory put", r.status in (200, 204), r)
+        r = c.post("/api/v1/enforcers/hv1/enrollment-token", None, ADMIN)
+        token = r.json["token"]
+        r = c.post("/api/v1/enforcers/enroll", {"enforcer": "hv1", "token": token})
+        credential = r.json["credential"]
+        workload = next(w for w in inventory["workloads"] if w.get("enforcer") == "hv1")
+        seq = 0
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:  # bounded: ~7 s of uploads, 40 events each
+            batch = []
+            for i in range(40):
+                seq += 1
+                batch.append({"seq": seq, "event": {
+                    "type": "drop", "count": 1, "time_ns": time.time_ns(), "direction": "out", "reason": "deny",
+                    "workload": workload["id"], "src": workload["addresses"][0], "dst": f"10.1.9.{i}",
+                    "proto_name": "tcp", "family": 4, "mode": "enforce", "dport": 445, "sport": 40000 + i}})
+            r = c.post("/api/v1/enforcers/hv1/events", {"sent_ns": time.time_ns(), "events": batch}, credential)
+            check_ok = r.status == 200 and r.json.get("accepted") == len(batch)
+            if not check_ok:
+                check("upload accepted", False, r)
+                break
+            self.uploaded += [("hv1", b["seq"]) for b in batch]
+            time.sleep(0.25)  # pacing the bounded load over several segment periods, not a wait for a result
+        r = c.post("/api/v1/quarantines", {"workload": workload["id"], "reason": "tamper test"}, ADMIN)
+        check("quarantine created", r.status in (200, 201), r)
+        r = c.delete(f"/api/v1/quarantines/{workload['id']}", ADMIN)
+        check("quarantine released", r.status in (200, 204), r)
+
+        def archived():
+            e = c.get("/api/v1/evidence", ADMIN).json or {}
+            return e.get("archive", {}).get("segments", 0) >= 3 and e.get("checkpoints", {}).get("written", 0) >= 2
+        check("segments sealed and checkpoints written while running", poll(archived, 20, interval=0.2),
+              c.get("/api/v1/evidence", ADMIN).json)
+        evidence = c.get("/api/v1/evidence", ADMIN).json
+        print("archive:", json.dumps(evidence.get("archive")), flush=True)
+        # The API's own query crosses the boundary too.
+        r = c.get("/api/v1/events", ADMIN, query={"limit": 10000, "order": "asc"})
+        api_events = sorted((e["enforcer"], e["enforcer_seq"]) for e in r.json.get("events", []))
+        check("API: /api/v1/events returns every uploaded event across archive and database",
+              api_events == sorted(self.uploaded), (len(api_events), len(self.uploaded)))
+        self.controller.stop()
+
+    def tampered(self, name):
+        copy = self.workdir / ("copy-" + name)
+        shutil.copytree(self.data_dir, copy)
+        return copy
+
+    def sql(self, data_dir, statements):
+        db = sqlite3.connect(data_dir / "bulkhead.db")
+        try:
+            db.executescript(statements)
+            db.commit()
+        finally:
+            db.close()
+
+    def first_db_event(self, data_dir):
+        db = sqlite3.connect(data_dir / "bulkhead.db")
+        try:
+            return db.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
+        finally:
+            db.close()
+
+    def expect_break(self, name, data_dir, wanted, *extra):
+        r = self.ctl("verify", *extra, data_dir=data_dir)
+        ok = r.returncode == 1 and wanted in r.stdout
+        check(f"verify names it: {name} -> '{wanted}'", ok, r.stdout + r.stderr)
+
+    def attack(self):
+        r = self.ctl("verify")
+        check("untouched: verify exits 0", r.returncode == 0 and "evidence verifies" in r.stdout, r.stdout + r.stderr)
+        print(r.stdout, flush=True)
+        r = self.ctl("query")
+        got = sorted((e["enforcer"], e["enforcer_seq"]) for e in map(json.loads, r.stdout.splitlines()))
+        check("query: bulkheadctl evidence query returns exactly what was uploaded, archive and database",
+              r.returncode == 0 and got == sorted(self.uploaded), (len(got), len(self.uploaded), r.stderr))
+        low, high = self.first_db_event(self.data_dir)
+        check("the database holds the newest events only (older ones are archived)", low is not None and low > 1,
+              (low, high))
+        segments = sorted((self.data_dir / "archive").glob("*.bhar"))
+        check("segments on disk", len(segments) >= 3, segments)
+
+        d = self.tampered("byte")
+        self.sql(d, f"UPDATE events SET document = replace(document, '10.1.9.', '10.1.8.') WHERE id = {low + 2}")
+        self.expect_break("a changed byte in one event", d, f"drops #{low + 2}: altered")
+
+        d = self.tampered("deleted-event")
+        self.sql(d, f"DELETE FROM events WHERE id = {low + 5}")
+        self.expect_break("a deleted event", d, f"drops #{low + 5}: missing")
+
+        d = self.tampered("deleted-audit")
+        self.sql(d, "DELETE FROM audit_log WHERE chain_seq = 2")
+        self.expect_break("a deleted audit entry", d, "audit #2: missing")
+
+        d = self.tampered("swapped")
+        a, b = low + 7, low + 8
+        self.sql(d, f"""UPDATE events SET enforcer_seq = -enforcer_seq WHERE id IN ({a}, {b});
+                        UPDATE events SET id = -id WHERE id IN ({a}, {b});
+                        UPDATE events SET id = {b} WHERE id = -{a}; UPDATE events SET id = {a} WHERE id = -{b};
+                        UPDATE events SET enforcer_seq = -enforcer_seq WHERE enforcer_seq < 0""")
+        self.expect_break("two events swapped", d, f"drops #{a}: altered")
+
+        d = self.tampered("truncated-segment")
+        victim = d / "archive" / segments[1].name
+        with open(victim, "r+b") as f:
+            f.truncate(victim.stat().st_size - 7)
+        r = self.ctl("verify", data_dir=d)
+        check("verify names it: a truncated archive segment", r.returncode == 1 and "truncated" in r.stdout
+              and segments[1].name in r.stdout, r.stdout + r.stderr)
+
+        d = self.tampered("rewritten")
+        target = low + 3
+        db = sqlite3.connect(d / "bulkhead.db")
+        try:
+            db.execute(f"UPDATE events SET workload = 'vdi-nobody' WHERE id = {target}")
+            previous = db.execute(f"SELECT chain_hash FROM events WHERE id = {target - 1}").fetchone()[0]
+            rows = db.execute("SELECT id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, reason, "
+                              "src, dst, protocol, dport, event_count, document, clock_offset_ms FROM events "
+                              f"WHERE id >= {target} ORDER BY id").fetchall()
+            for row in rows:
+                previous = link_hash("drops", row[0], previous, event_record(row[1:]))
+                db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
+            db.execute("DELETE FROM evidence_checkpoints")
+            db.commit()
+        finally:
+            db.close()
+        empty = d / "no-checkpoints.jsonl"
+        empty.write_text("")
+        r = self.ctl("verify", "--checkpoints", str(empty), data_dir=d)
+        check("a rewritten chain is consistent inside the database (verify without outside checkpoints passes)",
+              r.returncode == 0, r.stdout + r.stderr)
+        self.expect_break("a rewritten chain against the exported checkpoint file", d, "checkpoint-mismatch")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--controller", required=True)
+    parser.add_argument("--ctl", required=True)
+    parser.add_argument("--source-dir", default=str(HERE.parent.parent))
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="bulkhead-evidence-")
+    run = Run(args, workdir)
+    try:
+        run.produce()
+        run.attack()
+    finally:
+        run.controller.stop()
+        if args.keep:
+            print("kept", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sys.exit(main())
