@@ -20,7 +20,9 @@ import argparse
 import json
 import os
 import re
+import resource
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,12 @@ def drop(i, base_ns):
     return e
 
 
+def cpu_seconds(pid):
+    """utime + stime of a running process, from /proc (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--controller", required=True)
@@ -54,6 +62,7 @@ def main():
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--enforcers", type=int, default=4)
     ap.add_argument("--format", default="leef", choices=["leef", "cef", "ocsf"])
+    ap.add_argument("--bulkheadctl", help="also time `bulkheadctl evidence verify` over the store afterwards")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,7 @@ def main():
         t0 = time.monotonic()
         c = ctl.start([destination])
         t_up = time.monotonic()
+        cpu0 = {"controller": cpu_seconds(ctl.process.pid), "rsyslogd": cpu_seconds(rsyslog.process.pid)}
         out = rsyslog.file("bench")
 
         def lines():
@@ -121,6 +131,8 @@ def main():
                 break
             time.sleep(0.05)
         t_done = time.monotonic()
+        cpu = {k: round(cpu_seconds(p) - cpu0[k], 2) for k, p in
+               (("controller", ctl.process.pid), ("rsyslogd", rsyslog.process.pid))}
         status = c.get("/api/v1/evidence")[1]["siem"][0]
         text = out.read_bytes()
         ids = re.findall(rb'id="drops/(\d+)"', text)
@@ -131,9 +143,26 @@ def main():
                   "export_seconds_from_start": round(t_done - t0, 3),
                   "records_per_second": round(args.events / seconds), "pending_after": status["pending"],
                   "bytes_received": len(text), "hot_bytes": hot_bytes, "sqlite_bytes": db_bytes,
-                  "hot_bytes_per_event": round(hot_bytes / args.events, 1)}
+                  "hot_bytes_per_event": round(hot_bytes / args.events, 1),
+                  "controller_cpu_seconds": cpu["controller"], "rsyslogd_cpu_seconds": cpu["rsyslogd"]}
         if unique != args.events:
             raise RuntimeError(f"rsyslogd received {unique} distinct records of {args.events}: {result}")
+        if args.bulkheadctl:
+            # bulkheadctl evidence verify over the whole store: every chain record and checkpoint.
+            ctl.stop()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            v0 = time.monotonic()
+            r = subprocess.run([args.bulkheadctl, "evidence", "verify", "--data-dir", str(data), "--json",
+                                "--checkpoints", str(ctl.checkpoints)], capture_output=True, text=True, timeout=600)
+            wall = time.monotonic() - v0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            report = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+            if r.returncode != 0 or not report.get("ok"):
+                raise RuntimeError(f"evidence verify failed on an untouched store: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+            verified = sum(x["verified"] for x in report["streams"])
+            cpu_verify = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            result.update(verify_records=verified, verify_seconds=round(wall, 3), verify_cpu_seconds=round(cpu_verify, 3),
+                          verify_records_per_second=round(verified / wall), verify_checkpoints=report["checkpoints_checked"])
         print(json.dumps(result), flush=True)
     finally:
         ctl.stop()

@@ -12,6 +12,8 @@
 # Archive: archive_bench seals BENCH_EVIDENCE_ARCHIVE_EVENTS (500,000) generated drops into a
 # segment (zstd 19, Merkle root signed with Ed25519), scans and verifies it; rates per CPU
 # second of the process (the machine is shared) and per wall second.
+# Verify: `bulkheadctl evidence verify` over that store afterwards (every chain record and the
+# checkpoints), records per wall second (target >= 1,000,000 records/s).
 # Needs rsyslog, rsyslog-openssl and openssl for the export figures (skipped without them).
 set -euo pipefail
 # shellcheck source=../lib.sh
@@ -38,13 +40,16 @@ elif [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmn
   bench_skip $B export_records_per_second "rsyslog, rsyslog-openssl or openssl not installed"
 else
   line=$(python3 "$BENCH_DIR/evidence_bench.py" --controller "$controller" --work "$work/export" \
-           --events "$events" --format "$format")
+           --events "$events" --format "$format" --bulkheadctl "$BENCH_BIN/bulkheadctl")
   bench_log "evidence export: $line"
   rate=$(num records_per_second "$line")
   bench_emit $B export_records_per_second "$rate" "records/s" ">= 100000" \
-    "\"transport\":\"tls\",\"receiver\":\"rsyslogd $(/usr/sbin/rsyslogd -v | sed -n '1s/^rsyslogd *\([^ ]*\).*/\1/p')\",\"format\":\"$format\",\"events\":$events,\"seconds\":$(num export_seconds "$line"),\"bytes_received\":$(num bytes_received "$line"),\"duplicates\":$(num duplicates "$line"),\"ratio_to_target\":$(awk -v r="$rate" 'BEGIN { printf "%.2f", r / 100000 }')"
+    "\"transport\":\"tls\",\"controller_cpu_seconds\":$(num controller_cpu_seconds "$line"),\"rsyslogd_cpu_seconds\":$(num rsyslogd_cpu_seconds "$line"),\"receiver\":\"rsyslogd $(/usr/sbin/rsyslogd -v | sed -n '1s/^rsyslogd *\([^ ]*\).*/\1/p')\",\"format\":\"$format\",\"events\":$events,\"seconds\":$(num export_seconds "$line"),\"bytes_received\":$(num bytes_received "$line"),\"duplicates\":$(num duplicates "$line"),\"ratio_to_target\":$(awk -v r="$rate" 'BEGIN { printf "%.2f", r / 100000 }')"
   bench_emit $B hot_bytes_per_event "$(num hot_bytes_per_event "$line")" "bytes/event" null \
     "\"events\":$events,\"data_dir_bytes\":$(num hot_bytes "$line"),\"store\":\"sqlite\""
+  vrate=$(num verify_records_per_second "$line")
+  bench_emit $B store_verify_records_per_second "$vrate" "records/s" ">= 1000000" \
+    "\"tool\":\"bulkheadctl evidence verify\",\"records\":$(num verify_records "$line"),\"checkpoints\":$(num verify_checkpoints "$line"),\"seconds\":$(num verify_seconds "$line"),\"cpu_seconds\":$(num verify_cpu_seconds "$line"),\"ratio_to_target\":$(awk -v r="$vrate" 'BEGIN { printf "%.2f", r / 1000000 }')"
 fi
 
 if [ ! -x "$archive" ]; then
