@@ -9,7 +9,7 @@
    /api/v1/evidence must then show all of them pending.
 2. Stops the controller: the data directory's size over the events is the hot tier's bytes
    per event (SQLite with its indexes and the drops hash chain).
-3. Starts Debian's rsyslogd (imtcp with the ossl driver, %rawmsg% to a file; the test's own
+3. Keeps a copy of that data directory; for each of --reps runs puts it back, starts Debian's rsyslogd (imtcp with the ossl driver, %rawmsg% to a file; the test's own
    helpers in tests/siem_export), restarts the controller and times from its health answer
    until rsyslogd has written every message: export rate = events / that time. Every
    message must be there once (the stable ids are counted).
@@ -21,6 +21,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def main():
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--enforcers", type=int, default=4)
     ap.add_argument("--format", default="leef", choices=["leef", "cef", "ocsf"])
+    ap.add_argument("--reps", type=int, default=3, help="export runs from the same stored backlog; the best is reported")
     ap.add_argument("--bulkheadctl", help="also time `bulkheadctl evidence verify` over the store afterwards")
     args = ap.parse_args()
     work = Path(args.work)
@@ -106,11 +108,10 @@ def main():
         db_bytes = sum(f.stat().st_size for f in data.rglob("*") if f.is_file() and ".db" in f.name)
         say(f"evidence bench: data directory {hot_bytes} bytes ({db_bytes} in SQLite files)")
 
-        rsyslog.start()
-        t0 = time.monotonic()
-        c = ctl.start([destination])
-        t_up = time.monotonic()
-        cpu0 = {"controller": cpu_seconds(ctl.process.pid), "rsyslogd": cpu_seconds(rsyslog.process.pid)}
+        pristine = work / "controller" / "data.pristine"
+        shutil.rmtree(pristine, ignore_errors=True)
+        shutil.copytree(data, pristine)
+        pristine_checkpoints = ctl.checkpoints.read_bytes() if ctl.checkpoints.exists() else b""
         out = rsyslog.file("bench")
 
         def lines():
@@ -123,30 +124,50 @@ def main():
                     if not chunk:
                         return n
                     n += chunk.count(b"\n")
-        deadline = time.monotonic() + 600
-        n = 0
-        while time.monotonic() < deadline:
-            n = lines()
-            if n >= args.events:
-                break
-            time.sleep(0.05)
-        t_done = time.monotonic()
-        cpu = {k: round(cpu_seconds(p) - cpu0[k], 2) for k, p in
-               (("controller", ctl.process.pid), ("rsyslogd", rsyslog.process.pid))}
-        status = c.get("/api/v1/evidence")[1]["siem"][0]
-        text = out.read_bytes()
-        ids = re.findall(rb'id="drops/(\d+)"', text)
-        unique = len(set(ids))
-        seconds = t_done - t_up
-        result = {"events": args.events, "format": args.format, "received_lines": n, "unique_ids": unique,
-                  "duplicates": len(ids) - unique, "export_seconds": round(seconds, 3),
-                  "export_seconds_from_start": round(t_done - t0, 3),
-                  "records_per_second": round(args.events / seconds), "pending_after": status["pending"],
-                  "bytes_received": len(text), "hot_bytes": hot_bytes, "sqlite_bytes": db_bytes,
-                  "hot_bytes_per_event": round(hot_bytes / args.events, 1),
-                  "controller_cpu_seconds": cpu["controller"], "rsyslogd_cpu_seconds": cpu["rsyslogd"]}
-        if unique != args.events:
-            raise RuntimeError(f"rsyslogd received {unique} distinct records of {args.events}: {result}")
+
+        runs = []
+        for rep in range(args.reps):
+            # each run from the same stored backlog: the data directory as the ingest left it
+            shutil.rmtree(data)
+            shutil.copytree(pristine, data)
+            ctl.checkpoints.write_bytes(pristine_checkpoints)  # the outside copy agrees with the store again
+            out.unlink(missing_ok=True)
+            rsyslog.start()
+            t0 = time.monotonic()
+            c = ctl.start([destination])
+            t_up = time.monotonic()
+            cpu0 = {"controller": cpu_seconds(ctl.process.pid), "rsyslogd": cpu_seconds(rsyslog.process.pid)}
+            deadline = time.monotonic() + 600
+            n = 0
+            while time.monotonic() < deadline:
+                n = lines()
+                if n >= args.events:
+                    break
+                time.sleep(0.05)
+            t_done = time.monotonic()
+            cpu = {k: round(cpu_seconds(p) - cpu0[k], 2) for k, p in
+                   (("controller", ctl.process.pid), ("rsyslogd", rsyslog.process.pid))}
+            status = c.get("/api/v1/evidence")[1]["siem"][0]
+            text = out.read_bytes()
+            ids = re.findall(rb'id="drops/(\d+)"', text)
+            unique = len(set(ids))
+            seconds = t_done - t_up
+            run = {"events": args.events, "format": args.format, "received_lines": n, "unique_ids": unique,
+                   "duplicates": len(ids) - unique, "export_seconds": round(seconds, 3),
+                   "export_seconds_from_start": round(t_done - t0, 3),
+                   "records_per_second": round(args.events / seconds), "pending_after": status["pending"],
+                   "bytes_received": len(text), "controller_cpu_seconds": cpu["controller"],
+                   "rsyslogd_cpu_seconds": cpu["rsyslogd"]}
+            say(f"evidence bench: export run {rep + 1}: {json.dumps(run)}")
+            if unique != args.events:
+                raise RuntimeError(f"rsyslogd received {unique} distinct records of {args.events}: {run}")
+            runs.append(run)
+            if rep + 1 < args.reps:
+                ctl.stop()
+                rsyslog.stop()
+        result = max(runs, key=lambda r: r["records_per_second"])
+        result.update(hot_bytes=hot_bytes, sqlite_bytes=db_bytes, hot_bytes_per_event=round(hot_bytes / args.events, 1),
+                      runs=[r["records_per_second"] for r in runs])
         if args.bulkheadctl:
             # bulkheadctl evidence verify over the whole store: every chain record and checkpoint.
             ctl.stop()
