@@ -453,20 +453,7 @@ std::expected<std::size_t, std::string> AnalysisService::replay(EventQuery q) {
         replayed += page->size();
         for (auto& e : *page) {
             // The analyzer reads the ingress port and MAC that ingest took from the upload.
-            if (e.document.is_object()) {
-                e.port = string_member(e.document, "physindev").value_or("");
-                if (e.port.empty()) {
-                    e.port = string_member(e.document, "indev").value_or("");
-                }
-                e.mac = string_member(e.document, "src_mac").value_or("");
-                for (const char* key : {"sport", "icmp_id"}) {
-                    if (auto sport = e.document.find(key); !e.sport && sport != e.document.end() &&
-                                                           sport->is_number_unsigned() &&
-                                                           sport->get<std::uint64_t>() <= 65535) {
-                        e.sport = static_cast<std::uint16_t>(sport->get<std::uint64_t>());
-                    }
-                }
-            }
+            restore_upload_fields(e);
         }
         const bool last_page = page->size() < q.limit;
         analyse(*page);

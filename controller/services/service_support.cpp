@@ -77,6 +77,20 @@ json revision_json(const PolicyRevision& r, bool with_document) {
     return j;
 }
 
+void restore_upload_fields(StoredEvent& e) {
+    if (!e.document.is_object())
+        return;
+    e.port = string_member(e.document, "physindev").value_or("");
+    if (e.port.empty())
+        e.port = string_member(e.document, "indev").value_or("");
+    e.mac = string_member(e.document, "src_mac").value_or("");
+    for (const char* key : {"sport", "icmp_id"}) {
+        if (auto sport = e.document.find(key); !e.sport && sport != e.document.end() && sport->is_number_unsigned() &&
+                                               sport->get<std::uint64_t>() <= 65535)
+            e.sport = static_cast<std::uint16_t>(sport->get<std::uint64_t>());
+    }
+}
+
 json event_json(const StoredEvent& e, std::int64_t clock_offset_threshold_ms) {
     json j = e.document.is_object() ? e.document : json::object();
     j["id"] = e.id;

@@ -1,6 +1,7 @@
 #include "controller/services/siem_export.hpp"
 
 #include "controller/evidence/evidence_records.hpp"
+#include "controller/services/service_support.hpp"
 #include "controller/siem/siem_formats.hpp"
 #include "controller/siem/siem_rate_limiter.hpp"
 
@@ -271,6 +272,7 @@ std::expected<std::vector<SiemExport::PendingRecord>, std::string> SiemExport::r
             return std::unexpected(events.error().message);
         out.reserve(events->size());
         for (auto& event : *events) {
+            restore_upload_fields(event);  // sport, ingress interface and MAC for the formats
             PendingRecord record;
             record.position = static_cast<std::uint64_t>(event.id);
             record.at = event.received_at;
