@@ -97,9 +97,10 @@ struct ArchiveSegmentReader::State {
 };
 
 // Decodes a segment's blocks on worker threads (each with its own zstd context) at most a
-// window ahead of the walking thread, which takes them in order. Links are sequential,
-// decoding is not: the walking thread only builds canonical records and hashes, and decoding
-// (the larger share per record) spreads over the other cores.
+// window ahead of the walking thread, which takes them in order. Each worker also computes its
+// block's chain links from the link before the block (in the signed index), so decoding and
+// hashing spread over every core; the walking thread compares each block's last link with the
+// index and hands the records out in order.
 class ArchiveSegmentReader::State::BlockPipeline {
 public:
     explicit BlockPipeline(const State& state)
@@ -136,11 +137,14 @@ public:
 private:
     static std::size_t worker_count() {
         const unsigned cores = std::thread::hardware_concurrency();
-        return std::clamp<std::size_t>(cores > 1 ? cores - 1 : 1, 1, 4);
+        // Decoding and hashing are the workers'; the walking thread only compares: one per core.
+        return std::clamp<std::size_t>(cores, 1, 4);
     }
 
     void run() {
         std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> context{ZSTD_createDCtx()};
+        LinkHasher hasher;
+        std::string record_bytes;
         for (;;) {
             std::size_t block = 0;
             {
@@ -152,6 +156,20 @@ private:
                 block = claimed_++;
             }
             auto decoded = state_.read_block(block, context.get());
+            if (decoded) {
+                // The links of this block, from the link before it: the walking thread only
+                // compares them, so hashing spreads over the workers like decoding.
+                evidence::Digest previous =
+                    block == 0 ? state_.header.previous_hash : state_.blocks[block - 1].last_link;
+                decoded->links.reserve(decoded->events.size());
+                for (const auto& event : decoded->events) {
+                    record_bytes.clear();
+                    evidence::append_event_record(record_bytes, event, event.document_text);
+                    previous = hasher.link(state_.header.stream, static_cast<std::uint64_t>(event.id), previous,
+                                           record_bytes);
+                    decoded->links.push_back(previous);
+                }
+            }
             std::lock_guard lock(mutex_);
             ready_[block % window_] = std::move(decoded);
             changed_.notify_all();
@@ -172,23 +190,21 @@ private:
 template <typename OnRecord, typename OnBlockEnd>
 std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::walk(OnRecord&& on_record,
                                                                                    OnBlockEnd&& on_block_end) const {
-    LinkHasher hasher;
     evidence::ChainHead head{header.first_sequence - 1, header.previous_hash};
-    std::string record_bytes;
     BlockPipeline pipeline(*this);
     for (std::size_t b = 0; b < blocks.size(); ++b) {
         auto decoded = pipeline.next();
         if (!decoded) {
             return std::unexpected(decoded.error());
         }
+        // Block b's links start from the index's last link of block b-1, which the walk has
+        // just compared with the links it computed (on_block_end): the chain is continuous.
         for (std::size_t i = 0; i < decoded->events.size(); ++i) {
             const auto& event = decoded->events[i];
-            record_bytes.clear();
-            evidence::append_event_record(record_bytes, event, event.document_text);
             evidence::ChainLink link;
             link.sequence = static_cast<std::uint64_t>(event.id);
             link.previous = head.hash;
-            link.hash = hasher.link(header.stream, link.sequence, head.hash, record_bytes);
+            link.hash = decoded->links[i];
             head = evidence::ChainHead{link.sequence, link.hash};
             if (!on_record(event, link, decoded->link_checks[i])) {
                 return head;

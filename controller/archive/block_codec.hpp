@@ -5,6 +5,8 @@
 // bytes out. README.md in this folder documents the layout.
 #pragma once
 
+#include "controller/evidence/digest.hpp"
+
 #include "controller/domain/events.hpp"
 
 #include <cstdint>
@@ -31,6 +33,10 @@ struct DecodedBlock {
     // ids first_id, first_id+1, ...; document_text filled, `document` left null.
     std::vector<controller::StoredEvent> events;
     std::vector<std::uint16_t> link_checks;
+    // The records' chain links, recomputed by the reader from the link before the block (the
+    // header's previous hash, or the signed index's last link of the block before), so that
+    // blocks are hashed on every core at once.
+    std::vector<evidence::Digest> links;
 };
 
 // `expected_count` comes from the segment index; a block that disagrees is corrupt. The error

@@ -98,6 +98,9 @@ public:
     // A head this stream must pass through, from a signed checkpoint kept elsewhere;
     // `origin` says which (e.g. "checkpoint 2026-12-07T01:02:03Z in checkpoints.jsonl").
     void expect(const ChainHead& checkpoint_head, std::string origin);
+    // Verifying part of a range: the last record a checkpoint confirmed before this part
+    // (a checkpoint mismatch names the span since then).
+    void confirmed_through(std::uint64_t sequence) { last_confirmed_ = sequence; }
 
     // The next stored record. False once the chain is broken (the caller may stop reading).
     bool feed(const StoredRecord& record);

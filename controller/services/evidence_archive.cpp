@@ -89,7 +89,12 @@ std::expected<std::vector<ArchiveSegmentInfo>, std::string> list_archive_segment
 
 EvidenceArchive::EvidenceArchive(EvidenceArchiveOptions options, EvidenceRepository& evidence, AuditRepository& audit,
                                  const evidence::SigningKey* key, Clock clock)
-    : options_(std::move(options)), evidence_(evidence), audit_(audit), key_(key), clock_(std::move(clock)) {}
+    : options_(std::move(options)),
+      evidence_(evidence),
+      audit_(audit),
+      key_(key),
+      clock_(std::move(clock)),
+      task_({options_.interval, true, false}, [this] { run(); }) {}
 
 EvidenceArchive::~EvidenceArchive() { stop(); }
 
@@ -266,33 +271,13 @@ std::expected<std::pair<std::size_t, std::size_t>, std::string> EvidenceArchive:
     return std::pair{sealed, *expired};
 }
 
-void EvidenceArchive::start() {
-    std::lock_guard lock(mutex_);
-    if (worker_.joinable())
-        return;
-    stopping_ = false;
-    worker_ = std::thread([this] { run(); });
-}
+void EvidenceArchive::start() { task_.start(); }
 
-void EvidenceArchive::stop() {
-    {
-        std::lock_guard lock(mutex_);
-        if (!worker_.joinable())
-            return;
-        stopping_ = true;
-    }
-    wake_.notify_all();
-    worker_.join();
-}
+void EvidenceArchive::stop() { task_.stop(); }
 
 void EvidenceArchive::run() {
-    for (;;) {
-        if (auto done = run_once(); !done)
-            spdlog::error("evidence: archiving failed (the events stay in the database): {}", done.error());
-        std::unique_lock lock(mutex_);
-        if (wake_.wait_for(lock, options_.interval, [this] { return stopping_; }))
-            return;
-    }
+    if (auto done = run_once(); !done)
+        spdlog::error("evidence: archiving failed (the events stay in the database): {}", done.error());
 }
 
 std::int64_t EvidenceArchive::archived_through() {

@@ -15,6 +15,7 @@
 #include "controller/archive/archive_segment.hpp"
 #include "controller/evidence/checkpoint.hpp"
 #include "controller/services/evidence_service.hpp"
+#include "controller/services/periodic_task.hpp"
 #include "controller/store/repositories.hpp"
 
 #include <chrono>
@@ -110,9 +111,7 @@ private:
     std::vector<ArchiveSegmentInfo> segments_;  // in sequence order
     ArchiveFigures figures_;
     std::mutex run_mutex_;  // one pass at a time
-    std::condition_variable wake_;
-    bool stopping_ = false;
-    std::thread worker_;
+    PeriodicTask task_;     // last: stopped before anything it uses goes
 };
 
 // Verifies the archive's segments (signatures, chains, continuity from one segment to the

@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -145,6 +147,134 @@ read_checkpoint_lines(const std::string& text, const std::string& origin) {
     return out;
 }
 
+namespace {
+
+struct RangeOutcome {
+    std::uint64_t verified = 0;
+    evidence::ChainHead head;                    // the last record verified in order
+    std::optional<evidence::ChainBreak> broken;  // the lowest broken record
+};
+
+// Verifies records (before.sequence, through] of one stream. Every link is checked against
+// the previous record's *stored* hash, so that disjoint parts of the range can be checked on
+// every core at once: if each stored hash is the hash of its record and the stored hash
+// before it, the chain from `before` holds, exactly as a walk from the start would find; the
+// lowest broken record is the one a walk would name.
+RangeOutcome verify_chain_range(EvidenceRepository& store, evidence::Stream stream, const evidence::ChainHead& before,
+                                std::uint64_t through, const std::vector<std::pair<evidence::ChainHead, std::string>>& expected,
+                                std::size_t page, std::vector<std::string>& problems) {
+    const std::string name(evidence::to_string(stream));
+    const std::uint64_t total = through > before.sequence ? through - before.sequence : 0;
+    const std::size_t workers =
+        total < 4 * page ? 1 : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 4);
+    const std::uint64_t chunk = std::max<std::uint64_t>(page, (total + workers * 8 - 1) / (workers * 8));
+    struct Part {
+        std::uint64_t first = 0, last = 0;
+        std::uint64_t verified = 0;
+        evidence::ChainHead head;
+        std::optional<evidence::ChainBreak> broken;
+        std::optional<std::string> problem;
+    };
+    std::vector<Part> parts;
+    for (std::uint64_t first = before.sequence + 1; first <= through; first += chunk) {
+        Part part;
+        part.first = first;
+        part.last = std::min(through, first + chunk - 1);
+        parts.push_back(std::move(part));
+    }
+
+    const auto verify_part = [&](Part& part) {
+        evidence::ChainHead previous{part.first - 1, {}};
+        if (part.first - 1 == before.sequence) {
+            previous = before;
+        } else if (auto prior = store.evidence_records(stream, part.first - 2, 1); !prior) {
+            part.problem = name + ": cannot read record " + std::to_string(part.first - 1) + ": " + prior.error().message;
+            return;
+        } else if (!prior->empty() && prior->front().sequence == part.first - 1 && prior->front().hash) {
+            previous.hash = *prior->front().hash;  // absent or unreadable: the part before reports it
+        }
+        evidence::ChainVerifier verifier(stream, previous);
+        std::uint64_t confirmed = before.sequence;  // checkpoints before this part: the parts before check them
+        for (const auto& [checkpoint_head, origin] : expected) {
+            if (checkpoint_head.sequence >= part.first && checkpoint_head.sequence <= part.last)
+                verifier.expect(checkpoint_head, origin);
+            else if (checkpoint_head.sequence < part.first)
+                confirmed = std::max(confirmed, checkpoint_head.sequence);
+        }
+        verifier.confirmed_through(confirmed);
+        std::uint64_t after = part.first - 1;
+        bool reading = true;
+        while (reading && after < part.last) {
+            auto records = store.evidence_records(stream, after, std::min<std::uint64_t>(page, part.last - after));
+            if (!records) {
+                part.problem = name + ": cannot read records after " + std::to_string(after) + ": " + records.error().message;
+                return;
+            }
+            for (const auto& record : *records) {
+                if (record.sequence > part.last) {
+                    reading = false;
+                    break;
+                }
+                // The previous hash is not stored with each record (it is the record before's
+                // own): a replaced record shows as "altered" at the first one that no longer
+                // hashes to what is stored.
+                const evidence::StoredRecord stored{record.sequence, verifier.head().hash,
+                                                    record.hash.value_or(evidence::Digest{}), record.record};
+                if (!verifier.feed(stored)) {
+                    reading = false;
+                    break;
+                }
+                after = record.sequence;
+            }
+            if (records->empty())
+                break;
+        }
+        part.verified = verifier.verified();
+        part.head = verifier.head();
+        part.broken = verifier.broken();
+        if (!part.broken && part.head.sequence < part.last) {
+            const std::uint64_t absent = part.head.sequence + 1;
+            part.broken = evidence::ChainBreak{
+                stream, absent, evidence::BreakKind::Missing,
+                absent == part.last ? "record " + std::to_string(absent) + " is absent (deleted)"
+                                    : "records " + std::to_string(absent) + " to " + std::to_string(part.last) +
+                                          " are absent (deleted)"};
+        }
+    };
+
+    std::atomic<std::size_t> next{0};
+    const auto work = [&] {
+        for (std::size_t i = next++; i < parts.size(); i = next++)
+            verify_part(parts[i]);
+    };
+    std::vector<std::thread> threads;
+    for (std::size_t w = 1; w < workers; ++w)
+        threads.emplace_back(work);
+    work();
+    for (auto& thread : threads)
+        thread.join();
+
+    RangeOutcome outcome;
+    outcome.head = before;
+    for (const auto& part : parts) {
+        if (part.problem)
+            problems.push_back(*part.problem);
+        if (part.broken) {
+            outcome.broken = part.broken;
+            outcome.verified += part.verified;
+            outcome.head = part.head;
+            break;
+        }
+        if (part.problem)
+            break;
+        outcome.verified += part.verified;
+        outcome.head = part.head;
+    }
+    return outcome;
+}
+
+}  // namespace
+
 EvidenceVerification verify_evidence(EvidenceRepository& store, const EvidenceVerifyOptions& options) {
     EvidenceVerification result;
     const std::string expected_key = evidence::key_id(options.public_key);
@@ -185,51 +315,42 @@ EvidenceVerification verify_evidence(EvidenceRepository& store, const EvidenceVe
     for (const auto stream : evidence::kStreams) {
         StreamVerification summary;
         summary.stream = stream;
+        const std::string name(evidence::to_string(stream));
         auto start = store.evidence_chain_start(stream);
-        if (!start) {
-            result.problems.push_back(std::string(evidence::to_string(stream)) +
-                                      ": cannot read the chain's start: " + start.error().message);
+        auto head = store.evidence_head(stream);
+        if (!start || !head) {
+            result.problems.push_back(name + ": cannot read the chain's bounds: " +
+                                      (start ? head.error().message : start.error().message));
             result.streams.push_back(summary);
             continue;
         }
         summary.start = *start;
-        evidence::ChainVerifier verifier(stream, *start);
-        for (const auto& [checkpoint, name] : checkpoints) {
-            for (const auto& [head_stream, head] : checkpoint.checkpoint.heads) {
-                // Heads at or before the start lie in records the database no longer keeps.
-                if (head_stream == stream && head.sequence > start->sequence)
-                    verifier.expect(head, name);
+        // Heads at or before the start lie in records the database no longer keeps.
+        std::vector<std::pair<evidence::ChainHead, std::string>> expected;
+        for (const auto& [checkpoint, origin] : checkpoints) {
+            for (const auto& [head_stream, checkpoint_head] : checkpoint.checkpoint.heads) {
+                if (head_stream == stream && checkpoint_head.sequence > start->sequence)
+                    expected.emplace_back(checkpoint_head, origin);
             }
         }
-        std::uint64_t after = start->sequence;
-        bool reading = true;
-        while (reading) {
-            auto page = store.evidence_records(stream, after, options.page);
-            if (!page) {
-                result.problems.push_back(std::string(evidence::to_string(stream)) + ": cannot read records after " +
-                                          std::to_string(after) + ": " + page.error().message);
-                break;
-            }
-            for (const auto& record : *page) {
-                // The previous hash is not stored with each record (it is the record before's
-                // own), so a replaced record shows as "altered" at the first one that no longer
-                // hashes to what is stored.
-                const evidence::StoredRecord stored{record.sequence, verifier.head().hash,
-                                                    record.hash.value_or(evidence::Digest{}), record.record};
-                if (!verifier.feed(stored)) {
-                    reading = false;
-                    break;
+        const std::uint64_t through = std::max(head->sequence, start->sequence);
+        auto outcome = verify_chain_range(store, stream, *start, through, expected, options.page, result.problems);
+        summary.head = outcome.head;
+        summary.verified = outcome.verified;
+        if (!outcome.broken) {
+            // Records a signed checkpoint names beyond the stored end were deleted from the end.
+            for (const auto& [checkpoint_head, origin] : expected) {
+                if (checkpoint_head.sequence > outcome.head.sequence &&
+                    (!outcome.broken || checkpoint_head.sequence < outcome.broken->sequence)) {
+                    outcome.broken = evidence::ChainBreak{
+                        stream, outcome.head.sequence + 1, evidence::BreakKind::Truncated,
+                        "the store ends at record " + std::to_string(outcome.head.sequence) + ", " + origin +
+                            " holds " + std::to_string(checkpoint_head.sequence) + " (records deleted from the end)"};
                 }
-                after = record.sequence;
             }
-            if (page->size() < options.page)
-                break;
         }
-        auto broken = verifier.finish();
-        summary.head = verifier.head();
-        summary.verified = verifier.verified();
-        if (broken && !result.first_break)
-            result.first_break = broken;
+        if (outcome.broken && !result.first_break)
+            result.first_break = outcome.broken;
         result.streams.push_back(summary);
     }
     return result;
@@ -260,7 +381,8 @@ EvidenceCheckpointer::EvidenceCheckpointer(EvidenceRepository& store, evidence::
       public_key_(key_.public_key()),
       options_(std::move(options)),
       clock_(std::move(clock)),
-      on_checkpoint_(std::move(on_checkpoint)) {}
+      on_checkpoint_(std::move(on_checkpoint)),
+      task_({options_.interval, false, true}, [this] { run(); }) {}
 
 EvidenceCheckpointer::~EvidenceCheckpointer() { stop(); }
 
@@ -297,39 +419,15 @@ std::expected<evidence::SignedCheckpoint, std::string> EvidenceCheckpointer::che
     return signed_checkpoint;
 }
 
-void EvidenceCheckpointer::start() {
-    std::lock_guard lock(mutex_);
-    if (worker_.joinable())
-        return;
-    stopping_ = false;
-    worker_ = std::thread([this] { run(); });
-}
+void EvidenceCheckpointer::start() { task_.start(); }
 
-void EvidenceCheckpointer::stop() {
-    {
-        std::lock_guard lock(mutex_);
-        if (!worker_.joinable())
-            return;
-        stopping_ = true;
-    }
-    wake_.notify_all();
-    worker_.join();
-}
+void EvidenceCheckpointer::stop() { task_.stop(); }
 
 void EvidenceCheckpointer::run() {
-    for (;;) {
-        bool last = false;
-        {
-            std::unique_lock lock(mutex_);
-            last = wake_.wait_for(lock, options_.interval, [this] { return stopping_; });
-        }
-        if (auto done = checkpoint_now(); !done) {
-            std::lock_guard lock(mutex_);
-            ++failures_;
-            spdlog::error("evidence: checkpoint failed: {}", done.error());
-        }
-        if (last)
-            return;
+    if (auto done = checkpoint_now(); !done) {
+        std::lock_guard lock(mutex_);
+        ++failures_;
+        spdlog::error("evidence: checkpoint failed: {}", done.error());
     }
 }
 

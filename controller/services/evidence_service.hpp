@@ -12,6 +12,7 @@
 #pragma once
 
 #include "controller/evidence/checkpoint.hpp"
+#include "controller/services/periodic_task.hpp"
 #include "controller/store/repositories.hpp"
 
 #include <chrono>
@@ -110,12 +111,10 @@ private:
     Clock clock_;
     Sink on_checkpoint_;
     mutable std::mutex mutex_;
-    std::condition_variable wake_;
-    bool stopping_ = false;
     std::uint64_t written_ = 0;
     std::uint64_t failures_ = 0;
     TimeMs last_at_ = 0;
-    std::thread worker_;
+    PeriodicTask task_;  // last: stopped before anything it uses goes
 };
 
 }  // namespace bulkhead::controller
