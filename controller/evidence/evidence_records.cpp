@@ -91,11 +91,10 @@ private:
 
 }  // namespace
 
-void append_event_record(std::string& out, const controller::StoredEvent& e,
-                         std::string_view document_text) {
+void append_event_record(std::string& out, const EventRecordFields& e) {
     field(out, "event/1");
     field(out, e.enforcer);
-    field(out, static_cast<std::int64_t>(e.enforcer_seq));
+    field(out, e.enforcer_seq);
     field(out, e.type);
     field(out, e.time_ns);
     field(out, e.received_at);
@@ -106,9 +105,30 @@ void append_event_record(std::string& out, const controller::StoredEvent& e,
     field(out, e.dst);
     field(out, e.protocol);
     optional_field(out, e.dport);
-    field(out, static_cast<std::int64_t>(e.count));
+    field(out, e.count);
     optional_field(out, e.clock_offset_ms);
-    field(out, document_text);
+    field(out, e.document_text);
+}
+
+void append_event_record(std::string& out, const controller::StoredEvent& e, std::string_view document_text) {
+    EventRecordFields fields;
+    fields.enforcer = e.enforcer;
+    fields.enforcer_seq = static_cast<std::int64_t>(e.enforcer_seq);
+    fields.type = e.type;
+    fields.time_ns = e.time_ns;
+    fields.received_at = e.received_at;
+    fields.workload = e.workload;
+    fields.direction = e.direction;
+    fields.reason = e.reason;
+    fields.src = e.src;
+    fields.dst = e.dst;
+    fields.protocol = e.protocol;
+    if (e.dport)
+        fields.dport = *e.dport;
+    fields.count = static_cast<std::int64_t>(e.count);
+    fields.clock_offset_ms = e.clock_offset_ms;
+    fields.document_text = document_text;
+    append_event_record(out, fields);
 }
 
 std::string event_record(const controller::StoredEvent& event, std::string_view document_text) {

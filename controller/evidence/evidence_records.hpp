@@ -19,6 +19,22 @@
 
 namespace bulkhead::evidence {
 
+// An event's columns as views, for readers that build the record straight from stored
+// columns (verification reads millions) without a StoredEvent.
+struct EventRecordFields {
+    std::string_view enforcer;
+    std::int64_t enforcer_seq = 0;
+    std::string_view type;
+    std::int64_t time_ns = 0;
+    std::int64_t received_at = 0;
+    std::string_view workload, direction, reason, src, dst, protocol;
+    std::optional<std::int64_t> dport;
+    std::int64_t count = 0;
+    std::optional<std::int64_t> clock_offset_ms;
+    std::string_view document_text;
+};
+void append_event_record(std::string& out, const EventRecordFields& fields);
+
 // An event exactly as stored: its columns and its document text as written (`document_text`
 // when set, otherwise `document` compacted). The event's id is its sequence number in the
 // chain and is not repeated here.

@@ -241,6 +241,14 @@ class Stmt {
             return {};
         return std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
     }
+    // Valid until the next step or reset: for reading a row without copying it.
+    std::string_view text_view(int column) const {
+        const auto* data = sqlite3_column_text(cached_->stmt, column);
+        const int size = sqlite3_column_bytes(cached_->stmt, column);
+        if (data == nullptr)
+            return {};
+        return {reinterpret_cast<const char*>(data), static_cast<std::size_t>(size)};
+    }
     std::string blob(int column) const {
         const auto* data = sqlite3_column_blob(cached_->stmt, column);
         const int size = sqlite3_column_bytes(cached_->stmt, column);

@@ -143,13 +143,30 @@ StoreResult<std::vector<EvidenceChainRecord>> SqliteStore::evidence_records(evid
             Stmt s(c, sql::kChainedEvents, op);
             s.bind_all(*from, count);
             return s.all([](Stmt& r) -> StoreResult<EvidenceChainRecord> {
-                // The document exactly as stored: the chain hashes its bytes, not a re-dump.
-                const std::string document = r.text(14);
-                auto event = read_event_columns(r);
-                if (!event)
-                    return std::unexpected(event.error());
-                return EvidenceChainRecord{static_cast<std::uint64_t>(event->id),
-                                           evidence::event_record(*event, document), digest_column(r, 16)};
+                // Straight from the columns (verification reads millions of rows), the document
+                // exactly as stored: the chain hashes its bytes, not a re-dump.
+                evidence::EventRecordFields f;
+                f.enforcer = r.text_view(1);
+                f.enforcer_seq = r.i64(2);
+                f.type = r.text_view(3);
+                f.time_ns = r.i64(4);
+                f.received_at = r.i64(5);
+                f.workload = r.text_view(6);
+                f.direction = r.text_view(7);
+                f.reason = r.text_view(8);
+                f.src = r.text_view(9);
+                f.dst = r.text_view(10);
+                f.protocol = r.text_view(11);
+                f.dport = r.opt_i64(12);
+                f.count = r.i64(13);
+                f.document_text = r.text_view(14);
+                f.clock_offset_ms = r.opt_i64(15);
+                EvidenceChainRecord record;
+                record.sequence = static_cast<std::uint64_t>(r.i64(0));
+                record.record.reserve(f.document_text.size() + 192);
+                evidence::append_event_record(record.record, f);
+                record.hash = digest_column(r, 16);
+                return record;
             });
         }
         case evidence::Stream::Audit: {
