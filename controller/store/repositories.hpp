@@ -131,7 +131,7 @@ public:
                                                                std::int64_t bucket_ns, const EventQuery& filter) = 0;
     // Highest seq stored per enforcer (what a reconnecting enforcer has delivered).
     virtual StoreResult<std::uint64_t> last_event_seq(const std::string& enforcer) = 0;
-    // The highest event id stored (0: none).
+    // The highest event id given (0: none), archived events included.
     virtual StoreResult<std::int64_t> last_event_id() = 0;
 };
 

@@ -239,7 +239,11 @@ inline constexpr std::string_view kSaveAnalysisCheckpoint =
     "through_event_id = excluded.through_event_id, taken_at = excluded.taken_at, "
     "engine = excluded.engine, planner = excluded.planner, ledger = excluded.ledger";
 
-inline constexpr std::string_view kLastEventId = "SELECT MAX(id) FROM events";
+// The highest id given: events moved to the archive leave the database, but their ids stay
+// given (the drops chain's start is the last archived one).
+inline constexpr std::string_view kLastEventId =
+    "SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM events "
+    "UNION ALL SELECT sequence AS m FROM evidence_chain_start WHERE stream = 'drops')";
 
 // ---- audit -------------------------------------------------------------------------------------
 #define BH_AUDIT_COLUMNS "id, at, actor, role, action, target, before_doc, after_doc"

@@ -231,3 +231,24 @@ TEST_CASE("evidence archive: a truncated or removed segment is found and named")
         CHECK(evidence::describe(*v.first_break).starts_with("drops #1: missing"));
     }
 }
+
+TEST_CASE("evidence archive: with every event archived, ids go on after the last one given") {
+    TierLab lab;
+    REQUIRE(lab.archive.load());
+    lab.receive(5);
+    lab.now += 20 * kMinute;
+    REQUIRE(lab.archive.run_once());
+    EventQuery everything;
+    everything.limit = 100;
+    auto in_db = lab.store.query_events(everything);
+    REQUIRE(in_db);
+    CHECK(in_db->empty());
+    auto last = lab.store.last_event_id();
+    REQUIRE(last);
+    CHECK(*last == 5);  // the analyzer and the SIEM export continue after it
+    lab.receive(1);
+    last = lab.store.last_event_id();
+    REQUIRE(last);
+    CHECK(*last == 6);
+    CHECK(lab.verify().ok());
+}
