@@ -267,7 +267,9 @@ std::expected<std::vector<SiemExport::PendingRecord>, std::string> SiemExport::r
         query.after_id = static_cast<std::int64_t>(after);
         query.newest_first = false;
         query.limit = std::min<std::size_t>(limit, 10'000);
-        auto events = events_.query_events(query);
+        ArchivedEvents* archive = archive_.load();
+        const bool archived = archive != nullptr && static_cast<std::int64_t>(after) < archive->archived_through();
+        auto events = archived ? archive->query_archived(query) : events_.query_events(query);
         if (!events)
             return std::unexpected(events.error().message);
         out.reserve(events->size());

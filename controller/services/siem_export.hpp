@@ -17,6 +17,7 @@
 #pragma once
 
 #include "controller/evidence/checkpoint.hpp"
+#include "controller/services/evidence_archive.hpp"
 #include "controller/siem/siem_destination.hpp"
 #include "controller/siem/syslog_message.hpp"
 #include "controller/siem/syslog_sender.hpp"
@@ -96,6 +97,10 @@ public:
 
     std::vector<SiemDestinationStatus> status();
 
+    // Events older than the hot tier: a destination that was away longer than the hot period
+    // (or whose cursor is behind it) reads them from the archive, so nothing is skipped.
+    void set_archive(ArchivedEvents* archive) { archive_ = archive; }
+
     // One record read from a source, owning what its SiemRecord points to.
     struct PendingRecord {
         std::uint64_t position = 0;  // the source's cursor once this record is delivered
@@ -122,6 +127,7 @@ private:
     Clock clock_;
     SenderFactory make_sender_;
     std::vector<std::unique_ptr<Destination>> destinations_;
+    std::atomic<ArchivedEvents*> archive_{nullptr};
 };
 
 // GET /api/v1/evidence's "siem" member, and the destinations' lines of /api/v1/metrics

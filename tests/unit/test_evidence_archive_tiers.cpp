@@ -5,11 +5,14 @@
 // and finds a segment that was truncated or removed.
 #include "controller/services/evidence_archive.hpp"
 #include "controller/services/evidence_service.hpp"
+#include "controller/services/siem_export.hpp"
 #include "test_store_support.hpp"
 
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 using namespace bulkhead;
 using namespace bulkhead::controller;
@@ -251,4 +254,65 @@ TEST_CASE("evidence archive: with every event archived, ids go on after the last
     REQUIRE(last);
     CHECK(*last == 6);
     CHECK(lab.verify().ok());
+}
+
+namespace {
+// Records what the exporter sends (its thread writes, the test reads).
+struct ArchiveTestSender final : siem::SyslogSender {
+    std::shared_ptr<std::pair<std::mutex, std::vector<std::string>>> sent;
+    siem::SendResult send(std::span<const std::string> messages) override {
+        std::lock_guard lock(sent->first);
+        sent->second.insert(sent->second.end(), messages.begin(), messages.end());
+        return {};
+    }
+    siem::SendResult flush() override { return {}; }
+    void close() override {}
+};
+}  // namespace
+
+TEST_CASE("evidence archive: a SIEM destination behind the hot tier catches up from the archive, skipping nothing") {
+    TierLab lab;
+    REQUIRE(lab.archive.load());
+    for (int minute = 0; minute < 15; ++minute) {
+        lab.receive(4);
+        lab.now += kMinute;
+    }
+    REQUIRE(lab.archive.run_once());
+    REQUIRE(lab.archive.archived_through() > 0);
+    // The destination was last given event 2, long before the archive took the early minutes.
+    REQUIRE(lab.store.put_setting("siem/soc/events", "2"));
+    auto destination = siem::parse_siem_destination(
+        nlohmann::json::parse(R"({"name":"soc","transport":"udp","address":"127.0.0.1:5514","format":"cef","records":["drops"]})"),
+        "/siem/destinations/0");
+    REQUIRE(destination);
+    SiemExportOptions options;
+    options.destinations = {*destination};
+    options.poll = std::chrono::milliseconds(10);
+    auto sent = std::make_shared<std::pair<std::mutex, std::vector<std::string>>>();
+    SiemExport exporter(options, lab.store, lab.store, lab.store, [&lab] { return lab.now; },
+                        [sent](const siem::SiemDestination&) {
+                            auto sender = std::make_unique<ArchiveTestSender>();
+                            sender->sent = sent;
+                            return sender;
+                        });
+    exporter.set_archive(&lab.archive);
+    REQUIRE(exporter.start());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    std::size_t count = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+        {
+            std::lock_guard lock(sent->first);
+            count = sent->second.size();
+        }
+        if (count >= 58)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    exporter.stop();
+    std::lock_guard lock(sent->first);
+    REQUIRE(sent->second.size() == 58);  // events 3..60, archived and hot
+    for (std::size_t i = 0; i < sent->second.size(); ++i) {
+        const std::string id = "id=\"drops/" + std::to_string(i + 3) + "\"";
+        CHECK_MESSAGE(sent->second[i].find(id) != std::string::npos, sent->second[i].substr(0, 120));
+    }
 }
