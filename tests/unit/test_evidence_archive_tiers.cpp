@@ -75,12 +75,19 @@ struct TierLab {
         return out;
     }
 
-    EvidenceVerification verify() {
+    EvidenceVerification verify(const std::vector<ArchiveSegmentInfo>& segments) {
         EvidenceVerifyOptions options;
         options.public_key = key.public_key();
         auto v = verify_evidence(store, options);
-        verify_archive(archive.segments(), store, store, key.public_key(), v);
+        verify_archive(segments, store, store, key.public_key(), v);
         return v;
+    }
+    EvidenceVerification verify() { return verify(archive.segments()); }
+    // As bulkheadctl does: the segments the directory holds now, not those the archive knows.
+    EvidenceVerification verify_on_disk() {
+        auto listed = list_archive_segments(fixture.dir.path() / "archive");
+        REQUIRE(listed);
+        return verify(*listed);
     }
 };
 
@@ -213,23 +220,13 @@ TEST_CASE("evidence archive: a truncated or removed segment is found and named")
     }
     SUBCASE("removed without an audited expiry") {
         std::filesystem::remove(segments[1].file);
-        auto listed = list_archive_segments(lab.fixture.dir.path() / "archive");
-        REQUIRE(listed);
-        EvidenceVerifyOptions options;
-        options.public_key = lab.key.public_key();
-        auto v = verify_evidence(lab.store, options);
-        verify_archive(*listed, lab.store, lab.store, lab.key.public_key(), v);
+        const auto v = lab.verify_on_disk();
         REQUIRE(v.first_break);
         CHECK(evidence::describe(*v.first_break).starts_with("drops #6: missing: records 6 to 10"));
     }
     SUBCASE("the first segment removed") {
         std::filesystem::remove(segments[0].file);
-        auto listed = list_archive_segments(lab.fixture.dir.path() / "archive");
-        REQUIRE(listed);
-        EvidenceVerifyOptions options;
-        options.public_key = lab.key.public_key();
-        auto v = verify_evidence(lab.store, options);
-        verify_archive(*listed, lab.store, lab.store, lab.key.public_key(), v);
+        const auto v = lab.verify_on_disk();
         REQUIRE(v.first_break);
         CHECK(evidence::describe(*v.first_break).starts_with("drops #1: missing"));
     }
