@@ -20,7 +20,12 @@ The controller is the lab's (root namespace, plain API on loopback), started by 
 are stopped in `finally`, also on failure.
 
 Exit 77 (skipped) when not root, or nmap, rsyslogd, its ossl driver or openssl is missing.
-Last line: "N passed, N failed"."""
+Last line: "N passed, N failed".
+With a hot period of seconds the run also seals archive segments; at the end a consistent copy
+of the controller's store (SQLite's backup API) and its segments verifies with `bulkheadctl
+evidence verify`, and a changed byte in one of the lab's drop events, a deleted audit entry and
+a truncated segment are each named (issue 16, acceptance 2, on a lab run).
+"""
 import json, os, shutil, socket, subprocess, sys, tempfile, time, types
 from pathlib import Path
 
@@ -96,6 +101,10 @@ class LabRun(siem.Run):
         config = self.tmp / "controller-siem.json"
         config.write_text(json.dumps({"controller_name": siem.CONTROLLER_NAME, "evidence_checkpoint_interval_ms": 1000,
                                       "evidence_checkpoint_file": str(checkpoints),
+                                      # A hot period of seconds: the run also seals archive segments,
+                                      # which the export and the evidence checks then read.
+                                      "evidence_hot_period_ms": 5000, "evidence_segment_period_ms": 1000,
+                                      "evidence_archive_interval_ms": 300,
                                       "siem": {"destinations": self.destinations}}, indent=1))
 
         section("lab up")
@@ -125,6 +134,77 @@ class LabRun(siem.Run):
         section("field by field")
         self.compare()
         self.lab_content()
+
+        section("the lab run's evidence, and tampering with it")
+        self.evidence_of_the_run()
+
+    def evidence_of_the_run(self):
+        """Issue 16, acceptance 2 on a store made by this lab run: a consistent copy of the
+        controller's database (SQLite's backup API, while it runs) with its archive segments
+        verifies; a changed byte in one of the lab's drop events, a deleted audit entry and a
+        truncated archive segment are each found and named by bulkheadctl evidence verify."""
+        import sqlite3
+        data_dir = Path(lab_doc(self.state)["controller"]["data_dir"])
+        ctl = str(BIN / "bulkheadctl")
+
+        def snapshot(name):
+            copy = self.tmp / ("evidence-" + name)
+            (copy / "evidence").mkdir(parents=True)
+            source = sqlite3.connect(data_dir / "bulkhead.db")
+            target = sqlite3.connect(copy / "bulkhead.db")
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+                source.close()
+            shutil.copy(data_dir / "evidence" / "signing-key.pem.pub", copy / "evidence")
+            if (data_dir / "archive").exists():
+                shutil.copytree(data_dir / "archive", copy / "archive")
+            return copy
+
+        def verify(copy):
+            return subprocess.run([ctl, "evidence", "verify", "--data-dir", str(copy)], capture_output=True, text=True,
+                                  timeout=120)
+
+        copy = snapshot("untouched")
+        r = verify(copy)
+        check("evidence: a copy of the lab run's store and archive verifies (exit 0)",
+              r.returncode == 0 and "evidence verifies" in r.stdout, r.stdout + r.stderr)
+        segments = sorted((copy / "archive").glob("*.bhar"))
+        check("evidence: the lab run sealed archive segments (hot period of seconds)", len(segments) >= 1, segments)
+        figure("evidence verify of the lab run", r.stdout.strip().replace("\n", "; "))
+
+        copy = snapshot("changed-byte")
+        db = sqlite3.connect(copy / "bulkhead.db")
+        try:
+            target = db.execute("SELECT MAX(id) FROM events WHERE type = 'drop'").fetchone()[0]
+            db.execute("UPDATE events SET document = replace(document, '\"drop\"', '\"dr0p\"') WHERE id = ?", (target,))
+            db.commit()
+        finally:
+            db.close()
+        r = verify(copy)
+        check("evidence: a changed byte in one of the lab's drop events is named",
+              r.returncode == 1 and ("drops #%d: altered" % target) in r.stdout, r.stdout + r.stderr)
+
+        copy = snapshot("deleted-audit")
+        db = sqlite3.connect(copy / "bulkhead.db")
+        try:
+            db.execute("DELETE FROM audit_log WHERE chain_seq = 3")
+            db.commit()
+        finally:
+            db.close()
+        r = verify(copy)
+        check("evidence: a deleted audit entry of the lab run is named",
+              r.returncode == 1 and "audit #3: missing" in r.stdout, r.stdout + r.stderr)
+
+        if segments:
+            copy = snapshot("truncated-segment")
+            victim = copy / "archive" / segments[0].name
+            with open(victim, "r+b") as f:
+                f.truncate(victim.stat().st_size - 5)
+            r = verify(copy)
+            check("evidence: a truncated archive segment of the lab run is named",
+                  r.returncode == 1 and "truncated" in r.stdout and segments[0].name in r.stdout, r.stdout + r.stderr)
 
     def stored(self):
         """Run.stored(), with the enforcers' allowed-flow summaries (stored type
