@@ -2,7 +2,6 @@
 
 #include "controller/archive/block_codec.hpp"
 #include "controller/archive/byte_io.hpp"
-#include "controller/archive/link_hasher.hpp"
 #include "controller/archive/segment_file.hpp"
 #include "controller/archive/segment_format.hpp"
 #include "controller/evidence/evidence_records.hpp"
@@ -143,7 +142,7 @@ private:
 
     void run() {
         std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> context{ZSTD_createDCtx()};
-        LinkHasher hasher;
+        evidence::Sha256 hasher;
         std::string record_bytes;
         for (;;) {
             std::size_t block = 0;
@@ -165,8 +164,8 @@ private:
                 for (const auto& event : decoded->events) {
                     record_bytes.clear();
                     evidence::append_event_record(record_bytes, event, event.document_text);
-                    previous = hasher.link(state_.header.stream, static_cast<std::uint64_t>(event.id), previous,
-                                           record_bytes);
+                    previous = evidence::link_hash(hasher, state_.header.stream,
+                                                   static_cast<std::uint64_t>(event.id), previous, record_bytes);
                     decoded->links.push_back(previous);
                 }
             }

@@ -1,5 +1,7 @@
 #include "controller/archive/segment_format.hpp"
 
+#include "controller/evidence/merkle_tree.hpp"
+
 #include "controller/archive/byte_io.hpp"
 
 #include <unordered_set>
@@ -263,9 +265,9 @@ BlockFilter build_filter(std::span<const controller::StoredEvent> events) {
 }
 
 void MerkleAccumulator::add(const evidence::Digest& link_hash) {
-    Subtree node{hasher_.leaf(link_hash), 1};
+    Subtree node{evidence::merkle_leaf_hash(hasher_, link_hash), 1};
     while (!stack_.empty() && stack_.back().leaves == node.leaves) {
-        node.hash = hasher_.node(stack_.back().hash, node.hash);
+        node.hash = evidence::merkle_node_hash(hasher_, stack_.back().hash, node.hash);
         node.leaves *= 2;
         stack_.pop_back();
     }
@@ -281,7 +283,7 @@ evidence::Digest MerkleAccumulator::root() {
     }
     evidence::Digest acc = stack_.back().hash;
     for (std::size_t i = stack_.size() - 1; i-- > 0;) {
-        acc = hasher_.node(stack_[i].hash, acc);
+        acc = evidence::merkle_node_hash(hasher_, stack_[i].hash, acc);
     }
     return acc;
 }

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "controller/archive/archive_segment.hpp"
-#include "controller/archive/link_hasher.hpp"
+#include "controller/evidence/digest.hpp"
 #include "controller/evidence/digest.hpp"
 
 #include <cstdint>
@@ -66,7 +66,7 @@ private:
     };
     std::vector<Subtree> stack_;  // complete subtrees, largest first
     std::uint64_t count_ = 0;
-    LinkHasher hasher_;
+    evidence::Sha256 hasher_;
 };
 
 }  // namespace bulkhead::archive::format

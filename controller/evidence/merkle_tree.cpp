@@ -9,20 +9,15 @@ namespace {
 // The largest power of two strictly below n (n >= 2).
 std::size_t split_point(std::size_t n) { return std::bit_floor(n - 1); }
 
-Digest leaf_hash(Sha256& hasher, const Digest& data) { return hasher.begin().add_byte(0x00).add(data).finish(); }
-
-Digest node_hash(Sha256& hasher, const Digest& left, const Digest& right) {
-    return hasher.begin().add_byte(0x01).add(left).add(right).finish();
-}
 
 Digest subtree_root(Sha256& hasher, std::span<const Digest> leaves) {
     if (leaves.size() == 1) {
-        return leaf_hash(hasher, leaves[0]);
+        return merkle_leaf_hash(hasher, leaves[0]);
     }
     const std::size_t k = split_point(leaves.size());
     const Digest left = subtree_root(hasher, leaves.first(k));
     const Digest right = subtree_root(hasher, leaves.subspan(k));
-    return node_hash(hasher, left, right);
+    return merkle_node_hash(hasher, left, right);
 }
 
 void audit_path(Sha256& hasher, std::span<const Digest> leaves, std::size_t index, std::vector<Digest>& path) {
@@ -43,7 +38,7 @@ void audit_path(Sha256& hasher, std::span<const Digest> leaves, std::size_t inde
 bool fold_path(Sha256& hasher, const Digest& leaf, std::size_t index, std::size_t count,
                std::span<const Digest>& path, Digest& out) {
     if (count == 1) {
-        out = leaf_hash(hasher, leaf);
+        out = merkle_leaf_hash(hasher, leaf);
         return true;
     }
     const std::size_t k = split_point(count);
@@ -57,11 +52,19 @@ bool fold_path(Sha256& hasher, const Digest& leaf, std::size_t index, std::size_
     }
     const Digest sibling = path.front();
     path = path.subspan(1);
-    out = left_side ? node_hash(hasher, below, sibling) : node_hash(hasher, sibling, below);
+    out = left_side ? merkle_node_hash(hasher, below, sibling) : merkle_node_hash(hasher, sibling, below);
     return true;
 }
 
 }  // namespace
+
+Digest merkle_leaf_hash(Sha256& hasher, const Digest& link_hash) {
+    return hasher.begin().add_byte(0x00).add(link_hash).finish();
+}
+
+Digest merkle_node_hash(Sha256& hasher, const Digest& left, const Digest& right) {
+    return hasher.begin().add_byte(0x01).add(left).add(right).finish();
+}
 
 Digest merkle_root(std::span<const Digest> link_hashes) {
     Sha256 hasher;

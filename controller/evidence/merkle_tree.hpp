@@ -17,6 +17,10 @@ namespace bulkhead::evidence {
 // SHA-256 of nothing. The leaf data here is a record's 32-byte link hash.
 Digest merkle_root(std::span<const Digest> link_hashes);
 
+// The two RFC 6962 hashes, for builders that add leaves as they come (archive segments).
+Digest merkle_leaf_hash(Sha256& hasher, const Digest& link_hash);
+Digest merkle_node_hash(Sha256& hasher, const Digest& left, const Digest& right);
+
 // The sibling hashes from leaf `index` up to the root (RFC 6962 §2.1.1 audit path).
 std::vector<Digest> merkle_audit_path(std::span<const Digest> link_hashes, std::size_t index);
 

@@ -3,7 +3,6 @@
 #include "controller/archive/archive_segment.hpp"
 #include "controller/archive/block_codec.hpp"
 #include "controller/archive/drop_mix_generator.hpp"
-#include "controller/archive/link_hasher.hpp"
 #include "controller/archive/segment_format.hpp"
 #include "controller/evidence/evidence_records.hpp"
 #include "controller/evidence/merkle_tree.hpp"
@@ -217,21 +216,6 @@ TEST_CASE("archive: the time predictor writes what the enforcer writes") {
     CHECK(archive::rfc3339_utc(1'767'225'600'000'001'000LL, 6) == "2026-01-01T00:00:00.000001Z");
     CHECK(archive::rfc3339_utc(951'782'400'123'456'789LL, 9) == "2000-02-29T00:00:00.123456789Z");
     CHECK(archive::rfc3339_utc(-1, 6) == "1969-12-31T23:59:59.999999Z");
-}
-
-TEST_CASE("archive: the archive's link hasher hashes exactly what evidence::link_hash hashes") {
-    archive::LinkHasher fast;
-    evidence::Sha256 reference;
-    evidence::Digest previous{};
-    for (std::uint64_t sequence : {1ULL, 2ULL, 255ULL, 1ULL << 40}) {
-        for (const std::string& record : {std::string(), std::string("x"), std::string(1000, 'y')}) {
-            for (const auto stream : evidence::kStreams) {
-                CHECK(fast.link(stream, sequence, previous, record) ==
-                      evidence::link_hash(reference, stream, sequence, previous, record));
-            }
-            previous = evidence::Sha256::of(record + std::to_string(sequence));
-        }
-    }
 }
 
 TEST_CASE("archive: the streaming Merkle root equals evidence::merkle_root") {
