@@ -1,5 +1,6 @@
 #include "controller/services/evidence_service.hpp"
 
+#include "common/files/durable_file.hpp"
 #include "common/files/secret_file.hpp"
 #include "controller/evidence/digest.hpp"
 
@@ -10,51 +11,21 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 #include <unistd.h>
 
 namespace bulkhead::controller {
 
 namespace {
 
+// The whole of a small file that must exist.
 std::expected<std::string, std::string> read_text(const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in)
-        return std::unexpected("cannot read " + file.string() + ": " + std::strerror(errno));
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-// Writes `text` to a new file with `mode`, synced, then renames it over `file`.
-std::expected<void, std::string> write_file_durably(const std::filesystem::path& file, const std::string& text,
-                                                    mode_t mode) {
-    const std::string temporary = file.string() + ".tmp";
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return std::unexpected("cannot create " + temporary + ": " + std::strerror(errno));
-    ::fchmod(fd, mode);  // the umask may have narrowed it; never widened
-    std::size_t done = 0;
-    while (done < text.size()) {
-        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            const std::string reason = std::strerror(errno);
-            ::close(fd);
-            return std::unexpected("cannot write " + temporary + ": " + reason);
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0)
-        return std::unexpected("cannot sync " + temporary + ": " + std::strerror(errno));
-    std::error_code ec;
-    std::filesystem::rename(temporary, file, ec);
-    if (ec)
-        return std::unexpected("cannot rename " + temporary + ": " + ec.message());
-    return {};
+    auto text = files::read_small_file(file);
+    if (!text)
+        return std::unexpected(text.error());
+    if (!*text)
+        return std::unexpected("cannot read " + file.string() + ": it does not exist");
+    return std::move(**text);
 }
 
 // Appends one line and syncs it: a checkpoint that is not on disk does not count.
@@ -91,7 +62,7 @@ std::expected<evidence::SigningKey, std::string> load_or_create_signing_key(cons
         auto key = evidence::SigningKey::generate();
         if (!key)
             return std::unexpected("evidence signing key: " + key.error());
-        if (auto written = write_file_durably(private_pem, key->private_pem(), 0600); !written)
+        if (auto written = files::write_durably(private_pem, key->private_pem(), 0600); !written)
             return std::unexpected("evidence signing key: " + written.error());
         spdlog::info("evidence: created the signing key {} (key id {})", private_pem.string(),
                      evidence::key_id(key->public_key()));
@@ -105,7 +76,7 @@ std::expected<evidence::SigningKey, std::string> load_or_create_signing_key(cons
     if (!key)
         return std::unexpected(private_pem.string() + ": " + key.error());
     const std::filesystem::path public_file = private_pem.string() + ".pub";
-    if (auto written = write_file_durably(public_file, public_key_text(key->public_key()), 0644); !written)
+    if (auto written = files::write_durably(public_file, public_key_text(key->public_key()), 0644); !written)
         return std::unexpected("evidence public key: " + written.error());
     return key;
 }

@@ -1,6 +1,6 @@
 #include "enforcer/agent/controller_client.hpp"
 
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -168,7 +168,7 @@ std::expected<std::unique_ptr<ControllerClient>, std::string> ControllerClient::
         }
     }
     std::unique_ptr<ControllerClient> client(new ControllerClient(std::move(config)));
-    auto stored = read_small_file(client->credential_path());
+    auto stored = files::read_small_file(client->credential_path());
     if (!stored) {
         return std::unexpected(stored.error());
     }
@@ -217,7 +217,7 @@ std::expected<void, std::string> ControllerClient::enroll_if_needed() {
     if (has_credential()) {
         return {};
     }
-    auto token = read_small_file(config_.enrollment_token_file);
+    auto token = files::read_small_file(config_.enrollment_token_file);
     if (!token) {
         return std::unexpected(token.error());
     }
@@ -243,7 +243,7 @@ std::expected<void, std::string> ControllerClient::enroll_if_needed() {
         return std::unexpected("enrollment: answer without a credential");
     }
     const auto credential = body["credential"].get<std::string>();
-    if (auto written = write_durably(credential_path(), credential + "\n", 0600); !written) {
+    if (auto written = files::write_durably(credential_path(), credential + "\n", 0600); !written) {
         return std::unexpected("enrollment: storing the credential: " + written.error());
     }
     std::lock_guard lock(mutex_);

@@ -1,6 +1,6 @@
 #include "enforcer/agent/controller_ruleset_source.hpp"
 
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -30,7 +30,7 @@ std::expected<std::unique_ptr<ControllerRulesetSource>, std::string> ControllerR
         held.ruleset = std::make_shared<const ruleset::Ruleset>(*in_force);
         held.hash = ruleset::ruleset_hash(*in_force);
         // The controller's generation of what is in force, remembered across restarts.
-        auto stored = read_small_file(channel_state_path(*client));
+        auto stored = files::read_small_file(channel_state_path(*client));
         if (stored && *stored) {
             auto doc = nlohmann::json::parse(**stored, nullptr, false);
             if (doc.is_object() && doc.value("hash", "") == held.hash && doc.contains("generation") &&
@@ -142,7 +142,7 @@ void ControllerRulesetSource::report_applied(const ApplyReport& report) {
     wake_status();
     if (report.ok) {
         const nlohmann::json position = {{"generation", handed.generation}, {"hash", handed.hash}};
-        if (auto saved = write_durably(channel_state_path(*client_), position.dump() + "\n", 0600); !saved) {
+        if (auto saved = files::write_durably(channel_state_path(*client_), position.dump() + "\n", 0600); !saved) {
             // Only costs a full ruleset instead of a diff at the next start.
             spdlog::warn("agent: enforcer {}: channel position not saved: {}", client_->config().enforcer_id,
                          saved.error());

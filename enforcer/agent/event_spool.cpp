@@ -1,6 +1,6 @@
 #include "enforcer/agent/event_spool.hpp"
 
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -98,7 +98,7 @@ EventSpool::~EventSpool() {
     // start skips what the controller has. Written at a clean stop only, so it never claims
     // more than was confirmed; after a crash the acknowledged lines come again (duplicates).
     if (!segments_.empty() && acked_through_ >= segments_.front().first_seq) {
-        (void)write_durably(config_.directory / "acked_through", std::to_string(acked_through_) + "\n", 0600);
+        (void)files::write_durably(config_.directory / "acked_through", std::to_string(acked_through_) + "\n", 0600);
     }
     close_active();
 }
@@ -138,7 +138,7 @@ void EventSpool::close_active() {
 }
 
 std::expected<void, std::string> EventSpool::load() {
-    auto stored = read_small_file(config_.directory / "last_seq");
+    auto stored = files::read_small_file(config_.directory / "last_seq");
     if (!stored) {
         return std::unexpected("spool: " + stored.error());
     }
@@ -155,7 +155,7 @@ std::expected<void, std::string> EventSpool::load() {
     // What the controller had confirmed at the last clean stop (see ~EventSpool); read once.
     std::uint64_t acked_at_stop = 0;
     const auto acked_path = config_.directory / "acked_through";
-    if (auto acked = read_small_file(acked_path); acked && *acked) {
+    if (auto acked = files::read_small_file(acked_path); acked && *acked) {
         const auto& text = **acked;
         if (std::from_chars(text.data(), text.data() + text.size(), acked_at_stop).ec != std::errc{}) {
             acked_at_stop = 0;  // unreadable: everything is sent again, which is only duplicates
@@ -211,7 +211,7 @@ std::expected<void, std::string> EventSpool::load() {
 }
 
 std::expected<void, std::string> EventSpool::remember_seq(std::uint64_t seq) {
-    return write_durably(config_.directory / "last_seq", std::to_string(seq) + "\n", 0600);
+    return files::write_durably(config_.directory / "last_seq", std::to_string(seq) + "\n", 0600);
 }
 
 std::uint64_t EventSpool::unacked_in(const Segment& s) const {
@@ -309,7 +309,7 @@ std::expected<AppendResult, std::string> EventSpool::append(const std::vector<nl
                 ++counters_.write_errors;
                 return std::unexpected("spool: open " + path.string() + ": " + std::strerror(errno));
             }
-            (void)fsync_directory(config_.directory);
+            (void)files::fsync_directory(config_.directory);
             segments_.push_back(Segment{path, first, first, 0, 0});
         }
         auto& active = segments_.back();

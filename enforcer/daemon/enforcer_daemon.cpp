@@ -2,7 +2,7 @@
 
 #include "enforcer/agent/controller_client.hpp"
 #include "enforcer/agent/controller_ruleset_source.hpp"
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
 
 #include "enforcer/daemon/file_ruleset_source.hpp"
@@ -234,7 +234,7 @@ int run_daemon(const DaemonOptions& options) {
             return 2;
         }
         follower = std::move(*opened);
-        if (auto text = agent::read_small_file(canonical_path); text && *text) {
+        if (auto text = files::read_small_file(canonical_path); text && *text) {
             auto document = nlohmann::json::parse(**text, nullptr, false);
             if (auto loaded = ruleset::ruleset_from_json(document); loaded && loaded->enforcer == options.enforcer_id) {
                 canonical = std::move(*loaded);

@@ -3,7 +3,7 @@
 // controller in tests/enforcer_agent/.
 #include "enforcer/agent/channel_session.hpp"
 #include "enforcer/agent/controller_client.hpp"
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 #include "enforcer/agent/event_spool.hpp"
 #include "enforcer/agent/ndjson.hpp"
 #include "enforcer/agent/spooling_event_sink.hpp"
@@ -564,12 +564,12 @@ TEST_CASE("agent spooling sink: seq per event, events_evicted recorded, written 
 TEST_CASE("agent durable file: credential-style writes are 0600 and atomic") {
     AgentTempDir dir;
     const auto path = dir.path / "credential";
-    REQUIRE(write_durably(path, "one\n", 0600));
-    REQUIRE(write_durably(path, "two\n", 0600));
+    REQUIRE(files::write_durably(path, "one\n", 0600));
+    REQUIRE(files::write_durably(path, "two\n", 0600));
     struct stat st {};
     REQUIRE(::stat(path.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
-    CHECK(**read_small_file(path) == "two\n");
+    CHECK(**files::read_small_file(path) == "two\n");
     CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));
-    CHECK_FALSE(read_small_file(dir.path / "absent")->has_value());
+    CHECK_FALSE(files::read_small_file(dir.path / "absent")->has_value());
 }

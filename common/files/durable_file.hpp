@@ -1,5 +1,6 @@
-// Small durable file helpers for the agent's state (credential, channel position, spool
-// sequence): written to a temporary file, fsynced, renamed, directory fsynced.
+// Small durable file helpers for daemons' state (the enforcer's credential, channel position
+// and spool sequence; the controller's evidence signing key): written to a temporary file,
+// fsynced, renamed, directory fsynced.
 #pragma once
 
 #include <expected>
@@ -9,7 +10,7 @@
 #include <string_view>
 #include <sys/types.h>
 
-namespace bulkhead::enforcer::agent {
+namespace bulkhead::files {
 
 std::expected<void, std::string> write_durably(const std::filesystem::path& path,
                                                std::string_view contents, mode_t mode = 0644);
@@ -17,4 +18,4 @@ std::expected<void, std::string> write_durably(const std::filesystem::path& path
 std::expected<std::optional<std::string>, std::string> read_small_file(const std::filesystem::path& path);
 std::expected<void, std::string> fsync_directory(const std::filesystem::path& directory);
 
-}  // namespace bulkhead::enforcer::agent
+}  // namespace bulkhead::files

@@ -1,4 +1,4 @@
-#include "enforcer/agent/durable_file.hpp"
+#include "common/files/durable_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace bulkhead::enforcer::agent {
+namespace bulkhead::files {
 
 std::expected<void, std::string> fsync_directory(const std::filesystem::path& directory) {
     const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -78,4 +78,4 @@ std::expected<std::optional<std::string>, std::string> read_small_file(const std
     return std::optional<std::string>{s.str()};
 }
 
-}  // namespace bulkhead::enforcer::agent
+}  // namespace bulkhead::files
