@@ -226,7 +226,6 @@ StoreResult<std::size_t> SqliteStore::archive_events_through(const evidence::Cha
         if (!*stored || !**stored || ***stored != head.hash)
             return fail(Kind::Conflict, op,
                         "event " + std::to_string(head.sequence) + " is not stored with the link the segment ends with");
-        link.reset();
         Stmt start(c, sql::kSetChainStart, op);
         const std::string name(evidence::to_string(evidence::Stream::Drops));
         start.bind_all(name, *through);
