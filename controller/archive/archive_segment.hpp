@@ -159,6 +159,17 @@ public:
     virtual std::uint64_t size() const = 0;
     // Exactly `length` bytes at `offset`, or an error text.
     virtual std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const = 0;
+    // The same into a buffer the caller reuses (a verify reads every block: a fresh string per
+    // block cost page faults). The default calls read().
+    virtual std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
+                                                       std::string& out) const {
+        auto bytes = read(offset, length);
+        if (!bytes) {
+            return std::unexpected(bytes.error());
+        }
+        out = std::move(*bytes);
+        return {};
+    }
 };
 
 class ArchiveSegmentReader {

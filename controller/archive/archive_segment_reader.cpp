@@ -61,36 +61,52 @@ struct ArchiveSegmentReader::State {
         return read_block(index, decompressor.get());
     }
     std::expected<DecodedBlock, ArchiveError> read_block(std::size_t index, ZSTD_DCtx* context) const {
+        std::string compressed, raw;
+        if (auto read = read_raw(index, context, compressed, raw); !read) {
+            return std::unexpected(read.error());
+        }
         const auto& block = blocks[index];
-        const auto where = "block " + std::to_string(index) + " (records " + record_range(block) + ")";
-        auto compressed = source->read(block.offset, block.compressed_length);
-        if (!compressed) {
-            return std::unexpected(error(ArchiveErrorKind::Io, where + ": " + compressed.error()));
-        }
-        std::string raw(block.raw_length, '\0');
-        const std::size_t size = ZSTD_decompressDCtx(context, raw.data(), raw.size(), compressed->data(),
-                                                     compressed->size());
-        if (ZSTD_isError(size)) {
-            return std::unexpected(
-                error(ArchiveErrorKind::Corrupt, where + ": zstd: " + ZSTD_getErrorName(size)));
-        }
-        if (size != raw.size()) {
-            return std::unexpected(error(ArchiveErrorKind::Corrupt, where + ": decompresses to " +
-                                                                        std::to_string(size) + " bytes, the index says " +
-                                                                        std::to_string(raw.size())));
-        }
         auto decoded = decode_block(raw, static_cast<std::int64_t>(block.first_sequence), block.record_count);
         if (!decoded) {
-            return std::unexpected(error(ArchiveErrorKind::Corrupt, where + ": " + decoded.error()));
+            return std::unexpected(error(ArchiveErrorKind::Corrupt, where(index) + ": " + decoded.error()));
         }
         ++blocks_decoded;
         return std::move(*decoded);
     }
 
+    std::string where(std::size_t index) const {
+        return "block " + std::to_string(index) + " (records " + record_range(blocks[index]) + ")";
+    }
+
+    // Reads and decompresses block `index` into `raw` (both buffers are the caller's, reused).
+    std::expected<void, ArchiveError> read_raw(std::size_t index, ZSTD_DCtx* context, std::string& compressed,
+                                               std::string& raw) const {
+        const auto& block = blocks[index];
+        if (auto read = source->read_into(block.offset, block.compressed_length, compressed); !read) {
+            return std::unexpected(error(ArchiveErrorKind::Io, where(index) + ": " + read.error()));
+        }
+        raw.resize(block.raw_length);
+        const std::size_t size =
+            ZSTD_decompressDCtx(context, raw.data(), raw.size(), compressed.data(), compressed.size());
+        if (ZSTD_isError(size)) {
+            return std::unexpected(
+                error(ArchiveErrorKind::Corrupt, where(index) + ": zstd: " + ZSTD_getErrorName(size)));
+        }
+        if (size != raw.size()) {
+            return std::unexpected(error(ArchiveErrorKind::Corrupt, where(index) + ": decompresses to " +
+                                                                        std::to_string(size) + " bytes, the index says " +
+                                                                        std::to_string(raw.size())));
+        }
+        return {};
+    }
+
     // Walks every record with its recomputed link. on_record(event, link, stored_check) and
     // on_block_end(block index, last link) return false to stop.
+    // `keep_events`: hand each record's StoredEvent to on_record (else a null pointer: verify
+    // needs only the links, and decodes faster without building events).
     template <typename OnRecord, typename OnBlockEnd>
-    std::expected<evidence::ChainHead, ArchiveError> walk(OnRecord&& on_record, OnBlockEnd&& on_block_end) const;
+    std::expected<evidence::ChainHead, ArchiveError> walk(bool keep_events, OnRecord&& on_record,
+                                                          OnBlockEnd&& on_block_end) const;
 
     class BlockPipeline;
 };
@@ -102,8 +118,8 @@ struct ArchiveSegmentReader::State {
 // index and hands the records out in order.
 class ArchiveSegmentReader::State::BlockPipeline {
 public:
-    explicit BlockPipeline(const State& state)
-        : state_(state), window_(2 * worker_count()), ready_(window_) {
+    BlockPipeline(const State& state, bool keep_events)
+        : state_(state), keep_events_(keep_events), window_(2 * worker_count()), ready_(window_) {
         for (std::size_t w = 0; w < worker_count(); ++w) {
             workers_.emplace_back([this] { run(); });
         }
@@ -143,7 +159,8 @@ private:
     void run() {
         std::unique_ptr<ZSTD_DCtx, DecompressionContextDeleter> context{ZSTD_createDCtx()};
         evidence::Sha256 hasher;
-        std::string record_bytes;
+        BlockDecoder decoder;
+        std::string record_bytes, compressed, raw;
         for (;;) {
             std::size_t block = 0;
             {
@@ -154,19 +171,55 @@ private:
                 }
                 block = claimed_++;
             }
-            auto decoded = state_.read_block(block, context.get());
-            if (decoded) {
-                // The links of this block, from the link before it: the walking thread only
-                // compares them, so hashing spreads over the workers like decoding.
-                evidence::Digest previous =
-                    block == 0 ? state_.header.previous_hash : state_.blocks[block - 1].last_link;
-                decoded->links.reserve(decoded->events.size());
-                for (const auto& event : decoded->events) {
-                    record_bytes.clear();
-                    evidence::append_event_record(record_bytes, event, event.document_text);
-                    previous = evidence::link_hash(hasher, state_.header.stream,
-                                                   static_cast<std::uint64_t>(event.id), previous, record_bytes);
-                    decoded->links.push_back(previous);
+            // The links of this block, from the link before it: the walking thread only
+            // compares them, so hashing spreads over the workers like decoding.
+            evidence::Digest previous = block == 0 ? state_.header.previous_hash : state_.blocks[block - 1].last_link;
+            auto link = [&](std::int64_t id, const evidence::EventRecordFields& fields) {
+                record_bytes.clear();
+                evidence::append_event_record(record_bytes, fields);
+                previous = evidence::link_hash(hasher, state_.header.stream, static_cast<std::uint64_t>(id), previous,
+                                               record_bytes);
+                return previous;
+            };
+            std::expected<DecodedBlock, ArchiveError> decoded;
+            if (keep_events_) {
+                decoded = state_.read_block(block, context.get());
+                if (decoded) {
+                    decoded->links.reserve(decoded->events.size());
+                    for (const auto& event : decoded->events) {
+                        record_bytes.clear();
+                        evidence::append_event_record(record_bytes, event, event.document_text);
+                        previous = evidence::link_hash(hasher, state_.header.stream,
+                                                       static_cast<std::uint64_t>(event.id), previous, record_bytes);
+                        decoded->links.push_back(previous);
+                    }
+                }
+            } else if (auto read = state_.read_raw(block, context.get(), compressed, raw); !read) {
+                decoded = std::unexpected(read.error());
+            } else {
+                const auto& info = state_.blocks[block];
+                const auto first_id = static_cast<std::int64_t>(info.first_sequence);
+                decoded->links.resize(info.record_count);
+                decoded->link_checks.resize(info.record_count);
+                auto done = decoder.decode(raw, first_id, info.record_count,
+                                           [&](std::size_t i, const evidence::EventRecordFields& fields,
+                                               std::uint16_t check) {
+                                               decoded->links[i] = link(first_id + static_cast<std::int64_t>(i), fields);
+                                               decoded->link_checks[i] = check;
+                                           });
+                if (!done) {
+                    decoded = std::unexpected(state_.error(ArchiveErrorKind::Corrupt,
+                                                           state_.where(block) + ": " + done.error()));
+                } else {
+                    ++state_.blocks_decoded;
+                    const std::uint64_t count = info.record_count;
+                    if ((count & (count - 1)) == 0) {
+                        format::MerkleAccumulator subtree;
+                        for (const auto& l : decoded->links) {
+                            subtree.add(l);
+                        }
+                        decoded->links_subtree = subtree.root();
+                    }
                 }
             }
             std::lock_guard lock(mutex_);
@@ -176,6 +229,7 @@ private:
     }
 
     const State& state_;
+    const bool keep_events_;
     const std::size_t window_;
     std::mutex mutex_;
     std::condition_variable changed_;
@@ -187,10 +241,11 @@ private:
 };
 
 template <typename OnRecord, typename OnBlockEnd>
-std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::walk(OnRecord&& on_record,
+std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::walk(bool keep_events,
+                                                                                   OnRecord&& on_record,
                                                                                    OnBlockEnd&& on_block_end) const {
     evidence::ChainHead head{header.first_sequence - 1, header.previous_hash};
-    BlockPipeline pipeline(*this);
+    BlockPipeline pipeline(*this, keep_events);
     for (std::size_t b = 0; b < blocks.size(); ++b) {
         auto decoded = pipeline.next();
         if (!decoded) {
@@ -198,10 +253,11 @@ std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::wa
         }
         // Block b's links start from the index's last link of block b-1, which the walk has
         // just compared with the links it computed (on_block_end): the chain is continuous.
-        for (std::size_t i = 0; i < decoded->events.size(); ++i) {
-            const auto& event = decoded->events[i];
+        const auto first_sequence = blocks[b].first_sequence;
+        for (std::size_t i = 0; i < decoded->links.size(); ++i) {
+            const controller::StoredEvent* event = keep_events ? &decoded->events[i] : nullptr;
             evidence::ChainLink link;
-            link.sequence = static_cast<std::uint64_t>(event.id);
+            link.sequence = first_sequence + i;
             link.previous = head.hash;
             link.hash = decoded->links[i];
             head = evidence::ChainHead{link.sequence, link.hash};
@@ -209,7 +265,7 @@ std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::State::wa
                 return head;
             }
         }
-        if (!on_block_end(b, head.hash)) {
+        if (!on_block_end(b, head.hash, *decoded)) {
             return head;
         }
     }
@@ -402,10 +458,11 @@ std::expected<std::vector<controller::StoredEvent>, ArchiveError> ArchiveSegment
 std::expected<evidence::ChainHead, ArchiveError> ArchiveSegmentReader::for_each_record(
     const std::function<bool(const ArchivedRecord&)>& visit) const {
     return state_->walk(
-        [&](const controller::StoredEvent& event, const evidence::ChainLink& link, std::uint16_t) {
-            return visit(ArchivedRecord{event, link});
+        true,
+        [&](const controller::StoredEvent* event, const evidence::ChainLink& link, std::uint16_t) {
+            return visit(ArchivedRecord{*event, link});
         },
-        [](std::size_t, const evidence::Digest&) { return true; });
+        [](std::size_t, const evidence::Digest&, const DecodedBlock&) { return true; });
 }
 
 std::expected<ArchiveVerification, ArchiveError> ArchiveSegmentReader::verify(const evidence::PublicKey& key) const {
@@ -424,7 +481,8 @@ std::expected<ArchiveVerification, ArchiveError> ArchiveSegmentReader::verify(co
     format::MerkleAccumulator merkle;
     evidence::ChainHead verified_head{s.header.first_sequence - 1, s.header.previous_hash};
     auto walked = s.walk(
-        [&](const controller::StoredEvent&, const evidence::ChainLink& link, std::uint16_t stored_check) {
+        false,
+        [&](const controller::StoredEvent*, const evidence::ChainLink& link, std::uint16_t stored_check) {
             const auto check = link_check_of(link.hash);
             if (check != stored_check) {
                 result.broken = evidence::ChainBreak{
@@ -433,13 +491,21 @@ std::expected<ArchiveVerification, ArchiveError> ArchiveSegmentReader::verify(co
                         hex16(stored_check) + ", recomputed " + hex16(check) + ")"};
                 return false;
             }
-            merkle.add(link.hash);
             verified_head = evidence::ChainHead{link.sequence, link.hash};
             ++result.records_verified;
             return true;
         },
-        [&](std::size_t b, const evidence::Digest& last_link) {
+        [&](std::size_t b, const evidence::Digest& last_link, const DecodedBlock& decoded) {
             const auto& block = s.blocks[b];
+            // Every record of the block passed: its links join the Merkle tree (as one subtree
+            // when the worker could build it).
+            if (decoded.links_subtree && merkle.takes_subtree(decoded.links.size())) {
+                merkle.add_subtree(*decoded.links_subtree, decoded.links.size());
+            } else {
+                for (const auto& l : decoded.links) {
+                    merkle.add(l);
+                }
+            }
             if (last_link != block.last_link) {
                 result.broken = evidence::ChainBreak{
                     s.header.stream, block.first_sequence, evidence::BreakKind::Altered,

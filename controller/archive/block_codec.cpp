@@ -361,16 +361,18 @@ constexpr std::size_t kDocumentStringPredictions = 10;
 constexpr std::size_t kNumberPredictors = 8;
 constexpr std::uint8_t kNumberLiteral = kNumberPredictors;  // the code for a non-canonical number
 
-void number_predictions(const StoredEvent& e, std::int64_t previous,
+// A template: the encoder predicts from a StoredEvent, the decoder from the chain's fields.
+template <typename Record>
+void number_predictions(const Record& e, std::int64_t id, std::int64_t previous,
                         std::array<std::int64_t, kNumberPredictors>& out) {
     out[0] = previous;
     out[1] = e.time_ns;
     out[2] = e.time_ns / 1'000'000;  // "time_unix_ms", as the enforcer computes it
     out[3] = e.received_at;
     out[4] = static_cast<std::int64_t>(e.enforcer_seq);
-    out[5] = e.dport ? *e.dport : 0;
+    out[5] = e.dport ? static_cast<std::int64_t>(*e.dport) : 0;
     out[6] = static_cast<std::int64_t>(e.count);
-    out[7] = e.id;
+    out[7] = id;
 }
 
 struct SlotWriter {
@@ -432,7 +434,8 @@ std::vector<TemplatePiece> split_template(std::string_view text) {
     return pieces;
 }
 
-std::array<std::string_view, 8> column_predictions(const StoredEvent& e) {
+template <typename Record>
+std::array<std::string_view, 8> column_predictions(const Record& e) {
     return {e.enforcer, e.type, e.workload, e.direction, e.reason, e.src, e.dst, e.protocol};
 }
 
@@ -460,9 +463,8 @@ void put_digits(char*& p, std::uint64_t value, int width) {
     p += width;
 }
 
-}  // namespace
-
-std::string rfc3339_utc(std::int64_t unix_ns, int fraction_digits) {
+// Writes into `text` (at least 32 bytes) and returns the length; 0 outside years 0000..9999.
+std::size_t format_rfc3339_utc(std::int64_t unix_ns, int fraction_digits, char* text) {
     std::int64_t seconds = unix_ns / 1'000'000'000;
     std::int64_t rest = unix_ns % 1'000'000'000;
     if (rest < 0) {
@@ -487,9 +489,8 @@ std::string rfc3339_utc(std::int64_t unix_ns, int fraction_digits) {
     const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
     const std::int64_t year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
     if (year < 0 || year > 9999) {
-        return {};
+        return 0;
     }
-    char text[40];
     char* p = text;
     put_digits(p, static_cast<std::uint64_t>(year), 4);
     *p++ = '-';
@@ -509,7 +510,14 @@ std::string rfc3339_utc(std::int64_t unix_ns, int fraction_digits) {
         put_digits(p, static_cast<std::uint64_t>(rest), 9);
     }
     *p++ = 'Z';
-    return std::string(text, static_cast<std::size_t>(p - text));
+    return static_cast<std::size_t>(p - text);
+}
+
+}  // namespace
+
+std::string rfc3339_utc(std::int64_t unix_ns, int fraction_digits) {
+    char text[40];
+    return std::string(text, format_rfc3339_utc(unix_ns, fraction_digits, text));
 }
 
 std::string encode_block(std::span<const BlockRecord> records) {
@@ -636,7 +644,7 @@ std::string encode_block(std::span<const BlockRecord> records) {
                 continue;
             }
             auto& previous = writer.previous[contexts[i]];
-            number_predictions(e, previous, predictions);
+            number_predictions(e, e.id, previous, predictions);
             std::size_t best = 0;
             std::uint64_t best_cost = bytes::zigzag(minus(value, predictions[0]));
             for (std::size_t p = 1; p < kNumberPredictors && best_cost != 0; ++p) {
@@ -667,8 +675,19 @@ std::string encode_block(std::span<const BlockRecord> records) {
     return out;
 }
 
-std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std::int64_t first_id,
-                                                      std::size_t expected_count) {
+struct BlockDecoder::Buffers {
+    std::vector<evidence::EventRecordFields> records;
+    std::vector<std::uint32_t> contexts;
+    std::vector<std::string_view> enforcer_names;
+    std::vector<std::int64_t> previous;
+    std::string document;
+};
+
+BlockDecoder::BlockDecoder() : buffers_(std::make_unique<Buffers>()) {}
+BlockDecoder::~BlockDecoder() = default;
+
+std::expected<void, std::string> BlockDecoder::decode(std::string_view raw, std::int64_t first_id,
+                                                      std::size_t expected_count, const Visitor& visit) {
     auto corrupt = [](std::string_view what) {
         return std::unexpected(std::string("block stream '") + std::string(what) + "' is corrupt");
     };
@@ -681,141 +700,137 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
         return std::unexpected("block holds " + std::to_string(count) + " records, the index says " +
                                std::to_string(expected_count));
     }
-    DecodedBlock decoded;
-    auto& events = decoded.events;
-    events.resize(expected_count);
-    decoded.link_checks.resize(expected_count);
-    for (std::size_t i = 0; i < expected_count; ++i) {
-        events[i].id = plus(first_id, static_cast<std::int64_t>(i));
-    }
+    auto& records = buffers_->records;
+    records.assign(expected_count, evidence::EventRecordFields{});
 
-    auto read_strings = [&](std::string_view name, auto assign) -> bool {
-        StringColumnReader column(0);
+    // The string columns' dictionaries own the bytes the records' views point into, so they
+    // live until the last record has been visited.
+    StringColumnReader enforcer_column(0), type_column(0), direction_column(0), reason_column(0),
+        protocol_column(0), src_column(0), dst_column(0), workload_column(2);
+    auto read_strings = [&](StringColumnReader& column, std::string_view evidence::EventRecordFields::*member) {
         if (!column.open(block)) {
             return false;
         }
-        std::string_view value;
-        for (auto& e : events) {
-            if (!column.next(value)) {
-                (void)name;
+        for (auto& r : records) {
+            if (!column.next(r.*member)) {
                 return false;
             }
-            assign(e, value);
         }
         return true;
     };
-    std::vector<std::uint32_t> contexts;
+    auto& contexts = buffers_->contexts;
     std::size_t context_count = 0;
-    auto read_context_deltas = [&](auto assign) -> bool {
+    auto read_context_deltas = [&](std::int64_t evidence::EventRecordFields::*member) {
         IntStreamReader column;
         if (!column.open(block)) {
             return false;
         }
-        std::vector<std::int64_t> previous(context_count, 0);
-        for (std::size_t i = 0; i < events.size(); ++i) {
+        auto& previous = buffers_->previous;
+        previous.assign(context_count, 0);
+        for (std::size_t i = 0; i < records.size(); ++i) {
             std::int64_t delta = 0;
             if (!column.next(delta)) {
                 return false;
             }
             auto& last = previous[contexts[i]];
             last = plus(last, delta);
-            assign(events[i], last);
+            records[i].*member = last;
         }
         return true;
     };
 
-    if (!read_strings("enforcer", [](StoredEvent& e, std::string_view v) { e.enforcer = v; })) {
+    using Fields = evidence::EventRecordFields;
+    if (!read_strings(enforcer_column, &Fields::enforcer)) {
         return corrupt("enforcer");
     }
     {
-        std::vector<std::string_view> names;
-        names.reserve(events.size());
-        for (const auto& e : events) {
-            names.push_back(e.enforcer);
+        auto& names = buffers_->enforcer_names;
+        names.clear();
+        for (const auto& r : records) {
+            names.push_back(r.enforcer);
         }
         contexts = enforcer_contexts(names, context_count);
     }
-    if (!read_context_deltas([](StoredEvent& e, std::int64_t v) { e.enforcer_seq = static_cast<std::uint64_t>(v); })) {
+    if (!read_context_deltas(&Fields::enforcer_seq)) {
         return corrupt("enforcer_seq");
     }
-    if (!read_strings("type", [](StoredEvent& e, std::string_view v) { e.type = v; })) {
+    if (!read_strings(type_column, &Fields::type)) {
         return corrupt("type");
     }
-    if (!read_context_deltas([](StoredEvent& e, std::int64_t v) { e.time_ns = v; })) {
+    if (!read_context_deltas(&Fields::time_ns)) {
         return corrupt("time_ns");
     }
-    if (!read_context_deltas([](StoredEvent& e, std::int64_t v) { e.received_at = v; })) {
+    if (!read_context_deltas(&Fields::received_at)) {
         return corrupt("received_at");
     }
-    if (!read_strings("direction", [](StoredEvent& e, std::string_view v) { e.direction = v; })) {
+    if (!read_strings(direction_column, &Fields::direction)) {
         return corrupt("direction");
     }
-    if (!read_strings("reason", [](StoredEvent& e, std::string_view v) { e.reason = v; })) {
+    if (!read_strings(reason_column, &Fields::reason)) {
         return corrupt("reason");
     }
-    if (!read_strings("protocol", [](StoredEvent& e, std::string_view v) { e.protocol = v; })) {
+    if (!read_strings(protocol_column, &Fields::protocol)) {
         return corrupt("protocol");
     }
-    if (!read_strings("src", [](StoredEvent& e, std::string_view v) { e.src = v; })) {
+    if (!read_strings(src_column, &Fields::src)) {
         return corrupt("src");
     }
-    if (!read_strings("dst", [](StoredEvent& e, std::string_view v) { e.dst = v; })) {
+    if (!read_strings(dst_column, &Fields::dst)) {
         return corrupt("dst");
     }
     {
-        StringColumnReader column(2);
-        if (!column.open(block)) {
+        if (!workload_column.open(block)) {
             return corrupt("workload");
         }
         WorkloadPredictor predictor;
-        std::string_view value;
-        for (auto& e : events) {
-            const auto predictions = predictor.predict(e.src, e.dst);
-            if (!column.next([&](std::size_t p) { return p < predictions.size() ? predictions[p] : std::string_view(); },
-                             value)) {
+        for (auto& r : records) {
+            const auto predictions = predictor.predict(r.src, r.dst);
+            if (!workload_column.next(
+                    [&](std::size_t p) { return p < predictions.size() ? predictions[p] : std::string_view(); },
+                    r.workload)) {
                 return corrupt("workload");
             }
-            e.workload = value;
-            predictor.learn(e.src, e.dst, e.workload);
+            predictor.learn(r.src, r.dst, r.workload);
         }
     }
+    std::string_view checks;
     {
         IntStreamReader dports, counts;
         if (!dports.open(block) || !counts.open(block)) {
             return corrupt("dport/count");
         }
-        for (auto& e : events) {
+        for (auto& r : records) {
             std::int64_t dport = 0, event_count = 0;
             if (!dports.next(dport) || !counts.next(event_count) || dport < 0 || dport > 65536) {
                 return corrupt("dport/count");
             }
             if (dport > 0) {
-                e.dport = static_cast<std::uint16_t>(dport - 1);
+                r.dport = dport - 1;
             }
-            e.count = static_cast<std::uint64_t>(event_count);
+            // The store keeps counts as unsigned; the chain's record writes them as such.
+            r.count = static_cast<std::int64_t>(static_cast<std::uint64_t>(event_count));
         }
         IntStreamReader clock_known, clock_offsets;
         if (!clock_known.open(block) || !clock_offsets.open(block)) {
             return corrupt("clock offsets");
         }
-        for (auto& e : events) {
+        for (auto& r : records) {
             std::int64_t known = 0, offset = 0;
             if (!clock_known.next(known) || !clock_offsets.next(offset) || known < 0 || known > 1) {
                 return corrupt("clock offsets");
             }
             if (known == 1) {
-                e.clock_offset_ms = offset;
+                r.clock_offset_ms = offset;
             }
         }
-        std::string_view checks;
         if (!block.bytes(checks) || checks.size() != 2 * expected_count) {
             return corrupt("link checks");
         }
-        for (std::size_t i = 0; i < expected_count; ++i) {
-            decoded.link_checks[i] = static_cast<std::uint16_t>(static_cast<std::uint8_t>(checks[2 * i]) |
-                                                                (static_cast<std::uint8_t>(checks[2 * i + 1]) << 8));
-        }
     }
+    auto link_check = [&](std::size_t i) {
+        return static_cast<std::uint16_t>(static_cast<std::uint8_t>(checks[2 * i]) |
+                                          (static_cast<std::uint8_t>(checks[2 * i + 1]) << 8));
+    };
 
     // Documents.
     std::string_view table_bytes, template_codes_bytes, raw_documents_bytes;
@@ -855,39 +870,44 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
     bytes::Reader template_codes(template_codes_bytes);
     bytes::Reader raw_documents(raw_documents_bytes);
     std::array<std::int64_t, kNumberPredictors> predictions{};
-    std::string time_us, time_ns_text;
+    // The record's time as RFC 3339 text, made at most once per record and only when a slot
+    // asks for it.
+    char time_us[40], time_ns_text[40];
+    std::size_t time_us_length = 0, time_ns_length = 0;
+    bool time_texts_made = false;
     char number_text[24];
-    std::size_t last_document_size = 480;
-    for (std::size_t i = 0; i < events.size(); ++i) {
-        auto& e = events[i];
+    std::string& doc = buffers_->document;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        auto& r = records[i];
+        const auto id = plus(first_id, static_cast<std::int64_t>(i));
         std::uint64_t code = 0;
         if (!template_codes.varint(code) || code > templates.size()) {
             return corrupt("template codes");
         }
         if (code == 0) {
-            std::string_view document;
-            if (!raw_documents.bytes(document)) {
+            if (!raw_documents.bytes(r.document_text)) {
                 return corrupt("raw documents");
             }
-            e.document_text = document;
+            visit(i, r, link_check(i));
             continue;
         }
         const auto& pieces = templates[static_cast<std::size_t>(code - 1)];
         auto& readers = slot_readers[static_cast<std::size_t>(code - 1)];
-        const auto columns = column_predictions(e);
+        const auto columns = column_predictions(r);
+        time_texts_made = false;
         auto predict = [&](std::size_t p) -> std::string_view {
             if (p < columns.size()) {
                 return columns[p];
             }
-            if (p == columns.size()) {
-                time_us = rfc3339_utc(e.time_ns, 6);
-                return time_us;
+            if (!time_texts_made) {
+                time_us_length = format_rfc3339_utc(r.time_ns, 6, time_us);
+                time_ns_length = format_rfc3339_utc(r.time_ns, 9, time_ns_text);
+                time_texts_made = true;
             }
-            time_ns_text = rfc3339_utc(e.time_ns, 9);
-            return time_ns_text;
+            return p == columns.size() ? std::string_view(time_us, time_us_length)
+                                       : std::string_view(time_ns_text, time_ns_length);
         };
-        std::string& doc = e.document_text;
-        doc.reserve(last_document_size + 32);  // one allocation per document
+        doc.clear();
         for (std::size_t s = 0; s < pieces.size(); ++s) {
             doc.append(pieces[s].literal);
             if (pieces[s].slot == 0) {
@@ -921,13 +941,49 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
                 return corrupt("document number residual");
             }
             auto& previous = reader.previous[contexts[i]];
-            number_predictions(e, previous, predictions);
+            number_predictions(r, id, previous, predictions);
             const std::int64_t value = plus(predictions[number_code], residual);
             previous = value;
             const auto end = std::to_chars(number_text, number_text + sizeof number_text, value).ptr;
             doc.append(number_text, end);
         }
-        last_document_size = doc.size();
+        r.document_text = doc;
+        visit(i, r, link_check(i));
+    }
+    return {};
+}
+
+std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std::int64_t first_id,
+                                                      std::size_t expected_count) {
+    DecodedBlock decoded;
+    decoded.events.resize(expected_count);
+    decoded.link_checks.resize(expected_count);
+    BlockDecoder decoder;
+    auto done = decoder.decode(raw, first_id, expected_count,
+                               [&](std::size_t i, const evidence::EventRecordFields& r, std::uint16_t check) {
+                                   auto& e = decoded.events[i];
+                                   e.id = plus(first_id, static_cast<std::int64_t>(i));
+                                   e.enforcer = r.enforcer;
+                                   e.enforcer_seq = static_cast<std::uint64_t>(r.enforcer_seq);
+                                   e.type = r.type;
+                                   e.time_ns = r.time_ns;
+                                   e.received_at = r.received_at;
+                                   e.workload = r.workload;
+                                   e.direction = r.direction;
+                                   e.reason = r.reason;
+                                   e.src = r.src;
+                                   e.dst = r.dst;
+                                   e.protocol = r.protocol;
+                                   if (r.dport) {
+                                       e.dport = static_cast<std::uint16_t>(*r.dport);
+                                   }
+                                   e.count = static_cast<std::uint64_t>(r.count);
+                                   e.clock_offset_ms = r.clock_offset_ms;
+                                   e.document_text = r.document_text;
+                                   decoded.link_checks[i] = check;
+                               });
+    if (!done) {
+        return std::unexpected(done.error());
     }
     return decoded;
 }

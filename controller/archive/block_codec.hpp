@@ -6,11 +6,15 @@
 #pragma once
 
 #include "controller/evidence/digest.hpp"
+#include "controller/evidence/evidence_records.hpp"
 
 #include "controller/domain/events.hpp"
 
 #include <cstdint>
 #include <expected>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,12 +41,37 @@ struct DecodedBlock {
     // header's previous hash, or the signed index's last link of the block before), so that
     // blocks are hashed on every core at once.
     std::vector<evidence::Digest> links;
+    // The RFC 6962 subtree over `links` when their count is a power of two, so that the
+    // verifier's Merkle root is built on the workers too (the walking thread adds subtrees).
+    std::optional<evidence::Digest> links_subtree;
 };
 
 // `expected_count` comes from the segment index; a block that disagrees is corrupt. The error
 // names the stream that failed.
 std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std::int64_t first_id,
                                                       std::size_t expected_count);
+
+// Decodes blocks without building a StoredEvent per record: each record is handed to the
+// visitor as the chain's canonical fields, views into the decoder's own buffers (valid during
+// the call). Verification only hashes records, and a StoredEvent of strings cost more than the
+// rest of decoding and hashing together. One decoder per thread; its buffers are reused from
+// block to block.
+class BlockDecoder {
+public:
+    BlockDecoder();
+    ~BlockDecoder();
+    BlockDecoder(const BlockDecoder&) = delete;
+    BlockDecoder& operator=(const BlockDecoder&) = delete;
+
+    // visit(position in the block, the record's fields, its stored link check), in order.
+    using Visitor = std::function<void(std::size_t, const evidence::EventRecordFields&, std::uint16_t)>;
+    std::expected<void, std::string> decode(std::string_view raw, std::int64_t first_id, std::size_t expected_count,
+                                            const Visitor& visit);
+
+private:
+    struct Buffers;
+    std::unique_ptr<Buffers> buffers_;
+};
 
 // The first two bytes of a link hash, big-endian: what a block keeps per record so that the
 // verifier can name the first record whose recomputed link differs.

@@ -42,7 +42,16 @@ public:
         : fd_(fd), size_(size), path_(std::move(path)) {}
     std::uint64_t size() const override { return size_; }
     std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const override {
-        std::string out(length, '\0');
+        std::string out;
+        auto done = read_into(offset, length, out);
+        if (!done) {
+            return std::unexpected(done.error());
+        }
+        return out;
+    }
+    std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
+                                               std::string& out) const override {
+        out.resize(length);
         std::size_t done = 0;
         while (done < length) {
             const ssize_t n = ::pread(fd_.get(), out.data() + done, length - done, static_cast<off_t>(offset + done));
@@ -57,7 +66,7 @@ public:
             }
             done += static_cast<std::size_t>(n);
         }
-        return out;
+        return {};
     }
 
 private:
@@ -75,6 +84,14 @@ public:
             return std::unexpected("read beyond the end of the segment");
         }
         return bytes_.substr(static_cast<std::size_t>(offset), length);
+    }
+    std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
+                                               std::string& out) const override {
+        if (offset > bytes_.size() || length > bytes_.size() - offset) {
+            return std::unexpected("read beyond the end of the segment");
+        }
+        out.assign(bytes_, static_cast<std::size_t>(offset), length);
+        return {};
     }
 
 private:

@@ -265,14 +265,18 @@ BlockFilter build_filter(std::span<const controller::StoredEvent> events) {
 }
 
 void MerkleAccumulator::add(const evidence::Digest& link_hash) {
-    Subtree node{evidence::merkle_leaf_hash(hasher_, link_hash), 1};
+    add_subtree(evidence::merkle_leaf_hash(hasher_, link_hash), 1);
+}
+
+void MerkleAccumulator::add_subtree(const evidence::Digest& subtree_root, std::uint64_t leaves) {
+    Subtree node{subtree_root, leaves};
     while (!stack_.empty() && stack_.back().leaves == node.leaves) {
         node.hash = evidence::merkle_node_hash(hasher_, stack_.back().hash, node.hash);
         node.leaves *= 2;
         stack_.pop_back();
     }
     stack_.push_back(node);
-    ++count_;
+    count_ += leaves;
 }
 
 // RFC 6962 splits n leaves at the largest power of two below n: the complete subtrees on the

@@ -56,6 +56,14 @@ BlockFilter build_filter(std::span<const controller::StoredEvent> events);
 class MerkleAccumulator {
 public:
     void add(const evidence::Digest& link_hash);
+    // A complete subtree of `leaves` leaves (a power of two) whose first leaf is the next one,
+    // at a multiple of `leaves`: exactly what adding those leaves one by one would give, so
+    // that blocks of 2^k records are hashed on the workers that decode them.
+    void add_subtree(const evidence::Digest& subtree_root, std::uint64_t leaves);
+    // Whether add_subtree may take a subtree of `leaves` leaves now.
+    bool takes_subtree(std::uint64_t leaves) const {
+        return leaves != 0 && (leaves & (leaves - 1)) == 0 && count_ % leaves == 0;
+    }
     evidence::Digest root();
     std::uint64_t count() const { return count_; }
 

@@ -231,6 +231,53 @@ TEST_CASE("archive: the streaming Merkle root equals evidence::merkle_root") {
     }
 }
 
+TEST_CASE("archive: Merkle subtrees of aligned power-of-two blocks add up to the same root") {
+    std::vector<evidence::Digest> leaves;
+    for (std::size_t n = 0; n < 37; ++n) {
+        leaves.push_back(evidence::Sha256::of("leaf " + std::to_string(n)));
+    }
+    for (const std::size_t block : {1U, 2U, 4U, 8U, 16U}) {
+        CAPTURE(block);
+        archive::format::MerkleAccumulator accumulator;
+        std::size_t subtrees = 0;
+        for (std::size_t start = 0; start < leaves.size(); start += block) {
+            const std::size_t end = std::min(leaves.size(), start + block);
+            const std::vector<evidence::Digest> part(leaves.begin() + static_cast<std::ptrdiff_t>(start),
+                                                     leaves.begin() + static_cast<std::ptrdiff_t>(end));
+            if (part.size() == block && accumulator.takes_subtree(block)) {
+                accumulator.add_subtree(evidence::merkle_root(part), block);
+                ++subtrees;
+            } else {
+                for (const auto& leaf : part) {
+                    accumulator.add(leaf);
+                }
+            }
+        }
+        CHECK(subtrees == leaves.size() / block);
+        CHECK(accumulator.count() == leaves.size());
+        CHECK(accumulator.root() == evidence::merkle_root(leaves));
+    }
+    archive::format::MerkleAccumulator odd;
+    odd.add(leaves[0]);
+    CHECK_FALSE(odd.takes_subtree(2));  // not aligned
+    CHECK_FALSE(odd.takes_subtree(3));  // not a power of two
+    CHECK(odd.takes_subtree(1));
+}
+
+TEST_CASE("archive: verify builds the sealed root from power-of-two blocks (subtrees hashed on the workers)") {
+    const auto events = archive::testing::generate_drop_mix(5000, 17);
+    for (const std::uint32_t block_records : {1U, 1024U}) {
+        CAPTURE(block_records);
+        const auto bytes = seal_events(events, small_blocks(block_records));
+        auto reader = archive::ArchiveSegmentReader::from_bytes(bytes, "pow2");
+        REQUIRE(reader.has_value());
+        auto verified = reader->verify(test_key().public_key());
+        REQUIRE(verified.has_value());
+        CHECK_FALSE(verified->broken.has_value());
+        CHECK(verified->records_verified == 5000);
+    }
+}
+
 TEST_CASE("archive: the header, index and seal say what was sealed") {
     const evidence::ChainHead previous{41, evidence::Sha256::of("before")};
     const auto events = archive::testing::generate_drop_mix(2500, 3, previous);
