@@ -15,6 +15,10 @@ signed checkpoints are written every second. Then, with the controller stopped:
     the database (every link recomputed here, with this test's own implementation of the
     chain format) that only the exported checkpoint file contradicts.
 
+A second run (YearInMiniature) keeps archive segments for seconds: they expire while the
+controller runs, and the expiry is audited, the query and verify still agree with what was
+stored, and an unaudited deletion is named.
+
 The database is changed with Python's sqlite3, as an attacker with the file would. No
 network namespaces: the enforcer's uploads are made through the API as the enforcer makes
 them (the lab suites cover the enforcer itself).
@@ -219,6 +223,126 @@ class Run:
         self.expect_break("a rewritten chain against the exported checkpoint file", d, "checkpoint-mismatch")
 
 
+class YearInMiniature:
+    """Issue 16, acceptance 3 on the real controller: retention of seconds instead of 400 days.
+    Drops uploaded for several seconds pass from the database (hot period 2 s) into archive
+    segments (1 s periods), and the oldest segments expire 3 s after their period while the
+    controller runs. Then: every expiry is in the audit log and its segment is gone from the
+    disk; `bulkheadctl evidence query` returns exactly the uploaded events that were not
+    expired, across the remaining segments and the database; the store still verifies (the
+    evidence legitimately starts after the audited expiries); and a segment deleted without an
+    audited expiry, or an expiry's audit entry deleted, is named by verify."""
+
+    def __init__(self, args, workdir):
+        self.args = args
+        self.workdir = Path(workdir) / "year"
+        self.workdir.mkdir()
+        config = self.workdir / "controller.json"
+        config.write_text(json.dumps({
+            "evidence_checkpoint_interval_ms": 1000,
+            "evidence_hot_period_ms": 2000,
+            "evidence_segment_period_ms": 1000,
+            "evidence_archive_interval_ms": 200,
+            "evidence_archive_retention_ms": 3000,
+        }))
+        self.controller = Controller(args.controller, self.workdir, ["--config", str(config)])
+        self.data_dir = self.controller.data_dir
+        self.uploaded = []  # (enforcer, seq) in upload order
+
+    def ctl(self, *argv, data_dir=None):
+        cmd = [self.args.ctl, "evidence", *argv, "--data-dir", str(data_dir or self.data_dir)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def expiries(self, c):
+        r = c.get("/api/v1/audit", ADMIN, query={"action": "evidence.archive.expire", "limit": 1000})
+        return sorted(r.json.get("entries", []), key=lambda a: a["id"]) if r.status == 200 else []
+
+    def run(self):
+        c = self.controller.start()
+        inventory = json.loads((Path(self.args.source_dir) / "examples/vdi-pool/inventory.json").read_text())
+        r = c.put("/api/v1/inventory", inventory, ADMIN)
+        check("year in miniature: inventory put", r.status in (200, 204), r)
+        r = c.post("/api/v1/enforcers/hv1/enrollment-token", None, ADMIN)
+        token = r.json["token"]
+        credential = c.post("/api/v1/enforcers/enroll", {"enforcer": "hv1", "token": token}).json["credential"]
+        seq = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # bounded: ~8 s of uploads, 25 events each
+            batch = []
+            for i in range(25):
+                seq += 1
+                batch.append({"seq": seq, "event": {
+                    "type": "drop", "count": 1, "time_ns": time.time_ns(), "direction": "out", "reason": "default",
+                    "workload": "vdi-001", "src": "10.1.0.1", "dst": f"10.1.7.{i}", "proto_name": "udp",
+                    "family": 4, "mode": "enforce", "dport": 137, "sport": 50000 + i}})
+            r = c.post("/api/v1/enforcers/hv1/events", {"sent_ns": time.time_ns(), "events": batch}, credential)
+            if not (r.status == 200 and r.json.get("accepted") == len(batch)):
+                check("upload accepted", False, r)
+                break
+            self.uploaded += [("hv1", b["seq"]) for b in batch]
+            time.sleep(0.2)  # pacing the bounded load over several segment periods, not a wait for a result
+        expired = poll(lambda: len(self.expiries(c)) >= 2 and self.expiries(c), 20, interval=0.2)
+        check("year in miniature: segments expired while the controller ran (>= 2 audited expiries)",
+              bool(expired), c.get("/api/v1/evidence", ADMIN).json)
+        self.controller.stop()
+        if not expired:
+            return
+        expired = self.expiries_from_db()
+        names = [e["target"].removeprefix("archive/") for e in expired]
+        check("every expiry is audited by the retention (actor, target, the segment's range)",
+              all(e["actor"] == "retention" and e["target"].startswith("archive/") for e in expired)
+              and all("first_sequence" in e["before"] and "last_sequence" in e["before"] for e in expired), expired)
+        gone = [n for n in names if (self.data_dir / "archive" / n).exists()]
+        check("every expired segment is gone from the disk", not gone, gone)
+        remaining = sorted((self.data_dir / "archive").glob("*.bhar"))
+        check("newer segments remain", len(remaining) >= 1, remaining)
+        expired_count = sum(e["before"]["last_sequence"] - e["before"]["first_sequence"] + 1 for e in expired)
+        first_kept = max(e["before"]["last_sequence"] for e in expired) + 1
+
+        r = self.ctl("query")
+        got = [json.loads(line) for line in r.stdout.splitlines()]
+        check("query: nothing at or before the expired segments' last record", r.returncode == 0 and got
+              and min(e["id"] for e in got) == first_kept, (first_kept, got[:1], r.stderr))
+        check("query: exactly the uploaded events that did not expire, across the archive and the database",
+              sorted((e["enforcer"], e["enforcer_seq"]) for e in got) == sorted(self.uploaded[expired_count:])
+              and len(got) + expired_count == len(self.uploaded), (len(got), expired_count, len(self.uploaded)))
+        r = self.ctl("verify")
+        check("verify: the store with expired segments verifies (exit 0)",
+              r.returncode == 0 and "evidence verifies" in r.stdout, r.stdout + r.stderr)
+
+        copy = self.workdir / "copy-unaudited"
+        shutil.copytree(self.data_dir, copy)
+        (copy / "archive" / remaining[0].name).unlink()
+        r = self.ctl("verify", data_dir=copy)
+        check("verify: a segment deleted without an audited expiry is named",
+              r.returncode == 1 and f"drops #{first_kept}: missing" in r.stdout, r.stdout + r.stderr)
+
+        copy = self.workdir / "copy-expiry-unaudited"
+        shutil.copytree(self.data_dir, copy)
+        db = sqlite3.connect(copy / "bulkhead.db")
+        try:
+            db.execute("DELETE FROM audit_log WHERE id = ?", (expired[-1]["id"],))
+            db.commit()
+        finally:
+            db.close()
+        r = self.ctl("verify", data_dir=copy)
+        # The drops stream is checked first: the records of that segment are now gone without
+        # an audited expiry (the audit chain's own gap comes after it in the report).
+        first = expired[-1]["before"]["first_sequence"]
+        check("verify: an expiry's audit entry deleted is named (its records are gone unaudited)",
+              r.returncode == 1 and f"drops #{first}: missing" in r.stdout
+              and "expiry is not in the audit log" in r.stdout, r.stdout + r.stderr)
+
+    def expiries_from_db(self):
+        db = sqlite3.connect(self.data_dir / "bulkhead.db")
+        try:
+            rows = db.execute("SELECT id, actor, target, before_doc FROM audit_log WHERE action = "
+                              "'evidence.archive.expire' ORDER BY id").fetchall()
+        finally:
+            db.close()
+        return [{"id": i, "actor": a, "target": t, "before": json.loads(b)} for i, a, t, b in rows]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--controller", required=True)
@@ -228,11 +352,14 @@ def main():
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bulkhead-evidence-")
     run = Run(args, workdir)
+    year = YearInMiniature(args, workdir)
     try:
         run.produce()
         run.attack()
+        year.run()
     finally:
         run.controller.stop()
+        year.controller.stop()
         if args.keep:
             print("kept", workdir)
         else:
