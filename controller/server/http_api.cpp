@@ -408,6 +408,10 @@ EventQuery event_query(QueryReader& query) {
     q.type = query.text("type", 64);
     q.enforcer = query.text("enforcer", 128);
     q.after_id = query.integer("after_id", 0, INT64_MAX);
+    // Paging newest first: ids below the last page's oldest (its next_before_id).
+    if (auto before = query.integer("before_id", 1, INT64_MAX)) {
+        q.through_id = *before - 1;
+    }
     q.limit = static_cast<std::size_t>(query.integer("limit", 1, 10000).value_or(100));
     if (auto order = query.text("order", 8)) {
         if (*order == "asc") {

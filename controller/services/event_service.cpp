@@ -3,6 +3,9 @@
 #include "controller/services/event_batch.hpp"
 #include "policies/json_reader.hpp"
 
+#include <algorithm>
+#include <map>
+
 namespace bulkhead::controller {
 
 using nlohmann::json;
@@ -121,17 +124,44 @@ ServiceResult EventService::query_events(const EventQuery& query) {
         last_id = e.id;
     }
     json result{{"events", list}};
-    if (!query.newest_first && events->size() == query.limit) {
-        result["next_after_id"] = last_id;
+    if (events->size() == query.limit) {
+        // The cursor of the next page in the same order: newest first pages backwards.
+        result[query.newest_first ? "next_before_id" : "next_after_id"] = last_id;
     }
     return result;
 }
 
 ServiceResult EventService::count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket_ns,
                                           const EventQuery& filter) {
-    auto buckets = events_.count_events(from_ns, to_ns, bucket_ns, filter);
+    // A range older than the hot tier is counted in the archive too. The database counts only
+    // ids above the archive's last, so an event sealed but not yet removed counts once.
+    const std::int64_t archived = archive_ != nullptr ? archive_->archived_through() : 0;
+    EventQuery database_filter = filter;
+    if (archived > 0) {
+        database_filter.after_id = std::max(filter.after_id.value_or(0), archived);
+    }
+    auto buckets = events_.count_events(from_ns, to_ns, bucket_ns, database_filter);
     if (!buckets) {
         return std::unexpected(from_store(buckets.error()));
+    }
+    if (archived > 0) {
+        EventQuery archive_filter = filter;
+        archive_filter.through_id = std::min(filter.through_id.value_or(archived), archived);
+        auto older = archive_->count_archived(from_ns, to_ns, bucket_ns, archive_filter);
+        if (!older) {
+            return std::unexpected(from_store(older.error()));
+        }
+        std::map<std::int64_t, std::uint64_t> merged;
+        for (const auto& b : *older) {
+            merged[b.start_ns] += b.events;
+        }
+        for (const auto& b : *buckets) {
+            merged[b.start_ns] += b.events;
+        }
+        buckets->clear();
+        for (const auto& [start, events] : merged) {
+            buckets->push_back(CountBucket{start, events});
+        }
     }
     json list = json::array();
     for (const auto& b : *buckets) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <map>
 
 namespace bulkhead::controller {
 
@@ -336,6 +337,43 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
             out.push_back(std::move(e));
         }
     }
+    return out;
+}
+
+StoreResult<std::vector<CountBucket>> EvidenceArchive::count_archived(std::int64_t from_ns, std::int64_t to_ns,
+                                                                       std::int64_t bucket_ns,
+                                                                       const EventQuery& filter) {
+    std::map<std::int64_t, std::uint64_t> buckets;  // bucket index -> sum of counts
+    const std::string type = filter.type.value_or("drop");
+    for (const auto& s : segments()) {
+        const auto& h = s.header;
+        if (from_ns > h.max_time_ns || to_ns <= h.min_time_ns ||
+            (filter.after_id && static_cast<std::uint64_t>(*filter.after_id) >= h.last_sequence) ||
+            (filter.through_id && static_cast<std::uint64_t>(*filter.through_id) < h.first_sequence))
+            continue;
+        auto reader = archive::ArchiveSegmentReader::open(s.file);
+        if (!reader)
+            return std::unexpected(StoreError{StoreError::Kind::Io, reader.error().message});
+        archive::ArchiveQuery scan;
+        scan.from_ns = from_ns;
+        scan.to_ns = to_ns;
+        scan.workload = filter.workload;
+        scan.address = filter.address;
+        scan.after_id = filter.after_id;
+        scan.limit = 0;
+        auto events = reader->scan(scan);
+        if (!events)
+            return std::unexpected(StoreError{StoreError::Kind::Io, events.error().message});
+        for (const auto& e : *events) {
+            if (e.type != type || !matches_rest(e, filter))
+                continue;
+            buckets[(e.time_ns - from_ns) / bucket_ns] += e.count;
+        }
+    }
+    std::vector<CountBucket> out;
+    out.reserve(buckets.size());
+    for (const auto& [index, count] : buckets)
+        out.push_back(CountBucket{from_ns + index * bucket_ns, count});
     return out;
 }
 

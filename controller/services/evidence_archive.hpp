@@ -58,6 +58,11 @@ public:
     virtual StoreResult<std::vector<StoredEvent>> query_archived(const EventQuery& query) = 0;
     // The highest event id held by a segment (0: none): ids above it are in the database.
     virtual std::int64_t archived_through() = 0;
+    // Sum of counts per bucket of the archived events in [from_ns, to_ns) matching `filter`
+    // (drops only unless filter.type), as EventRepository::count_events counts the database;
+    // only buckets with events, in order.
+    virtual StoreResult<std::vector<CountBucket>> count_archived(std::int64_t from_ns, std::int64_t to_ns,
+                                                                 std::int64_t bucket_ns, const EventQuery& filter) = 0;
 };
 
 struct ArchiveFigures {
@@ -92,6 +97,8 @@ public:
 
     StoreResult<std::vector<StoredEvent>> query_archived(const EventQuery& query) override;
     std::int64_t archived_through() override;
+    StoreResult<std::vector<CountBucket>> count_archived(std::int64_t from_ns, std::int64_t to_ns,
+                                                         std::int64_t bucket_ns, const EventQuery& filter) override;
 
     std::vector<ArchiveSegmentInfo> segments() const;
     ArchiveFigures figures() const;

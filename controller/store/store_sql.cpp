@@ -140,6 +140,11 @@ Query count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket
     const std::string source = event_source(b, ranged);
     event_filters(b, filter);
     b.where("type = " + b.param(filter.type.value_or("drop")));
+    // Id bounds: the event service counts the archive's ids there and the rest here.
+    if (filter.after_id)
+        b.where("id > " + b.param(*filter.after_id));
+    if (filter.through_id)
+        b.where("id <= " + b.param(*filter.through_id));
     // Integer division on BIGINT operands truncates in both backends; time_ns >= from_ns
     // keeps the dividend non-negative, so truncation is floor.
     std::string text = "SELECT (time_ns - " + from + ") / " + width +

@@ -130,6 +130,27 @@ class Run:
         api_events = sorted((e["enforcer"], e["enforcer_seq"]) for e in r.json.get("events", []))
         check("API: /api/v1/events returns every uploaded event across archive and database",
               api_events == sorted(self.uploaded), (len(api_events), len(self.uploaded)))
+        # Newest first, in pages of 97 with next_before_id: every event once, in descending id
+        # order, across the boundary (bounded by the number of pages it can take).
+        pages, ids, before = 0, [], None
+        while pages < 100:
+            query = {"limit": 97, **({"before_id": before} if before else {})}
+            r = c.get("/api/v1/events", ADMIN, query=query)
+            pages += 1
+            ids += [e["id"] for e in r.json.get("events", [])]
+            before = r.json.get("next_before_id")
+            if r.status != 200 or before is None:
+                break
+        check("API: paging newest first with before_id crosses the archive boundary, every event once",
+              ids == sorted(ids, reverse=True) and len(ids) == len(set(ids)) == len(self.uploaded),
+              (pages, len(ids), len(self.uploaded)))
+        # The histogram counts the archive too: one bucket over the whole run holds every drop.
+        r = c.get("/api/v1/events/counts", ADMIN, query={"from": "2020-01-01T00:00:00Z", "bucket_ms": 86400000,
+                                                         "to": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                             time.gmtime(time.time() + 60))})
+        total = sum(b["events"] for b in (r.json or {}).get("buckets", []))
+        check("API: /api/v1/events/counts counts archived and hot drops, each once",
+              r.status == 200 and total == len(self.uploaded), (r.status, total, len(self.uploaded), r.json))
         self.controller.stop()
 
     def tampered(self, name):
