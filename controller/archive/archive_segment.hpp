@@ -137,6 +137,7 @@ struct ArchiveQuery {
     std::optional<std::string> workload;
     std::optional<std::string> address;          // src or dst
     std::optional<std::int64_t> after_id;        // paging: ids greater than this
+    std::optional<std::int64_t> through_id;      // ids up to and including this
     std::size_t limit = 1000;                    // 0: no limit
 };
 

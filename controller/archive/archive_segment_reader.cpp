@@ -429,6 +429,9 @@ std::expected<std::vector<controller::StoredEvent>, ArchiveError> ArchiveSegment
     for (std::size_t b = 0; b < s.blocks.size(); ++b) {
         const auto& block = s.blocks[b];
         const auto last_id = static_cast<std::int64_t>(block.first_sequence + block.record_count - 1);
+        if (query.through_id && static_cast<std::int64_t>(block.first_sequence) > *query.through_id) {
+            break;  // blocks are in id order: nothing after this one is wanted
+        }
         if ((query.after_id && last_id <= *query.after_id) || (query.from_ns && block.max_time_ns < *query.from_ns) ||
             (query.to_ns && block.min_time_ns >= *query.to_ns) ||
             // The filter holds non-empty workloads only: "no workload" cannot be excluded.
@@ -441,7 +444,7 @@ std::expected<std::vector<controller::StoredEvent>, ArchiveError> ArchiveSegment
             return std::unexpected(decoded.error());
         }
         for (auto& event : decoded->events) {
-            if ((query.after_id && event.id <= *query.after_id) || (query.from_ns && event.time_ns < *query.from_ns) ||
+            if ((query.after_id && event.id <= *query.after_id) || (query.through_id && event.id > *query.through_id) || (query.from_ns && event.time_ns < *query.from_ns) ||
                 (query.to_ns && event.time_ns >= *query.to_ns) || (query.workload && event.workload != *query.workload) ||
                 (query.address && event.src != *query.address && event.dst != *query.address)) {
                 continue;

@@ -434,6 +434,7 @@ int main(int argc, char** argv) {
     }
     ControllerServices service(shared_store, options, wall_clock_ms);
     service.events.set_archive(&evidence_archive);
+    service.incidents.set_archive(&evidence_archive);
     siem_export.set_archive(&evidence_archive);
     if (!config.bootstrap_tokens.empty()) {
         if (auto problem = load_bootstrap_tokens(config.bootstrap_tokens, service)) {

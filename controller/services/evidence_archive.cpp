@@ -301,7 +301,7 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
     if (query.newest_first)
         std::reverse(held.begin(), held.end());
     std::vector<StoredEvent> out;
-    const bool filtered_after_scan = query.port || query.reason || query.type || query.enforcer || query.through_id;
+    const bool filtered_after_scan = query.port || query.reason || query.type || query.enforcer;
     for (const auto& s : held) {
         if (out.size() >= query.limit)
             break;
@@ -319,6 +319,7 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
         scan.workload = query.workload;
         scan.address = query.address;
         scan.after_id = query.after_id;
+        scan.through_id = query.through_id;
         // Ascending without filters the reader cannot apply: it may stop at the limit.
         scan.limit = (!query.newest_first && !filtered_after_scan) ? query.limit - out.size() : 0;
         auto events = reader->scan(scan);

@@ -1,5 +1,9 @@
 #include "controller/services/incident_service.hpp"
 
+#include <algorithm>
+#include <set>
+#include <tuple>
+
 namespace bulkhead::controller {
 
 using nlohmann::json;
@@ -137,13 +141,58 @@ ServiceResult IncidentService::list_incidents(const IncidentQuery& query) {
     return json{{"incidents", list}};
 }
 
+StoreResult<std::vector<StoredEvent>> IncidentService::timeline_events(std::int64_t id, std::size_t limit) {
+    auto events = incidents_.incident_events(id, limit);
+    if (!events || archive_ == nullptr || archive_->archived_through() == 0)
+        return events;
+    auto ids = incidents_.incident_event_ids(id, limit);
+    if (!ids)
+        return std::unexpected(ids.error());
+    // Linked ids the database no longer holds: the archive's, read in one range scan.
+    std::set<std::int64_t> in_database;
+    for (const auto& e : *events)
+        in_database.insert(e.id);
+    std::set<std::int64_t> archived;
+    for (const auto event_id : *ids) {
+        if (!in_database.contains(event_id) && event_id <= archive_->archived_through())
+            archived.insert(event_id);
+    }
+    if (archived.empty())
+        return events;
+    // In windows of ids close together, so that a timeline spread over a long busy period
+    // does not read every event between its first and its last.
+    constexpr std::int64_t kWindow = 65'536;
+    for (auto it = archived.begin(); it != archived.end();) {
+        EventQuery window;
+        window.after_id = *it - 1;
+        window.through_id = *it;
+        while (it != archived.end() && *it - *window.after_id <= kWindow)
+            window.through_id = *it++;
+        window.newest_first = false;
+        window.limit = static_cast<std::size_t>(*window.through_id - *window.after_id);
+        auto older = archive_->query_archived(window);
+        if (!older)
+            return std::unexpected(older.error());
+        for (auto& e : *older) {
+            if (archived.contains(e.id))
+                events->push_back(std::move(e));
+        }
+    }
+    std::sort(events->begin(), events->end(), [](const StoredEvent& a, const StoredEvent& b) {
+        return std::tie(a.time_ns, a.id) < std::tie(b.time_ns, b.id);
+    });
+    if (events->size() > limit)
+        events->resize(limit);
+    return events;
+}
+
 ServiceResult IncidentService::get_incident(std::int64_t id) {
     auto incident = incidents_.get_incident(id);
     if (!incident) {
         return std::unexpected(from_store(incident.error()));
     }
     json j = incident_json(*incident);
-    auto events = incidents_.incident_events(id, 1000);
+    auto events = timeline_events(id, 1000);
     if (!events) {
         return std::unexpected(from_store(events.error(), "incident timeline"));
     }

@@ -154,6 +154,9 @@ public:
     virtual StoreResult<void> link_incident_events(std::int64_t incident_id,
                                                    const std::vector<std::int64_t>& event_ids) = 0;
     virtual StoreResult<std::vector<StoredEvent>> incident_events(std::int64_t incident_id, std::size_t limit) = 0;
+    // The ids of every event linked to an incident, ascending, including those that have
+    // moved to the archive (incident_events returns only the ones still in the database).
+    virtual StoreResult<std::vector<std::int64_t>> incident_event_ids(std::int64_t incident_id, std::size_t limit) = 0;
 };
 
 class ExemptionRepository {

@@ -215,6 +215,18 @@ StoreResult<std::vector<StoredEvent>> SqliteStore::incident_events(std::int64_t 
     });
 }
 
+StoreResult<std::vector<std::int64_t>> SqliteStore::incident_event_ids(std::int64_t incident_id,
+                                                                        std::size_t limit) {
+    constexpr std::string_view op = "incident_event_ids";
+    return impl_->read(op, [&](Connection& c) -> StoreResult<std::vector<std::int64_t>> {
+        if (auto found = require_incident(c, incident_id, op); !found)
+            return std::unexpected(found.error());
+        Stmt s(c, sql::kIncidentEventIds, op);
+        s.bind_all(incident_id, limit_of(limit));
+        return s.all([](Stmt& row) -> StoreResult<std::int64_t> { return row.i64(0); });
+    });
+}
+
 // ---- exemptions ----------------------------------------------------------------------------
 
 StoreResult<Exemption> SqliteStore::add_exemption(Exemption e) {

@@ -321,12 +321,29 @@ CREATE TABLE evidence_checkpoints (
 );
 )sql";
 
+// An incident's timeline outlives the hot tier: its links to events that moved to archive
+// segments stay (the event service reads those events from the archive). SQLite cannot drop a
+// foreign key in place, so the link table is rebuilt without the one to events; links are
+// only made to stored events (link_incident_events checks).
+constexpr std::string_view kIncidentLinksOutliveArchive = R"sql(
+CREATE TABLE incident_events_kept (
+  incident_id BIGINT NOT NULL REFERENCES incidents (id),
+  event_id BIGINT NOT NULL,
+  PRIMARY KEY (incident_id, event_id)
+);
+INSERT INTO incident_events_kept (incident_id, event_id) SELECT incident_id, event_id FROM incident_events;
+DROP TABLE incident_events;
+ALTER TABLE incident_events_kept RENAME TO incident_events;
+CREATE INDEX incident_events_by_event ON incident_events (event_id);
+)sql";
+
 constexpr std::array kMigrations{
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "coarse event index (event_terms) instead of four per-event indexes", kEventTerms},
     Migration{3, "durable controller state: checkpoint, outbox, exemptions, generations, incident versions",
               kDurableState},
     Migration{4, "tamper evidence: hash chains over events, audit, incident and quarantine changes", kEvidence},
+    Migration{5, "incident timelines keep their links to archived events", kIncidentLinksOutliveArchive},
 };
 
 } // namespace

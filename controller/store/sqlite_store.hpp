@@ -145,6 +145,8 @@ class SqliteStore final : public Store {
                                            const std::vector<std::int64_t>& event_ids) override;
     StoreResult<std::vector<StoredEvent>> incident_events(std::int64_t incident_id,
                                                           std::size_t limit) override;
+    StoreResult<std::vector<std::int64_t>> incident_event_ids(std::int64_t incident_id,
+                                                              std::size_t limit) override;
 
     StoreResult<Quarantine> add_quarantine(Quarantine quarantine) override;
     StoreResult<Quarantine> release_quarantine(const std::string& workload, TimeMs at,

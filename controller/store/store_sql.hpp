@@ -169,6 +169,8 @@ inline constexpr std::string_view kIncidentNotes =
     "SELECT " BH_NOTE_COLUMNS " FROM incident_notes WHERE incident_id = $1 ORDER BY id";
 inline constexpr std::string_view kLinkIncidentEvent =
     "INSERT INTO incident_events (incident_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+inline constexpr std::string_view kIncidentEventIds =
+    "SELECT event_id FROM incident_events WHERE incident_id = $1 ORDER BY event_id LIMIT $2";
 inline constexpr std::string_view kIncidentEvents =
     "SELECT e.id, e.enforcer, e.enforcer_seq, e.type, e.time_ns, e.received_at, e.workload, "
     "e.direction, e.reason, e.src, e.dst, e.protocol, e.dport, e.event_count, e.document, e.clock_offset_ms "

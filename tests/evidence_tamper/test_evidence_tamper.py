@@ -144,6 +144,14 @@ class Run:
         check("API: paging newest first with before_id crosses the archive boundary, every event once",
               ids == sorted(ids, reverse=True) and len(ids) == len(set(ids)) == len(self.uploaded),
               (pages, len(ids), len(self.uploaded)))
+        # An incident's timeline keeps the events that moved to the archive.
+        archived_through = (evidence.get("archive") or {}).get("archived_through", 0)
+        incidents = c.get("/api/v1/incidents", ADMIN, query={"limit": 1000}).json.get("incidents", [])
+        oldest = min(incidents, key=lambda i: i["id"]) if incidents else None
+        timeline = c.get(f"/api/v1/incidents/{oldest['id']}", ADMIN).json.get("timeline", []) if oldest else []
+        check("API: the oldest incident's timeline still shows its archived events",
+              any(e["id"] <= archived_through for e in timeline) and len({e["id"] for e in timeline}) == len(timeline),
+              (archived_through, oldest, [e["id"] for e in timeline][:20]))
         # The histogram counts the archive too: one bucket over the whole run holds every drop.
         r = c.get("/api/v1/events/counts", ADMIN, query={"from": "2020-01-01T00:00:00Z", "bucket_ms": 86400000,
                                                          "to": time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -23,8 +23,10 @@ Exit 77 (skipped) when not root, or nmap, rsyslogd, its ossl driver or openssl i
 Last line: "N passed, N failed".
 With a hot period of seconds the run also seals archive segments; at the end a consistent copy
 of the controller's store (SQLite's backup API) and its segments verifies with `bulkheadctl
-evidence verify`, and a changed byte in one of the lab's drop events, a deleted audit entry and
-a truncated segment are each named (issue 16, acceptance 2, on a lab run).
+evidence verify`, and each of the six kinds of tampering of issue 16's acceptance 2 is named on
+a copy: a changed byte in one of the lab's drop events, a deleted drop event, a deleted audit
+entry, a truncated segment, two drop events swapped, and a chain rewritten consistently inside
+the database that only the exported checkpoint file contradicts.
 """
 import json, os, shutil, socket, subprocess, sys, tempfile, time, types
 from pathlib import Path
@@ -141,70 +143,164 @@ class LabRun(siem.Run):
     def evidence_of_the_run(self):
         """Issue 16, acceptance 2 on a store made by this lab run: a consistent copy of the
         controller's database (SQLite's backup API, while it runs) with its archive segments
-        verifies; a changed byte in one of the lab's drop events, a deleted audit entry and a
-        truncated archive segment are each found and named by bulkheadctl evidence verify."""
+        verifies, and each of the six kinds of tampering is found by `bulkheadctl evidence
+        verify`, which names the first broken record: a changed byte in one of the lab's drop
+        events, a deleted drop event, a deleted audit entry, a truncated archive segment, two
+        drop events swapped, and the drops chain rewritten consistently inside the database
+        (every link recomputed with evidence_tamper's independent implementation of the chain
+        format) that only the exported checkpoint file contradicts."""
         import sqlite3
+        sys.path.insert(0, str(HERE.parent / "evidence_tamper"))
+        from test_evidence_tamper import event_record, link_hash  # the test's own chain format, not the controller's
         data_dir = Path(lab_doc(self.state)["controller"]["data_dir"])
         ctl = str(BIN / "bulkheadctl")
+        soc = siem.TOKENS["soc"]
 
-        def snapshot(name):
+        # Fresh drops of the lab (vdi-001 -> vdi-002, denied, four ports: four events), so that
+        # the database (hot period 5 s) holds several of the lab's own drops side by side when
+        # the copy is taken, and a checkpoint that names them has been exported.
+        ports = (7101, 7102, 7103, 7104)
+        for port in ports:
+            in_ns(self.state, "vdi-001", "timeout", "0.5", "bash", "-c", "exec 3<>/dev/tcp/10.1.0.2/%d" % port)
+
+        def burst_stored():
+            status, body = api("GET", "/events?workload=vdi-001&limit=1000", soc)
+            found = [e for e in body.get("events", []) if e["type"] == "drop" and e.get("dst") == "10.1.0.2"
+                     and e.get("dport") in ports] if status == 200 else []
+            return len({e["dport"] for e in found}) == len(ports) and sorted(e["id"] for e in found)
+        burst = poll(burst_stored, 20, "the burst's four drops of vdi-001 -> vdi-002 stored")
+
+        def exported_checkpoint():
+            lines = [json.loads(line) for line in self.controller.checkpoints.read_text().splitlines() if line.strip()]
+            return burst and any(c["heads"].get("drops", {}).get("sequence", 0) >= burst[-1] for c in lines)
+        poll(exported_checkpoint, 10, "a signed checkpoint naming the burst exported to the checkpoint file")
+
+        base = self.tmp / "evidence-base"
+        (base / "evidence").mkdir(parents=True)
+        source = sqlite3.connect(data_dir / "bulkhead.db")
+        target = sqlite3.connect(base / "bulkhead.db")
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        shutil.copy(data_dir / "evidence" / "signing-key.pem.pub", base / "evidence")
+        if (data_dir / "archive").exists():
+            shutil.copytree(data_dir / "archive", base / "archive")
+        # The outside copy of the checkpoints, as far as the copied store reaches: lines written
+        # after the backup name records the copy does not have.
+        checkpoints = self.tmp / "evidence-checkpoints.jsonl"
+        db = sqlite3.connect(base / "bulkhead.db")
+        try:
+            heads = {"drops": db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0],
+                     "audit": db.execute("SELECT COALESCE(MAX(chain_seq), 0) FROM audit_log").fetchone()[0]}
+            heads.update(db.execute("SELECT stream, MAX(sequence) FROM evidence_changes GROUP BY stream").fetchall())
+            in_db = [row[0] for row in db.execute("SELECT id FROM events WHERE id >= ? ORDER BY id", (burst[0] if burst else 0,))]
+        finally:
+            db.close()
+        kept = [line for line in self.controller.checkpoints.read_text().splitlines() if line.strip() and all(
+            head["sequence"] <= heads.get(stream, 0) for stream, head in json.loads(line)["heads"].items())]
+        checkpoints.write_text("\n".join(kept) + "\n")
+        check("the copied database holds the burst's drops", bool(burst) and set(burst) <= set(in_db), (burst, in_db))
+        if not burst or not set(burst) <= set(in_db):
+            return
+
+        def copy_of(name):
             copy = self.tmp / ("evidence-" + name)
-            (copy / "evidence").mkdir(parents=True)
-            source = sqlite3.connect(data_dir / "bulkhead.db")
-            target = sqlite3.connect(copy / "bulkhead.db")
-            try:
-                source.backup(target)
-            finally:
-                target.close()
-                source.close()
-            shutil.copy(data_dir / "evidence" / "signing-key.pem.pub", copy / "evidence")
-            if (data_dir / "archive").exists():
-                shutil.copytree(data_dir / "archive", copy / "archive")
+            shutil.copytree(base, copy)
             return copy
 
-        def verify(copy):
-            return subprocess.run([ctl, "evidence", "verify", "--data-dir", str(copy)], capture_output=True, text=True,
-                                  timeout=120)
+        def verify(copy, *extra):
+            return subprocess.run([ctl, "evidence", "verify", "--data-dir", str(copy), *extra], capture_output=True,
+                                  text=True, timeout=120)
 
-        copy = snapshot("untouched")
-        r = verify(copy)
-        check("evidence: a copy of the lab run's store and archive verifies (exit 0)",
+        def change(copy, *statements):
+            db = sqlite3.connect(copy / "bulkhead.db")
+            try:
+                for statement in statements:
+                    db.execute(*statement) if isinstance(statement, tuple) else db.execute(statement)
+                db.commit()
+            finally:
+                db.close()
+
+        r = verify(copy_of("untouched"), "--checkpoints", str(checkpoints))
+        check("evidence: a copy of the lab run's store and archive verifies, with the exported checkpoints (exit 0)",
               r.returncode == 0 and "evidence verifies" in r.stdout, r.stdout + r.stderr)
-        segments = sorted((copy / "archive").glob("*.bhar"))
+        segments = sorted((base / "archive").glob("*.bhar"))
         check("evidence: the lab run sealed archive segments (hot period of seconds)", len(segments) >= 1, segments)
         figure("evidence verify of the lab run", r.stdout.strip().replace("\n", "; "))
 
-        copy = snapshot("changed-byte")
-        db = sqlite3.connect(copy / "bulkhead.db")
-        try:
-            target = db.execute("SELECT MAX(id) FROM events WHERE type = 'drop'").fetchone()[0]
-            db.execute("UPDATE events SET document = replace(document, '\"drop\"', '\"dr0p\"') WHERE id = ?", (target,))
-            db.commit()
-        finally:
-            db.close()
+        a, b, c = burst[0], burst[1], burst[2]
+        copy = copy_of("changed-byte")
+        change(copy, ("UPDATE events SET document = replace(document, '\"drop\"', '\"dr0p\"') WHERE id = ?", (c,)))
         r = verify(copy)
         check("evidence: a changed byte in one of the lab's drop events is named",
-              r.returncode == 1 and ("drops #%d: altered" % target) in r.stdout, r.stdout + r.stderr)
+              r.returncode == 1 and ("drops #%d: altered" % c) in r.stdout, r.stdout + r.stderr)
 
-        copy = snapshot("deleted-audit")
-        db = sqlite3.connect(copy / "bulkhead.db")
-        try:
-            db.execute("DELETE FROM audit_log WHERE chain_seq = 3")
-            db.commit()
-        finally:
-            db.close()
+        copy = copy_of("deleted-event")
+        change(copy, ("DELETE FROM events WHERE id = ?", (b,)))
+        r = verify(copy)
+        check("evidence: a deleted drop event of the lab run is named",
+              r.returncode == 1 and ("drops #%d: missing" % b) in r.stdout, r.stdout + r.stderr)
+
+        copy = copy_of("deleted-audit")
+        change(copy, "DELETE FROM audit_log WHERE chain_seq = 3")
         r = verify(copy)
         check("evidence: a deleted audit entry of the lab run is named",
               r.returncode == 1 and "audit #3: missing" in r.stdout, r.stdout + r.stderr)
 
+        # Two neighbours in the database, swapped with their ids (enforcer_seq made unique on the way).
+        pair = next(((x, y) for x, y in zip(in_db, in_db[1:]) if y == x + 1), None)
+        check("two neighbouring drop events in the copied database", pair is not None, in_db)
+        if pair:
+            x, y = pair
+            copy = copy_of("swapped")
+            change(copy, ("UPDATE events SET enforcer_seq = -enforcer_seq WHERE id IN (?, ?)", (x, y)),
+                   ("UPDATE events SET id = -id WHERE id IN (?, ?)", (x, y)),
+                   ("UPDATE events SET id = ? WHERE id = ?", (y, -x)), ("UPDATE events SET id = ? WHERE id = ?", (x, -y)),
+                   "UPDATE events SET enforcer_seq = -enforcer_seq WHERE enforcer_seq < 0")
+            r = verify(copy)
+            check("evidence: two of the lab's drop events swapped are named",
+                  r.returncode == 1 and ("drops #%d: altered" % x) in r.stdout, r.stdout + r.stderr)
+
         if segments:
-            copy = snapshot("truncated-segment")
+            copy = copy_of("truncated-segment")
             victim = copy / "archive" / segments[0].name
             with open(victim, "r+b") as f:
                 f.truncate(victim.stat().st_size - 5)
             r = verify(copy)
             check("evidence: a truncated archive segment of the lab run is named",
                   r.returncode == 1 and "truncated" in r.stdout and segments[0].name in r.stdout, r.stdout + r.stderr)
+
+        # The attacker who holds the database rewrites vdi-001's burst as another workload's and
+        # recomputes every later link, and deletes the checkpoints the database keeps: the
+        # database is consistent again; only the exported checkpoints disagree.
+        copy = copy_of("rewritten")
+        db = sqlite3.connect(copy / "bulkhead.db")
+        try:
+            previous = db.execute("SELECT chain_hash FROM events WHERE id = ?", (a - 1,)).fetchone()
+            if previous is None:  # the event before the burst was archived: the segment's last link
+                previous = db.execute("SELECT hash FROM evidence_chain_start WHERE stream = 'drops'").fetchone()
+            previous = previous[0]
+            db.execute("UPDATE events SET workload = 'vdi-nobody' WHERE id = ?", (a,))
+            rows = db.execute("SELECT id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, "
+                              "reason, src, dst, protocol, dport, event_count, document, clock_offset_ms FROM events "
+                              "WHERE id >= ? ORDER BY id", (a,)).fetchall()
+            for row in rows:
+                previous = link_hash("drops", row[0], previous, event_record(row[1:]))
+                db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
+            db.execute("DELETE FROM evidence_checkpoints")
+            db.commit()
+        finally:
+            db.close()
+        empty = self.tmp / "no-checkpoints.jsonl"
+        empty.write_text("")
+        r = verify(copy, "--checkpoints", str(empty))
+        check("evidence: the rewritten lab chain is consistent inside the database (verify without outside checkpoints passes)",
+              r.returncode == 0, r.stdout + r.stderr)
+        r = verify(copy, "--checkpoints", str(checkpoints))
+        check("evidence: the rewritten lab chain contradicts the exported checkpoint file, which verify names",
+              r.returncode == 1 and "checkpoint-mismatch" in r.stdout, r.stdout + r.stderr)
 
     def stored(self):
         """Run.stored(), with the enforcers' allowed-flow summaries (stored type

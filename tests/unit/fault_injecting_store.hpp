@@ -251,6 +251,11 @@ class FaultInjectingStore final : public Store {
             return std::unexpected(injected("incident_events"));
         return inner_->incident_events(incident_id, limit);
     }
+    StoreResult<std::vector<std::int64_t>> incident_event_ids(std::int64_t incident_id, std::size_t limit) override {
+        if (should_fail("incident_event_ids"))
+            return std::unexpected(injected("incident_event_ids"));
+        return inner_->incident_event_ids(incident_id, limit);
+    }
     StoreResult<Exemption> add_exemption(Exemption exemption) override {
         if (should_fail("add_exemption"))
             return std::unexpected(injected("add_exemption"));

@@ -703,6 +703,25 @@ TEST_CASE("store: incidents, notes and their event timeline") {
         // A missing event fails the whole call: the valid link before it is undone too.
         CHECK(kind_of(s.link_incident_events(b->id, {ids[0], 99'999})) == Kind::NotFound);
         CHECK(s.incident_events(b->id, 10)->empty());
+        CHECK(*s.incident_event_ids(a->id, 10) == ids);
+        CHECK(kind_of(s.incident_event_ids(999, 10)) == Kind::NotFound);
+    }
+    SUBCASE("links outlive the events' move to the archive") {
+        REQUIRE(s.insert_events({make_event("hv1", 1, 100), make_event("hv1", 2, 200), make_event("hv1", 3, 300)}));
+        auto events = s.query_events(make<EventQuery>([&](auto& q) { q.newest_first = false; }));
+        REQUIRE(events);
+        const auto ids = ids_of(*events);
+        REQUIRE(s.link_incident_events(a->id, ids));
+        auto chained = s.chained_events(0, 10);
+        REQUIRE(chained);
+        REQUIRE(chained->size() == 3);
+        REQUIRE((*chained)[1].hash.has_value());
+        // The first two sealed into a segment elsewhere and removed from the database.
+        REQUIRE(s.archive_events_through(bulkhead::evidence::ChainHead{static_cast<std::uint64_t>(ids[1]), *(*chained)[1].hash}));
+        auto timeline = s.incident_events(a->id, 10);
+        REQUIRE(timeline);
+        CHECK(ids_of(*timeline) == std::vector<std::int64_t>{ids[2]});  // the database's part
+        CHECK(*s.incident_event_ids(a->id, 10) == ids);                  // every link kept
     }
 }
 
