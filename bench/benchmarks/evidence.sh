@@ -8,8 +8,10 @@
 # rsyslogd (imtcp + ossl driver, loopback, free ports) and restarts the controller: the rate is
 # the events over the time from the controller's health answer until rsyslogd has written
 # every message (each stable id once); best of BENCH_EVIDENCE_REPS (3) runs from the same
-# stored backlog (a copy of the data directory). Format BENCH_EVIDENCE_FORMAT (leef). Hot bytes per
-# event: the data directory (SQLite, indexes, drops hash chain) over the events.
+# stored backlog (a copy of the data directory). Once for each format of
+# BENCH_EVIDENCE_FORMATS ("leef ocsf cef"; BENCH_EVIDENCE_FORMAT, one format, still works),
+# the same backlog each time: one figure export_tls_<format>_records_per_second per format.
+# Hot bytes per event: the data directory (SQLite, indexes, drops hash chain) over the events.
 # Archive: archive_bench seals BENCH_EVIDENCE_ARCHIVE_EVENTS (500,000) generated drops into a
 # segment (zstd 19, Merkle root signed with Ed25519), scans and verifies it; rates per CPU
 # second of the process (the machine is shared) and per wall second.
@@ -26,7 +28,7 @@ controller=$BENCH_BIN/bulkhead-controller
 archive=$BENCH_BIN/archive_bench
 events=${BENCH_EVIDENCE_EVENTS:-200000}
 archive_events=${BENCH_EVIDENCE_ARCHIVE_EVENTS:-500000}
-format=${BENCH_EVIDENCE_FORMAT:-leef}
+formats=${BENCH_EVIDENCE_FORMATS:-${BENCH_EVIDENCE_FORMAT:-leef ocsf cef}}
 reps=${BENCH_EVIDENCE_REPS:-3}
 work=$BENCH_WORK/evidence
 rm -rf "$work"
@@ -36,17 +38,32 @@ num() {  # NAME JSON: the number member NAME of a one-line JSON object
   printf '%s\n' "$2" | sed -n "s/.*\"$1\": *\([0-9.eE+-]*\).*/\1/p"
 }
 
+skip_exports() {  # REASON: one skipped figure per format
+  local format
+  for format in $formats; do
+    bench_skip $B "export_tls_${format}_records_per_second" "$1"
+  done
+}
+
 if [ ! -x "$controller" ]; then
-  bench_skip $B export_records_per_second "bulkhead-controller was not built"
+  skip_exports "bulkhead-controller was not built"
 elif [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] || ! command -v openssl >/dev/null; then
-  bench_skip $B export_records_per_second "rsyslog, rsyslog-openssl or openssl not installed"
+  skip_exports "rsyslog, rsyslog-openssl or openssl not installed"
 else
-  line=$(python3 "$BENCH_DIR/evidence_bench.py" --controller "$controller" --work "$work/export" \
-           --events "$events" --format "$format" --reps "$reps" --bulkheadctl "$BENCH_BIN/bulkheadctl")
-  bench_log "evidence export: $line"
-  rate=$(num records_per_second "$line")
-  bench_emit $B export_records_per_second "$rate" "records/s" ">= 100000" \
-    "\"transport\":\"tls\",\"controller_cpu_seconds\":$(num controller_cpu_seconds "$line"),\"rsyslogd_cpu_seconds\":$(num rsyslogd_cpu_seconds "$line"),\"receiver\":\"rsyslogd $(/usr/sbin/rsyslogd -v | sed -n '1s/^rsyslogd *\([^ ]*\).*/\1/p')\",\"format\":\"$format\",\"events\":$events,\"seconds\":$(num export_seconds "$line"),\"bytes_received\":$(num bytes_received "$line"),\"duplicates\":$(num duplicates "$line"),\"runs\":$(printf '%s\n' "$line" | sed -n 's/.*"runs": *\(\[[0-9, ]*\]\).*/\1/p' | tr -d ' '),\"ratio_to_target\":$(awk -v r="$rate" 'BEGIN { printf "%.2f", r / 100000 }')"
+  # shellcheck disable=SC2086  # one argument per format
+  lines=$(python3 "$BENCH_DIR/evidence_bench.py" --controller "$controller" --work "$work/export" \
+           --events "$events" --formats $formats --reps "$reps" --bulkheadctl "$BENCH_BIN/bulkheadctl")
+  receiver="rsyslogd $(/usr/sbin/rsyslogd -v | sed -n '1s/^rsyslogd *\([^ ]*\).*/\1/p')"
+  for format in $formats; do
+    line=$(printf '%s\n' "$lines" | grep -F "\"format\": \"$format\"")
+    bench_log "evidence export, $format: $line"
+    rate=$(num records_per_second "$line")
+    bench_emit $B "export_tls_${format}_records_per_second" "$rate" "records/s" ">= 100000" \
+      "\"transport\":\"tls\",\"controller_cpu_seconds\":$(num controller_cpu_seconds "$line"),\"rsyslogd_cpu_seconds\":$(num rsyslogd_cpu_seconds "$line"),\"receiver\":\"$receiver\",\"format\":\"$format\",\"events\":$events,\"seconds\":$(num export_seconds "$line"),\"bytes_received\":$(num bytes_received "$line"),\"duplicates\":$(num duplicates "$line"),\"runs\":$(printf '%s\n' "$line" | sed -n 's/.*"runs": *\(\[[0-9, ]*\]\).*/\1/p' | tr -d ' '),\"ratio_to_target\":$(awk -v r="$rate" 'BEGIN { printf "%.2f", r / 100000 }')"
+  done
+  # The last line: the store's figures, measured once whatever the formats.
+  line=$(printf '%s\n' "$lines" | tail -n 1)
+  bench_log "evidence store: $line"
   bench_emit $B hot_bytes_per_event "$(num hot_bytes_per_event "$line")" "bytes/event" null \
     "\"events\":$events,\"data_dir_bytes\":$(num hot_bytes "$line"),\"store\":\"sqlite\""
   vrate=$(num verify_records_per_second "$line")

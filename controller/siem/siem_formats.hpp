@@ -65,6 +65,12 @@ std::string cef_escape_header(std::string_view text);    // "\" -> "\\", "|" -> 
 std::string cef_escape_extension(std::string_view text); // "\", "=", CR, LF
 std::string leef_escape_header(std::string_view text);   // "\" -> "\\", "|" -> "\|"
 std::string leef_clean_value(std::string_view text);     // tab, CR, LF -> space
+// Appends `text` as a JSON string (RFC 8259), quotes included: '"', '\' and the control
+// characters escaped (\b \t \n \f \r, else \u00xx), other bytes kept as they are. Bytes that
+// are not UTF-8 (a workload name from a broken upload) become U+FFFD, one per ill-formed
+// sequence, exactly as nlohmann::json's dump with error_handler_t::replace writes them: the
+// OCSF text has always been that dump's, and a SIEM's copies must not change with the writer.
+void append_json_string(std::string& out, std::string_view text);
 
 // OCSF's schema version the JSON follows.
 inline constexpr std::string_view kOcsfVersion = "1.1.0";

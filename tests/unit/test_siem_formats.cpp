@@ -8,7 +8,10 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <limits>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -593,4 +596,379 @@ TEST_CASE("siem formats: severity scales") {
     CHECK(ocsf_severity_id(6) == 3);
     CHECK(ocsf_severity_id(4) == 2);
     CHECK(ocsf_severity_id(0) == 1);
+}
+
+// ---- the OCSF text against nlohmann ----
+// format_ocsf writes its JSON as text. The escaper is compared with nlohmann's dump (the
+// writer it replaced) on fixed and random strings; each record kind's text with a reference
+// object built here as a DOM from docs/siem.md's OCSF table: the text must parse, equal the
+// reference as a value, and equal its compact dump byte for byte (members in name order, as
+// the OCSF text has always been).
+namespace {
+
+std::string json_string(std::string_view text) {
+    std::string out;
+    append_json_string(out, text);
+    return out;
+}
+
+std::string nlohmann_dump(const std::string& text) {
+    return json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+const char* const kReplacement = "\xEF\xBF\xBD"; // U+FFFD
+
+std::string_view ocsf_severity_name_for(int severity_id) {
+    static constexpr std::array<std::string_view, 6> names{"Unknown", "Informational", "Low",
+                                                           "Medium",  "High",          "Critical"};
+    return names.at(static_cast<std::size_t>(severity_id));
+}
+
+json reference_base(const std::string& uid, int class_uid, const std::string& class_name,
+                    int category_uid, const std::string& category_name, int activity_id,
+                    const std::string& activity_name, std::int64_t time, int severity_id) {
+    return json{{"class_uid", class_uid},
+                {"class_name", class_name},
+                {"category_uid", category_uid},
+                {"category_name", category_name},
+                {"activity_id", activity_id},
+                {"activity_name", activity_name},
+                {"type_uid", class_uid * 100 + activity_id},
+                {"type_name", class_name + ": " + activity_name},
+                {"time", time},
+                {"severity_id", severity_id},
+                {"severity", ocsf_severity_name_for(severity_id)},
+                {"metadata",
+                 {{"version", "1.1.0"},
+                  {"uid", uid},
+                  {"product",
+                   {{"name", "Bulkhead Controller"},
+                    {"vendor_name", "Bulkhead"},
+                    {"version", std::string(product_version)}}}}}};
+}
+
+json reference_event(const std::string& uid, const StoredEvent& e) {
+    const bool allowed = e.type == "allowed_flow" || e.type == "allowed_flows";
+    const bool would_drop = e.document.is_object() && e.document.contains("would_drop") &&
+                            e.document.at("would_drop").get<bool>();
+    const bool refused = !allowed && !would_drop;
+    // drop 4 (Low), decoy 7 (High), from a quarantined workload 6 (Medium); allowed 1
+    const int severity_id = allowed                    ? 1
+                            : e.reason == "decoy"      ? 4
+                            : e.reason == "quarantine" ? 3
+                                                       : 2;
+    const std::int64_t time = e.time_ns != 0 ? e.time_ns / 1'000'000 : e.received_at;
+    json o = reference_base(uid, 4001, "Network Activity", 4, "Network Activity", refused ? 5 : 6,
+                            refused ? "Refuse" : "Traffic", time, severity_id);
+    o["metadata"]["logged_time"] = e.received_at;
+    o["metadata"]["profiles"] = json::array({"security_control"});
+    o["action_id"] = refused ? 2 : 1;
+    o["action"] = refused ? "Denied" : "Allowed";
+    o["disposition_id"] = refused ? 2 : 1;
+    o["disposition"] = refused ? "Blocked" : "Allowed";
+    o["count"] = e.count;
+    json source = json::object();
+    json destination = json::object();
+    source["ip"] = e.src;
+    destination["ip"] = e.dst;
+    if (e.sport) {
+        source["port"] = *e.sport;
+    }
+    if (e.dport) {
+        destination["port"] = *e.dport;
+    }
+    if (!e.mac.empty()) {
+        source["mac"] = e.mac;
+    }
+    if (!e.port.empty()) {
+        source["interface_name"] = e.port;
+    }
+    if (!e.workload.empty()) {
+        (e.direction == "in" ? destination : source)["name"] = e.workload;
+    }
+    o["src_endpoint"] = source;
+    o["dst_endpoint"] = destination;
+    o["connection_info"] = json{{"protocol_name", e.protocol}};
+    if (e.direction == "in") {
+        o["connection_info"]["direction_id"] = 1;
+        o["connection_info"]["direction"] = "Inbound";
+    } else if (e.direction == "out") {
+        o["connection_info"]["direction_id"] = 2;
+        o["connection_info"]["direction"] = "Outbound";
+    }
+    o["device"] = json{{"hostname", e.enforcer}, {"type_id", 9}, {"type", "Firewall"}};
+    o["unmapped"]["bulkhead"] =
+        json{{"reason", e.reason}, {"enforcer_seq", e.enforcer_seq}, {"event_type", e.type}};
+    if (would_drop) {
+        o["unmapped"]["bulkhead"]["would_drop"] = true;
+    }
+    return o;
+}
+
+json reference_incident(const std::string& uid, const Incident& i, const std::string& state) {
+    const int severity_id = i.severity == "critical" ? 5
+                            : i.severity == "high"   ? 4
+                            : i.severity == "medium" ? 3
+                                                     : 2;
+    const auto activity = state == "resolved" ? std::pair{3, "Close"}
+                          : i.version == 1    ? std::pair{1, "Create"}
+                                              : std::pair{2, "Update"};
+    json o = reference_base(uid, 2004, "Detection Finding", 2, "Findings", activity.first,
+                            activity.second, i.updated_at, severity_id);
+    o["status_id"] = state == "resolved" ? 4 : state == "acknowledged" ? 2 : 1;
+    o["status"] = state == "resolved"       ? "Resolved"
+                  : state == "acknowledged" ? "In Progress"
+                                            : "New";
+    o["message"] = i.explanation;
+    o["count"] = i.event_count;
+    o["finding_info"] = json{{"uid", "incidents/" + std::to_string(i.id)},
+                             {"title", i.title},
+                             {"desc", i.explanation},
+                             {"created_time", i.opened_at},
+                             {"modified_time", i.updated_at}};
+    o["resources"] = json::array({json{{"type", "workload"}, {"name", i.source_workload}}});
+    o["unmapped"]["bulkhead"] = json{{"incident_id", i.id},
+                                     {"version", i.version},
+                                     {"severity", i.severity},
+                                     {"state", state},
+                                     {"details", i.details}};
+    if (i.details.is_object() && i.details.contains("user") && i.details.at("user").is_string() &&
+        !i.details.at("user").get<std::string>().empty()) {
+        o["unmapped"]["bulkhead"]["user"] = i.details.at("user");
+    }
+    return o;
+}
+
+json reference_quarantine(const std::string& uid, const Quarantine& q) {
+    const bool released = q.released_at.has_value();
+    json o = reference_base(uid, 6003, "API Activity", 6, "Application Activity", released ? 4 : 1,
+                            released ? "Delete" : "Create",
+                            released ? *q.released_at : q.created_at, released ? 2 : 4);
+    o["actor"]["user"]["name"] = released ? q.released_by : q.actor;
+    o["api"] = json{{"operation", released ? "quarantine.release" : "quarantine.create"},
+                    {"service", {{"name", "bulkhead-controller"}}}};
+    o["resources"] = json::array({json{{"type", "workload"}, {"name", q.workload}}});
+    o["status_id"] = 1;
+    o["status"] = "Success";
+    o["message"] = q.reason;
+    o["unmapped"]["bulkhead"] = json{{"quarantine_id", q.id},
+                                     {"automatic", q.automatic},
+                                     {"reason", q.reason},
+                                     {"created_at", q.created_at}};
+    if (q.incident_id) {
+        o["unmapped"]["bulkhead"]["incident_id"] = *q.incident_id;
+    }
+    return o;
+}
+
+json reference_audit(const std::string& uid, const AuditEntry& a, int activity_id,
+                     const std::string& activity_name) {
+    json o = reference_base(uid, 6003, "API Activity", 6, "Application Activity", activity_id,
+                            activity_name, a.at, 1);
+    o["actor"]["user"]["name"] = a.actor;
+    o["api"] = json{{"operation", a.action}, {"service", {{"name", "bulkhead-controller"}}}};
+    json resource{{"uid", a.target}};
+    if (const auto slash = a.target.find('/'); slash != std::string::npos) {
+        resource["type"] = a.target.substr(0, slash);
+    }
+    o["resources"] = json::array({resource});
+    o["status_id"] = 1;
+    o["status"] = "Success";
+    o["unmapped"]["bulkhead"] =
+        json{{"audit_id", a.id}, {"role", a.role}, {"before", a.before}, {"after", a.after}};
+    return o;
+}
+
+void check_ocsf_text(const SiemRecord& record, const json& reference) {
+    const auto text = format_ocsf(record);
+    REQUIRE(text.has_value());
+    json parsed;
+    REQUIRE_NOTHROW(parsed = json::parse(*text)); // strict: the text is valid UTF-8 too
+    CHECK(parsed == reference);
+    CHECK(*text == reference.dump());
+}
+
+} // namespace
+
+TEST_CASE("siem formats: JSON strings are escaped as nlohmann's dump escapes them") {
+    CHECK(json_string("") == R"("")");
+    CHECK(json_string("vdi-0042") == R"("vdi-0042")");
+    CHECK(json_string(R"(say "hi" \ bye/)") == R"("say \"hi\" \\ bye/")");
+    CHECK(json_string("\b\t\n\f\r") == R"("\b\t\n\f\r")");
+    CHECK(json_string(std::string("\x00\x01\x1f\x7f", 4)) ==
+          std::string("\"\\u0000\\u0001\\u001f\x7f\""));
+    CHECK(json_string("Müller € 😀") == "\"Müller € 😀\""); // UTF-8 kept, not \u-escaped
+    // Ill-formed UTF-8: one U+FFFD per maximal subpart, the byte that breaks a sequence off
+    // starts the next one.
+    const std::string r = kReplacement;
+    CHECK(json_string("bad\xff") == "\"bad" + r + "\"");
+    CHECK(json_string("\x80\xbf") == "\"" + r + r + "\""); // lone continuations
+    CHECK(json_string("\xe2\x82") == "\"" + r + "\"");     // cut short at the end
+    CHECK(json_string("\xe2\x82"
+                      "A") == "\"" + r + "A\""); // broken off by ASCII
+    CHECK(json_string("\xf0\x9f\x98\xe2\x82\xac") ==
+          "\"" + r + "\xe2\x82\xac\"");                                    // by a whole sequence
+    CHECK(json_string("\xc0\xaf") == "\"" + r + r + "\"");                 // overlong '/'
+    CHECK(json_string("\xe0\x80\xaf") == "\"" + r + r + r + "\"");         // overlong, 3 bytes
+    CHECK(json_string("\xed\xa0\x80") == "\"" + r + r + r + "\"");         // a surrogate
+    CHECK(json_string("\xf4\x90\x80\x80") == "\"" + r + r + r + r + "\""); // above U+10FFFF
+    CHECK(json_string("\xf5\x80") == "\"" + r + r + "\"");
+    CHECK(json_string("\xf4\x8f\xbf\xbf") == "\"\xf4\x8f\xbf\xbf\""); // U+10FFFF itself
+
+    // Random strings, mostly pieces of UTF-8 sequences, against nlohmann's dump.
+    std::mt19937 random(20261207);
+    const std::array<unsigned char, 24> interesting{0x00, 0x08, 0x09, 0x0a, 0x1f, '"',  '\\', 'a',
+                                                    0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0,
+                                                    0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xff};
+    for (int n = 0; n < 20'000; ++n) {
+        std::string text(random() % 12, '\0');
+        for (auto& c : text) {
+            c = static_cast<char>(random() % 4 == 0 ? random() % 256
+                                                    : interesting[random() % interesting.size()]);
+        }
+        const auto ours = json_string(text);
+        const auto theirs = nlohmann_dump(text);
+        if (ours != theirs) {
+            FAIL_CHECK("string " << json(text).dump(-1, ' ', true, json::error_handler_t::replace)
+                                 << ": " << ours << " != " << theirs);
+            break;
+        }
+    }
+}
+
+TEST_CASE("siem formats: OCSF drops and flows are the reference object, byte for byte") {
+    SUBCASE("a drop with every field") {
+        const auto event = drop_event();
+        check_ocsf_text(SiemRecord{"drops/123", &event}, reference_event("drops/123", event));
+    }
+    SUBCASE("an allowed ICMP flow, inbound over IPv6: no ports") {
+        auto event = drop_event();
+        event.type = "allowed_flows";
+        event.reason = "allow";
+        event.direction = "in";
+        event.src = "fd00::1";
+        event.dst = "2001:db8::42";
+        event.protocol = "icmpv6";
+        event.sport.reset();
+        event.dport.reset();
+        check_ocsf_text(SiemRecord{"drops/124", &event}, reference_event("drops/124", event));
+    }
+    SUBCASE("a monitor-mode drop without workload, MAC, interface or direction") {
+        auto event = drop_event();
+        event.document = json{{"would_drop", true}, {"mode", "monitor"}};
+        event.workload.clear();
+        event.mac.clear();
+        event.port.clear();
+        event.direction.clear();
+        event.dport.reset();
+        check_ocsf_text(SiemRecord{"drops/125", &event}, reference_event("drops/125", event));
+    }
+    SUBCASE("decoy and quarantine drops; no kernel time; the largest counters") {
+        auto event = drop_event();
+        event.type = "drop_summary";
+        event.reason = "decoy";
+        event.time_ns = 0; // the time falls back to the receipt
+        event.count = std::numeric_limits<std::uint64_t>::max();
+        event.enforcer_seq = std::numeric_limits<std::uint64_t>::max();
+        event.sport = 0;
+        event.dport = 65535;
+        event.document = json(); // not an object: no would_drop
+        check_ocsf_text(SiemRecord{"drops/126", &event}, reference_event("drops/126", event));
+        event.reason = "quarantine";
+        check_ocsf_text(SiemRecord{"drops/126", &event}, reference_event("drops/126", event));
+    }
+    SUBCASE("empty strings and awkward ones: quotes, backslashes, control bytes, UTF-8") {
+        auto event = drop_event();
+        event.enforcer = "";
+        event.reason = "";
+        event.protocol = "";
+        event.src = "";
+        event.workload = "vdi-\"Müller\"\\share\t\x01\x1f\x7f 日本 😀";
+        event.port = "eth0\n";
+        event.mac = "{\"not\":\"json\"}";
+        check_ocsf_text(SiemRecord{"drops/\"127\"\\", &event},
+                        reference_event("drops/\"127\"\\", event));
+    }
+    SUBCASE("bytes that are not UTF-8 become U+FFFD") {
+        auto event = drop_event();
+        event.workload = "vdi-\xff\xfe-\xc3";
+        event.enforcer = "hv\xe2\x82-1";
+        event.dst = "\xed\xa0\x80";
+        auto expected = event;
+        expected.workload = std::string("vdi-") + kReplacement + kReplacement + "-" + kReplacement;
+        expected.enforcer = std::string("hv") + kReplacement + "-1";
+        expected.dst = std::string(kReplacement) + kReplacement + kReplacement;
+        check_ocsf_text(SiemRecord{"drops/128", &event}, reference_event("drops/128", expected));
+    }
+}
+
+TEST_CASE("siem formats: OCSF incidents, quarantines, audit entries and checkpoints are the "
+          "reference object") {
+    SUBCASE("incidents: updated, opened without details, resolved with awkward text") {
+        const auto updated = incident();
+        check_ocsf_text(SiemRecord{"incidents/45/v3", &updated},
+                        reference_incident("incidents/45/v3", updated, "acknowledged"));
+        auto opened = incident();
+        opened.state = IncidentState::Open;
+        opened.version = 1;
+        opened.severity = "low";
+        opened.title = "";
+        opened.details = json(); // null: no user
+        check_ocsf_text(SiemRecord{"incidents/45/v1", &opened},
+                        reference_incident("incidents/45/v1", opened, "open"));
+        auto resolved = incident();
+        resolved.state = IncidentState::Resolved;
+        resolved.severity = "critical";
+        resolved.version = 4;
+        resolved.source_workload = "vdi-\"x\"\\y\n";
+        resolved.explanation = "line one\r\nline two \x02 — done";
+        resolved.details =
+            json{{"user", "kí\"mura"}, {"scores", json::array({1, 2.5, -3, nullptr, true})}};
+        check_ocsf_text(SiemRecord{"incidents/45/v4", &resolved},
+                        reference_incident("incidents/45/v4", resolved, "resolved"));
+        auto medium = incident();
+        medium.severity = "medium";
+        medium.details = json{{"user", 42}}; // not a string: no user
+        check_ocsf_text(SiemRecord{"incidents/45/v3", &medium},
+                        reference_incident("incidents/45/v3", medium, "acknowledged"));
+    }
+    SUBCASE("quarantines: created with an incident, released without one") {
+        const auto created = quarantine(false);
+        check_ocsf_text(SiemRecord{"quarantines/7", &created},
+                        reference_quarantine("quarantines/7", created));
+        auto released = quarantine(true);
+        released.incident_id.reset();
+        released.automatic = false;
+        released.reason = "";
+        released.released_by = "soc \"alice\"";
+        check_ocsf_text(SiemRecord{"quarantines/7/released", &released},
+                        reference_quarantine("quarantines/7/released", released));
+    }
+    SUBCASE("audit entries: with and without a typed target, before and after of any kind") {
+        const auto activate = audit_entry();
+        check_ocsf_text(SiemRecord{"audit/88", &activate},
+                        reference_audit("audit/88", activate, 3, "Update"));
+        auto rotate = audit_entry();
+        rotate.action = "token.rotate";
+        rotate.target = "no-slash";
+        rotate.before = json();
+        rotate.after = json::array({"a\"b", 1.25, json::object()});
+        check_ocsf_text(SiemRecord{"audit/89", &rotate},
+                        reference_audit("audit/89", rotate, 99, "Other"));
+        auto list = audit_entry();
+        list.action = "events.list";
+        list.target = "/leading";
+        list.role = "";
+        check_ocsf_text(SiemRecord{"audit/90", &list},
+                        reference_audit("audit/90", list, 2, "Read"));
+    }
+    SUBCASE("a checkpoint carries its own object") {
+        const auto checkpoint = signed_checkpoint();
+        json reference = reference_base("checkpoint/1764000200000", 0, "Base Event", 0,
+                                        "Uncategorized", 99, "Other", 1'764'000'200'000, 1);
+        reference["message"] = "Evidence checkpoint of ctl-1";
+        reference["unmapped"]["bulkhead_checkpoint"] =
+            json::parse(evidence::to_json_line(checkpoint));
+        check_ocsf_text(SiemRecord{"checkpoint/1764000200000", &checkpoint}, reference);
+    }
 }
