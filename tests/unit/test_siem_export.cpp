@@ -157,7 +157,13 @@ TEST_CASE("siem export: a new destination receives what is stored from then on, 
     for (const auto& id : ids)
         (id.starts_with("drops/") ? drops : others).push_back(id);
     CHECK(drops == expected_drops);
-    CHECK(others == std::vector<std::string>{"audit/" + std::to_string(audit->id), "quarantines/1", "quarantines/1/released"});
+    // Each stream arrives in its own order; how the streams interleave depends on when the
+    // exporter's passes ran against the writes above, and is not part of the contract.
+    std::vector<std::string> quarantines, audits;
+    for (const auto& id : others)
+        (id.starts_with("quarantines/") ? quarantines : audits).push_back(id);
+    CHECK(quarantines == std::vector<std::string>{"quarantines/1", "quarantines/1/released"});
+    CHECK(audits == std::vector<std::string>{"audit/" + std::to_string(audit->id)});
     {
         std::lock_guard lock(lab.recording->mutex);
         CHECK(lab.recording->sent.front().starts_with("<"));
