@@ -67,6 +67,18 @@ def link_hash(stream, sequence, previous, record):
                           previous + record).digest()
 
 
+def rewrite_drops_chain(db, from_id, previous):
+    """What an attacker holding the database does after changing event `from_id`: recomputes
+    the link of that event and of every later one from `previous` (the link before it), so
+    that the database is consistent again."""
+    rows = db.execute("SELECT id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, reason, "
+                      "src, dst, protocol, dport, event_count, document, clock_offset_ms FROM events "
+                      "WHERE id >= ? ORDER BY id", (from_id,)).fetchall()
+    for row in rows:
+        previous = link_hash("drops", row[0], previous, event_record(row[1:]))
+        db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
+
+
 class Run:
     def __init__(self, args, workdir):
         self.args = args
@@ -234,12 +246,7 @@ class Run:
         try:
             db.execute(f"UPDATE events SET workload = 'vdi-nobody' WHERE id = {target}")
             previous = db.execute(f"SELECT chain_hash FROM events WHERE id = {target - 1}").fetchone()[0]
-            rows = db.execute("SELECT id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, reason, "
-                              "src, dst, protocol, dport, event_count, document, clock_offset_ms FROM events "
-                              f"WHERE id >= {target} ORDER BY id").fetchall()
-            for row in rows:
-                previous = link_hash("drops", row[0], previous, event_record(row[1:]))
-                db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
+            rewrite_drops_chain(db, target, previous)
             db.execute("DELETE FROM evidence_checkpoints")
             db.commit()
         finally:

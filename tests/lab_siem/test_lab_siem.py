@@ -151,7 +151,7 @@ class LabRun(siem.Run):
         format) that only the exported checkpoint file contradicts."""
         import sqlite3
         sys.path.insert(0, str(HERE.parent / "evidence_tamper"))
-        from test_evidence_tamper import event_record, link_hash  # the test's own chain format, not the controller's
+        from test_evidence_tamper import rewrite_drops_chain  # the test's own chain format, not the controller's
         data_dir = Path(lab_doc(self.state)["controller"]["data_dir"])
         ctl = str(BIN / "bulkheadctl")
         soc = siem.TOKENS["soc"]
@@ -283,12 +283,7 @@ class LabRun(siem.Run):
                 previous = db.execute("SELECT hash FROM evidence_chain_start WHERE stream = 'drops'").fetchone()
             previous = previous[0]
             db.execute("UPDATE events SET workload = 'vdi-nobody' WHERE id = ?", (a,))
-            rows = db.execute("SELECT id, enforcer, enforcer_seq, type, time_ns, received_at, workload, direction, "
-                              "reason, src, dst, protocol, dport, event_count, document, clock_offset_ms FROM events "
-                              "WHERE id >= ? ORDER BY id", (a,)).fetchall()
-            for row in rows:
-                previous = link_hash("drops", row[0], previous, event_record(row[1:]))
-                db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
+            rewrite_drops_chain(db, a, previous)
             db.execute("DELETE FROM evidence_checkpoints")
             db.commit()
         finally:
