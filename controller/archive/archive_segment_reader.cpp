@@ -58,11 +58,8 @@ struct ArchiveSegmentReader::State {
     }
 
     std::expected<DecodedBlock, ArchiveError> read_block(std::size_t index) const {
-        return read_block(index, decompressor.get());
-    }
-    std::expected<DecodedBlock, ArchiveError> read_block(std::size_t index, ZSTD_DCtx* context) const {
         std::string compressed, raw;
-        if (auto read = read_raw(index, context, compressed, raw); !read) {
+        if (auto read = read_raw(index, decompressor.get(), compressed, raw); !read) {
             return std::unexpected(read.error());
         }
         const auto& block = blocks[index];
@@ -182,38 +179,34 @@ private:
                 return previous;
             };
             std::expected<DecodedBlock, ArchiveError> decoded;
-            if (keep_events_) {
-                decoded = state_.read_block(block, context.get());
-                if (decoded) {
-                    decoded->links.reserve(decoded->events.size());
-                    for (const auto& event : decoded->events) {
-                        record_bytes.clear();
-                        evidence::append_event_record(record_bytes, event, event.document_text);
-                        previous = evidence::link_hash(hasher, state_.header.stream,
-                                                       static_cast<std::uint64_t>(event.id), previous, record_bytes);
-                        decoded->links.push_back(previous);
-                    }
-                }
-            } else if (auto read = state_.read_raw(block, context.get(), compressed, raw); !read) {
+            if (auto read = state_.read_raw(block, context.get(), compressed, raw); !read) {
                 decoded = std::unexpected(read.error());
             } else {
                 const auto& info = state_.blocks[block];
                 const auto first_id = static_cast<std::int64_t>(info.first_sequence);
                 decoded->links.resize(info.record_count);
                 decoded->link_checks.resize(info.record_count);
+                if (keep_events_) {
+                    decoded->events.resize(info.record_count);
+                }
                 auto done = decoder.decode(raw, first_id, info.record_count,
                                            [&](std::size_t i, const evidence::EventRecordFields& fields,
                                                std::uint16_t check) {
-                                               decoded->links[i] = link(first_id + static_cast<std::int64_t>(i), fields);
+                                               const auto id = first_id + static_cast<std::int64_t>(i);
+                                               decoded->links[i] = link(id, fields);
                                                decoded->link_checks[i] = check;
+                                               if (keep_events_) {
+                                                   decoded->events[i] = stored_event_of(id, fields);
+                                               }
                                            });
                 if (!done) {
                     decoded = std::unexpected(state_.error(ArchiveErrorKind::Corrupt,
                                                            state_.where(block) + ": " + done.error()));
                 } else {
                     ++state_.blocks_decoded;
+                    // Only verify folds the Merkle root (for_each_record keeps the events).
                     const std::uint64_t count = info.record_count;
-                    if ((count & (count - 1)) == 0) {
+                    if (!keep_events_ && (count & (count - 1)) == 0) {
                         format::MerkleAccumulator subtree;
                         for (const auto& l : decoded->links) {
                             subtree.add(l);
@@ -444,7 +437,8 @@ std::expected<std::vector<controller::StoredEvent>, ArchiveError> ArchiveSegment
             return std::unexpected(decoded.error());
         }
         for (auto& event : decoded->events) {
-            if ((query.after_id && event.id <= *query.after_id) || (query.through_id && event.id > *query.through_id) || (query.from_ns && event.time_ns < *query.from_ns) ||
+            if ((query.after_id && event.id <= *query.after_id) || (query.through_id && event.id > *query.through_id) ||
+                (query.from_ns && event.time_ns < *query.from_ns) ||
                 (query.to_ns && event.time_ns >= *query.to_ns) || (query.workload && event.workload != *query.workload) ||
                 (query.address && event.src != *query.address && event.dst != *query.address)) {
                 continue;

@@ -953,6 +953,29 @@ std::expected<void, std::string> BlockDecoder::decode(std::string_view raw, std:
     return {};
 }
 
+controller::StoredEvent stored_event_of(std::int64_t id, const evidence::EventRecordFields& fields) {
+    StoredEvent e;
+    e.id = id;
+    e.enforcer = fields.enforcer;
+    e.enforcer_seq = static_cast<std::uint64_t>(fields.enforcer_seq);
+    e.type = fields.type;
+    e.time_ns = fields.time_ns;
+    e.received_at = fields.received_at;
+    e.workload = fields.workload;
+    e.direction = fields.direction;
+    e.reason = fields.reason;
+    e.src = fields.src;
+    e.dst = fields.dst;
+    e.protocol = fields.protocol;
+    if (fields.dport) {
+        e.dport = static_cast<std::uint16_t>(*fields.dport);
+    }
+    e.count = static_cast<std::uint64_t>(fields.count);
+    e.clock_offset_ms = fields.clock_offset_ms;
+    e.document_text = fields.document_text;
+    return e;
+}
+
 std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std::int64_t first_id,
                                                       std::size_t expected_count) {
     DecodedBlock decoded;
@@ -960,26 +983,8 @@ std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std:
     decoded.link_checks.resize(expected_count);
     BlockDecoder decoder;
     auto done = decoder.decode(raw, first_id, expected_count,
-                               [&](std::size_t i, const evidence::EventRecordFields& r, std::uint16_t check) {
-                                   auto& e = decoded.events[i];
-                                   e.id = plus(first_id, static_cast<std::int64_t>(i));
-                                   e.enforcer = r.enforcer;
-                                   e.enforcer_seq = static_cast<std::uint64_t>(r.enforcer_seq);
-                                   e.type = r.type;
-                                   e.time_ns = r.time_ns;
-                                   e.received_at = r.received_at;
-                                   e.workload = r.workload;
-                                   e.direction = r.direction;
-                                   e.reason = r.reason;
-                                   e.src = r.src;
-                                   e.dst = r.dst;
-                                   e.protocol = r.protocol;
-                                   if (r.dport) {
-                                       e.dport = static_cast<std::uint16_t>(*r.dport);
-                                   }
-                                   e.count = static_cast<std::uint64_t>(r.count);
-                                   e.clock_offset_ms = r.clock_offset_ms;
-                                   e.document_text = r.document_text;
+                               [&](std::size_t i, const evidence::EventRecordFields& fields, std::uint16_t check) {
+                                   decoded.events[i] = stored_event_of(plus(first_id, static_cast<std::int64_t>(i)), fields);
                                    decoded.link_checks[i] = check;
                                });
     if (!done) {

@@ -51,6 +51,9 @@ struct DecodedBlock {
 std::expected<DecodedBlock, std::string> decode_block(std::string_view raw, std::int64_t first_id,
                                                       std::size_t expected_count);
 
+// The StoredEvent a decoded record stands for (document_text filled, document left null).
+controller::StoredEvent stored_event_of(std::int64_t id, const evidence::EventRecordFields& fields);
+
 // Decodes blocks without building a StoredEvent per record: each record is handed to the
 // visitor as the chain's canonical fields, views into the decoder's own buffers (valid during
 // the call). Verification only hashes records, and a StoredEvent of strings cost more than the

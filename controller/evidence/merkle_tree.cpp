@@ -9,7 +9,6 @@ namespace {
 // The largest power of two strictly below n (n >= 2).
 std::size_t split_point(std::size_t n) { return std::bit_floor(n - 1); }
 
-
 Digest subtree_root(Sha256& hasher, std::span<const Digest> leaves) {
     if (leaves.size() == 1) {
         return merkle_leaf_hash(hasher, leaves[0]);

@@ -296,6 +296,38 @@ ArchiveFigures EvidenceArchive::figures() const {
     return figures_;
 }
 
+namespace {
+
+// The events of segment `s` that match `query` (the reader's index and filters, then the
+// rest), in id order, documents not parsed; nothing when its header rules the segment out.
+// `scan_limit` (0: none) stops the reader early where no later filter can drop an event.
+StoreResult<std::vector<StoredEvent>> scan_segment(const ArchiveSegmentInfo& s, const EventQuery& query,
+                                                   std::size_t scan_limit) {
+    const auto& h = s.header;
+    if ((query.from_ns && *query.from_ns > h.max_time_ns) || (query.to_ns && *query.to_ns <= h.min_time_ns) ||
+        (query.after_id && static_cast<std::uint64_t>(*query.after_id) >= h.last_sequence) ||
+        (query.through_id && static_cast<std::uint64_t>(*query.through_id) < h.first_sequence))
+        return std::vector<StoredEvent>{};
+    auto reader = archive::ArchiveSegmentReader::open(s.file);
+    if (!reader)
+        return std::unexpected(StoreError{StoreError::Kind::Io, reader.error().message});
+    archive::ArchiveQuery scan;
+    scan.from_ns = query.from_ns;
+    scan.to_ns = query.to_ns;
+    scan.workload = query.workload;
+    scan.address = query.address;
+    scan.after_id = query.after_id;
+    scan.through_id = query.through_id;
+    scan.limit = scan_limit;
+    auto events = reader->scan(scan);
+    if (!events)
+        return std::unexpected(StoreError{StoreError::Kind::Io, events.error().message});
+    std::erase_if(*events, [&](const StoredEvent& e) { return !matches_rest(e, query); });
+    return std::move(*events);
+}
+
+}  // namespace
+
 StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const EventQuery& query) {
     std::vector<ArchiveSegmentInfo> held = segments();
     if (query.newest_first)
@@ -305,33 +337,17 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
     for (const auto& s : held) {
         if (out.size() >= query.limit)
             break;
-        const auto& h = s.header;
-        if ((query.from_ns && *query.from_ns > h.max_time_ns) || (query.to_ns && *query.to_ns <= h.min_time_ns) ||
-            (query.after_id && static_cast<std::uint64_t>(*query.after_id) >= h.last_sequence) ||
-            (query.through_id && static_cast<std::uint64_t>(*query.through_id) < h.first_sequence))
-            continue;
-        auto reader = archive::ArchiveSegmentReader::open(s.file);
-        if (!reader)
-            return std::unexpected(StoreError{StoreError::Kind::Io, reader.error().message});
-        archive::ArchiveQuery scan;
-        scan.from_ns = query.from_ns;
-        scan.to_ns = query.to_ns;
-        scan.workload = query.workload;
-        scan.address = query.address;
-        scan.after_id = query.after_id;
-        scan.through_id = query.through_id;
         // Ascending without filters the reader cannot apply: it may stop at the limit.
-        scan.limit = (!query.newest_first && !filtered_after_scan) ? query.limit - out.size() : 0;
-        auto events = reader->scan(scan);
+        const std::size_t scan_limit =
+            (!query.newest_first && !filtered_after_scan) ? query.limit - out.size() : 0;
+        auto events = scan_segment(s, query, scan_limit);
         if (!events)
-            return std::unexpected(StoreError{StoreError::Kind::Io, events.error().message});
+            return std::unexpected(events.error());
         if (query.newest_first)
             std::reverse(events->begin(), events->end());
         for (auto& e : *events) {
             if (out.size() >= query.limit)
                 break;
-            if (!matches_rest(e, query))
-                continue;
             e.document = nlohmann::json::parse(e.document_text, nullptr, false);
             if (e.document.is_discarded())
                 e.document = nullptr;
@@ -344,32 +360,17 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
 StoreResult<std::vector<CountBucket>> EvidenceArchive::count_archived(std::int64_t from_ns, std::int64_t to_ns,
                                                                        std::int64_t bucket_ns,
                                                                        const EventQuery& filter) {
+    EventQuery ranged = filter;
+    ranged.from_ns = from_ns;
+    ranged.to_ns = to_ns;
+    ranged.type = filter.type.value_or("drop");  // as the database counts
     std::map<std::int64_t, std::uint64_t> buckets;  // bucket index -> sum of counts
-    const std::string type = filter.type.value_or("drop");
     for (const auto& s : segments()) {
-        const auto& h = s.header;
-        if (from_ns > h.max_time_ns || to_ns <= h.min_time_ns ||
-            (filter.after_id && static_cast<std::uint64_t>(*filter.after_id) >= h.last_sequence) ||
-            (filter.through_id && static_cast<std::uint64_t>(*filter.through_id) < h.first_sequence))
-            continue;
-        auto reader = archive::ArchiveSegmentReader::open(s.file);
-        if (!reader)
-            return std::unexpected(StoreError{StoreError::Kind::Io, reader.error().message});
-        archive::ArchiveQuery scan;
-        scan.from_ns = from_ns;
-        scan.to_ns = to_ns;
-        scan.workload = filter.workload;
-        scan.address = filter.address;
-        scan.after_id = filter.after_id;
-        scan.limit = 0;
-        auto events = reader->scan(scan);
+        auto events = scan_segment(s, ranged, 0);
         if (!events)
-            return std::unexpected(StoreError{StoreError::Kind::Io, events.error().message});
-        for (const auto& e : *events) {
-            if (e.type != type || !matches_rest(e, filter))
-                continue;
+            return std::unexpected(events.error());
+        for (const auto& e : *events)
             buckets[(e.time_ns - from_ns) / bucket_ns] += e.count;
-        }
     }
     std::vector<CountBucket> out;
     out.reserve(buckets.size());

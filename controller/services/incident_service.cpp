@@ -143,18 +143,19 @@ ServiceResult IncidentService::list_incidents(const IncidentQuery& query) {
 
 StoreResult<std::vector<StoredEvent>> IncidentService::timeline_events(std::int64_t id, std::size_t limit) {
     auto events = incidents_.incident_events(id, limit);
-    if (!events || archive_ == nullptr || archive_->archived_through() == 0)
+    const std::int64_t archived_through = archive_ != nullptr ? archive_->archived_through() : 0;
+    if (!events || archived_through == 0)
         return events;
     auto ids = incidents_.incident_event_ids(id, limit);
     if (!ids)
         return std::unexpected(ids.error());
-    // Linked ids the database no longer holds: the archive's, read in one range scan.
+    // Linked ids the database no longer holds: the archive's.
     std::set<std::int64_t> in_database;
     for (const auto& e : *events)
         in_database.insert(e.id);
     std::set<std::int64_t> archived;
     for (const auto event_id : *ids) {
-        if (!in_database.contains(event_id) && event_id <= archive_->archived_through())
+        if (!in_database.contains(event_id) && event_id <= archived_through)
             archived.insert(event_id);
     }
     if (archived.empty())
