@@ -79,6 +79,36 @@ def rewrite_drops_chain(db, from_id, previous):
         db.execute("UPDATE events SET chain_hash = ? WHERE id = ?", (previous, row[0]))
 
 
+def enroll_hv1(c, source_dir, what):
+    """Puts the example inventory and enrolls enforcer hv1: (inventory, hv1's credential)."""
+    inventory = json.loads((Path(source_dir) / "examples/vdi-pool/inventory.json").read_text())
+    r = c.put("/api/v1/inventory", inventory, ADMIN)
+    check(f"{what}: inventory put", r.status in (200, 204), r)
+    token = c.post("/api/v1/enforcers/hv1/enrollment-token", None, ADMIN).json["token"]
+    credential = c.post("/api/v1/enforcers/enroll", {"enforcer": "hv1", "token": token}).json["credential"]
+    return inventory, credential
+
+
+def upload_paced(c, credential, seconds, per_batch, pause, event_of):
+    """Uploads batches of `per_batch` events (event_of(i) for the i-th of a batch) as hv1 for
+    `seconds`, `pause` seconds apart, spreading the bounded load over several segment periods.
+    Returns the (enforcer, seq) of every event the controller accepted."""
+    uploaded, seq = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # bounded by the deadline
+        batch = []
+        for i in range(per_batch):
+            seq += 1
+            batch.append({"seq": seq, "event": {"count": 1, "time_ns": time.time_ns(), **event_of(i)}})
+        r = c.post("/api/v1/enforcers/hv1/events", {"sent_ns": time.time_ns(), "events": batch}, credential)
+        if not (r.status == 200 and r.json.get("accepted") == len(batch)):
+            check("upload accepted", False, r)
+            break
+        uploaded += [("hv1", b["seq"]) for b in batch]
+        time.sleep(pause)  # pacing, not a wait for a result
+    return uploaded
+
+
 class Run:
     def __init__(self, args, workdir):
         self.args = args
@@ -100,31 +130,13 @@ class Run:
 
     def produce(self):
         c = self.controller.start()
-        inventory = json.loads((Path(self.args.source_dir) / "examples/vdi-pool/inventory.json").read_text())
-        r = c.put("/api/v1/inventory", inventory, ADMIN)
-        check("inventory put", r.status in (200, 204), r)
-        r = c.post("/api/v1/enforcers/hv1/enrollment-token", None, ADMIN)
-        token = r.json["token"]
-        r = c.post("/api/v1/enforcers/enroll", {"enforcer": "hv1", "token": token})
-        credential = r.json["credential"]
+        inventory, credential = enroll_hv1(c, self.args.source_dir, "tamper run")
         workload = next(w for w in inventory["workloads"] if w.get("enforcer") == "hv1")
-        seq = 0
-        deadline = time.monotonic() + 7
-        while time.monotonic() < deadline:  # bounded: ~7 s of uploads, 40 events each
-            batch = []
-            for i in range(40):
-                seq += 1
-                batch.append({"seq": seq, "event": {
-                    "type": "drop", "count": 1, "time_ns": time.time_ns(), "direction": "out", "reason": "deny",
-                    "workload": workload["id"], "src": workload["addresses"][0], "dst": f"10.1.9.{i}",
-                    "proto_name": "tcp", "family": 4, "mode": "enforce", "dport": 445, "sport": 40000 + i}})
-            r = c.post("/api/v1/enforcers/hv1/events", {"sent_ns": time.time_ns(), "events": batch}, credential)
-            check_ok = r.status == 200 and r.json.get("accepted") == len(batch)
-            if not check_ok:
-                check("upload accepted", False, r)
-                break
-            self.uploaded += [("hv1", b["seq"]) for b in batch]
-            time.sleep(0.25)  # pacing the bounded load over several segment periods, not a wait for a result
+        # ~7 s of uploads, 40 events each
+        self.uploaded = upload_paced(c, credential, 7, 40, 0.25, lambda i: {
+            "type": "drop", "direction": "out", "reason": "deny", "workload": workload["id"],
+            "src": workload["addresses"][0], "dst": f"10.1.9.{i}", "proto_name": "tcp", "family": 4, "mode": "enforce",
+            "dport": 445, "sport": 40000 + i})
         r = c.post("/api/v1/quarantines", {"workload": workload["id"], "reason": "tamper test"}, ADMIN)
         check("quarantine created", r.status in (200, 201), r)
         r = c.delete(f"/api/v1/quarantines/{workload['id']}", ADMIN)
@@ -295,28 +307,12 @@ class YearInMiniature:
 
     def run(self):
         c = self.controller.start()
-        inventory = json.loads((Path(self.args.source_dir) / "examples/vdi-pool/inventory.json").read_text())
-        r = c.put("/api/v1/inventory", inventory, ADMIN)
-        check("year in miniature: inventory put", r.status in (200, 204), r)
-        r = c.post("/api/v1/enforcers/hv1/enrollment-token", None, ADMIN)
-        token = r.json["token"]
-        credential = c.post("/api/v1/enforcers/enroll", {"enforcer": "hv1", "token": token}).json["credential"]
-        seq = 0
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:  # bounded: ~8 s of uploads, 25 events each
-            batch = []
-            for i in range(25):
-                seq += 1
-                batch.append({"seq": seq, "event": {
-                    "type": "drop", "count": 1, "time_ns": time.time_ns(), "direction": "out", "reason": "default",
-                    "workload": "vdi-001", "src": "10.1.0.1", "dst": f"10.1.7.{i}", "proto_name": "udp",
-                    "family": 4, "mode": "enforce", "dport": 137, "sport": 50000 + i}})
-            r = c.post("/api/v1/enforcers/hv1/events", {"sent_ns": time.time_ns(), "events": batch}, credential)
-            if not (r.status == 200 and r.json.get("accepted") == len(batch)):
-                check("upload accepted", False, r)
-                break
-            self.uploaded += [("hv1", b["seq"]) for b in batch]
-            time.sleep(0.2)  # pacing the bounded load over several segment periods, not a wait for a result
+        _, credential = enroll_hv1(c, self.args.source_dir, "year in miniature")
+        # ~8 s of uploads, 25 events each
+        self.uploaded = upload_paced(c, credential, 8, 25, 0.2, lambda i: {
+            "type": "drop", "direction": "out", "reason": "default", "workload": "vdi-001", "src": "10.1.0.1",
+            "dst": f"10.1.7.{i}", "proto_name": "udp", "family": 4, "mode": "enforce", "dport": 137,
+            "sport": 50000 + i})
         expired = poll(lambda: len(self.expiries(c)) >= 2 and self.expiries(c), 20, interval=0.2)
         check("year in miniature: segments expired while the controller ran (>= 2 audited expiries)",
               bool(expired), c.get("/api/v1/evidence", ADMIN).json)
