@@ -80,10 +80,12 @@ public:
     explicit MemorySource(std::string bytes) : bytes_(std::move(bytes)) {}
     std::uint64_t size() const override { return bytes_.size(); }
     std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const override {
-        if (offset > bytes_.size() || length > bytes_.size() - offset) {
-            return std::unexpected("read beyond the end of the segment");
+        std::string out;
+        auto done = read_into(offset, length, out);
+        if (!done) {
+            return std::unexpected(done.error());
         }
-        return bytes_.substr(static_cast<std::size_t>(offset), length);
+        return out;
     }
     std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
                                                std::string& out) const override {
