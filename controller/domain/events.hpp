@@ -41,10 +41,13 @@ struct StoredEvent {
     // the analyzer's attribution. Not columns: ingest fills them from the upload, reads
     // from the document.
     std::string port, mac;
+    // Monitor mode: the rule would have dropped the packet but let it pass. Not a column:
+    // restore_upload_fields reads it from the document.
+    bool would_drop = false;
     nlohmann::json document;      // the event as uploaded
-    // Writing only: the event as uploaded, already compact JSON text; when set, the store
-    // writes it instead of serialising `document` (ingest parses into text, not a DOM).
-    // Reads always fill `document`.
+    // Writing: the event as uploaded, already compact JSON text; when set, the store writes it
+    // instead of serialising `document` (ingest parses into text, not a DOM). Reading: filled
+    // instead of `document` when the query asks for text (EventQuery::parse_documents).
     std::string document_text;
     // Not stored: when the event passed each stage on its way in (CLOCK_REALTIME ns, 0 where
     // unknown), for the timeline of a containment it completes (ContainmentTimeline).
@@ -77,6 +80,10 @@ struct EventQuery {
     std::optional<std::int64_t> through_id;       // ids up to and including this
     std::size_t limit = 100;                      // at most 10,000
     bool newest_first = true;
+    // false: documents come back as text in document_text, `document` left null. For readers
+    // that pass a document on or need a few members of it (the SIEM export), where building a
+    // JSON tree per event was nearly half of the export's CPU.
+    bool parse_documents = true;
 };
 
 struct EventInsertResult {

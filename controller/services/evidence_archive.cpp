@@ -348,9 +348,11 @@ StoreResult<std::vector<StoredEvent>> EvidenceArchive::query_archived(const Even
         for (auto& e : *events) {
             if (out.size() >= query.limit)
                 break;
-            e.document = nlohmann::json::parse(e.document_text, nullptr, false);
-            if (e.document.is_discarded())
-                e.document = nullptr;
+            if (query.parse_documents) {
+                e.document = nlohmann::json::parse(e.document_text, nullptr, false);
+                if (e.document.is_discarded())
+                    e.document = nullptr;
+            }
             out.push_back(std::move(e));
         }
     }

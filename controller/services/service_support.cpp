@@ -1,6 +1,7 @@
 #include "controller/services/service_support.hpp"
 
 #include <openssl/rand.h>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -77,9 +78,45 @@ json revision_json(const PolicyRevision& r, bool with_document) {
     return j;
 }
 
+namespace {
+
+// The members of a document left as text, read without building a tree: one parser per
+// thread, reused (its buffers grow to the largest document and stay).
+void restore_upload_fields_from_text(StoredEvent& e) {
+    thread_local simdjson::dom::parser parser;
+    simdjson::dom::object document;
+    if (parser.parse(e.document_text).get(document) != simdjson::SUCCESS)
+        return;  // as a document that does not parse as an object: nothing to restore
+    const auto text_member = [&](std::string_view key) -> std::string {
+        std::string_view value;
+        if (document.at_key(key).get_string().get(value) != simdjson::SUCCESS)
+            return {};
+        return std::string(value);
+    };
+    e.port = text_member("physindev");
+    if (e.port.empty())
+        e.port = text_member("indev");
+    e.mac = text_member("src_mac");
+    for (const char* key : {"sport", "icmp_id"}) {
+        std::uint64_t value = 0;
+        if (!e.sport && document.at_key(key).get_uint64().get(value) == simdjson::SUCCESS && value <= 65535)
+            e.sport = static_cast<std::uint16_t>(value);
+    }
+    bool would_drop = false;
+    if (document.at_key("would_drop").get_bool().get(would_drop) == simdjson::SUCCESS)
+        e.would_drop = would_drop;
+}
+
+}  // namespace
+
 void restore_upload_fields(StoredEvent& e) {
-    if (!e.document.is_object())
+    if (!e.document.is_object()) {
+        if (e.document.is_null() && !e.document_text.empty())
+            restore_upload_fields_from_text(e);
         return;
+    }
+    const auto would_drop = e.document.find("would_drop");
+    e.would_drop = would_drop != e.document.end() && would_drop->is_boolean() && would_drop->get<bool>();
     e.port = string_member(e.document, "physindev").value_or("");
     if (e.port.empty())
         e.port = string_member(e.document, "indev").value_or("");

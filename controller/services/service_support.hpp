@@ -101,8 +101,9 @@ nlohmann::json exemption_json(const Exemption& e);
 const nlohmann::json* member(const nlohmann::json& object, std::string_view key);
 std::optional<std::string> string_member(const nlohmann::json& object, std::string_view key);
 
-// An event read back from the store (or the archive) has no sport, port or mac (they are not
-// columns): takes them from its parsed document as ingest took them from the upload.
+// An event read back from the store (or the archive) has no sport, port, mac or would_drop
+// (they are not columns): takes them from its document (parsed, or else its text) as ingest
+// took them from the upload.
 void restore_upload_fields(StoredEvent& event);
 std::expected<void, ServiceError> only_members(const nlohmann::json& body, std::initializer_list<std::string_view> allowed,
                                                std::string_view what);

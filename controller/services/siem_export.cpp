@@ -267,6 +267,7 @@ std::expected<std::vector<SiemExport::PendingRecord>, std::string> SiemExport::r
         query.after_id = static_cast<std::int64_t>(after);
         query.newest_first = false;
         query.limit = std::min<std::size_t>(limit, 10'000);
+        query.parse_documents = false;  // the formats need a few members: restore_upload_fields
         ArchivedEvents* archive = archive_.load();
         const bool archived = archive != nullptr && static_cast<std::int64_t>(after) < archive->archived_through();
         auto events = archived ? archive->query_archived(query) : events_.query_events(query);

@@ -127,6 +127,13 @@ StoreResult<StoredEvent> read_event(Stmt& s) {
     return e;
 }
 
+StoreResult<StoredEvent> read_event_text(Stmt& s) {
+    auto e = read_event_columns(s);
+    if (e && !s.null(14))
+        e->document_text = s.text(14);
+    return e;
+}
+
 StoreResult<StoredEvent> read_event_columns(Stmt& s) {
     StoredEvent e;
     e.id = s.i64(0);

@@ -300,7 +300,9 @@ StoreResult<std::unique_ptr<Connection>> open_connection(const std::filesystem::
 
 // Events: query_events and incident_events.
 StoreResult<StoredEvent> read_event(Stmt& s);
-// The same without parsing the document (left null): verification hashes its stored text.
+// The same with the document as text (document_text), not parsed.
+StoreResult<StoredEvent> read_event_text(Stmt& s);
+// The same without the document (left null): verification hashes its stored text.
 StoreResult<StoredEvent> read_event_columns(Stmt& s);
 // Audit entries: query_audit and verification.
 StoreResult<AuditEntry> read_audit(Stmt& s);

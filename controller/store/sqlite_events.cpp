@@ -96,7 +96,7 @@ StoreResult<std::vector<StoredEvent>> SqliteStore::query_events(const EventQuery
     return impl_->read(op, [&](Connection& c) {
         Stmt s(c, q.text, op);
         s.bind_params(q.params);
-        return s.all(read_event);
+        return s.all(query.parse_documents ? read_event : read_event_text);
     });
 }
 

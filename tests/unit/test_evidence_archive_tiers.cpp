@@ -5,6 +5,7 @@
 // and finds a segment that was truncated or removed.
 #include "controller/services/evidence_archive.hpp"
 #include "controller/services/evidence_service.hpp"
+#include "controller/services/service_support.hpp"
 #include "controller/services/siem_export.hpp"
 #include "test_store_support.hpp"
 
@@ -311,5 +312,73 @@ TEST_CASE("evidence archive: a SIEM destination behind the hot tier catches up f
     for (std::size_t i = 0; i < sent->second.size(); ++i) {
         const std::string id = "id=\"drops/" + std::to_string(i + 3) + "\"";
         CHECK_MESSAGE(sent->second[i].find(id) != std::string::npos, sent->second[i].substr(0, 120));
+    }
+}
+
+TEST_CASE("evidence archive: documents read as text give the members a parsed document gives, in both tiers") {
+    TierLab lab;
+    REQUIRE(lab.archive.load());
+    // What the formats need from a document: the ingress port (physindev, else indev), the
+    // source MAC, the source port (else an ICMP echo's id) and monitor mode's would_drop.
+    const std::vector<std::string> documents = {
+        R"({"physindev":"vnet7","indev":"br0","src_mac":"52:54:00:00:00:07","sport":40001,"would_drop":true})",
+        R"({"indev":"eth1","icmp_id":77,"would_drop":false})",
+        R"({"sport":70000,"src_mac":5,"nested":{"physindev":"not-this-one"}})",  // out of range, wrong type
+        R"({"physindev":"v\u00e9th\"1","sport":1})",                            // escapes
+        R"({})",
+    };
+    for (int minute = 0; minute < 2; ++minute) {
+        std::vector<StoredEvent> batch;
+        for (const auto& document : documents) {
+            auto e = make_event("hv1", lab.next_seq++, lab.now * 1'000'000);
+            e.received_at = lab.now;
+            e.document_text = document;
+            batch.push_back(std::move(e));
+        }
+        REQUIRE(lab.store.insert_events(batch));
+        if (minute == 0)
+            lab.now += 11 * kMinute;  // the first minute falls behind the hot tier
+    }
+    REQUIRE(lab.archive.run_once());
+    REQUIRE(lab.archive.archived_through() == 5);
+
+    EventQuery parsed;
+    parsed.newest_first = false;
+    parsed.limit = 100;
+    EventQuery text = parsed;
+    text.parse_documents = false;
+    for (auto read : {+[](TierLab& l, const EventQuery& q) { return l.archive.query_archived(q); },
+                      +[](TierLab& l, const EventQuery& q) { return l.store.query_events(q); }}) {
+        auto as_tree = read(lab, parsed);
+        auto as_text = read(lab, text);
+        REQUIRE(as_tree);
+        REQUIRE(as_text);
+        REQUIRE(as_tree->size() == documents.size());
+        REQUIRE(as_text->size() == documents.size());
+        for (std::size_t i = 0; i < documents.size(); ++i) {
+            auto& tree = (*as_tree)[i];
+            auto& flat = (*as_text)[i];
+            CAPTURE(documents[i]);
+            CHECK(tree.document.is_object());
+            CHECK(flat.document.is_null());
+            CHECK(nlohmann::json::parse(flat.document_text) == nlohmann::json::parse(documents[i]));
+            restore_upload_fields(tree);
+            restore_upload_fields(flat);
+            CHECK(flat.port == tree.port);
+            CHECK(flat.mac == tree.mac);
+            CHECK(flat.sport == tree.sport);
+            CHECK(flat.would_drop == tree.would_drop);
+        }
+        CHECK((*as_text)[0].port == "vnet7");
+        CHECK((*as_text)[0].mac == "52:54:00:00:00:07");
+        CHECK((*as_text)[0].sport == 40001);
+        CHECK((*as_text)[0].would_drop);
+        CHECK((*as_text)[1].port == "eth1");
+        CHECK((*as_text)[1].sport == 77);
+        CHECK(!(*as_text)[1].would_drop);
+        CHECK((*as_text)[2].port.empty());
+        CHECK((*as_text)[2].mac.empty());
+        CHECK(!(*as_text)[2].sport);
+        CHECK((*as_text)[3].port == "v\xc3\xa9th\"1");
     }
 }
