@@ -201,7 +201,8 @@ class Lab:
         b = Path(self.args.bin_dir)
         p = self.run("up", "--api-listen", "127.0.0.1:%d" % API_PORT, "--mgmt-net", MGMT_NET,
                      "--tls-port", str(TLS_PORT), "--controller-bin", str(b / "bulkhead-controller"),
-                     "--enforcer-bin", str(b / "bulkhead-enforcer"))
+                     "--enforcer-bin", str(b / "bulkhead-enforcer"),
+                     *["--enforcer-arg=" + a for a in self.args.enforcer_arg])
         if p.returncode != 0:
             raise Failure("lab up failed (exit %d):\n%s" % (p.returncode, (p.stdout + p.stderr)[-3000:]))
         self.up_done = True
@@ -692,6 +693,8 @@ def main():
     ap.add_argument("--api-runs", type=int, default=100)
     ap.add_argument("--tripwire-runs", type=int, default=10)
     ap.add_argument("--out")
+    ap.add_argument("--enforcer-arg", action="append", default=[],
+                    help="one more argument for every lab enforcer (e.g. --port-discovery, as packaged)")
     args = ap.parse_args()
 
     def on_signal(signum, _frame):

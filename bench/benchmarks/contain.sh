@@ -63,11 +63,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# BENCH_CONTAIN_ENFORCER_ARGS: more arguments for the lab's enforcers, e.g. "--port-discovery"
+# (the packaged configuration's default; the lab's own default is without it).
+enforcer_args=()
+for a in ${BENCH_CONTAIN_ENFORCER_ARGS:-}; do
+  enforcer_args+=("--enforcer-arg=$a")
+done
 timeout --foreground "${BENCH_CONTAIN_TIMEOUT:-600}" python3 "$BENCH_DIR/contain_bench.py" \
   --repo "$REPO" --bin-dir "$BENCH_BIN" --watch-bin "$BENCH_BIN/bench_contain_watch" --state-dir "$state" \
   --runs "${BENCH_CONTAIN_RUNS:-100}" --api-runs "${BENCH_CONTAIN_API_RUNS:-100}" \
   --tripwire-runs "${BENCH_CONTAIN_TRIPWIRE_RUNS:-10}" \
-  --out "$work/samples.json" >"$work/figures.tsv" &
+  --out "$work/samples.json" "${enforcer_args[@]}" >"$work/figures.tsv" &
 driver_pid=$!
 rc=0
 wait "$driver_pid" || rc=$?

@@ -378,9 +378,6 @@ int run_daemon(const DaemonOptions& options) {
         const auto started = std::chrono::steady_clock::now();
         if (follower) {
             canonical = **next;
-            if (auto saved = write_file_atomically(canonical_path, ruleset::to_json(*canonical).dump()); !saved) {
-                spdlog::warn("daemon: enforcer {}: {}: {}", options.enforcer_id, canonical_path.string(), saved.error());
-            }
         }
         auto applied = apply_to_kernel(**next);
         ApplyReport report;
@@ -398,6 +395,16 @@ int run_daemon(const DaemonOptions& options) {
         report.local_generation = keeper.generation();
         report.counters = counters();
         source->report_applied(report);
+        if (follower) {
+            // Kept for a restart (ports followed before the source answers), written once the
+            // ruleset is in force and acknowledged: the whole document and an fsync before the
+            // kernel apply delayed every quarantine by milliseconds on hosts with port discovery
+            // (the packaged default). A crash before it is written leaves the previous source
+            // ruleset, which the source replaces on its first answer.
+            if (auto saved = write_file_atomically(canonical_path, ruleset::to_json(*canonical).dump()); !saved) {
+                spdlog::warn("daemon: enforcer {}: {}: {}", options.enforcer_id, canonical_path.string(), saved.error());
+            }
+        }
         rebuild_attributor();
         report_ports();
         // Parsing and persisting a large ruleset peaks far above what stays in use; hand the
