@@ -71,7 +71,8 @@ std::expected<AppliedState, std::string> read_state(const std::filesystem::path&
 }  // namespace
 
 std::expected<void, std::string> write_file_atomically(const std::filesystem::path& path,
-                                                       std::string_view contents) {
+                                                       std::string_view contents, FileDurability durability) {
+    const bool durable = durability == FileDurability::Durable;
     const auto temporary = path.string() + ".tmp";
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -90,7 +91,7 @@ std::expected<void, std::string> write_file_atomically(const std::filesystem::pa
         }
         written += static_cast<std::size_t>(n);
     }
-    if (::fsync(fd) != 0) {
+    if (durable && ::fsync(fd) != 0) {
         auto error = errno_text("cannot fsync", temporary);
         ::close(fd);
         return std::unexpected(error);
@@ -98,6 +99,9 @@ std::expected<void, std::string> write_file_atomically(const std::filesystem::pa
     ::close(fd);
     if (::rename(temporary.c_str(), path.c_str()) != 0) {
         return std::unexpected(errno_text("cannot rename onto", path));
+    }
+    if (!durable) {
+        return {};
     }
     // The rename is durable only once the directory entry is.
     const auto directory = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();

@@ -50,8 +50,15 @@ private:
     std::filesystem::path previous_;
 };
 
-// Writes `contents` to `path` atomically and durably (tmp + fsync + rename + dir fsync).
+// Durable: the file and its directory entry are synced before the call returns (state a
+// restart depends on). Atomic only: readers see the old or the new contents, never a mix, but
+// a crash may leave the old file (what is rewritten every second anyway: the metrics file).
+enum class FileDurability { Durable, AtomicOnly };
+
+// Writes `contents` to `path` atomically (tmp + rename), and durably unless told otherwise
+// (fsync of the file before the rename, of the directory after it).
 std::expected<void, std::string> write_file_atomically(const std::filesystem::path& path,
-                                                       std::string_view contents);
+                                                       std::string_view contents,
+                                                       FileDurability durability = FileDurability::Durable);
 
 }  // namespace bulkhead::enforcer

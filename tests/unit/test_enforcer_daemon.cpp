@@ -316,6 +316,25 @@ TEST_CASE("state store: nothing stored is not an error, garbage with no fallback
     CHECK(garbage->warning.find("not valid JSON") != std::string::npos);
 }
 
+TEST_CASE("files: written atomically, durably or not, replacing what was there and leaving no temporary") {
+    TempDir dir;
+    for (const auto durability : {FileDurability::Durable, FileDurability::AtomicOnly}) {
+        const auto path = dir.path / (durability == FileDurability::Durable ? "state.json" : "metrics.prom");
+        REQUIRE(write_file_atomically(path, "first\n", durability));
+        REQUIRE(write_file_atomically(path, "second, longer\n", durability));
+        std::ifstream in(path);
+        std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(contents == "second, longer\n");
+        CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));
+    }
+    // A directory that does not exist is an error naming the file, in either mode.
+    for (const auto durability : {FileDurability::Durable, FileDurability::AtomicOnly}) {
+        auto failed = write_file_atomically(dir.path / "missing" / "x", "x", durability);
+        REQUIRE_FALSE(failed);
+        CHECK(failed.error().find("missing") != std::string::npos);
+    }
+}
+
 TEST_CASE("ruleset source: a file is read when it changes, for this enforcer only") {
     TempDir dir;
     auto compiled = compile_example();
