@@ -158,18 +158,17 @@ class SegmentSource {
 public:
     virtual ~SegmentSource() = default;
     virtual std::uint64_t size() const = 0;
-    // Exactly `length` bytes at `offset`, or an error text.
-    virtual std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const = 0;
-    // The same into a buffer the caller reuses (a verify reads every block: a fresh string per
-    // block cost page faults). The default calls read().
+    // Exactly `length` bytes at `offset` into `out`, a buffer the caller may reuse (a verify
+    // reads every block: a fresh string per block cost page faults), or an error text.
     virtual std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
-                                                       std::string& out) const {
-        auto bytes = read(offset, length);
-        if (!bytes) {
-            return std::unexpected(bytes.error());
+                                                       std::string& out) const = 0;
+    // The same into a new string.
+    std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const {
+        std::string out;
+        if (auto done = read_into(offset, length, out); !done) {
+            return std::unexpected(done.error());
         }
-        out = std::move(*bytes);
-        return {};
+        return out;
     }
 };
 

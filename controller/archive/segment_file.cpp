@@ -41,14 +41,6 @@ public:
     FileSource(int fd, std::uint64_t size, std::filesystem::path path)
         : fd_(fd), size_(size), path_(std::move(path)) {}
     std::uint64_t size() const override { return size_; }
-    std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const override {
-        std::string out;
-        auto done = read_into(offset, length, out);
-        if (!done) {
-            return std::unexpected(done.error());
-        }
-        return out;
-    }
     std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
                                                std::string& out) const override {
         out.resize(length);
@@ -79,14 +71,6 @@ class MemorySource final : public SegmentSource {
 public:
     explicit MemorySource(std::string bytes) : bytes_(std::move(bytes)) {}
     std::uint64_t size() const override { return bytes_.size(); }
-    std::expected<std::string, std::string> read(std::uint64_t offset, std::size_t length) const override {
-        std::string out;
-        auto done = read_into(offset, length, out);
-        if (!done) {
-            return std::unexpected(done.error());
-        }
-        return out;
-    }
     std::expected<void, std::string> read_into(std::uint64_t offset, std::size_t length,
                                                std::string& out) const override {
         if (offset > bytes_.size() || length > bytes_.size() - offset) {
