@@ -66,7 +66,8 @@ std::string event_source(Builder& b, const EventQuery& q) {
     return " FROM event_terms t CROSS JOIN events";
 }
 
-// The event filters shared by select_events and count_events (not paging).
+// The event filters shared by select_events and count_events, id bounds included (paging
+// there; the event service's split between the archive's ids and the database's here).
 void event_filters(Builder& b, const EventQuery& q) {
     if (q.from_ns)
         b.where("time_ns >= " + b.param(*q.from_ns));
@@ -86,6 +87,10 @@ void event_filters(Builder& b, const EventQuery& q) {
         b.where("reason = " + b.param(*q.reason));
     if (q.enforcer)
         b.where("enforcer = " + b.param(*q.enforcer));
+    if (q.after_id)
+        b.where("id > " + b.param(*q.after_id));
+    if (q.through_id)
+        b.where("id <= " + b.param(*q.through_id));
 }
 
 } // namespace
@@ -117,10 +122,6 @@ Query select_events(const EventQuery& query) {
     event_filters(b, query);
     if (query.type)
         b.where("type = " + b.param(*query.type));
-    if (query.after_id)
-        b.where("id > " + b.param(*query.after_id));
-    if (query.through_id)
-        b.where("id <= " + b.param(*query.through_id));
     std::string text = "SELECT " + std::string(kEventColumns) + source + b.where_clause();
     text += query.newest_first ? " ORDER BY id DESC" : " ORDER BY id";
     text += " LIMIT " + b.param(clamp_limit(query.limit));
@@ -140,11 +141,6 @@ Query count_events(std::int64_t from_ns, std::int64_t to_ns, std::int64_t bucket
     const std::string source = event_source(b, ranged);
     event_filters(b, filter);
     b.where("type = " + b.param(filter.type.value_or("drop")));
-    // Id bounds: the event service counts the archive's ids there and the rest here.
-    if (filter.after_id)
-        b.where("id > " + b.param(*filter.after_id));
-    if (filter.through_id)
-        b.where("id <= " + b.param(*filter.through_id));
     // Integer division on BIGINT operands truncates in both backends; time_ns >= from_ns
     // keeps the dividend non-negative, so truncation is floor.
     std::string text = "SELECT (time_ns - " + from + ") / " + width +
