@@ -31,16 +31,9 @@ bool is_allowed_flow(const StoredEvent& event) {
     return event.type == "allowed_flow" || event.type == "allowed_flows";
 }
 // Monitor mode: the rule would have dropped the packet but let it pass (enforcer DropEvent).
-// Read from the document by restore_upload_fields, or (an event built in memory) from the
-// parsed document itself.
-bool would_drop(const StoredEvent& event) {
-    if (event.would_drop)
-        return true;
-    if (!event.document.is_object())
-        return false;
-    const auto member = event.document.find("would_drop");
-    return member != event.document.end() && member->is_boolean() && member->get<bool>();
-}
+// Not a column: restore_upload_fields takes it from the document, as it does port, MAC and
+// source port.
+bool would_drop(const StoredEvent& event) { return event.would_drop; }
 controller::TimeMs event_time_ms(const StoredEvent& event) {
     return event.time_ns != 0 ? event.time_ns / 1'000'000 : event.received_at;
 }

@@ -341,6 +341,7 @@ TEST_CASE("siem formats: allowed flows, monitor-mode drops and IPv6") {
     SUBCASE("a would-drop in monitor mode is traffic that passed") {
         auto event = drop_event();
         event.document = json{{"would_drop", true}};
+        event.would_drop = true;  // as restore_upload_fields reads it from the document
         const SiemRecord record{"drops/125", &event};
         CHECK(parse_cef(*format_cef(record)).extension.at("act") == "would-block");
         const auto o = parse_ocsf(record);
@@ -856,6 +857,7 @@ TEST_CASE("siem formats: OCSF drops and flows are the reference object, byte for
     SUBCASE("a monitor-mode drop without workload, MAC, interface or direction") {
         auto event = drop_event();
         event.document = json{{"would_drop", true}, {"mode", "monitor"}};
+        event.would_drop = true;  // as restore_upload_fields reads it from the document
         event.workload.clear();
         event.mac.clear();
         event.port.clear();
